@@ -1,0 +1,314 @@
+//! Checks over the IR: every dimension lines up, ranks are in range, pathways run forward.
+//! All findings are collected; lints are warnings. Identical findings from one rule applied to
+//! many blocks are reported once.
+
+use crate::diagnostic::Diagnostic;
+use crate::ir::{Gate, Ir, Op};
+use crate::spec::Factorization;
+use petgraph::algo::{is_cyclic_directed, tarjan_scc};
+use std::collections::HashSet;
+
+/// Returns errors and warnings, deduplicated, in the order found.
+pub fn check(ir: &Ir) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    sites(ir, &mut out);
+    pathways(ir, &mut out);
+    acyclic(ir, &mut out);
+    if !out.iter().any(Diagnostic::is_error) {
+        shapes(ir, &mut out);
+    }
+    let mut seen = HashSet::new();
+    out.retain(|d| seen.insert((d.code, d.span, d.message.clone())));
+    out
+}
+
+/// `attn.q`: the site without its block, so one rule's findings merge across blocks.
+fn short(ir: &Ir, local: usize) -> String {
+    let (g, n) = ir.model.family.site_names()[local];
+    format!("{g}.{n}")
+}
+
+fn sites(ir: &Ir, out: &mut Vec<Diagnostic>) {
+    for s in &ir.sites {
+        let name = short(ir, s.site.local);
+        let (inp, outw) = (s.inp, s.out);
+        let bias = if ir.model.linear_bias() { outw as u128 } else { 0 };
+        let dense_params = inp as u128 * outw as u128 + bias;
+        match &s.fact {
+            Factorization::Dense => {}
+            Factorization::Svd { rank }
+            | Factorization::Cola { rank, .. }
+            | Factorization::Lora { rank, .. } => {
+                let max = inp.min(outw);
+                if *rank > max {
+                    out.push(
+                        Diagnostic::error(
+                            "E0703",
+                            format!(
+                                "rank {rank} is larger than min(in, out) = {max} for {name} ({inp} → {outw})"
+                            ),
+                            s.rank_span,
+                        )
+                        .with_label(format!("at most {max}"))
+                        .with_hint("a rank above min(in, out) adds parameters without adding expressiveness"),
+                    );
+                } else if !matches!(s.fact, Factorization::Lora { .. }) {
+                    let params = *rank as u128 * (inp + outw) as u128 + bias;
+                    if params > dense_params {
+                        out.push(more_than_dense(&name, params, dense_params, s.rank_span));
+                    }
+                }
+            }
+            Factorization::Tt { modes, ranks } => {
+                let [m0, m1, m2, m3] = modes.map(|m| m as u128);
+                let [r1, rr, r3] = ranks.map(|r| r as u128);
+                let mut ok = true;
+                if m0 * m1 != inp as u128 {
+                    ok = false;
+                    out.push(
+                        Diagnostic::error(
+                            "E0701",
+                            format!(
+                                "TT input modes {m0}·{m1} = {} do not match the input width {inp} of {name}",
+                                m0 * m1
+                            ),
+                            s.modes_span,
+                        )
+                        .with_label(format!("must multiply to {inp}"))
+                        .with_hint(format!(
+                            "choose m0·m1 = {inp} and m2·m3 = {outw}, e.g. {}",
+                            example_modes(inp, outw)
+                        )),
+                    );
+                }
+                if m2 * m3 != outw as u128 {
+                    ok = false;
+                    out.push(
+                        Diagnostic::error(
+                            "E0702",
+                            format!(
+                                "TT output modes {m2}·{m3} = {} do not match the output width {outw} of {name}",
+                                m2 * m3
+                            ),
+                            s.modes_span,
+                        )
+                        .with_label(format!("must multiply to {outw}"))
+                        .with_hint(format!(
+                            "choose m0·m1 = {inp} and m2·m3 = {outw}, e.g. {}",
+                            example_modes(inp, outw)
+                        )),
+                    );
+                }
+                let bounds = [
+                    ("r1", r1, m0.min(m1 * m2 * m3)),
+                    ("R", rr, (m0 * m1).min(m2 * m3)),
+                    ("r3", r3, m3.min(m0 * m1 * m2)),
+                ];
+                for (which, r, max) in bounds {
+                    if r > max {
+                        ok = false;
+                        out.push(
+                            Diagnostic::error(
+                                "E0703",
+                                format!("TT rank {which} = {r} is larger than its largest useful value {max} for {name}"),
+                                s.rank_span,
+                            )
+                            .with_label(format!("{which} at most {max}"))
+                            .with_hint("TT ranks are bounded by the products of the modes on either side of them"),
+                        );
+                    }
+                }
+                if s.intra && (m1 != m2 || r1 != r3) {
+                    out.push(
+                        Diagnostic::error(
+                            "E0704",
+                            format!(
+                                "intra-layer LaX on {name} adds t1 ({m1}×{r1}) to t3 ({m2}×{r3}): it needs m1 = m2 and r1 = r3"
+                            ),
+                            s.modes_span.join(s.rank_span),
+                        )
+                        .with_label("shapes differ")
+                        .with_hint("use symmetric modes and ranks, e.g. modes [a, b, b, c] with ranks [r, R, r]"),
+                    );
+                }
+                let params = m0 * r1 + r1 * m1 * rr + rr * m2 * r3 + r3 * m3 + bias;
+                if ok && params > dense_params {
+                    out.push(more_than_dense(&name, params, dense_params, s.rank_span));
+                }
+            }
+        }
+    }
+}
+
+fn more_than_dense(name: &str, params: u128, dense: u128, span: crate::source::Span) -> Diagnostic {
+    Diagnostic::warning(
+        "W0701",
+        format!("{name} has more parameters factorized ({params}) than dense ({dense})"),
+        span,
+    )
+    .with_label("larger than the dense layer")
+    .with_hint("lower the rank, or keep this layer dense")
+}
+
+fn example_modes(inp: usize, out: usize) -> String {
+    let [a, b] = crate::ir::fold(inp);
+    let [c, d] = crate::ir::fold(out);
+    format!("modes = [{a}, {b}, {c}, {d}]")
+}
+
+fn pathways(ir: &Ir, out: &mut Vec<Diagnostic>) {
+    for p in &ir.pathways {
+        let (src, dst) = (p.src_width, p.dst_width);
+        let src_name = short(ir, p.source.local);
+        let dst_name = short(ir, p.target.local);
+        match &p.gate {
+            Gate::Identity | Gate::Linear => {
+                if src != dst {
+                    out.push(
+                        Diagnostic::error(
+                            "E0705",
+                            format!(
+                                "a {} gate needs equal latent widths, but {src_name} ({src}) → {dst_name} ({dst}) differ",
+                                p.gate.kind_name()
+                            ),
+                            p.gate_span,
+                        )
+                        .with_label(format!("{src} ≠ {dst}"))
+                        .with_hint("use `gate = tensor` or `gate = dense`, which align different widths"),
+                    );
+                }
+            }
+            Gate::Tensor { input, output } => {
+                for (written, fold, width, end) in [
+                    (&p.written_input, input, src, "source"),
+                    (&p.written_output, output, dst, "target"),
+                ] {
+                    let product = fold[0] as u128 * fold[1] as u128;
+                    if written.is_some() && product != width as u128 {
+                        out.push(
+                            Diagnostic::error(
+                                "E0706",
+                                format!(
+                                    "the tensor gate folds the {end} latent as {}×{} = {product}, but its width is {width}",
+                                    fold[0], fold[1]
+                                ),
+                                p.gate_span,
+                            )
+                            .with_label(format!("must multiply to {width}"))
+                            .with_hint(format!(
+                                "omit the shape to use {}×{}, the divisor pair closest to √{width}",
+                                crate::ir::fold(width)[0],
+                                crate::ir::fold(width)[1]
+                            )),
+                        );
+                    }
+                }
+                let lopsided = |f: &[usize; 2]| f[1] > 4 * f[0] && f[1] > 8;
+                if p.written_input.is_none() && (lopsided(input) || lopsided(output)) {
+                    let f = if lopsided(input) { input } else { output };
+                    let w = f[0] * f[1];
+                    let params = (input[0] * output[0] + input[1] * output[1]) as u128;
+                    out.push(
+                        Diagnostic::warning(
+                            "W0702",
+                            format!(
+                                "the tensor gate on {dst_name} folds its width {w} lopsidedly as {}×{} ({params} parameters)",
+                                f[0], f[1]
+                            ),
+                            p.gate_span,
+                        )
+                        .with_label("lopsided fold")
+                        .with_hint(format!(
+                            "{w} has no divisor pair near √{w}; a width with a balanced pair, or `gate = dense`, may serve better"
+                        )),
+                    );
+                }
+            }
+            Gate::Dense => {
+                for (written, width, end) in [
+                    (&p.written_input, src, "input"),
+                    (&p.written_output, dst, "output"),
+                ] {
+                    if let Some(w) = written {
+                        if w[0] != width {
+                            out.push(
+                                Diagnostic::error(
+                                    "E0707",
+                                    format!(
+                                        "the dense gate's {end} width {} does not fit the latent width {width}",
+                                        w[0]
+                                    ),
+                                    p.gate_span,
+                                )
+                                .with_label(format!("should be {width}"))
+                                .with_hint("omit the widths: a dense gate takes them from its ends"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pathways run forward only: a latent may only cross to a layer computed after it.
+fn acyclic(ir: &Ir, out: &mut Vec<Diagnostic>) {
+    if !is_cyclic_directed(&ir.graph) {
+        return;
+    }
+    let in_cycle: HashSet<_> = tarjan_scc(&ir.graph)
+        .into_iter()
+        .filter(|c| c.len() > 1)
+        .flatten()
+        .collect();
+    for p in &ir.pathways {
+        if in_cycle.contains(&p.gate_node) {
+            out.push(
+                Diagnostic::error(
+                    "E0708",
+                    format!(
+                        "this pathway runs backwards: {} is computed after {}, which depends on it",
+                        ir.site(p.source).name,
+                        ir.site(p.target).name
+                    ),
+                    p.span,
+                )
+                .with_label("makes a cycle")
+                .with_hint("a pathway's source must come before its target; pick an earlier block for `from`"),
+            );
+        }
+    }
+}
+
+/// The structural check: every edge's shape matches what the node it enters expects. A spec
+/// that passed the checks above cannot fail this; if it does, laxc has a bug.
+fn shapes(ir: &Ir, out: &mut Vec<Diagnostic>) {
+    use petgraph::visit::EdgeRef;
+    for e in ir.graph.edge_references() {
+        let target = &ir.graph[e.target()];
+        let Some(expected) = target.op.input_width() else {
+            continue;
+        };
+        // Attention takes q, k and v, each of the model's width; everything else one width.
+        let got = e.weight().width();
+        let fine = match target.op {
+            Op::PosEmbed { .. } => true,
+            _ => got == expected,
+        };
+        if !fine {
+            out.push(
+                Diagnostic::error(
+                    "E0900",
+                    format!(
+                        "internal error: {} receives width {got} from {} but expects {expected}",
+                        target.name,
+                        ir.graph[e.source()].name
+                    ),
+                    target.span.unwrap_or_default(),
+                )
+                .with_label("shapes do not line up")
+                .with_hint("this is a bug in laxc; please report it with this spec"),
+            );
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! laxc: a declarative architecture compiler for low-rank training with Latent Crossing (LaX).
+//!
+//! The pipeline, one module a stage:
+//! ```text
+//! .lax text ─syntax─▶ AST ─resolve─▶ Spec ─ir::build─▶ IR ─check─▶ checked IR ─▶ report / dot
+//! ```
+//! [`compile`] runs it and is the only entry point the command line uses.
+
+pub mod check;
+pub mod diagnostic;
+pub mod dot;
+pub mod family;
+pub mod ir;
+pub mod report;
+pub mod resolve;
+pub mod source;
+pub mod spec;
+pub mod syntax;
+
+use diagnostic::Diagnostic;
+use source::Source;
+
+/// The default spec laxc uses when none is given: shipped in `specs/`, embedded in the binary.
+pub const DEFAULT_SPEC_NAME: &str = "specs/tiny-llama-svd-lax.lax";
+pub const DEFAULT_SPEC: &str = include_str!("../specs/tiny-llama-svd-lax.lax");
+
+/// A spec that passed every check.
+#[derive(Debug)]
+pub struct Compiled {
+    pub spec: spec::Spec,
+    pub ir: ir::Ir,
+    /// Lints: the spec is valid but something looks wrong.
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Compiled {
+    pub fn report(&self) -> report::Report {
+        report::report(&self.ir, dense_reference_params(&self.spec))
+    }
+}
+
+/// Parses, resolves, builds and checks a spec. On failure returns every diagnostic found
+/// (errors and any warnings), in source order.
+pub fn compile(source: &Source) -> Result<Compiled, Vec<Diagnostic>> {
+    let ast = syntax::parse(&source.text).map_err(|d| vec![d])?;
+    let (spec, mut warnings) = resolve::resolve(&ast, source).map_err(sorted)?;
+    let ir = ir::build(&spec);
+    let findings = check::check(&ir);
+    warnings.extend(findings);
+    if warnings.iter().any(Diagnostic::is_error) {
+        return Err(sorted(warnings));
+    }
+    Ok(Compiled {
+        spec,
+        ir,
+        warnings: sorted(warnings),
+    })
+}
+
+fn sorted(mut d: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    d.sort_by_key(|d| (d.span.start, d.span.end));
+    d
+}
+
+/// Parameters of the same model with every site dense and no LaX: the report's reference.
+fn dense_reference_params(spec: &spec::Spec) -> u128 {
+    let mut dense = spec.clone();
+    for s in &mut dense.sites {
+        s.fact = spec::Factorization::Dense;
+    }
+    dense.inter.clear();
+    dense.intra.clear();
+    let ir = ir::build(&dense);
+    ir.graph.node_weights().map(|n| n.op.params()).sum()
+}

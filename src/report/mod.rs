@@ -1,0 +1,314 @@
+//! The report: parameters, memory and FLOPs, a pure function of the checked IR. It is the single
+//! source of every cost number laxc prints; the conventions are in docs/conventions.md.
+
+mod table;
+
+pub use table::render_table;
+
+use crate::family::Family;
+use crate::ir::{Gate, Ir, Op, Scope};
+use crate::spec::{Factorization, RuleMatch, TrainValue};
+use serde::Serialize;
+
+/// Bumped whenever a field of the JSON report changes meaning or disappears.
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub const CONVENTIONS: &[&str] = &[
+    "params: every tensor counts (embeddings, biases, norms, LaX gates and norms, head); frozen = LoRA bases and, in a LoRA spec, everything but adapters and LaX",
+    "memory: bf16 = 8 B per trainable param (weight, grad, 2 Adam moments; the LaX/CoLA/GaLore tables' convention) + 2 B per frozen; fp32 = 16 B + 4 B; GiB = 2^30 B; activations not counted",
+    "FLOPs: a GEMM (M×K)(K×N) is 2MKN; attention QKᵀ+AV is 4·n²·hidden per block, not halved for causal masks; train = 3× forward GEMM (2× for frozen layers); norms, activations, softmax and LaX adds are counted apart as `other`",
+];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub model: ModelSummary,
+    pub sites: Vec<SiteRow>,
+    pub pathways: Vec<PathwayRow>,
+    pub params: Params,
+    pub memory: Memory,
+    pub flops: Flops,
+    pub rules: Vec<RuleMatch>,
+    pub conventions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSummary {
+    pub name: String,
+    pub family: Family,
+    pub layers: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub tokens_per_sample: usize,
+    pub fine_tuning: bool,
+    pub linear_sites: usize,
+    pub factorized_sites: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteRow {
+    pub site: String,
+    pub block: usize,
+    pub name: String,
+    pub kind: String,
+    #[serde(rename = "in")]
+    pub inp: usize,
+    pub out: usize,
+    /// `r`, or the TT ranks `r1,R,r3`, or empty for dense.
+    pub rank: String,
+    pub params: u128,
+    pub trainable: u128,
+    pub flops_forward_per_token: u128,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PathwayRow {
+    pub kind: &'static str,
+    pub source: String,
+    pub target: String,
+    pub gate: String,
+    pub norm: String,
+    pub src_width: usize,
+    pub dst_width: usize,
+    pub params: u128,
+    pub flops_forward_per_token: u128,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Params {
+    pub total: u128,
+    pub trainable: u128,
+    pub frozen: u128,
+    pub embeddings: u128,
+    pub linear_sites: u128,
+    pub norms: u128,
+    pub lax: u128,
+    pub head: u128,
+    /// The same model with every site dense and no LaX.
+    pub dense_reference: u128,
+    pub ratio_to_dense: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    pub train_bytes_bf16: u128,
+    pub train_bytes_fp32: u128,
+    pub train_gib_bf16: f64,
+    pub train_gib_fp32: f64,
+    pub weights_bytes_bf16: u128,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Flops {
+    pub tokens_per_sample: usize,
+    pub forward_per_token: f64,
+    pub forward_per_sample: u128,
+    pub train_per_sample: u128,
+    pub other_forward_per_sample: u128,
+    pub attention_per_sample: u128,
+    pub lax_per_sample: u128,
+    /// From the train section: samples per step = batch × accum.
+    pub samples_per_step: Option<u128>,
+    pub train_per_step: Option<u128>,
+}
+
+/// Per-sample forward GEMM, training GEMM and other FLOPs of one node.
+fn node_flops(ir: &Ir, i: petgraph::graph::NodeIndex) -> (u128, u128, u128) {
+    let node = &ir.graph[i];
+    let tokens = node.tokens_per_sample(ir.tokens_per_sample());
+    let fwd = node.op.gemm_flops() * tokens;
+    // Frozen weights need no weight gradient: forward + input gradient only.
+    let mult = if node.frozen && node.op.params() > 0 {
+        2
+    } else {
+        3
+    };
+    (fwd, fwd * mult, node.op.other_flops() * tokens)
+}
+
+pub fn report(ir: &Ir, dense_reference: u128) -> Report {
+    let n = ir.tokens_per_sample();
+    let mut p = Params {
+        total: 0,
+        trainable: 0,
+        frozen: 0,
+        embeddings: 0,
+        linear_sites: 0,
+        norms: 0,
+        lax: 0,
+        head: 0,
+        dense_reference,
+        ratio_to_dense: 0.0,
+    };
+    let mut f = Flops {
+        tokens_per_sample: n,
+        forward_per_token: 0.0,
+        forward_per_sample: 0,
+        train_per_sample: 0,
+        other_forward_per_sample: 0,
+        attention_per_sample: 0,
+        lax_per_sample: 0,
+        samples_per_step: None,
+        train_per_step: None,
+    };
+    let mut site_params = vec![(0u128, 0u128, 0u128); ir.sites.len()];
+    let mut path_params = vec![(0u128, 0u128); ir.pathways.len()];
+    let per_block = ir.model.sites_per_block();
+    for i in ir.graph.node_indices() {
+        let node = &ir.graph[i];
+        let params = node.op.params();
+        p.total += params;
+        if node.frozen {
+            p.frozen += params;
+        } else {
+            p.trainable += params;
+        }
+        let (fwd, train, other) = node_flops(ir, i);
+        f.forward_per_sample += fwd;
+        f.train_per_sample += train;
+        f.other_forward_per_sample += other;
+        match node.scope {
+            Scope::Site { site } => {
+                let row = &mut site_params[site.block * per_block + site.local];
+                row.0 += params;
+                if !node.frozen {
+                    row.1 += params;
+                }
+                row.2 += node.op.gemm_flops();
+                p.linear_sites += params;
+                if matches!(node.op, Op::LaxAdd { .. }) {
+                    f.lax_per_sample += other;
+                }
+            }
+            Scope::Pathway { pathway } => {
+                path_params[pathway].0 += params;
+                path_params[pathway].1 += node.op.gemm_flops();
+                p.lax += params;
+                f.lax_per_sample += fwd + other;
+            }
+            Scope::Stem | Scope::Block { .. } => match node.op {
+                Op::Norm { .. } => p.norms += params,
+                Op::Linear { .. } => p.head += params,
+                Op::Attention { .. } => f.attention_per_sample += fwd,
+                _ => p.embeddings += params,
+            },
+        }
+    }
+    p.ratio_to_dense = p.total as f64 / p.dense_reference.max(1) as f64;
+    f.forward_per_token = f.forward_per_sample as f64 / n.max(1) as f64;
+    if let Some(t) = &ir.train {
+        let get = |k: &str| match t.entries.get(k) {
+            Some((TrainValue::Int(v), _)) => Some(*v as u128),
+            _ => None,
+        };
+        if let Some(batch) = get("batch") {
+            let samples = batch * get("accum").unwrap_or(1).max(1);
+            f.samples_per_step = Some(samples);
+            f.train_per_step = Some(f.train_per_sample * samples);
+        }
+    }
+    let memory = Memory {
+        train_bytes_bf16: 8 * p.trainable + 2 * p.frozen,
+        train_bytes_fp32: 16 * p.trainable + 4 * p.frozen,
+        train_gib_bf16: (8 * p.trainable + 2 * p.frozen) as f64 / GIB,
+        train_gib_fp32: (16 * p.trainable + 4 * p.frozen) as f64 / GIB,
+        weights_bytes_bf16: 2 * p.total,
+    };
+    let sites = ir
+        .sites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let (g, nm) = ir.model.family.site_names()[s.site.local];
+            SiteRow {
+                site: s.name.clone(),
+                block: s.site.block,
+                name: format!("{g}.{nm}"),
+                kind: s.fact.kind_name().to_string(),
+                inp: s.inp,
+                out: s.out,
+                rank: rank_text(&s.fact),
+                params: site_params[i].0,
+                trainable: site_params[i].1,
+                flops_forward_per_token: site_params[i].2,
+            }
+        })
+        .collect();
+    let mut pathways: Vec<PathwayRow> = ir
+        .pathways
+        .iter()
+        .enumerate()
+        .map(|(i, pw)| PathwayRow {
+            kind: "inter",
+            source: ir.site(pw.source).name.clone(),
+            target: ir.site(pw.target).name.clone(),
+            gate: match &pw.gate {
+                Gate::Tensor { input, output } => format!(
+                    "tensor {}×{}→{}×{}",
+                    input[0], input[1], output[0], output[1]
+                ),
+                g => g.kind_name().to_string(),
+            },
+            norm: pw.norm.name().to_string(),
+            src_width: pw.src_width,
+            dst_width: pw.dst_width,
+            params: path_params[i].0,
+            flops_forward_per_token: path_params[i].1,
+        })
+        .collect();
+    for s in ir.sites.iter().filter(|s| s.intra) {
+        if let Factorization::Tt { modes, ranks } = &s.fact {
+            pathways.push(PathwayRow {
+                kind: "intra",
+                source: format!("{}.t1", s.name),
+                target: format!("{}.t3", s.name),
+                gate: "add".into(),
+                norm: "none".into(),
+                src_width: modes[1] * ranks[0],
+                dst_width: modes[2] * ranks[2],
+                params: 0,
+                flops_forward_per_token: 0,
+            });
+        }
+    }
+    Report {
+        schema_version: SCHEMA_VERSION,
+        model: ModelSummary {
+            name: ir.model.name.clone(),
+            family: ir.model.family,
+            layers: ir.model.layers,
+            hidden: ir.model.hidden,
+            heads: ir.model.heads,
+            tokens_per_sample: n,
+            fine_tuning: ir.fine_tuning,
+            linear_sites: ir.sites.len(),
+            factorized_sites: ir
+                .sites
+                .iter()
+                .filter(|s| s.fact != Factorization::Dense)
+                .count(),
+        },
+        sites,
+        pathways,
+        params: p,
+        memory,
+        flops: f,
+        rules: ir.rules.clone(),
+        conventions: CONVENTIONS.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+fn rank_text(f: &Factorization) -> String {
+    match f {
+        Factorization::Dense => String::new(),
+        Factorization::Svd { rank } | Factorization::Cola { rank, .. } => rank.to_string(),
+        Factorization::Lora { rank, alpha, .. } => format!("{rank} (α {alpha})"),
+        Factorization::Tt { modes, ranks } => format!(
+            "{} | {}",
+            modes.map(|m| m.to_string()).join("·"),
+            ranks.map(|r| r.to_string()).join(",")
+        ),
+    }
+}

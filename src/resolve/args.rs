@@ -1,0 +1,153 @@
+//! Reading the arguments of a call such as `svd(rank = 64)` or `tensor(shape = [16, 16])`:
+//! known names only, each once, with the right kind of value.
+
+use super::eval::{Evaluated, Num};
+use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::source::Span;
+
+/// The arguments of one call, checked against the names it accepts.
+pub struct Args<'a> {
+    pub call: &'a str,
+    pub span: Span,
+    named: Vec<(&'a str, Span, &'a Evaluated)>,
+}
+
+impl<'a> Args<'a> {
+    /// Positional arguments are taken in the order of `accepted`.
+    pub fn new(
+        call: &'a str,
+        span: Span,
+        positional: &'a [Evaluated],
+        named: &'a [(String, Span, Evaluated)],
+        accepted: &[&'a str],
+        errors: &mut Vec<Diagnostic>,
+    ) -> Self {
+        let mut out: Vec<(&str, Span, &Evaluated)> = Vec::new();
+        for (i, v) in positional.iter().enumerate() {
+            match accepted.get(i) {
+                Some(name) => out.push((name, v.span(), v)),
+                None => errors.push(
+                    Diagnostic::error(
+                        "E0402",
+                        format!("`{call}` takes at most {} arguments", accepted.len()),
+                        v.span(),
+                    )
+                    .with_label("extra argument")
+                    .with_hint(format!("`{call}` accepts: {}", accepted.join(", "))),
+                ),
+            }
+        }
+        for (name, span, v) in named {
+            match accepted.iter().find(|a| **a == name.as_str()) {
+                Some(a) => {
+                    if let Some((_, prev, _)) = out.iter().find(|(n, _, _)| n == a) {
+                        errors.push(
+                            Diagnostic::error(
+                                "E0402",
+                                format!("argument `{name}` is given twice"),
+                                *span,
+                            )
+                            .with_label("second time")
+                            .with_secondary(*prev, "first time"),
+                        );
+                    } else {
+                        out.push((a, *span, v));
+                    }
+                }
+                None => errors.push(
+                    Diagnostic::error(
+                        "E0402",
+                        format!("`{call}` has no argument `{name}`"),
+                        *span,
+                    )
+                    .with_label("unknown argument")
+                    .with_hint(did_you_mean(name, accepted.iter().copied()).unwrap_or_else(
+                        || format!("`{call}` accepts: {}", accepted.join(", ")),
+                    )),
+                ),
+            }
+        }
+        Args {
+            call,
+            span,
+            named: out,
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&'a Evaluated> {
+        self.named
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, _, v)| *v)
+    }
+
+    pub fn require(&self, name: &str, errors: &mut Vec<Diagnostic>) -> Option<&'a Evaluated> {
+        let v = self.get(name);
+        if v.is_none() {
+            errors.push(
+                Diagnostic::error(
+                    "E0403",
+                    format!("`{}` needs the argument `{name}`", self.call),
+                    self.span,
+                )
+                .with_label(format!("`{name}` missing"))
+                .with_hint(format!("write `{}({name} = ...)`", self.call)),
+            );
+        }
+        v
+    }
+}
+
+pub fn type_error(what: &str, expected: &str, v: &Evaluated) -> Diagnostic {
+    Diagnostic::error(
+        "E0404",
+        format!("{what} must be {expected}, found {}", v.describe()),
+        v.span(),
+    )
+    .with_label(format!("expected {expected}"))
+}
+
+/// The largest size any dimension may have (2^24); keeps every count exact in 128 bits.
+pub const MAX_SIZE: i64 = 1 << 24;
+
+/// A whole number `> 0` and at most [`MAX_SIZE`].
+pub fn positive_int(what: &str, v: &Evaluated) -> Result<usize, Diagnostic> {
+    match v {
+        Evaluated::Num(Num::Int(i), span) => {
+            if *i > MAX_SIZE {
+                Err(Diagnostic::error(
+                    "E0405",
+                    format!("{what} is too large: {i} (the limit is {MAX_SIZE})"),
+                    *span,
+                )
+                .with_label("too large"))
+            } else if *i > 0 {
+                Ok(*i as usize)
+            } else {
+                Err(
+                    Diagnostic::error("E0405", format!("{what} must be positive, found {i}"), *span)
+                        .with_label("not positive"),
+                )
+            }
+        }
+        other => Err(type_error(what, "a positive whole number", other)),
+    }
+}
+
+pub fn number(what: &str, v: &Evaluated) -> Result<f64, Diagnostic> {
+    match v {
+        Evaluated::Num(n, _) => Ok(n.as_f64()),
+        other => Err(type_error(what, "a number", other)),
+    }
+}
+
+/// A list of positive whole numbers.
+pub fn int_list(what: &str, v: &Evaluated) -> Result<Vec<usize>, Diagnostic> {
+    match v {
+        Evaluated::List(items, _) => items
+            .iter()
+            .map(|i| positive_int(&format!("each entry of {what}"), i))
+            .collect(),
+        other => Err(type_error(what, "a list of whole numbers like `[16, 16]`", other)),
+    }
+}

@@ -1,0 +1,241 @@
+//! A resolved spec: every name evaluated, every selector expanded to concrete sites. This is the
+//! input of the IR builder; it carries spans so later checks can point back into the file.
+
+use crate::family::ModelConfig;
+use crate::source::Span;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A linear site: block index and index into the family's site list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct SiteRef {
+    pub block: usize,
+    pub local: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Silu,
+    Gelu,
+    Relu,
+    Tanh,
+    Sigmoid,
+}
+
+impl Activation {
+    pub const NAMES: [&'static str; 5] = ["silu", "gelu", "relu", "tanh", "sigmoid"];
+    pub fn from_name(s: &str) -> Option<Self> {
+        Some(match s {
+            "silu" => Activation::Silu,
+            "gelu" => Activation::Gelu,
+            "relu" => Activation::Relu,
+            "tanh" => Activation::Tanh,
+            "sigmoid" => Activation::Sigmoid,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Silu => "silu",
+            Activation::Gelu => "gelu",
+            Activation::Relu => "relu",
+            Activation::Tanh => "tanh",
+            Activation::Sigmoid => "sigmoid",
+        }
+    }
+}
+
+/// How one linear layer is parameterized.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Factorization {
+    Dense,
+    Svd {
+        rank: usize,
+    },
+    Cola {
+        rank: usize,
+        act: Activation,
+    },
+    Tt {
+        modes: [usize; 4],
+        ranks: [usize; 3],
+    },
+    Lora {
+        rank: usize,
+        alpha: f64,
+        dropout: f64,
+        base: Option<String>,
+    },
+}
+
+impl Factorization {
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Factorization::Dense => "dense",
+            Factorization::Svd { .. } => "svd",
+            Factorization::Cola { .. } => "cola",
+            Factorization::Tt { .. } => "tt",
+            Factorization::Lora { .. } => "lora",
+        }
+    }
+
+    /// The width of the latent a LaX pathway carries (None for dense layers).
+    pub fn latent_width(&self) -> Option<usize> {
+        match self {
+            Factorization::Dense => None,
+            Factorization::Svd { rank }
+            | Factorization::Cola { rank, .. }
+            | Factorization::Lora { rank, .. } => Some(*rank),
+            Factorization::Tt { ranks, .. } => Some(ranks[1]),
+        }
+    }
+}
+
+/// The factorization chosen for a site, and the rule that chose it.
+#[derive(Debug, Clone)]
+pub struct SiteAssignment {
+    pub fact: Factorization,
+    /// Index of the `factorize` rule that won (None: dense by default).
+    pub rule: Option<usize>,
+    pub span: Span,
+    /// Where the rank (or TT modes/ranks) was written, for errors about it.
+    pub rank_span: Span,
+    pub modes_span: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormKind {
+    Layernorm,
+    Rmsnorm,
+    None,
+}
+
+impl NormKind {
+    pub const NAMES: [&'static str; 3] = ["layernorm", "rmsnorm", "none"];
+    pub fn from_name(s: &str) -> Option<Self> {
+        Some(match s {
+            "layernorm" => NormKind::Layernorm,
+            "rmsnorm" => NormKind::Rmsnorm,
+            "none" => NormKind::None,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            NormKind::Layernorm => "layernorm",
+            NormKind::Rmsnorm => "rmsnorm",
+            NormKind::None => "none",
+        }
+    }
+}
+
+/// A LaX gate as written; fold shapes are optional and checked against the latent widths.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum GateSpec {
+    Identity,
+    Linear,
+    Tensor {
+        input: Option<[usize; 2]>,
+        output: Option<[usize; 2]>,
+    },
+    Dense {
+        input: Option<usize>,
+        output: Option<usize>,
+    },
+}
+
+impl GateSpec {
+    pub const NAMES: [&'static str; 4] = ["identity", "linear", "tensor", "dense"];
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            GateSpec::Identity => "identity",
+            GateSpec::Linear => "linear",
+            GateSpec::Tensor { .. } => "tensor",
+            GateSpec::Dense { .. } => "dense",
+        }
+    }
+}
+
+/// An inter-layer pathway: the latent of `source` is gated, added to the latent of `target`,
+/// and normalized.
+#[derive(Debug, Clone)]
+pub struct InterPathway {
+    pub source: SiteRef,
+    pub target: SiteRef,
+    pub gate: GateSpec,
+    pub norm: NormKind,
+    pub rule: usize,
+    pub span: Span,
+    pub gate_span: Span,
+}
+
+/// Intra-layer LaX inside one TT layer: t1 is added to t3.
+#[derive(Debug, Clone)]
+pub struct IntraPathway {
+    pub site: SiteRef,
+    pub rule: usize,
+    pub span: Span,
+}
+
+/// What one rule of the spec matched, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleMatch {
+    pub line: usize,
+    pub text: String,
+    pub sites: usize,
+    /// Sites on which this rule is the one that counts (not overridden by a later rule).
+    pub effective: usize,
+}
+
+/// A checked `train { ... }` entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum TrainValue {
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Choice {
+        name: String,
+        args: BTreeMap<String, TrainValue>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        positional: Vec<TrainValue>,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TrainSpec {
+    pub entries: BTreeMap<String, (TrainValue, Span)>,
+    pub span: Span,
+}
+
+/// The whole resolved spec.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub model: ModelConfig,
+    pub model_span: Span,
+    /// One per site, indexed by `block * sites_per_block + local`.
+    pub sites: Vec<SiteAssignment>,
+    pub inter: Vec<InterPathway>,
+    pub intra: Vec<IntraPathway>,
+    pub rules: Vec<RuleMatch>,
+    pub train: Option<TrainSpec>,
+}
+
+impl Spec {
+    pub fn site(&self, s: SiteRef) -> &SiteAssignment {
+        &self.sites[s.block * self.model.sites_per_block() + s.local]
+    }
+
+    pub fn site_name(&self, s: SiteRef) -> String {
+        site_name(&self.model, s)
+    }
+}
+
+pub fn site_name(model: &ModelConfig, s: SiteRef) -> String {
+    let (group, name) = model.family.site_names()[s.local];
+    format!("blocks[{}].{group}.{name}", s.block)
+}

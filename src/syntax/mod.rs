@@ -1,0 +1,6 @@
+//! The `.lax` surface syntax: grammar, AST, parser.
+
+pub mod ast;
+mod parser;
+
+pub use parser::parse;

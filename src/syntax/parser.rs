@@ -1,0 +1,424 @@
+//! pest grammar → spanned AST. Syntax errors become diagnostics in plain words.
+
+use super::ast::*;
+use crate::diagnostic::Diagnostic;
+use crate::source::Span;
+use pest::error::{ErrorVariant, InputLocation};
+use pest::iterators::Pair;
+use pest::Parser;
+
+#[derive(pest_derive::Parser)]
+#[grammar = "../grammar/lax.pest"]
+struct LaxParser;
+
+/// Parses a whole file. On a syntax error, returns one diagnostic pointing at it.
+pub fn parse(text: &str) -> Result<File, Diagnostic> {
+    let mut pairs = LaxParser::parse(Rule::file, text).map_err(|e| syntax_error(text, e))?;
+    let file = pairs.next().expect("the file rule always yields one pair");
+    let mut items = Vec::new();
+    for pair in file.into_inner() {
+        match pair.as_rule() {
+            Rule::model_decl => items.push(Item::Model(model_decl(pair))),
+            Rule::let_decl => items.push(Item::Let(let_decl(pair))),
+            Rule::factorize_rule => items.push(Item::Factorize(factorize_rule(pair))),
+            Rule::lax_rule => items.push(Item::Lax(lax_rule(pair))),
+            Rule::train_block => items.push(Item::Train(train_block(pair))),
+            Rule::EOI => {}
+            r => unreachable!("grammar yields no {r:?} at the top level"),
+        }
+    }
+    Ok(File { items })
+}
+
+fn ident(pair: Pair<Rule>) -> Ident {
+    Ident {
+        name: pair.as_str().to_string(),
+        span: pair.as_span().into(),
+    }
+}
+
+fn model_decl(pair: Pair<Rule>) -> ModelDecl {
+    let span = pair.as_span().into();
+    let mut inner = pair.into_inner();
+    inner.next(); // `model`
+    let name = ident(inner.next().unwrap());
+    let family = ident(inner.next().unwrap());
+    let entries = entries(inner.next().unwrap());
+    ModelDecl {
+        name,
+        family,
+        entries,
+        span,
+    }
+}
+
+fn let_decl(pair: Pair<Rule>) -> LetDecl {
+    let span = pair.as_span().into();
+    let mut inner = pair.into_inner();
+    inner.next(); // `let`
+    let name = ident(inner.next().unwrap());
+    let value = value(inner.next().unwrap());
+    LetDecl { name, value, span }
+}
+
+fn factorize_rule(pair: Pair<Rule>) -> FactorizeRule {
+    let span = pair.as_span().into();
+    let mut inner = pair.into_inner();
+    inner.next(); // `factorize`
+    let selectors = selectors(inner.next().unwrap());
+    inner.next(); // `as`
+    let kind = value(inner.next().unwrap());
+    FactorizeRule {
+        selectors,
+        kind,
+        span,
+    }
+}
+
+fn lax_rule(pair: Pair<Rule>) -> LaxRule {
+    let span = pair.as_span().into();
+    let mut inner = pair.into_inner();
+    inner.next(); // `lax`
+    let kind = ident(inner.next().unwrap().into_inner().next().unwrap());
+    let selectors = selectors(inner.next().unwrap());
+    let mut from = None;
+    let mut entries_ = Vec::new();
+    for p in inner {
+        match p.as_rule() {
+            Rule::from_clause => {
+                let sel = p.into_inner().nth(1).unwrap();
+                from = Some(selector(sel));
+            }
+            Rule::entries => entries_ = entries(p),
+            r => unreachable!("unexpected {r:?} in a lax rule"),
+        }
+    }
+    LaxRule {
+        kind,
+        selectors,
+        from,
+        entries: entries_,
+        span,
+    }
+}
+
+fn train_block(pair: Pair<Rule>) -> TrainBlock {
+    let span = pair.as_span().into();
+    let mut inner = pair.into_inner();
+    inner.next(); // `train`
+    TrainBlock {
+        entries: entries(inner.next().unwrap()),
+        span,
+    }
+}
+
+fn entries(pair: Pair<Rule>) -> Vec<Entry> {
+    pair.into_inner().map(entry).collect()
+}
+
+fn entry(pair: Pair<Rule>) -> Entry {
+    let span = pair.as_span().into();
+    let mut inner = pair.into_inner();
+    let key = ident(inner.next().unwrap());
+    let value = value(inner.next().unwrap());
+    Entry { key, value, span }
+}
+
+fn selectors(pair: Pair<Rule>) -> Vec<Selector> {
+    pair.into_inner().map(selector).collect()
+}
+
+fn selector(pair: Pair<Rule>) -> Selector {
+    let span = pair.as_span().into();
+    let mut blocks = None;
+    let mut segments = Vec::new();
+    for p in pair.into_inner() {
+        match p.as_rule() {
+            Rule::block_selector => blocks = Some(block_range(p.into_inner().next().unwrap())),
+            Rule::segment => segments.push(segment(p.into_inner().next().unwrap())),
+            r => unreachable!("unexpected {r:?} in a selector"),
+        }
+    }
+    Selector {
+        blocks,
+        segments,
+        span,
+    }
+}
+
+fn block_range(pair: Pair<Rule>) -> BlockRange {
+    let span: Span = pair.as_span().into();
+    let p = pair.into_inner().next().unwrap();
+    match p.as_rule() {
+        Rule::star => BlockRange::All(span),
+        Rule::range_full => {
+            let mut it = p.into_inner();
+            let start = expr(it.next().unwrap());
+            let op = it.next().unwrap().as_str() == "..=";
+            let end = expr(it.next().unwrap());
+            BlockRange::Range {
+                start: Some(start),
+                end: Some(end),
+                inclusive: op,
+                span,
+            }
+        }
+        Rule::range_from => BlockRange::Range {
+            start: Some(expr(p.into_inner().next().unwrap())),
+            end: None,
+            inclusive: false,
+            span,
+        },
+        Rule::range_to => {
+            let mut it = p.into_inner();
+            let inclusive = it.next().unwrap().as_str() == "..=";
+            BlockRange::Range {
+                start: None,
+                end: Some(expr(it.next().unwrap())),
+                inclusive,
+                span,
+            }
+        }
+        Rule::index_set => BlockRange::Set(p.into_inner().map(expr).collect(), span),
+        Rule::expr => BlockRange::One(expr(p)),
+        r => unreachable!("unexpected {r:?} in a block range"),
+    }
+}
+
+fn segment(pair: Pair<Rule>) -> Segment {
+    match pair.as_rule() {
+        Rule::star => Segment::Any(pair.as_span().into()),
+        Rule::name_set => {
+            let span = pair.as_span().into();
+            Segment::Set(pair.into_inner().map(ident).collect(), span)
+        }
+        Rule::ident => Segment::Name(ident(pair)),
+        r => unreachable!("unexpected {r:?} in a segment"),
+    }
+}
+
+fn value(pair: Pair<Rule>) -> Value {
+    let p = pair.into_inner().next().unwrap();
+    let span: Span = p.as_span().into();
+    match p.as_rule() {
+        Rule::string => Value::Str(unescape(p.as_str()), span),
+        Rule::list => Value::List(p.into_inner().map(value).collect(), span),
+        Rule::call => {
+            let mut it = p.into_inner();
+            let name = ident(it.next().unwrap());
+            let args = it
+                .next()
+                .unwrap()
+                .into_inner()
+                .map(|a| {
+                    let inner = a.into_inner().next().unwrap();
+                    match inner.as_rule() {
+                        Rule::entry => Arg::Named(entry(inner)),
+                        Rule::value => Arg::Positional(value(inner)),
+                        r => unreachable!("unexpected {r:?} in arguments"),
+                    }
+                })
+                .collect();
+            Value::Call(Call { name, args, span })
+        }
+        Rule::expr => Value::Expr(expr(p)),
+        r => unreachable!("unexpected {r:?} in a value"),
+    }
+}
+
+fn unescape(quoted: &str) -> String {
+    let body = &quoted[1..quoted.len() - 1];
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some(other) => out.push(other),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn expr(pair: Pair<Rule>) -> Expr {
+    // expr = term (add_op term)*; term = factor (mul_op factor)*: left-associative folds.
+    let mut it = pair.into_inner();
+    let mut acc = term(it.next().unwrap());
+    while let Some(op) = it.next() {
+        let rhs = term(it.next().unwrap());
+        let op = match op.as_str() {
+            "+" => BinOp::Add,
+            _ => BinOp::Sub,
+        };
+        let span = acc.span().join(rhs.span());
+        acc = Expr::Binary(Box::new(acc), op, Box::new(rhs), span);
+    }
+    acc
+}
+
+fn term(pair: Pair<Rule>) -> Expr {
+    let mut it = pair.into_inner();
+    let mut acc = factor(it.next().unwrap());
+    while let Some(op) = it.next() {
+        let rhs = factor(it.next().unwrap());
+        let op = match op.as_str() {
+            "*" => BinOp::Mul,
+            "/" => BinOp::Div,
+            _ => BinOp::Rem,
+        };
+        let span = acc.span().join(rhs.span());
+        acc = Expr::Binary(Box::new(acc), op, Box::new(rhs), span);
+    }
+    acc
+}
+
+fn factor(pair: Pair<Rule>) -> Expr {
+    let span: Span = pair.as_span().into();
+    let mut it = pair.into_inner().peekable();
+    let negated = it.peek().map(|p| p.as_rule()) == Some(Rule::neg);
+    if negated {
+        it.next();
+    }
+    let a = it.next().unwrap();
+    let inner = match a.as_rule() {
+        Rule::number => number(a),
+        Rule::ident => Expr::Name(ident(a)),
+        Rule::expr => expr(a),
+        r => unreachable!("unexpected {r:?} in a factor"),
+    };
+    if negated {
+        Expr::Neg(Box::new(inner), span)
+    } else {
+        inner
+    }
+}
+
+fn number(pair: Pair<Rule>) -> Expr {
+    let span: Span = pair.as_span().into();
+    let text = pair.as_str();
+    // `number` is atomic, so its alternatives leave no inner pairs: tell them apart by text.
+    if text.contains(['.', 'e', 'E']) {
+        Expr::Decimal(text.parse::<f64>().unwrap_or(f64::NAN), span)
+    } else {
+        match text.replace('_', "").parse::<i64>() {
+            Ok(v) => Expr::Int(v, span),
+            // Too large for i64: evaluation reports it as out of range.
+            Err(_) => Expr::Decimal(f64::INFINITY, span),
+        }
+    }
+}
+
+/// Words for what the parser expected, instead of pest's rule names.
+fn rule_words(rule: &Rule) -> Option<&'static str> {
+    Some(match rule {
+        Rule::EOI => "end of file",
+        Rule::kw_model => "`model`",
+        Rule::kw_let => "`let`",
+        Rule::kw_factorize => "`factorize`",
+        Rule::kw_lax => "`lax`",
+        Rule::kw_train => "`train`",
+        Rule::kw_as => "`as`",
+        Rule::kw_from => "`from`",
+        Rule::ident | Rule::lax_kind => "a name",
+        Rule::entry | Rule::entries => "a `key = value` pair",
+        Rule::value | Rule::arg | Rule::args => "a value",
+        Rule::expr | Rule::term | Rule::factor | Rule::number | Rule::integer | Rule::decimal => {
+            "a number or a name"
+        }
+        Rule::string => "a string",
+        Rule::list => "a list `[...]`",
+        Rule::call => "a call like `svd(rank = 64)`",
+        Rule::selector | Rule::selectors | Rule::segment => "a site like `attn.q` or `mlp.*`",
+        Rule::block_selector => "`blocks[...]`",
+        Rule::block_range | Rule::range_full | Rule::range_from | Rule::range_to => {
+            "a block index or range like `0..4`"
+        }
+        Rule::index_set | Rule::name_set => "a set like `{a, b}`",
+        Rule::star => "`*`",
+        Rule::add_op | Rule::mul_op => "an operator",
+        Rule::range_op => "`..` or `..=`",
+        Rule::from_clause => "`from`",
+        Rule::exponent => "an exponent",
+        Rule::neg => "`-`",
+        _ => return None,
+    })
+}
+
+fn syntax_error(text: &str, err: pest::error::Error<Rule>) -> Diagnostic {
+    let pos = match err.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((s, _)) => s,
+    };
+    let (found, span) = token_at(text, pos);
+    let message = match &err.variant {
+        ErrorVariant::ParsingError { positives, .. } => {
+            let mut words: Vec<&str> = positives.iter().filter_map(rule_words).collect();
+            words.dedup();
+            let mut seen = std::collections::HashSet::new();
+            words.retain(|w| seen.insert(*w));
+            if words.is_empty() {
+                format!("unexpected {found}")
+            } else {
+                format!("expected {}, found {found}", join_or(&words))
+            }
+        }
+        ErrorVariant::CustomError { message } => message.clone(),
+    };
+    let hint = hint_for(text, pos);
+    Diagnostic::error("E0001", format!("syntax error: {message}"), span)
+        .with_label(format!("unexpected {found}"))
+        .with_hint_opt(hint)
+}
+
+/// The text at a position, described for a human, and the span to underline.
+fn token_at(text: &str, pos: usize) -> (String, Span) {
+    let pos = pos.min(text.len());
+    let rest = &text[pos..];
+    let Some(first) = rest.chars().next() else {
+        return ("end of file".into(), Span::new(pos, pos));
+    };
+    if first == '\n' {
+        return ("end of line".into(), Span::new(pos, pos + 1));
+    }
+    let len: usize = if first.is_alphanumeric() || first == '_' {
+        rest.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
+            .map(char::len_utf8)
+            .sum()
+    } else {
+        first.len_utf8()
+    };
+    let tok = &rest[..len];
+    (format!("`{tok}`"), Span::new(pos, pos + len))
+}
+
+/// Hints for the mistakes people make most often.
+fn hint_for(text: &str, pos: usize) -> Option<String> {
+    let rest = text.get(pos..).unwrap_or("");
+    if rest.starts_with(':') || rest.starts_with(";") {
+        return Some("write `key = value`; separate entries with commas or line breaks".into());
+    }
+    if rest.starts_with('"') && !rest[1..].contains('"') {
+        return Some("this string is not closed with `\"`".into());
+    }
+    let before = text.get(..pos).unwrap_or("");
+    let opens = before.matches('{').count();
+    let closes = before.matches('}').count();
+    if rest.trim().is_empty() && opens > closes {
+        return Some("a `{` is not closed".into());
+    }
+    None
+}
+
+fn join_or(words: &[&str]) -> String {
+    match words {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
