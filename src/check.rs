@@ -5,7 +5,7 @@
 use crate::diagnostic::Diagnostic;
 use crate::ir::{Gate, Ir, Op};
 use crate::spec::Factorization;
-use petgraph::algo::{is_cyclic_directed, tarjan_scc};
+use petgraph::algo::{has_path_connecting, is_cyclic_directed};
 use std::collections::HashSet;
 
 /// Returns errors and warnings, deduplicated, in the order found.
@@ -22,6 +22,11 @@ pub fn check(ir: &Ir) -> Vec<Diagnostic> {
     out
 }
 
+/// Findings about one layer's own shapes (TT modes, ranks, intra-layer LaX).
+pub fn is_site_finding(d: &Diagnostic) -> bool {
+    matches!(d.code, "E0701" | "E0702" | "E0703" | "E0704")
+}
+
 /// `attn.q`: the site without its block, so one rule's findings merge across blocks.
 fn short(ir: &Ir, local: usize) -> String {
     let (g, n) = ir.model.family.site_names()[local];
@@ -32,7 +37,11 @@ fn sites(ir: &Ir, out: &mut Vec<Diagnostic>) {
     for s in &ir.sites {
         let name = short(ir, s.site.local);
         let (inp, outw) = (s.inp, s.out);
-        let bias = if ir.model.linear_bias() { outw as u128 } else { 0 };
+        let bias = if ir.model.linear_bias() {
+            outw as u128
+        } else {
+            0
+        };
         let dense_params = inp as u128 * outw as u128 + bias;
         match &s.fact {
             Factorization::Dense => {}
@@ -256,13 +265,16 @@ fn acyclic(ir: &Ir, out: &mut Vec<Diagnostic>) {
     if !is_cyclic_directed(&ir.graph) {
         return;
     }
-    let in_cycle: HashSet<_> = tarjan_scc(&ir.graph)
-        .into_iter()
-        .filter(|c| c.len() > 1)
-        .flatten()
-        .collect();
     for p in &ir.pathways {
-        if in_cycle.contains(&p.gate_node) {
+        // The pathway closes a cycle if its target already feeds its source. (A search per
+        // pathway, not Tarjan's recursive SCC, so deep models cannot exhaust the stack.)
+        let source_latent = ir.site(p.source).latent;
+        let target_add = ir.site(p.target).lax_add;
+        let closes_cycle = match (source_latent, target_add) {
+            (Some(src), Some(add)) => has_path_connecting(&ir.graph, add, src, None),
+            _ => false,
+        };
+        if closes_cycle {
             out.push(
                 Diagnostic::error(
                     "E0708",

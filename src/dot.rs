@@ -13,7 +13,10 @@ pub fn render_dot(ir: &Ir) -> String {
         out,
         "  node [shape=box, style=\"rounded,filled\", fillcolor=\"#f4f4f4\", fontname=\"Helvetica\", fontsize=10];"
     );
-    let _ = writeln!(out, "  edge [fontname=\"Helvetica\", fontsize=8, color=\"#666666\"];");
+    let _ = writeln!(
+        out,
+        "  edge [fontname=\"Helvetica\", fontsize=8, color=\"#666666\"];"
+    );
     let _ = writeln!(
         out,
         "  label=\"{} ({}): LaX pathways in red\"; labelloc=t;",
@@ -72,7 +75,12 @@ fn node_line(ir: &Ir, i: petgraph::graph::NodeIndex) -> String {
     let params = node.op.params();
     let mut label = format!("{}\\n{}", escape(&node.name), escape(&node.op.label()));
     if params > 0 {
-        let _ = write!(label, "\\n{} params{}", params, if node.frozen { ", frozen" } else { "" });
+        let _ = write!(
+            label,
+            "\\n{} params{}",
+            params,
+            if node.frozen { ", frozen" } else { "" }
+        );
     }
     let fill = match (&node.op, node.scope) {
         (_, Scope::Pathway { .. }) => "#fbd5d5",

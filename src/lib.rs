@@ -6,11 +6,17 @@
 //! ```
 //! [`compile`] runs it and is the only entry point the command line uses.
 
+// Diagnostics are returned by value on the error path only, which runs once per mistake in a
+// spec; boxing them would buy nothing measurable.
+#![allow(clippy::result_large_err)]
+
 pub mod check;
 pub mod diagnostic;
 pub mod dot;
 pub mod family;
 pub mod ir;
+#[cfg(feature = "train")]
+pub mod lower;
 pub mod report;
 pub mod resolve;
 pub mod source;
@@ -43,17 +49,27 @@ impl Compiled {
 /// (errors and any warnings), in source order.
 pub fn compile(source: &Source) -> Result<Compiled, Vec<Diagnostic>> {
     let ast = syntax::parse(&source.text).map_err(|d| vec![d])?;
-    let (spec, mut warnings) = resolve::resolve(&ast, source).map_err(sorted)?;
+    let resolved = resolve::resolve(&ast, source);
+    let mut diagnostics = resolved.diagnostics;
+    let Some(spec) = resolved.spec else {
+        return Err(sorted(diagnostics));
+    };
+    let resolve_failed = diagnostics.iter().any(Diagnostic::is_error);
     let ir = ir::build(&spec);
-    let findings = check::check(&ir);
-    warnings.extend(findings);
-    if warnings.iter().any(Diagnostic::is_error) {
-        return Err(sorted(warnings));
+    for d in check::check(&ir) {
+        // After resolution errors, keep only the per-layer shape findings: they stand on
+        // their own, while pathway findings could echo an error already reported.
+        if !resolve_failed || check::is_site_finding(&d) {
+            diagnostics.push(d);
+        }
+    }
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        return Err(sorted(diagnostics));
     }
     Ok(Compiled {
         spec,
         ir,
-        warnings: sorted(warnings),
+        warnings: sorted(diagnostics),
     })
 }
 

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "laxc", version, about = "Declarative architecture compiler for low-rank training with Latent Crossing (LaX)")]
+#[command(
+    name = "laxc",
+    version,
+    about = "Declarative architecture compiler for low-rank training with Latent Crossing (LaX)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,7 +77,14 @@ fn read_source(path: Option<PathBuf>) -> Result<Source, ExitCode> {
 }
 
 fn print_diagnostics(source: &Source, d: &[Diagnostic]) {
-    let mut stderr = StandardStream::stderr(ColorChoice::Auto);
+    use std::io::IsTerminal;
+    // Colour only for a person at a terminal; pipes and files get plain text.
+    let choice = if std::io::stderr().is_terminal() {
+        ColorChoice::Auto
+    } else {
+        ColorChoice::Never
+    };
+    let mut stderr = StandardStream::stderr(choice);
     if let Err(e) = render(source, d, &mut stderr) {
         eprintln!("error: cannot print diagnostics: {e}");
     }

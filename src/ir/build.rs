@@ -82,7 +82,11 @@ impl Builder<'_> {
     fn llama(&mut self) {
         let m = self.m().clone();
         let h = m.hidden;
-        let tokens = self.add("tokens".into(), Op::TokenInput { seq: m.tokens }, Scope::Stem);
+        let tokens = self.add(
+            "tokens".into(),
+            Op::TokenInput { seq: m.tokens },
+            Scope::Stem,
+        );
         let mut x = self.then(
             tokens,
             "embed".into(),
@@ -142,7 +146,12 @@ impl Builder<'_> {
             },
             Scope::Stem,
         );
-        self.then(head, "logits".into(), Op::Output { width: m.vocab }, Scope::Stem);
+        self.then(
+            head,
+            "logits".into(),
+            Op::Output { width: m.vocab },
+            Scope::Stem,
+        );
     }
 
     fn vit(&mut self) {
@@ -229,7 +238,12 @@ impl Builder<'_> {
             Scope::Stem,
         );
         self.g[head].tokens = Tokens::Cls;
-        let out = self.then(head, "logits".into(), Op::Output { width: m.classes }, Scope::Stem);
+        let out = self.then(
+            head,
+            "logits".into(),
+            Op::Output { width: m.classes },
+            Scope::Stem,
+        );
         self.g[out].tokens = Tokens::Cls;
     }
 
@@ -285,7 +299,15 @@ impl Builder<'_> {
                 );
                 let mut z = arrive(self, down, r);
                 if let Factorization::Cola { act, .. } = &a.fact {
-                    z = self.then(z, n("act"), Op::Activation { act: *act, width: r }, sc);
+                    z = self.then(
+                        z,
+                        n("act"),
+                        Op::Activation {
+                            act: *act,
+                            width: r,
+                        },
+                        sc,
+                    );
                 }
                 let lat = self.then(z, n("latent"), Op::Latent { width: r }, sc);
                 latent = Some(lat);
@@ -435,11 +457,9 @@ impl Builder<'_> {
                     input.map(|s| s.to_vec()),
                     output.map(|s| s.to_vec()),
                 ),
-                GateSpec::Dense { input, output } => (
-                    Gate::Dense,
-                    input.map(|w| vec![w]),
-                    output.map(|w| vec![w]),
-                ),
+                GateSpec::Dense { input, output } => {
+                    (Gate::Dense, input.map(|w| vec![w]), output.map(|w| vec![w]))
+                }
             };
             let name = format!(
                 "lax[{} -> {}]",

@@ -229,9 +229,7 @@ impl Op {
                 NormKind::Rmsnorm => u(width),
                 NormKind::None => 0,
             },
-            Op::Linear {
-                inp, out, bias, ..
-            } => u(inp) * u(out) + if bias { u(out) } else { 0 },
+            Op::Linear { inp, out, bias, .. } => u(inp) * u(out) + if bias { u(out) } else { 0 },
             Op::TtCore {
                 left,
                 mode,
@@ -297,13 +295,9 @@ impl Op {
                 NormKind::Rmsnorm => 4 * u(width),
                 NormKind::None => 0,
             },
-            Op::Linear { out, bias, .. } => {
-                if bias {
-                    u(out)
-                } else {
-                    0
-                }
-            }
+            Op::Linear {
+                out, bias: true, ..
+            } => u(out),
             Op::PatchEmbed { dim, .. } => u(dim),
             Op::TtCore { bias, .. } => u(bias),
             Op::PosEmbed { dim, .. } => u(dim),
@@ -475,5 +469,22 @@ impl Node {
             Tokens::Patches => n.saturating_sub(1) as u128,
             Tokens::Cls => 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fold;
+
+    #[test]
+    fn fold_is_the_divisor_pair_closest_to_the_square_root() {
+        assert_eq!(fold(256), [16, 16]);
+        assert_eq!(fold(336), [16, 21]);
+        assert_eq!(fold(158), [2, 79]);
+        assert_eq!(fold(159), [3, 53]);
+        assert_eq!(fold(128), [8, 16]);
+        assert_eq!(fold(64), [8, 8]);
+        assert_eq!(fold(97), [1, 97]);
+        assert_eq!(fold(1), [1, 1]);
     }
 }

@@ -17,7 +17,11 @@ pub fn render_table(r: &Report, warnings: usize) -> String {
         m.hidden,
         m.heads,
         m.tokens_per_sample,
-        if m.fine_tuning { ", LoRA fine-tuning" } else { "" }
+        if m.fine_tuning {
+            ", LoRA fine-tuning"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         out,
@@ -91,7 +95,10 @@ pub fn render_table(r: &Report, warnings: usize) -> String {
     let p = &r.params;
     let mut t = new_table(&["totals", ""]);
     let rows: Vec<(String, String)> = vec![
-        ("params total".into(), format!("{} ({})", thousands(p.total), millions(p.total))),
+        (
+            "params total".into(),
+            format!("{} ({})", thousands(p.total), millions(p.total)),
+        ),
         ("  trainable".into(), thousands(p.trainable)),
         ("  frozen".into(), thousands(p.frozen)),
         ("  embeddings".into(), thousands(p.embeddings)),
@@ -118,7 +125,10 @@ pub fn render_table(r: &Report, warnings: usize) -> String {
         ),
         (
             "forward FLOPs per token".into(),
-            format!("{} (GEMM)", thousands(r.flops.forward_per_token.round() as u128)),
+            format!(
+                "{} (GEMM)",
+                thousands(r.flops.forward_per_token.round() as u128)
+            ),
         ),
         (
             "forward FLOPs per sample".into(),
@@ -236,7 +246,10 @@ struct PathGroup {
 fn group_pathways(r: &Report) -> Vec<PathGroup> {
     let key = |i: usize| {
         let p = &r.pathways[i];
-        let strip = |s: &str| s.split_once('.').map_or(s.to_string(), |(_, t)| t.to_string());
+        let strip = |s: &str| {
+            s.split_once('.')
+                .map_or(s.to_string(), |(_, t)| t.to_string())
+        };
         (
             p.kind,
             strip(&p.source),
@@ -252,9 +265,10 @@ fn group_pathways(r: &Report) -> Vec<PathGroup> {
     let mut groups: Vec<(PathGroup, usize, usize)> = Vec::new();
     for i in 0..r.pathways.len() {
         let b = block_of(&r.pathways[i].target);
-        if let Some((g, lo, hi)) = groups.iter_mut().find(|(g, _, hi)| {
-            key(g.first) == key(i) && *hi + 1 == b
-        }) {
+        if let Some((g, lo, hi)) = groups
+            .iter_mut()
+            .find(|(g, _, hi)| key(g.first) == key(i) && *hi + 1 == b)
+        {
             g.count += 1;
             *hi = b;
             let _ = lo;
@@ -277,7 +291,10 @@ fn group_pathways(r: &Report) -> Vec<PathGroup> {
             let (_, name) = p.target.split_once('.').unwrap_or(("", &p.target));
             let gap = block_of(&p.target) - block_of(&p.source);
             g.label = if p.kind == "intra" {
-                format!("{}: t1 → t3", block_label(lo, hi, name.trim_end_matches(".t3")))
+                format!(
+                    "{}: t1 → t3",
+                    block_label(lo, hi, name.trim_end_matches(".t3"))
+                )
             } else {
                 format!(
                     "{} → {}",

@@ -55,15 +55,11 @@ impl<'a> Args<'a> {
                     }
                 }
                 None => errors.push(
-                    Diagnostic::error(
-                        "E0402",
-                        format!("`{call}` has no argument `{name}`"),
-                        *span,
-                    )
-                    .with_label("unknown argument")
-                    .with_hint(did_you_mean(name, accepted.iter().copied()).unwrap_or_else(
-                        || format!("`{call}` accepts: {}", accepted.join(", ")),
-                    )),
+                    Diagnostic::error("E0402", format!("`{call}` has no argument `{name}`"), *span)
+                        .with_label("unknown argument")
+                        .with_hint(did_you_mean(name, accepted.iter().copied()).unwrap_or_else(
+                            || format!("`{call}` accepts: {}", accepted.join(", ")),
+                        )),
                 ),
             }
         }
@@ -124,10 +120,12 @@ pub fn positive_int(what: &str, v: &Evaluated) -> Result<usize, Diagnostic> {
             } else if *i > 0 {
                 Ok(*i as usize)
             } else {
-                Err(
-                    Diagnostic::error("E0405", format!("{what} must be positive, found {i}"), *span)
-                        .with_label("not positive"),
+                Err(Diagnostic::error(
+                    "E0405",
+                    format!("{what} must be positive, found {i}"),
+                    *span,
                 )
+                .with_label("not positive"))
             }
         }
         other => Err(type_error(what, "a positive whole number", other)),
@@ -148,6 +146,10 @@ pub fn int_list(what: &str, v: &Evaluated) -> Result<Vec<usize>, Diagnostic> {
             .iter()
             .map(|i| positive_int(&format!("each entry of {what}"), i))
             .collect(),
-        other => Err(type_error(what, "a list of whole numbers like `[16, 16]`", other)),
+        other => Err(type_error(
+            what,
+            "a list of whole numbers like `[16, 16]`",
+            other,
+        )),
     }
 }

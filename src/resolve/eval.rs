@@ -66,10 +66,7 @@ impl Scope {
                     )
             }),
             Expr::Neg(inner, span) => match self.eval(inner)? {
-                Num::Int(v) => v
-                    .checked_neg()
-                    .map(Num::Int)
-                    .ok_or_else(|| overflow(*span)),
+                Num::Int(v) => v.checked_neg().map(Num::Int).ok_or_else(|| overflow(*span)),
                 Num::Dec(v) => Ok(Num::Dec(-v)),
             },
             Expr::Binary(lhs, op, rhs, span) => {
@@ -95,7 +92,8 @@ impl Scope {
 }
 
 fn overflow(span: Span) -> Diagnostic {
-    Diagnostic::error("E0101", "integer overflow", span).with_label("result does not fit in 64 bits")
+    Diagnostic::error("E0101", "integer overflow", span)
+        .with_label("result does not fit in 64 bits")
 }
 
 fn binary(a: Num, op: BinOp, b: Num, span: Span, rhs_span: Span) -> Result<Num, Diagnostic> {
@@ -111,7 +109,9 @@ fn binary(a: Num, op: BinOp, b: Num, span: Span, rhs_span: Span) -> Result<Num, 
                 BinOp::Sub => x.checked_sub(y),
                 BinOp::Mul => x.checked_mul(y),
                 BinOp::Div => floor_div(x, y),
-                BinOp::Rem => floor_div(x, y).and_then(|q| q.checked_mul(y)).and_then(|m| x.checked_sub(m)),
+                BinOp::Rem => floor_div(x, y)
+                    .and_then(|q| q.checked_mul(y))
+                    .and_then(|m| x.checked_sub(m)),
             };
             r.map(Num::Int).ok_or_else(|| overflow(span))
         }
@@ -196,11 +196,9 @@ impl Scope {
                 let mut named = Vec::new();
                 for arg in &call.args {
                     match arg {
-                        crate::syntax::ast::Arg::Named(e) => named.push((
-                            e.key.name.clone(),
-                            e.key.span,
-                            self.eval_value(&e.value)?,
-                        )),
+                        crate::syntax::ast::Arg::Named(e) => {
+                            named.push((e.key.name.clone(), e.key.span, self.eval_value(&e.value)?))
+                        }
                         crate::syntax::ast::Arg::Positional(v) => {
                             positional.push(self.eval_value(v)?)
                         }
@@ -225,5 +223,48 @@ fn floor_div(x: i64, y: i64) -> Option<i64> {
         q.checked_sub(1)
     } else {
         Some(q)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syntax::ast::Expr;
+
+    fn eval(text: &str) -> Result<Num, Diagnostic> {
+        let src = format!("let x = {text}");
+        let file = crate::syntax::parse(&src).expect("parses");
+        let crate::syntax::ast::Item::Let(l) = &file.items[0] else {
+            panic!()
+        };
+        let crate::syntax::ast::Value::Expr(e) = &l.value else {
+            panic!()
+        };
+        let e: &Expr = e;
+        Scope::default().eval(e)
+    }
+
+    #[test]
+    fn integer_division_floors() {
+        assert_eq!(eval("7 / 2").unwrap(), Num::Int(3));
+        assert_eq!(eval("-7 / 2").unwrap(), Num::Int(-4));
+        assert_eq!(eval("7 / -2").unwrap(), Num::Int(-4));
+        assert_eq!(eval("-7 % 2").unwrap(), Num::Int(1));
+        assert_eq!(eval("2 + 3 * 4 - (1 + 1)").unwrap(), Num::Int(12));
+    }
+
+    #[test]
+    fn decimals_stay_decimal() {
+        assert_eq!(eval("1 / 4.0").unwrap(), Num::Dec(0.25));
+        assert_eq!(eval("2e-2").unwrap(), Num::Dec(0.02));
+    }
+
+    #[test]
+    fn errors_point_at_the_cause() {
+        let d = eval("4 / (2 - 2)").unwrap_err();
+        assert_eq!(d.code, "E0104");
+        assert_eq!(d.span, crate::source::Span::new(13, 18)); // `2 - 2`
+        assert_eq!(eval("9223372036854775807 + 1").unwrap_err().code, "E0101");
+        assert_eq!(eval("hiden * 2").unwrap_err().code, "E0102");
     }
 }

@@ -44,24 +44,28 @@ pub struct ReadTemplate {
 /// `tt(modes = [..], ranks = [..])` or `tt(modes = [..], rank = R)`,
 /// `lora(rank = r, alpha = a, dropout = p, base = "file.safetensors")`.
 pub fn read(v: &Evaluated, errors: &mut Vec<Diagnostic>) -> Option<ReadTemplate> {
-    let (name, name_span, positional, named, span): (&str, Span, &[Evaluated], &[_], Span) =
-        match v {
-            Evaluated::Word(w, s) => (w, *s, &[], &[], *s),
-            Evaluated::Call {
-                name,
-                name_span,
-                positional,
-                named,
-                span,
-            } => (name, *name_span, positional, named, *span),
-            other => {
-                errors.push(
-                    type_error("a factorization", "one of dense, svd, cola, tt, lora", other)
-                        .with_hint("e.g. `factorize attn.* as svd(rank = 64)`"),
-                );
-                return None;
-            }
-        };
+    let (name, name_span, positional, named, span): (&str, Span, &[Evaluated], &[_], Span) = match v
+    {
+        Evaluated::Word(w, s) => (w, *s, &[], &[], *s),
+        Evaluated::Call {
+            name,
+            name_span,
+            positional,
+            named,
+            span,
+        } => (name, *name_span, positional, named, *span),
+        other => {
+            errors.push(
+                type_error(
+                    "a factorization",
+                    "one of dense, svd, cola, tt, lora",
+                    other,
+                )
+                .with_hint("e.g. `factorize attn.* as svd(rank = 64)`"),
+            );
+            return None;
+        }
+    };
     let unknown = || {
         Diagnostic::error(
             "E0401",
@@ -130,7 +134,9 @@ pub fn read(v: &Evaluated, errors: &mut Vec<Diagnostic>) -> Option<ReadTemplate>
         "tt" => read_tt(&args, span, errors),
         "lora" => {
             let rank = rank_arg(errors);
-            let alpha = args.get("alpha").and_then(|v| ok(number("`alpha`", v), errors));
+            let alpha = args
+                .get("alpha")
+                .and_then(|v| ok(number("`alpha`", v), errors));
             let dropout = match args.get("dropout") {
                 None => Some(0.0),
                 Some(v) => ok(number("`dropout`", v), errors).and_then(|p| {
@@ -208,11 +214,7 @@ fn rank_spec(v: &Evaluated) -> Result<RankSpec, Diagnostic> {
     }
 }
 
-fn read_tt(
-    args: &Args,
-    span: Span,
-    errors: &mut Vec<Diagnostic>,
-) -> Option<(Template, Span)> {
+fn read_tt(args: &Args, span: Span, errors: &mut Vec<Diagnostic>) -> Option<(Template, Span)> {
     let modes_v = args.require("modes", errors)?;
     let modes = ok(int_list("`modes`", modes_v), errors)?;
     if modes.len() != 4 {
@@ -233,7 +235,9 @@ fn read_tt(
             errors.push(
                 Diagnostic::error("E0402", "give `ranks` or `rank`, not both", r.span())
                     .with_label("remove one")
-                    .with_hint("`ranks = [r1, R, r3]` sets all three; `rank = R` derives r1 and r3"),
+                    .with_hint(
+                        "`ranks = [r1, R, r3]` sets all three; `rank = R` derives r1 and r3",
+                    ),
             );
             None
         }
@@ -278,8 +282,12 @@ fn read_tt(
         }
         (None, None) => {
             errors.push(
-                Diagnostic::error("E0403", "`tt` needs `ranks = [r1, R, r3]` or `rank = R`", span)
-                    .with_label("ranks missing"),
+                Diagnostic::error(
+                    "E0403",
+                    "`tt` needs `ranks = [r1, R, r3]` or `rank = R`",
+                    span,
+                )
+                .with_label("ranks missing"),
             );
             None
         }
@@ -349,11 +357,7 @@ pub fn instantiate(
                     // mode they close (min(m0, m1·m2·m3) and min(m3, m0·m1·m2)); this is how
                     // the paper's ViT configurations are built (e.g. [32, 336, 32]).
                     let [m0, m1, m2, m3] = *modes;
-                    [
-                        m0.min(m1 * m2 * m3),
-                        fit(*m),
-                        m3.min(m0 * m1 * m2),
-                    ]
+                    [m0.min(m1 * m2 * m3), fit(*m), m3.min(m0 * m1 * m2)]
                 }
                 (None, None) => unreachable!("read_tt requires ranks or rank"),
             };

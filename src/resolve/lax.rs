@@ -72,16 +72,12 @@ pub fn read_options(
                 )),
             },
             _ => errors.push(
-                Diagnostic::error(
-                    "E0502",
-                    format!("unknown LaX option `{key}`"),
-                    e.key.span,
-                )
-                .with_label("not an option")
-                .with_hint(
-                    did_you_mean(key, KEYS)
-                        .unwrap_or_else(|| "a LaX pathway takes `gate` and `norm`".into()),
-                ),
+                Diagnostic::error("E0502", format!("unknown LaX option `{key}`"), e.key.span)
+                    .with_label("not an option")
+                    .with_hint(
+                        did_you_mean(key, KEYS)
+                            .unwrap_or_else(|| "a LaX pathway takes `gate` and `norm`".into()),
+                    ),
             ),
         }
     }
@@ -93,25 +89,25 @@ pub fn read_options(
 }
 
 fn read_gate(v: &Evaluated, errors: &mut Vec<Diagnostic>) -> Option<GateSpec> {
-    let (name, name_span, positional, named, span): (&str, Span, &[Evaluated], &[_], Span) =
-        match v {
-            Evaluated::Word(w, s) => (w, *s, &[], &[], *s),
-            Evaluated::Call {
-                name,
-                name_span,
-                positional,
-                named,
-                span,
-            } => (name, *name_span, positional, named, *span),
-            other => {
-                errors.push(type_error(
-                    "`gate`",
-                    "one of identity, linear, tensor, dense",
-                    other,
-                ));
-                return None;
-            }
-        };
+    let (name, name_span, positional, named, span): (&str, Span, &[Evaluated], &[_], Span) = match v
+    {
+        Evaluated::Word(w, s) => (w, *s, &[], &[], *s),
+        Evaluated::Call {
+            name,
+            name_span,
+            positional,
+            named,
+            span,
+        } => (name, *name_span, positional, named, *span),
+        other => {
+            errors.push(type_error(
+                "`gate`",
+                "one of identity, linear, tensor, dense",
+                other,
+            ));
+            return None;
+        }
+    };
     let before = errors.len();
     let gate = match name {
         "identity" | "linear" => {
@@ -176,8 +172,11 @@ fn read_gate(v: &Evaluated, errors: &mut Vec<Diagnostic>) -> Option<GateSpec> {
         "dense" => {
             let args = Args::new(name, span, positional, named, &["input", "output"], errors);
             let width = |key: &str, errors: &mut Vec<Diagnostic>| {
-                args.get(key)
-                    .and_then(|v| positive_int(&format!("`{key}`"), v).map_err(|d| errors.push(d)).ok())
+                args.get(key).and_then(|v| {
+                    positive_int(&format!("`{key}`"), v)
+                        .map_err(|d| errors.push(d))
+                        .ok()
+                })
             };
             GateSpec::Dense {
                 input: width("input", errors),

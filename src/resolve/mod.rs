@@ -17,11 +17,16 @@ use crate::syntax::ast::{self, Item};
 use eval::{Evaluated, Num, Scope};
 use std::collections::BTreeMap;
 
-/// Resolves a parsed file. Returns the spec and its warnings, or every error found.
-pub fn resolve(
-    file: &ast::File,
-    source: &Source,
-) -> Result<(Spec, Vec<Diagnostic>), Vec<Diagnostic>> {
+/// What resolution gives: the spec whenever the model itself resolved (even if some rules had
+/// errors, so that later checks can still report on the rules that were fine), and every
+/// diagnostic found.
+pub struct Resolved {
+    pub spec: Option<Spec>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Resolves a parsed file, collecting every error.
+pub fn resolve(file: &ast::File, source: &Source) -> Resolved {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut scope = Scope::default();
@@ -88,7 +93,10 @@ pub fn resolve(
                     ),
             );
         }
-        return Err(errors);
+        return Resolved {
+            spec: None,
+            diagnostics: errors,
+        };
     };
 
     // Pass 2: factorize rules, in order; a later rule overrides an earlier one on a site.
@@ -104,6 +112,7 @@ pub fn resolve(
         .collect();
     let mut rules: Vec<RuleMatch> = Vec::new();
     let mut rule_sites: Vec<Vec<usize>> = Vec::new();
+    let errors_before_factorize = errors.len();
     for item in &file.items {
         let Item::Factorize(f) = item else { continue };
         let rule = rules.len();
@@ -139,6 +148,10 @@ pub fn resolve(
         }
     }
 
+    // A factorize rule that failed leaves its sites dense; pathway errors about dense ends would
+    // only echo that first error, so they are not reported.
+    let factorize_failed = errors.len() > errors_before_factorize;
+
     // Pass 3: LaX rules, after every factorization is known.
     let mut inter: Vec<InterPathway> = Vec::new();
     let mut intra: Vec<IntraPathway> = Vec::new();
@@ -151,30 +164,31 @@ pub fn resolve(
             "inter" => {
                 let opts = lax::read_options(&l.entries, l.span, &scope, &mut errors);
                 let targets = expand_all(&l.selectors, &model, &scope, &mut errors);
-                let source_site = l.from.as_ref().and_then(|sel| {
-                    match selector::expand(sel, &model, &scope) {
-                        Ok(v) if v.len() == 1 => Some((v[0], sel.span)),
-                        Ok(v) => {
-                            errors.push(
-                                Diagnostic::error(
-                                    "E0507",
-                                    format!(
-                                        "`from` must name exactly one site; this names {}",
-                                        v.len()
-                                    ),
-                                    sel.span,
-                                )
-                                .with_label("more than one site")
-                                .with_hint("write a single site, e.g. `from blocks[2].attn.q`"),
-                            );
-                            None
-                        }
-                        Err(d) => {
-                            errors.push(d);
-                            None
-                        }
-                    }
-                });
+                let source_site =
+                    l.from
+                        .as_ref()
+                        .and_then(|sel| match selector::expand(sel, &model, &scope) {
+                            Ok(v) if v.len() == 1 => Some((v[0], sel.span)),
+                            Ok(v) => {
+                                errors.push(
+                                    Diagnostic::error(
+                                        "E0507",
+                                        format!(
+                                            "`from` must name exactly one site; this names {}",
+                                            v.len()
+                                        ),
+                                        sel.span,
+                                    )
+                                    .with_label("more than one site")
+                                    .with_hint("write a single site, e.g. `from blocks[2].attn.q`"),
+                                );
+                                None
+                            }
+                            Err(d) => {
+                                errors.push(d);
+                                None
+                            }
+                        });
                 let Some(opts) = opts else { continue };
                 if l.from.is_some() && source_site.is_none() {
                     continue;
@@ -193,13 +207,17 @@ pub fn resolve(
                             local: t.local,
                         },
                     };
-                    let src_dense = sites[src.block * per_block + src.local].fact
-                        == Factorization::Dense;
+                    let src_dense =
+                        sites[src.block * per_block + src.local].fact == Factorization::Dense;
                     let dst_dense =
                         sites[t.block * per_block + t.local].fact == Factorization::Dense;
                     if src_dense || dst_dense {
-                        if let Some((_, sspan)) = source_site {
-                            let (which, site) = if dst_dense { ("target", t) } else { ("source", src) };
+                        if let (Some((_, sspan)), false) = (source_site, factorize_failed) {
+                            let (which, site) = if dst_dense {
+                                ("target", t)
+                            } else {
+                                ("source", src)
+                            };
                             errors.push(
                                 Diagnostic::error(
                                     "E0506",
@@ -232,7 +250,7 @@ pub fn resolve(
                     rule_sites[rule].push(t.block * per_block + t.local);
                     made += 1;
                 }
-                if made == 0 && errors.len() == before {
+                if made == 0 && errors.len() == before && !factorize_failed {
                     let hint = if dense_ends > 0 {
                         "the sites it names (or their sources one block earlier) are dense; \
                          factorize them first"
@@ -273,6 +291,9 @@ pub fn resolve(
                     let idx = s.block * per_block + s.local;
                     let fact = &sites[idx].fact;
                     if !matches!(fact, Factorization::Tt { .. }) {
+                        if factorize_failed {
+                            break;
+                        }
                         errors.push(
                             Diagnostic::error(
                                 "E0505",
@@ -299,16 +320,12 @@ pub fn resolve(
                 }
             }
             other => errors.push(
-                Diagnostic::error(
-                    "E0501",
-                    format!("unknown LaX kind `{other}`"),
-                    l.kind.span,
-                )
-                .with_label("expected `inter` or `intra`")
-                .with_hint(
-                    did_you_mean(other, ["inter", "intra"])
-                        .unwrap_or_else(|| "write `lax inter ...` or `lax intra ...`".into()),
-                ),
+                Diagnostic::error("E0501", format!("unknown LaX kind `{other}`"), l.kind.span)
+                    .with_label("expected `inter` or `intra`")
+                    .with_hint(
+                        did_you_mean(other, ["inter", "intra"])
+                            .unwrap_or_else(|| "write `lax inter ...` or `lax intra ...`".into()),
+                    ),
             ),
         }
     }
@@ -322,9 +339,9 @@ pub fn resolve(
             .iter()
             .filter(|&&idx| {
                 sites[idx].rule == Some(i)
-                    || inter.iter().any(|p| {
-                        p.rule == i && p.target.block * per_block + p.target.local == idx
-                    })
+                    || inter
+                        .iter()
+                        .any(|p| p.rule == i && p.target.block * per_block + p.target.local == idx)
                     || intra
                         .iter()
                         .any(|p| p.rule == i && p.site.block * per_block + p.site.local == idx)
@@ -352,9 +369,13 @@ pub fn resolve(
         for e in &t.entries {
             if let Some((_, prev)) = spec.entries.get(&e.key.name) {
                 errors.push(
-                    Diagnostic::error("E0603", format!("`{}` is set twice", e.key.name), e.key.span)
-                        .with_label("second time")
-                        .with_secondary(*prev, "first time"),
+                    Diagnostic::error(
+                        "E0603",
+                        format!("`{}` is set twice", e.key.name),
+                        e.key.span,
+                    )
+                    .with_label("second time")
+                    .with_secondary(*prev, "first time"),
                 );
                 continue;
             }
@@ -371,24 +392,23 @@ pub fn resolve(
         train = Some(spec);
     }
 
-    if errors.is_empty() {
-        Ok((
-            Spec {
-                model,
-                model_span,
-                sites,
-                inter,
-                intra,
-                rules,
-                train,
-            },
-            warnings,
-        ))
-    } else {
-        errors.extend(warnings);
-        Err(errors)
+    errors.extend(warnings);
+    Resolved {
+        spec: Some(Spec {
+            model,
+            model_span,
+            sites,
+            inter,
+            intra,
+            rules,
+            train,
+        }),
+        diagnostics: errors,
     }
 }
+
+/// The most blocks a model may have; the largest published transformers have a few hundred.
+const MAX_LAYERS: usize = 1024;
 
 fn rule_match(source: &Source, span: Span) -> RuleMatch {
     let text = source.text.get(span.start..span.end).unwrap_or("");
@@ -438,9 +458,10 @@ fn read_model(
                 m.family.span,
             )
             .with_label("not a family")
-            .with_hint(did_you_mean(&m.family.name, Family::NAMES).unwrap_or_else(|| {
-                format!("the families are: {}", Family::NAMES.join(", "))
-            })),
+            .with_hint(
+                did_you_mean(&m.family.name, Family::NAMES)
+                    .unwrap_or_else(|| format!("the families are: {}", Family::NAMES.join(", "))),
+            ),
         );
         return None;
     };
@@ -457,15 +478,13 @@ fn read_model(
                 )
                 .with_label("not a size of this family")
                 .with_hint(
-                    did_you_mean(&e.key.name, specs.iter().map(|k| k.name)).unwrap_or_else(
-                        || {
-                            format!(
-                                "a {} model takes: {}",
-                                family.name(),
-                                specs.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
-                            )
-                        },
-                    ),
+                    did_you_mean(&e.key.name, specs.iter().map(|k| k.name)).unwrap_or_else(|| {
+                        format!(
+                            "a {} model takes: {}",
+                            family.name(),
+                            specs.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+                        )
+                    }),
                 ),
             );
             continue;
@@ -486,7 +505,10 @@ fn read_model(
                     errors.push(
                         Diagnostic::error(
                             "E0207",
-                            format!("`mlp_norm` is `true` or `false`, found {}", other.describe()),
+                            format!(
+                                "`mlp_norm` is `true` or `false`, found {}",
+                                other.describe()
+                            ),
                             other.span(),
                         )
                         .with_label("expected true or false"),
@@ -557,6 +579,20 @@ fn read_model(
     }
     let get = |k: &str| values.get(k).map_or(0, |(v, _)| *v as usize);
     let span_of = |k: &str| values.get(k).map_or(m.span, |(_, s)| *s);
+    if get("layers") > MAX_LAYERS {
+        errors.push(
+            Diagnostic::error(
+                "E0207",
+                format!(
+                    "`layers` = {} is more than laxc supports ({MAX_LAYERS})",
+                    get("layers")
+                ),
+                span_of("layers"),
+            )
+            .with_label("too many blocks"),
+        );
+        return None;
+    }
     let (hidden, heads) = (get("hidden"), get("heads"));
     if hidden % heads != 0 {
         errors.push(

@@ -43,16 +43,14 @@ fn block_indices(
 ) -> Result<Vec<usize>, Diagnostic> {
     let in_range = |v: i64, span: Span, bound: i64| -> Result<usize, Diagnostic> {
         if v < 0 || v > bound {
-            Err(Diagnostic::error(
-                "E0303",
-                format!("block index {v} is out of range"),
-                span,
+            Err(
+                Diagnostic::error("E0303", format!("block index {v} is out of range"), span)
+                    .with_label(format!("the model has {layers} blocks"))
+                    .with_hint(format!(
+                        "blocks are numbered 0 to {}",
+                        layers.saturating_sub(1)
+                    )),
             )
-            .with_label(format!("the model has {layers} blocks"))
-            .with_hint(format!(
-                "blocks are numbered 0 to {}",
-                layers.saturating_sub(1)
-            )))
         } else {
             Ok(v as usize)
         }
@@ -60,7 +58,11 @@ fn block_indices(
     let last = layers as i64 - 1;
     Ok(match range {
         BlockRange::All(_) => (0..layers).collect(),
-        BlockRange::One(e) => vec![in_range(scope.eval_int(e, "a block index")?, e.span(), last)?],
+        BlockRange::One(e) => vec![in_range(
+            scope.eval_int(e, "a block index")?,
+            e.span(),
+            last,
+        )?],
         BlockRange::Set(items, _) => {
             let mut out = Vec::new();
             for e in items {

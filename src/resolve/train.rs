@@ -19,26 +19,54 @@ pub enum KeyKind {
 
 /// Every key the `train` section accepts, with what it takes and what it means.
 pub const SCHEMA: &[(&str, KeyKind, &str)] = &[
-    ("data", KeyKind::Choice(&["text", "tokens", "mnist", "cifar10"]), "training data"),
+    (
+        "data",
+        KeyKind::Choice(&["text", "tokens", "mnist", "cifar10"]),
+        "training data",
+    ),
     ("steps", KeyKind::Count, "optimizer steps"),
-    ("epochs", KeyKind::Count, "passes over the data (instead of steps)"),
-    ("batch", KeyKind::Count, "sequences or images per micro-batch"),
+    (
+        "epochs",
+        KeyKind::Count,
+        "passes over the data (instead of steps)",
+    ),
+    (
+        "batch",
+        KeyKind::Count,
+        "sequences or images per micro-batch",
+    ),
     ("accum", KeyKind::Count, "micro-batches per optimizer step"),
     ("lr", KeyKind::Number, "peak learning rate"),
-    ("min_lr", KeyKind::Number, "final learning rate of the schedule"),
-    ("schedule", KeyKind::Choice(&["constant", "cosine", "linear"]), "learning-rate schedule"),
+    (
+        "min_lr",
+        KeyKind::Number,
+        "final learning rate of the schedule",
+    ),
+    (
+        "schedule",
+        KeyKind::Choice(&["constant", "cosine", "linear"]),
+        "learning-rate schedule",
+    ),
     ("warmup", KeyKind::Count, "warm-up steps"),
     ("weight_decay", KeyKind::Number, "AdamW weight decay"),
     ("beta1", KeyKind::Number, "AdamW beta1"),
     ("beta2", KeyKind::Number, "AdamW beta2"),
     ("eps", KeyKind::Number, "AdamW epsilon"),
-    ("clip", KeyKind::Number, "global gradient-norm clipping (0: off)"),
+    (
+        "clip",
+        KeyKind::Number,
+        "global gradient-norm clipping (0: off)",
+    ),
     ("dropout", KeyKind::Number, "dropout probability"),
     ("seed", KeyKind::Count, "random seed"),
     ("eval_every", KeyKind::Count, "steps between validations"),
     ("eval_batches", KeyKind::Count, "batches per validation"),
     ("log_every", KeyKind::Count, "steps between metric records"),
-    ("checkpoint_every", KeyKind::Count, "steps between checkpoints"),
+    (
+        "checkpoint_every",
+        KeyKind::Count,
+        "steps between checkpoints",
+    ),
     ("device", KeyKind::Str, "cpu or cuda[:N]"),
 ];
 
@@ -56,10 +84,9 @@ pub fn check_entry(
         return Err(
             Diagnostic::error("E0601", format!("unknown train key `{key}`"), key_span)
                 .with_label("not a train setting")
-                .with_hint(
-                    did_you_mean(key, keys())
-                        .unwrap_or_else(|| format!("the keys are: {}", keys().collect::<Vec<_>>().join(", "))),
-                ),
+                .with_hint(did_you_mean(key, keys()).unwrap_or_else(|| {
+                    format!("the keys are: {}", keys().collect::<Vec<_>>().join(", "))
+                })),
         );
     };
     convert(key, *kind, v)
@@ -146,7 +173,10 @@ fn plain(v: &Evaluated) -> Result<TrainValue, Diagnostic> {
         other => {
             return Err(Diagnostic::error(
                 "E0602",
-                format!("an argument here must be a number or a string, found {}", other.describe()),
+                format!(
+                    "an argument here must be a number or a string, found {}",
+                    other.describe()
+                ),
                 other.span(),
             )
             .with_label("unexpected value"))

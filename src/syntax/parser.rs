@@ -400,7 +400,9 @@ fn token_at(text: &str, pos: usize) -> (String, Span) {
 /// Hints for the mistakes people make most often.
 fn hint_for(text: &str, pos: usize) -> Option<String> {
     let rest = text.get(pos..).unwrap_or("");
-    if rest.starts_with(':') || rest.starts_with(";") {
+    // `key: value` is the commonest slip; pest reports it at the key, so look just past it.
+    let after_word = rest.trim_start_matches(|c: char| c.is_alphanumeric() || c == '_');
+    if rest.starts_with(':') || rest.starts_with(';') || after_word.trim_start().starts_with(':') {
         return Some("write `key = value`; separate entries with commas or line breaks".into());
     }
     if rest.starts_with('"') && !rest[1..].contains('"') {
