@@ -22,6 +22,8 @@ pub mod resolve;
 pub mod source;
 pub mod spec;
 pub mod syntax;
+#[cfg(feature = "train")]
+pub mod train;
 
 use diagnostic::Diagnostic;
 use source::Source;

@@ -28,6 +28,23 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Train a spec: its `train` section, overridden with `--set`.
+    #[cfg(feature = "train")]
+    Train(TrainArgs),
+    /// Evaluate a checkpoint on the spec's validation data.
+    #[cfg(feature = "train")]
+    Eval {
+        /// The .lax spec the checkpoint was trained from.
+        spec: Option<PathBuf>,
+        /// A run folder (its latest checkpoint) or a checkpoint folder.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Override a train key, e.g. `--set data=text(\"x.txt\")` or `--set eval_batches=50`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long, value_enum, default_value_t = CpuBackend::Flex)]
+        backend: CpuBackend,
+    },
     /// Print the spec's IR as a Graphviz DOT graph (render with `dot -Tsvg`).
     Graph {
         /// The .lax spec (default: the embedded specs/tiny-llama-svd-lax.lax).
@@ -39,6 +56,40 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// The .lax spec (default: the embedded specs/tiny-llama-svd-lax.lax).
+    spec: Option<PathBuf>,
+    /// Override a train key, e.g. `--set steps=100 --set lr=3e-3` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// The run folder (default: runs/<spec name>-<date>-<time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Replace an existing run folder.
+    #[arg(long)]
+    force: bool,
+    /// Continue the run in this folder from its latest checkpoint.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["out", "force"])]
+    resume: Option<PathBuf>,
+    /// `cpu` (default) or `cuda[:N]` (needs a build with `--features cuda`).
+    #[arg(long)]
+    device: Option<String>,
+    /// CPU backend: flex (default, fastest here), ndarray or candle.
+    #[arg(long, value_enum, default_value_t = CpuBackend::Flex)]
+    backend: CpuBackend,
+    /// Print a line per log step instead of a progress bar.
+    #[arg(long)]
+    plain: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum CpuBackend {
+    Flex,
+    Ndarray,
+    Candle,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -60,6 +111,15 @@ fn main() -> ExitCode {
             output,
             force,
         } => run_graph(spec, output, force),
+        #[cfg(feature = "train")]
+        Command::Train(args) => training::run_train(args),
+        #[cfg(feature = "train")]
+        Command::Eval {
+            spec,
+            checkpoint,
+            set,
+            backend,
+        } => training::run_eval(spec, checkpoint, set, backend),
     }
 }
 
@@ -190,4 +250,373 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
     };
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(feature = "train")]
+// Candle is deprecated in Burn 0.21 but kept selectable: the CPU backends are compared side by
+// side in BENCHMARKS.md.
+#[allow(deprecated)]
+mod training {
+    use super::*;
+    use burn::backend::{Autodiff, Candle, Flex, NdArray};
+    use laxc::train::{self, options::parse_override, RunPlan, TrainOptions};
+
+    /// Resolves the options: the spec's train section, then every `--set`.
+    fn options(
+        source: &Source,
+        c: &laxc::Compiled,
+        set: &[String],
+    ) -> Result<TrainOptions, ExitCode> {
+        let mut overrides = Vec::new();
+        for s in set {
+            match parse_override(s) {
+                Ok(kv) => overrides.push(kv),
+                Err(e) => {
+                    print_diagnostics(&e.source, &[e.diagnostic]);
+                    return Err(ExitCode::from(IO_ERROR));
+                }
+            }
+        }
+        let entries = c
+            .spec
+            .train
+            .as_ref()
+            .map(|t| {
+                t.entries
+                    .iter()
+                    .map(|(k, (v, _))| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        TrainOptions::resolve(&entries, &overrides).map_err(|e| {
+            eprintln!("error: {}: {e}", source.name);
+            ExitCode::from(SPEC_ERROR)
+        })
+    }
+
+    fn spec_dir(path: &Option<PathBuf>) -> PathBuf {
+        match path {
+            // Data paths in the embedded default spec are relative to the repository root.
+            None => PathBuf::from("."),
+            Some(p) => p.parent().map(|d| d.to_path_buf()).unwrap_or_default(),
+        }
+    }
+
+    /// Refuses a model whose fp32 training state cannot fit in this machine's free memory.
+    fn fits_in_memory(c: &laxc::Compiled) -> Result<(), String> {
+        let need = c.report().memory.train_bytes_fp32;
+        let avail = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u128>().ok())
+                .map(|kb| kb * 1024)
+        });
+        match avail {
+            Some(a) if need > a => Err(format!(
+                "this model needs {:.2} GiB for fp32 weights, gradients and Adam state (laxc check's \
+                 estimate, before activations), but only {:.2} GiB is free",
+                need as f64 / (1u64 << 30) as f64,
+                a as f64 / (1u64 << 30) as f64
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn run_train(args: TrainArgs) -> ExitCode {
+        let source = match read_source(args.spec.clone()) {
+            Ok(s) => s,
+            Err(c) => return c,
+        };
+        let compiled = match compile(&source) {
+            Ok(c) => c,
+            Err(c) => return c,
+        };
+        let mut opts = match options(&source, &compiled, &args.set) {
+            Ok(o) => o,
+            Err(c) => return c,
+        };
+        if let Some(d) = &args.device {
+            opts.device = d.clone();
+        }
+        if let Err(e) = fits_in_memory(&compiled) {
+            eprintln!("error: {e}");
+            return ExitCode::from(SPEC_ERROR);
+        }
+        let (out, resume) = match &args.resume {
+            Some(dir) => {
+                if !dir.join("checkpoints").join("latest").exists() {
+                    eprintln!("error: {} has no checkpoint to resume from", dir.display());
+                    return ExitCode::from(IO_ERROR);
+                }
+                (dir.clone(), true)
+            }
+            None => {
+                let out = args
+                    .out
+                    .clone()
+                    .unwrap_or_else(|| default_run_dir(&source.name));
+                if out.exists()
+                    && std::fs::read_dir(&out)
+                        .map(|mut d| d.next().is_some())
+                        .unwrap_or(true)
+                {
+                    if !args.force {
+                        eprintln!(
+                            "error: {} already holds a run; pass --force to replace it, or --resume {} to continue it",
+                            out.display(),
+                            out.display()
+                        );
+                        return ExitCode::from(IO_ERROR);
+                    }
+                    if let Err(e) = std::fs::remove_dir_all(&out) {
+                        eprintln!("error: cannot clear {}: {e}", out.display());
+                        return ExitCode::from(IO_ERROR);
+                    }
+                }
+                (out, false)
+            }
+        };
+        if let Err(e) = prepare_run_dir(&out, &source, &compiled, &opts, resume) {
+            eprintln!("error: {e}");
+            return ExitCode::from(IO_ERROR);
+        }
+        let _ = ctrlc::set_handler(|| {
+            train::run::STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let plan = RunPlan {
+            compiled: &compiled,
+            spec_text: &source.text,
+            spec_dir: spec_dir(&args.spec),
+            options: opts.clone(),
+            out: out.clone(),
+            resume,
+            plain: args.plain || !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        };
+        eprintln!(
+            "training {} ({} params) on {} → {}",
+            source.name,
+            laxc::report::thousands(compiled.report().params.total),
+            device_label(&opts.device, args.backend),
+            out.display()
+        );
+        let result = match dispatch(&opts.device, args.backend, &plan) {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
+        match result {
+            Ok(s) => {
+                print_summary(&s);
+                if s.stopped
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("the loss"))
+                {
+                    ExitCode::from(SPEC_ERROR)
+                } else if s.stopped.is_some() {
+                    ExitCode::from(130)
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(IO_ERROR)
+            }
+        }
+    }
+
+    fn device_label(device: &str, backend: CpuBackend) -> String {
+        if device.starts_with("cuda") {
+            device.to_string()
+        } else {
+            let b = match backend {
+                CpuBackend::Flex => "flex",
+                CpuBackend::Ndarray => "ndarray",
+                CpuBackend::Candle => "candle",
+            };
+            format!("cpu ({b})")
+        }
+    }
+
+    type TrainResult = Result<train::Summary, String>;
+
+    fn dispatch(
+        device: &str,
+        backend: CpuBackend,
+        plan: &RunPlan,
+    ) -> Result<TrainResult, ExitCode> {
+        if let Some(rest) = device.strip_prefix("cuda") {
+            let index: usize = match rest.strip_prefix(':').unwrap_or("0").parse() {
+                Ok(i) => i,
+                Err(_) => {
+                    eprintln!("error: `--device {device}`: write cuda or cuda:N");
+                    return Err(ExitCode::from(IO_ERROR));
+                }
+            };
+            return cuda(index, plan);
+        }
+        if device != "cpu" {
+            eprintln!("error: unknown device `{device}`: use cpu or cuda[:N]");
+            return Err(ExitCode::from(IO_ERROR));
+        }
+        Ok(match backend {
+            CpuBackend::Flex => train::train::<Autodiff<Flex>>(plan, Default::default()),
+            CpuBackend::Ndarray => train::train::<Autodiff<NdArray>>(plan, Default::default()),
+            CpuBackend::Candle => train::train::<Autodiff<Candle>>(plan, Default::default()),
+        })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(index: usize, plan: &RunPlan) -> Result<TrainResult, ExitCode> {
+        // cudarc loads libcuda at run time and panics without it: look first, say it plainly.
+        // SAFETY: loading the system CUDA driver library runs only its initializers.
+        if unsafe { libloading::Library::new("libcuda.so.1") }.is_err() {
+            eprintln!("error: --device cuda: no CUDA driver here (libcuda.so.1 not found)");
+            return Err(ExitCode::from(IO_ERROR));
+        }
+        use burn::backend::cuda::{Cuda, CudaDevice};
+        Ok(train::train::<Autodiff<Cuda>>(plan, CudaDevice::new(index)))
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn cuda(_index: usize, _plan: &RunPlan) -> Result<TrainResult, ExitCode> {
+        eprintln!("error: --device cuda needs laxc built with `--features cuda`");
+        Err(ExitCode::from(IO_ERROR))
+    }
+
+    fn default_run_dir(spec_name: &str) -> PathBuf {
+        let stem = std::path::Path::new(spec_name)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into());
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut dir = PathBuf::from("runs").join(format!("{stem}-{secs}"));
+        let mut n = 1;
+        while dir.exists() {
+            dir = PathBuf::from("runs").join(format!("{stem}-{secs}-{n}"));
+            n += 1;
+        }
+        dir
+    }
+
+    /// The run folder keeps what reproduces the run: the spec as written, the resolved options
+    /// and the report.
+    fn prepare_run_dir(
+        out: &std::path::Path,
+        source: &Source,
+        c: &laxc::Compiled,
+        opts: &TrainOptions,
+        resume: bool,
+    ) -> Result<(), String> {
+        std::fs::create_dir_all(out)
+            .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+        let w = |name: &str, bytes: &[u8]| {
+            train::checkpoint::write_atomically(&out.join(name), bytes)
+                .map_err(|e| format!("cannot write {}: {e}", out.join(name).display()))
+        };
+        if !resume {
+            w("spec.lax", source.text.as_bytes())?;
+        }
+        let resolved =
+            serde_json::json!({ "spec": source.name, "train": opts, "report": c.report() });
+        w(
+            if resume {
+                "resolved-resume.json"
+            } else {
+                "resolved.json"
+            },
+            serde_json::to_string_pretty(&resolved)
+                .expect("serializes")
+                .as_bytes(),
+        )
+    }
+
+    fn print_summary(s: &train::Summary) {
+        println!("steps             {}", s.steps);
+        println!("final train loss  {:.4}", s.final_loss);
+        if let Some(v) = s.val_loss {
+            println!("validation loss   {v:.4}");
+        }
+        if let Some(p) = s.val_perplexity {
+            println!("perplexity        {p:.2}");
+        }
+        if let Some(a) = s.val_accuracy {
+            println!("accuracy          {:.2}%", 100.0 * a);
+        }
+        println!("throughput        {:.0} {}/s", s.items_per_second, s.unit);
+        println!("time              {:.1} s", s.seconds);
+        println!("run folder        {}", s.run_dir.display());
+        if let Some(r) = &s.stopped {
+            println!("stopped early     {r}");
+        }
+    }
+
+    pub fn run_eval(
+        spec: Option<PathBuf>,
+        checkpoint: PathBuf,
+        set: Vec<String>,
+        backend: CpuBackend,
+    ) -> ExitCode {
+        let source = match read_source(spec.clone()) {
+            Ok(s) => s,
+            Err(c) => return c,
+        };
+        let compiled = match compile(&source) {
+            Ok(c) => c,
+            Err(c) => return c,
+        };
+        let opts = match options(&source, &compiled, &set) {
+            Ok(o) => o,
+            Err(c) => return c,
+        };
+        let r = match backend {
+            CpuBackend::Flex => eval::<Flex>(&compiled, &opts, &spec, &checkpoint),
+            CpuBackend::Ndarray => eval::<NdArray>(&compiled, &opts, &spec, &checkpoint),
+            CpuBackend::Candle => eval::<Candle>(&compiled, &opts, &spec, &checkpoint),
+        };
+        match r {
+            Ok((loss, acc)) => {
+                println!("validation loss   {loss:.4}");
+                match acc {
+                    Some(a) => println!("accuracy          {:.2}%", 100.0 * a),
+                    None => println!("perplexity        {:.2}", loss.exp()),
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(IO_ERROR)
+            }
+        }
+    }
+
+    fn eval<B: burn::tensor::backend::Backend>(
+        c: &laxc::Compiled,
+        o: &TrainOptions,
+        spec: &Option<PathBuf>,
+        checkpoint: &std::path::Path,
+    ) -> Result<(f64, Option<f64>), String> {
+        let device = B::Device::default();
+        let ck = train::checkpoint::latest(checkpoint)?
+            .ok_or_else(|| format!("{} holds no checkpoint", checkpoint.display()))?;
+        let model =
+            train::checkpoint::load_weights(&ck, laxc::lower::lower::<B>(&c.ir, o.seed, &device))?;
+        let data_spec = o
+            .data
+            .as_ref()
+            .ok_or("the spec has no `data`; pass --set data=...")?;
+        let data = train::data::load(data_spec, &spec_dir(spec))?;
+        train::run::check_data(&data, c)?;
+        Ok(train::run::evaluate(
+            &model,
+            &data,
+            o,
+            c.ir.model.tokens,
+            &device,
+            usize::MAX,
+        ))
+    }
 }

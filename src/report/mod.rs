@@ -3,7 +3,7 @@
 
 mod table;
 
-pub use table::render_table;
+pub use table::{render_table, thousands};
 
 use crate::family::Family;
 use crate::ir::{Gate, Ir, Op, Scope};

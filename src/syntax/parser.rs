@@ -30,6 +30,13 @@ pub fn parse(text: &str) -> Result<File, Diagnostic> {
     Ok(File { items })
 }
 
+/// Parses a lone value (`3e-3`, `cosine(warmup = 60)`, `"file.txt"`).
+pub fn parse_value(text: &str) -> Result<Value, Diagnostic> {
+    let mut pairs = LaxParser::parse(Rule::value_only, text).map_err(|e| syntax_error(text, e))?;
+    let only = pairs.next().expect("value_only yields one pair");
+    Ok(value(only.into_inner().next().expect("a value")))
+}
+
 fn ident(pair: Pair<Rule>) -> Ident {
     Ident {
         name: pair.as_str().to_string(),

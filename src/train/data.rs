@@ -1,0 +1,323 @@
+//! Training data: byte-level text, llm.c token shards, MNIST IDX, CIFAR-10 binary. Everything is
+//! read into memory up front and checked, so a bad file fails before training starts.
+
+use super::options::DataSpec;
+use rand::rngs::StdRng;
+use rand::RngExt;
+use std::path::{Path, PathBuf};
+
+/// A data error, said in one sentence that names the file.
+pub type DataResult<T> = Result<T, String>;
+
+/// Token streams for a language model.
+pub struct TokenData {
+    pub train: Vec<u32>,
+    pub valid: Vec<u32>,
+    pub vocab_used: u32,
+    /// How the tokens were made, for the run record.
+    pub tokenizer: String,
+}
+
+/// Images for a classifier, as f32 in [batch, channels, h, w] order, normalized.
+pub struct ImageData {
+    pub train_x: Vec<f32>,
+    pub train_y: Vec<u32>,
+    pub test_x: Vec<f32>,
+    pub test_y: Vec<u32>,
+    pub channels: usize,
+    pub size: usize,
+    pub classes: u32,
+}
+
+impl ImageData {
+    pub fn pixels(&self) -> usize {
+        self.channels * self.size * self.size
+    }
+}
+
+pub enum Data {
+    Tokens(TokenData),
+    Images(ImageData),
+}
+
+fn read(path: &Path) -> DataResult<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(bytes)
+}
+
+/// Resolves data paths relative to the spec's folder when they are not found as given.
+pub fn locate(path: &Path, spec_dir: &Path) -> PathBuf {
+    if path.is_absolute() || path.exists() {
+        path.to_path_buf()
+    } else {
+        let beside = spec_dir.join(path);
+        if beside.exists() {
+            beside
+        } else {
+            path.to_path_buf()
+        }
+    }
+}
+
+pub fn load(spec: &DataSpec, spec_dir: &Path) -> DataResult<Data> {
+    match spec {
+        DataSpec::Text {
+            train,
+            valid,
+            tokenizer,
+        } => {
+            if let Some(t) = tokenizer {
+                return Err(format!(
+                    "HuggingFace tokenizers ({}) are not supported yet; remove `tokenizer` to use \
+                     byte-level tokens, or pre-tokenize into llm.c shards and use `tokens(...)`",
+                    t.display()
+                ));
+            }
+            let train_bytes = read(&locate(train, spec_dir))?;
+            let valid_bytes = match valid {
+                Some(v) => read(&locate(v, spec_dir))?,
+                None => {
+                    // No validation file: hold out the last 10 % of the training text.
+                    let cut = train_bytes.len() * 9 / 10;
+                    train_bytes[cut..].to_vec()
+                }
+            };
+            Ok(Data::Tokens(TokenData {
+                train: train_bytes.iter().map(|&b| b as u32).collect(),
+                valid: valid_bytes.iter().map(|&b| b as u32).collect(),
+                vocab_used: 256,
+                tokenizer: "bytes".into(),
+            }))
+        }
+        DataSpec::Tokens { dir } => {
+            let dir = locate(dir, spec_dir);
+            let shards = |needle: &str| -> DataResult<Vec<u32>> {
+                let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                    .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.extension().is_some_and(|x| x == "bin")
+                            && p.file_name()
+                                .is_some_and(|n| n.to_string_lossy().contains(needle))
+                    })
+                    .collect();
+                files.sort();
+                if files.is_empty() {
+                    return Err(format!("no *{needle}*.bin shards in {}", dir.display()));
+                }
+                let mut out = Vec::new();
+                for f in files {
+                    out.extend(llmc_shard(&f)?);
+                }
+                Ok(out)
+            };
+            let train = shards("train")?;
+            let valid = shards("val")?;
+            let vocab_used = train.iter().chain(&valid).copied().max().unwrap_or(0) + 1;
+            Ok(Data::Tokens(TokenData {
+                train,
+                valid,
+                vocab_used,
+                tokenizer: "llm.c shards".into(),
+            }))
+        }
+        DataSpec::Mnist { dir } => {
+            let dir = locate(dir, spec_dir);
+            let (train_x, size) = idx_images(&dir.join("train-images-idx3-ubyte"))?;
+            let train_y = idx_labels(&dir.join("train-labels-idx1-ubyte"))?;
+            let (test_x, _) = idx_images(&dir.join("t10k-images-idx3-ubyte"))?;
+            let test_y = idx_labels(&dir.join("t10k-labels-idx1-ubyte"))?;
+            check_pairs(&train_x, &train_y, size * size, &dir)?;
+            check_pairs(&test_x, &test_y, size * size, &dir)?;
+            // MNIST's usual normalization.
+            let norm = |v: Vec<u8>| {
+                v.into_iter()
+                    .map(|p| (p as f32 / 255.0 - 0.1307) / 0.3081)
+                    .collect()
+            };
+            Ok(Data::Images(ImageData {
+                train_x: norm(train_x),
+                train_y,
+                test_x: norm(test_x),
+                test_y,
+                channels: 1,
+                size,
+                classes: 10,
+            }))
+        }
+        DataSpec::Cifar10 { dir } => {
+            let dir = locate(dir, spec_dir);
+            let mut train_x = Vec::new();
+            let mut train_y = Vec::new();
+            for i in 1..=5 {
+                let (x, y) = cifar_batch(&dir.join(format!("data_batch_{i}.bin")))?;
+                train_x.extend(x);
+                train_y.extend(y);
+            }
+            let (test_x, test_y) = cifar_batch(&dir.join("test_batch.bin"))?;
+            Ok(Data::Images(ImageData {
+                train_x,
+                train_y,
+                test_x,
+                test_y,
+                channels: 3,
+                size: 32,
+                classes: 10,
+            }))
+        }
+    }
+}
+
+fn check_pairs(x: &[u8], y: &[u32], pixels: usize, dir: &Path) -> DataResult<()> {
+    if x.len() / pixels != y.len() {
+        return Err(format!(
+            "{}: {} images but {} labels",
+            dir.display(),
+            x.len() / pixels,
+            y.len()
+        ));
+    }
+    Ok(())
+}
+
+fn be_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// IDX images: magic 2051, count, rows, cols (big-endian u32), then bytes.
+fn idx_images(path: &Path) -> DataResult<(Vec<u8>, usize)> {
+    let b = read(path)?;
+    if b.len() < 16 || be_u32(&b, 0) != 2051 {
+        return Err(format!(
+            "{} is not an IDX image file (magic 2051)",
+            path.display()
+        ));
+    }
+    let (n, rows, cols) = (
+        be_u32(&b, 4) as usize,
+        be_u32(&b, 8) as usize,
+        be_u32(&b, 12) as usize,
+    );
+    if rows != cols || b.len() != 16 + n * rows * cols {
+        return Err(format!(
+            "{}: header says {n} images of {rows}×{cols} but the file has {} bytes",
+            path.display(),
+            b.len()
+        ));
+    }
+    Ok((b[16..].to_vec(), rows))
+}
+
+fn idx_labels(path: &Path) -> DataResult<Vec<u32>> {
+    let b = read(path)?;
+    if b.len() < 8 || be_u32(&b, 0) != 2049 {
+        return Err(format!(
+            "{} is not an IDX label file (magic 2049)",
+            path.display()
+        ));
+    }
+    let n = be_u32(&b, 4) as usize;
+    if b.len() != 8 + n {
+        return Err(format!(
+            "{}: header says {n} labels, file is short",
+            path.display()
+        ));
+    }
+    let labels: Vec<u32> = b[8..].iter().map(|&l| l as u32).collect();
+    if labels.iter().any(|&l| l > 9) {
+        return Err(format!("{}: labels must be 0..9", path.display()));
+    }
+    Ok(labels)
+}
+
+/// CIFAR-10 binary: records of 1 label byte + 3072 pixel bytes (R, G, B planes of 32×32).
+fn cifar_batch(path: &Path) -> DataResult<(Vec<f32>, Vec<u32>)> {
+    let b = read(path)?;
+    const REC: usize = 1 + 3072;
+    if b.len() % REC != 0 {
+        return Err(format!(
+            "{}: {} bytes is not a whole number of 3073-byte CIFAR-10 records",
+            path.display(),
+            b.len()
+        ));
+    }
+    let mean = [0.4914f32, 0.4822, 0.4465];
+    let std = [0.2470f32, 0.2435, 0.2616];
+    let mut x = Vec::with_capacity(b.len() / REC * 3072);
+    let mut y = Vec::with_capacity(b.len() / REC);
+    for rec in b.chunks_exact(REC) {
+        if rec[0] > 9 {
+            return Err(format!("{}: label {} out of range", path.display(), rec[0]));
+        }
+        y.push(rec[0] as u32);
+        for (i, &p) in rec[1..].iter().enumerate() {
+            let c = i / 1024;
+            x.push((p as f32 / 255.0 - mean[c]) / std[c]);
+        }
+    }
+    Ok((x, y))
+}
+
+/// llm.c shard: 256 little-endian i32 header (magic 20240520, version 1, token count), then
+/// u16 tokens.
+fn llmc_shard(path: &Path) -> DataResult<Vec<u32>> {
+    let b = read(path)?;
+    if b.len() < 1024 {
+        return Err(format!(
+            "{} is too short for an llm.c shard header",
+            path.display()
+        ));
+    }
+    let word = |i: usize| i32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
+    if word(0) != 20240520 || word(1) != 1 {
+        return Err(format!(
+            "{} is not an llm.c token shard (magic 20240520, version 1)",
+            path.display()
+        ));
+    }
+    let n = word(2) as usize;
+    if b.len() != 1024 + 2 * n {
+        return Err(format!(
+            "{}: header says {n} tokens but the file has {} bytes of tokens",
+            path.display(),
+            b.len() - 1024
+        ));
+    }
+    Ok(b[1024..]
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
+        .collect())
+}
+
+/// A random batch of `batch` windows of `seq + 1` tokens (inputs and shifted targets).
+pub fn token_batch(tokens: &[u32], batch: usize, seq: usize, rng: &mut StdRng) -> Vec<i64> {
+    let max_start = tokens.len() - seq - 1;
+    let mut out = Vec::with_capacity(batch * (seq + 1));
+    for _ in 0..batch {
+        let s = rng.random_range(0..=max_start);
+        out.extend(tokens[s..s + seq + 1].iter().map(|&t| t as i64));
+    }
+    out
+}
+
+/// The `index`-th validation batch: consecutive windows, the same every time.
+pub fn token_eval_batch(
+    tokens: &[u32],
+    batch: usize,
+    seq: usize,
+    index: usize,
+) -> Option<Vec<i64>> {
+    let start = index * batch * seq;
+    if start + batch * seq + 1 > tokens.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(batch * (seq + 1));
+    for b in 0..batch {
+        let s = start + b * seq;
+        out.extend(tokens[s..s + seq + 1].iter().map(|&t| t as i64));
+    }
+    Some(out)
+}

@@ -1,0 +1,9 @@
+//! Training and evaluation of a lowered spec.
+
+pub mod checkpoint;
+pub mod data;
+pub mod options;
+pub mod run;
+
+pub use options::TrainOptions;
+pub use run::{train, RunPlan, Summary};

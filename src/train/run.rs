@@ -1,0 +1,575 @@
+//! The training loop: data → micro-batches → loss → gradients (accumulated, globally clipped)
+//! → AdamW, with a progress bar, validation, JSONL metrics, checkpoints, resume, a checkpoint on
+//! Ctrl-C and a clean stop on a NaN loss.
+
+use super::checkpoint::{self, Checkpoint};
+use super::data::{self, Data, ImageData, TokenData};
+use super::options::{Schedule, TrainOptions};
+use crate::family::Family;
+use crate::lower::{lower, LaxModel};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Set by the Ctrl-C handler; the loop checkpoints and stops at the next step.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+pub struct RunPlan<'a> {
+    pub compiled: &'a crate::Compiled,
+    pub spec_text: &'a str,
+    pub spec_dir: PathBuf,
+    pub options: TrainOptions,
+    pub out: PathBuf,
+    pub resume: bool,
+    /// Print a line per log step instead of drawing a bar (tests, pipes).
+    pub plain: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub steps: u64,
+    pub final_loss: f64,
+    pub val_loss: Option<f64>,
+    pub val_perplexity: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    pub seconds: f64,
+    pub items_per_second: f64,
+    pub unit: &'static str,
+    pub params: u128,
+    pub stopped: Option<String>,
+    pub run_dir: PathBuf,
+}
+
+/// Cross-entropy, written out (log-sum-exp with the max subtracted) so its gradient is exact.
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    let max = logits.clone().detach().max_dim(1);
+    let shifted = logits - max;
+    let lse = shifted.clone().exp().sum_dim(1).log();
+    let picked = shifted.gather(1, targets.unsqueeze_dim::<2>(1));
+    (lse - picked).mean()
+}
+
+/// Learning rate at `step`: linear warm-up, then constant, cosine or linear decay to `min_lr`.
+pub fn learning_rate(o: &TrainOptions, step: u64, total: u64) -> f64 {
+    if step < o.warmup {
+        return o.lr * (step + 1) as f64 / o.warmup as f64;
+    }
+    let span = total.saturating_sub(o.warmup).max(1) as f64;
+    let t = ((step - o.warmup) as f64 / span).min(1.0);
+    match o.schedule {
+        Schedule::Constant => o.lr,
+        Schedule::Cosine => {
+            o.min_lr + 0.5 * (o.lr - o.min_lr) * (1.0 + (std::f64::consts::PI * t).cos())
+        }
+        Schedule::Linear => o.lr + (o.min_lr - o.lr) * t,
+    }
+}
+
+/// Sum of squares of every gradient: the global norm, as `torch.nn.utils.clip_grad_norm_`.
+struct GradNorm<'a, B: AutodiffBackend> {
+    grads: &'a GradientsParams,
+    total: f64,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for GradNorm<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            let s: f64 = g.square().sum().into_scalar().elem();
+            self.total += s;
+        }
+    }
+}
+
+struct GradScale<'a, B: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    factor: f64,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for GradScale<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            self.grads.register(param.id, g.mul_scalar(self.factor));
+        }
+    }
+}
+
+use burn::tensor::ElementConversion;
+
+/// Clips gradients to a global norm `max` (0: off); returns the norm before clipping.
+fn clip_global<B: AutodiffBackend>(
+    model: &LaxModel<B>,
+    grads: &mut GradientsParams,
+    max: f64,
+) -> f64 {
+    let mut n = GradNorm::<B> {
+        grads,
+        total: 0.0,
+        _b: std::marker::PhantomData,
+    };
+    model.visit(&mut n);
+    let norm = n.total.sqrt();
+    if max > 0.0 && norm > max {
+        let mut s = GradScale::<B> {
+            grads,
+            factor: max / (norm + 1e-6),
+            _b: std::marker::PhantomData,
+        };
+        model.visit(&mut s);
+    }
+    norm
+}
+
+/// One batch of whichever kind the model takes.
+enum Batch<B: Backend> {
+    Tokens {
+        input: Tensor<B, 2, Int>,
+        target: Tensor<B, 1, Int>,
+        count: usize,
+    },
+    Images {
+        x: Tensor<B, 4>,
+        y: Tensor<B, 1, Int>,
+        count: usize,
+    },
+}
+
+impl<B: Backend> Batch<B> {
+    fn count(&self) -> usize {
+        match self {
+            Batch::Tokens { count, .. } | Batch::Images { count, .. } => *count,
+        }
+    }
+}
+
+fn token_batch<B: Backend>(
+    flat: Vec<i64>,
+    batch: usize,
+    seq: usize,
+    device: &B::Device,
+) -> Batch<B> {
+    let mut input = Vec::with_capacity(batch * seq);
+    let mut target = Vec::with_capacity(batch * seq);
+    for row in flat.chunks_exact(seq + 1) {
+        input.extend_from_slice(&row[..seq]);
+        target.extend_from_slice(&row[1..]);
+    }
+    Batch::Tokens {
+        input: Tensor::from_data(TensorData::new(input, [batch, seq]), device),
+        target: Tensor::from_data(TensorData::new(target, [batch * seq]), device),
+        count: batch * seq,
+    }
+}
+
+fn image_batch<B: Backend>(
+    x: &[f32],
+    y: &[u32],
+    idx: &[usize],
+    d: &ImageData,
+    device: &B::Device,
+) -> Batch<B> {
+    let px = d.pixels();
+    let mut xs = Vec::with_capacity(idx.len() * px);
+    let mut ys = Vec::with_capacity(idx.len());
+    for &i in idx {
+        xs.extend_from_slice(&x[i * px..(i + 1) * px]);
+        ys.push(y[i] as i64);
+    }
+    Batch::Images {
+        x: Tensor::from_data(
+            TensorData::new(xs, [idx.len(), d.channels, d.size, d.size]),
+            device,
+        ),
+        y: Tensor::from_data(TensorData::new(ys, [idx.len()]), device),
+        count: idx.len(),
+    }
+}
+
+/// Loss and number of correct predictions (images only).
+fn forward<B: Backend>(
+    model: &LaxModel<B>,
+    batch: Batch<B>,
+) -> (Tensor<B, 1>, Option<Tensor<B, 1, Int>>) {
+    match batch {
+        Batch::Tokens { input, target, .. } => {
+            let logits = model.forward_tokens(input);
+            let [b, n, v] = logits.dims();
+            (cross_entropy(logits.reshape([b * n, v]), target), None)
+        }
+        Batch::Images { x, y, .. } => {
+            let logits = model.forward_images(x);
+            let correct = logits
+                .clone()
+                .argmax(1)
+                .reshape([y.dims()[0]])
+                .equal(y.clone())
+                .int()
+                .sum();
+            (cross_entropy(logits, y), Some(correct))
+        }
+    }
+}
+
+/// Checks that the data fits the model before any compute is spent.
+pub fn check_data(data: &Data, c: &crate::Compiled) -> Result<(), String> {
+    let m = &c.ir.model;
+    match (data, m.family) {
+        (Data::Tokens(t), Family::Llama) => {
+            if (t.vocab_used as usize) > m.vocab {
+                return Err(format!(
+                    "the data uses token ids up to {} ({}) but the model's vocab is {}",
+                    t.vocab_used - 1,
+                    t.tokenizer,
+                    m.vocab
+                ));
+            }
+            for (name, toks) in [("training", &t.train), ("validation", &t.valid)] {
+                if toks.len() < m.tokens + 2 {
+                    return Err(format!(
+                        "the {name} data has {} tokens, fewer than one sequence of {} + 1",
+                        toks.len(),
+                        m.tokens
+                    ));
+                }
+            }
+            Ok(())
+        }
+        (Data::Images(d), Family::Vit) => {
+            if d.size != m.image || d.channels != m.channels || d.classes as usize > m.classes {
+                return Err(format!(
+                    "the images are {}×{}×{} with {} classes but the model takes {}×{}×{} with {}",
+                    d.channels, d.size, d.size, d.classes, m.channels, m.image, m.image, m.classes
+                ));
+            }
+            Ok(())
+        }
+        (Data::Tokens(_), Family::Vit) => {
+            Err("a vit model trains on images: use mnist(...) or cifar10(...)".into())
+        }
+        (Data::Images(_), Family::Llama) => {
+            Err("a llama model trains on text: use text(...) or tokens(...)".into())
+        }
+    }
+}
+
+/// Validation: mean loss over the first `eval_batches` batches, and accuracy for images.
+pub fn evaluate<B: Backend>(
+    model: &LaxModel<B>,
+    data: &Data,
+    o: &TrainOptions,
+    seq: usize,
+    device: &B::Device,
+    max_batches: usize,
+) -> (f64, Option<f64>) {
+    let mut loss_sum = 0.0;
+    let mut weight = 0usize;
+    let mut correct = 0i64;
+    match data {
+        Data::Tokens(t) => {
+            for i in 0..max_batches {
+                let Some(flat) = data::token_eval_batch(&t.valid, o.batch, seq, i) else {
+                    break;
+                };
+                let (l, _) = forward(model, token_batch::<B>(flat, o.batch, seq, device));
+                let l: f64 = l.into_scalar().elem();
+                loss_sum += l * (o.batch * seq) as f64;
+                weight += o.batch * seq;
+            }
+            if weight == 0 {
+                // Validation text shorter than a batch: one window of it.
+                let flat = data::token_eval_batch(&t.valid, 1, seq, 0).expect("checked length");
+                let (l, _) = forward(model, token_batch::<B>(flat, 1, seq, device));
+                return (l.into_scalar().elem(), None);
+            }
+            (loss_sum / weight as f64, None)
+        }
+        Data::Images(d) => {
+            let n = d.test_y.len().min(max_batches * o.batch);
+            let idx: Vec<usize> = (0..n).collect();
+            for chunk in idx.chunks(o.batch) {
+                let (l, c) = forward(
+                    model,
+                    image_batch::<B>(&d.test_x, &d.test_y, chunk, d, device),
+                );
+                let l: f64 = l.into_scalar().elem();
+                loss_sum += l * chunk.len() as f64;
+                weight += chunk.len();
+                let c: i64 = c.expect("images count correct").into_scalar().elem();
+                correct += c;
+            }
+            (
+                loss_sum / weight.max(1) as f64,
+                Some(correct as f64 / weight.max(1) as f64),
+            )
+        }
+    }
+}
+
+fn total_steps(o: &TrainOptions, data: &Data, seq: usize) -> Result<u64, String> {
+    if let Some(s) = o.steps {
+        return Ok(s.max(1));
+    }
+    let per_step = (o.batch * o.accum) as u64;
+    match (o.epochs, data) {
+        (Some(e), Data::Tokens(t)) => {
+            Ok((e * t.train.len() as u64 / (per_step * seq as u64)).max(1))
+        }
+        (Some(e), Data::Images(d)) => Ok((e * d.train_y.len() as u64 / per_step).max(1)),
+        (None, _) => Err("set `steps` or `epochs` in the train section or with --set".into()),
+    }
+}
+
+fn append_jsonl(path: &Path, v: serde_json::Value) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    writeln!(f, "{v}")
+}
+
+/// Trains the compiled spec on backend `B`. Returns the summary, or a one-line error.
+pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Summary, String> {
+    let c = plan.compiled;
+    let o = &plan.options;
+    let seq = c.ir.model.tokens;
+    let data_spec = o
+        .data
+        .as_ref()
+        .ok_or("the spec has no `data` in its train section; add one or pass --set data=...")?;
+    let data = data::load(data_spec, &plan.spec_dir)?;
+    check_data(&data, c)?;
+    let total = total_steps(o, &data, seq)?;
+    let run = &plan.out;
+    let metrics = run.join("metrics.jsonl");
+
+    B::seed(&device, o.seed);
+    let mut model: LaxModel<B> = lower(&c.ir, o.seed, &device);
+    let mut optim = AdamWConfig::new()
+        .with_beta_1(o.beta1 as f32)
+        .with_beta_2(o.beta2 as f32)
+        .with_epsilon(o.eps as f32)
+        .with_weight_decay(o.weight_decay as f32)
+        .init::<B, LaxModel<B>>();
+    let mut start = 0u64;
+    if plan.resume {
+        let ck = checkpoint::latest(run)?
+            .ok_or_else(|| format!("{} has no checkpoint to resume from", run.display()))?;
+        let (m, opt, state) = checkpoint::load(&ck, model, optim, &device)?;
+        model = m;
+        optim = opt;
+        start = state.step;
+        if start >= total {
+            return Err(format!(
+                "the run already finished its {total} steps; raise `steps` to go on"
+            ));
+        }
+    }
+    let unit = if matches!(data, Data::Tokens(_)) {
+        "tokens"
+    } else {
+        "images"
+    };
+    let bar = if plan.plain {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new(total);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{bar:30.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+            )
+            .expect("valid template")
+            .progress_chars("█▉▊▋▌▍▎▏ "),
+        );
+        b
+    };
+    bar.set_position(start);
+    let mut rng = StdRng::seed_from_u64(o.seed.wrapping_add(start.wrapping_mul(7919)));
+    let mut order: Vec<usize> = Vec::new();
+    let mut cursor = 0usize;
+    let began = Instant::now();
+    let mut window_items = 0usize;
+    let mut window_start = Instant::now();
+    let mut items_total = 0usize;
+    let mut last_loss = f64::NAN;
+    let mut last_val: (Option<f64>, Option<f64>) = (None, None);
+    let mut stopped = None;
+    let say = |line: String| {
+        if plan.plain {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
+    let mut step = start;
+    while step < total {
+        if STOP.load(Ordering::SeqCst) {
+            stopped = Some("interrupted (Ctrl-C)".to_string());
+            break;
+        }
+        let lr = learning_rate(o, step, total);
+        let mut acc = GradientsAccumulator::<LaxModel<B>>::new();
+        let mut loss_sum = 0.0;
+        for _ in 0..o.accum {
+            let batch = match &data {
+                Data::Tokens(t) => token_batch::<B>(
+                    data::token_batch(&t.train, o.batch, seq, &mut rng),
+                    o.batch,
+                    seq,
+                    &device,
+                ),
+                Data::Images(d) => {
+                    if cursor + o.batch > order.len() {
+                        order = (0..d.train_y.len()).collect();
+                        order.shuffle(&mut rng);
+                        cursor = 0;
+                    }
+                    let idx = order[cursor..cursor + o.batch.min(order.len())].to_vec();
+                    cursor += idx.len();
+                    image_batch::<B>(&d.train_x, &d.train_y, &idx, d, &device)
+                }
+            };
+            window_items += batch.count();
+            items_total += batch.count();
+            let (loss, _) = forward(&model, batch);
+            let loss = loss.div_scalar(o.accum as f64);
+            let l: f64 = loss.clone().into_scalar().elem();
+            loss_sum += l;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            acc.accumulate(&model, grads);
+        }
+        if !loss_sum.is_finite() {
+            stopped = Some(format!(
+                "the loss became {loss_sum} at step {step}; stopped (lower `lr` or raise `warmup`)"
+            ));
+            break;
+        }
+        last_loss = loss_sum;
+        let mut grads = acc.grads();
+        let grad_norm = clip_global(&model, &mut grads, o.clip);
+        model = optim.step(lr, model, grads);
+        step += 1;
+        bar.set_position(step);
+        if step % o.log_every == 0 || step == total {
+            let secs = window_start.elapsed().as_secs_f64().max(1e-9);
+            let rate = window_items as f64 / secs;
+            bar.set_message(format!(
+                "loss {last_loss:.4} lr {lr:.2e} {rate:.0} {unit}/s"
+            ));
+            if plan.plain {
+                say(format!(
+                    "step {step}/{total} loss {last_loss:.4} lr {lr:.3e} {rate:.0} {unit}/s"
+                ));
+            }
+            append_jsonl(
+                &metrics,
+                serde_json::json!({
+                    "step": step, "loss": last_loss, "lr": lr, "grad_norm": grad_norm,
+                    format!("{unit}_per_s"): rate, "elapsed_s": began.elapsed().as_secs_f64(),
+                }),
+            )
+            .map_err(|e| format!("cannot write {}: {e}", metrics.display()))?;
+            window_items = 0;
+            window_start = Instant::now();
+        }
+        let eval_now = (o.eval_every > 0 && step % o.eval_every == 0) || step == total;
+        if eval_now {
+            let (vl, acc) = evaluate(&model.valid(), &data, o, seq, &device, o.eval_batches);
+            last_val = (Some(vl), acc);
+            let mut rec = serde_json::json!({"step": step, "val_loss": vl});
+            let line = match acc {
+                Some(a) => {
+                    rec["val_accuracy"] = a.into();
+                    format!("step {step}: val loss {vl:.4}, accuracy {:.2}%", 100.0 * a)
+                }
+                None => {
+                    rec["val_perplexity"] = vl.exp().into();
+                    format!("step {step}: val loss {vl:.4}, perplexity {:.2}", vl.exp())
+                }
+            };
+            say(line);
+            append_jsonl(&metrics, rec)
+                .map_err(|e| format!("cannot write {}: {e}", metrics.display()))?;
+        }
+        if o.checkpoint_every > 0 && step % o.checkpoint_every == 0 && step < total {
+            checkpoint::save(
+                run,
+                &Checkpoint {
+                    step,
+                    loss: last_loss,
+                },
+                &model,
+                &optim,
+            )?;
+        }
+    }
+    // Always leave a checkpoint of where the run got to (the end, a Ctrl-C or a NaN stop keeps
+    // the last good weights).
+    if stopped
+        .as_deref()
+        .is_none_or(|s| !s.starts_with("the loss"))
+        && step > start
+    {
+        checkpoint::save(
+            run,
+            &Checkpoint {
+                step,
+                loss: last_loss,
+            },
+            &model,
+            &optim,
+        )?;
+    }
+    bar.finish_and_clear();
+    let seconds = began.elapsed().as_secs_f64();
+    let summary = Summary {
+        steps: step,
+        final_loss: last_loss,
+        val_loss: last_val.0,
+        val_perplexity: match (&data, last_val.0) {
+            (Data::Tokens(_), Some(v)) => Some(v.exp()),
+            _ => None,
+        },
+        val_accuracy: last_val.1,
+        seconds,
+        items_per_second: items_total as f64 / seconds.max(1e-9),
+        unit,
+        params: c.report().params.total,
+        stopped,
+        run_dir: run.clone(),
+    };
+    checkpoint::write_atomically(
+        &run.join("summary.json"),
+        serde_json::to_string_pretty(&summary)
+            .expect("serializes")
+            .as_bytes(),
+    )
+    .map_err(|e| format!("cannot write the summary: {e}"))?;
+    Ok(summary)
+}
+
+/// Unigram entropy of the validation tokens in nats: the loss a model that ignores context
+/// cannot beat. Used by tests and the summary to show the model learned something.
+pub fn unigram_entropy(t: &TokenData) -> f64 {
+    let mut counts = std::collections::HashMap::new();
+    for &x in &t.valid {
+        *counts.entry(x).or_insert(0usize) += 1;
+    }
+    let n = t.valid.len() as f64;
+    counts
+        .values()
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.ln()
+        })
+        .sum()
+}
