@@ -296,8 +296,9 @@ mod training {
 
     fn spec_dir(path: &Option<PathBuf>) -> PathBuf {
         match path {
-            // Data paths in the embedded default spec are relative to the repository root.
-            None => PathBuf::from("."),
+            // The embedded default is specs/tiny-llama-svd-lax.lax: its data paths are relative
+            // to specs/ in the repository.
+            None => PathBuf::from("specs"),
             Some(p) => p.parent().map(|d| d.to_path_buf()).unwrap_or_default(),
         }
     }
@@ -338,6 +339,9 @@ mod training {
         };
         if let Some(d) = &args.device {
             opts.device = d.clone();
+        }
+        if let Err(code) = check_device(&opts.device) {
+            return code;
         }
         if let Err(e) = fits_in_memory(&compiled) {
             eprintln!("error: {e}");
@@ -425,6 +429,41 @@ mod training {
         }
     }
 
+    /// Refuses a device this build or machine cannot use, before anything is written.
+    fn check_device(device: &str) -> Result<(), ExitCode> {
+        if device == "cpu" {
+            return Ok(());
+        }
+        let Some(rest) = device.strip_prefix("cuda") else {
+            eprintln!("error: unknown device `{device}`: use cpu or cuda[:N]");
+            return Err(ExitCode::from(IO_ERROR));
+        };
+        if !(rest.is_empty()
+            || rest
+                .strip_prefix(':')
+                .is_some_and(|n| n.parse::<usize>().is_ok()))
+        {
+            eprintln!("error: `--device {device}`: write cuda or cuda:N");
+            return Err(ExitCode::from(IO_ERROR));
+        }
+        if !cfg!(feature = "cuda") {
+            eprintln!("error: --device cuda needs laxc built with `--features cuda`");
+            return Err(ExitCode::from(IO_ERROR));
+        }
+        #[cfg(feature = "cuda")]
+        {
+            // cudarc loads libcuda at run time and panics without it: look first.
+            // SAFETY: loading the system CUDA driver library runs only its initializers.
+            if unsafe { libloading::Library::new("libcuda.so.1") }.is_err() {
+                eprintln!(
+                    "error: --device cuda: no CUDA driver on this machine (libcuda.so.1 not found)"
+                );
+                return Err(ExitCode::from(IO_ERROR));
+            }
+        }
+        Ok(())
+    }
+
     fn device_label(device: &str, backend: CpuBackend) -> String {
         if device.starts_with("cuda") {
             device.to_string()
@@ -468,12 +507,6 @@ mod training {
 
     #[cfg(feature = "cuda")]
     fn cuda(index: usize, plan: &RunPlan) -> Result<TrainResult, ExitCode> {
-        // cudarc loads libcuda at run time and panics without it: look first, say it plainly.
-        // SAFETY: loading the system CUDA driver library runs only its initializers.
-        if unsafe { libloading::Library::new("libcuda.so.1") }.is_err() {
-            eprintln!("error: --device cuda: no CUDA driver here (libcuda.so.1 not found)");
-            return Err(ExitCode::from(IO_ERROR));
-        }
         use burn::backend::cuda::{Cuda, CudaDevice};
         Ok(train::train::<Autodiff<Cuda>>(plan, CudaDevice::new(index)))
     }

@@ -155,7 +155,7 @@ pub fn lower<B: Backend>(ir: &Ir, seed: u64, device: &B::Device) -> LaxModel<B> 
             Some(freeze1(init.constant([m.classes], 0.0, device))),
         ),
     };
-    LaxModel {
+    let model = LaxModel {
         stem,
         blocks,
         pathways,
@@ -175,6 +175,21 @@ pub fn lower<B: Backend>(ir: &Ir, seed: u64, device: &B::Device) -> LaxModel<B> 
             channels: m.channels,
             arriving,
         },
+    };
+    // Parameter ids by position, so the same spec always has the same ids: the optimizer state
+    // of a checkpoint (keyed by id) then fits the model a resumed run lowers afresh.
+    model.map(&mut SequentialIds { next: 0 })
+}
+
+struct SequentialIds {
+    next: u64,
+}
+
+impl<B: Backend> burn::module::ModuleMapper<B> for SequentialIds {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (_, tensor, mapper) = param.consume();
+        self.next += 1;
+        Param::from_mapped_value(burn::module::ParamId::from(self.next), tensor, mapper)
     }
 }
 

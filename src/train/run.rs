@@ -329,6 +329,14 @@ fn total_steps(o: &TrainOptions, data: &Data, seq: usize) -> Result<u64, String>
     }
 }
 
+/// A seed for one step's batch from the run seed (splitmix64).
+fn mix(seed: u64, k: u64) -> u64 {
+    let mut z = seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 fn append_jsonl(path: &Path, v: serde_json::Value) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -393,9 +401,9 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
         b
     };
     bar.set_position(start);
-    let mut rng = StdRng::seed_from_u64(o.seed.wrapping_add(start.wrapping_mul(7919)));
-    let mut order: Vec<usize> = Vec::new();
-    let mut cursor = 0usize;
+    // Batches are a function of (seed, step), never of history: a resumed run sees exactly the
+    // batches the uninterrupted run would have seen.
+    let mut order: (u64, Vec<usize>) = (u64::MAX, Vec::new());
     let began = Instant::now();
     let mut window_items = 0usize;
     let mut window_start = Instant::now();
@@ -419,22 +427,26 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
         let lr = learning_rate(o, step, total);
         let mut acc = GradientsAccumulator::<LaxModel<B>>::new();
         let mut loss_sum = 0.0;
-        for _ in 0..o.accum {
+        for micro in 0..o.accum {
+            let k = step * o.accum as u64 + micro as u64;
             let batch = match &data {
-                Data::Tokens(t) => token_batch::<B>(
-                    data::token_batch(&t.train, o.batch, seq, &mut rng),
-                    o.batch,
-                    seq,
-                    &device,
-                ),
+                Data::Tokens(t) => {
+                    let mut rng = StdRng::seed_from_u64(mix(o.seed, k));
+                    let flat = data::token_batch(&t.train, o.batch, seq, &mut rng);
+                    token_batch::<B>(flat, o.batch, seq, &device)
+                }
                 Data::Images(d) => {
-                    if cursor + o.batch > order.len() {
-                        order = (0..d.train_y.len()).collect();
-                        order.shuffle(&mut rng);
-                        cursor = 0;
+                    // Sample k takes positions k·batch .. of its epoch's shuffled order.
+                    let n = d.train_y.len();
+                    let per_epoch = (n / o.batch).max(1) as u64;
+                    let epoch = k / per_epoch;
+                    if order.0 != epoch {
+                        let mut v: Vec<usize> = (0..n).collect();
+                        v.shuffle(&mut StdRng::seed_from_u64(mix(o.seed, epoch ^ 0x5eed)));
+                        order = (epoch, v);
                     }
-                    let idx = order[cursor..cursor + o.batch.min(order.len())].to_vec();
-                    cursor += idx.len();
+                    let at = ((k % per_epoch) as usize) * o.batch;
+                    let idx = order.1[at..(at + o.batch).min(n)].to_vec();
                     image_batch::<B>(&d.train_x, &d.train_y, &idx, d, &device)
                 }
             };

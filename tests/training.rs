@@ -1,0 +1,234 @@
+//! `laxc train` as a user runs it: it learns, it resumes exactly, it never overwrites a run,
+//! it stops cleanly on a NaN, and the ViT learns MNIST.
+#![cfg(feature = "train")]
+
+mod common;
+use std::process::Command;
+
+fn laxc() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_laxc"));
+    c.current_dir(common::root());
+    c
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("laxc-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn summary(run: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+}
+
+fn byte_unigram_entropy(path: &str) -> f64 {
+    let bytes = std::fs::read(common::root().join(path)).unwrap();
+    let mut counts = [0usize; 256];
+    for b in &bytes {
+        counts[*b as usize] += 1;
+    }
+    let n = bytes.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| -(c as f64 / n) * (c as f64 / n).ln())
+        .sum()
+}
+
+#[test]
+fn default_spec_learns_below_the_unigram_entropy() {
+    let run = tempdir("learn");
+    let out = laxc()
+        .args([
+            "train",
+            "--plain",
+            "--set",
+            "steps=60",
+            "--set",
+            "warmup=10",
+        ])
+        .args([
+            "--set",
+            "eval_every=60",
+            "--set",
+            "eval_batches=8",
+            "--set",
+            "seed=1",
+        ])
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&run);
+    let val = s["val_loss"].as_f64().unwrap();
+    let entropy = byte_unigram_entropy("data/brown-excerpt-valid.txt");
+    assert!(
+        val < entropy,
+        "validation loss {val} is not below the byte-unigram entropy {entropy}"
+    );
+    // The run folder holds the spec, the metrics and a checkpoint.
+    assert!(run.join("spec.lax").exists());
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    for key in ["step", "loss", "lr", "tokens_per_s"] {
+        assert!(first.get(key).is_some(), "metrics lack {key}");
+    }
+    assert!(run
+        .join("checkpoints/step-000060/model.safetensors")
+        .exists());
+
+    // laxc eval on the checkpoint gives the same validation loss.
+    let ev = laxc()
+        .args(["eval", "--checkpoint"])
+        .arg(&run)
+        .args(["--set", "eval_batches=8"])
+        .output()
+        .unwrap();
+    assert!(
+        ev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ev.stderr)
+    );
+    let text = String::from_utf8(ev.stdout).unwrap();
+    assert!(text.contains("perplexity"), "{text}");
+
+    // An existing run is never overwritten without --force.
+    let again = laxc()
+        .args(["train", "--plain", "--set", "steps=1", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(run.join("checkpoints/step-000060").exists());
+    let _ = std::fs::remove_dir_all(&run);
+}
+
+#[test]
+fn resuming_gives_the_same_run() {
+    let straight = tempdir("straight");
+    let split = tempdir("split");
+    let common_args = [
+        "--plain",
+        "--set",
+        "warmup=2",
+        "--set",
+        "eval_every=0",
+        "--set",
+        "log_every=1",
+        "--set",
+        "batch=2",
+    ];
+    let run = |dir: &std::path::Path, steps: &str, resume: bool| {
+        let mut c = laxc();
+        c.arg("train").args(common_args).args(["--set", steps]);
+        if resume {
+            c.arg("--resume").arg(dir);
+        } else {
+            c.arg("--out").arg(dir);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&straight, "steps=6", false);
+    run(&split, "steps=3", false);
+    // The schedule depends on the total, so the first leg must plan for 6 steps as well.
+    let _ = std::fs::remove_dir_all(&split);
+    run(&split, "steps=6", false);
+    let a = summary(&straight)["final_loss"].as_f64().unwrap();
+    let b = summary(&split)["final_loss"].as_f64().unwrap();
+    assert!((a - b).abs() < 1e-6, "same seed, same run: {a} vs {b}");
+
+    // Now interrupt at 3 by checkpointing, and resume to 6.
+    let leg = tempdir("leg");
+    let out = laxc()
+        .arg("train")
+        .args(common_args)
+        .args(["--set", "steps=6", "--set", "checkpoint_every=3", "--out"])
+        .arg(&leg)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // Drop the final checkpoint so the newest is step 3, as after a crash at step 4.
+    std::fs::remove_dir_all(leg.join("checkpoints/step-000006")).unwrap();
+    std::fs::write(leg.join("checkpoints/latest"), "step-000003").unwrap();
+    run(&leg, "steps=6", true);
+    let c = summary(&leg)["final_loss"].as_f64().unwrap();
+    assert!((a - c).abs() < 1e-4, "resumed run: {a} vs {c}");
+    for d in [straight, split, leg] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn a_nan_loss_stops_cleanly() {
+    let run = tempdir("nan");
+    let out = laxc()
+        .args([
+            "train", "--plain", "--set", "steps=50", "--set", "lr=1e12", "--set", "warmup=0",
+        ])
+        .args(["--set", "clip=0", "--set", "eval_every=0"])
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("stopped early"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&run);
+}
+
+#[test]
+fn vit_learns_mnist_well_above_chance() {
+    let run = tempdir("vit");
+    let out = laxc()
+        .args(["train", "specs/tiny-vit-svd-lax.lax", "--plain"])
+        .args([
+            "--set",
+            "epochs=3",
+            "--set",
+            "eval_batches=8",
+            "--set",
+            "seed=0",
+        ])
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acc = summary(&run)["val_accuracy"].as_f64().unwrap();
+    assert!(
+        acc > 0.4,
+        "accuracy {acc} after three epochs (chance is 0.1)"
+    );
+    let _ = std::fs::remove_dir_all(&run);
+}
+
+#[test]
+fn bad_data_and_devices_fail_with_one_clear_line() {
+    let out = laxc()
+        .args(["train", "--plain", "--set", "data=text(\"no/such.txt\")"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot read no/such.txt"), "{err}");
+    let out = laxc()
+        .args(["train", "--plain", "--device", "cuda"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cuda"));
+}
