@@ -75,7 +75,10 @@ pub fn compile(source: &Source) -> Result<Compiled, Vec<Diagnostic>> {
     })
 }
 
+/// In source order, each finding once (a rule applied to many blocks reports a mistake once).
 fn sorted(mut d: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut seen = std::collections::HashSet::new();
+    d.retain(|x| seen.insert((x.code, x.span, x.message.clone())));
     d.sort_by_key(|d| (d.span.start, d.span.end));
     d
 }

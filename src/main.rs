@@ -423,6 +423,10 @@ mod training {
                 }
             }
             Err(e) => {
+                // A new run that failed before its first checkpoint leaves no folder behind.
+                if !resume && !out.join("checkpoints").exists() {
+                    let _ = std::fs::remove_dir_all(&out);
+                }
                 eprintln!("error: {e}");
                 ExitCode::from(IO_ERROR)
             }

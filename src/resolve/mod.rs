@@ -133,7 +133,9 @@ pub fn resolve(file: &ast::File, source: &Source) -> Resolved {
         };
         for s in matched {
             let (inp, out) = model.site_dims(s.local);
-            let name = site_name(&model, s);
+            // The short name (`attn.q`), so a warning about a rule is given once, not per block.
+            let (group, local) = model.family.site_names()[s.local];
+            let name = format!("{group}.{local}");
             let fact =
                 factorize::instantiate(&t.template, inp, out, t.rank_span, &name, &mut warnings);
             let idx = s.block * per_block + s.local;
@@ -546,6 +548,8 @@ fn read_model(
         };
         if let Some(v) = v {
             values.insert(spec.name, (v, e.key.span));
+            // A size may use the sizes written before it: `mlp = 4 * hidden`.
+            scope.define(spec.name, Num::Int(v), e.key.span);
         }
     }
     for spec in specs {

@@ -415,11 +415,26 @@ fn hint_for(text: &str, pos: usize) -> Option<String> {
     if rest.starts_with('"') && !rest[1..].contains('"') {
         return Some("this string is not closed with `\"`".into());
     }
+    // An unclosed `{` before the error: name its line.
     let before = text.get(..pos).unwrap_or("");
-    let opens = before.matches('{').count();
-    let closes = before.matches('}').count();
-    if rest.trim().is_empty() && opens > closes {
-        return Some("a `{` is not closed".into());
+    let mut open: Vec<usize> = Vec::new();
+    for (i, c) in before.char_indices() {
+        match c {
+            '{' => open.push(i),
+            '}' => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    if let Some(&at) = open.last() {
+        let line = text[..at].matches('\n').count() + 1;
+        let next_is_keyword = ["model", "let", "factorize", "lax", "train"]
+            .iter()
+            .any(|k| rest.starts_with(k));
+        if rest.trim().is_empty() || next_is_keyword {
+            return Some(format!("the `{{` on line {line} is not closed with `}}`"));
+        }
     }
     None
 }

@@ -1,0 +1,143 @@
+//! Every number `laxc check` reports for every shipped spec, against tests/data/expected.json:
+//! figures computed apart from laxc by tests/independent/expected.py. And the paper's printed
+//! parameter counts, memory and trainable shares, reproduced from laxc's exact counts with the
+//! paper's rounding.
+
+mod common;
+use serde_json::Value;
+
+fn expected() -> serde_json::Map<String, Value> {
+    let text = std::fs::read_to_string(common::root().join("tests/data/expected.json"))
+        .expect("run python3 tests/independent/expected.py");
+    serde_json::from_str::<Value>(&text)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .clone()
+}
+
+fn int(v: &Value, key: &str) -> u128 {
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} missing")) as u128
+}
+
+fn trunc2(x: f64) -> f64 {
+    (x * 100.0 + 1e-9).floor() / 100.0
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+#[test]
+fn every_figure_matches_the_independent_computation() {
+    let exp = expected();
+    let mut seen = 0;
+    for dir in ["specs", "specs/paper"] {
+        for path in common::lax_files(dir) {
+            let name = common::stem(&path);
+            let e = exp
+                .get(&name)
+                .unwrap_or_else(|| panic!("{name}: no independent figures in expected.json"));
+            let src = common::source(&path);
+            let r = laxc::compile(&src).expect("compiles").report();
+            let checks: [(&str, u128); 8] = [
+                ("params_total", r.params.total),
+                ("params_trainable", r.params.trainable),
+                ("params_frozen", r.params.frozen),
+                ("train_bytes_bf16", r.memory.train_bytes_bf16),
+                ("train_bytes_fp32", r.memory.train_bytes_fp32),
+                ("flops_forward_per_sample", r.flops.forward_per_sample),
+                ("flops_train_per_sample", r.flops.train_per_sample),
+                ("flops_other_per_sample", r.flops.other_forward_per_sample),
+            ];
+            for (key, got) in checks {
+                assert_eq!(got, int(e, key), "{name}: {key}");
+            }
+            assert_eq!(
+                r.flops.tokens_per_sample as u128,
+                int(e, "tokens_per_sample"),
+                "{name}"
+            );
+            let per_token = r.flops.forward_per_sample as f64 / r.flops.tokens_per_sample as f64;
+            assert_eq!(r.flops.forward_per_token, per_token, "{name}");
+            if e.get("flops_train_per_step").is_some() {
+                assert_eq!(
+                    r.flops.train_per_step,
+                    Some(int(e, "flops_train_per_step")),
+                    "{name}"
+                );
+            }
+            seen += 1;
+        }
+    }
+    assert_eq!(
+        seen,
+        exp.len(),
+        "expected.json lists specs that are not shipped"
+    );
+}
+
+#[test]
+fn the_papers_printed_figures_follow_from_laxcs_counts() {
+    let exp = expected();
+    let mut checked = 0;
+    for (name, e) in &exp {
+        let Some(paper) = e.get("paper") else {
+            continue;
+        };
+        let dir = if name.starts_with("tiny") {
+            "specs"
+        } else {
+            "specs/paper"
+        };
+        let path = common::root().join(dir).join(format!("{name}.lax"));
+        let r = laxc::compile(&common::source(&path)).unwrap().report();
+        let printed = paper["printed"].as_f64().unwrap();
+        let millions = r.params.total as f64 / 1e6;
+        match paper["rounding"].as_str().unwrap() {
+            "truncate2" => assert_eq!(trunc2(millions), printed, "{name}: {millions}"),
+            "round2" => {
+                if paper["unit"] == "%trainable" {
+                    let share = 100.0 * r.params.trainable as f64 / r.params.total as f64;
+                    assert_eq!(round2(share), printed, "{name}: {share}%");
+                } else {
+                    assert_eq!(round2(millions), printed, "{name}: {millions}");
+                }
+            }
+            "round0" => {
+                assert_eq!(millions.round(), printed, "{name}: {millions}");
+                // Mem = the rounded count × 8 bytes, in GiB, to two decimals.
+                let mem = paper["mem_gib_printed"].as_f64().unwrap();
+                let gib = millions.round() * 1e6 * 8.0 / (1u64 << 30) as f64;
+                assert_eq!(round2(gib), mem, "{name}: memory {gib}");
+            }
+            "typo" => {
+                // Documented mismatch: laxc's count must differ, and the note must say why.
+                assert_ne!(trunc2(millions), printed, "{name}");
+                assert!(paper["note"].as_str().is_some_and(|n| n.contains("typo")));
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(
+                    text.contains("typo"),
+                    "{name}: the spec must explain the mismatch"
+                );
+            }
+            other => panic!("{name}: unknown rounding {other}"),
+        }
+        checked += 1;
+    }
+    assert!(checked >= 50, "only {checked} paper figures checked");
+}
+
+/// A hand calculation, written out, for the smallest paper model (LLaMA-60M, SVD rank 128):
+/// embeddings 2 · 32000 · 512; per block 4 · 128 · (512 + 512) + 3 · 128 · (512 + 1376) + 2 · 512;
+/// 8 blocks; a final RMSNorm of 512.
+#[test]
+fn llama_60m_svd_by_hand() {
+    let per_block = 4 * 128 * (512 + 512) + 3 * 128 * (512 + 1376) + 2 * 512;
+    let total: u128 = 2 * 32000 * 512 + 8 * per_block + 512;
+    assert_eq!(total, 42_770_944);
+    let path = common::root().join("specs/paper/llama-60m-svd-r128.lax");
+    let r = laxc::compile(&common::source(&path)).unwrap().report();
+    assert_eq!(r.params.total, total);
+    assert_eq!(r.memory.train_bytes_bf16, 8 * total);
+}
