@@ -53,7 +53,7 @@ impl Gate {
 /// The divisor pair of `r` closest to √r: `(s0, s1)` with `s0 ≤ s1` and `s0·s1 = r`.
 pub fn fold(r: usize) -> [usize; 2] {
     let mut s0 = (r as f64).sqrt() as usize;
-    while s0 > 1 && r % s0 != 0 {
+    while s0 > 1 && !r.is_multiple_of(s0) {
         s0 -= 1;
     }
     let s0 = s0.max(1);

@@ -471,7 +471,7 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
         model = optim.step(lr, model, grads);
         step += 1;
         bar.set_position(step);
-        if step % o.log_every == 0 || step == total {
+        if step.is_multiple_of(o.log_every) || step == total {
             let secs = window_start.elapsed().as_secs_f64().max(1e-9);
             let rate = window_items as f64 / secs;
             bar.set_message(format!(
@@ -493,7 +493,7 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
             window_items = 0;
             window_start = Instant::now();
         }
-        let eval_now = (o.eval_every > 0 && step % o.eval_every == 0) || step == total;
+        let eval_now = (o.eval_every > 0 && step.is_multiple_of(o.eval_every)) || step == total;
         if eval_now {
             let (vl, acc) = evaluate(&model.valid(), &data, o, seq, &device, o.eval_batches);
             last_val = (Some(vl), acc);
@@ -512,7 +512,7 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
             append_jsonl(&metrics, rec)
                 .map_err(|e| format!("cannot write {}: {e}", metrics.display()))?;
         }
-        if o.checkpoint_every > 0 && step % o.checkpoint_every == 0 && step < total {
+        if o.checkpoint_every > 0 && step.is_multiple_of(o.checkpoint_every) && step < total {
             checkpoint::save(
                 run,
                 &Checkpoint {
