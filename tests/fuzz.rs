@@ -148,6 +148,23 @@ proptest! {
     }
 }
 
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    for open in ["(", "[", "{"] {
+        let text = format!("let x = {}1", open.repeat(100_000));
+        let src = laxc::source::Source::new("deep.lax", text);
+        let d = laxc::compile(&src).unwrap_err();
+        assert_eq!(d[0].code, "E0001");
+    }
+    // 60 levels are still fine.
+    let text = format!(
+        "model m: llama {{ vocab = 8, hidden = 8, ffn = 8, heads = 2, layers = 1, seq = {}4{} }}",
+        "(".repeat(60),
+        ")".repeat(60)
+    );
+    assert!(laxc::compile(&laxc::source::Source::new("ok.lax", text)).is_ok());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 4000, failure_persistence: None, ..ProptestConfig::default() })]
 

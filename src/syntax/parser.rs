@@ -11,8 +11,40 @@ use pest::Parser;
 #[grammar = "../grammar/lax.pest"]
 struct LaxParser;
 
+/// Deeper nesting than any spec needs; the recursive-descent parser must not exhaust the stack.
+const MAX_NESTING: usize = 64;
+
+/// Rejects brackets nested deeper than [`MAX_NESTING`] (outside strings and comments).
+fn check_nesting(text: &str) -> Result<(), Diagnostic> {
+    let (mut depth, mut in_str, mut in_comment) = (0usize, false, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            '\n' => in_comment = false,
+            _ if in_comment => {}
+            '"' => in_str = !in_str,
+            '#' if !in_str => in_comment = true,
+            '(' | '[' | '{' if !in_str => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(Diagnostic::error(
+                        "E0001",
+                        format!("brackets nested more than {MAX_NESTING} deep"),
+                        Span::new(i, i + 1),
+                    )
+                    .with_label("too deep")
+                    .with_hint("simplify the expression"));
+                }
+            }
+            ')' | ']' | '}' if !in_str => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Parses a whole file. On a syntax error, returns one diagnostic pointing at it.
 pub fn parse(text: &str) -> Result<File, Diagnostic> {
+    check_nesting(text)?;
     let mut pairs = LaxParser::parse(Rule::file, text).map_err(|e| syntax_error(text, e))?;
     let file = pairs.next().expect("the file rule always yields one pair");
     let mut items = Vec::new();
@@ -32,6 +64,7 @@ pub fn parse(text: &str) -> Result<File, Diagnostic> {
 
 /// Parses a lone value (`3e-3`, `cosine(warmup = 60)`, `"file.txt"`).
 pub fn parse_value(text: &str) -> Result<Value, Diagnostic> {
+    check_nesting(text)?;
     let mut pairs = LaxParser::parse(Rule::value_only, text).map_err(|e| syntax_error(text, e))?;
     let only = pairs.next().expect("value_only yields one pair");
     Ok(value(only.into_inner().next().expect("a value")))
