@@ -83,14 +83,53 @@ fn sorted(mut d: Vec<Diagnostic>) -> Vec<Diagnostic> {
     d
 }
 
-/// Parameters of the same model with every site dense and no LaX: the report's reference.
-fn dense_reference_params(spec: &spec::Spec) -> u128 {
+/// The same model with every site dense and no LaX: the report's reference, and the shape of
+/// the weights a LoRA base file holds.
+pub fn dense_twin(spec: &spec::Spec) -> ir::Ir {
     let mut dense = spec.clone();
     for s in &mut dense.sites {
         s.fact = spec::Factorization::Dense;
     }
     dense.inter.clear();
     dense.intra.clear();
-    let ir = ir::build(&dense);
-    ir.graph.node_weights().map(|n| n.op.params()).sum()
+    ir::build(&dense)
+}
+
+fn dense_reference_params(spec: &spec::Spec) -> u128 {
+    dense_twin(spec)
+        .graph
+        .node_weights()
+        .map(|n| n.op.params())
+        .sum()
+}
+
+/// Helpers the lowering shares with training.
+#[cfg(feature = "train")]
+pub mod train_support {
+    use burn::tensor::backend::Backend;
+    use burn_store::{ModuleSnapshot, SafetensorsStore};
+
+    /// Loads every tensor of `model` from a safetensors file, or says what does not fit.
+    pub fn load_safetensors<B: Backend>(
+        file: &std::path::Path,
+        mut model: crate::lower::LaxModel<B>,
+    ) -> Result<crate::lower::LaxModel<B>, String> {
+        if !file.exists() {
+            return Err(format!("{} does not exist", file.display()));
+        }
+        let mut store = SafetensorsStore::from_file(file);
+        let result = model
+            .load_from(&mut store)
+            .map_err(|e| format!("cannot load {}: {e}", file.display()))?;
+        if !result.errors.is_empty() || !result.missing.is_empty() {
+            return Err(format!(
+                "{} does not fit this model: {} tensors missing, {} errors (was it saved from \
+                 another spec?)",
+                file.display(),
+                result.missing.len(),
+                result.errors.len()
+            ));
+        }
+        Ok(model)
+    }
 }

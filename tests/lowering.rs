@@ -458,3 +458,42 @@ fn activations_have_correct_gradients() {
         assert!(err < 1e-6, "{kind:?}: gradient error {err}");
     }
 }
+
+/// A LoRA model whose base comes from a dense model's weights starts equal to that model: B is
+/// zero at init, so neither the adapter nor the LaX pathways between adapters change the output.
+#[test]
+fn lora_base_loads_from_a_dense_checkpoint() {
+    use burn_store::{ModuleSnapshot, SafetensorsStore};
+    let sizes =
+        "model t: llama { vocab = 13, hidden = 8, ffn = 12, heads = 2, layers = 2, seq = 4 }\n";
+    let dense = laxc::compile(&laxc::source::Source::new("d.lax", sizes)).unwrap();
+    let dense_model = lower::<B>(&dense.ir, 3, &dev());
+    let dir = std::env::temp_dir().join(format!("laxc-lora-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("base.safetensors");
+    dense_model
+        .save_into(&mut SafetensorsStore::from_file(&file))
+        .unwrap();
+    let lora_text = format!(
+        "{sizes}factorize attn.{{q,k,v}}, mlp.{{up,down}} as lora(rank = 2, alpha = 4, base = \"{}\")\n\
+         lax inter attn.q {{ gate = identity, norm = none }}\n",
+        file.display()
+    );
+    let lora = laxc::compile(&laxc::source::Source::new("l.lax", lora_text)).unwrap();
+    let fresh = lower::<B>(&lora.ir, 9, &dev());
+    let base = laxc::lower::base::base_file(&lora.spec).unwrap().unwrap();
+    let loaded = laxc::lower::base::load_lora_base(fresh, &lora.spec, &base, &dev()).unwrap();
+    let tokens = || {
+        Tensor::<B, 2, burn::tensor::Int>::from_data(
+            TensorData::new(vec![1i64, 5, 12, 0, 7, 7, 3, 2], [2, 4]),
+            &dev(),
+        )
+    };
+    let a = to_vec(dense_model.forward_tokens(tokens()));
+    let b = to_vec(loaded.forward_tokens(tokens()));
+    assert_close(&b, &a, 1e-12, "LoRA with a loaded base vs the dense model");
+    // And the lowered parameter count is the report's.
+    let report = lora.report();
+    assert_eq!(loaded.num_params() as u128, report.params.total);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -232,3 +232,49 @@ fn bad_data_and_devices_fail_with_one_clear_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cuda"));
 }
+
+#[test]
+fn ctrl_c_checkpoints_and_stops() {
+    use std::io::{BufRead, BufReader};
+    let run = tempdir("sigint");
+    let mut child = laxc()
+        .args([
+            "train",
+            "--plain",
+            "--set",
+            "steps=100000",
+            "--set",
+            "log_every=1",
+        ])
+        .args(["--set", "eval_every=0", "--set", "batch=2", "--out"])
+        .arg(&run)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    // Wait until it is really training.
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("step 3/") {
+            break;
+        }
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for _ in lines {}
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let s = summary(&run);
+    assert!(s["stopped"].as_str().unwrap().contains("Ctrl-C"));
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    assert!(run
+        .join("checkpoints")
+        .join(latest.trim())
+        .join("model.safetensors")
+        .exists());
+    let _ = std::fs::remove_dir_all(&run);
+}

@@ -1,5 +1,6 @@
 //! Lowering: the checked IR becomes a Burn module (`LaxModel<B>`) for any backend.
 
+pub mod base;
 pub mod init;
 pub mod layers;
 pub mod model;

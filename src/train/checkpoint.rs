@@ -8,6 +8,7 @@ use burn::optim::Optimizer;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn_store::{ModuleSnapshot, SafetensorsStore};
+
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -78,25 +79,9 @@ pub fn latest(path: &Path) -> Result<Option<PathBuf>, String> {
 /// Loads weights into a freshly lowered model of the same spec.
 pub fn load_weights<B: burn::tensor::backend::Backend>(
     ck: &Path,
-    mut model: LaxModel<B>,
+    model: LaxModel<B>,
 ) -> Result<LaxModel<B>, String> {
-    let file = ck.join("model.safetensors");
-    if !file.exists() {
-        return Err(format!("{} has no model.safetensors", ck.display()));
-    }
-    let mut store = SafetensorsStore::from_file(&file);
-    let result = model
-        .load_from(&mut store)
-        .map_err(|e| err(&format!("cannot load {}", file.display()), e))?;
-    if !result.errors.is_empty() || !result.missing.is_empty() {
-        return Err(format!(
-            "{} does not match this spec: {} tensors missing, {} errors (was it saved from another spec?)",
-            file.display(),
-            result.missing.len(),
-            result.errors.len()
-        ));
-    }
-    Ok(model)
+    crate::train_support::load_safetensors(&ck.join("model.safetensors"), model)
 }
 
 pub fn load<B: AutodiffBackend, O: Optimizer<LaxModel<B>, B>>(

@@ -362,6 +362,12 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
 
     B::seed(&device, o.seed);
     let mut model: LaxModel<B> = lower(&c.ir, o.seed, &device);
+    if !plan.resume {
+        if let Some(base) = crate::lower::base::base_file(&c.spec)? {
+            let file = data::locate(&base, &plan.spec_dir);
+            model = crate::lower::base::load_lora_base(model, &c.spec, &file, &device)?;
+        }
+    }
     let mut optim = AdamWConfig::new()
         .with_beta_1(o.beta1 as f32)
         .with_beta_2(o.beta2 as f32)
