@@ -304,6 +304,37 @@ impl<B: Backend> LaxModel<B> {
         y
     }
 
+    /// The attention half of block `b`: pre-norm, q/k/v sites, optional RoPE, attention, the o
+    /// site and the residual. `x` is (batch·seq, hidden).
+    fn attention(
+        &self,
+        b: usize,
+        x: Tensor<B, 2>,
+        [batch, seq]: [usize; 2],
+        rope_tables: Option<(&Tensor<B, 2>, &Tensor<B, 2>)>,
+        causal: bool,
+        latents: &mut [Option<Tensor<B, 2>>],
+    ) -> Tensor<B, 2> {
+        let plan = &self.plan;
+        let hn = self.blocks[b].norm1.forward(x.clone());
+        let q = self.site(b, 0, hn.clone(), latents);
+        let k = self.site(b, 1, hn.clone(), latents);
+        let v = self.site(b, 2, hn, latents);
+        let heads = |t: Tensor<B, 2>| {
+            t.reshape([batch, seq, plan.heads, plan.hidden / plan.heads])
+                .swap_dims(1, 2)
+        };
+        let (mut q, mut k) = (heads(q), heads(k));
+        if let Some((cos, sin)) = rope_tables {
+            q = rope(q, cos, sin);
+            k = rope(k, cos, sin);
+        }
+        let att = sdpa(q, k, heads(v), causal)
+            .swap_dims(1, 2)
+            .reshape([batch * seq, plan.hidden]);
+        x + self.site(b, 3, att, latents)
+    }
+
     /// LLaMA: token ids (batch, seq) → logits (batch, seq, vocab).
     pub fn forward_tokens(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let plan = &self.plan;
@@ -318,19 +349,8 @@ impl<B: Backend> LaxModel<B> {
         let (rope_cos, rope_sin) = rope_tables::<B>(seq, plan.hidden / plan.heads, &x.device());
         let mut latents = vec![None; plan.arriving.len()];
         for (b, block) in self.blocks.iter().enumerate() {
-            let hn = block.norm1.forward(x.clone());
-            let q = self.site(b, 0, hn.clone(), &mut latents);
-            let k = self.site(b, 1, hn.clone(), &mut latents);
-            let v = self.site(b, 2, hn, &mut latents);
-            let heads = |t: Tensor<B, 2>| {
-                t.reshape([batch, seq, plan.heads, plan.hidden / plan.heads])
-                    .swap_dims(1, 2)
-            };
-            let q = rope(heads(q), &rope_cos, &rope_sin);
-            let k = rope(heads(k), &rope_cos, &rope_sin);
-            let att = sdpa(q, k, heads(v), true);
-            let att = att.swap_dims(1, 2).reshape([n, plan.hidden]);
-            x = x + self.site(b, 3, att, &mut latents);
+            let rope = Some((&rope_cos, &rope_sin));
+            x = self.attention(b, x, [batch, seq], rope, true, &mut latents);
             let mn = block.norm2.forward(x.clone());
             let gate = silu(self.site(b, 4, mn.clone(), &mut latents));
             let up = self.site(b, 5, mn, &mut latents);
@@ -373,17 +393,7 @@ impl<B: Backend> LaxModel<B> {
         let mut x = x3.reshape([n, plan.hidden]);
         let mut latents = vec![None; plan.arriving.len()];
         for (b, block) in self.blocks.iter().enumerate() {
-            let hn = block.norm1.forward(x.clone());
-            let q = self.site(b, 0, hn.clone(), &mut latents);
-            let k = self.site(b, 1, hn.clone(), &mut latents);
-            let v = self.site(b, 2, hn, &mut latents);
-            let heads = |t: Tensor<B, 2>| {
-                t.reshape([batch, tokens, plan.heads, plan.hidden / plan.heads])
-                    .swap_dims(1, 2)
-            };
-            let att = sdpa(heads(q), heads(k), heads(v), false);
-            let att = att.swap_dims(1, 2).reshape([n, plan.hidden]);
-            x = x + self.site(b, 3, att, &mut latents);
+            x = self.attention(b, x, [batch, tokens], None, false, &mut latents);
             let mn = block.norm2.forward(x.clone());
             let mut a = gelu(self.site(b, 4, mn, &mut latents));
             if let Some(norm) = &block.mlp_norm {

@@ -153,3 +153,27 @@ pub fn int_list(what: &str, v: &Evaluated) -> Result<Vec<usize>, Diagnostic> {
         )),
     }
 }
+
+/// A choice written bare (`svd`, `tensor`) or called (`svd(rank = 64)`): its name, the name's
+/// span, its arguments and the whole span. None for any other kind of value.
+pub type CallParts<'a> = (
+    &'a str,
+    Span,
+    &'a [Evaluated],
+    &'a [(String, Span, Evaluated)],
+    Span,
+);
+
+pub fn call_parts(v: &Evaluated) -> Option<CallParts<'_>> {
+    match v {
+        Evaluated::Word(w, s) => Some((w, *s, &[], &[], *s)),
+        Evaluated::Call {
+            name,
+            name_span,
+            positional,
+            named,
+            span,
+        } => Some((name, *name_span, positional, named, *span)),
+        _ => None,
+    }
+}

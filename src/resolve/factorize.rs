@@ -44,27 +44,12 @@ pub struct ReadTemplate {
 /// `tt(modes = [..], ranks = [..])` or `tt(modes = [..], rank = R)`,
 /// `lora(rank = r, alpha = a, dropout = p, base = "file.safetensors")`.
 pub fn read(v: &Evaluated, errors: &mut Vec<Diagnostic>) -> Option<ReadTemplate> {
-    let (name, name_span, positional, named, span): (&str, Span, &[Evaluated], &[_], Span) = match v
-    {
-        Evaluated::Word(w, s) => (w, *s, &[], &[], *s),
-        Evaluated::Call {
-            name,
-            name_span,
-            positional,
-            named,
-            span,
-        } => (name, *name_span, positional, named, *span),
-        other => {
-            errors.push(
-                type_error(
-                    "a factorization",
-                    "one of dense, svd, cola, tt, lora",
-                    other,
-                )
+    let Some((name, name_span, positional, named, span)) = super::args::call_parts(v) else {
+        errors.push(
+            type_error("a factorization", "one of dense, svd, cola, tt, lora", v)
                 .with_hint("e.g. `factorize attn.* as svd(rank = 64)`"),
-            );
-            return None;
-        }
+        );
+        return None;
     };
     let unknown = || {
         Diagnostic::error(

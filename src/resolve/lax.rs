@@ -89,24 +89,13 @@ pub fn read_options(
 }
 
 fn read_gate(v: &Evaluated, errors: &mut Vec<Diagnostic>) -> Option<GateSpec> {
-    let (name, name_span, positional, named, span): (&str, Span, &[Evaluated], &[_], Span) = match v
-    {
-        Evaluated::Word(w, s) => (w, *s, &[], &[], *s),
-        Evaluated::Call {
-            name,
-            name_span,
-            positional,
-            named,
-            span,
-        } => (name, *name_span, positional, named, *span),
-        other => {
-            errors.push(type_error(
-                "`gate`",
-                "one of identity, linear, tensor, dense",
-                other,
-            ));
-            return None;
-        }
+    let Some((name, name_span, positional, named, span)) = super::args::call_parts(v) else {
+        errors.push(type_error(
+            "`gate`",
+            "one of identity, linear, tensor, dense",
+            v,
+        ));
+        return None;
     };
     let before = errors.len();
     let gate = match name {
