@@ -278,3 +278,54 @@ fn ctrl_c_checkpoints_and_stops() {
         .exists());
     let _ = std::fs::remove_dir_all(&run);
 }
+
+/// A HuggingFace tokenizer.json (here a tiny word-level one) tokenizes text data.
+#[test]
+fn huggingface_tokenizer_json_is_used_for_text() {
+    let dir = tempdir("tok");
+    std::fs::create_dir_all(&dir).unwrap();
+    let words = ["[UNK]", "the", "of", "and", "to", "a", "in", "is", "that", "was", "he", "for"];
+    let vocab: Vec<String> = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| format!("\"{w}\": {i}"))
+        .collect();
+    let tokenizer = format!(
+        r#"{{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": {{"type": "Lowercase"}}, "pre_tokenizer": {{"type": "Whitespace"}},
+        "post_processor": null, "decoder": null,
+        "model": {{"type": "WordLevel", "vocab": {{{}}}, "unk_token": "[UNK]"}}}}"#,
+        vocab.join(", ")
+    );
+    let tok_path = dir.join("tokenizer.json");
+    std::fs::write(&tok_path, tokenizer).unwrap();
+    let data = |name: &str| common::root().join("data").join(name).display().to_string();
+    let set = format!(
+        "data=text(\"{}\", valid = \"{}\", tokenizer = \"{}\")",
+        data("brown-excerpt-train.txt"),
+        data("brown-excerpt-valid.txt"),
+        tok_path.display()
+    );
+    let run = dir.join("run");
+    let out = laxc()
+        .args(["train", "--plain", "--set", &set, "--set", "steps=3", "--set", "eval_every=0"])
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let resolved = std::fs::read_to_string(run.join("resolved.json")).unwrap();
+    assert!(resolved.contains("tokenizer.json"), "{resolved}");
+    // A file that is not a tokenizer fails with one line naming it.
+    std::fs::write(&tok_path, "{ not json").unwrap();
+    let out = laxc()
+        .args(["train", "--plain", "--set", &set, "--set", "steps=3"])
+        .arg("--out")
+        .arg(dir.join("run2"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tokenizer.json"));
+    assert!(!dir.join("run2").exists(), "a failed start leaves no run folder");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -69,28 +69,54 @@ pub fn load(spec: &DataSpec, spec_dir: &Path) -> DataResult<Data> {
             valid,
             tokenizer,
         } => {
-            if let Some(t) = tokenizer {
-                return Err(format!(
-                    "HuggingFace tokenizers ({}) are not supported yet; remove `tokenizer` to use \
-                     byte-level tokens, or pre-tokenize into llm.c shards and use `tokens(...)`",
-                    t.display()
-                ));
-            }
-            let train_bytes = read(&locate(train, spec_dir))?;
-            let valid_bytes = match valid {
-                Some(v) => read(&locate(v, spec_dir))?,
+            let train_path = locate(train, spec_dir);
+            let valid_path = valid.as_ref().map(|v| locate(v, spec_dir));
+            match tokenizer {
                 None => {
-                    // No validation file: hold out the last 10 % of the training text.
-                    let cut = train_bytes.len() * 9 / 10;
-                    train_bytes[cut..].to_vec()
+                    let train_bytes = read(&train_path)?;
+                    let valid_bytes = match &valid_path {
+                        Some(v) => read(v)?,
+                        // No validation file: hold out the last 10 % of the training text.
+                        None => train_bytes[train_bytes.len() * 9 / 10..].to_vec(),
+                    };
+                    Ok(Data::Tokens(TokenData {
+                        train: train_bytes.iter().map(|&b| b as u32).collect(),
+                        valid: valid_bytes.iter().map(|&b| b as u32).collect(),
+                        vocab_used: 256,
+                        tokenizer: "bytes".into(),
+                    }))
                 }
-            };
-            Ok(Data::Tokens(TokenData {
-                train: train_bytes.iter().map(|&b| b as u32).collect(),
-                valid: valid_bytes.iter().map(|&b| b as u32).collect(),
-                vocab_used: 256,
-                tokenizer: "bytes".into(),
-            }))
+                Some(t) => {
+                    let t = locate(t, spec_dir);
+                    let tok = tokenizers::Tokenizer::from_file(&t)
+                        .map_err(|e| format!("{} is not a tokenizer.json laxc can read: {e}", t.display()))?;
+                    let encode = |path: &Path| -> DataResult<Vec<u32>> {
+                        let text = String::from_utf8(read(path)?)
+                            .map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
+                        let mut ids = Vec::new();
+                        // Paragraph by paragraph: bounded memory, and the same ids as a whole-file
+                        // encode for pre-tokenizers that split on whitespace.
+                        for line in text.lines() {
+                            let enc = tok
+                                .encode(line, false)
+                                .map_err(|e| format!("cannot tokenize {}: {e}", path.display()))?;
+                            ids.extend_from_slice(enc.get_ids());
+                        }
+                        Ok(ids)
+                    };
+                    let train_ids = encode(&train_path)?;
+                    let valid_ids = match &valid_path {
+                        Some(v) => encode(v)?,
+                        None => train_ids[train_ids.len() * 9 / 10..].to_vec(),
+                    };
+                    Ok(Data::Tokens(TokenData {
+                        vocab_used: tok.get_vocab_size(true) as u32,
+                        train: train_ids,
+                        valid: valid_ids,
+                        tokenizer: format!("tokenizer {}", t.display()),
+                    }))
+                }
+            }
         }
         DataSpec::Tokens { dir } => {
             let dir = locate(dir, spec_dir);

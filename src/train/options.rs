@@ -12,7 +12,7 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum DataSpec {
-    /// Text files, byte-level tokens (or a HuggingFace tokenizer.json: not yet supported).
+    /// Text files: byte-level tokens, or those of a HuggingFace tokenizer.json.
     Text {
         train: PathBuf,
         valid: Option<PathBuf>,
