@@ -224,7 +224,7 @@ fn bad_data_and_devices_fail_with_one_clear_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot read no/such.txt"), "{err}");
+    assert!(err.contains("cannot read specs/no/such.txt"), "{err}");
     let out = laxc()
         .args(["train", "--plain", "--device", "cuda"])
         .output()
@@ -284,7 +284,9 @@ fn ctrl_c_checkpoints_and_stops() {
 fn huggingface_tokenizer_json_is_used_for_text() {
     let dir = tempdir("tok");
     std::fs::create_dir_all(&dir).unwrap();
-    let words = ["[UNK]", "the", "of", "and", "to", "a", "in", "is", "that", "was", "he", "for"];
+    let words = [
+        "[UNK]", "the", "of", "and", "to", "a", "in", "is", "that", "was", "he", "for",
+    ];
     let vocab: Vec<String> = words
         .iter()
         .enumerate()
@@ -308,12 +310,25 @@ fn huggingface_tokenizer_json_is_used_for_text() {
     );
     let run = dir.join("run");
     let out = laxc()
-        .args(["train", "--plain", "--set", &set, "--set", "steps=3", "--set", "eval_every=0"])
+        .args([
+            "train",
+            "--plain",
+            "--set",
+            &set,
+            "--set",
+            "steps=3",
+            "--set",
+            "eval_every=0",
+        ])
         .arg("--out")
         .arg(&run)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let resolved = std::fs::read_to_string(run.join("resolved.json")).unwrap();
     assert!(resolved.contains("tokenizer.json"), "{resolved}");
     // A file that is not a tokenizer fails with one line naming it.
@@ -326,6 +341,130 @@ fn huggingface_tokenizer_json_is_used_for_text() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tokenizer.json"));
-    assert!(!dir.join("run2").exists(), "a failed start leaves no run folder");
+    assert!(
+        !dir.join("run2").exists(),
+        "a failed start leaves no run folder"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// llm.c / nanoGPT token shards: a 256 × int32 header (magic 20240520, version 1, count),
+/// then uint16 tokens.
+fn write_shard(path: &std::path::Path, tokens: &[u16], magic: i32) {
+    let mut bytes = Vec::new();
+    let mut header = [0i32; 256];
+    header[0] = magic;
+    header[1] = 1;
+    header[2] = tokens.len() as i32;
+    for h in header {
+        bytes.extend_from_slice(&h.to_le_bytes());
+    }
+    for t in tokens {
+        bytes.extend_from_slice(&t.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn token_shards_train_and_bad_shards_are_refused() {
+    let dir = tempdir("shards");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens: Vec<u16> = (0..5000u32)
+        .map(|i| ((i * 7 + i / 13) % 200) as u16)
+        .collect();
+    write_shard(&dir.join("data_train_000.bin"), &tokens, 20240520);
+    write_shard(&dir.join("data_val_000.bin"), &tokens[..1000], 20240520);
+    let set = format!("data=tokens(\"{}\")", dir.display());
+    let out = laxc()
+        .args([
+            "train",
+            "--plain",
+            "--set",
+            &set,
+            "--set",
+            "steps=2",
+            "--set",
+            "eval_every=0",
+        ])
+        .arg("--out")
+        .arg(dir.join("run"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    write_shard(&dir.join("data_val_000.bin"), &tokens[..1000], 12345);
+    let out = laxc()
+        .args(["train", "--plain", "--set", &set, "--set", "steps=2"])
+        .arg("--out")
+        .arg(dir.join("run2"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("data_val_000.bin is not an llm.c token shard"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cifar10_binary_batches_train_a_vit() {
+    let dir = tempdir("cifar");
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = |label: u8, shade: u8| {
+        let mut r = vec![label];
+        r.extend(std::iter::repeat_n(shade, 3072));
+        r
+    };
+    for name in [
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+    ] {
+        let bytes: Vec<u8> = (0..8u8).flat_map(|i| record(i % 10, i * 30)).collect();
+        std::fs::write(dir.join(format!("{name}.bin")), bytes).unwrap();
+    }
+    let spec = dir.join("cifar.lax");
+    std::fs::write(
+        &spec,
+        "model c: vit { image = 32, patch = 8, channels = 3, classes = 10, hidden = 32, mlp = 64, heads = 2, layers = 2 }\n\
+         factorize * as svd(rank = 8)\n\
+         lax inter * { gate = tensor }\n\
+         train { data = cifar10(\".\"), steps = 2, batch = 4, eval_every = 0 }\n",
+    )
+    .unwrap();
+    let out = laxc()
+        .arg("train")
+        .arg(&spec)
+        .arg("--plain")
+        .arg("--out")
+        .arg(dir.join("run"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(summary(&dir.join("run"))["val_accuracy"].is_number());
+    // A truncated batch file is refused by name.
+    std::fs::write(dir.join("test_batch.bin"), vec![0u8; 100]).unwrap();
+    let out = laxc()
+        .arg("train")
+        .arg(&spec)
+        .arg("--plain")
+        .arg("--out")
+        .arg(dir.join("run2"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("test_batch.bin"));
     let _ = std::fs::remove_dir_all(&dir);
 }

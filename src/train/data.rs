@@ -48,17 +48,17 @@ fn read(path: &Path) -> DataResult<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Resolves data paths relative to the spec's folder when they are not found as given.
+/// Resolves a data path: relative paths are relative to the spec's folder; a path that exists
+/// only relative to the working directory is accepted too.
 pub fn locate(path: &Path, spec_dir: &Path) -> PathBuf {
-    if path.is_absolute() || path.exists() {
-        path.to_path_buf()
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    let beside = spec_dir.join(path);
+    if beside.exists() || !path.exists() {
+        beside
     } else {
-        let beside = spec_dir.join(path);
-        if beside.exists() {
-            beside
-        } else {
-            path.to_path_buf()
-        }
+        path.to_path_buf()
     }
 }
 
@@ -88,8 +88,9 @@ pub fn load(spec: &DataSpec, spec_dir: &Path) -> DataResult<Data> {
                 }
                 Some(t) => {
                     let t = locate(t, spec_dir);
-                    let tok = tokenizers::Tokenizer::from_file(&t)
-                        .map_err(|e| format!("{} is not a tokenizer.json laxc can read: {e}", t.display()))?;
+                    let tok = tokenizers::Tokenizer::from_file(&t).map_err(|e| {
+                        format!("{} is not a tokenizer.json laxc can read: {e}", t.display())
+                    })?;
                     let encode = |path: &Path| -> DataResult<Vec<u32>> {
                         let text = String::from_utf8(read(path)?)
                             .map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
