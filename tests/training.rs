@@ -468,3 +468,15 @@ fn cifar10_binary_batches_train_a_vit() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("test_batch.bin"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_model_too_large_for_memory_is_refused_quoting_the_estimate() {
+    // LLaMA-13B with LoRA: about 50 GiB of fp32 state, more than any machine this runs on has.
+    let out = laxc()
+        .args(["train", "specs/paper/llama-13b-lora-r32.lax", "--plain"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("GiB for fp32 weights, gradients and Adam state"), "{err}");
+}
