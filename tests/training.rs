@@ -478,5 +478,8 @@ fn a_model_too_large_for_memory_is_refused_quoting_the_estimate() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("GiB for fp32 weights, gradients and Adam state"), "{err}");
+    assert!(
+        err.contains("GiB for fp32 weights, gradients and Adam state"),
+        "{err}"
+    );
 }
