@@ -17,6 +17,18 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     d
 }
 
+/// `laxc train ARGS --plain --out RUN`.
+fn train(args: &[&str], run: &std::path::Path) -> std::process::Output {
+    laxc()
+        .arg("train")
+        .args(args)
+        .arg("--plain")
+        .arg("--out")
+        .arg(run)
+        .output()
+        .unwrap()
+}
+
 fn summary(run: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
 }
@@ -38,27 +50,21 @@ fn byte_unigram_entropy(path: &str) -> f64 {
 #[test]
 fn default_spec_learns_below_the_unigram_entropy() {
     let run = tempdir("learn");
-    let out = laxc()
-        .args([
-            "train",
-            "--plain",
+    let out = train(
+        &[
             "--set",
             "steps=60",
             "--set",
             "warmup=10",
-        ])
-        .args([
             "--set",
             "eval_every=60",
             "--set",
             "eval_batches=8",
             "--set",
             "seed=1",
-        ])
-        .arg("--out")
-        .arg(&run)
-        .output()
-        .unwrap();
+        ],
+        &run,
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -171,15 +177,21 @@ fn resuming_gives_the_same_run() {
 #[test]
 fn a_nan_loss_stops_cleanly() {
     let run = tempdir("nan");
-    let out = laxc()
-        .args([
-            "train", "--plain", "--set", "steps=50", "--set", "lr=1e12", "--set", "warmup=0",
-        ])
-        .args(["--set", "clip=0", "--set", "eval_every=0"])
-        .arg("--out")
-        .arg(&run)
-        .output()
-        .unwrap();
+    let out = train(
+        &[
+            "--set",
+            "steps=50",
+            "--set",
+            "lr=1e12",
+            "--set",
+            "warmup=0",
+            "--set",
+            "clip=0",
+            "--set",
+            "eval_every=0",
+        ],
+        &run,
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("stopped early"), "{stdout}");
@@ -189,20 +201,18 @@ fn a_nan_loss_stops_cleanly() {
 #[test]
 fn vit_learns_mnist_well_above_chance() {
     let run = tempdir("vit");
-    let out = laxc()
-        .args(["train", "specs/tiny-vit-svd-lax.lax", "--plain"])
-        .args([
+    let out = train(
+        &[
+            "specs/tiny-vit-svd-lax.lax",
             "--set",
             "epochs=3",
             "--set",
             "eval_batches=8",
             "--set",
             "seed=0",
-        ])
-        .arg("--out")
-        .arg(&run)
-        .output()
-        .unwrap();
+        ],
+        &run,
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -309,21 +319,10 @@ fn huggingface_tokenizer_json_is_used_for_text() {
         tok_path.display()
     );
     let run = dir.join("run");
-    let out = laxc()
-        .args([
-            "train",
-            "--plain",
-            "--set",
-            &set,
-            "--set",
-            "steps=3",
-            "--set",
-            "eval_every=0",
-        ])
-        .arg("--out")
-        .arg(&run)
-        .output()
-        .unwrap();
+    let out = train(
+        &["--set", &set, "--set", "steps=3", "--set", "eval_every=0"],
+        &run,
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -333,12 +332,7 @@ fn huggingface_tokenizer_json_is_used_for_text() {
     assert!(resolved.contains("tokenizer.json"), "{resolved}");
     // A file that is not a tokenizer fails with one line naming it.
     std::fs::write(&tok_path, "{ not json").unwrap();
-    let out = laxc()
-        .args(["train", "--plain", "--set", &set, "--set", "steps=3"])
-        .arg("--out")
-        .arg(dir.join("run2"))
-        .output()
-        .unwrap();
+    let out = train(&["--set", &set, "--set", "steps=3"], &dir.join("run2"));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tokenizer.json"));
     assert!(
@@ -375,33 +369,17 @@ fn token_shards_train_and_bad_shards_are_refused() {
     write_shard(&dir.join("data_train_000.bin"), &tokens, 20240520);
     write_shard(&dir.join("data_val_000.bin"), &tokens[..1000], 20240520);
     let set = format!("data=tokens(\"{}\")", dir.display());
-    let out = laxc()
-        .args([
-            "train",
-            "--plain",
-            "--set",
-            &set,
-            "--set",
-            "steps=2",
-            "--set",
-            "eval_every=0",
-        ])
-        .arg("--out")
-        .arg(dir.join("run"))
-        .output()
-        .unwrap();
+    let out = train(
+        &["--set", &set, "--set", "steps=2", "--set", "eval_every=0"],
+        &dir.join("run"),
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     write_shard(&dir.join("data_val_000.bin"), &tokens[..1000], 12345);
-    let out = laxc()
-        .args(["train", "--plain", "--set", &set, "--set", "steps=2"])
-        .arg("--out")
-        .arg(dir.join("run2"))
-        .output()
-        .unwrap();
+    let out = train(&["--set", &set, "--set", "steps=2"], &dir.join("run2"));
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

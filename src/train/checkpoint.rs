@@ -30,10 +30,12 @@ fn err(what: &str, e: impl std::fmt::Display) -> String {
 /// Saves a checkpoint and points `latest` at it.
 pub fn save<B: AutodiffBackend, O: Optimizer<LaxModel<B>, B>>(
     run: &Path,
-    state: &Checkpoint,
+    step: u64,
+    loss: f64,
     model: &LaxModel<B>,
     optim: &O,
 ) -> Result<PathBuf, String> {
+    let state = &Checkpoint { step, loss };
     let dir = run.join("checkpoints");
     std::fs::create_dir_all(&dir).map_err(|e| err("cannot create the checkpoint folder", e))?;
     let name = format!("step-{:06}", state.step);

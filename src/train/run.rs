@@ -2,7 +2,7 @@
 //! → AdamW, with a progress bar, validation, JSONL metrics, checkpoints, resume, a checkpoint on
 //! Ctrl-C and a clean stop on a NaN loss.
 
-use super::checkpoint::{self, Checkpoint};
+use super::checkpoint;
 use super::data::{self, Data, ImageData, TokenData};
 use super::options::{Schedule, TrainOptions};
 use crate::family::Family;
@@ -519,33 +519,16 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
                 .map_err(|e| format!("cannot write {}: {e}", metrics.display()))?;
         }
         if o.checkpoint_every > 0 && step.is_multiple_of(o.checkpoint_every) && step < total {
-            checkpoint::save(
-                run,
-                &Checkpoint {
-                    step,
-                    loss: last_loss,
-                },
-                &model,
-                &optim,
-            )?;
+            checkpoint::save(run, step, last_loss, &model, &optim)?;
         }
     }
-    // Always leave a checkpoint of where the run got to (the end, a Ctrl-C or a NaN stop keeps
-    // the last good weights).
-    if stopped
+    // Leave a checkpoint of where the run got to, at the end and on Ctrl-C. After a NaN the
+    // weights are not worth keeping: the last periodic checkpoint stays the latest.
+    let diverged = stopped
         .as_deref()
-        .is_none_or(|s| !s.starts_with("the loss"))
-        && step > start
-    {
-        checkpoint::save(
-            run,
-            &Checkpoint {
-                step,
-                loss: last_loss,
-            },
-            &model,
-            &optim,
-        )?;
+        .is_some_and(|s| s.starts_with("the loss"));
+    if !diverged && step > start {
+        checkpoint::save(run, step, last_loss, &model, &optim)?;
     }
     bar.finish_and_clear();
     let seconds = began.elapsed().as_secs_f64();
