@@ -390,7 +390,6 @@ mod training {
         });
         let plan = RunPlan {
             compiled: &compiled,
-            spec_text: &source.text,
             spec_dir: spec_dir(&args.spec),
             options: opts.clone(),
             out: out.clone(),

@@ -3,7 +3,7 @@
 //! Ctrl-C and a clean stop on a NaN loss.
 
 use super::checkpoint;
-use super::data::{self, Data, ImageData, TokenData};
+use super::data::{self, Data, ImageData};
 use super::options::{Schedule, TrainOptions};
 use crate::family::Family;
 use crate::lower::{lower, LaxModel};
@@ -25,7 +25,6 @@ pub static STOP: AtomicBool = AtomicBool::new(false);
 
 pub struct RunPlan<'a> {
     pub compiled: &'a crate::Compiled,
-    pub spec_text: &'a str,
     pub spec_dir: PathBuf,
     pub options: TrainOptions,
     pub out: PathBuf,
@@ -556,21 +555,4 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
     )
     .map_err(|e| format!("cannot write the summary: {e}"))?;
     Ok(summary)
-}
-
-/// Unigram entropy of the validation tokens in nats: the loss a model that ignores context
-/// cannot beat. Used by tests and the summary to show the model learned something.
-pub fn unigram_entropy(t: &TokenData) -> f64 {
-    let mut counts = std::collections::HashMap::new();
-    for &x in &t.valid {
-        *counts.entry(x).or_insert(0usize) += 1;
-    }
-    let n = t.valid.len() as f64;
-    counts
-        .values()
-        .map(|&c| {
-            let p = c as f64 / n;
-            -p * p.ln()
-        })
-        .sum()
 }
