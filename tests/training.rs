@@ -461,3 +461,56 @@ fn a_model_too_large_for_memory_is_refused_quoting_the_estimate() {
         "{err}"
     );
 }
+
+/// Gradient accumulation: batch 4 in one micro-batch and batch 2 in two micro-batches see the
+/// same samples and take the same step (the loss is the mean over all tokens either way).
+#[test]
+fn accumulation_equals_the_larger_batch() {
+    let one = tempdir("accum1");
+    let two = tempdir("accum2");
+    let common = [
+        "--set",
+        "steps=2",
+        "--set",
+        "warmup=0",
+        "--set",
+        "eval_every=2",
+    ];
+    // Validation reads `eval_batches` batches of `batch` windows: 1 × 4 and 2 × 2 are the same
+    // four windows.
+    let a = train(
+        &[
+            &common[..],
+            &["--set", "batch=4", "--set", "eval_batches=1"],
+        ]
+        .concat(),
+        &one,
+    );
+    let b = train(
+        &[
+            &common[..],
+            &[
+                "--set",
+                "batch=2",
+                "--set",
+                "accum=2",
+                "--set",
+                "eval_batches=2",
+            ],
+        ]
+        .concat(),
+        &two,
+    );
+    assert!(a.status.success() && b.status.success());
+    let (la, lb) = (summary(&one), summary(&two));
+    for key in ["final_loss", "val_loss"] {
+        let (x, y) = (la[key].as_f64().unwrap(), lb[key].as_f64().unwrap());
+        assert!(
+            (x - y).abs() < 1e-4,
+            "{key}: batch 4 gives {x}, 2 × 2 gives {y}"
+        );
+    }
+    for d in [one, two] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

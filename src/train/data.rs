@@ -3,7 +3,7 @@
 
 use super::options::DataSpec;
 use rand::rngs::StdRng;
-use rand::RngExt;
+use rand::{RngExt, SeedableRng};
 use std::path::{Path, PathBuf};
 
 /// A data error, said in one sentence that names the file.
@@ -319,11 +319,20 @@ fn llmc_shard(path: &Path) -> DataResult<Vec<u32>> {
         .collect())
 }
 
-/// A random batch of `batch` windows of `seq + 1` tokens (inputs and shifted targets).
-pub fn token_batch(tokens: &[u32], batch: usize, seq: usize, rng: &mut StdRng) -> Vec<i64> {
+/// `count` random windows of `seq + 1` tokens (inputs and shifted targets): window `first + i`
+/// of the run starts where `window_seed(first + i)` says, so a sample does not depend on how
+/// samples are grouped into micro-batches (batch 4 equals batch 2 with two accumulation steps).
+pub fn token_batch(
+    tokens: &[u32],
+    first: u64,
+    count: usize,
+    seq: usize,
+    window_seed: impl Fn(u64) -> u64,
+) -> Vec<i64> {
     let max_start = tokens.len() - seq - 1;
-    let mut out = Vec::with_capacity(batch * (seq + 1));
-    for _ in 0..batch {
+    let mut out = Vec::with_capacity(count * (seq + 1));
+    for i in 0..count as u64 {
+        let mut rng = StdRng::seed_from_u64(window_seed(first + i));
         let s = rng.random_range(0..=max_start);
         out.extend(tokens[s..s + seq + 1].iter().map(|&t| t as i64));
     }

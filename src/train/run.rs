@@ -436,8 +436,8 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
             let k = step * o.accum as u64 + micro as u64;
             let batch = match &data {
                 Data::Tokens(t) => {
-                    let mut rng = StdRng::seed_from_u64(mix(o.seed, k));
-                    let flat = data::token_batch(&t.train, o.batch, seq, &mut rng);
+                    let first = k * o.batch as u64;
+                    let flat = data::token_batch(&t.train, first, o.batch, seq, |w| mix(o.seed, w));
                     token_batch::<B>(flat, o.batch, seq, &device)
                 }
                 Data::Images(d) => {
