@@ -45,6 +45,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = CpuBackend::Flex)]
         backend: CpuBackend,
     },
+    /// Time training steps on synthetic batches; print one JSON line (see BENCHMARKS.md).
+    #[cfg(feature = "train")]
+    Bench(BenchArgs),
     /// Print the spec's IR as a Graphviz DOT graph (render with `dot -Tsvg`).
     Graph {
         /// The .lax spec (default: the embedded specs/tiny-llama-svd-lax.lax).
@@ -85,6 +88,24 @@ struct TrainArgs {
     plain: bool,
 }
 
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// The .lax spec (default: the embedded specs/tiny-llama-svd-lax.lax).
+    spec: Option<PathBuf>,
+    /// Timed training steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Untimed steps before them.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Samples per step (default: the spec's `batch`).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// CPU backend.
+    #[arg(long, value_enum, default_value_t = CpuBackend::Flex)]
+    backend: CpuBackend,
+}
+
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum CpuBackend {
     Flex,
@@ -113,6 +134,8 @@ fn main() -> ExitCode {
         } => run_graph(spec, output, force),
         #[cfg(feature = "train")]
         Command::Train(args) => training::run_train(args),
+        #[cfg(feature = "train")]
+        Command::Bench(args) => training::run_bench(args),
         #[cfg(feature = "train")]
         Command::Eval {
             spec,
@@ -430,6 +453,56 @@ mod training {
                 ExitCode::from(IO_ERROR)
             }
         }
+    }
+
+    pub fn run_bench(args: BenchArgs) -> ExitCode {
+        use laxc::train::bench::{bench, BenchOptions};
+        let source = match read_source(args.spec.clone()) {
+            Ok(s) => s,
+            Err(c) => return c,
+        };
+        let compiled = match compile(&source) {
+            Ok(c) => c,
+            Err(c) => return c,
+        };
+        // The spec's optimizer settings (weight decay, clipping, betas) apply; its data does not.
+        let opts = match options(&source, &compiled, &[]) {
+            Ok(o) => o,
+            Err(c) => return c,
+        };
+        if args.steps == 0 {
+            eprintln!("error: --steps must be at least 1");
+            return ExitCode::from(IO_ERROR);
+        }
+        let bench_opts = BenchOptions {
+            steps: args.steps,
+            warmup: args.warmup,
+            batch: args.batch.unwrap_or(opts.batch),
+            seed: opts.seed,
+        };
+        if bench_opts.batch == 0 {
+            eprintln!("error: --batch must be at least 1");
+            return ExitCode::from(IO_ERROR);
+        }
+        if let Err(e) = fits_in_memory(&compiled) {
+            eprintln!("error: {}: {e}", source.name);
+            return ExitCode::from(IO_ERROR);
+        }
+        let name = &source.name;
+        let mut result = match args.backend {
+            CpuBackend::Flex => {
+                bench::<Autodiff<Flex>>(&compiled, name, &opts, &bench_opts, Default::default())
+            }
+            CpuBackend::Ndarray => {
+                bench::<Autodiff<NdArray>>(&compiled, name, &opts, &bench_opts, Default::default())
+            }
+            CpuBackend::Candle => {
+                bench::<Autodiff<Candle>>(&compiled, name, &opts, &bench_opts, Default::default())
+            }
+        };
+        result.implementation = format!("laxc ({})", device_label("cpu", args.backend));
+        println!("{}", serde_json::to_string(&result).expect("serializable"));
+        ExitCode::SUCCESS
     }
 
     /// Refuses a device this build or machine cannot use, before anything is written.

@@ -46,6 +46,11 @@ fn paper_specs() {
     check_specs_in("specs/paper");
 }
 
+#[test]
+fn bench_specs() {
+    check_specs_in("specs/bench");
+}
+
 /// `# expect: CODE` on a spec's first line.
 fn expected_code(text: &str) -> String {
     text.lines()

@@ -43,6 +43,8 @@ pub struct ModelSummary {
     pub fine_tuning: bool,
     pub linear_sites: usize,
     pub factorized_sites: usize,
+    /// Every size of the model (vocab, ffn, image, patch, ...), for tools that rebuild it.
+    pub config: crate::family::ModelConfig,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +58,8 @@ pub struct SiteRow {
     pub out: usize,
     /// `r`, or the TT ranks `r1,R,r3`, or empty for dense.
     pub rank: String,
+    /// The factorization with all its arguments.
+    pub factorization: Factorization,
     pub params: u128,
     pub trainable: u128,
     pub flops_forward_per_token: u128,
@@ -228,6 +232,7 @@ pub fn report(ir: &Ir, dense_reference: u128) -> Report {
                 inp: s.inp,
                 out: s.out,
                 rank: rank_text(&s.fact),
+                factorization: s.fact.clone(),
                 params: site_params[i].0,
                 trainable: site_params[i].1,
                 flops_forward_per_token: site_params[i].2,
@@ -287,6 +292,7 @@ pub fn report(ir: &Ir, dense_reference: u128) -> Report {
                 .iter()
                 .filter(|s| s.fact != Factorization::Dense)
                 .count(),
+            config: ir.model.clone(),
         },
         sites,
         pathways,

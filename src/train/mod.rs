@@ -1,5 +1,6 @@
 //! Training and evaluation of a lowered spec.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod options;

@@ -106,7 +106,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradScale<'_, B> {
 use burn::tensor::ElementConversion;
 
 /// Clips gradients to a global norm `max` (0: off); returns the norm before clipping.
-fn clip_global<B: AutodiffBackend>(
+pub(super) fn clip_global<B: AutodiffBackend>(
     model: &LaxModel<B>,
     grads: &mut GradientsParams,
     max: f64,
@@ -130,7 +130,7 @@ fn clip_global<B: AutodiffBackend>(
 }
 
 /// One batch of whichever kind the model takes.
-enum Batch<B: Backend> {
+pub(super) enum Batch<B: Backend> {
     Tokens {
         input: Tensor<B, 2, Int>,
         target: Tensor<B, 1, Int>,
@@ -151,7 +151,7 @@ impl<B: Backend> Batch<B> {
     }
 }
 
-fn token_batch<B: Backend>(
+pub(super) fn token_batch<B: Backend>(
     flat: Vec<i64>,
     batch: usize,
     seq: usize,
@@ -195,7 +195,7 @@ fn image_batch<B: Backend>(
 }
 
 /// Loss and number of correct predictions (images only).
-fn forward<B: Backend>(
+pub(super) fn forward<B: Backend>(
     model: &LaxModel<B>,
     batch: Batch<B>,
 ) -> (Tensor<B, 1>, Option<Tensor<B, 1, Int>>) {

@@ -350,6 +350,32 @@ add("tiny-llama-lora-lax", "llama", TINY, tiny_lora, lax=(["q", "k", "v", "up", 
 TINY_VIT = dict(image=28, patch=7, channels=1, classes=10, hidden=128, mlp=512, heads=4, layers=4)
 add("tiny-vit-svd-lax", "vit", TINY_VIT, svd(32, True), lax=("*", "tensor", LN), batch=64)
 
+# ---- benchmark specs (specs/bench) ------------------------------------------------------------
+def bench_tt_llama(intra):
+    def choose(b, nm, i, o):
+        modes = {"gate": [16, 16, 16, 48], "up": [16, 16, 16, 48], "down": [16, 48, 16, 16]}.get(nm, [16] * 4)
+        return Site("tt", i, o, False, modes=modes, ranks=[16, 64, 16], intra=intra and nm in "qkvo")
+    return choose
+
+
+def bench_tt_vit(intra):
+    def choose(b, nm, i, o):
+        modes = {"fc1": [8, 16, 16, 32], "fc2": [16, 32, 16, 8]}.get(nm, [8, 16, 16, 8])
+        return Site("tt", i, o, True, modes=modes, ranks=[8, 32, 8], intra=intra and nm in "qkvo")
+    return choose
+
+
+for fam, cfg, rank, bias, batch, tt in [("llama", TINY, 64, False, 8, bench_tt_llama),
+                                        ("vit", TINY_VIT, 32, True, 64, bench_tt_vit)]:
+    add(f"bench/{fam}-dense", fam, cfg, dense(bias), batch=batch)
+    add(f"bench/{fam}-svd", fam, cfg, svd(rank, bias), batch=batch)
+    for gate in ("identity", "linear", "tensor", "dense"):
+        add(f"bench/{fam}-svd-lax-{gate}", fam, cfg, svd(rank, bias), lax=("*", gate, LN), batch=batch)
+    add(f"bench/{fam}-cola", fam, cfg, cola(rank, bias), batch=batch)
+    add(f"bench/{fam}-cola-lax-dense", fam, cfg, cola(rank, bias), lax=("*", "dense", LN), batch=batch)
+    add(f"bench/{fam}-tt", fam, cfg, tt(False), batch=batch)
+    add(f"bench/{fam}-tt-lax", fam, cfg, tt(True), lax=("*", "identity", LN), batch=batch)
+
 if __name__ == "__main__":
     here = os.path.dirname(os.path.abspath(__file__))
     path = os.path.join(here, "..", "data", "expected.json")

@@ -1,0 +1,204 @@
+//! `laxc bench`: times whole training steps (forward, loss, backward, global-norm clipping,
+//! AdamW) of a spec on synthetic batches, so that throughput can be compared with other
+//! implementations of the same model (bench/twin.py is the PyTorch one) and across specs.
+//!
+//! Synthetic batches keep the measurement about compute: uniform random tokens (or Gaussian
+//! images with random labels) cost the same FLOPs as real data, and nothing is read from disk.
+
+use super::run::{clip_global, forward, token_batch, Batch};
+use super::TrainOptions;
+use crate::family::Family;
+use crate::lower::{lower, LaxModel};
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Timed steps.
+    pub steps: usize,
+    /// Untimed steps first (allocator and thread-pool warm-up).
+    pub warmup: usize,
+    /// Samples per step: sequences (LLaMA) or images (ViT).
+    pub batch: usize,
+    pub seed: u64,
+}
+
+/// What one `laxc bench` run measured. bench/twin.py prints the same fields.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchResult {
+    pub implementation: String,
+    pub spec: String,
+    pub batch: usize,
+    pub tokens_per_sample: usize,
+    pub unit: &'static str,
+    pub steps: usize,
+    pub warmup: usize,
+    pub params: usize,
+    /// Every timed step, in seconds.
+    pub step_seconds: Vec<f64>,
+    pub median_step_seconds: f64,
+    /// Samples (`unit`) per second at the median step time.
+    pub items_per_second: f64,
+    /// The report's training FLOPs of one step, over the median step time.
+    pub gflops_per_second: f64,
+    pub train_flops_per_step: u128,
+    pub final_loss: f64,
+    /// The process's peak resident memory (Linux VmHWM), bytes.
+    pub peak_rss_bytes: Option<u64>,
+    /// The report's fp32 estimate for weights, gradients and Adam moments, bytes.
+    pub report_train_bytes_fp32: u128,
+}
+
+pub fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Peak resident set size of this process, from /proc (None elsewhere).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Synthetic batches, drawn before timing starts.
+enum HostBatch {
+    Tokens(Vec<i64>),
+    Images(Vec<f32>, Vec<i64>),
+}
+
+fn synthetic_batches(c: &crate::Compiled, o: &BenchOptions, n: usize) -> Vec<HostBatch> {
+    let m = &c.ir.model;
+    let mut rng = StdRng::seed_from_u64(o.seed);
+    (0..n)
+        .map(|_| match m.family {
+            Family::Llama => HostBatch::Tokens(
+                (0..o.batch * (m.tokens + 1))
+                    .map(|_| rng.random_range(0..m.vocab as i64))
+                    .collect(),
+            ),
+            Family::Vit => {
+                let px = m.channels * m.image * m.image;
+                let x = (0..o.batch * px)
+                    .map(|_| StandardNormal.sample(&mut rng))
+                    .collect();
+                let y = (0..o.batch)
+                    .map(|_| rng.random_range(0..m.classes as i64))
+                    .collect();
+                HostBatch::Images(x, y)
+            }
+        })
+        .collect()
+}
+
+fn device_batch<B: AutodiffBackend>(
+    c: &crate::Compiled,
+    host: &HostBatch,
+    batch: usize,
+    device: &B::Device,
+) -> Batch<B> {
+    let m = &c.ir.model;
+    match host {
+        HostBatch::Tokens(flat) => token_batch::<B>(flat.clone(), batch, m.tokens, device),
+        HostBatch::Images(x, y) => Batch::Images {
+            x: Tensor::from_data(
+                TensorData::new(x.clone(), [batch, m.channels, m.image, m.image]),
+                device,
+            ),
+            y: Tensor::from_data(TensorData::new(y.clone(), [batch]), device),
+            count: batch,
+        },
+    }
+}
+
+/// Runs `warmup + steps` training steps and times each of the last `steps`.
+pub fn bench<B: AutodiffBackend>(
+    c: &crate::Compiled,
+    spec_name: &str,
+    train: &TrainOptions,
+    o: &BenchOptions,
+    device: B::Device,
+) -> BenchResult {
+    B::seed(&device, o.seed);
+    let mut model: LaxModel<B> = lower(&c.ir, o.seed, &device);
+    let params = model.num_params();
+    let mut optim = AdamWConfig::new()
+        .with_beta_1(train.beta1 as f32)
+        .with_beta_2(train.beta2 as f32)
+        .with_epsilon(train.eps as f32)
+        .with_weight_decay(train.weight_decay as f32)
+        .init::<B, LaxModel<B>>();
+    let host = synthetic_batches(c, o, o.warmup + o.steps);
+    let mut step_seconds = Vec::with_capacity(o.steps);
+    let mut final_loss = f64::NAN;
+    for (i, hb) in host.iter().enumerate() {
+        let began = Instant::now();
+        let batch = device_batch::<B>(c, hb, o.batch, &device);
+        let (loss, _) = forward(&model, batch);
+        // Reading the loss waits for the forward pass on asynchronous devices; the optimizer
+        // step below is waited for by the next step's read, and by the last one here.
+        final_loss = loss.clone().into_scalar().elem();
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        clip_global(&model, &mut grads, train.clip);
+        model = optim.step(train.lr, model, grads);
+        B::sync(&device).ok();
+        if i >= o.warmup {
+            step_seconds.push(began.elapsed().as_secs_f64());
+        }
+    }
+    let report = c.report();
+    let samples = o.batch as f64;
+    let flops_per_step = report.flops.train_per_sample * o.batch as u128;
+    let med = median(&step_seconds);
+    BenchResult {
+        implementation: "laxc".into(),
+        spec: spec_name.to_string(),
+        batch: o.batch,
+        tokens_per_sample: c.ir.model.tokens,
+        unit: match c.ir.model.family {
+            Family::Llama => "tokens",
+            Family::Vit => "images",
+        },
+        steps: o.steps,
+        warmup: o.warmup,
+        params,
+        median_step_seconds: med,
+        items_per_second: match c.ir.model.family {
+            Family::Llama => samples * c.ir.model.tokens as f64 / med,
+            Family::Vit => samples / med,
+        },
+        gflops_per_second: flops_per_step as f64 / med / 1e9,
+        train_flops_per_step: flops_per_step,
+        step_seconds,
+        final_loss,
+        peak_rss_bytes: peak_rss_bytes(),
+        report_train_bytes_fp32: report.memory.train_bytes_fp32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+}
