@@ -497,3 +497,33 @@ fn lora_base_loads_from_a_dense_checkpoint() {
     assert_eq!(loaded.num_params() as u128, report.params.total);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// σ and SiLU at extreme inputs, in f32 on the training backend: values right, gradients finite
+/// (the clamp keeps e^(−x) finite, so the backward pass never multiplies ∞ by 0).
+#[test]
+fn sigmoid_and_silu_stay_finite_at_extreme_inputs() {
+    use burn::backend::Flex;
+    use laxc::lower::layers::{sigmoid, silu};
+    type F = Autodiff<Flex>;
+    let xs = vec![-1e4f32, -100.0, -80.0, -1.0, 0.0, 1.0, 80.0, 100.0, 1e4];
+    let expect = |x: f32| 1.0 / (1.0 + (-(x as f64)).exp());
+    let x = Tensor::<F, 1>::from_data(TensorData::new(xs.clone(), [xs.len()]), &Default::default())
+        .require_grad();
+    let s = sigmoid(x.clone());
+    let vals = s.clone().into_data().to_vec::<f32>().unwrap();
+    for (x, v) in xs.iter().zip(&vals) {
+        assert!((*v as f64 - expect(*x)).abs() < 1e-6, "σ({x}) = {v}");
+    }
+    let grads = (silu(x.clone()).sum() + s.sum()).backward();
+    let g = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+    for (x, g) in xs.iter().zip(&g) {
+        let sx = expect(*x);
+        // d/dx [x σ(x) + σ(x)] = σ + x σ (1 − σ) + σ (1 − σ)
+        let want = sx + (*x as f64 + 1.0) * sx * (1.0 - sx);
+        assert!(g.is_finite(), "gradient at {x} is {g}");
+        assert!(
+            (*g as f64 - want).abs() < 1e-4,
+            "gradient at {x}: {g}, want {want}"
+        );
+    }
+}

@@ -28,9 +28,12 @@ pub fn apply_activation<B: Backend, const D: usize>(
     }
 }
 
-/// σ(x) = (1 + tanh(x / 2)) / 2: stable for large |x|.
+/// σ(x) = 1 / (1 + e^(−x)), with x clamped to ±80 first so that e^(−x) stays finite in f32 and
+/// the backward pass never meets ∞ · 0 (σ(±80) is 0 or 1 to f32 precision anyway). Written with
+/// `exp` rather than as (1 + tanh(x / 2)) / 2: the CPU backends evaluate tanh element by element
+/// through libm's tanhf, which took 11 % of a tiny LLaMA's training step (perf, BENCHMARKS.md).
 pub fn sigmoid<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    (x.mul_scalar(0.5).tanh() + 1.0).mul_scalar(0.5)
+    (x.clamp(-80.0, 80.0).neg().exp() + 1.0).recip()
 }
 
 pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {

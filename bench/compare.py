@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""laxc against its PyTorch twin, spec by spec, in one command; prints Markdown tables.
+
+For every spec, `rounds` times over, it runs `laxc bench` and then `bench/twin.py` (alternating
+which goes first, so slow drift of the machine hits both sides alike), each a fresh process
+timing `--steps` training steps after `--warmup` untimed ones. A side's figure is the median over
+rounds of its per-run median step time. Ratios are taken from those medians.
+
+    bench/setup.sh                               # once: torch into ~/.cache/laxc-bench-venv
+    ~/.cache/laxc-bench-venv/bin/python bench/compare.py --rounds 3 --steps 15 > /tmp/compare.md
+
+Also prints, from the same runs: the LaX overhead per gate (step time with LaX over step time
+without), the low-rank speed-up (dense step time over SVD step time), and peak memory against
+the report's fp32 estimate. Raw results go to --json (default /tmp/laxc-compare.json).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+FAMILIES = ["llama", "vit"]
+VARIANTS = ["dense", "svd", "svd-lax-identity", "svd-lax-linear", "svd-lax-tensor", "svd-lax-dense",
+            "cola", "cola-lax-dense", "tt", "tt-lax"]
+
+
+def run_json(cmd):
+    out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--laxc", default="target/release/laxc")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2, help="PyTorch threads")
+    ap.add_argument("--only", nargs="*", help="spec stems, e.g. llama-svd vit-tt")
+    ap.add_argument("--no-twin", action="store_true", help="laxc only")
+    ap.add_argument("--json", default="/tmp/laxc-compare.json")
+    a = ap.parse_args()
+    stems = a.only or [f"{f}-{v}" for f in FAMILIES for v in VARIANTS]
+    common = ["--steps", str(a.steps), "--warmup", str(a.warmup)]
+    results = {}
+    for stem in stems:
+        spec = f"specs/bench/{stem}.lax"
+        laxc_cmd = [a.laxc, "bench", spec] + common
+        twin_cmd = [sys.executable, os.path.join(HERE, "twin.py"), spec, "--laxc", a.laxc,
+                    "--threads", str(a.threads)] + common
+        runs = {"laxc": [], "pytorch": []}
+        for r in range(a.rounds):
+            order = [("laxc", laxc_cmd), ("pytorch", twin_cmd)]
+            if a.no_twin:
+                order = order[:1]
+            elif r % 2:
+                order.reverse()
+            for side, cmd in order:
+                runs[side].append(run_json(cmd))
+        results[stem] = runs
+        print(f"measured {stem}", file=sys.stderr)
+    with open(a.json, "w") as fh:
+        json.dump(results, fh)
+
+    def med(stem, side, key="median_step_seconds"):
+        return statistics.median(x[key] for x in results[stem][side])
+
+    def spread(stem, side):
+        xs = [x["median_step_seconds"] for x in results[stem][side]]
+        return f"{min(xs) * 1e3:.0f}–{max(xs) * 1e3:.0f}"
+
+    print(f"{a.rounds} rounds × {a.steps} timed steps (+{a.warmup} warm-up) per side and spec\n")
+    print("| spec | params | unit/s laxc | unit/s PyTorch | laxc / PyTorch | GFLOP/s laxc | GFLOP/s PyTorch "
+          "| step ms laxc (range) | step ms PyTorch (range) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for stem in stems:
+        lx = results[stem]["laxc"][0]
+        unit = "tok" if lx["unit"] == "tokens" else "img"
+        items = lambda side: lx["batch"] * (lx["tokens_per_sample"] if unit == "tok" else 1) / med(stem, side)
+        gf = lambda side: lx["train_flops_per_step"] / med(stem, side) / 1e9
+        if a.no_twin:
+            print(f"| {stem} | {lx['params']:,} | {items('laxc'):,.0f} {unit} | | | {gf('laxc'):.1f} | "
+                  f"| {med(stem, 'laxc') * 1e3:.0f} ({spread(stem, 'laxc')}) | |")
+            continue
+        print(f"| {stem} | {lx['params']:,} | {items('laxc'):,.0f} {unit} | {items('pytorch'):,.0f} {unit} "
+              f"| {med(stem, 'pytorch') / med(stem, 'laxc'):.2f} | {gf('laxc'):.1f} | {gf('pytorch'):.1f} "
+              f"| {med(stem, 'laxc') * 1e3:.0f} ({spread(stem, 'laxc')}) "
+              f"| {med(stem, 'pytorch') * 1e3:.0f} ({spread(stem, 'pytorch')}) |")
+
+    sides = ["laxc"] + ([] if a.no_twin else ["pytorch"])
+    print("\nLaX overhead: step time with LaX / the same model without it (1.00 = free)\n")
+    print("| with LaX | without | " + " | ".join(sides) + " | extra train FLOPs |")
+    print("|---|---|" + "---|" * len(sides) + "---|")
+    for f in FAMILIES:
+        for v, base in [("svd-lax-identity", "svd"), ("svd-lax-linear", "svd"), ("svd-lax-tensor", "svd"),
+                        ("svd-lax-dense", "svd"), ("cola-lax-dense", "cola"), ("tt-lax", "tt")]:
+            w, wo = f"{f}-{v}", f"{f}-{base}"
+            if w in results and wo in results:
+                ratios = " | ".join(f"{med(w, s) / med(wo, s):.3f}" for s in sides)
+                fl = results[w]["laxc"][0]["train_flops_per_step"] / results[wo]["laxc"][0]["train_flops_per_step"]
+                print(f"| {w} | {wo} | {ratios} | {fl:.3f} |")
+
+    print("\nLow-rank speed-up: dense step time / low-rank step time\n")
+    print("| low-rank | " + " | ".join(sides) + " | train FLOPs ratio |")
+    print("|---|" + "---|" * len(sides) + "---|")
+    for f in FAMILIES:
+        d = f"{f}-dense"
+        for v in ["svd", "cola", "tt"]:
+            s = f"{f}-{v}"
+            if d in results and s in results:
+                ratios = " | ".join(f"{med(d, x) / med(s, x):.2f}" for x in sides)
+                fl = results[d]["laxc"][0]["train_flops_per_step"] / results[s]["laxc"][0]["train_flops_per_step"]
+                print(f"| {s} | {ratios} | {fl:.2f} |")
+
+    print("\nPeak memory (resident set of the whole process) against the report's fp32 estimate "
+          "(weights, gradients, two Adam moments; activations not counted)\n")
+    print("| spec | report fp32 estimate | laxc peak RSS | PyTorch peak RSS |")
+    print("|---|---|---|---|")
+    mib = lambda b: f"{b / 2**20:.0f} MiB" if b else "—"
+    for stem in stems:
+        lx = results[stem]["laxc"]
+        py = results[stem].get("pytorch") or [{}]
+        print(f"| {stem} | {lx[0]['report_train_bytes_fp32'] / 2**20:.1f} MiB "
+              f"| {mib(statistics.median(x['peak_rss_bytes'] for x in lx))} "
+              f"| {mib(py[0].get('peak_rss_bytes'))} |")
+
+
+if __name__ == "__main__":
+    main()
