@@ -48,6 +48,30 @@ enum Command {
     /// Time training steps on synthetic batches; print one JSON line (see BENCHMARKS.md).
     #[cfg(feature = "train")]
     Bench(BenchArgs),
+    /// Draw one metric of several training runs on one chart, as PNG and SVG.
+    Plot {
+        /// Run folders written by `laxc train` (each has a metrics.jsonl).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// What to draw.
+        #[arg(long, default_value = "val_loss", value_parser = laxc::plot::METRICS)]
+        metric: String,
+        /// A legend label per run, in order (default: the folder names).
+        #[arg(long)]
+        label: Vec<String>,
+        /// Writes <OUTPUT>.png and <OUTPUT>.svg.
+        #[arg(short, long, default_value = "laxc-plot")]
+        output: PathBuf,
+        /// The chart's title (default: the metric).
+        #[arg(long)]
+        title: Option<String>,
+        /// Logarithmic y axis.
+        #[arg(long)]
+        log_y: bool,
+        /// Overwrite existing output files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the spec's IR as a Graphviz DOT graph (render with `dot -Tsvg`).
     Graph {
         /// The .lax spec (default: the embedded specs/tiny-llama-svd-lax.lax).
@@ -132,6 +156,23 @@ fn main() -> ExitCode {
             output,
             force,
         } => run_graph(spec, output, force),
+        Command::Plot {
+            runs,
+            metric,
+            label,
+            output,
+            title,
+            log_y,
+            force,
+        } => run_plot(PlotArgs {
+            runs,
+            metric,
+            label,
+            output,
+            title,
+            log_y,
+            force,
+        }),
         #[cfg(feature = "train")]
         Command::Train(args) => training::run_train(args),
         #[cfg(feature = "train")]
@@ -265,6 +306,60 @@ fn run_graph(path: Option<PathBuf>, output: Option<PathBuf>, force: bool) -> Exi
 }
 
 /// Writes to a temporary file beside the target, then renames: a reader never sees half a file.
+struct PlotArgs {
+    runs: Vec<PathBuf>,
+    metric: String,
+    label: Vec<String>,
+    output: PathBuf,
+    title: Option<String>,
+    log_y: bool,
+    force: bool,
+}
+
+fn run_plot(a: PlotArgs) -> ExitCode {
+    if !a.label.is_empty() && a.label.len() != a.runs.len() {
+        eprintln!(
+            "error: {} labels for {} runs: give one --label per run, in order, or none",
+            a.label.len(),
+            a.runs.len()
+        );
+        return ExitCode::from(IO_ERROR);
+    }
+    let files = laxc::plot::output_files(&a.output);
+    if !a.force {
+        if let Some(f) = files.iter().find(|f| f.exists()) {
+            eprintln!(
+                "error: {} exists; pass --force to replace it, or choose another --output",
+                f.display()
+            );
+            return ExitCode::from(IO_ERROR);
+        }
+    }
+    let mut curves = Vec::with_capacity(a.runs.len());
+    for (i, run) in a.runs.iter().enumerate() {
+        match laxc::plot::read_curve(run, &a.metric, a.label.get(i).map(String::as_str)) {
+            Ok(c) => curves.push(c),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(IO_ERROR);
+            }
+        }
+    }
+    let title = a.title.unwrap_or_else(|| a.metric.replace('_', " "));
+    match laxc::plot::plot(&curves, &a.metric, &title, a.log_y, &a.output, (960, 600)) {
+        Ok(written) => {
+            for f in written {
+                println!("wrote {}", f.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(IO_ERROR)
+        }
+    }
+}
+
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     let tmp = match dir {

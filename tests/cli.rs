@@ -121,3 +121,120 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// A run folder with a metrics.jsonl like `laxc train` writes: training records every 10 steps,
+/// validation every 50.
+fn fake_run(dir: &std::path::Path, name: &str, scale: f64) -> std::path::PathBuf {
+    let run = dir.join(name);
+    std::fs::create_dir_all(&run).unwrap();
+    let mut lines = Vec::new();
+    for step in (10..=100).step_by(10) {
+        let loss = scale * 3.0 / (step as f64).sqrt();
+        lines.push(format!(
+            r#"{{"step":{step},"loss":{loss},"lr":0.001,"grad_norm":1.0,"tokens_per_s":1000.0}}"#
+        ));
+        if step % 50 == 0 {
+            lines.push(format!(
+                r#"{{"step":{step},"val_loss":{},"val_perplexity":{}}}"#,
+                loss + 0.1,
+                (loss + 0.1f64).exp()
+            ));
+        }
+    }
+    std::fs::write(run.join("metrics.jsonl"), lines.join("\n") + "\n").unwrap();
+    run
+}
+
+#[test]
+fn plot_writes_png_and_svg_with_every_run_labelled() {
+    let dir = tempdir();
+    let a = fake_run(&dir, "svd", 1.0);
+    let b = fake_run(&dir, "svd-lax", 0.8);
+    let prefix = dir.join("curves");
+    let out = laxc()
+        .args(["plot", "--metric", "loss", "-o"])
+        .arg(&prefix)
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(dir.join("curves.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    let svg = std::fs::read_to_string(dir.join("curves.svg")).unwrap();
+    assert!(svg.starts_with("<svg"), "not an SVG");
+    for label in ["svd", "svd-lax", "training loss"] {
+        assert!(svg.contains(label), "the SVG lacks `{label}`");
+    }
+    // Each run is one polyline through its ten points, each point marked with a circle.
+    let curves = svg
+        .split("<polyline")
+        .skip(1)
+        .filter(|p| {
+            let pts = p
+                .split("points=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            pts.split_whitespace().count() == 10
+        })
+        .count();
+    assert_eq!(curves, 2, "one ten-point curve per run");
+    assert_eq!(svg.matches("<circle").count(), 20);
+
+    // Never overwrites without --force; with it, does.
+    let again = laxc()
+        .args(["plot", "-o"])
+        .arg(&prefix)
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let forced = laxc()
+        .args(["plot", "--force", "--label", "only one", "-o"])
+        .arg(&prefix)
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert_eq!(forced.status.code(), Some(0));
+    assert!(std::fs::read_to_string(dir.join("curves.svg"))
+        .unwrap()
+        .contains("only one"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn plot_explains_a_folder_without_the_metric() {
+    let dir = tempdir();
+    let run = fake_run(&dir, "r", 1.0);
+    let out = laxc()
+        .args(["plot", "--metric", "val_accuracy", "-o"])
+        .arg(dir.join("x"))
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no `val_accuracy` records"), "{err}");
+    let missing = laxc()
+        .args(["plot", "-o"])
+        .arg(dir.join("y"))
+        .arg(dir.join("no-such-run"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("is no-such-run a run folder")
+            || String::from_utf8_lossy(&missing.stderr).contains("a run folder")
+    );
+    assert!(!dir.join("x.png").exists() && !dir.join("y.png").exists());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -28,7 +28,13 @@ fn assert_well_behaved(text: &str) {
 
 fn corpus() -> Vec<String> {
     let mut v = Vec::new();
-    for dir in ["specs", "specs/paper", "specs/bench", "tests/invalid"] {
+    for dir in [
+        "specs",
+        "specs/paper",
+        "specs/bench",
+        "specs/claims",
+        "tests/invalid",
+    ] {
         if common::root().join(dir).exists() {
             for p in common::lax_files(dir) {
                 v.push(std::fs::read_to_string(p).unwrap());

@@ -32,10 +32,12 @@ fn round2(x: f64) -> f64 {
 fn every_figure_matches_the_independent_computation() {
     let exp = expected();
     let mut seen = 0;
-    for dir in ["specs", "specs/paper", "specs/bench"] {
+    for dir in ["specs", "specs/paper", "specs/bench", "specs/claims"] {
         for path in common::lax_files(dir) {
             let name = match dir {
-                "specs/bench" => format!("bench/{}", common::stem(&path)),
+                "specs/bench" | "specs/claims" => {
+                    format!("{}/{}", &dir[6..], common::stem(&path))
+                }
                 _ => common::stem(&path),
             };
             let e = exp

@@ -51,6 +51,11 @@ fn bench_specs() {
     check_specs_in("specs/bench");
 }
 
+#[test]
+fn claims_specs() {
+    check_specs_in("specs/claims");
+}
+
 /// `# expect: CODE` on a spec's first line.
 fn expected_code(text: &str) -> String {
     text.lines()

@@ -514,3 +514,45 @@ fn accumulation_equals_the_larger_batch() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+/// `laxc bench` times the steps it was asked for and reports the lowered model, the report's
+/// FLOPs and its memory estimate.
+#[test]
+fn bench_prints_one_json_line_about_the_spec() {
+    let spec = "specs/bench/vit-svd-lax-tensor.lax";
+    let out = laxc()
+        .args([
+            "bench", spec, "--steps", "2", "--warmup", "1", "--batch", "4",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = laxc::compile(&common::source(&common::root().join(spec)))
+        .unwrap()
+        .report();
+    assert_eq!(v["params"].as_u64().unwrap() as u128, report.params.total);
+    assert_eq!(v["step_seconds"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        v["train_flops_per_step"].as_u64().unwrap() as u128,
+        4 * report.flops.train_per_sample
+    );
+    let med = v["median_step_seconds"].as_f64().unwrap();
+    let gflops = v["gflops_per_second"].as_f64().unwrap();
+    assert!((gflops - 4.0 * report.flops.train_per_sample as f64 / med / 1e9).abs() < 1e-6);
+    assert!((v["items_per_second"].as_f64().unwrap() - 4.0 / med).abs() < 1e-6);
+    assert!(v["final_loss"].as_f64().unwrap().is_finite());
+    assert_eq!(
+        v["report_train_bytes_fp32"].as_u64().unwrap() as u128,
+        report.memory.train_bytes_fp32
+    );
+    let bad = laxc()
+        .args(["bench", spec, "--steps", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}

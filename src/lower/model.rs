@@ -11,7 +11,7 @@ use crate::family::Family;
 use crate::ir::Ir;
 use crate::spec::{Factorization, NormKind};
 use burn::module::{Module, Param};
-use burn::tensor::{activation, backend::Backend, Bool, Int, Tensor, TensorData};
+use burn::tensor::{activation, backend::Backend, Int, Tensor, TensorData};
 
 /// What the forward pass needs to know that is not a parameter.
 #[derive(Debug, Clone)]
@@ -317,19 +317,21 @@ impl<B: Backend> LaxModel<B> {
     ) -> Tensor<B, 2> {
         let plan = &self.plan;
         let hn = self.blocks[b].norm1.forward(x.clone());
-        let q = self.site(b, 0, hn.clone(), latents);
-        let k = self.site(b, 1, hn.clone(), latents);
+        let mut q = self.site(b, 0, hn.clone(), latents);
+        let mut k = self.site(b, 1, hn.clone(), latents);
         let v = self.site(b, 2, hn, latents);
+        // RoPE before the head split, while q and k are contiguous: on the permuted
+        // (batch, heads, seq, head_dim) view the CPU backends fall back to an element-by-element
+        // strided walk, which cost ~10 % of a step (BENCHMARKS.md, attempt 3).
+        if let Some((cos, sin)) = rope_tables {
+            q = rope(q, batch, plan.heads, cos, sin);
+            k = rope(k, batch, plan.heads, cos, sin);
+        }
         let heads = |t: Tensor<B, 2>| {
             t.reshape([batch, seq, plan.heads, plan.hidden / plan.heads])
                 .swap_dims(1, 2)
         };
-        let (mut q, mut k) = (heads(q), heads(k));
-        if let Some((cos, sin)) = rope_tables {
-            q = rope(q, cos, sin);
-            k = rope(k, cos, sin);
-        }
-        let att = sdpa(q, k, heads(v), causal)
+        let att = sdpa(heads(q), heads(k), heads(v), causal)
             .swap_dims(1, 2)
             .reshape([batch * seq, plan.hidden]);
         x + self.site(b, 3, att, latents)
@@ -346,7 +348,8 @@ impl<B: Backend> LaxModel<B> {
             .expect("forward_tokens is for llama models");
         let n = batch * seq;
         let mut x = embed.val().select(0, tokens.reshape([n]));
-        let (rope_cos, rope_sin) = rope_tables::<B>(seq, plan.hidden / plan.heads, &x.device());
+        let (rope_cos, rope_sin) = rope_tables::<B>(seq, plan.heads, plan.hidden, &x.device());
+        let (rope_cos, rope_sin) = (rope_cos.repeat_dim(0, batch), rope_sin.repeat_dim(0, batch));
         let mut latents = vec![None; plan.arriving.len()];
         for (b, block) in self.blocks.iter().enumerate() {
             let rope = Some((&rope_cos, &rope_sin));
@@ -410,37 +413,67 @@ impl<B: Backend> LaxModel<B> {
     }
 }
 
-/// cos and sin tables for rotate-half RoPE (base 10000), shape (seq, head_dim).
-fn rope_tables<B: Backend>(
+/// Tables for rotate-half RoPE (base 10000) over a whole (seq, hidden) row, every head alike:
+/// `cos[t, i]` and `sin[t, i]`, with the sign of rotate-half folded into `sin` (negative on the
+/// first half of each head), so that `rope(x) = x·cos + swap_halves(x)·sin`.
+pub fn rope_tables<B: Backend>(
     seq: usize,
-    hd: usize,
+    heads: usize,
+    hidden: usize,
     device: &B::Device,
 ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let hd = hidden / heads;
     let half = hd / 2;
-    let mut cos = Vec::with_capacity(seq * hd);
-    let mut sin = Vec::with_capacity(seq * hd);
+    let mut cos = Vec::with_capacity(seq * hidden);
+    let mut sin = Vec::with_capacity(seq * hidden);
     for t in 0..seq {
-        for i in 0..hd {
-            let f = 1.0 / 10000f64.powf((2 * (i % half)) as f64 / hd as f64);
-            let a = t as f64 * f;
-            cos.push(a.cos() as f32);
-            sin.push(a.sin() as f32);
+        for _ in 0..heads {
+            for i in 0..hd {
+                let f = 1.0 / 10000f64.powf((2 * (i % half)) as f64 / hd as f64);
+                let a = t as f64 * f;
+                let sign = if i < half { -1.0 } else { 1.0 };
+                cos.push(a.cos() as f32);
+                sin.push((sign * a.sin()) as f32);
+            }
         }
     }
     (
-        Tensor::from_data(TensorData::new(cos, [seq, hd]), device),
-        Tensor::from_data(TensorData::new(sin, [seq, hd]), device),
+        Tensor::from_data(TensorData::new(cos, [seq, hidden]), device),
+        Tensor::from_data(TensorData::new(sin, [seq, hidden]), device),
     )
 }
 
-/// x·cos + rotate_half(x)·sin over (batch, heads, seq, head_dim).
-fn rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> Tensor<B, 4> {
-    let hd = x.dims()[3];
+/// Rotate-half RoPE of q or k in the (batch·seq, hidden) layout: per head, `x·cos +
+/// rotate_half(x)·sin` with `rotate_half([x1, x2]) = [−x2, x1]` (the sign lives in `sin`).
+pub fn rope<B: Backend>(
+    x: Tensor<B, 2>,
+    batch: usize,
+    heads: usize,
+    cos: &Tensor<B, 2>,
+    sin: &Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    let [n, hidden] = x.dims();
+    let hd = hidden / heads;
     let half = hd / 2;
-    let x1 = x.clone().narrow(3, 0, half);
-    let x2 = x.clone().narrow(3, half, half);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * cos.clone().unsqueeze::<4>() + rotated * sin.clone().unsqueeze::<4>()
+    let per_head = x.clone().reshape([n * heads, hd]);
+    let swapped = Tensor::cat(
+        vec![
+            per_head.clone().narrow(1, half, half),
+            per_head.narrow(1, 0, half),
+        ],
+        1,
+    );
+    // Tables of the full (batch·seq, hidden) shape: a broadcast operand would send the product
+    // down the backends' strided path again.
+    let (cos, sin) = if cos.dims()[0] == n {
+        (cos.clone(), sin.clone())
+    } else {
+        (
+            cos.clone().repeat_dim(0, batch),
+            sin.clone().repeat_dim(0, batch),
+        )
+    };
+    x * cos + swapped.reshape([n, hidden]) * sin
 }
 
 /// Scaled dot-product attention, softmax(q kᵀ / √d + mask) v, over (batch, heads, seq, d).
@@ -457,8 +490,14 @@ fn sdpa<B: Backend>(
         .matmul(k.swap_dims(2, 3))
         .mul_scalar(1.0 / (d as f64).sqrt());
     let scores = if causal {
-        let mask = Tensor::<B, 2, Bool>::tril_mask([n, n], 0, &scores.device());
-        scores.mask_fill(mask.unsqueeze::<4>(), -1e30)
+        // An additive (seq, seq) bias rather than `mask_fill` with a broadcast mask: the CPU
+        // backends add a shared row block with SIMD but materialize a broadcast mask first.
+        let mut bias = vec![0f32; n * n];
+        for (row, chunk) in bias.chunks_exact_mut(n).enumerate() {
+            chunk[row + 1..].fill(-1e30);
+        }
+        let bias = Tensor::<B, 2>::from_data(TensorData::new(bias, [n, n]), &scores.device());
+        scores + bias.unsqueeze::<4>()
     } else {
         scores
     };

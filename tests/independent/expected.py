@@ -376,6 +376,18 @@ for fam, cfg, rank, bias, batch, tt in [("llama", TINY, 64, False, 8, bench_tt_l
     add(f"bench/{fam}-tt", fam, cfg, tt(False), batch=batch)
     add(f"bench/{fam}-tt-lax", fam, cfg, tt(True), lax=("*", "identity", LN), batch=batch)
 
+# ---- the paper's claims at small scale (specs/claims) ------------------------------------------
+BROWN = dict(vocab=256, hidden=128, ffn=352, heads=4, layers=4, seq=128)
+add("claims/brown-full", "llama", BROWN, dense(), batch=16)
+add("claims/brown-svd", "llama", BROWN, svd(32), batch=16)
+add("claims/brown-svd-lax", "llama", BROWN, svd(32), lax=("*", "identity", LN), batch=16)
+add("claims/brown-cola", "llama", BROWN, cola(32), batch=16)
+add("claims/brown-cola-lax", "llama", BROWN, cola(32), lax=("*", "dense", LN), batch=16)
+add("claims/mnist-svd", "vit", TINY_VIT, svd(32, True), batch=64)
+add("claims/mnist-svd-lax", "vit", TINY_VIT, svd(32, True), lax=("*", "tensor", LN), batch=64)
+add("claims/mnist-tt", "vit", TINY_VIT, bench_tt_vit(False), batch=64)
+add("claims/mnist-tt-lax", "vit", TINY_VIT, bench_tt_vit(True), lax=("*", "tensor", LN), batch=64)
+
 if __name__ == "__main__":
     here = os.path.dirname(os.path.abspath(__file__))
     path = os.path.join(here, "..", "data", "expected.json")

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""The paper's claims at small scale: trains the specs in specs/claims and tabulates the results.
+
+    python3 bench/claims.py sweep      # learning-rate sweep of the Brown variants (short runs)
+    python3 bench/claims.py brown      # 3 seeds × 5 variants at the best swept learning rate
+    python3 bench/claims.py mnist      # 3 seeds × 4 ViT variants
+    python3 bench/claims.py table      # Markdown tables of whatever has finished
+
+Runs go to runs/claims/<spec>-lr<lr>-s<seed> (sweep) and runs/claims/<spec>-s<seed>; a run whose
+summary.json exists is not run again, so an interrupted command can simply be restarted. Two runs
+go at once (--lanes), each on one thread (RAYON_NUM_THREADS=1): on a two-core machine that gives
+more runs per hour than one run on two threads. tokens/s is therefore per lane.
+"""
+import argparse
+import concurrent.futures as cf
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNS = os.path.join(ROOT, "runs", "claims")
+BROWN = ["brown-full", "brown-svd", "brown-svd-lax", "brown-cola", "brown-cola-lax"]
+MNIST = ["mnist-svd", "mnist-svd-lax", "mnist-tt", "mnist-tt-lax"]
+# The paper (Appendix A.3) sweeps around 1e-3 for base models and 1e-2 for LaX variants, taking
+# the largest rate that does not diverge; the grids bracket those.
+SWEEP = {
+    "brown-full": [1e-3, 3e-3, 1e-2],
+    "brown-svd": [1e-3, 3e-3, 1e-2],
+    "brown-svd-lax": [1e-3, 3e-3, 1e-2, 3e-2],
+    "brown-cola": [3e-3, 1e-2, 3e-2],
+    "brown-cola-lax": [3e-3, 1e-2, 3e-2],
+}
+SWEEP_STEPS = 150
+SEEDS = [0, 1, 2]
+
+
+def window_rate(run, unit):
+    """The median of the per-log-window rates in metrics.jsonl: unlike the whole-run average in
+    summary.json, it does not count validation, nor time the run spent paused."""
+    rates = []
+    with open(os.path.join(run, "metrics.jsonl")) as fh:
+        for line in fh:
+            r = json.loads(line)
+            if f"{unit}_per_s" in r:
+                rates.append(r[f"{unit}_per_s"])
+    return statistics.median(rates) if rates else float("nan")
+
+
+def summary(run):
+    path = os.path.join(run, "summary.json")
+    if os.path.exists(path):
+        with open(path) as fh:
+            return json.load(fh)
+    return None
+
+
+def train(job):
+    spec, run, sets = job
+    if summary(run):
+        return run
+    cmd = [os.path.join(ROOT, "target/release/laxc"), "train", f"specs/claims/{spec}.lax", "--plain",
+           "--force", "--out", run]
+    for s in sets:
+        cmd += ["--set", s]
+    env = dict(os.environ, RAYON_NUM_THREADS="1")
+    with open(run + ".log", "w") as log:
+        subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    print(f"finished {os.path.basename(run)}", file=sys.stderr, flush=True)
+    return run
+
+
+def run_all(jobs, lanes):
+    os.makedirs(RUNS, exist_ok=True)
+    with cf.ThreadPoolExecutor(lanes) as pool:
+        list(pool.map(train, jobs))
+
+
+def sweep_run(spec, lr):
+    return os.path.join(RUNS, f"{spec}-lr{lr:g}-s0")
+
+
+def best_lr(spec):
+    """The swept rate with the lowest validation loss (a diverged run has none)."""
+    scored = []
+    for lr in SWEEP[spec]:
+        s = summary(sweep_run(spec, lr))
+        if s and s.get("val_loss") is not None and math.isfinite(s["val_loss"]) and not s.get("stopped"):
+            scored.append((s["val_loss"], lr))
+    if not scored:
+        sys.exit(f"claims.py: no finished sweep runs for {spec}; run `claims.py sweep` first")
+    return min(scored)[1]
+
+
+def sweep_jobs():
+    warmup = SWEEP_STEPS // 5
+    return [(spec, sweep_run(spec, lr), [f"lr={lr:g}", f"steps={SWEEP_STEPS}", f"warmup={warmup}",
+                                         f"eval_every={SWEEP_STEPS}", "checkpoint_every=0"])
+            for spec in BROWN for lr in SWEEP[spec]]
+
+
+def brown_jobs():
+    return [(spec, os.path.join(RUNS, f"{spec}-s{seed}"), [f"lr={best_lr(spec):g}", f"seed={seed}"])
+            for seed in SEEDS for spec in BROWN]
+
+
+def mnist_jobs():
+    return [(spec, os.path.join(RUNS, f"{spec}-s{seed}"), [f"seed={seed}"])
+            for seed in SEEDS for spec in MNIST]
+
+
+def mean_std(xs):
+    if not xs:
+        return "—"
+    if len(xs) == 1:
+        return f"{xs[0]:.3f} (1 run)"
+    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
+
+
+def table():
+    print("Learning-rate sweep (150 steps, 0.31M tokens, seed 0): validation loss\n")
+    print("| spec | learning rate: validation loss | chosen |")
+    print("|---|---|---|")
+    for spec in BROWN:
+        cells = []
+        for lr in SWEEP[spec]:
+            s = summary(sweep_run(spec, lr))
+            v = s.get("val_loss") if s else None
+            cells.append(f"{lr:g}: " + (f"{v:.3f}" if v is not None else (s or {}).get("stopped") or "—"))
+        chosen = best_lr(spec) if any(summary(sweep_run(spec, lr)) for lr in SWEEP[spec]) else "—"
+        print(f"| {spec} | " + "; ".join(cells) + f" | {chosen} |")
+    print("\nBrown corpus, byte-level, 1,000 steps × 2,048 tokens (2.05M tokens), 3 seeds\n")
+    print("| spec | params | lr | validation loss | validation perplexity | tokens/s (one thread, median of log windows) | runs |")
+    print("|---|---|---|---|---|---|---|")
+    for spec in BROWN:
+        ss = [summary(os.path.join(RUNS, f"{spec}-s{seed}")) for seed in SEEDS]
+        ss = [s for s in ss if s and s.get("val_loss") is not None]
+        if not ss:
+            continue
+        lr = best_lr(spec)
+        print(f"| {spec} | {ss[0]['params']:,} | {lr:g} | {mean_std([s['val_loss'] for s in ss])} "
+              f"| {mean_std([s['val_perplexity'] for s in ss])} "
+              f"| {statistics.mean(window_rate(s['run_dir'], 'tokens') for s in ss):,.0f} | {len(ss)} |")
+    print("\nMNIST (8,000 training digits, 2,000 test digits), 5 epochs, 3 seeds\n")
+    print("| spec | params | test accuracy % | test loss | images/s (one thread, median of log windows) | runs |")
+    print("|---|---|---|---|---|---|")
+    for spec in MNIST:
+        ss = [summary(os.path.join(RUNS, f"{spec}-s{seed}")) for seed in SEEDS]
+        ss = [s for s in ss if s and s.get("val_accuracy") is not None]
+        if not ss:
+            continue
+        print(f"| {spec} | {ss[0]['params']:,} | {mean_std([100 * s['val_accuracy'] for s in ss])} "
+              f"| {mean_std([s['val_loss'] for s in ss])} "
+              f"| {statistics.mean(window_rate(s['run_dir'], 'images') for s in ss):,.0f} | {len(ss)} |")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("what", choices=["sweep", "brown", "mnist", "table"])
+    ap.add_argument("--lanes", type=int, default=2)
+    a = ap.parse_args()
+    if a.what == "table":
+        table()
+        return
+    jobs = {"sweep": sweep_jobs, "brown": brown_jobs, "mnist": mnist_jobs}[a.what]()
+    run_all(jobs, a.lanes)
+
+
+if __name__ == "__main__":
+    main()

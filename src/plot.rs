@@ -1,0 +1,239 @@
+//! `laxc plot`: curves of several training runs on one chart, written as PNG and SVG.
+//!
+//! A run folder's `metrics.jsonl` (written by `laxc train`) has one record per log step
+//! (`loss`, `lr`, ...) and one per validation (`val_loss`, `val_perplexity` or
+//! `val_accuracy`). The chart draws one metric of every run against the step.
+
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+/// The metrics a chart can show, by their name in metrics.jsonl.
+pub const METRICS: [&str; 5] = ["val_loss", "val_perplexity", "val_accuracy", "loss", "lr"];
+
+/// One run's curve of one metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curve {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Reads `metric` from `run/metrics.jsonl`, in step order.
+pub fn read_curve(run: &Path, metric: &str, label: Option<&str>) -> Result<Curve, String> {
+    let file = run.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        format!(
+            "cannot read {}: {e} (is {} a run folder of `laxc train`?)",
+            file.display(),
+            run.display()
+        )
+    })?;
+    let mut points = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| format!("{}:{}: not a JSON record: {e}", file.display(), i + 1))?;
+        if let (Some(step), Some(y)) = (
+            v.get("step").and_then(|s| s.as_f64()),
+            v.get(metric).and_then(|m| m.as_f64()),
+        ) {
+            points.push((step, y));
+        }
+    }
+    if points.is_empty() {
+        return Err(format!(
+            "{} has no `{metric}` records (metrics a run can have: {})",
+            file.display(),
+            METRICS.join(", ")
+        ));
+    }
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let label = label.map(str::to_string).unwrap_or_else(|| {
+        run.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| run.display().to_string())
+    });
+    Ok(Curve { label, points })
+}
+
+/// The axis title of a metric.
+fn metric_title(metric: &str) -> &str {
+    match metric {
+        "val_loss" => "validation loss (nats per token)",
+        "val_perplexity" => "validation perplexity",
+        "val_accuracy" => "validation accuracy",
+        "loss" => "training loss (nats per token)",
+        "lr" => "learning rate",
+        other => other,
+    }
+}
+
+/// Text needs a font; the chart embeds DejaVu Sans (the `dejavu` crate) so that it renders the
+/// same on a machine with no fonts installed.
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The bytes are a valid TrueType font compiled into the binary.
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
+    });
+}
+
+/// The y range with a margin, widened when every value is equal.
+fn y_range(curves: &[Curve], log: bool) -> (f64, f64) {
+    let ys = curves.iter().flat_map(|c| c.points.iter().map(|p| p.1));
+    let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| {
+        (lo.min(y), hi.max(y))
+    });
+    if log {
+        return (lo * 0.9, hi * 1.1);
+    }
+    let pad = if hi > lo { (hi - lo) * 0.05 } else { 1.0 };
+    (lo - pad, hi + pad)
+}
+
+/// Draws the curves on one backend.
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    curves: &[Curve],
+    metric: &str,
+    title: &str,
+    log_y: bool,
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| format!("cannot draw the chart: {e}");
+    root.fill(&WHITE).map_err(err)?;
+    let x_max = curves
+        .iter()
+        .flat_map(|c| c.points.iter().map(|p| p.0))
+        .fold(1.0f64, f64::max);
+    let (y_lo, y_hi) = y_range(curves, log_y);
+    let mut builder = ChartBuilder::on(&root);
+    builder
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(64);
+    let palette = |i: usize| Palette99::pick(i).to_rgba();
+    macro_rules! finish {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc("step")
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .y_desc(metric_title(metric))
+                .label_style(("sans-serif", 14))
+                .axis_desc_style(("sans-serif", 16))
+                .light_line_style(RGBColor(235, 235, 235))
+                .draw()
+                .map_err(err)?;
+            for (i, c) in curves.iter().enumerate() {
+                let color = palette(i);
+                chart
+                    .draw_series(LineSeries::new(
+                        c.points.iter().copied(),
+                        color.stroke_width(2),
+                    ))
+                    .map_err(err)?
+                    .label(c.label.as_str())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+                if c.points.len() <= 40 {
+                    chart
+                        .draw_series(c.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                        .map_err(err)?;
+                }
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .label_font(("sans-serif", 14))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.4))
+                .draw()
+                .map_err(err)?;
+        }};
+    }
+    if log_y {
+        finish!(builder
+            .build_cartesian_2d(0f64..x_max, (y_lo..y_hi).log_scale())
+            .map_err(err)?);
+    } else {
+        finish!(builder
+            .build_cartesian_2d(0f64..x_max, y_lo..y_hi)
+            .map_err(err)?);
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// The two files a chart is written to: `<prefix>.png` and `<prefix>.svg`.
+pub fn output_files(prefix: &Path) -> [PathBuf; 2] {
+    let with = |ext: &str| {
+        let mut s = prefix.as_os_str().to_owned();
+        s.push(".");
+        s.push(ext);
+        PathBuf::from(s)
+    };
+    [with("png"), with("svg")]
+}
+
+/// Writes the chart as PNG and SVG (`width` × `height` pixels).
+pub fn plot(
+    curves: &[Curve],
+    metric: &str,
+    title: &str,
+    log_y: bool,
+    prefix: &Path,
+    size: (u32, u32),
+) -> Result<[PathBuf; 2], String> {
+    register_font();
+    let [png, svg] = output_files(prefix);
+    draw(
+        BitMapBackend::new(&png, size).into_drawing_area(),
+        curves,
+        metric,
+        title,
+        log_y,
+    )?;
+    draw(
+        SVGBackend::new(&svg, size).into_drawing_area(),
+        curves,
+        metric,
+        title,
+        log_y,
+    )?;
+    Ok([png, svg])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flat_curve_still_gets_a_range() {
+        let c = Curve {
+            label: "x".into(),
+            points: vec![(1.0, 2.0), (2.0, 2.0)],
+        };
+        let (lo, hi) = y_range(&[c], false);
+        assert!(lo < 2.0 && hi > 2.0);
+    }
+
+    #[test]
+    fn output_files_append_the_extensions() {
+        let [p, s] = output_files(Path::new("out/loss.v2"));
+        assert_eq!(p, Path::new("out/loss.v2.png"));
+        assert_eq!(s, Path::new("out/loss.v2.svg"));
+    }
+}
