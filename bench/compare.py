@@ -23,7 +23,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 FAMILIES = ["llama", "vit"]
-VARIANTS = ["dense", "svd", "svd-lax-identity", "svd-lax-linear", "svd-lax-tensor", "svd-lax-dense",
+VARIANTS = ["dense", "svd", "svd-lax-identity", "svd-lax-identity-nonorm", "svd-lax-linear", "svd-lax-tensor", "svd-lax-dense",
             "cola", "cola-lax-dense", "tt", "tt-lax"]
 
 
@@ -95,7 +95,7 @@ def main():
     print("| with LaX | without | " + " | ".join(sides) + " | extra train FLOPs |")
     print("|---|---|" + "---|" * len(sides) + "---|")
     for f in FAMILIES:
-        for v, base in [("svd-lax-identity", "svd"), ("svd-lax-linear", "svd"), ("svd-lax-tensor", "svd"),
+        for v, base in [("svd-lax-identity", "svd"), ("svd-lax-identity-nonorm", "svd"), ("svd-lax-linear", "svd"), ("svd-lax-tensor", "svd"),
                         ("svd-lax-dense", "svd"), ("cola-lax-dense", "cola"), ("tt-lax", "tt")]:
             w, wo = f"{f}-{v}", f"{f}-{base}"
             if w in results and wo in results:

@@ -312,7 +312,7 @@ impl<B: Backend> LaxModel<B> {
         x: Tensor<B, 2>,
         [batch, seq]: [usize; 2],
         rope_tables: Option<(&Tensor<B, 2>, &Tensor<B, 2>)>,
-        causal: bool,
+        causal_bias: Option<&Tensor<B, 4>>,
         latents: &mut [Option<Tensor<B, 2>>],
     ) -> Tensor<B, 2> {
         let plan = &self.plan;
@@ -331,7 +331,7 @@ impl<B: Backend> LaxModel<B> {
             t.reshape([batch, seq, plan.heads, plan.hidden / plan.heads])
                 .swap_dims(1, 2)
         };
-        let att = sdpa(heads(q), heads(k), heads(v), causal)
+        let att = sdpa(heads(q), heads(k), heads(v), causal_bias)
             .swap_dims(1, 2)
             .reshape([batch * seq, plan.hidden]);
         x + self.site(b, 3, att, latents)
@@ -350,10 +350,11 @@ impl<B: Backend> LaxModel<B> {
         let mut x = embed.val().select(0, tokens.reshape([n]));
         let (rope_cos, rope_sin) = rope_tables::<B>(seq, plan.heads, plan.hidden, &x.device());
         let (rope_cos, rope_sin) = (rope_cos.repeat_dim(0, batch), rope_sin.repeat_dim(0, batch));
+        let causal = causal_bias::<B>([batch, plan.heads, seq], &x.device());
         let mut latents = vec![None; plan.arriving.len()];
         for (b, block) in self.blocks.iter().enumerate() {
             let rope = Some((&rope_cos, &rope_sin));
-            x = self.attention(b, x, [batch, seq], rope, true, &mut latents);
+            x = self.attention(b, x, [batch, seq], rope, Some(&causal), &mut latents);
             let mn = block.norm2.forward(x.clone());
             let gate = silu(self.site(b, 4, mn.clone(), &mut latents));
             let up = self.site(b, 5, mn, &mut latents);
@@ -396,7 +397,7 @@ impl<B: Backend> LaxModel<B> {
         let mut x = x3.reshape([n, plan.hidden]);
         let mut latents = vec![None; plan.arriving.len()];
         for (b, block) in self.blocks.iter().enumerate() {
-            x = self.attention(b, x, [batch, tokens], None, false, &mut latents);
+            x = self.attention(b, x, [batch, tokens], None, None, &mut latents);
             let mn = block.norm2.forward(x.clone());
             let mut a = gelu(self.site(b, 4, mn, &mut latents));
             if let Some(norm) = &block.mlp_norm {
@@ -476,6 +477,18 @@ pub fn rope<B: Backend>(
     x * cos + swapped.reshape([n, hidden]) * sin
 }
 
+/// The causal mask as an additive bias, 0 on and below the diagonal and −10³⁰ above, in the
+/// full (batch, heads, seq, seq) shape of the scores: adding a broadcast operand, or
+/// `mask_fill` with a broadcast mask, sends the CPU backends down an element-by-element strided
+/// path (BENCHMARKS.md, attempt 3).
+fn causal_bias<B: Backend>([batch, heads, n]: [usize; 3], device: &B::Device) -> Tensor<B, 4> {
+    let mut bias = vec![0f32; batch * heads * n * n];
+    for (i, row) in bias.chunks_exact_mut(n).enumerate() {
+        row[i % n + 1..].fill(-1e30);
+    }
+    Tensor::from_data(TensorData::new(bias, [batch, heads, n, n]), device)
+}
+
 /// Scaled dot-product attention, softmax(q kᵀ / √d + mask) v, over (batch, heads, seq, d).
 /// Written out (the same matmul / mask / softmax graph Burn's CPU fallback runs under autodiff)
 /// so that every op on the path is one the finite-difference tests cover.
@@ -483,23 +496,15 @@ fn sdpa<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
-    causal: bool,
+    causal_bias: Option<&Tensor<B, 4>>,
 ) -> Tensor<B, 4> {
-    let [_, _, n, d] = q.dims();
+    let d = q.dims()[3];
     let scores = q
         .matmul(k.swap_dims(2, 3))
         .mul_scalar(1.0 / (d as f64).sqrt());
-    let scores = if causal {
-        // An additive (seq, seq) bias rather than `mask_fill` with a broadcast mask: the CPU
-        // backends add a shared row block with SIMD but materialize a broadcast mask first.
-        let mut bias = vec![0f32; n * n];
-        for (row, chunk) in bias.chunks_exact_mut(n).enumerate() {
-            chunk[row + 1..].fill(-1e30);
-        }
-        let bias = Tensor::<B, 2>::from_data(TensorData::new(bias, [n, n]), &scores.device());
-        scores + bias.unsqueeze::<4>()
-    } else {
-        scores
+    let scores = match causal_bias {
+        Some(bias) => scores + bias.clone(),
+        None => scores,
     };
     activation::softmax(scores, 3).matmul(v)
 }

@@ -371,6 +371,7 @@ for fam, cfg, rank, bias, batch, tt in [("llama", TINY, 64, False, 8, bench_tt_l
     add(f"bench/{fam}-svd", fam, cfg, svd(rank, bias), batch=batch)
     for gate in ("identity", "linear", "tensor", "dense"):
         add(f"bench/{fam}-svd-lax-{gate}", fam, cfg, svd(rank, bias), lax=("*", gate, LN), batch=batch)
+    add(f"bench/{fam}-svd-lax-identity-nonorm", fam, cfg, svd(rank, bias), lax=("*", "identity", NONE), batch=batch)
     add(f"bench/{fam}-cola", fam, cfg, cola(rank, bias), batch=batch)
     add(f"bench/{fam}-cola-lax-dense", fam, cfg, cola(rank, bias), lax=("*", "dense", LN), batch=batch)
     add(f"bench/{fam}-tt", fam, cfg, tt(False), batch=batch)
