@@ -42,6 +42,8 @@ def main():
     ap.add_argument("--only", nargs="*", help="spec stems, e.g. llama-svd vit-tt")
     ap.add_argument("--no-twin", action="store_true", help="laxc only")
     ap.add_argument("--json", default="/tmp/laxc-compare.json")
+    ap.add_argument("--reuse", help="a --json file of an earlier run: its specs that are not "
+                    "measured now are tabulated from it")
     a = ap.parse_args()
     stems = a.only or [f"{f}-{v}" for f in FAMILIES for v in VARIANTS]
     common = ["--steps", str(a.steps), "--warmup", str(a.warmup)]
@@ -62,6 +64,13 @@ def main():
                 runs[side].append(run_json(cmd))
         results[stem] = runs
         print(f"measured {stem}", file=sys.stderr)
+    if a.reuse:
+        with open(a.reuse) as fh:
+            earlier = json.load(fh)
+        for stem in [f"{f}-{v}" for f in FAMILIES for v in VARIANTS]:
+            if stem not in results and stem in earlier:
+                results[stem] = earlier[stem]
+        stems = [s for s in [f"{f}-{v}" for f in FAMILIES for v in VARIANTS] if s in results]
     with open(a.json, "w") as fh:
         json.dump(results, fh)
 

@@ -85,20 +85,28 @@ fn register_font() {
     });
 }
 
-/// The y range with a margin, widened when every value is equal.
-fn y_range(curves: &[Curve], log: bool) -> (f64, f64) {
+/// The y range with a 5 % margin, widened when every value is equal.
+fn y_range(curves: &[Curve]) -> (f64, f64) {
     let ys = curves.iter().flat_map(|c| c.points.iter().map(|p| p.1));
     let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| {
         (lo.min(y), hi.max(y))
     });
-    if log {
-        return (lo * 0.9, hi * 1.1);
-    }
     let pad = if hi > lo { (hi - lo) * 0.05 } else { 1.0 };
     (lo - pad, hi + pad)
 }
 
-/// Draws the curves on one backend.
+/// A tick label with three significant digits.
+fn tick(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let decimals = (2 - v.abs().log10().floor() as i32).max(0) as usize;
+    format!("{v:.decimals$}")
+}
+
+/// Draws the curves on one backend. A logarithmic axis is drawn as a linear axis over ln(y)
+/// with the ticks labelled by their values: plotters' own log axis labels only powers of ten,
+/// which leaves a 5-to-15 perplexity chart with a single label.
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
     curves: &[Curve],
@@ -111,70 +119,93 @@ where
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| format!("cannot draw the chart: {e}");
     root.fill(&WHITE).map_err(err)?;
+    let curves: Vec<Curve> = if log_y {
+        curves
+            .iter()
+            .map(|c| Curve {
+                label: c.label.clone(),
+                points: c.points.iter().map(|&(x, y)| (x, y.ln())).collect(),
+            })
+            .collect()
+    } else {
+        curves.to_vec()
+    };
     let x_max = curves
         .iter()
         .flat_map(|c| c.points.iter().map(|p| p.0))
         .fold(1.0f64, f64::max);
-    let (y_lo, y_hi) = y_range(curves, log_y);
-    let mut builder = ChartBuilder::on(&root);
-    builder
+    let (y_lo, y_hi) = y_range(&curves);
+    let y_label = |v: &f64| tick(if log_y { v.exp() } else { *v });
+    let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(44)
-        .y_label_area_size(64);
-    let palette = |i: usize| Palette99::pick(i).to_rgba();
-    macro_rules! finish {
-        ($chart:expr) => {{
-            let mut chart = $chart;
-            chart
-                .configure_mesh()
-                .x_desc("step")
-                .x_label_formatter(&|x| format!("{x:.0}"))
-                .y_desc(metric_title(metric))
-                .label_style(("sans-serif", 14))
-                .axis_desc_style(("sans-serif", 16))
-                .light_line_style(RGBColor(235, 235, 235))
-                .draw()
-                .map_err(err)?;
-            for (i, c) in curves.iter().enumerate() {
-                let color = palette(i);
-                chart
-                    .draw_series(LineSeries::new(
-                        c.points.iter().copied(),
-                        color.stroke_width(2),
-                    ))
-                    .map_err(err)?
-                    .label(c.label.as_str())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                    });
-                if c.points.len() <= 40 {
-                    chart
-                        .draw_series(c.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                        .map_err(err)?;
-                }
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .label_font(("sans-serif", 14))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.4))
-                .draw()
-                .map_err(err)?;
-        }};
-    }
-    if log_y {
-        finish!(builder
-            .build_cartesian_2d(0f64..x_max, (y_lo..y_hi).log_scale())
-            .map_err(err)?);
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..x_max, y_lo..y_hi)
+        .map_err(err)?;
+    let y_desc = if log_y {
+        format!("{} (log scale)", metric_title(metric))
     } else {
-        finish!(builder
-            .build_cartesian_2d(0f64..x_max, y_lo..y_hi)
-            .map_err(err)?);
+        metric_title(metric).to_string()
+    };
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc(y_desc)
+        .y_labels(12)
+        .y_label_formatter(&y_label)
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()
+        .map_err(err)?;
+    for (i, c) in curves.iter().enumerate() {
+        let color = palette(i);
+        chart
+            .draw_series(LineSeries::new(
+                c.points.iter().copied(),
+                color.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(c.label.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        if c.points.len() <= 40 {
+            chart
+                .draw_series(c.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(err)?;
+        }
     }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(err)?;
     root.present().map_err(err)?;
     Ok(())
+}
+
+/// Matplotlib's "tab10": ten colours that stay apart on white and for most colour vision.
+fn palette(i: usize) -> RGBAColor {
+    const TAB10: [(u8, u8, u8); 10] = [
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+        (23, 190, 207),
+    ];
+    let (r, g, b) = TAB10[i % TAB10.len()];
+    RGBColor(r, g, b).to_rgba()
 }
 
 /// The two files a chart is written to: `<prefix>.png` and `<prefix>.svg`.
@@ -226,8 +257,16 @@ mod tests {
             label: "x".into(),
             points: vec![(1.0, 2.0), (2.0, 2.0)],
         };
-        let (lo, hi) = y_range(&[c], false);
+        let (lo, hi) = y_range(&[c]);
         assert!(lo < 2.0 && hi > 2.0);
+    }
+
+    #[test]
+    fn ticks_keep_three_significant_digits() {
+        assert_eq!(tick(6.1234), "6.12");
+        assert_eq!(tick(12.345), "12.3");
+        assert_eq!(tick(0.0012345), "0.00123");
+        assert_eq!(tick(1234.5), "1234");
     }
 
     #[test]
