@@ -3,6 +3,7 @@
 
     python3 bench/claims.py sweep      # learning-rate sweep of the Brown variants (short runs)
     python3 bench/claims.py brown      # 3 seeds × 5 variants at the best swept learning rate
+    python3 bench/claims.py fulleval   # the Brown runs' final checkpoints on the whole valid.txt
     python3 bench/claims.py mnist      # 3 seeds × 4 ViT variants
     python3 bench/claims.py table      # Markdown tables of whatever has finished
 
@@ -72,6 +73,31 @@ def train(job):
     return run
 
 
+def full_eval(run_and_spec):
+    """Evaluates a finished Brown run's final checkpoint on the whole of valid.txt (the runs
+    themselves validate on its first 41k bytes, to keep training fast)."""
+    spec, run = run_and_spec
+    out = os.path.join(run, "full-eval.json")
+    if os.path.exists(out) or not summary(run):
+        return
+    cmd = [os.path.join(ROOT, "target/release/laxc"), "eval", f"specs/claims/{spec}.lax", "--checkpoint", run,
+           "--set", "eval_batches=100000"]
+    env = dict(os.environ, RAYON_NUM_THREADS="1")
+    text = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+    loss = float(text.split("validation loss")[1].split()[0])
+    with open(out, "w") as fh:
+        json.dump({"val_loss": loss, "val_perplexity": math.exp(loss)}, fh)
+    print(f"evaluated {os.path.basename(run)}", file=sys.stderr, flush=True)
+
+
+def full(run):
+    path = os.path.join(run, "full-eval.json")
+    if os.path.exists(path):
+        with open(path) as fh:
+            return json.load(fh)
+    return None
+
+
 def run_all(jobs, lanes):
     os.makedirs(RUNS, exist_ok=True)
     with cf.ThreadPoolExecutor(lanes) as pool:
@@ -132,8 +158,9 @@ def table():
         chosen = best_lr(spec) if any(summary(sweep_run(spec, lr)) for lr in SWEEP[spec]) else "—"
         print(f"| {spec} | " + "; ".join(cells) + f" | {chosen} |")
     print("\nBrown corpus, byte-level, 1,000 steps × 2,048 tokens (2.05M tokens), 3 seeds\n")
-    print("| spec | params | lr | validation loss | validation perplexity | tokens/s (one thread, median of log windows) | runs |")
-    print("|---|---|---|---|---|---|---|")
+    print("| spec | params | lr | validation loss | validation perplexity | perplexity, whole valid.txt "
+          "| tokens/s (one thread, median of log windows) | runs |")
+    print("|---|---|---|---|---|---|---|---|")
     for spec in BROWN:
         ss = [summary(os.path.join(RUNS, f"{spec}-s{seed}")) for seed in SEEDS]
         ss = [s for s in ss if s and s.get("val_loss") is not None]
@@ -142,7 +169,14 @@ def table():
         lr = best_lr(spec)
         print(f"| {spec} | {ss[0]['params']:,} | {lr:g} | {mean_std([s['val_loss'] for s in ss])} "
               f"| {mean_std([s['val_perplexity'] for s in ss])} "
+              f"| {mean_std([f['val_perplexity'] for f in map(full, [s['run_dir'] for s in ss]) if f])} "
               f"| {statistics.mean(window_rate(s['run_dir'], 'tokens') for s in ss):,.0f} | {len(ss)} |")
+    print("\nPaired by seed: validation perplexity of the first minus the second (negative: the first is better)\n")
+    paired([("brown-svd-lax", "brown-svd"), ("brown-cola-lax", "brown-cola"), ("brown-svd", "brown-full"),
+            ("brown-svd-lax", "brown-full"), ("brown-cola-lax", "brown-full")], "val_perplexity")
+    print("\nThe same on the whole of valid.txt (`claims.py fulleval`)\n")
+    paired([("brown-svd-lax", "brown-svd"), ("brown-cola-lax", "brown-cola"), ("brown-svd", "brown-full"),
+            ("brown-svd-lax", "brown-full"), ("brown-cola-lax", "brown-full")], "val_perplexity", source=full)
     print("\nMNIST (8,000 training digits, 2,000 test digits), 5 epochs, 3 seeds\n")
     print("| spec | params | test accuracy % | test loss | images/s (one thread, median of log windows) | runs |")
     print("|---|---|---|---|---|---|")
@@ -154,15 +188,40 @@ def table():
         print(f"| {spec} | {ss[0]['params']:,} | {mean_std([100 * s['val_accuracy'] for s in ss])} "
               f"| {mean_std([s['val_loss'] for s in ss])} "
               f"| {statistics.mean(window_rate(s['run_dir'], 'images') for s in ss):,.0f} | {len(ss)} |")
+    print("\nPaired by seed: test accuracy of the first minus the second, in points (positive: the first is better)\n")
+    paired([("mnist-svd-lax", "mnist-svd"), ("mnist-tt-lax", "mnist-tt")], "val_accuracy", 100.0, "{:+.2f}")
+
+
+def paired(pairs, key, scale=1.0, fmt="{:+.3f}", source=None):
+    """Per-seed differences `key(a) − key(b)`: the same seed gives both runs the same batches."""
+    print("| comparison | per-seed differences | mean ± std |")
+    print("|---|---|---|")
+    for a, b in pairs:
+        diffs = []
+        for seed in SEEDS:
+            get = source or summary
+            sa = get(os.path.join(RUNS, f"{a}-s{seed}"))
+            sb = get(os.path.join(RUNS, f"{b}-s{seed}"))
+            if sa and sb and sa.get(key) is not None and sb.get(key) is not None:
+                diffs.append(scale * (sa[key] - sb[key]))
+        if diffs:
+            cells = ", ".join(fmt.format(d) for d in diffs)
+            ms = fmt.format(statistics.mean(diffs)) + (f" ± {statistics.stdev(diffs):.3f}" if len(diffs) > 1 else "")
+            print(f"| {a} − {b} | {cells} | {ms} |")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["sweep", "brown", "mnist", "table"])
+    ap.add_argument("what", choices=["sweep", "brown", "fulleval", "mnist", "table"])
     ap.add_argument("--lanes", type=int, default=2)
     a = ap.parse_args()
     if a.what == "table":
         table()
+        return
+    if a.what == "fulleval":
+        runs = [(spec, os.path.join(RUNS, f"{spec}-s{seed}")) for seed in SEEDS for spec in BROWN]
+        with cf.ThreadPoolExecutor(a.lanes) as pool:
+            list(pool.map(full_eval, runs))
         return
     jobs = {"sweep": sweep_jobs, "brown": brown_jobs, "mnist": mnist_jobs}[a.what]()
     run_all(jobs, a.lanes)
