@@ -234,13 +234,16 @@ fn compile(source: &Source) -> Result<laxc::Compiled, ExitCode> {
     }
 }
 
+/// Reads and compiles a spec (the embedded default when `path` is None), printing diagnostics.
+fn read_and_compile(path: Option<PathBuf>) -> Result<(Source, laxc::Compiled), ExitCode> {
+    let source = read_source(path)?;
+    let compiled = compile(&source)?;
+    Ok((source, compiled))
+}
+
 fn run_check(path: Option<PathBuf>, format: Format) -> ExitCode {
-    let source = match read_source(path) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    let compiled = match compile(&source) {
-        Ok(c) => c,
+    let (source, compiled) = match read_and_compile(path) {
+        Ok(sc) => sc,
         Err(c) => return c,
     };
     let report = compiled.report();
@@ -272,12 +275,8 @@ fn run_check(path: Option<PathBuf>, format: Format) -> ExitCode {
 }
 
 fn run_graph(path: Option<PathBuf>, output: Option<PathBuf>, force: bool) -> ExitCode {
-    let source = match read_source(path) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    let compiled = match compile(&source) {
-        Ok(c) => c,
+    let (_, compiled) = match read_and_compile(path) {
+        Ok(sc) => sc,
         Err(c) => return c,
     };
     let dot = laxc::dot::render_dot(&compiled.ir);
@@ -443,12 +442,8 @@ mod training {
     }
 
     pub fn run_train(args: TrainArgs) -> ExitCode {
-        let source = match read_source(args.spec.clone()) {
-            Ok(s) => s,
-            Err(c) => return c,
-        };
-        let compiled = match compile(&source) {
-            Ok(c) => c,
+        let (source, compiled) = match read_and_compile(args.spec.clone()) {
+            Ok(sc) => sc,
             Err(c) => return c,
         };
         let mut opts = match options(&source, &compiled, &args.set) {
@@ -552,12 +547,8 @@ mod training {
 
     pub fn run_bench(args: BenchArgs) -> ExitCode {
         use laxc::train::bench::{bench, BenchOptions};
-        let source = match read_source(args.spec.clone()) {
-            Ok(s) => s,
-            Err(c) => return c,
-        };
-        let compiled = match compile(&source) {
-            Ok(c) => c,
+        let (source, compiled) = match read_and_compile(args.spec.clone()) {
+            Ok(sc) => sc,
             Err(c) => return c,
         };
         // The spec's optimizer settings (weight decay, clipping, betas) apply; its data does not.
@@ -764,12 +755,8 @@ mod training {
         set: Vec<String>,
         backend: CpuBackend,
     ) -> ExitCode {
-        let source = match read_source(spec.clone()) {
-            Ok(s) => s,
-            Err(c) => return c,
-        };
-        let compiled = match compile(&source) {
-            Ok(c) => c,
+        let (source, compiled) = match read_and_compile(spec.clone()) {
+            Ok(sc) => sc,
             Err(c) => return c,
         };
         let opts = match options(&source, &compiled, &set) {

@@ -5,12 +5,12 @@
 //! Synthetic batches keep the measurement about compute: uniform random tokens (or Gaussian
 //! images with random labels) cost the same FLOPs as real data, and nothing is read from disk.
 
-use super::run::{clip_global, forward, token_batch, Batch};
+use super::run::{adamw, clip_global, forward, token_batch, Batch};
 use super::TrainOptions;
 use crate::family::Family;
 use crate::lower::{lower, LaxModel};
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -137,12 +137,7 @@ pub fn bench<B: AutodiffBackend>(
     B::seed(&device, o.seed);
     let mut model: LaxModel<B> = lower(&c.ir, o.seed, &device);
     let params = model.num_params();
-    let mut optim = AdamWConfig::new()
-        .with_beta_1(train.beta1 as f32)
-        .with_beta_2(train.beta2 as f32)
-        .with_epsilon(train.eps as f32)
-        .with_weight_decay(train.weight_decay as f32)
-        .init::<B, LaxModel<B>>();
+    let mut optim = adamw::<B>(train);
     let host = synthetic_batches(c, o, o.warmup + o.steps);
     let mut step_seconds = Vec::with_capacity(o.steps);
     let mut final_loss = f64::NAN;

@@ -8,7 +8,8 @@ use super::options::{Schedule, TrainOptions};
 use crate::family::Family;
 use crate::lower::{lower, LaxModel};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -219,6 +220,18 @@ pub(super) fn forward<B: Backend>(
     }
 }
 
+/// AdamW with the run's betas, epsilon and weight decay (the learning rate comes per step).
+pub(super) fn adamw<B: AutodiffBackend>(
+    o: &TrainOptions,
+) -> OptimizerAdaptor<AdamW, LaxModel<B>, B> {
+    AdamWConfig::new()
+        .with_beta_1(o.beta1 as f32)
+        .with_beta_2(o.beta2 as f32)
+        .with_epsilon(o.eps as f32)
+        .with_weight_decay(o.weight_decay as f32)
+        .init::<B, LaxModel<B>>()
+}
+
 /// Checks that the data fits the model before any compute is spent.
 pub fn check_data(data: &Data, c: &crate::Compiled) -> Result<(), String> {
     let m = &c.ir.model;
@@ -367,12 +380,7 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
             model = crate::lower::base::load_lora_base(model, &c.spec, &file, &device)?;
         }
     }
-    let mut optim = AdamWConfig::new()
-        .with_beta_1(o.beta1 as f32)
-        .with_beta_2(o.beta2 as f32)
-        .with_epsilon(o.eps as f32)
-        .with_weight_decay(o.weight_decay as f32)
-        .init::<B, LaxModel<B>>();
+    let mut optim = adamw::<B>(o);
     let mut start = 0u64;
     if plan.resume {
         let ck = checkpoint::latest(run)?
