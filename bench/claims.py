@@ -50,12 +50,16 @@ def window_rate(run, unit):
     return statistics.median(rates) if rates else float("nan")
 
 
-def summary(run):
-    path = os.path.join(run, "summary.json")
+def read_json(run, name):
+    path = os.path.join(run, name)
     if os.path.exists(path):
         with open(path) as fh:
             return json.load(fh)
     return None
+
+
+def summary(run):
+    return read_json(run, "summary.json")
 
 
 def train(job):
@@ -91,11 +95,7 @@ def full_eval(run_and_spec):
 
 
 def full(run):
-    path = os.path.join(run, "full-eval.json")
-    if os.path.exists(path):
-        with open(path) as fh:
-            return json.load(fh)
-    return None
+    return read_json(run, "full-eval.json")
 
 
 def run_all(jobs, lanes):

@@ -49,29 +49,7 @@ enum Command {
     #[cfg(feature = "train")]
     Bench(BenchArgs),
     /// Draw one metric of several training runs on one chart, as PNG and SVG.
-    Plot {
-        /// Run folders written by `laxc train` (each has a metrics.jsonl).
-        #[arg(required = true)]
-        runs: Vec<PathBuf>,
-        /// What to draw.
-        #[arg(long, default_value = "val_loss", value_parser = laxc::plot::METRICS)]
-        metric: String,
-        /// A legend label per run, in order (default: the folder names).
-        #[arg(long)]
-        label: Vec<String>,
-        /// Writes <OUTPUT>.png and <OUTPUT>.svg.
-        #[arg(short, long, default_value = "laxc-plot")]
-        output: PathBuf,
-        /// The chart's title (default: the metric).
-        #[arg(long)]
-        title: Option<String>,
-        /// Logarithmic y axis.
-        #[arg(long)]
-        log_y: bool,
-        /// Overwrite existing output files.
-        #[arg(long)]
-        force: bool,
-    },
+    Plot(PlotArgs),
     /// Print the spec's IR as a Graphviz DOT graph (render with `dot -Tsvg`).
     Graph {
         /// The .lax spec (default: the embedded specs/tiny-llama-svd-lax.lax).
@@ -156,23 +134,7 @@ fn main() -> ExitCode {
             output,
             force,
         } => run_graph(spec, output, force),
-        Command::Plot {
-            runs,
-            metric,
-            label,
-            output,
-            title,
-            log_y,
-            force,
-        } => run_plot(PlotArgs {
-            runs,
-            metric,
-            label,
-            output,
-            title,
-            log_y,
-            force,
-        }),
+        Command::Plot(args) => run_plot(args),
         #[cfg(feature = "train")]
         Command::Train(args) => training::run_train(args),
         #[cfg(feature = "train")]
@@ -305,13 +267,28 @@ fn run_graph(path: Option<PathBuf>, output: Option<PathBuf>, force: bool) -> Exi
 }
 
 /// Writes to a temporary file beside the target, then renames: a reader never sees half a file.
+#[derive(clap::Args)]
 struct PlotArgs {
+    /// Run folders written by `laxc train` (each has a metrics.jsonl).
+    #[arg(required = true)]
     runs: Vec<PathBuf>,
+    /// What to draw.
+    #[arg(long, default_value = "val_loss", value_parser = laxc::plot::METRICS)]
     metric: String,
+    /// A legend label per run, in order (default: the folder names).
+    #[arg(long)]
     label: Vec<String>,
+    /// Writes <OUTPUT>.png and <OUTPUT>.svg.
+    #[arg(short, long, default_value = "laxc-plot")]
     output: PathBuf,
+    /// The chart's title (default: the metric).
+    #[arg(long)]
     title: Option<String>,
+    /// Logarithmic y axis.
+    #[arg(long)]
     log_y: bool,
+    /// Overwrite existing output files.
+    #[arg(long)]
     force: bool,
 }
 
