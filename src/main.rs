@@ -266,7 +266,6 @@ fn run_graph(path: Option<PathBuf>, output: Option<PathBuf>, force: bool) -> Exi
     }
 }
 
-/// Writes to a temporary file beside the target, then renames: a reader never sees half a file.
 #[derive(clap::Args)]
 struct PlotArgs {
     /// Run folders written by `laxc train` (each has a metrics.jsonl).
@@ -336,6 +335,7 @@ fn run_plot(a: PlotArgs) -> ExitCode {
     }
 }
 
+/// Writes to a temporary file beside the target, then renames: a reader never sees half a file.
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     let tmp = match dir {
