@@ -73,9 +73,12 @@ struct TrainArgs {
     /// The run folder (default: runs/<spec name>-<date>-<time>).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Replace an existing run folder.
+    /// Replace an earlier laxc run in the --out folder (never a folder holding anything else).
     #[arg(long)]
     force: bool,
+    /// With --force: replace the earlier run even though it has checkpoints.
+    #[arg(long, requires = "force")]
+    discard_checkpoints: bool,
     /// Continue the run in this folder from its latest checkpoint.
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["out", "force"])]
     resume: Option<PathBuf>,
@@ -353,7 +356,7 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
 mod training {
     use super::*;
     use burn::backend::{Autodiff, Candle, Flex, NdArray};
-    use laxc::train::{self, options::parse_override, RunPlan, TrainOptions};
+    use laxc::train::{self, options::parse_override, run_dir, RunPlan, TrainOptions};
 
     /// Resolves the options: the spec's train section, then every `--set`.
     fn options(
@@ -450,23 +453,13 @@ mod training {
                     .out
                     .clone()
                     .unwrap_or_else(|| default_run_dir(&source.name));
-                if out.exists()
-                    && std::fs::read_dir(&out)
-                        .map(|mut d| d.next().is_some())
-                        .unwrap_or(true)
-                {
-                    if !args.force {
-                        eprintln!(
-                            "error: {} already holds a run; pass --force to replace it, or --resume {} to continue it",
-                            out.display(),
-                            out.display()
-                        );
-                        return ExitCode::from(IO_ERROR);
-                    }
-                    if let Err(e) = std::fs::remove_dir_all(&out) {
-                        eprintln!("error: cannot clear {}: {e}", out.display());
-                        return ExitCode::from(IO_ERROR);
-                    }
+                let replace = run_dir::Replace {
+                    run: args.force,
+                    checkpoints: args.discard_checkpoints,
+                };
+                if let Err(e) = run_dir::claim(&out, replace) {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(IO_ERROR);
                 }
                 (out, false)
             }
@@ -512,9 +505,9 @@ mod training {
                 }
             }
             Err(e) => {
-                // A new run that failed before its first checkpoint leaves no folder behind.
+                // A new run that failed before its first checkpoint leaves nothing behind.
                 if !resume && !out.join("checkpoints").exists() {
-                    let _ = std::fs::remove_dir_all(&out);
+                    let _ = run_dir::remove_run_entries(&out);
                 }
                 eprintln!("error: {e}");
                 ExitCode::from(IO_ERROR)

@@ -556,3 +556,91 @@ fn bench_prints_one_json_line_about_the_spec() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// A project folder: the spec, its data and a note, as a user keeps them.
+fn project(name: &str) -> std::path::PathBuf {
+    let dir = tempdir(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = std::fs::read_to_string(common::root().join("specs/tiny-llama-svd-lax.lax"))
+        .unwrap()
+        .replace("../data/", "");
+    std::fs::write(dir.join("spec.lax"), spec).unwrap();
+    for f in ["brown-excerpt-train.txt", "brown-excerpt-valid.txt"] {
+        std::fs::copy(common::root().join("data").join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(dir.join("notes.md"), "keep me").unwrap();
+    dir
+}
+
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+const ONE_STEP: [&str; 4] = ["--set", "steps=1", "--set", "eval_every=0"];
+
+#[test]
+fn force_never_deletes_a_folder_that_is_not_a_run() {
+    let proj = project("force-project");
+    let before = entries(&proj);
+    // `--out proj --force`, and `--out . --force` from inside it.
+    let spec = proj.join("spec.lax");
+    let out = train(
+        &[spec.to_str().unwrap(), "--force", ONE_STEP[0], ONE_STEP[1]],
+        &proj,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a laxc run folder") && err.contains("notes.md"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_laxc"))
+        .current_dir(&proj)
+        .args(["train", "spec.lax", "--plain", "--out", ".", "--force"])
+        .args(ONE_STEP)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(entries(&proj), before, "nothing of the project was touched");
+    assert_eq!(
+        std::fs::read_to_string(proj.join("notes.md")).unwrap(),
+        "keep me"
+    );
+    std::fs::remove_dir_all(proj).unwrap();
+}
+
+#[test]
+fn force_replaces_a_run_and_its_checkpoints_only_when_told_twice() {
+    let run = tempdir("force-run");
+    assert!(train(&ONE_STEP, &run).status.success());
+    assert!(run.join("checkpoints/latest").exists());
+    let again = |extra: &[&str]| {
+        let mut args = ONE_STEP.to_vec();
+        args.extend_from_slice(extra);
+        train(&args, &run)
+    };
+    let out = again(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = again(&["--force"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--discard-checkpoints"), "{err}");
+    assert!(run.join("checkpoints/latest").exists());
+    let out = again(&["--force", "--discard-checkpoints"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A note the user added makes the folder theirs: not even both flags remove it.
+    std::fs::write(run.join("notes.md"), "mine").unwrap();
+    let out = again(&["--force", "--discard-checkpoints"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(run.join("notes.md").exists() && run.join("checkpoints/latest").exists());
+    std::fs::remove_dir_all(run).unwrap();
+}

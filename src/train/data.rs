@@ -62,6 +62,13 @@ pub fn locate(path: &Path, spec_dir: &Path) -> PathBuf {
     }
 }
 
+/// Without a validation file, the last tenth of the training tokens validates and is not trained
+/// on: a validation loss measured on text the model also learned from would be optimistic.
+pub fn hold_out_tail(mut tokens: Vec<u32>) -> (Vec<u32>, Vec<u32>) {
+    let valid = tokens.split_off(tokens.len() * 9 / 10);
+    (tokens, valid)
+}
+
 pub fn load(spec: &DataSpec, spec_dir: &Path) -> DataResult<Data> {
     match spec {
         DataSpec::Text {
@@ -73,15 +80,16 @@ pub fn load(spec: &DataSpec, spec_dir: &Path) -> DataResult<Data> {
             let valid_path = valid.as_ref().map(|v| locate(v, spec_dir));
             match tokenizer {
                 None => {
-                    let train_bytes = read(&train_path)?;
-                    let valid_bytes = match &valid_path {
-                        Some(v) => read(v)?,
-                        // No validation file: hold out the last 10 % of the training text.
-                        None => train_bytes[train_bytes.len() * 9 / 10..].to_vec(),
+                    let bytes = |p: &Path| -> DataResult<Vec<u32>> {
+                        Ok(read(p)?.iter().map(|&b| b as u32).collect())
+                    };
+                    let (train, valid) = match &valid_path {
+                        Some(v) => (bytes(&train_path)?, bytes(v)?),
+                        None => hold_out_tail(bytes(&train_path)?),
                     };
                     Ok(Data::Tokens(TokenData {
-                        train: train_bytes.iter().map(|&b| b as u32).collect(),
-                        valid: valid_bytes.iter().map(|&b| b as u32).collect(),
+                        train,
+                        valid,
                         vocab_used: 256,
                         tokenizer: "bytes".into(),
                     }))
@@ -105,15 +113,14 @@ pub fn load(spec: &DataSpec, spec_dir: &Path) -> DataResult<Data> {
                         }
                         Ok(ids)
                     };
-                    let train_ids = encode(&train_path)?;
-                    let valid_ids = match &valid_path {
-                        Some(v) => encode(v)?,
-                        None => train_ids[train_ids.len() * 9 / 10..].to_vec(),
+                    let (train, valid) = match &valid_path {
+                        Some(v) => (encode(&train_path)?, encode(v)?),
+                        None => hold_out_tail(encode(&train_path)?),
                     };
                     Ok(Data::Tokens(TokenData {
                         vocab_used: tok.get_vocab_size(true) as u32,
-                        train: train_ids,
-                        valid: valid_ids,
+                        train,
+                        valid,
                         tokenizer: format!("tokenizer {}", t.display()),
                     }))
                 }
@@ -356,4 +363,29 @@ pub fn token_eval_batch(
         out.extend(tokens[s..s + seq + 1].iter().map(|&t| t as i64));
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_validation_file_the_tail_is_held_out_not_trained_on() {
+        let dir = std::env::temp_dir().join(format!("laxc-data-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text: Vec<u8> = (0..1000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        std::fs::write(dir.join("train.txt"), &text).unwrap();
+        let spec = DataSpec::Text {
+            train: "train.txt".into(),
+            valid: None,
+            tokenizer: None,
+        };
+        let Data::Tokens(t) = load(&spec, &dir).unwrap() else {
+            panic!("text gives tokens")
+        };
+        let all: Vec<u32> = text.iter().map(|&b| b as u32).collect();
+        assert_eq!(t.train, all[..900]);
+        assert_eq!(t.valid, all[900..]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod options;
 pub mod run;
+pub mod run_dir;
 
 pub use options::TrainOptions;
 pub use run::{train, RunPlan, Summary};

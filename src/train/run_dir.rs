@@ -1,0 +1,258 @@
+//! The run folder: what laxc writes into it, and what a new run may remove when it reuses one.
+//!
+//! A folder counts as a laxc run only if it holds `resolved.json` and nothing that laxc did not
+//! write. `--force` replaces such a run and nothing else, so a project folder, the working folder
+//! or a run a user added notes to is never emptied; a run's checkpoints are removed only with a
+//! second flag, because they are the one thing in a run that cannot be recomputed cheaply.
+
+use std::path::{Path, PathBuf};
+
+/// Every entry laxc writes at the top of a run folder.
+pub const RUN_ENTRIES: [&str; 6] = [
+    "spec.lax",
+    "resolved.json",
+    "resolved-resume.json",
+    "metrics.jsonl",
+    "summary.json",
+    "checkpoints",
+];
+
+/// The file whose presence marks a folder as a laxc run.
+const RUN_MARKER: &str = "resolved.json";
+
+/// What an output folder holds before a new run starts in it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Occupant {
+    /// Missing, or an empty folder.
+    Nothing,
+    /// A laxc run; `checkpoints` tells whether it has any saved checkpoint.
+    Run { checkpoints: bool },
+    /// Not a laxc run: the entries laxc did not write (sorted), or the marker is missing.
+    Foreign { entries: Vec<String> },
+    /// A file, not a folder.
+    NotAFolder,
+}
+
+/// How `laxc train` was told to treat an occupied output folder.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Replace {
+    /// `--force`: replace an earlier run that has no checkpoints.
+    pub run: bool,
+    /// `--discard-checkpoints`: with `--force`, replace a run that has checkpoints as well.
+    pub checkpoints: bool,
+}
+
+/// An atomic write leaves `NAME.tmpPID` (or `.PID.tmp`) behind only if it was killed midway.
+fn is_leftover_temporary(name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let beside_entry = name.rsplit_once(".tmp").is_some_and(|(stem, pid)| {
+        digits(pid)
+            && RUN_ENTRIES
+                .iter()
+                .any(|e| e.split('.').next() == Some(stem))
+    });
+    beside_entry
+        || name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .is_some_and(digits)
+}
+
+fn is_run_entry(name: &str) -> bool {
+    RUN_ENTRIES.contains(&name) || is_leftover_temporary(name)
+}
+
+/// Looks at `dir` without changing anything.
+pub fn occupant(dir: &Path) -> std::io::Result<Occupant> {
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Occupant::Nothing),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_dir() {
+        return Ok(Occupant::NotAFolder);
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        names.push(entry?.file_name().to_string_lossy().into_owned());
+    }
+    if names.is_empty() {
+        return Ok(Occupant::Nothing);
+    }
+    let mut foreign: Vec<String> = names.iter().filter(|n| !is_run_entry(n)).cloned().collect();
+    foreign.sort();
+    if !foreign.is_empty() || !names.iter().any(|n| n == RUN_MARKER) {
+        return Ok(Occupant::Foreign { entries: foreign });
+    }
+    Ok(Occupant::Run {
+        checkpoints: has_checkpoints(dir),
+    })
+}
+
+fn has_checkpoints(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("checkpoints"))
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+}
+
+/// A short list of names for a message: the first few, then how many more.
+fn some_names(entries: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut s = entries
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if entries.len() > SHOWN {
+        s.push_str(&format!(" and {} more", entries.len() - SHOWN));
+    }
+    s
+}
+
+/// Makes `dir` ready for a new run: creates it, or clears an earlier run in it as far as
+/// `replace` allows. Returns a one-line error that says why not and what to do instead.
+pub fn claim(dir: &Path, replace: Replace) -> Result<(), String> {
+    let shown = dir.display();
+    let occupant = occupant(dir).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    match occupant {
+        Occupant::Nothing => {}
+        Occupant::NotAFolder => {
+            return Err(format!(
+                "{shown} is a file, not a folder; choose another --out"
+            ))
+        }
+        Occupant::Foreign { entries } => {
+            let what = if entries.is_empty() {
+                "it has no resolved.json".to_string()
+            } else {
+                format!("it holds {} that laxc did not write", some_names(&entries))
+            };
+            return Err(format!(
+                "{shown} is not a laxc run folder ({what}); laxc never deletes it, even with \
+                 --force: choose another --out"
+            ));
+        }
+        Occupant::Run { .. } if !replace.run => {
+            return Err(format!(
+                "{shown} already holds a run; pass --force to replace it, or --resume {shown} to \
+                 continue it"
+            ))
+        }
+        Occupant::Run { checkpoints: true } if !replace.checkpoints => {
+            return Err(format!(
+                "{shown} holds a run with checkpoints; --force replaces it only together with \
+                 --discard-checkpoints, or --resume {shown} continues it"
+            ))
+        }
+        Occupant::Run { .. } => remove_run_entries(dir)?,
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {shown}: {e}"))
+}
+
+/// Removes what laxc wrote into `dir`, and `dir` itself if that leaves it empty. Anything else
+/// in it stays.
+pub fn remove_run_entries(dir: &Path) -> Result<(), String> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !is_run_entry(&name) {
+            continue;
+        }
+        let path: PathBuf = entry.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+    }
+    // Fails harmlessly when something else is still in the folder.
+    let _ = std::fs::remove_dir(dir);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(name: &str, files: &[&str]) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("laxc-run-dir-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in files {
+            if let Some(dir) = f.strip_suffix('/') {
+                std::fs::create_dir_all(d.join(dir)).unwrap();
+            } else {
+                std::fs::write(d.join(f), "x").unwrap();
+            }
+        }
+        d
+    }
+
+    #[test]
+    fn a_folder_is_a_run_only_with_the_marker_and_nothing_foreign() {
+        let run = folder(
+            "run",
+            &[
+                "spec.lax",
+                "resolved.json",
+                "metrics.jsonl",
+                "summary.tmp42",
+            ],
+        );
+        assert_eq!(
+            occupant(&run).unwrap(),
+            Occupant::Run { checkpoints: false }
+        );
+        let no_marker = folder("nomarker", &["spec.lax", "metrics.jsonl"]);
+        assert_eq!(
+            occupant(&no_marker).unwrap(),
+            Occupant::Foreign { entries: vec![] }
+        );
+        let project = folder(
+            "project",
+            &["resolved.json", "spec.lax", "train.txt", "notes.md"],
+        );
+        assert_eq!(
+            occupant(&project).unwrap(),
+            Occupant::Foreign {
+                entries: vec!["notes.md".into(), "train.txt".into()]
+            }
+        );
+        // A temporary name is laxc's only with a process id and a known stem.
+        assert!(!is_run_entry("data.tmp"));
+        assert!(!is_run_entry("notes.tmp12"));
+        assert!(is_run_entry(".123.tmp"));
+        for d in [run, no_marker, project] {
+            std::fs::remove_dir_all(d).unwrap();
+        }
+    }
+
+    #[test]
+    fn claiming_clears_a_run_only_as_far_as_allowed() {
+        let files = ["spec.lax", "resolved.json", "checkpoints/"];
+        let run = folder("claim", &files);
+        std::fs::write(run.join("checkpoints/latest"), "step-000001").unwrap();
+        assert!(claim(&run, Replace::default())
+            .unwrap_err()
+            .contains("--force"));
+        let only_force = Replace {
+            run: true,
+            checkpoints: false,
+        };
+        assert!(claim(&run, only_force)
+            .unwrap_err()
+            .contains("--discard-checkpoints"));
+        assert!(run.join("checkpoints/latest").exists());
+        let both = Replace {
+            run: true,
+            checkpoints: true,
+        };
+        claim(&run, both).unwrap();
+        assert_eq!(occupant(&run).unwrap(), Occupant::Nothing);
+        assert!(run.is_dir());
+        std::fs::remove_dir_all(run).unwrap();
+    }
+}
