@@ -29,7 +29,7 @@ pub fn is_site_finding(d: &Diagnostic) -> bool {
 
 /// `attn.q`: the site without its block, so one rule's findings merge across blocks.
 fn short(ir: &Ir, local: usize) -> String {
-    let (g, n) = ir.model.family.site_names()[local];
+    let (g, n) = ir.model.family.site_name(local);
     format!("{g}.{n}")
 }
 

@@ -18,17 +18,20 @@ pub struct SiteRef {
 pub enum Activation {
     Silu,
     Gelu,
+    /// GELU's tanh approximation (GPT-2's `gelu_new`).
+    GeluTanh,
     Relu,
     Tanh,
     Sigmoid,
 }
 
 impl Activation {
-    pub const NAMES: [&'static str; 5] = ["silu", "gelu", "relu", "tanh", "sigmoid"];
+    pub const NAMES: [&'static str; 6] = ["silu", "gelu", "gelu_tanh", "relu", "tanh", "sigmoid"];
     pub fn from_name(s: &str) -> Option<Self> {
         Some(match s {
             "silu" => Activation::Silu,
             "gelu" => Activation::Gelu,
+            "gelu_tanh" => Activation::GeluTanh,
             "relu" => Activation::Relu,
             "tanh" => Activation::Tanh,
             "sigmoid" => Activation::Sigmoid,
@@ -39,6 +42,7 @@ impl Activation {
         match self {
             Activation::Silu => "silu",
             Activation::Gelu => "gelu",
+            Activation::GeluTanh => "gelu_tanh",
             Activation::Relu => "relu",
             Activation::Tanh => "tanh",
             Activation::Sigmoid => "sigmoid",
@@ -227,7 +231,7 @@ pub struct Spec {
 
 impl Spec {
     pub fn site(&self, s: SiteRef) -> &SiteAssignment {
-        &self.sites[s.block * self.model.sites_per_block() + s.local]
+        &self.sites[self.model.site_index(s)]
     }
 
     pub fn site_name(&self, s: SiteRef) -> String {
@@ -236,6 +240,6 @@ impl Spec {
 }
 
 pub fn site_name(model: &ModelConfig, s: SiteRef) -> String {
-    let (group, name) = model.family.site_names()[s.local];
+    let (group, name) = model.family.site_name(s.local);
     format!("blocks[{}].{group}.{name}", s.block)
 }

@@ -33,6 +33,7 @@ fn corpus() -> Vec<String> {
         "specs/paper",
         "specs/bench",
         "specs/claims",
+        "specs/gpt2",
         "tests/invalid",
     ] {
         if common::root().join(dir).exists() {

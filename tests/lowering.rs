@@ -7,11 +7,9 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::{Module, Param};
 use burn::tensor::{Tensor, TensorData};
 use laxc::ir::Gate;
-use laxc::lower::layers::{
-    DenseLayer, GateModule, LowRankLayer, Norm, Pathway, SiteLayer, TtLayer,
-};
-use laxc::lower::lower;
-use laxc::spec::NormKind;
+use laxc::lower::ops::gate;
+use laxc::lower::params::{Linear, NodeParams, TensorGate, TtCore};
+use laxc::lower::{lower, LaxModel};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -60,7 +58,13 @@ fn matmul(a: &[f64], b: &[f64], n: usize, k: usize, m: usize) -> Vec<f64> {
 #[test]
 fn lowered_parameter_count_equals_the_report_for_every_spec() {
     let mut checked = 0;
-    for dir in ["specs", "specs/paper", "specs/bench", "specs/claims"] {
+    for dir in [
+        "specs",
+        "specs/paper",
+        "specs/bench",
+        "specs/claims",
+        "specs/gpt2",
+    ] {
         for path in common::lax_files(dir) {
             let src = common::source(&path);
             let c = laxc::compile(&src).expect("specs compile");
@@ -81,6 +85,49 @@ fn lowered_parameter_count_equals_the_report_for_every_spec() {
     assert!(checked >= 5, "only {checked} specs checked");
 }
 
+/// A spec's model in f64, its parameters drawn from seed 0.
+fn model(text: &str) -> LaxModel<B> {
+    let c = laxc::compile(&laxc::source::Source::new("t.lax", text)).unwrap();
+    lower::<B>(&c.ir, 0, &dev())
+}
+
+/// Gives the IR node `name` these parameters.
+fn set(m: &mut LaxModel<B>, name: &str, p: NodeParams<B>) {
+    let node = m
+        .program
+        .node(name)
+        .unwrap_or_else(|| panic!("no node {name}"));
+    let index = m.program.params[node].unwrap_or_else(|| panic!("{name} has no parameters"));
+    m.nodes[index] = p;
+}
+
+fn linear(w: Vec<f64>, [inp, out]: [usize; 2], bias: Option<Vec<f64>>) -> NodeParams<B> {
+    NodeParams::Linear(Linear {
+        weight: Param::from_tensor(tensor(w, [inp, out])),
+        bias: bias.map(|b| Param::from_tensor(tensor(b, [out]))),
+    })
+}
+
+/// Runs the part of `m` that `feeds` reach and returns node `read`'s value.
+fn run(m: &LaxModel<B>, feeds: &[(&str, Tensor<B, 2>)], read: &str) -> Vec<f64> {
+    let n = feeds[0].1.dims()[0];
+    to_vec(
+        m.run_part(feeds, read, [n, 1])
+            .unwrap()
+            .unwrap_or_else(|| panic!("{read} was not reached")),
+    )
+}
+
+/// A one-block ViT whose fc1 (12 → 9) is as `rule` says: biases on, like the authors' ViTs.
+fn vit(rule: &str) -> String {
+    format!(
+        "model t: vit {{ image = 4, patch = 2, channels = 1, classes = 3, hidden = 12, mlp = 9, \
+         heads = 2, layers = 1 }}\n{rule}\n"
+    )
+}
+
+const FC1_INPUT: &str = "blocks[0].norm2";
+
 #[test]
 fn svd_with_b_times_a_equal_w_is_the_dense_layer() {
     let mut rng = StdRng::seed_from_u64(1);
@@ -90,48 +137,62 @@ fn svd_with_b_times_a_equal_w_is_the_dense_layer() {
     let bias = random(&mut rng, out);
     let x = random(&mut rng, n * inp);
     let w = matmul(&a, &b, inp, r, out);
-    let svd = SiteLayer::<B>::LowRank(LowRankLayer {
-        a: Param::from_tensor(tensor(a, [inp, r])),
-        b: Param::from_tensor(tensor(b, [r, out])),
-        bias: Some(Param::from_tensor(tensor(bias.clone(), [out]))),
-        act: None,
-    });
-    let dense = SiteLayer::<B>::Dense(DenseLayer {
-        weight: Param::from_tensor(tensor(w, [inp, out])),
-        bias: Some(Param::from_tensor(tensor(bias, [out]))),
-    });
-    let (y_svd, latent) = svd.forward(tensor(x.clone(), [n, inp]), None);
-    let (y_dense, none) = dense.forward(tensor(x, [n, inp]), None);
-    assert!(latent.is_some() && none.is_none());
-    assert_close(&to_vec(y_svd), &to_vec(y_dense), 1e-12, "svd vs dense");
+    let mut svd = model(&vit("factorize mlp.fc1 as svd(rank = 4)"));
+    set(&mut svd, "blocks[0].mlp.fc1.A", linear(a, [inp, r], None));
+    let up = linear(b, [r, out], Some(bias.clone()));
+    set(&mut svd, "blocks[0].mlp.fc1.B", up);
+    let mut dense = model(&vit(""));
+    set(
+        &mut dense,
+        "blocks[0].mlp.fc1.W",
+        linear(w, [inp, out], Some(bias)),
+    );
+    let feed = [(FC1_INPUT, tensor(x, [n, inp]))];
+    let y_svd = run(&svd, &feed, "blocks[0].mlp.fc1.B");
+    let y_dense = run(&dense, &feed, "blocks[0].mlp.fc1.W");
+    assert_close(&y_svd, &y_dense, 1e-12, "svd vs dense");
+    assert_eq!(run(&svd, &feed, "blocks[0].mlp.fc1.latent").len(), n * r);
 }
 
 #[test]
 fn cola_applies_the_activation_between_the_factors() {
     let mut rng = StdRng::seed_from_u64(2);
-    let (n, inp, r, out) = (3, 6, 3, 5);
+    let (n, inp, r, out) = (3, 12, 3, 9);
     let a = random(&mut rng, inp * r);
     let b = random(&mut rng, r * out);
     let x = random(&mut rng, n * inp);
-    let cola = SiteLayer::<B>::LowRank(LowRankLayer {
-        a: Param::from_tensor(tensor(a.clone(), [inp, r])),
-        b: Param::from_tensor(tensor(b.clone(), [r, out])),
-        bias: None,
-        act: Some(laxc::spec::Activation::Silu),
-    });
+    let mut cola = model(&vit("factorize mlp.fc1 as cola(rank = 3, act = silu)"));
+    set(
+        &mut cola,
+        "blocks[0].mlp.fc1.A",
+        linear(a.clone(), [inp, r], None),
+    );
+    set(
+        &mut cola,
+        "blocks[0].mlp.fc1.B",
+        linear(b.clone(), [r, out], None),
+    );
     let z: Vec<f64> = matmul(&x, &a, n, inp, r)
         .into_iter()
         .map(|v| v / (1.0 + (-v).exp()))
         .collect();
     let expected = matmul(&z, &b, n, r, out);
-    let (y, latent) = cola.forward(tensor(x, [n, inp]), None);
-    assert_close(&to_vec(y), &expected, 1e-7, "cola");
+    let feed = [(FC1_INPUT, tensor(x, [n, inp]))];
     assert_close(
-        &to_vec(latent.unwrap()),
-        &z,
+        &run(&cola, &feed, "blocks[0].mlp.fc1.B"),
+        &expected,
         1e-7,
-        "the latent is post-activation",
+        "cola",
     );
+    let latent = run(&cola, &feed, "blocks[0].mlp.fc1.latent");
+    assert_close(&latent, &z, 1e-7, "the latent is post-activation");
+}
+
+fn core(values: Vec<f64>, shape: [usize; 3]) -> NodeParams<B> {
+    NodeParams::TtCore(TtCore {
+        core: Param::from_tensor(tensor(values, shape)),
+        bias: None,
+    })
 }
 
 /// W[(i0,i1),(j2,j3)] = Σ C0[i0,a] C1[a,i1,b] C2[b,j2,c] C3[c,j3]
@@ -187,19 +248,23 @@ fn tt_layer_equals_the_matrix_its_cores_reconstruct() {
                 }
             }
         }
-        let tt = SiteLayer::<B>::Tt(TtLayer {
-            c0: Param::from_tensor(tensor(c0, [m0, r1])),
-            c1: Param::from_tensor(tensor(c1, [r1, m1, rr])),
-            c2: Param::from_tensor(tensor(c2, [rr, m2, r3])),
-            c3: Param::from_tensor(tensor(c3, [r3, m3])),
-            bias: None,
-            modes: [m0, m1, m2, m3],
-            ranks: [r1, rr, r3],
-            intra,
-        });
-        let (y, latent) = tt.forward(tensor(x, [n, inp]), None);
-        assert_eq!(latent.unwrap().dims(), [n, rr]);
-        assert_close(&to_vec(y), &expected, 1e-10, &format!("tt (intra {intra})"));
+        let rule = "factorize mlp.fc1 as tt(modes = [3, 4, 4, 2], ranks = [2, 5, 2])";
+        let text = if intra {
+            vit(&format!("{rule}\nlax intra mlp.fc1"))
+        } else {
+            vit(rule)
+        };
+        let text = text.replace("mlp = 9", "mlp = 8");
+        let mut tt = model(&text);
+        let site = "blocks[0].mlp.fc1";
+        set(&mut tt, &format!("{site}.C0"), core(c0, [1, m0, r1]));
+        set(&mut tt, &format!("{site}.C1"), core(c1, [r1, m1, rr]));
+        set(&mut tt, &format!("{site}.C2"), core(c2, [rr, m2, r3]));
+        set(&mut tt, &format!("{site}.C3"), core(c3, [r3, m3, 1]));
+        let feed = [(FC1_INPUT, tensor(x, [n, inp]))];
+        let y = run(&tt, &feed, &format!("{site}.C3"));
+        assert_eq!(run(&tt, &feed, &format!("{site}.latent")).len(), n * rr);
+        assert_close(&y, &expected, 1e-10, &format!("tt (intra {intra})"));
     }
 }
 
@@ -228,90 +293,79 @@ fn tensor_gate_is_h_times_kron_g1_g0() {
     let h = random(&mut rng, n * s0 * s1);
     let k = kron(&g1, s0, t0, &g0, s1, t1);
     let expected = matmul(&h, &k, n, s0 * s1, t0 * t1);
-    let mut gate = GateModule::<B>::identity();
-    gate.g0 = Some(Param::from_tensor(tensor(g0, [s1, t1])));
-    gate.g1 = Some(Param::from_tensor(tensor(g1, [s0, t0])));
-    gate.folds = [s0, s1, t0, t1];
-    let y = gate.forward(tensor(h, [n, s0 * s1]));
+    let params = NodeParams::TensorGate(TensorGate {
+        g0: Param::from_tensor(tensor(g0, [s1, t1])),
+        g1: Param::from_tensor(tensor(g1, [s0, t0])),
+    });
+    let g = Gate::Tensor {
+        input: [s0, s1],
+        output: [t0, t1],
+    };
+    let y = gate(&g, Some(&params), tensor(h, [n, s0 * s1]));
     assert_close(&to_vec(y), &expected, 1e-12, "tensor gate");
 }
 
 #[test]
-fn linear_and_dense_gates_follow_their_formulas() {
+fn linear_dense_and_identity_gates_follow_their_formulas() {
     let mut rng = StdRng::seed_from_u64(5);
     let (n, r, q) = (3, 4, 6);
     let h = random(&mut rng, n * r);
-    let mut lin = GateModule::<B>::identity();
-    lin.alpha = Some(Param::from_tensor(tensor(vec![0.5], [1])));
-    let y = to_vec(lin.forward(tensor(h.clone(), [n, r])));
-    assert_close(
-        &y,
-        &h.iter().map(|v| 0.5 * v).collect::<Vec<_>>(),
-        1e-15,
-        "linear",
-    );
+    let alpha = NodeParams::Vector(Param::from_tensor(tensor(vec![0.5], [1])));
+    let y = to_vec(gate(&Gate::Linear, Some(&alpha), tensor(h.clone(), [n, r])));
+    let halved: Vec<f64> = h.iter().map(|v| 0.5 * v).collect();
+    assert_close(&y, &halved, 1e-15, "linear");
     let w = random(&mut rng, r * q);
     let b = random(&mut rng, q);
-    let mut dense = GateModule::<B>::identity();
-    dense.weight = Some(Param::from_tensor(tensor(w.clone(), [r, q])));
-    dense.bias = Some(Param::from_tensor(tensor(b.clone(), [q])));
     let mut expected = matmul(&h, &w, n, r, q);
     for i in 0..n {
         for j in 0..q {
             expected[i * q + j] += b[j];
         }
     }
-    assert_close(
-        &to_vec(dense.forward(tensor(h, [n, r]))),
-        &expected,
-        1e-12,
-        "dense",
+    let dense = linear(w, [r, q], Some(b));
+    let y = to_vec(gate(&Gate::Dense, Some(&dense), tensor(h.clone(), [n, r])));
+    assert_close(&y, &expected, 1e-12, "dense");
+    let y = to_vec(gate(&Gate::Identity, None, tensor(h.clone(), [n, r])));
+    assert_close(&y, &h, 0.0, "identity");
+    // An identity gate has no parameters in the lowered model.
+    let m = model(
+        "model t: llama { vocab = 11, hidden = 8, ffn = 12, heads = 2, layers = 2, seq = 5 }\n\
+         factorize attn.q as svd(rank = 4)\nlax inter attn.q { gate = identity }\n",
     );
-    let id = GateModule::<B>::new(
-        &Gate::Identity,
-        r,
-        r,
-        &mut laxc::lower::init::Init::new(0),
-        &dev(),
-    );
-    assert_eq!(id.num_params(), 0);
+    let name = "lax[blocks[0].attn.q -> blocks[1].attn.q].gate";
+    assert!(m.program.node(name).is_some() && m.params_of(name).is_none());
 }
 
 #[test]
 fn lax_with_no_norm_identity_gate_and_zero_source_is_the_plain_layer() {
     let mut rng = StdRng::seed_from_u64(6);
-    let (n, inp, r, out) = (4, 8, 3, 7);
-    let layer = SiteLayer::<B>::LowRank(LowRankLayer {
-        a: Param::from_tensor(tensor(random(&mut rng, inp * r), [inp, r])),
-        b: Param::from_tensor(tensor(random(&mut rng, r * out), [r, out])),
-        bias: None,
-        act: None,
-    });
-    let x = random(&mut rng, n * inp);
-    let pathway = Pathway::<B> {
-        gate: GateModule::identity(),
-        norm: Norm::new(NormKind::None, r, &dev()),
-    };
+    let (n, inp, r, out) = (4, 8, 3, 8);
+    let sizes =
+        "model t: llama { vocab = 11, hidden = 8, ffn = 12, heads = 2, layers = 2, seq = 5 }\n\
+                 factorize attn.q as svd(rank = 3)\n";
+    let mut plain = model(sizes);
+    let mut crossed = model(&format!(
+        "{sizes}lax inter attn.q {{ gate = identity, norm = none }}\n"
+    ));
+    let (a, b) = (random(&mut rng, inp * r), random(&mut rng, r * out));
+    for m in [&mut plain, &mut crossed] {
+        set(m, "blocks[1].attn.q.A", linear(a.clone(), [inp, r], None));
+        set(m, "blocks[1].attn.q.B", linear(b.clone(), [r, out], None));
+    }
+    let x = tensor(random(&mut rng, n * inp), [n, inp]);
+    let (input, source, read) = (
+        "blocks[1].attn_norm",
+        "blocks[0].attn.q.latent",
+        "blocks[1].attn.q.B",
+    );
+    let want = run(&plain, &[(input, x.clone())], read);
     let zero = Tensor::<B, 2>::zeros([n, r], &dev());
-    let (plain, _) = layer.forward(tensor(x.clone(), [n, inp]), None);
-    let (crossed, _) = layer.forward(tensor(x.clone(), [n, inp]), Some((zero, &pathway)));
-    assert_close(&to_vec(crossed), &to_vec(plain), 0.0, "zero source");
+    let got = run(&crossed, &[(input, x.clone()), (source, zero)], read);
+    assert_close(&got, &want, 0.0, "zero source");
     // And a non-zero source changes the output: the pathway is really wired.
     let one = Tensor::<B, 2>::ones([n, r], &dev());
-    let (moved, _) = layer.forward(tensor(x, [n, inp]), Some((one, &pathway)));
-    let moved = to_vec(moved);
-    assert!(moved
-        .iter()
-        .zip(to_vec(plain_again(&layer, n, inp)))
-        .any(|(a, b)| (a - b).abs() > 1e-9));
-}
-
-fn plain_again(layer: &SiteLayer<B>, n: usize, inp: usize) -> Tensor<B, 2> {
-    let mut rng = StdRng::seed_from_u64(6);
-    let _ = random(&mut rng, inp * 3 + 3 * 7);
-    layer
-        .forward(tensor(random(&mut rng, n * inp), [n, inp]), None)
-        .0
+    let moved = run(&crossed, &[(input, x), (source, one)], read);
+    assert!(moved.iter().zip(&want).any(|(a, b)| (a - b).abs() > 1e-9));
 }
 
 const TINY_LAX: &str = "
@@ -345,25 +399,34 @@ fn scalar(t: Tensor<AD, 1>) -> f64 {
     t.into_data().to_vec::<f64>().unwrap()[0]
 }
 
+/// The linear gate of the first pathway, and the down factor of its source.
+const PATHWAY_GATE: &str = "lax[blocks[0].attn.q -> blocks[1].attn.q].gate";
+const SOURCE_DOWN: &str = "blocks[0].attn.q.A";
+
+fn set_ad(m: &mut LaxModel<AD>, name: &str, p: NodeParams<AD>) {
+    let node = m.program.node(name).unwrap();
+    let index = m.program.params[node].unwrap();
+    m.nodes[index] = p;
+}
+
 #[test]
 fn gradients_through_a_pathway_match_finite_differences() {
     let (_, model) = tiny_model(7);
     let l = loss(&model);
     let grads = l.backward();
     // The linear gate's α of the first pathway (blocks[0].attn.q → blocks[1].attn.q).
-    let alpha = model.pathways[0]
-        .gate
-        .alpha
-        .as_ref()
-        .expect("a linear gate");
+    let NodeParams::Vector(alpha) = model.params_of(PATHWAY_GATE).expect("a linear gate") else {
+        panic!("a linear gate has α")
+    };
     let g_alpha = to_vec_inner(alpha.grad(&grads).unwrap())[0];
     let eps = 1e-6;
     let with_alpha = |v: f64| {
         let mut m = model.clone();
-        m.pathways[0].gate.alpha = Some(Param::from_tensor(Tensor::from_data(
+        let alpha = Param::from_tensor(Tensor::from_data(
             TensorData::new(vec![v], [1]),
             &Default::default(),
-        )));
+        ));
+        set_ad(&mut m, PATHWAY_GATE, NodeParams::Vector(alpha));
         scalar(loss(&m))
     };
     let a0 = to_vec_inner(alpha.val().inner())[0];
@@ -375,9 +438,10 @@ fn gradients_through_a_pathway_match_finite_differences() {
     assert!(g_alpha.abs() > 1e-9, "the gate receives gradient");
 
     // An entry of the source layer's down factor: its gradient flows through the pathway too.
-    let SiteLayer::LowRank(LowRankLayer { a, .. }) = &model.blocks[0].sites[0] else {
+    let Some(NodeParams::Linear(down)) = model.params_of(SOURCE_DOWN) else {
         panic!("expected an SVD site")
     };
+    let a = &down.weight;
     let g_a = to_vec_inner(a.grad(&grads).unwrap());
     let a_vals = to_vec_inner(a.val().inner());
     let dims = a.val().dims();
@@ -386,12 +450,12 @@ fn gradients_through_a_pathway_match_finite_differences() {
             let mut m = model.clone();
             let mut v = a_vals.clone();
             v[idx] += delta;
-            if let SiteLayer::LowRank(LowRankLayer { a, .. }) = &mut m.blocks[0].sites[0] {
-                *a = Param::from_tensor(Tensor::from_data(
-                    TensorData::new(v, dims),
-                    &Default::default(),
-                ));
-            }
+            let weight = Param::from_tensor(Tensor::from_data(
+                TensorData::new(v, dims),
+                &Default::default(),
+            ));
+            let down = laxc::lower::params::Linear { weight, bias: None };
+            set_ad(&mut m, SOURCE_DOWN, NodeParams::Linear(down));
             scalar(loss(&m))
         };
         let fd = (with_a(eps) - with_a(-eps)) / (2.0 * eps);
@@ -439,6 +503,7 @@ fn activations_have_correct_gradients() {
     for act in [
         Activation::Silu,
         Activation::Gelu,
+        Activation::GeluTanh,
         Activation::Sigmoid,
         Activation::Tanh,
     ] {
@@ -449,14 +514,15 @@ fn activations_have_correct_gradients() {
         assert!(err < 1e-7, "{act:?}: gradient error {err}");
     }
     // Norms: RMSNorm (laxc's own) and LayerNorm (Burn's).
-    for kind in [NormKind::Rmsnorm, NormKind::Layernorm] {
-        let norm = Norm::<AD>::new(kind, 6, &Default::default());
-        let err = max_gradient_error(&|x| {
-            let y = norm.forward(x);
-            (y.clone() * y.clone() * y).sum()
-        });
-        assert!(err < 1e-6, "{kind:?}: gradient error {err}");
-    }
+    let rms = laxc::lower::layers::RmsNorm::<AD>::new(6, 1e-6, &Default::default());
+    let layer = burn::nn::LayerNormConfig::new(6)
+        .with_epsilon(1e-6)
+        .init::<AD>(&Default::default());
+    let cube = |y: Tensor<AD, 2>| (y.clone() * y.clone() * y).sum();
+    let err = max_gradient_error(&|x| cube(rms.forward(x)));
+    assert!(err < 1e-6, "RMSNorm: gradient error {err}");
+    let err = max_gradient_error(&|x| cube(layer.forward(x)));
+    assert!(err < 1e-6, "LayerNorm: gradient error {err}");
 }
 
 /// A LoRA model whose base comes from a dense model's weights starts equal to that model: B is
@@ -533,7 +599,7 @@ fn sigmoid_and_silu_stay_finite_at_extreme_inputs() {
 /// out[i] = x[i]·cos(t·θ_(i−d/2)) + x[i − d/2]·sin(t·θ_(i−d/2)) above, θ_j = 10000^(−2j/d).
 #[test]
 fn rope_rotates_each_head_by_its_position() {
-    use laxc::lower::model::{rope, rope_tables};
+    use laxc::lower::attention::{rope, rope_tables};
     let (batch, seq, heads, hd) = (2, 5, 3, 4);
     let hidden = heads * hd;
     let mut rng = StdRng::seed_from_u64(7);
@@ -568,5 +634,26 @@ fn rope_rotates_each_head_by_its_position() {
                 }
             }
         }
+    }
+}
+
+/// GPT-2's tanh GELU against its formula, and against the exact GELU it approximates.
+#[test]
+fn gelu_tanh_follows_its_formula() {
+    use laxc::lower::layers::{gelu, gelu_tanh};
+    let xs = vec![-6.0, -2.5, -1.0, -0.1, 0.0, 0.3, 1.0, 2.0, 7.5];
+    let got = to_vec(gelu_tanh(tensor(xs.clone(), [xs.len()])));
+    let exact = to_vec(gelu(tensor(xs.clone(), [xs.len()])));
+    for ((x, g), e) in xs.iter().zip(&got).zip(&exact) {
+        let c = (2.0 / std::f64::consts::PI).sqrt();
+        let want = 0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh());
+        assert!(
+            (g - want).abs() < 1e-12,
+            "gelu_tanh({x}) = {g}, want {want}"
+        );
+        assert!(
+            (g - e).abs() < 1e-3,
+            "gelu_tanh({x}) = {g} is far from gelu {e}"
+        );
     }
 }

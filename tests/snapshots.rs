@@ -56,6 +56,11 @@ fn claims_specs() {
     check_specs_in("specs/claims");
 }
 
+#[test]
+fn gpt2_specs() {
+    check_specs_in("specs/gpt2");
+}
+
 /// `# expect: CODE` on a spec's first line.
 fn expected_code(text: &str) -> String {
     text.lines()

@@ -644,3 +644,36 @@ fn force_replaces_a_run_and_its_checkpoints_only_when_told_twice() {
     assert!(run.join("notes.md").exists() && run.join("checkpoints/latest").exists());
     std::fs::remove_dir_all(run).unwrap();
 }
+
+/// The third family trains as the other two do: a tiny GPT-2 (tied head, learned positions,
+/// SVD with LaX) learns the Brown excerpt.
+#[test]
+fn tiny_gpt2_learns_below_the_unigram_entropy() {
+    let run = tempdir("gpt2");
+    let out = train(
+        &[
+            "specs/tiny-gpt2-svd-lax.lax",
+            "--set",
+            "steps=60",
+            "--set",
+            "warmup=10",
+            "--set",
+            "eval_every=60",
+            "--set",
+            "eval_batches=8",
+        ],
+        &run,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let val = summary(&run)["val_loss"].as_f64().unwrap();
+    let entropy = byte_unigram_entropy("data/brown-excerpt-valid.txt");
+    assert!(
+        val < entropy,
+        "validation loss {val} is not below {entropy}"
+    );
+    let _ = std::fs::remove_dir_all(run);
+}

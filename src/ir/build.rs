@@ -1,21 +1,24 @@
-//! Spec → IR: expands the family template block by block, each linear site into the nodes of
-//! its factorization, then wires the LaX pathways between latents.
+//! Spec → IR: runs the family's template (src/family) block by block, expands each linear site
+//! into the nodes of its factorization, then wires the LaX pathways between latents.
 
 use super::node::*;
 use super::{Ir, PathwayInfo, SiteInfo};
-use crate::family::{Family, ModelConfig};
-use crate::spec::{Activation, Factorization, GateSpec, NormKind, SiteRef, Spec};
+use crate::family::ModelConfig;
+use crate::spec::{Factorization, GateSpec, NormKind, SiteRef, Spec};
 use petgraph::graph::{DiGraph, NodeIndex};
 
-struct Builder<'a> {
+/// What a family's template builds with: nodes, edges and sites, added in the order they run.
+pub struct Builder<'a> {
     spec: &'a Spec,
     g: DiGraph<Node, Edge>,
-    sites: Vec<SiteInfo>,
+    /// By `ModelConfig::site_index`; a family's block fills every one.
+    sites: Vec<Option<SiteInfo>>,
     fine_tuning: bool,
 }
 
-/// Builds the IR. Shapes that do not line up (a wrong TT mode, a mismatched gate) are built as
-/// written; the check pass finds and reports them.
+/// Builds the IR: the family's stem, its block once per layer, the LaX pathways, its head.
+/// Shapes that do not line up (a wrong TT mode, a mismatched gate) are built as written; the
+/// check pass finds and reports them.
 pub fn build(spec: &Spec) -> Ir {
     let fine_tuning = spec
         .sites
@@ -24,18 +27,26 @@ pub fn build(spec: &Spec) -> Ir {
     let mut b = Builder {
         spec,
         g: DiGraph::new(),
-        sites: Vec::new(),
+        sites: vec![None; spec.sites.len()],
         fine_tuning,
     };
-    match spec.model.family {
-        Family::Llama => b.llama(),
-        Family::Vit => b.vit(),
+    let family = spec.model.def();
+    let mut x = (family.stem)(&mut b);
+    for block in 0..spec.model.layers {
+        x = (family.block)(&mut b, x, block);
     }
+    // Pathways are wired before the head: node order is then stem, blocks, gates, head, the
+    // order in which the lowering draws initial values.
     let pathways = b.pathways();
+    (family.head)(&mut b, x);
     Ir {
         model: spec.model.clone(),
         graph: b.g,
-        sites: b.sites,
+        sites: b
+            .sites
+            .into_iter()
+            .map(|s| s.expect("a family's block builds every one of its sites"))
+            .collect(),
         pathways,
         rules: spec.rules.clone(),
         train: spec.train.clone(),
@@ -44,12 +55,12 @@ pub fn build(spec: &Spec) -> Ir {
 }
 
 impl Builder<'_> {
-    fn m(&self) -> &ModelConfig {
+    pub fn model(&self) -> &ModelConfig {
         &self.spec.model
     }
 
     /// Adds a node. Parameters outside adapters and LaX are frozen when fine-tuning.
-    fn add(&mut self, name: String, op: Op, scope: Scope) -> NodeIndex {
+    pub fn add(&mut self, name: String, op: Op, scope: Scope) -> NodeIndex {
         let frozen = self.fine_tuning && !matches!(scope, Scope::Pathway { .. });
         self.g.add_node(Node {
             name,
@@ -61,7 +72,7 @@ impl Builder<'_> {
         })
     }
 
-    fn edge(&mut self, from: NodeIndex, to: NodeIndex) {
+    pub fn edge(&mut self, from: NodeIndex, to: NodeIndex) {
         let shape = self.g[from].op.output_shape();
         self.g.add_edge(
             from,
@@ -73,204 +84,77 @@ impl Builder<'_> {
         );
     }
 
-    fn then(&mut self, from: NodeIndex, name: String, op: Op, scope: Scope) -> NodeIndex {
+    /// Adds a node that reads `from`.
+    pub fn then(&mut self, from: NodeIndex, name: String, op: Op, scope: Scope) -> NodeIndex {
+        self.join(&[from], name, op, scope)
+    }
+
+    /// Adds a node that reads `inputs`, in that order (the order its op takes them).
+    pub fn join(&mut self, inputs: &[NodeIndex], name: String, op: Op, scope: Scope) -> NodeIndex {
         let n = self.add(name, op, scope);
-        self.edge(from, n);
+        for &i in inputs {
+            self.edge(i, n);
+        }
         n
     }
 
-    fn llama(&mut self) {
-        let m = self.m().clone();
-        let h = m.hidden;
-        let tokens = self.add(
-            "tokens".into(),
-            Op::TokenInput { seq: m.tokens },
-            Scope::Stem,
-        );
-        let mut x = self.then(
-            tokens,
-            "embed".into(),
-            Op::Embedding {
-                vocab: m.vocab,
-                dim: h,
-            },
-            Scope::Stem,
-        );
-        for block in 0..m.layers {
-            let sc = Scope::Block { block };
-            let p = |s: &str| format!("blocks[{block}].{s}");
-            let n1 = self.then(x, p("attn_norm"), rms(h), sc);
-            let q = self.site(n1, block, 0);
-            let k = self.site(n1, block, 1);
-            let v = self.site(n1, block, 2);
-            let qr = self.then(q, p("rope_q"), Op::Rope { width: h }, sc);
-            let kr = self.then(k, p("rope_k"), Op::Rope { width: h }, sc);
-            let att = self.add(p("attention"), attention(&m, true), sc);
-            for src in [qr, kr, v] {
-                self.edge(src, att);
-            }
-            let o = self.site(att, block, 3);
-            let r1 = self.add(p("residual_attn"), Op::Add { width: h }, sc);
-            self.edge(x, r1);
-            self.edge(o, r1);
-            let n2 = self.then(r1, p("mlp_norm"), rms(h), sc);
-            let gate = self.site(n2, block, 4);
-            let act = self.then(
-                gate,
-                p("silu"),
-                Op::Activation {
-                    act: Activation::Silu,
-                    width: m.ffn,
-                },
-                sc,
-            );
-            let up = self.site(n2, block, 5);
-            let mul = self.add(p("swiglu"), Op::Mul { width: m.ffn }, sc);
-            self.edge(act, mul);
-            self.edge(up, mul);
-            let down = self.site(mul, block, 6);
-            let r2 = self.add(p("residual_mlp"), Op::Add { width: h }, sc);
-            self.edge(r1, r2);
-            self.edge(down, r2);
-            x = r2;
-        }
-        let fin = self.then(x, "final_norm".into(), rms(h), Scope::Stem);
-        let head = self.then(
-            fin,
-            "head".into(),
-            Op::Linear {
-                inp: h,
-                out: m.vocab,
-                bias: false,
-                role: Role::Head,
-            },
-            Scope::Stem,
-        );
-        self.then(
-            head,
-            "logits".into(),
-            Op::Output { width: m.vocab },
-            Scope::Stem,
-        );
+    /// A node of block `block` outside its sites (a norm, RoPE, an activation), named
+    /// `blocks[block].NAME`.
+    pub fn block_op(&mut self, from: NodeIndex, block: usize, name: &str, op: Op) -> NodeIndex {
+        self.block_join(&[from], block, name, op)
     }
 
-    fn vit(&mut self) {
-        let m = self.m().clone();
-        let h = m.hidden;
-        let img = self.add(
-            "image".into(),
-            Op::ImageInput {
-                channels: m.channels,
-                image: m.image,
-                patch: m.patch,
-            },
-            Scope::Stem,
-        );
-        let pe = self.then(
-            img,
-            "patch_embed".into(),
-            Op::PatchEmbed {
-                channels: m.channels,
-                patch: m.patch,
-                dim: h,
-            },
-            Scope::Stem,
-        );
-        self.g[pe].tokens = Tokens::Patches;
-        let cls = self.add("cls_token".into(), Op::ClsToken { dim: h }, Scope::Stem);
-        self.g[cls].tokens = Tokens::Cls;
-        let pos = self.add(
-            "pos_embed".into(),
-            Op::PosEmbed {
-                tokens: m.tokens,
-                dim: h,
-            },
-            Scope::Stem,
-        );
-        self.edge(pe, pos);
-        self.edge(cls, pos);
-        let mut x = pos;
-        for block in 0..m.layers {
-            let sc = Scope::Block { block };
-            let p = |s: &str| format!("blocks[{block}].{s}");
-            let n1 = self.then(x, p("norm1"), ln(h), sc);
-            let q = self.site(n1, block, 0);
-            let k = self.site(n1, block, 1);
-            let v = self.site(n1, block, 2);
-            let att = self.add(p("attention"), attention(&m, false), sc);
-            for src in [q, k, v] {
-                self.edge(src, att);
-            }
-            let o = self.site(att, block, 3);
-            let r1 = self.add(p("residual_attn"), Op::Add { width: h }, sc);
-            self.edge(x, r1);
-            self.edge(o, r1);
-            let n2 = self.then(r1, p("norm2"), ln(h), sc);
-            let fc1 = self.site(n2, block, 4);
-            let mut act = self.then(
-                fc1,
-                p("gelu"),
-                Op::Activation {
-                    act: Activation::Gelu,
-                    width: m.ffn,
-                },
-                sc,
-            );
-            if m.mlp_norm {
-                act = self.then(act, p("mlp_norm"), ln(m.ffn), sc);
-            }
-            let fc2 = self.site(act, block, 5);
-            let r2 = self.add(p("residual_mlp"), Op::Add { width: h }, sc);
-            self.edge(r1, r2);
-            self.edge(fc2, r2);
-            x = r2;
-        }
-        let fin = self.then(x, "final_norm".into(), ln(h), Scope::Stem);
-        let head = self.then(
-            fin,
-            "head".into(),
-            Op::Linear {
-                inp: h,
-                out: m.classes,
-                bias: true,
-                role: Role::Head,
-            },
-            Scope::Stem,
-        );
-        self.g[head].tokens = Tokens::Cls;
-        let out = self.then(
-            head,
-            "logits".into(),
-            Op::Output { width: m.classes },
-            Scope::Stem,
-        );
-        self.g[out].tokens = Tokens::Cls;
+    pub fn block_join(
+        &mut self,
+        inputs: &[NodeIndex],
+        block: usize,
+        name: &str,
+        op: Op,
+    ) -> NodeIndex {
+        let name = format!("blocks[{block}].{name}");
+        self.join(inputs, name, op, Scope::Block { block })
+    }
+
+    /// Which tokens of a sample a node runs on (all, by default).
+    pub fn set_tokens(&mut self, node: NodeIndex, tokens: Tokens) {
+        self.g[node].tokens = tokens;
+    }
+
+    /// The linear site `group.name` of block `block`, reading `input`, in the form the spec
+    /// chose; returns its output node.
+    pub fn site(&mut self, input: NodeIndex, block: usize, site: &str) -> NodeIndex {
+        let local = self.model().local_site(site);
+        self.site_nodes(input, SiteRef { block, local })
     }
 
     /// Expands one linear site into the nodes of its factorization; returns its output node.
-    fn site(&mut self, input: NodeIndex, block: usize, local: usize) -> NodeIndex {
-        let site = SiteRef { block, local };
+    fn site_nodes(&mut self, input: NodeIndex, site: SiteRef) -> NodeIndex {
         let first_node = self.g.node_count();
         let a = self.spec.site(site).clone();
-        let (inp, out) = self.m().site_dims(local);
-        let bias = self.m().linear_bias();
+        let (inp, out) = self.model().site_dims(site.local);
+        let bias = self.model().linear_bias();
         let name = self.spec.site_name(site);
         let sc = Scope::Site { site };
-        let arriving = self.spec.inter.iter().any(|p| p.target == site);
+        let arriving = self.spec.inter.iter().position(|p| p.target == site);
         let intra = self.spec.intra.iter().any(|p| p.site == site);
         let mut latent = None;
         let mut lax_add = None;
         let n = |s: &str| format!("{name}.{s}");
-        // Where a pathway arrives: z = Norm(z + g(h_prev)). The norm node is added when the
-        // pathway is wired (its kind is the pathway's); here only the add.
+        // Where a pathway arrives: z = Norm(z + g(h_prev)). The add and the pathway's norm are
+        // placed here, in the order they run; the gate that feeds the add is wired with the
+        // pathway, once every latent exists.
         let mut arrive = |b: &mut Self, z: NodeIndex, width: usize| -> NodeIndex {
-            if arriving {
-                let add = b.then(z, n("lax_add"), Op::LaxAdd { width }, sc);
-                lax_add = Some(add);
-                add
-            } else {
-                z
-            }
+            let Some(pathway) = arriving else { return z };
+            let spec = b.spec;
+            let p = &spec.inter[pathway];
+            let norm_name = pathway_name(spec, p, "norm");
+            let norm_op = Op::Norm {
+                kind: p.norm,
+                width,
+            };
+            let add = b.then(z, n("lax_add"), Op::LaxAdd { width }, sc);
+            lax_add = Some(add);
+            b.then(add, norm_name, norm_op, Scope::Pathway { pathway })
         };
         let output = match &a.fact {
             Factorization::Dense => self.then(
@@ -358,7 +242,12 @@ impl Builder<'_> {
                 let out_bias = if bias { out } else { 0 };
                 self.then(t3, n("C3"), core(3, r3, m3, 1, m2, out_bias), sc)
             }
-            Factorization::Lora { rank, alpha, .. } => {
+            Factorization::Lora {
+                rank,
+                alpha,
+                dropout,
+                ..
+            } => {
                 let r = *rank;
                 let base = self.then(
                     input,
@@ -371,8 +260,17 @@ impl Builder<'_> {
                     },
                     sc,
                 );
-                let la = self.then(
+                let dropped = self.then(
                     input,
+                    n("dropout"),
+                    Op::Dropout {
+                        width: inp,
+                        p: *dropout,
+                    },
+                    sc,
+                );
+                let la = self.then(
+                    dropped,
                     n("lora_A"),
                     Op::Linear {
                         inp,
@@ -417,7 +315,8 @@ impl Builder<'_> {
         for i in first_node..self.g.node_count() {
             self.g[NodeIndex::new(i)].span = Some(a.span);
         }
-        self.sites.push(SiteInfo {
+        let index = self.model().site_index(site);
+        self.sites[index] = Some(SiteInfo {
             site,
             name,
             fact: a.fact.clone(),
@@ -435,12 +334,13 @@ impl Builder<'_> {
 
     /// Wires every inter-layer pathway: source latent → gate → norm after the target's add.
     fn pathways(&mut self) -> Vec<PathwayInfo> {
-        let per_block = self.m().sites_per_block();
         let mut out = Vec::new();
         for p in &self.spec.inter {
             let idx = out.len();
-            let src = &self.sites[p.source.block * per_block + p.source.local];
-            let dst = &self.sites[p.target.block * per_block + p.target.local];
+            let site = |s| self.sites[self.model().site_index(s)].as_ref();
+            let (Some(src), Some(dst)) = (site(p.source), site(p.target)) else {
+                unreachable!("every site is built before the pathways")
+            };
             let (Some(src_latent), Some(add)) = (src.latent, dst.lax_add) else {
                 unreachable!("resolution only makes pathways between factorized sites")
             };
@@ -461,14 +361,9 @@ impl Builder<'_> {
                     (Gate::Dense, input.map(|w| vec![w]), output.map(|w| vec![w]))
                 }
             };
-            let name = format!(
-                "lax[{} -> {}]",
-                self.spec.site_name(p.source),
-                self.spec.site_name(p.target)
-            );
             let sc = Scope::Pathway { pathway: idx };
             let gate_node = self.add(
-                format!("{name}.gate"),
+                pathway_name(self.spec, p, "gate"),
                 Op::Gate {
                     gate: gate.clone(),
                     src: src_width,
@@ -495,27 +390,13 @@ impl Builder<'_> {
                     kind: EdgeKind::Lax,
                 },
             );
-            // Insert the norm between the add and whatever consumed the add.
-            let consumers: Vec<NodeIndex> = self
+            // The norm was placed after the add when the target site was built.
+            let norm = self
                 .g
                 .neighbors_directed(add, petgraph::Direction::Outgoing)
-                .collect();
-            let norm = self.add(
-                format!("{name}.norm"),
-                Op::Norm {
-                    kind: p.norm,
-                    width: dst_width,
-                },
-                sc,
-            );
+                .next()
+                .expect("a pathway's add feeds its norm");
             self.g[norm].span = Some(p.span);
-            for c in consumers {
-                if let Some(e) = self.g.find_edge(add, c) {
-                    self.g.remove_edge(e);
-                }
-                self.edge(norm, c);
-            }
-            self.edge(add, norm);
             out.push(PathwayInfo {
                 source: p.source,
                 target: p.target,
@@ -535,25 +416,25 @@ impl Builder<'_> {
     }
 }
 
-fn rms(width: usize) -> Op {
+/// `lax[SOURCE -> TARGET].PART`: the name of a pathway's gate or norm node.
+fn pathway_name(spec: &Spec, p: &crate::spec::InterPathway, part: &str) -> String {
+    format!(
+        "lax[{} -> {}].{part}",
+        spec.site_name(p.source),
+        spec.site_name(p.target)
+    )
+}
+
+pub fn rms(width: usize) -> Op {
     Op::Norm {
         kind: NormKind::Rmsnorm,
         width,
     }
 }
 
-fn ln(width: usize) -> Op {
+pub fn ln(width: usize) -> Op {
     Op::Norm {
         kind: NormKind::Layernorm,
         width,
-    }
-}
-
-fn attention(m: &ModelConfig, causal: bool) -> Op {
-    Op::Attention {
-        heads: m.heads,
-        head_dim: m.hidden / m.heads,
-        tokens: m.tokens,
-        causal,
     }
 }

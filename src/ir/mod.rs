@@ -1,7 +1,7 @@
 //! The IR: a petgraph DAG of ops with tensor shapes on the edges, plus an index of the linear
 //! sites and LaX pathways in it. Checks, reports, drawings and lowering read only this.
 
-mod build;
+pub mod build;
 pub mod node;
 
 pub use build::build;
@@ -11,6 +11,7 @@ use crate::family::ModelConfig;
 use crate::source::Span;
 use crate::spec::{Factorization, NormKind, RuleMatch, SiteRef, TrainSpec};
 use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
 
 /// A linear site of the model and the nodes that make it up.
 #[derive(Debug, Clone)]
@@ -63,7 +64,7 @@ pub struct Ir {
 
 impl Ir {
     pub fn site(&self, s: SiteRef) -> &SiteInfo {
-        &self.sites[s.block * self.model.sites_per_block() + s.local]
+        &self.sites[self.model.site_index(s)]
     }
 
     /// Tokens in one sample: the sequence (llama) or patches + cls (vit).
@@ -73,5 +74,58 @@ impl Ir {
 
     pub fn node(&self, i: NodeIndex) -> &Node {
         &self.graph[i]
+    }
+
+    /// The inputs of a node in the order its op reads them: the order the builder wired them
+    /// (the builder never removes an edge, so edge indices keep that order).
+    pub fn inputs(&self, i: NodeIndex) -> Vec<NodeIndex> {
+        let mut edges: Vec<_> = self
+            .graph
+            .edges_directed(i, petgraph::Direction::Incoming)
+            .map(|e| (e.id(), e.source()))
+            .collect();
+        edges.sort_by_key(|(id, _)| *id);
+        edges.into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// Every node once, each after its inputs; among the nodes ready to run, the one added
+    /// first. Node order is the builder's order (stem, blocks, gates, head), so this is the
+    /// order a hand-written forward pass would take, with each gate run as soon as its latent
+    /// exists.
+    pub fn schedule(&self) -> Vec<NodeIndex> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let mut waiting: Vec<usize> = self
+            .graph
+            .node_indices()
+            .map(|i| {
+                self.graph
+                    .edges_directed(i, petgraph::Direction::Incoming)
+                    .count()
+            })
+            .collect();
+        let mut ready: BinaryHeap<Reverse<NodeIndex>> = self
+            .graph
+            .node_indices()
+            .filter(|i| waiting[i.index()] == 0)
+            .map(Reverse)
+            .collect();
+        let mut order = Vec::with_capacity(waiting.len());
+        while let Some(Reverse(i)) = ready.pop() {
+            order.push(i);
+            for e in self.graph.edges_directed(i, petgraph::Direction::Outgoing) {
+                let t = e.target();
+                waiting[t.index()] -= 1;
+                if waiting[t.index()] == 0 {
+                    ready.push(Reverse(t));
+                }
+            }
+        }
+        assert_eq!(
+            order.len(),
+            waiting.len(),
+            "the IR is acyclic by construction"
+        );
+        order
     }
 }

@@ -19,8 +19,6 @@ pub enum Role {
     LoraBase,
     LoraA,
     LoraB,
-    /// A dense LaX gate.
-    Gate,
     /// The classifier or LM head.
     Head,
 }
@@ -98,6 +96,12 @@ pub enum Op {
         bias: bool,
         role: Role,
     },
+    /// `y = x Eᵀ` with E the model's token embedding (`vocab × dim`): an LM head tied to the
+    /// input embedding, with no parameters of its own.
+    TiedHead {
+        dim: usize,
+        vocab: usize,
+    },
     /// One tensor-train core `(left, mode, right)`, contracted `batch` times per token.
     TtCore {
         index: usize,
@@ -125,8 +129,10 @@ pub enum Op {
         act: Activation,
         width: usize,
     },
+    /// Rotate-half rotary positions on each of `heads` heads of `width / heads` channels.
     Rope {
         width: usize,
+        heads: usize,
     },
     /// Scaled dot-product attention over `tokens` positions (QKᵀ, softmax, AV).
     Attention {
@@ -142,6 +148,12 @@ pub enum Op {
     /// Residual add.
     Add {
         width: usize,
+    },
+    /// Zeroes each element with probability `p` and scales the rest by 1/(1 − p) while
+    /// training; the identity in evaluation.
+    Dropout {
+        width: usize,
+        p: f64,
     },
     /// LoRA's `base + (alpha / r) · adapter`.
     LoraMerge {
@@ -259,6 +271,7 @@ impl Op {
                 dim,
             } => 2 * u(channels) * u(patch) * u(patch) * u(dim),
             Op::Linear { inp, out, .. } => 2 * u(inp) * u(out),
+            Op::TiedHead { dim, vocab } => 2 * u(dim) * u(vocab),
             Op::TtCore {
                 left,
                 mode,
@@ -303,7 +316,7 @@ impl Op {
             Op::PosEmbed { dim, .. } => u(dim),
             Op::Activation { width, .. } => u(width),
             Op::Mul { width } | Op::Add { width } | Op::LaxAdd { width } => u(width),
-            Op::Rope { width } => 3 * u(width),
+            Op::Rope { width, .. } => 3 * u(width),
             Op::Attention { heads, tokens, .. } => 3 * u(heads) * u(tokens),
             Op::LoraMerge { width, .. } => 2 * u(width),
             Op::Gate {
@@ -327,14 +340,16 @@ impl Op {
             Op::Embedding { .. } | Op::PatchEmbed { .. } => return None,
             Op::Norm { width, .. }
             | Op::Activation { width, .. }
-            | Op::Rope { width }
+            | Op::Rope { width, .. }
             | Op::Mul { width }
             | Op::Add { width }
             | Op::LaxAdd { width }
             | Op::LoraMerge { width, .. }
             | Op::Latent { width }
+            | Op::Dropout { width, .. }
             | Op::Output { width } => u(width),
             Op::Linear { inp, .. } => u(inp),
+            Op::TiedHead { dim, .. } => u(dim),
             Op::TtCore {
                 left,
                 mode,
@@ -380,11 +395,11 @@ impl Op {
                     Role::LoraBase => "W₀ (frozen)",
                     Role::LoraA => "lora A",
                     Role::LoraB => "lora B",
-                    Role::Gate => "gate W",
                     Role::Head => "head",
                 };
                 format!("{r} {inp}×{out}")
             }
+            Op::TiedHead { dim, vocab } => format!("head {dim}×{vocab} (tied to embed)"),
             Op::TtCore {
                 index,
                 left,
@@ -402,7 +417,7 @@ impl Op {
                 g => format!("{} gate {src}→{dst}", g.kind_name()),
             },
             Op::Activation { act, width } => format!("{}({width})", act.name()),
-            Op::Rope { width } => format!("rope({width})"),
+            Op::Rope { width, .. } => format!("rope({width})"),
             Op::Attention {
                 heads,
                 head_dim,
@@ -414,6 +429,7 @@ impl Op {
             ),
             Op::Mul { width } => format!("× ({width})"),
             Op::Add { width } => format!("residual + ({width})"),
+            Op::Dropout { p, .. } => format!("dropout({p})"),
             Op::LoraMerge { scale, .. } => format!("W₀x + {scale}·BAx"),
             Op::Output { width } => format!("output ({width})"),
         }
@@ -436,12 +452,14 @@ impl Op {
             | Op::Latent { width }
             | Op::LaxAdd { width }
             | Op::Activation { width, .. }
-            | Op::Rope { width }
+            | Op::Rope { width, .. }
             | Op::Mul { width }
             | Op::Add { width }
             | Op::LoraMerge { width, .. }
+            | Op::Dropout { width, .. }
             | Op::Output { width } => vec![width],
             Op::Linear { out, .. } => vec![out],
+            Op::TiedHead { vocab, .. } => vec![vocab],
             Op::TtCore {
                 index,
                 mode,

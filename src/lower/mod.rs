@@ -1,8 +1,14 @@
-//! Lowering: the checked IR becomes a Burn module (`LaxModel<B>`) for any backend.
+//! Lowering: the checked IR becomes a Burn module (`LaxModel<B>`) for any backend. Each IR node
+//! with weights gets its parameters (`params`), and the forward pass runs the graph's nodes in
+//! a topological order (`program`), each op kind computed by one arm of `ops::eval`.
 
+pub mod attention;
 pub mod base;
 pub mod init;
 pub mod layers;
 pub mod model;
+pub mod ops;
+pub mod params;
+pub mod program;
 
 pub use model::{lower, LaxModel};

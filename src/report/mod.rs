@@ -157,7 +157,6 @@ pub fn report(ir: &Ir, dense_reference: u128) -> Report {
     };
     let mut site_params = vec![(0u128, 0u128, 0u128); ir.sites.len()];
     let mut path_params = vec![(0u128, 0u128); ir.pathways.len()];
-    let per_block = ir.model.sites_per_block();
     for i in ir.graph.node_indices() {
         let node = &ir.graph[i];
         let params = node.op.params();
@@ -173,7 +172,7 @@ pub fn report(ir: &Ir, dense_reference: u128) -> Report {
         f.other_forward_per_sample += other;
         match node.scope {
             Scope::Site { site } => {
-                let row = &mut site_params[site.block * per_block + site.local];
+                let row = &mut site_params[ir.model.site_index(site)];
                 row.0 += params;
                 if !node.frozen {
                     row.1 += params;
@@ -223,7 +222,7 @@ pub fn report(ir: &Ir, dense_reference: u128) -> Report {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let (g, nm) = ir.model.family.site_names()[s.site.local];
+            let (g, nm) = ir.model.family.site_name(s.site.local);
             SiteRow {
                 site: s.name.clone(),
                 block: s.site.block,

@@ -10,7 +10,7 @@ mod selector;
 pub mod train;
 
 use crate::diagnostic::{did_you_mean, Diagnostic};
-use crate::family::{Family, ModelConfig};
+use crate::family::{Family, ModelConfig, Sizes};
 use crate::source::{Source, Span};
 use crate::spec::*;
 use crate::syntax::ast::{self, Item};
@@ -100,8 +100,8 @@ pub fn resolve(file: &ast::File, source: &Source) -> Resolved {
     };
 
     // Pass 2: factorize rules, in order; a later rule overrides an earlier one on a site.
-    let per_block = model.sites_per_block();
-    let mut sites: Vec<SiteAssignment> = (0..model.layers * per_block)
+    let mut sites: Vec<SiteAssignment> = model
+        .site_refs()
         .map(|_| SiteAssignment {
             fact: Factorization::Dense,
             rule: None,
@@ -134,11 +134,11 @@ pub fn resolve(file: &ast::File, source: &Source) -> Resolved {
         for s in matched {
             let (inp, out) = model.site_dims(s.local);
             // The short name (`attn.q`), so a warning about a rule is given once, not per block.
-            let (group, local) = model.family.site_names()[s.local];
+            let (group, local) = model.family.site_name(s.local);
             let name = format!("{group}.{local}");
             let fact =
                 factorize::instantiate(&t.template, inp, out, t.rank_span, &name, &mut warnings);
-            let idx = s.block * per_block + s.local;
+            let idx = model.site_index(s);
             sites[idx] = SiteAssignment {
                 fact,
                 rule: Some(rule),
@@ -209,10 +209,8 @@ pub fn resolve(file: &ast::File, source: &Source) -> Resolved {
                             local: t.local,
                         },
                     };
-                    let src_dense =
-                        sites[src.block * per_block + src.local].fact == Factorization::Dense;
-                    let dst_dense =
-                        sites[t.block * per_block + t.local].fact == Factorization::Dense;
+                    let src_dense = sites[model.site_index(src)].fact == Factorization::Dense;
+                    let dst_dense = sites[model.site_index(t)].fact == Factorization::Dense;
                     if src_dense || dst_dense {
                         if let (Some((_, sspan)), false) = (source_site, factorize_failed) {
                             let (which, site) = if dst_dense {
@@ -249,7 +247,7 @@ pub fn resolve(file: &ast::File, source: &Source) -> Resolved {
                         span: l.span,
                         gate_span: opts.gate_span,
                     });
-                    rule_sites[rule].push(t.block * per_block + t.local);
+                    rule_sites[rule].push(model.site_index(t));
                     made += 1;
                 }
                 if made == 0 && errors.len() == before && !factorize_failed {
@@ -290,7 +288,7 @@ pub fn resolve(file: &ast::File, source: &Source) -> Resolved {
                     );
                 }
                 for s in expand_all(&l.selectors, &model, &scope, &mut errors) {
-                    let idx = s.block * per_block + s.local;
+                    let idx = model.site_index(s);
                     let fact = &sites[idx].fact;
                     if !matches!(fact, Factorization::Tt { .. }) {
                         if factorize_failed {
@@ -343,10 +341,10 @@ pub fn resolve(file: &ast::File, source: &Source) -> Resolved {
                 sites[idx].rule == Some(i)
                     || inter
                         .iter()
-                        .any(|p| p.rule == i && p.target.block * per_block + p.target.local == idx)
+                        .any(|p| p.rule == i && model.site_index(p.target) == idx)
                     || intra
                         .iter()
-                        .any(|p| p.rule == i && p.site.block * per_block + p.site.local == idx)
+                        .any(|p| p.rule == i && model.site_index(p.site) == idx)
             })
             .count();
     }
@@ -469,7 +467,7 @@ fn read_model(
     };
     let specs = family.keys();
     let before = errors.len();
-    let mut values: BTreeMap<&str, (i64, Span)> = BTreeMap::new();
+    let mut values: BTreeMap<&'static str, (i64, Span)> = BTreeMap::new();
     for e in &m.entries {
         let Some(spec) = specs.iter().find(|k| k.name == e.key.name) else {
             errors.push(
@@ -499,7 +497,7 @@ fn read_model(
             );
             continue;
         }
-        let v = if spec.name == "mlp_norm" {
+        let v = if spec.flag {
             match scope.eval_value(&e.value) {
                 Ok(Evaluated::Word(w, _)) if w == "true" => Some(1),
                 Ok(Evaluated::Word(w, _)) if w == "false" => Some(0),
@@ -508,7 +506,8 @@ fn read_model(
                         Diagnostic::error(
                             "E0207",
                             format!(
-                                "`mlp_norm` is `true` or `false`, found {}",
+                                "`{}` is `true` or `false`, found {}",
+                                spec.name,
                                 other.describe()
                             ),
                             other.span(),
@@ -610,65 +609,20 @@ fn read_model(
         );
         return None;
     }
-    let cfg = match family {
-        Family::Llama => {
-            if (hidden / heads) % 2 != 0 {
-                errors.push(
-                    Diagnostic::error(
-                        "E0207",
-                        format!("the head width hidden / heads = {} is odd", hidden / heads),
-                        span_of("heads"),
-                    )
-                    .with_label("RoPE needs an even head width")
-                    .with_hint("choose hidden and heads so that hidden / heads is even"),
-                );
-                return None;
-            }
-            ModelConfig {
-                name: m.name.name.clone(),
-                family,
-                hidden,
-                heads,
-                layers: get("layers"),
-                vocab: get("vocab"),
-                ffn: get("ffn"),
-                tokens: get("seq"),
-                image: 0,
-                patch: 0,
-                channels: 0,
-                classes: 0,
-                mlp_norm: false,
-            }
-        }
-        Family::Vit => {
-            let (image, patch) = (get("image"), get("patch"));
-            if image % patch != 0 {
-                errors.push(
-                    Diagnostic::error(
-                        "E0207",
-                        format!("`patch` = {patch} does not divide `image` = {image}"),
-                        span_of("patch"),
-                    )
-                    .with_label("must divide image")
-                    .with_hint("the image is cut into (image / patch)² square patches"),
-                );
-                return None;
-            }
-            ModelConfig {
-                name: m.name.name.clone(),
-                family,
-                hidden,
-                heads,
-                layers: get("layers"),
-                vocab: 0,
-                ffn: get("mlp"),
-                tokens: (image / patch).pow(2) + 1,
-                image,
-                patch,
-                channels: get("channels"),
-                classes: get("classes"),
-                mlp_norm: get("mlp_norm") != 0,
-            }
+    let sizes = Sizes {
+        name: &m.name.name,
+        family,
+        values: values.iter().map(|(k, (v, _))| (*k, *v as usize)).collect(),
+    };
+    let cfg = match (family.def().config)(&sizes) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            errors.push(
+                Diagnostic::error("E0207", e.message, span_of(e.key))
+                    .with_label(e.label)
+                    .with_hint(e.hint),
+            );
+            return None;
         }
     };
     Some(cfg)

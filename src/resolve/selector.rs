@@ -104,7 +104,7 @@ fn block_indices(
 /// Matches the dotted segments against the family's `group.name` sites. Fewer segments than a
 /// site path match every site under them (`attn` is `attn.*`).
 fn local_sites(sel: &Selector, model: &ModelConfig) -> Result<Vec<usize>, Diagnostic> {
-    let names = model.family.site_names();
+    let names: Vec<(&str, &str)> = model.family.site_names().collect();
     if sel.segments.len() > 2 {
         let extra = sel.segments[2].span();
         return Err(Diagnostic::error(

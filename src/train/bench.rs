@@ -7,7 +7,7 @@
 
 use super::run::{adamw, clip_global, forward, token_batch, Batch};
 use super::TrainOptions;
-use crate::family::Family;
+use crate::family::Input;
 use crate::lower::{lower, LaxModel};
 use burn::module::Module;
 use burn::optim::{GradientsParams, Optimizer};
@@ -86,13 +86,13 @@ fn synthetic_batches(c: &crate::Compiled, o: &BenchOptions, n: usize) -> Vec<Hos
     let m = &c.ir.model;
     let mut rng = StdRng::seed_from_u64(o.seed);
     (0..n)
-        .map(|_| match m.family {
-            Family::Llama => HostBatch::Tokens(
+        .map(|_| match m.def().input {
+            Input::Tokens => HostBatch::Tokens(
                 (0..o.batch * (m.tokens + 1))
                     .map(|_| rng.random_range(0..m.vocab as i64))
                     .collect(),
             ),
-            Family::Vit => {
+            Input::Images => {
                 let px = m.channels * m.image * m.image;
                 let x = (0..o.batch * px)
                     .map(|_| StandardNormal.sample(&mut rng))
@@ -165,17 +165,17 @@ pub fn bench<B: AutodiffBackend>(
         spec: spec_name.to_string(),
         batch: o.batch,
         tokens_per_sample: c.ir.model.tokens,
-        unit: match c.ir.model.family {
-            Family::Llama => "tokens",
-            Family::Vit => "images",
+        unit: match c.ir.model.def().input {
+            Input::Tokens => "tokens",
+            Input::Images => "images",
         },
         steps: o.steps,
         warmup: o.warmup,
         params,
         median_step_seconds: med,
-        items_per_second: match c.ir.model.family {
-            Family::Llama => samples * c.ir.model.tokens as f64 / med,
-            Family::Vit => samples / med,
+        items_per_second: match c.ir.model.def().input {
+            Input::Tokens => samples * c.ir.model.tokens as f64 / med,
+            Input::Images => samples / med,
         },
         gflops_per_second: flops_per_step as f64 / med / 1e9,
         train_flops_per_step: flops_per_step,

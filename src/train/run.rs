@@ -5,7 +5,7 @@
 use super::checkpoint;
 use super::data::{self, Data, ImageData};
 use super::options::{Schedule, TrainOptions};
-use crate::family::Family;
+use crate::family::Input;
 use crate::lower::{lower, LaxModel};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
@@ -235,8 +235,9 @@ pub(super) fn adamw<B: AutodiffBackend>(
 /// Checks that the data fits the model before any compute is spent.
 pub fn check_data(data: &Data, c: &crate::Compiled) -> Result<(), String> {
     let m = &c.ir.model;
-    match (data, m.family) {
-        (Data::Tokens(t), Family::Llama) => {
+    let family = m.family.name();
+    match (data, m.def().input) {
+        (Data::Tokens(t), Input::Tokens) => {
             if (t.vocab_used as usize) > m.vocab {
                 return Err(format!(
                     "the data uses token ids up to {} ({}) but the model's vocab is {}",
@@ -256,7 +257,7 @@ pub fn check_data(data: &Data, c: &crate::Compiled) -> Result<(), String> {
             }
             Ok(())
         }
-        (Data::Images(d), Family::Vit) => {
+        (Data::Images(d), Input::Images) => {
             if d.size != m.image || d.channels != m.channels || d.classes as usize > m.classes {
                 return Err(format!(
                     "the images are {}×{}×{} with {} classes but the model takes {}×{}×{} with {}",
@@ -265,12 +266,12 @@ pub fn check_data(data: &Data, c: &crate::Compiled) -> Result<(), String> {
             }
             Ok(())
         }
-        (Data::Tokens(_), Family::Vit) => {
-            Err("a vit model trains on images: use mnist(...) or cifar10(...)".into())
-        }
-        (Data::Images(_), Family::Llama) => {
-            Err("a llama model trains on text: use text(...) or tokens(...)".into())
-        }
+        (Data::Tokens(_), Input::Images) => Err(format!(
+            "a {family} model trains on images: use mnist(...) or cifar10(...)"
+        )),
+        (Data::Images(_), Input::Tokens) => Err(format!(
+            "a {family} model trains on text: use text(...) or tokens(...)"
+        )),
     }
 }
 

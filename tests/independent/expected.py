@@ -114,6 +114,15 @@ def model_figures(family, cfg, sites, pathways, batch=None, accum=1):
         fwd_train += attn
         per_block_other = 2 * 4 * h + 6 * h + 3 * heads * n + 2 * cfg["ffn"] + 2 * h
         other += n * (L * per_block_other + 4 * h)
+    elif family == "gpt2":
+        V, n = cfg["vocab"], cfg["seq"]
+        # token and position embeddings, two LayerNorms a block, the final LayerNorm; the head
+        # is the token embedding again (tied): no parameters of its own.
+        trainable += V * h + n * h + (2 * L + 1) * 2 * h
+        fwd_train += n * 2 * h * V + L * 4 * n * n * h
+        # positions added, per block two LayerNorms, softmax, GELU and two residual adds.
+        per_block_other = 2 * 5 * h + 3 * heads * n + cfg["ffn"] + 2 * h
+        other += n * (h + L * per_block_other + 5 * h)
     else:
         C, p, img, K, mlp = cfg["channels"], cfg["patch"], cfg["image"], cfg["classes"], cfg["mlp"]
         n = (img // p) ** 2 + 1
@@ -179,6 +188,12 @@ def vit_sites(cfg, choose):
     return [[choose(b, nm, i, o) for nm, i, o in dims] for b in range(cfg["layers"])], [d[0] for d in dims]
 
 
+def gpt2_sites(cfg, choose):
+    h, f = cfg["hidden"], cfg["ffn"]
+    dims = [("q", h, h), ("k", h, h), ("v", h, h), ("o", h, h), ("fc", h, f), ("proj", f, h)]
+    return [[choose(b, nm, i, o) for nm, i, o in dims] for b in range(cfg["layers"])], [d[0] for d in dims]
+
+
 def inter(sites, names, which, gate, norm):
     """Pathways block b-1 → b for every site named in `which` (both ends factorized)."""
     out = []
@@ -193,7 +208,7 @@ EXPECTED = {}
 
 
 def add(name, family, cfg, choose, lax=None, paper=None, batch=None, accum=1):
-    fam_sites = llama_sites if family == "llama" else vit_sites
+    fam_sites = {"llama": llama_sites, "vit": vit_sites, "gpt2": gpt2_sites}[family]
     sites, names = fam_sites(cfg, choose)
     pathways = []
     if lax:
@@ -388,6 +403,15 @@ add("claims/mnist-svd", "vit", TINY_VIT, svd(32, True), batch=64)
 add("claims/mnist-svd-lax", "vit", TINY_VIT, svd(32, True), lax=("*", "tensor", LN), batch=64)
 add("claims/mnist-tt", "vit", TINY_VIT, bench_tt_vit(False), batch=64)
 add("claims/mnist-tt-lax", "vit", TINY_VIT, bench_tt_vit(True), lax=("*", "tensor", LN), batch=64)
+
+# ---- GPT-2 (specs/gpt2 and the tiny one) ----------------------------------------------------------
+GPT2_SMALL = dict(vocab=50257, hidden=768, ffn=3072, heads=12, layers=12, seq=1024)
+add("gpt2/gpt2-small", "gpt2", GPT2_SMALL, dense(True))
+# GPT-2 small with tied embeddings has 124,439,808 parameters (HF GPT2LMHeadModel).
+assert EXPECTED["gpt2/gpt2-small"]["params_total"] == 124_439_808
+add("gpt2/gpt2-small-svd-r192-lax", "gpt2", GPT2_SMALL, svd(192, True), lax=("*", "identity", LN))
+TINY_GPT2 = dict(vocab=256, hidden=128, ffn=512, heads=4, layers=4, seq=128)
+add("tiny-gpt2-svd-lax", "gpt2", TINY_GPT2, svd(32, True), lax=("*", "identity", LN), batch=8)
 
 if __name__ == "__main__":
     here = os.path.dirname(os.path.abspath(__file__))

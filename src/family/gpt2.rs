@@ -1,0 +1,142 @@
+//! GPT-2 (Radford et al. 2019; HF `GPT2LMHeadModel`): token and learned position embeddings;
+//! pre-LayerNorm blocks of causal attention (q, k, v, o with biases: HF's fused `c_attn` split
+//! in three) and a GELU MLP (`mlp.fc` = `c_fc`, `mlp.proj` = `c_proj`, tanh GELU as GPT-2's
+//! `gelu_new`); a final LayerNorm and a head tied to the token embedding (no parameters of
+//! its own). GPT-2 small: vocab 50257, seq 1024, hidden 768, heads 12, layers 12, ffn 3072.
+
+use super::{
+    AttentionHalf, FamilyDef, InitScheme, Input, KeySpec, ModelConfig, SiteDef, SizeError, Sizes,
+};
+use crate::ir::build::{ln, Builder};
+use crate::ir::{Op, Scope};
+use crate::spec::Activation;
+use petgraph::graph::NodeIndex;
+
+pub static GPT2: FamilyDef = FamilyDef {
+    name: "gpt2",
+    keys: &[
+        KeySpec::required("vocab"),
+        KeySpec::required("hidden"),
+        KeySpec::required("ffn"),
+        KeySpec::required("heads"),
+        KeySpec::required("layers"),
+        KeySpec::required("seq"),
+    ],
+    sites: &[
+        SiteDef {
+            group: "attn",
+            name: "q",
+            dims: square,
+        },
+        SiteDef {
+            group: "attn",
+            name: "k",
+            dims: square,
+        },
+        SiteDef {
+            group: "attn",
+            name: "v",
+            dims: square,
+        },
+        SiteDef {
+            group: "attn",
+            name: "o",
+            dims: square,
+        },
+        SiteDef {
+            group: "mlp",
+            name: "fc",
+            dims: widen,
+        },
+        SiteDef {
+            group: "mlp",
+            name: "proj",
+            dims: narrow,
+        },
+    ],
+    fixed_parts: &["embed", "pos_embed", "head", "norm", "final_norm"],
+    input: Input::Tokens,
+    init: InitScheme::Gpt,
+    linear_bias: true,
+    config,
+    stem,
+    block,
+    head,
+};
+
+fn square(m: &ModelConfig) -> (usize, usize) {
+    (m.hidden, m.hidden)
+}
+
+fn widen(m: &ModelConfig) -> (usize, usize) {
+    (m.hidden, m.ffn)
+}
+
+fn narrow(m: &ModelConfig) -> (usize, usize) {
+    (m.ffn, m.hidden)
+}
+
+fn config(s: &Sizes) -> Result<ModelConfig, SizeError> {
+    Ok(ModelConfig::language(s))
+}
+
+fn stem(b: &mut Builder) -> NodeIndex {
+    let m = b.model().clone();
+    let tokens = b.add(
+        "tokens".into(),
+        Op::TokenInput { seq: m.tokens },
+        Scope::Stem,
+    );
+    let embed = Op::Embedding {
+        vocab: m.vocab,
+        dim: m.hidden,
+    };
+    let e = b.then(tokens, "embed".into(), embed, Scope::Stem);
+    let positions = Op::PosEmbed {
+        tokens: m.tokens,
+        dim: m.hidden,
+    };
+    b.then(e, "pos_embed".into(), positions, Scope::Stem)
+}
+
+const ATTENTION: AttentionHalf = AttentionHalf {
+    norm: "ln_1",
+    norm_op: ln,
+    rope: false,
+    causal: true,
+};
+
+fn block(b: &mut Builder, x: NodeIndex, block: usize) -> NodeIndex {
+    let m = b.model().clone();
+    let r1 = ATTENTION.build(b, x, block);
+    let n2 = b.block_op(r1, block, "ln_2", ln(m.hidden));
+    let fc = b.site(n2, block, "mlp.fc");
+    let gelu = Op::Activation {
+        act: Activation::GeluTanh,
+        width: m.ffn,
+    };
+    let act = b.block_op(fc, block, "gelu", gelu);
+    let proj = b.site(act, block, "mlp.proj");
+    b.block_join(
+        &[r1, proj],
+        block,
+        "residual_mlp",
+        Op::Add { width: m.hidden },
+    )
+}
+
+fn head(b: &mut Builder, x: NodeIndex) {
+    let m = b.model().clone();
+    let fin = b.then(x, "final_norm".into(), ln(m.hidden), Scope::Stem);
+    let tied = Op::TiedHead {
+        dim: m.hidden,
+        vocab: m.vocab,
+    };
+    let head = b.then(fin, "head".into(), tied, Scope::Stem);
+    b.then(
+        head,
+        "logits".into(),
+        Op::Output { width: m.vocab },
+        Scope::Stem,
+    );
+}

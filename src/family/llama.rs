@@ -1,0 +1,155 @@
+//! LLaMA: token embedding; pre-RMSNorm blocks of rotary causal attention (q, k, v, o without
+//! biases) and a SwiGLU MLP (gate, up, down); a final RMSNorm and an untied LM head.
+
+use super::{
+    AttentionHalf, FamilyDef, InitScheme, Input, KeySpec, ModelConfig, SiteDef, SizeError, Sizes,
+};
+use crate::ir::build::{rms, Builder};
+use crate::ir::{Op, Role, Scope};
+use crate::spec::Activation;
+use petgraph::graph::NodeIndex;
+
+pub static LLAMA: FamilyDef = FamilyDef {
+    name: "llama",
+    keys: &[
+        KeySpec::required("vocab"),
+        KeySpec::required("hidden"),
+        KeySpec::required("ffn"),
+        KeySpec::required("heads"),
+        KeySpec::required("layers"),
+        KeySpec::required("seq"),
+    ],
+    sites: &[
+        SiteDef {
+            group: "attn",
+            name: "q",
+            dims: square,
+        },
+        SiteDef {
+            group: "attn",
+            name: "k",
+            dims: square,
+        },
+        SiteDef {
+            group: "attn",
+            name: "v",
+            dims: square,
+        },
+        SiteDef {
+            group: "attn",
+            name: "o",
+            dims: square,
+        },
+        SiteDef {
+            group: "mlp",
+            name: "gate",
+            dims: widen,
+        },
+        SiteDef {
+            group: "mlp",
+            name: "up",
+            dims: widen,
+        },
+        SiteDef {
+            group: "mlp",
+            name: "down",
+            dims: narrow,
+        },
+    ],
+    fixed_parts: &["embed", "head", "norm", "final_norm"],
+    input: Input::Tokens,
+    init: InitScheme::Gpt,
+    linear_bias: false,
+    config,
+    stem,
+    block,
+    head,
+};
+
+fn square(m: &ModelConfig) -> (usize, usize) {
+    (m.hidden, m.hidden)
+}
+
+fn widen(m: &ModelConfig) -> (usize, usize) {
+    (m.hidden, m.ffn)
+}
+
+fn narrow(m: &ModelConfig) -> (usize, usize) {
+    (m.ffn, m.hidden)
+}
+
+fn config(s: &Sizes) -> Result<ModelConfig, SizeError> {
+    let m = ModelConfig::language(s);
+    if !(m.hidden / m.heads).is_multiple_of(2) {
+        return Err(SizeError {
+            key: "heads",
+            message: format!(
+                "the head width hidden / heads = {} is odd",
+                m.hidden / m.heads
+            ),
+            label: "RoPE needs an even head width",
+            hint: "choose hidden and heads so that hidden / heads is even",
+        });
+    }
+    Ok(m)
+}
+
+fn stem(b: &mut Builder) -> NodeIndex {
+    let m = b.model().clone();
+    let tokens = b.add(
+        "tokens".into(),
+        Op::TokenInput { seq: m.tokens },
+        Scope::Stem,
+    );
+    let embed = Op::Embedding {
+        vocab: m.vocab,
+        dim: m.hidden,
+    };
+    b.then(tokens, "embed".into(), embed, Scope::Stem)
+}
+
+const ATTENTION: AttentionHalf = AttentionHalf {
+    norm: "attn_norm",
+    norm_op: rms,
+    rope: true,
+    causal: true,
+};
+
+fn block(b: &mut Builder, x: NodeIndex, block: usize) -> NodeIndex {
+    let m = b.model().clone();
+    let r1 = ATTENTION.build(b, x, block);
+    let n2 = b.block_op(r1, block, "mlp_norm", rms(m.hidden));
+    let gate = b.site(n2, block, "mlp.gate");
+    let silu = Op::Activation {
+        act: Activation::Silu,
+        width: m.ffn,
+    };
+    let act = b.block_op(gate, block, "silu", silu);
+    let up = b.site(n2, block, "mlp.up");
+    let mul = b.block_join(&[act, up], block, "swiglu", Op::Mul { width: m.ffn });
+    let down = b.site(mul, block, "mlp.down");
+    b.block_join(
+        &[r1, down],
+        block,
+        "residual_mlp",
+        Op::Add { width: m.hidden },
+    )
+}
+
+fn head(b: &mut Builder, x: NodeIndex) {
+    let m = b.model().clone();
+    let fin = b.then(x, "final_norm".into(), rms(m.hidden), Scope::Stem);
+    let linear = Op::Linear {
+        inp: m.hidden,
+        out: m.vocab,
+        bias: false,
+        role: Role::Head,
+    };
+    let head = b.then(fin, "head".into(), linear, Scope::Stem);
+    b.then(
+        head,
+        "logits".into(),
+        Op::Output { width: m.vocab },
+        Scope::Stem,
+    );
+}

@@ -1,0 +1,286 @@
+//! Model families. A family is one file in this folder that declares everything laxc knows of
+//! it: its size keys, how sizes become a [`ModelConfig`], its linear sites (the one table that
+//! maps a site's name to its place in a block) and its IR template (stem, one block, head).
+//! Checks, reports, drawings, lowering and training are generic over [`FamilyDef`]; adding a
+//! family is a new file here and a line in [`Family`].
+
+mod gpt2;
+mod llama;
+mod vit;
+
+use crate::ir::build::Builder;
+use petgraph::graph::NodeIndex;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Llama,
+    Vit,
+    Gpt2,
+}
+
+impl Family {
+    pub const ALL: [Family; 3] = [Family::Llama, Family::Vit, Family::Gpt2];
+    pub const NAMES: [&'static str; 3] = ["llama", "vit", "gpt2"];
+
+    /// Everything the family declares.
+    pub fn def(self) -> &'static FamilyDef {
+        match self {
+            Family::Llama => &llama::LLAMA,
+            Family::Vit => &vit::VIT,
+            Family::Gpt2 => &gpt2::GPT2,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        self.def().name
+    }
+
+    /// The size keys of the family, and whether each is required; optional ones have a default.
+    pub fn keys(self) -> &'static [KeySpec] {
+        self.def().keys
+    }
+
+    /// Group and name of every linear site in one block, in execution order.
+    pub fn site_names(self) -> impl Iterator<Item = (&'static str, &'static str)> {
+        self.def().sites.iter().map(|s| (s.group, s.name))
+    }
+
+    /// Group and name of the site at `local` in a block.
+    pub fn site_name(self, local: usize) -> (&'static str, &'static str) {
+        let s = &self.def().sites[local];
+        (s.group, s.name)
+    }
+
+    /// Parts of the model that are not factorizable sites (named so errors can explain).
+    pub fn fixed_parts(self) -> &'static [&'static str] {
+        self.def().fixed_parts
+    }
+}
+
+/// What a model reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Input {
+    /// Token ids; the model predicts the next token at every position.
+    Tokens,
+    /// Images; the model predicts one class per image.
+    Images,
+}
+
+/// Which initial distributions a family's reference code uses (DESIGN.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitScheme {
+    /// Dense weights and positions N(0, 0.02²); SVD/CoLA factors as CoLA's LLaMA code.
+    Gpt,
+    /// timm: dense weights and positions truncated N(0, 0.02²); factors kaiming-normal.
+    Timm,
+}
+
+/// A linear site of a block: its name and its `(in, out)` widths.
+pub struct SiteDef {
+    pub group: &'static str,
+    pub name: &'static str,
+    pub dims: fn(&ModelConfig) -> (usize, usize),
+}
+
+/// A family, declared once in its own file.
+pub struct FamilyDef {
+    pub name: &'static str,
+    pub keys: &'static [KeySpec],
+    pub sites: &'static [SiteDef],
+    pub fixed_parts: &'static [&'static str],
+    pub input: Input,
+    pub init: InitScheme,
+    /// Whether the block linears carry a bias.
+    pub linear_bias: bool,
+    /// The model's sizes from the spec's keys, or what is wrong with them.
+    pub config: fn(&Sizes) -> Result<ModelConfig, SizeError>,
+    /// The IR template: the stem (returns its output), one block, the head.
+    pub stem: fn(&mut Builder) -> NodeIndex,
+    pub block: fn(&mut Builder, NodeIndex, usize) -> NodeIndex,
+    pub head: fn(&mut Builder, NodeIndex),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct KeySpec {
+    pub name: &'static str,
+    pub default: Option<i64>,
+    /// `true` / `false` rather than a number.
+    pub flag: bool,
+}
+
+impl KeySpec {
+    pub const fn required(name: &'static str) -> Self {
+        KeySpec {
+            name,
+            default: None,
+            flag: false,
+        }
+    }
+    pub const fn optional(name: &'static str, default: i64) -> Self {
+        KeySpec {
+            name,
+            default: Some(default),
+            flag: false,
+        }
+    }
+    /// A yes/no key, off unless set.
+    pub const fn flag(name: &'static str) -> Self {
+        KeySpec {
+            name,
+            default: Some(0),
+            flag: true,
+        }
+    }
+}
+
+/// The values of a model's keys (flags as 0 or 1), every key present.
+pub struct Sizes<'a> {
+    pub name: &'a str,
+    pub family: Family,
+    pub values: std::collections::BTreeMap<&'static str, usize>,
+}
+
+impl Sizes<'_> {
+    pub fn get(&self, key: &str) -> usize {
+        self.values.get(key).copied().unwrap_or(0)
+    }
+}
+
+/// A size that does not fit the family: the key to point at, and what to say.
+#[derive(Debug)]
+pub struct SizeError {
+    pub key: &'static str,
+    pub message: String,
+    pub label: &'static str,
+    pub hint: &'static str,
+}
+
+/// The sizes of a model, resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelConfig {
+    pub name: String,
+    pub family: Family,
+    pub hidden: usize,
+    pub heads: usize,
+    pub layers: usize,
+    /// Language models: the vocabulary; vit: 0.
+    pub vocab: usize,
+    /// The MLP's inner width (llama: SwiGLU; vit: `mlp`).
+    pub ffn: usize,
+    /// Language models: the sequence length; vit: patches + cls token.
+    pub tokens: usize,
+    pub image: usize,
+    pub patch: usize,
+    pub channels: usize,
+    pub classes: usize,
+    pub mlp_norm: bool,
+}
+
+impl ModelConfig {
+    /// A language model's config: the sizes every decoder family has.
+    fn language(s: &Sizes) -> ModelConfig {
+        ModelConfig {
+            name: s.name.to_string(),
+            family: s.family,
+            hidden: s.get("hidden"),
+            heads: s.get("heads"),
+            layers: s.get("layers"),
+            vocab: s.get("vocab"),
+            ffn: s.get("ffn"),
+            tokens: s.get("seq"),
+            image: 0,
+            patch: 0,
+            channels: 0,
+            classes: 0,
+            mlp_norm: false,
+        }
+    }
+
+    pub fn def(&self) -> &'static FamilyDef {
+        self.family.def()
+    }
+
+    /// `(in, out)` of a site, by its place in the family's site table.
+    pub fn site_dims(&self, local: usize) -> (usize, usize) {
+        (self.def().sites[local].dims)(self)
+    }
+
+    /// Whether the family puts a bias on its block linears.
+    pub fn linear_bias(&self) -> bool {
+        self.def().linear_bias
+    }
+
+    pub fn sites_per_block(&self) -> usize {
+        self.def().sites.len()
+    }
+
+    /// The one place a site's position in a model-wide list is computed.
+    pub fn site_index(&self, s: crate::spec::SiteRef) -> usize {
+        s.block * self.sites_per_block() + s.local
+    }
+
+    /// Every site of the model, block by block, in the order of `site_index`.
+    pub fn site_refs(&self) -> impl Iterator<Item = crate::spec::SiteRef> + '_ {
+        (0..self.layers).flat_map(move |block| {
+            (0..self.sites_per_block()).map(move |local| crate::spec::SiteRef { block, local })
+        })
+    }
+
+    /// The place of site `group.name` in a block.
+    pub fn local_site(&self, qualified: &str) -> usize {
+        self.def()
+            .sites
+            .iter()
+            .position(|s| format!("{}.{}", s.group, s.name) == qualified)
+            .unwrap_or_else(|| panic!("{} has no site {qualified}", self.family.name()))
+    }
+
+    pub fn patches(&self) -> usize {
+        (self.image / self.patch.max(1)).pow(2)
+    }
+}
+
+/// The attention half of a pre-norm block, shared by every family: norm, the q, k, v sites,
+/// RoPE where the family uses it, attention, the o site and the residual add.
+pub(crate) struct AttentionHalf {
+    pub norm: &'static str,
+    pub norm_op: fn(usize) -> crate::ir::Op,
+    pub rope: bool,
+    pub causal: bool,
+}
+
+impl AttentionHalf {
+    pub fn build(&self, b: &mut Builder, x: NodeIndex, block: usize) -> NodeIndex {
+        use crate::ir::Op;
+        let m = b.model().clone();
+        let h = m.hidden;
+        let n1 = b.block_op(x, block, self.norm, (self.norm_op)(h));
+        let mut q = b.site(n1, block, "attn.q");
+        let mut k = b.site(n1, block, "attn.k");
+        let v = b.site(n1, block, "attn.v");
+        if self.rope {
+            let rope = Op::Rope {
+                width: h,
+                heads: m.heads,
+            };
+            q = b.block_op(q, block, "rope_q", rope.clone());
+            k = b.block_op(k, block, "rope_k", rope);
+        }
+        let attention = Op::Attention {
+            heads: m.heads,
+            head_dim: h / m.heads,
+            tokens: m.tokens,
+            causal: self.causal,
+        };
+        let att = b.block_join(&[q, k, v], block, "attention", attention);
+        let o = b.site(att, block, "attn.o");
+        b.block_join(&[x, o], block, "residual_attn", Op::Add { width: h })
+    }
+}

@@ -1,0 +1,99 @@
+//! Attention's pieces: rotate-half RoPE, the causal mask and scaled dot-product attention.
+//! The IR keeps RoPE and attention as single coarse nodes; these are their Burn functions.
+
+use burn::tensor::{activation, backend::Backend, Tensor, TensorData};
+
+/// Tables for rotate-half RoPE (base 10000) over a whole (seq, hidden) row, every head alike:
+/// `cos[t, i]` and `sin[t, i]`, with the sign of rotate-half folded into `sin` (negative on the
+/// first half of each head), so that `rope(x) = x·cos + swap_halves(x)·sin`.
+pub fn rope_tables<B: Backend>(
+    seq: usize,
+    heads: usize,
+    hidden: usize,
+    device: &B::Device,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let hd = hidden / heads;
+    let half = hd / 2;
+    let mut cos = Vec::with_capacity(seq * hidden);
+    let mut sin = Vec::with_capacity(seq * hidden);
+    for t in 0..seq {
+        for _ in 0..heads {
+            for i in 0..hd {
+                let f = 1.0 / 10000f64.powf((2 * (i % half)) as f64 / hd as f64);
+                let a = t as f64 * f;
+                let sign = if i < half { -1.0 } else { 1.0 };
+                cos.push(a.cos() as f32);
+                sin.push((sign * a.sin()) as f32);
+            }
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(cos, [seq, hidden]), device),
+        Tensor::from_data(TensorData::new(sin, [seq, hidden]), device),
+    )
+}
+
+/// Rotate-half RoPE of q or k in the (batch·seq, hidden) layout: per head, `x·cos +
+/// rotate_half(x)·sin` with `rotate_half([x1, x2]) = [−x2, x1]` (the sign lives in `sin`).
+pub fn rope<B: Backend>(
+    x: Tensor<B, 2>,
+    batch: usize,
+    heads: usize,
+    cos: &Tensor<B, 2>,
+    sin: &Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    let [n, hidden] = x.dims();
+    let hd = hidden / heads;
+    let half = hd / 2;
+    let per_head = x.clone().reshape([n * heads, hd]);
+    let swapped = Tensor::cat(
+        vec![
+            per_head.clone().narrow(1, half, half),
+            per_head.narrow(1, 0, half),
+        ],
+        1,
+    );
+    // Tables of the full (batch·seq, hidden) shape: a broadcast operand would send the product
+    // down the backends' strided path again.
+    let (cos, sin) = if cos.dims()[0] == n {
+        (cos.clone(), sin.clone())
+    } else {
+        (
+            cos.clone().repeat_dim(0, batch),
+            sin.clone().repeat_dim(0, batch),
+        )
+    };
+    x * cos + swapped.reshape([n, hidden]) * sin
+}
+
+/// The causal mask as an additive bias, 0 on and below the diagonal and −10³⁰ above, in the
+/// full (batch, heads, seq, seq) shape of the scores: adding a broadcast operand, or
+/// `mask_fill` with a broadcast mask, sends the CPU backends down an element-by-element strided
+/// path (BENCHMARKS.md, attempt 3).
+pub fn causal_bias<B: Backend>([batch, heads, n]: [usize; 3], device: &B::Device) -> Tensor<B, 4> {
+    let mut bias = vec![0f32; batch * heads * n * n];
+    for (i, row) in bias.chunks_exact_mut(n).enumerate() {
+        row[i % n + 1..].fill(-1e30);
+    }
+    Tensor::from_data(TensorData::new(bias, [batch, heads, n, n]), device)
+}
+
+/// Scaled dot-product attention, softmax(q kᵀ / √d + mask) v, over (batch, heads, seq, d).
+/// Written out (the same matmul / mask / softmax graph Burn's CPU fallback runs under autodiff)
+/// so that every op on the path is one the finite-difference tests cover.
+pub fn sdpa<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    causal_bias: Option<&Tensor<B, 4>>,
+) -> Tensor<B, 4> {
+    let d = q.dims()[3];
+    let scores = q
+        .matmul(k.swap_dims(2, 3))
+        .mul_scalar(1.0 / (d as f64).sqrt());
+    let scores = match causal_bias {
+        Some(bias) => scores + bias.clone(),
+        None => scores,
+    };
+    activation::softmax(scores, 3).matmul(v)
+}

@@ -1,0 +1,336 @@
+//! What each IR op computes, as Burn tensor code: one arm per op kind. A value is `(N, width)`
+//! with N = batch × the tokens the node runs on (all tokens, the patches, or the cls token).
+
+use super::attention::{causal_bias, rope, rope_tables, sdpa};
+use super::layers::apply_activation;
+use super::params::{add_bias, Linear, NodeParams, TensorGate};
+use super::program::Step;
+use crate::ir::{Gate, Op};
+use burn::nn::DropoutConfig;
+use burn::tensor::{backend::Backend, Int, Tensor};
+
+/// A value flowing on an IR edge.
+#[derive(Debug, Clone)]
+pub enum Value<B: Backend> {
+    /// Token ids, `(batch, seq)`.
+    Ids(Tensor<B, 2, Int>),
+    /// Images, `(batch, channels, height, width)`.
+    Images(Tensor<B, 4>),
+    /// Activations, `(N, width)`.
+    Float(Tensor<B, 2>),
+}
+
+impl<B: Backend> Value<B> {
+    pub fn float(self) -> Tensor<B, 2> {
+        match self {
+            Value::Float(t) => t,
+            _ => unreachable!("the checked IR feeds activations here"),
+        }
+    }
+}
+
+/// What one forward pass shares between nodes: its batch and sequence, and tables built once.
+pub struct Frame<B: Backend> {
+    pub batch: usize,
+    /// Tokens per sample in this pass.
+    pub seq: usize,
+    rope: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+    causal: Option<Tensor<B, 4>>,
+}
+
+impl<B: Backend> Frame<B> {
+    pub fn new(batch: usize, seq: usize) -> Self {
+        Frame {
+            batch,
+            seq,
+            rope: None,
+            causal: None,
+        }
+    }
+
+    /// RoPE tables for every row of the pass, `(batch·seq, width)`.
+    fn rope(
+        &mut self,
+        width: usize,
+        heads: usize,
+        device: &B::Device,
+    ) -> &(Tensor<B, 2>, Tensor<B, 2>) {
+        let (batch, seq) = (self.batch, self.seq);
+        self.rope.get_or_insert_with(|| {
+            let (cos, sin) = rope_tables::<B>(seq, heads, width, device);
+            (cos.repeat_dim(0, batch), sin.repeat_dim(0, batch))
+        })
+    }
+
+    fn causal(&mut self, heads: usize, device: &B::Device) -> Tensor<B, 4> {
+        let (batch, seq) = (self.batch, self.seq);
+        self.causal
+            .get_or_insert_with(|| causal_bias::<B>([batch, heads, seq], device))
+            .clone()
+    }
+}
+
+fn params<B: Backend>(p: Option<&NodeParams<B>>) -> &NodeParams<B> {
+    p.expect("the lowering gives this op its parameters")
+}
+
+fn linear<B: Backend>(p: Option<&NodeParams<B>>) -> &Linear<B> {
+    match params(p) {
+        NodeParams::Linear(l) => l,
+        _ => unreachable!("a linear op has linear parameters"),
+    }
+}
+
+/// Runs one step on its inputs (in the order the IR wired them).
+pub fn eval<B: Backend>(
+    step: &Step,
+    p: Option<&NodeParams<B>>,
+    mut args: Vec<Value<B>>,
+    frame: &mut Frame<B>,
+) -> Value<B> {
+    let out = match &step.op {
+        Op::TokenInput { .. } | Op::ImageInput { .. } => {
+            unreachable!("the model's input is given, not computed")
+        }
+        Op::Embedding { .. } => {
+            let (Value::Ids(ids), NodeParams::Table(table)) = (args.swap_remove(0), params(p))
+            else {
+                unreachable!("an embedding reads token ids")
+            };
+            let [b, n] = ids.dims();
+            table.val().select(0, ids.reshape([b * n]))
+        }
+        Op::PatchEmbed { patch, .. } => {
+            let Value::Images(images) = args.swap_remove(0) else {
+                unreachable!("a patch embedding reads images")
+            };
+            linear(p).forward(patchify(images, *patch))
+        }
+        Op::PosEmbed { dim, .. } => {
+            let NodeParams::Table(table) = params(p) else {
+                unreachable!("positions are a table")
+            };
+            positions(args, table.val(), *dim, frame.batch)
+        }
+        op => {
+            let floats = args.into_iter().map(Value::float).collect();
+            eval_float(op, step.first_token_only, p, floats, frame)
+        }
+    };
+    Value::Float(out)
+}
+
+/// The ops that read and write activations.
+fn eval_float<B: Backend>(
+    op: &Op,
+    first_token_only: bool,
+    p: Option<&NodeParams<B>>,
+    args: Vec<Tensor<B, 2>>,
+    frame: &mut Frame<B>,
+) -> Tensor<B, 2> {
+    let mut args = args.into_iter();
+    let mut arg = || args.next().expect("the IR wires every input");
+    match op {
+        Op::ClsToken { dim } => {
+            let NodeParams::Vector(cls) = params(p) else {
+                unreachable!("the cls token is a vector")
+            };
+            cls.val().reshape([1, *dim]).repeat_dim(0, frame.batch)
+        }
+        Op::Norm { .. } => match p {
+            None => arg(),
+            Some(NodeParams::LayerNorm(n)) => n.forward(arg()),
+            Some(NodeParams::RmsNorm(n)) => n.forward(arg()),
+            Some(_) => unreachable!("a norm has norm parameters"),
+        },
+        Op::Linear { .. } => {
+            let mut x = arg();
+            if first_token_only {
+                x = first_tokens(x, frame.batch);
+            }
+            linear(p).forward(x)
+        }
+        Op::TiedHead { .. } => {
+            let NodeParams::Table(table) = params(p) else {
+                unreachable!("a tied head reads the embedding table")
+            };
+            arg().matmul(table.val().transpose())
+        }
+        Op::TtCore {
+            index,
+            left,
+            mode,
+            right,
+            batch,
+            ..
+        } => {
+            let NodeParams::TtCore(c) = params(p) else {
+                unreachable!("a TT core has a core")
+            };
+            let y = tt_core(arg(), c.core.val(), *index, [*left, *mode, *right, *batch]);
+            add_bias(y, &c.bias)
+        }
+        Op::Latent { .. } | Op::Output { .. } => arg(),
+        Op::LaxAdd { .. } | Op::Add { .. } => arg() + arg(),
+        Op::Mul { .. } => arg() * arg(),
+        Op::Gate { gate, .. } => self::gate(gate, p, arg()),
+        Op::Activation { act, .. } => apply_activation(*act, arg()),
+        Op::Rope { width, heads } => {
+            let (x, batch) = (arg(), frame.batch);
+            let device = x.device();
+            let (cos, sin) = frame.rope(*width, *heads, &device);
+            rope(x, batch, *heads, cos, sin)
+        }
+        Op::Attention { heads, causal, .. } => {
+            let (q, k, v) = (arg(), arg(), arg());
+            let mask = causal.then(|| frame.causal(*heads, &q.device()));
+            attention(q, k, v, *heads, frame, mask.as_ref())
+        }
+        Op::Dropout { p: rate, .. } => DropoutConfig::new(*rate).init().forward(arg()),
+        Op::LoraMerge { scale, .. } => {
+            let (base, adapter) = (arg(), arg());
+            base + adapter.mul_scalar(*scale)
+        }
+        Op::TokenInput { .. } | Op::ImageInput { .. } | Op::Embedding { .. } => {
+            unreachable!("handled by eval")
+        }
+        Op::PatchEmbed { .. } | Op::PosEmbed { .. } => unreachable!("handled by eval"),
+    }
+}
+
+/// Image patches as rows, in (channel, row, column) order: the order of a flattened Conv2d
+/// kernel.
+fn patchify<B: Backend>(images: Tensor<B, 4>, p: usize) -> Tensor<B, 2> {
+    let [batch, c, hgt, wid] = images.dims();
+    let (gh, gw) = (hgt / p, wid / p);
+    images
+        .reshape([batch * c * gh, p, gw, p])
+        .swap_dims(1, 2)
+        .reshape([batch, c, gh * gw, p * p])
+        .swap_dims(1, 2)
+        .reshape([batch * gh * gw, c * p * p])
+}
+
+/// Joins the inputs' tokens per sample, in input order (the cls token, then the patches), and
+/// adds the learned positions of the first `seq` places.
+fn positions<B: Backend>(
+    args: Vec<Value<B>>,
+    table: Tensor<B, 2>,
+    dim: usize,
+    batch: usize,
+) -> Tensor<B, 2> {
+    let mut parts: Vec<Tensor<B, 3>> = args
+        .into_iter()
+        .map(|a| {
+            let t = a.float();
+            let rows = t.dims()[0];
+            t.reshape([batch, rows / batch, dim])
+        })
+        .collect();
+    let x = if parts.len() == 1 {
+        parts.pop().expect("one part")
+    } else {
+        Tensor::cat(parts, 1)
+    };
+    let seq = x.dims()[1];
+    let table = if table.dims()[0] == seq {
+        table
+    } else {
+        table.narrow(0, 0, seq)
+    };
+    (x + table.unsqueeze::<3>()).reshape([batch * seq, dim])
+}
+
+/// The first token of each sample: `(batch·seq, w)` → `(batch, w)`.
+fn first_tokens<B: Backend>(x: Tensor<B, 2>, batch: usize) -> Tensor<B, 2> {
+    let [n, w] = x.dims();
+    x.reshape([batch, n / batch, w])
+        .narrow(1, 0, 1)
+        .reshape([batch, w])
+}
+
+/// One core of a 4-core tensor train (DESIGN.md §3), on values kept 2-D:
+/// C0: x (N, m0·m1) → t1 (N, m1·r1); C1: t1 → t2 (N, R); C2: t2 → t3 (N, m2·r3);
+/// C3: t3 → y (N, m2·m3). `[left, mode, right, batch]` are the IR's.
+fn tt_core<B: Backend>(
+    x: Tensor<B, 2>,
+    core: Tensor<B, 3>,
+    index: usize,
+    [left, mode, right, batch]: [usize; 4],
+) -> Tensor<B, 2> {
+    let n = x.dims()[0];
+    match index {
+        // t1[n, i1, a] = Σ_i0 x[n, i0, i1] C0[i0, a]
+        0 => x
+            .reshape([n, mode, batch])
+            .swap_dims(1, 2)
+            .reshape([n * batch, mode])
+            .matmul(core.reshape([mode, right]))
+            .reshape([n, batch * right]),
+        // t2[n, b] = Σ_{a, i1} t1[n, i1, a] C1[a, i1, b]
+        1 => x
+            .reshape([n, mode, left])
+            .swap_dims(1, 2)
+            .reshape([n, left * mode])
+            .matmul(core.reshape([left * mode, right])),
+        // t3[n, j2, c] = Σ_b t2[n, b] C2[b, j2, c]
+        2 => x.matmul(core.reshape([left, mode * right])),
+        // y[n, j2, j3] = Σ_c t3[n, j2, c] C3[c, j3]
+        _ => x
+            .reshape([n * batch, left])
+            .matmul(core.reshape([left, mode]))
+            .reshape([n, batch * mode]),
+    }
+}
+
+/// A LaX gate on the source latent `(N, src)` → `(N, dst)`.
+pub fn gate<B: Backend>(gate: &Gate, p: Option<&NodeParams<B>>, h: Tensor<B, 2>) -> Tensor<B, 2> {
+    match (gate, p) {
+        (Gate::Identity, _) => h,
+        (Gate::Linear, Some(NodeParams::Vector(alpha))) => h * alpha.val().unsqueeze::<2>(),
+        (Gate::Tensor { input, output }, Some(NodeParams::TensorGate(g))) => {
+            tensor_gate(h, g, *input, *output)
+        }
+        (Gate::Dense, Some(NodeParams::Linear(l))) => l.forward(h),
+        _ => unreachable!("a gate has the parameters of its kind"),
+    }
+}
+
+/// `G1ᵀ R G0` with R the row-major `s0 × s1` fold of h: equal to `h · kron(G1, G0)`.
+fn tensor_gate<B: Backend>(
+    h: Tensor<B, 2>,
+    g: &TensorGate<B>,
+    [s0, s1]: [usize; 2],
+    [t0, t1]: [usize; 2],
+) -> Tensor<B, 2> {
+    let n = h.dims()[0];
+    // R G0: (N·s0, s1)(s1, t1) → (N, s0, t1)
+    let r = h.reshape([n * s0, s1]).matmul(g.g0.val());
+    // G1ᵀ (R G0): contract s0 with G1 (s0, t0) → (N, t1, t0) → (N, t0, t1)
+    let r = r
+        .reshape([n, s0, t1])
+        .swap_dims(1, 2)
+        .reshape([n * t1, s0])
+        .matmul(g.g1.val());
+    r.reshape([n, t1, t0]).swap_dims(1, 2).reshape([n, t0 * t1])
+}
+
+/// Multi-head attention on `(batch·seq, heads·d)` rows: split the heads, attend, merge.
+fn attention<B: Backend>(
+    q: Tensor<B, 2>,
+    k: Tensor<B, 2>,
+    v: Tensor<B, 2>,
+    heads: usize,
+    frame: &Frame<B>,
+    mask: Option<&Tensor<B, 4>>,
+) -> Tensor<B, 2> {
+    let (batch, seq) = (frame.batch, frame.seq);
+    let width = q.dims()[1];
+    let split = |t: Tensor<B, 2>| {
+        t.reshape([batch, seq, heads, width / heads])
+            .swap_dims(1, 2)
+    };
+    sdpa(split(q), split(k), split(v), mask)
+        .swap_dims(1, 2)
+        .reshape([batch * seq, width])
+}
