@@ -17,6 +17,7 @@ pub mod family;
 pub mod ir;
 #[cfg(feature = "train")]
 pub mod lower;
+pub mod options;
 pub mod plot;
 pub mod report;
 pub mod resolve;

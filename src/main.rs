@@ -356,7 +356,8 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
 mod training {
     use super::*;
     use burn::backend::{Autodiff, Candle, Flex, NdArray};
-    use laxc::train::{self, options::parse_override, run_dir, RunPlan, TrainOptions};
+    use laxc::options::{parse_override, Device, TrainOptions};
+    use laxc::train::{self, run_dir, RunPlan};
 
     /// Resolves the options: the spec's train section, then every `--set`.
     fn options(
@@ -374,7 +375,7 @@ mod training {
                 }
             }
         }
-        let entries = c
+        let entries: Vec<_> = c
             .spec
             .train
             .as_ref()
@@ -433,9 +434,10 @@ mod training {
         if let Some(d) = &args.device {
             opts.device = d.clone();
         }
-        if let Err(code) = check_device(&opts.device) {
-            return code;
-        }
+        let device = match check_device(&opts.device) {
+            Ok(d) => d,
+            Err(code) => return code,
+        };
         if let Err(e) = fits_in_memory(&compiled) {
             eprintln!("error: {e}");
             return ExitCode::from(SPEC_ERROR);
@@ -486,7 +488,7 @@ mod training {
             device_label(&opts.device, args.backend),
             out.display()
         );
-        let result = match dispatch(&opts.device, args.backend, &plan) {
+        let result = match dispatch(device, args.backend, &plan) {
             Ok(r) => r,
             Err(code) => return code,
         };
@@ -562,21 +564,13 @@ mod training {
     }
 
     /// Refuses a device this build or machine cannot use, before anything is written.
-    fn check_device(device: &str) -> Result<(), ExitCode> {
-        if device == "cpu" {
-            return Ok(());
-        }
-        let Some(rest) = device.strip_prefix("cuda") else {
-            eprintln!("error: unknown device `{device}`: use cpu or cuda[:N]");
+    fn check_device(device: &str) -> Result<Device, ExitCode> {
+        let Some(parsed) = Device::parse(device) else {
+            eprintln!("error: unknown device `{device}`: use cpu, cuda or cuda:N");
             return Err(ExitCode::from(IO_ERROR));
         };
-        if !(rest.is_empty()
-            || rest
-                .strip_prefix(':')
-                .is_some_and(|n| n.parse::<usize>().is_ok()))
-        {
-            eprintln!("error: `--device {device}`: write cuda or cuda:N");
-            return Err(ExitCode::from(IO_ERROR));
+        if parsed == Device::Cpu {
+            return Ok(parsed);
         }
         if !cfg!(feature = "cuda") {
             eprintln!("error: --device cuda needs laxc built with `--features cuda`");
@@ -593,7 +587,7 @@ mod training {
                 return Err(ExitCode::from(IO_ERROR));
             }
         }
-        Ok(())
+        Ok(parsed)
     }
 
     fn device_label(device: &str, backend: CpuBackend) -> String {
@@ -612,28 +606,21 @@ mod training {
     type TrainResult = Result<train::Summary, String>;
 
     fn dispatch(
-        device: &str,
+        device: Device,
         backend: CpuBackend,
         plan: &RunPlan,
     ) -> Result<TrainResult, ExitCode> {
-        if let Some(rest) = device.strip_prefix("cuda") {
-            let index: usize = match rest.strip_prefix(':').unwrap_or("0").parse() {
-                Ok(i) => i,
-                Err(_) => {
-                    eprintln!("error: `--device {device}`: write cuda or cuda:N");
-                    return Err(ExitCode::from(IO_ERROR));
-                }
-            };
-            return cuda(index, plan);
-        }
-        if device != "cpu" {
-            eprintln!("error: unknown device `{device}`: use cpu or cuda[:N]");
-            return Err(ExitCode::from(IO_ERROR));
-        }
-        Ok(match backend {
-            CpuBackend::Flex => train::train::<Autodiff<Flex>>(plan, Default::default()),
-            CpuBackend::Ndarray => train::train::<Autodiff<NdArray>>(plan, Default::default()),
-            CpuBackend::Candle => train::train::<Autodiff<Candle>>(plan, Default::default()),
+        Ok(match (device, backend) {
+            (Device::Cuda(index), _) => return cuda(index, plan),
+            (Device::Cpu, CpuBackend::Flex) => {
+                train::train::<Autodiff<Flex>>(plan, Default::default())
+            }
+            (Device::Cpu, CpuBackend::Ndarray) => {
+                train::train::<Autodiff<NdArray>>(plan, Default::default())
+            }
+            (Device::Cpu, CpuBackend::Candle) => {
+                train::train::<Autodiff<Candle>>(plan, Default::default())
+            }
         })
     }
 

@@ -657,3 +657,47 @@ fn gelu_tanh_follows_its_formula() {
         );
     }
 }
+
+/// The `dropout` train key is applied: every family has dropout nodes on its attention and MLP
+/// outputs; while training (autodiff) they drop at the run's rate, in evaluation they are off.
+#[test]
+fn dropout_acts_while_training_and_not_in_evaluation() {
+    use burn::module::AutodiffModule;
+    use laxc::ir::{DropRate, Op};
+    for sizes in [
+        "model t: llama { vocab = 11, hidden = 8, ffn = 12, heads = 2, layers = 2, seq = 5 }",
+        "model t: gpt2 { vocab = 11, hidden = 8, ffn = 12, heads = 2, layers = 2, seq = 5 }",
+        "model t: vit { image = 4, patch = 2, channels = 1, classes = 3, hidden = 8, mlp = 12, heads = 2, layers = 2 }",
+    ] {
+        let c = laxc::compile(&laxc::source::Source::new("t.lax", sizes)).unwrap();
+        let train_dropouts = c
+            .ir
+            .graph
+            .node_weights()
+            .filter(|n| matches!(n.op, Op::Dropout { rate: DropRate::Train, .. }))
+            .count();
+        assert!(train_dropouts >= 2 * c.ir.model.layers, "{sizes}: {train_dropouts}");
+    }
+    let (_, plain) = tiny_model(3);
+    let dropped = plain.clone().with_dropout(0.5);
+    let logits = |m: &LaxModel<AD>| scalar(loss(m));
+    assert_ne!(
+        logits(&dropped),
+        logits(&plain),
+        "dropout changes a training pass"
+    );
+    assert_ne!(
+        logits(&dropped),
+        logits(&dropped),
+        "each pass draws its own mask"
+    );
+    let tokens = || {
+        Tensor::<B, 2, burn::tensor::Int>::from_data(
+            TensorData::new(vec![1i64, 4, 7, 2, 9], [1, 5]),
+            &dev(),
+        )
+    };
+    let eval_plain = to_vec(plain.valid().forward_tokens(tokens()));
+    let eval_dropped = to_vec(dropped.valid().forward_tokens(tokens()));
+    assert_close(&eval_dropped, &eval_plain, 0.0, "evaluation has no dropout");
+}

@@ -105,7 +105,9 @@ fn default_spec_learns_below_the_unigram_entropy() {
 
     // An existing run is never overwritten without --force.
     let again = laxc()
-        .args(["train", "--plain", "--set", "steps=1", "--out"])
+        .args([
+            "train", "--plain", "--set", "steps=1", "--set", "warmup=0", "--out",
+        ])
         .arg(&run)
         .output()
         .unwrap();
@@ -320,7 +322,16 @@ fn huggingface_tokenizer_json_is_used_for_text() {
     );
     let run = dir.join("run");
     let out = train(
-        &["--set", &set, "--set", "steps=3", "--set", "eval_every=0"],
+        &[
+            "--set",
+            &set,
+            "--set",
+            "steps=3",
+            "--set",
+            "warmup=1",
+            "--set",
+            "eval_every=0",
+        ],
         &run,
     );
     assert!(
@@ -332,7 +343,10 @@ fn huggingface_tokenizer_json_is_used_for_text() {
     assert!(resolved.contains("tokenizer.json"), "{resolved}");
     // A file that is not a tokenizer fails with one line naming it.
     std::fs::write(&tok_path, "{ not json").unwrap();
-    let out = train(&["--set", &set, "--set", "steps=3"], &dir.join("run2"));
+    let out = train(
+        &["--set", &set, "--set", "steps=3", "--set", "warmup=1"],
+        &dir.join("run2"),
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tokenizer.json"));
     assert!(
@@ -370,7 +384,16 @@ fn token_shards_train_and_bad_shards_are_refused() {
     write_shard(&dir.join("data_val_000.bin"), &tokens[..1000], 20240520);
     let set = format!("data=tokens(\"{}\")", dir.display());
     let out = train(
-        &["--set", &set, "--set", "steps=2", "--set", "eval_every=0"],
+        &[
+            "--set",
+            &set,
+            "--set",
+            "steps=2",
+            "--set",
+            "warmup=1",
+            "--set",
+            "eval_every=0",
+        ],
         &dir.join("run"),
     );
     assert!(
@@ -379,7 +402,10 @@ fn token_shards_train_and_bad_shards_are_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
     write_shard(&dir.join("data_val_000.bin"), &tokens[..1000], 12345);
-    let out = train(&["--set", &set, "--set", "steps=2"], &dir.join("run2"));
+    let out = train(
+        &["--set", &set, "--set", "steps=2", "--set", "warmup=1"],
+        &dir.join("run2"),
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -581,7 +607,14 @@ fn entries(dir: &std::path::Path) -> Vec<String> {
     v
 }
 
-const ONE_STEP: [&str; 4] = ["--set", "steps=1", "--set", "eval_every=0"];
+const ONE_STEP: [&str; 6] = [
+    "--set",
+    "steps=1",
+    "--set",
+    "warmup=0",
+    "--set",
+    "eval_every=0",
+];
 
 #[test]
 fn force_never_deletes_a_folder_that_is_not_a_run() {
@@ -589,10 +622,9 @@ fn force_never_deletes_a_folder_that_is_not_a_run() {
     let before = entries(&proj);
     // `--out proj --force`, and `--out . --force` from inside it.
     let spec = proj.join("spec.lax");
-    let out = train(
-        &[spec.to_str().unwrap(), "--force", ONE_STEP[0], ONE_STEP[1]],
-        &proj,
-    );
+    let mut args = vec![spec.to_str().unwrap(), "--force"];
+    args.extend(ONE_STEP);
+    let out = train(&args, &proj);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -676,4 +708,47 @@ fn tiny_gpt2_learns_below_the_unigram_entropy() {
         "validation loss {val} is not below {entropy}"
     );
     let _ = std::fs::remove_dir_all(run);
+}
+
+/// `--set dropout=...` reaches the model (it used to be parsed and ignored), and a value out of
+/// range is refused before anything runs.
+#[test]
+fn the_dropout_key_changes_training_and_bad_values_are_refused() {
+    let loss_with = |p: &str| {
+        let run = tempdir(&format!("dropout-{p}"));
+        let out = train(
+            &[
+                "--set",
+                "steps=3",
+                "--set",
+                "warmup=1",
+                "--set",
+                "eval_every=0",
+                "--set",
+                &format!("dropout={p}"),
+            ],
+            &run,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let loss = summary(&run)["final_loss"].as_f64().unwrap();
+        let _ = std::fs::remove_dir_all(run);
+        loss
+    };
+    assert_ne!(loss_with("0"), loss_with("0.3"));
+    for bad in [
+        "dropout=1",
+        "batch=0",
+        "steps=0",
+        "beta2=1",
+        "schedule=cosine(warmpu=3)",
+    ] {
+        let run = tempdir("refused");
+        let out = train(&["--set", bad], &run);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(!run.exists(), "{bad}: a refused run leaves no folder");
+    }
 }

@@ -7,9 +7,10 @@
 use super::{
     AttentionHalf, FamilyDef, InitScheme, Input, KeySpec, ModelConfig, SiteDef, SizeError, Sizes,
 };
-use crate::ir::build::{ln, Builder};
-use crate::ir::{Op, Scope};
+use crate::ir::build::Builder;
+use crate::ir::{DropRate, Op, Scope};
 use crate::spec::Activation;
+use crate::spec::NormKind;
 use petgraph::graph::NodeIndex;
 
 pub static GPT2: FamilyDef = FamilyDef {
@@ -76,6 +77,15 @@ fn narrow(m: &ModelConfig) -> (usize, usize) {
     (m.ffn, m.hidden)
 }
 
+/// GPT-2's LayerNorm: epsilon 1e-5 (HF `layer_norm_epsilon`).
+fn ln(width: usize) -> Op {
+    Op::Norm {
+        kind: NormKind::Layernorm,
+        width,
+        eps: 1e-5,
+    }
+}
+
 fn config(s: &Sizes) -> Result<ModelConfig, SizeError> {
     Ok(ModelConfig::language(s))
 }
@@ -96,7 +106,12 @@ fn stem(b: &mut Builder) -> NodeIndex {
         tokens: m.tokens,
         dim: m.hidden,
     };
-    b.then(e, "pos_embed".into(), positions, Scope::Stem)
+    let x = b.then(e, "pos_embed".into(), positions, Scope::Stem);
+    let dropout = Op::Dropout {
+        width: m.hidden,
+        rate: DropRate::Train,
+    };
+    b.then(x, "embed_dropout".into(), dropout, Scope::Stem)
 }
 
 const ATTENTION: AttentionHalf = AttentionHalf {
@@ -117,6 +132,7 @@ fn block(b: &mut Builder, x: NodeIndex, block: usize) -> NodeIndex {
     };
     let act = b.block_op(fc, block, "gelu", gelu);
     let proj = b.site(act, block, "mlp.proj");
+    let proj = b.block_dropout(proj, block, "mlp_dropout");
     b.block_join(
         &[r1, proj],
         block,

@@ -128,6 +128,7 @@ fn block(b: &mut Builder, x: NodeIndex, block: usize) -> NodeIndex {
     let up = b.site(n2, block, "mlp.up");
     let mul = b.block_join(&[act, up], block, "swiglu", Op::Mul { width: m.ffn });
     let down = b.site(mul, block, "mlp.down");
+    let down = b.block_dropout(down, block, "mlp_dropout");
     b.block_join(
         &[r1, down],
         block,

@@ -248,7 +248,8 @@ impl ModelConfig {
 }
 
 /// The attention half of a pre-norm block, shared by every family: norm, the q, k, v sites,
-/// RoPE where the family uses it, attention, the o site and the residual add.
+/// RoPE where the family uses it, attention, the o site, dropout (the run's `dropout`) and the
+/// residual add.
 pub(crate) struct AttentionHalf {
     pub norm: &'static str,
     pub norm_op: fn(usize) -> crate::ir::Op,
@@ -281,6 +282,7 @@ impl AttentionHalf {
         };
         let att = b.block_join(&[q, k, v], block, "attention", attention);
         let o = b.site(att, block, "attn.o");
+        let o = b.block_dropout(o, block, "attn_dropout");
         b.block_join(&[x, o], block, "residual_attn", Op::Add { width: h })
     }
 }

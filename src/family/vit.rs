@@ -147,11 +147,14 @@ fn block(b: &mut Builder, x: NodeIndex, block: usize) -> NodeIndex {
         act: Activation::Gelu,
         width: m.ffn,
     };
-    let mut act = b.block_op(fc1, block, "gelu", gelu);
+    let act = b.block_op(fc1, block, "gelu", gelu);
+    // timm's Mlp: dropout after the activation and after fc2, the norm between.
+    let mut act = b.block_dropout(act, block, "act_dropout");
     if m.mlp_norm {
         act = b.block_op(act, block, "mlp_norm", ln(m.ffn));
     }
     let fc2 = b.site(act, block, "mlp.fc2");
+    let fc2 = b.block_dropout(fc2, block, "mlp_dropout");
     b.block_join(
         &[r1, fc2],
         block,

@@ -115,6 +115,17 @@ impl Builder<'_> {
         self.join(inputs, name, op, Scope::Block { block })
     }
 
+    /// The model's own dropout on `from` (the run's `dropout` option), named
+    /// `blocks[block].NAME`.
+    pub fn block_dropout(&mut self, from: NodeIndex, block: usize, name: &str) -> NodeIndex {
+        let width = self.g[from].op.output_shape().iter().product();
+        let op = Op::Dropout {
+            width,
+            rate: DropRate::Train,
+        };
+        self.block_op(from, block, name, op)
+    }
+
     /// Which tokens of a sample a node runs on (all, by default).
     pub fn set_tokens(&mut self, node: NodeIndex, tokens: Tokens) {
         self.g[node].tokens = tokens;
@@ -151,6 +162,7 @@ impl Builder<'_> {
             let norm_op = Op::Norm {
                 kind: p.norm,
                 width,
+                eps: NORM_EPS,
             };
             let add = b.then(z, n("lax_add"), Op::LaxAdd { width }, sc);
             lax_add = Some(add);
@@ -265,7 +277,7 @@ impl Builder<'_> {
                     n("dropout"),
                     Op::Dropout {
                         width: inp,
-                        p: *dropout,
+                        rate: DropRate::Fixed { p: *dropout },
                     },
                     sc,
                 );
@@ -425,16 +437,20 @@ fn pathway_name(spec: &Spec, p: &crate::spec::InterPathway, part: &str) -> Strin
     )
 }
 
+/// RMSNorm(width), epsilon 1e-6.
 pub fn rms(width: usize) -> Op {
     Op::Norm {
         kind: NormKind::Rmsnorm,
         width,
+        eps: NORM_EPS,
     }
 }
 
+/// LayerNorm(width), epsilon 1e-6.
 pub fn ln(width: usize) -> Op {
     Op::Norm {
         kind: NormKind::Layernorm,
         width,
+        eps: NORM_EPS,
     }
 }

@@ -5,7 +5,7 @@ pub mod build;
 pub mod node;
 
 pub use build::build;
-pub use node::{fold, Edge, EdgeKind, Gate, Node, Op, Role, Scope, Tokens};
+pub use node::{fold, DropRate, Edge, EdgeKind, Gate, Node, Op, Role, Scope, Tokens, NORM_EPS};
 
 use crate::family::ModelConfig;
 use crate::source::Span;

@@ -48,6 +48,9 @@ impl Gate {
     }
 }
 
+/// The epsilon of LaX's norms (DESIGN.md §3) and of the LLaMA and timm ViT norms.
+pub const NORM_EPS: f64 = 1e-6;
+
 /// The divisor pair of `r` closest to √r: `(s0, s1)` with `s0 ≤ s1` and `s0·s1 = r`.
 pub fn fold(r: usize) -> [usize; 2] {
     let mut s0 = (r as f64).sqrt() as usize;
@@ -85,9 +88,12 @@ pub enum Op {
         tokens: usize,
         dim: usize,
     },
+    /// A norm over the last `width` channels; `eps` is added to the variance (or the mean
+    /// square) inside the root.
     Norm {
         kind: NormKind,
         width: usize,
+        eps: f64,
     },
     /// `y = x W (+ b)`, W is `inp × out`.
     Linear {
@@ -149,11 +155,11 @@ pub enum Op {
     Add {
         width: usize,
     },
-    /// Zeroes each element with probability `p` and scales the rest by 1/(1 − p) while
+    /// Zeroes each element with probability p and scales the rest by 1/(1 − p) while
     /// training; the identity in evaluation.
     Dropout {
         width: usize,
-        p: f64,
+        rate: DropRate,
     },
     /// LoRA's `base + (alpha / r) · adapter`.
     LoraMerge {
@@ -163,6 +169,16 @@ pub enum Op {
     Output {
         width: usize,
     },
+}
+
+/// How much a dropout node drops.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "rate", rename_all = "lowercase")]
+pub enum DropRate {
+    /// A rate the spec fixes: LoRA's `dropout` argument.
+    Fixed { p: f64 },
+    /// The run's `dropout` train option (the model's own dropout; 0 unless set).
+    Train,
 }
 
 /// Which tokens of a sample an op runs on.
@@ -236,7 +252,7 @@ impl Op {
             } => u(channels) * u(patch) * u(patch) * u(dim) + u(dim),
             Op::ClsToken { dim } => u(dim),
             Op::PosEmbed { tokens, dim } => u(tokens) * u(dim),
-            Op::Norm { kind, width } => match kind {
+            Op::Norm { kind, width, .. } => match kind {
                 NormKind::Layernorm => 2 * u(width),
                 NormKind::Rmsnorm => u(width),
                 NormKind::None => 0,
@@ -303,7 +319,7 @@ impl Op {
     pub fn other_flops(&self) -> u128 {
         let u = |x: usize| x as u128;
         match *self {
-            Op::Norm { kind, width } => match kind {
+            Op::Norm { kind, width, .. } => match kind {
                 NormKind::Layernorm => 5 * u(width),
                 NormKind::Rmsnorm => 4 * u(width),
                 NormKind::None => 0,
@@ -386,7 +402,7 @@ impl Op {
             } => format!("patch embed {channels}·{patch}²→{dim}"),
             Op::ClsToken { dim } => format!("cls token {dim}"),
             Op::PosEmbed { tokens, dim } => format!("positions {tokens}×{dim}"),
-            Op::Norm { kind, width } => format!("{}({width})", kind.name()),
+            Op::Norm { kind, width, .. } => format!("{}({width})", kind.name()),
             Op::Linear { inp, out, role, .. } => {
                 let r = match role {
                     Role::Dense => "W",
@@ -429,7 +445,10 @@ impl Op {
             ),
             Op::Mul { width } => format!("× ({width})"),
             Op::Add { width } => format!("residual + ({width})"),
-            Op::Dropout { p, .. } => format!("dropout({p})"),
+            Op::Dropout { rate, .. } => match rate {
+                DropRate::Fixed { p } => format!("dropout({p})"),
+                DropRate::Train => "dropout (train)".into(),
+            },
             Op::LoraMerge { scale, .. } => format!("W₀x + {scale}·BAx"),
             Op::Output { width } => format!("output ({width})"),
         }

@@ -5,9 +5,6 @@ use crate::spec::Activation;
 use burn::module::{Module, Param};
 use burn::tensor::{activation, backend::Backend, Tensor};
 
-/// The LaX norm epsilon (DESIGN.md §3).
-pub const NORM_EPS: f64 = 1e-6;
-
 /// The activations, composed from primitives whose gradients are right. Burn 0.21's own
 /// `sigmoid`, `silu` and `gelu` have backward passes that disagree with finite differences
 /// (errors of 1e-2 to 1e-4 on the f64 ndarray backend; see tests/lowering.rs), so laxc does not

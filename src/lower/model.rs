@@ -56,6 +56,12 @@ impl<B: Backend> LaxModel<B> {
         self.map(&mut SequentialIds { next: 0 })
     }
 
+    /// The model with its dropout nodes at rate `p` while training (the run's `dropout`).
+    pub fn with_dropout(mut self, p: f64) -> Self {
+        self.program.dropout = p;
+        self
+    }
+
     /// The parameters of the IR node of this name.
     pub fn params_of(&self, name: &str) -> Option<&NodeParams<B>> {
         let node = self.program.node(name)?;
@@ -104,7 +110,7 @@ impl<B: Backend> LaxModel<B> {
         read: usize,
     ) -> Option<Value<B>> {
         let program = &self.program;
-        let mut frame = Frame::new(batch, seq);
+        let mut frame = Frame::new(batch, seq, program.dropout);
         for step in &program.steps {
             // The input node has no inputs: it only ever has a value when fed.
             let fed_or_input = values[step.node].is_some() || step.node == program.input;

@@ -5,7 +5,7 @@ use super::attention::{causal_bias, rope, rope_tables, sdpa};
 use super::layers::apply_activation;
 use super::params::{add_bias, Linear, NodeParams, TensorGate};
 use super::program::Step;
-use crate::ir::{Gate, Op};
+use crate::ir::{DropRate, Gate, Op};
 use burn::nn::DropoutConfig;
 use burn::tensor::{backend::Backend, Int, Tensor};
 
@@ -34,15 +34,18 @@ pub struct Frame<B: Backend> {
     pub batch: usize,
     /// Tokens per sample in this pass.
     pub seq: usize,
+    /// The run's `dropout` option, for the model's own dropout nodes.
+    pub dropout: f64,
     rope: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
     causal: Option<Tensor<B, 4>>,
 }
 
 impl<B: Backend> Frame<B> {
-    pub fn new(batch: usize, seq: usize) -> Self {
+    pub fn new(batch: usize, seq: usize, dropout: f64) -> Self {
         Frame {
             batch,
             seq,
+            dropout,
             rope: None,
             causal: None,
         }
@@ -186,7 +189,14 @@ fn eval_float<B: Backend>(
             let mask = causal.then(|| frame.causal(*heads, &q.device()));
             attention(q, k, v, *heads, frame, mask.as_ref())
         }
-        Op::Dropout { p: rate, .. } => DropoutConfig::new(*rate).init().forward(arg()),
+        Op::Dropout { rate, .. } => {
+            let p = match rate {
+                DropRate::Fixed { p } => *p,
+                DropRate::Train => frame.dropout,
+            };
+            // Burn's dropout is the identity outside autodiff (evaluation) and at p = 0.
+            DropoutConfig::new(p).init().forward(arg())
+        }
         Op::LoraMerge { scale, .. } => {
             let (base, adapter) = (arg(), arg());
             base + adapter.mul_scalar(*scale)

@@ -3,7 +3,7 @@
 //! spec always gets the same weights from the same seed.
 
 use super::init::Init;
-use super::layers::{RmsNorm, NORM_EPS};
+use super::layers::RmsNorm;
 use crate::family::InitScheme;
 use crate::ir::{Gate, Ir, Node, Op, Role, Scope};
 use crate::spec::NormKind;
@@ -89,13 +89,11 @@ pub fn init_node<B: Backend>(
             InitScheme::Gpt => init.normal([*tokens, *dim], 0.02, device),
             InitScheme::Timm => init.trunc_normal([*tokens, *dim], 0.02, device),
         }),
-        Op::Norm { kind, width } => match kind {
-            NormKind::Layernorm => NodeParams::LayerNorm(
-                LayerNormConfig::new(*width)
-                    .with_epsilon(NORM_EPS)
-                    .init(device),
-            ),
-            NormKind::Rmsnorm => NodeParams::RmsNorm(RmsNorm::new(*width, NORM_EPS, device)),
+        Op::Norm { kind, width, eps } => match kind {
+            NormKind::Layernorm => {
+                NodeParams::LayerNorm(LayerNormConfig::new(*width).with_epsilon(*eps).init(device))
+            }
+            NormKind::Rmsnorm => NodeParams::RmsNorm(RmsNorm::new(*width, *eps, device)),
             NormKind::None => return None,
         },
         Op::Linear {

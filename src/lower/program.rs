@@ -34,6 +34,8 @@ pub struct Program {
     pub output: usize,
     /// Tokens per sample the model was built for (sequence, or patches + cls).
     pub tokens: usize,
+    /// The rate of the model's own dropout nodes while training (the run's `dropout`).
+    pub dropout: f64,
 }
 
 impl Program {
@@ -94,6 +96,7 @@ impl Program {
             input: input.expect("every model has an input node"),
             output: output.expect("every model has an output node"),
             tokens: ir.model.tokens,
+            dropout: 0.0,
         }
     }
 

@@ -7,7 +7,6 @@ pub mod eval;
 mod factorize;
 mod lax;
 mod selector;
-pub mod train;
 
 use crate::diagnostic::{did_you_mean, Diagnostic};
 use crate::family::{Family, ModelConfig, Sizes};
@@ -381,7 +380,7 @@ pub fn resolve(file: &ast::File, source: &Source) -> Resolved {
             }
             let checked = scope
                 .eval_value(&e.value)
-                .and_then(|v| train::check_entry(&e.key.name, e.key.span, &v));
+                .and_then(|v| crate::options::check_entry(&e.key.name, e.key.span, &v));
             match checked {
                 Ok(v) => {
                     spec.entries.insert(e.key.name.clone(), (v, e.key.span));
@@ -389,6 +388,7 @@ pub fn resolve(file: &ast::File, source: &Source) -> Resolved {
                 Err(d) => errors.push(d),
             }
         }
+        check_between_train_keys(&spec, &mut errors);
         train = Some(spec);
     }
 
@@ -442,6 +442,29 @@ fn expand_all(
     }
     out.sort();
     out
+}
+
+/// The checks between train keys (`min_lr` above `lr`, `warmup` longer than `steps`, ...),
+/// pointed at the key that breaks them.
+fn check_between_train_keys(spec: &TrainSpec, errors: &mut Vec<Diagnostic>) {
+    let entries: Vec<(String, crate::spec::TrainValue)> = spec
+        .entries
+        .iter()
+        .map(|(k, (v, _))| (k.clone(), v.clone()))
+        .collect();
+    let Err(e) = crate::options::TrainOptions::resolve(&entries, &[]) else {
+        return;
+    };
+    // `warmup` may have come from `schedule(warmup = ...)`.
+    let span = [e.key.as_str(), "schedule"]
+        .iter()
+        .find_map(|k| spec.entries.get(*k))
+        .map_or(spec.span, |(_, span)| *span);
+    errors.push(
+        Diagnostic::error("E0606", e.message, span)
+            .with_label("conflicts with another train key")
+            .with_hint("`laxc train --set` can override either key"),
+    );
 }
 
 /// Reads `model NAME: FAMILY { key = value, ... }` and defines its keys as names.

@@ -6,9 +6,9 @@
 //! images with random labels) cost the same FLOPs as real data, and nothing is read from disk.
 
 use super::run::{adamw, clip_global, forward, token_batch, Batch};
-use super::TrainOptions;
 use crate::family::Input;
 use crate::lower::{lower, LaxModel};
+use crate::options::TrainOptions;
 use burn::module::Module;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
@@ -135,7 +135,7 @@ pub fn bench<B: AutodiffBackend>(
     device: B::Device,
 ) -> BenchResult {
     B::seed(&device, o.seed);
-    let mut model: LaxModel<B> = lower(&c.ir, o.seed, &device);
+    let mut model: LaxModel<B> = lower(&c.ir, o.seed, &device).with_dropout(train.dropout);
     let params = model.num_params();
     let mut optim = adamw::<B>(train);
     let host = synthetic_batches(c, o, o.warmup + o.steps);

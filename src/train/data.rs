@@ -1,7 +1,7 @@
 //! Training data: byte-level text, llm.c token shards, MNIST IDX, CIFAR-10 binary. Everything is
 //! read into memory up front and checked, so a bad file fails before training starts.
 
-use super::options::DataSpec;
+use crate::options::DataSpec;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::path::{Path, PathBuf};

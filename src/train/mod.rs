@@ -3,9 +3,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
-pub mod options;
 pub mod run;
 pub mod run_dir;
 
-pub use options::TrainOptions;
 pub use run::{train, RunPlan, Summary};

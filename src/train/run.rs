@@ -4,9 +4,9 @@
 
 use super::checkpoint;
 use super::data::{self, Data, ImageData};
-use super::options::{Schedule, TrainOptions};
 use crate::family::Input;
 use crate::lower::{lower, LaxModel};
+use crate::options::{Schedule, TrainOptions};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
@@ -374,7 +374,7 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
     let metrics = run.join("metrics.jsonl");
 
     B::seed(&device, o.seed);
-    let mut model: LaxModel<B> = lower(&c.ir, o.seed, &device);
+    let mut model: LaxModel<B> = lower(&c.ir, o.seed, &device).with_dropout(o.dropout);
     if !plan.resume {
         if let Some(base) = crate::lower::base::base_file(&c.spec)? {
             let file = data::locate(&base, &plan.spec_dir);

@@ -1,0 +1,963 @@
+//! Training options: the one typed schema of the `train` keys. The spec's `train` section, every
+//! `laxc train --set key=value` and the docs' table of keys are checked against [`KEYS`]; each
+//! key says what values it takes (with its range), what it means and how it sets
+//! [`TrainOptions`]. A value a user writes is applied or rejected with a located error, never
+//! ignored.
+
+use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::resolve::eval::{Evaluated, Num, Scope};
+use crate::source::{Source, Span};
+use crate::spec::TrainValue;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum DataSpec {
+    /// Text files: byte-level tokens, or those of a HuggingFace tokenizer.json.
+    Text {
+        train: PathBuf,
+        valid: Option<PathBuf>,
+        tokenizer: Option<PathBuf>,
+    },
+    /// nanoGPT / llm.c token shards in a folder: `*train*.bin` and `*val*.bin`.
+    Tokens {
+        dir: PathBuf,
+    },
+    Mnist {
+        dir: PathBuf,
+    },
+    Cifar10 {
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Constant,
+    Cosine,
+    Linear,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrainOptions {
+    pub data: Option<DataSpec>,
+    pub steps: Option<u64>,
+    pub epochs: Option<u64>,
+    pub batch: usize,
+    pub accum: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub schedule: Schedule,
+    pub warmup: u64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub clip: f64,
+    pub dropout: f64,
+    pub seed: u64,
+    pub eval_every: u64,
+    pub eval_batches: usize,
+    pub log_every: u64,
+    pub checkpoint_every: u64,
+    pub device: String,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            data: None,
+            steps: None,
+            epochs: None,
+            batch: 8,
+            accum: 1,
+            lr: 1e-3,
+            min_lr: 0.0,
+            schedule: Schedule::Cosine,
+            warmup: 0,
+            weight_decay: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            clip: 1.0,
+            dropout: 0.0,
+            seed: 0,
+            eval_every: 100,
+            eval_batches: 20,
+            log_every: 10,
+            checkpoint_every: 0,
+            device: "cpu".into(),
+        }
+    }
+}
+
+/// The values a key takes.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyKind {
+    /// A whole number, at least `min`.
+    Count { min: i64 },
+    /// A number in `range`.
+    Number(Range),
+    /// `cpu`, `cuda` or `cuda:N`.
+    Device,
+    /// One of the named choices, each optionally called with the arguments it lists.
+    Choice(&'static [Choice]),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Range {
+    /// `x >= 0`.
+    NonNegative,
+    /// `x > 0`.
+    Positive,
+    /// `0 <= x < 1`.
+    Fraction,
+}
+
+impl Range {
+    fn contains(self, x: f64) -> bool {
+        x.is_finite()
+            && match self {
+                Range::NonNegative => x >= 0.0,
+                Range::Positive => x > 0.0,
+                Range::Fraction => (0.0..1.0).contains(&x),
+            }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Range::NonNegative => "a number >= 0",
+            Range::Positive => "a number > 0",
+            Range::Fraction => "a number from 0 up to (not including) 1",
+        }
+    }
+}
+
+/// A named choice and the named arguments it takes (positional ones are paths, for data).
+#[derive(Debug, Clone, Copy)]
+pub struct Choice {
+    pub name: &'static str,
+    pub args: &'static [&'static str],
+    /// How many positional arguments it takes at most.
+    pub positional: usize,
+    /// What its first argument (or `path = ...`) is the path of; None: it takes no path.
+    pub path_of: Option<&'static str>,
+}
+
+/// One key of the `train` section.
+pub struct Key {
+    pub name: &'static str,
+    pub kind: KeyKind,
+    /// For the docs' table and `--help`.
+    pub meaning: &'static str,
+    /// What to do instead, said when the value is out of range.
+    pub hint: &'static str,
+    set: fn(&mut TrainOptions, &TrainValue),
+}
+
+const DATA: &[Choice] = &[
+    Choice {
+        name: "text",
+        args: &["path", "valid", "tokenizer"],
+        positional: 3,
+        path_of: Some("training text"),
+    },
+    Choice {
+        name: "tokens",
+        args: &["path"],
+        positional: 1,
+        path_of: Some("shard folder"),
+    },
+    Choice {
+        name: "mnist",
+        args: &["path"],
+        positional: 1,
+        path_of: Some("IDX folder"),
+    },
+    Choice {
+        name: "cifar10",
+        args: &["path"],
+        positional: 1,
+        path_of: Some("binary batch folder"),
+    },
+];
+
+const SCHEDULES: &[Choice] = &[
+    Choice {
+        name: "constant",
+        args: &["warmup"],
+        positional: 0,
+        path_of: None,
+    },
+    Choice {
+        name: "cosine",
+        args: &["warmup"],
+        positional: 0,
+        path_of: None,
+    },
+    Choice {
+        name: "linear",
+        args: &["warmup"],
+        positional: 0,
+        path_of: None,
+    },
+];
+
+fn count(v: &TrainValue) -> u64 {
+    match v {
+        TrainValue::Int(i) => *i as u64,
+        _ => unreachable!("checked against the schema"),
+    }
+}
+
+fn number(v: &TrainValue) -> f64 {
+    match v {
+        TrainValue::Int(i) => *i as f64,
+        TrainValue::Float(f) => *f,
+        _ => unreachable!("checked against the schema"),
+    }
+}
+
+/// Every key the `train` section accepts.
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "data",
+        kind: KeyKind::Choice(DATA),
+        meaning: "training data",
+        hint: "",
+        set: |o, v| o.data = Some(data_spec(v)),
+    },
+    Key {
+        name: "steps",
+        kind: KeyKind::Count { min: 1 },
+        meaning: "optimizer steps",
+        hint: "a run takes at least one step; to only evaluate, use `laxc eval`",
+        set: |o, v| o.steps = Some(count(v)),
+    },
+    Key {
+        name: "epochs",
+        kind: KeyKind::Count { min: 1 },
+        meaning: "passes over the data (instead of steps)",
+        hint: "a run takes at least one pass; or set `steps`",
+        set: |o, v| o.epochs = Some(count(v)),
+    },
+    Key {
+        name: "batch",
+        kind: KeyKind::Count { min: 1 },
+        meaning: "sequences or images per micro-batch",
+        hint: "a micro-batch holds at least one sample",
+        set: |o, v| o.batch = count(v) as usize,
+    },
+    Key {
+        name: "accum",
+        kind: KeyKind::Count { min: 1 },
+        meaning: "micro-batches per optimizer step",
+        hint: "`accum = 1` is one micro-batch a step, no accumulation",
+        set: |o, v| o.accum = count(v) as usize,
+    },
+    Key {
+        name: "lr",
+        kind: KeyKind::Number(Range::Positive),
+        meaning: "peak learning rate",
+        hint: "a learning rate of 0 never changes the weights",
+        set: |o, v| o.lr = number(v),
+    },
+    Key {
+        name: "min_lr",
+        kind: KeyKind::Number(Range::NonNegative),
+        meaning: "final learning rate of the schedule (at most `lr`)",
+        hint: "",
+        set: |o, v| o.min_lr = number(v),
+    },
+    Key {
+        name: "schedule",
+        kind: KeyKind::Choice(SCHEDULES),
+        meaning: "learning-rate schedule after the warm-up",
+        hint: "",
+        set: |o, v| {
+            let TrainValue::Choice { name, args, .. } = v else {
+                unreachable!("checked against the schema")
+            };
+            o.schedule = match name.as_str() {
+                "constant" => Schedule::Constant,
+                "linear" => Schedule::Linear,
+                _ => Schedule::Cosine,
+            };
+            if let Some(w) = args.get("warmup") {
+                o.warmup = count(w);
+            }
+        },
+    },
+    Key {
+        name: "warmup",
+        kind: KeyKind::Count { min: 0 },
+        meaning: "warm-up steps (at most `steps`)",
+        hint: "",
+        set: |o, v| o.warmup = count(v),
+    },
+    Key {
+        name: "weight_decay",
+        kind: KeyKind::Number(Range::NonNegative),
+        meaning: "AdamW weight decay",
+        hint: "",
+        set: |o, v| o.weight_decay = number(v),
+    },
+    Key {
+        name: "beta1",
+        kind: KeyKind::Number(Range::Fraction),
+        meaning: "AdamW beta1",
+        hint: "the first-moment decay, usually 0.9",
+        set: |o, v| o.beta1 = number(v),
+    },
+    Key {
+        name: "beta2",
+        kind: KeyKind::Number(Range::Fraction),
+        meaning: "AdamW beta2",
+        hint: "the second-moment decay, usually 0.95 to 0.999",
+        set: |o, v| o.beta2 = number(v),
+    },
+    Key {
+        name: "eps",
+        kind: KeyKind::Number(Range::Positive),
+        meaning: "AdamW epsilon",
+        hint: "AdamW divides by √v + eps: eps must be above 0, usually 1e-8",
+        set: |o, v| o.eps = number(v),
+    },
+    Key {
+        name: "clip",
+        kind: KeyKind::Number(Range::NonNegative),
+        meaning: "global gradient-norm clipping (0: off)",
+        hint: "",
+        set: |o, v| o.clip = number(v),
+    },
+    Key {
+        name: "dropout",
+        kind: KeyKind::Number(Range::Fraction),
+        meaning: "dropout on every block's attention and MLP outputs while training (0: off)",
+        hint: "a dropout of 1 would drop everything",
+        set: |o, v| o.dropout = number(v),
+    },
+    Key {
+        name: "seed",
+        kind: KeyKind::Count { min: 0 },
+        meaning: "random seed (initialization, batches, dropout)",
+        hint: "",
+        set: |o, v| o.seed = count(v),
+    },
+    Key {
+        name: "eval_every",
+        kind: KeyKind::Count { min: 0 },
+        meaning: "steps between validations (0: only at the end)",
+        hint: "",
+        set: |o, v| o.eval_every = count(v),
+    },
+    Key {
+        name: "eval_batches",
+        kind: KeyKind::Count { min: 1 },
+        meaning: "batches per validation",
+        hint: "a validation needs a batch; to validate less often, raise `eval_every`",
+        set: |o, v| o.eval_batches = count(v) as usize,
+    },
+    Key {
+        name: "log_every",
+        kind: KeyKind::Count { min: 1 },
+        meaning: "steps between metric records",
+        hint: "`log_every = 1` records every step",
+        set: |o, v| o.log_every = count(v),
+    },
+    Key {
+        name: "checkpoint_every",
+        kind: KeyKind::Count { min: 0 },
+        meaning: "steps between checkpoints (0: only at the end)",
+        hint: "",
+        set: |o, v| o.checkpoint_every = count(v),
+    },
+    Key {
+        name: "device",
+        kind: KeyKind::Device,
+        meaning: "where training runs (`laxc train --device` overrides it)",
+        hint: "",
+        set: |o, v| {
+            if let TrainValue::Str(s) = v {
+                o.device = s.clone();
+            }
+        },
+    },
+];
+
+/// The table of keys in docs/language.md, made from the schema (a test keeps the two equal).
+pub fn docs_table() -> String {
+    let mut out = String::from("| key | value | meaning |\n|---|---|---|\n");
+    for k in KEYS {
+        let value = match k.kind {
+            KeyKind::Count { min } => format!("whole number ≥ {min}"),
+            KeyKind::Number(Range::NonNegative) => "number ≥ 0".into(),
+            KeyKind::Number(Range::Positive) => "number > 0".into(),
+            KeyKind::Number(Range::Fraction) => "number in [0, 1)".into(),
+            KeyKind::Device => "`cpu`, `cuda` or `cuda:N`".into(),
+            KeyKind::Choice(choices) => choices
+                .iter()
+                .map(|c| match (c.path_of, c.args) {
+                    (None, args) => format!("`{}` or `{}({} = N)`", c.name, c.name, args[0]),
+                    (Some(_), args) => format!("`{}({})`", c.name, args.join(", ")),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        out.push_str(&format!("| `{}` | {value} | {} |\n", k.name, k.meaning));
+    }
+    out
+}
+
+pub fn keys() -> impl Iterator<Item = &'static str> {
+    KEYS.iter().map(|k| k.name)
+}
+
+fn key(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+/// Where training runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda(usize),
+}
+
+impl Device {
+    /// The one parser of device names: `cpu`, `cuda` (device 0) or `cuda:N`.
+    pub fn parse(s: &str) -> Option<Device> {
+        match s {
+            "cpu" => Some(Device::Cpu),
+            "cuda" => Some(Device::Cuda(0)),
+            _ => s.strip_prefix("cuda:")?.parse().ok().map(Device::Cuda),
+        }
+    }
+}
+
+/// Checks one `key = value` against the schema: the key exists, the value has its kind and
+/// lies in its range.
+pub fn check_entry(
+    key_name: &str,
+    key_span: Span,
+    v: &Evaluated,
+) -> Result<TrainValue, Diagnostic> {
+    let Some(key) = key(key_name) else {
+        return Err(Diagnostic::error(
+            "E0601",
+            format!("unknown train key `{key_name}`"),
+            key_span,
+        )
+        .with_label("not a train setting")
+        .with_hint(
+            did_you_mean(key_name, keys()).unwrap_or_else(|| {
+                format!("the keys are: {}", keys().collect::<Vec<_>>().join(", "))
+            }),
+        ));
+    };
+    convert(key, v)
+}
+
+fn wrong(key: &str, expected: &str, v: &Evaluated) -> Diagnostic {
+    Diagnostic::error(
+        "E0602",
+        format!("`{key}` must be {expected}, found {}", v.describe()),
+        v.span(),
+    )
+    .with_label(format!("expected {expected}"))
+}
+
+fn out_of_range(key: &Key, expected: &str, v: &Evaluated) -> Diagnostic {
+    let d = Diagnostic::error(
+        "E0605",
+        format!("`{}` must be {expected}, found {}", key.name, v.describe()),
+        v.span(),
+    )
+    .with_label("out of range");
+    if key.hint.is_empty() {
+        d
+    } else {
+        d.with_hint(key.hint)
+    }
+}
+
+fn convert(key: &Key, v: &Evaluated) -> Result<TrainValue, Diagnostic> {
+    let name = key.name;
+    match (key.kind, v) {
+        (KeyKind::Count { min }, Evaluated::Num(Num::Int(i), _)) => {
+            if *i < min {
+                return Err(out_of_range(key, &format!("a whole number >= {min}"), v));
+            }
+            Ok(TrainValue::Int(*i))
+        }
+        (KeyKind::Count { min }, _) => Err(wrong(name, &format!("a whole number >= {min}"), v)),
+        (KeyKind::Number(range), Evaluated::Num(n, _)) => {
+            if !range.contains(n.as_f64()) {
+                return Err(out_of_range(key, range.describe(), v));
+            }
+            Ok(TrainValue::Float(n.as_f64()))
+        }
+        (KeyKind::Number(range), _) => Err(wrong(name, range.describe(), v)),
+        (KeyKind::Device, Evaluated::Str(s, span) | Evaluated::Word(s, span)) => {
+            if Device::parse(s).is_none() {
+                return Err(
+                    Diagnostic::error("E0605", format!("unknown device `{s}`"), *span)
+                        .with_label("not a device")
+                        .with_hint("`cpu`, `cuda` (the first GPU) or `cuda:N`"),
+                );
+            }
+            Ok(TrainValue::Str(s.clone()))
+        }
+        (KeyKind::Device, _) => Err(wrong(name, "a device name", v)),
+        (KeyKind::Choice(choices), Evaluated::Word(w, s)) => {
+            let choice = choose(name, choices, w, *s)?;
+            if let Some(what) = choice.path_of {
+                return Err(needs_path(w, what, *s));
+            }
+            Ok(TrainValue::Choice {
+                name: w.clone(),
+                args: BTreeMap::new(),
+                positional: Vec::new(),
+            })
+        }
+        (
+            KeyKind::Choice(choices),
+            Evaluated::Call {
+                name: called,
+                name_span,
+                positional,
+                named,
+                ..
+            },
+        ) => {
+            let choice = choose(name, choices, called, *name_span)?;
+            if positional.len() > choice.positional {
+                return Err(Diagnostic::error(
+                    "E0602",
+                    format!(
+                        "`{called}(...)` takes {} unnamed argument{}",
+                        choice.positional,
+                        if choice.positional == 1 { "" } else { "s" }
+                    ),
+                    positional[choice.positional].span(),
+                )
+                .with_label("one too many")
+                .with_hint(format!("its arguments are: {}", choice.args.join(", "))));
+            }
+            let mut args = BTreeMap::new();
+            for (k, k_span, a) in named {
+                if !choice.args.contains(&k.as_str()) {
+                    return Err(Diagnostic::error(
+                        "E0602",
+                        format!("`{called}(...)` has no argument `{k}`"),
+                        *k_span,
+                    )
+                    .with_label("unknown argument")
+                    .with_hint(
+                        did_you_mean(k, choice.args.iter().copied()).unwrap_or_else(|| {
+                            format!("its arguments are: {}", choice.args.join(", "))
+                        }),
+                    ));
+                }
+                args.insert(k.clone(), argument(k, a)?);
+            }
+            let positional: Vec<TrainValue> =
+                positional.iter().map(path).collect::<Result<_, _>>()?;
+            if let Some(what) = choice.path_of {
+                if positional.is_empty() && !args.contains_key("path") {
+                    return Err(needs_path(called, what, *name_span));
+                }
+            }
+            Ok(TrainValue::Choice {
+                name: called.clone(),
+                args,
+                positional,
+            })
+        }
+        (KeyKind::Choice(choices), _) => {
+            let names: Vec<&str> = choices.iter().map(|c| c.name).collect();
+            Err(wrong(name, &format!("one of {}", names.join(", ")), v))
+        }
+    }
+}
+
+fn needs_path(name: &str, what: &str, span: Span) -> Diagnostic {
+    Diagnostic::error(
+        "E0602",
+        format!("`{name}(...)` needs the path of its {what}"),
+        span,
+    )
+    .with_label("no path")
+    .with_hint(format!(
+        "e.g. `{name}(\"data/...\")`; relative paths start at the spec's folder"
+    ))
+}
+
+fn choose(
+    key: &str,
+    choices: &'static [Choice],
+    w: &str,
+    span: Span,
+) -> Result<&'static Choice, Diagnostic> {
+    if let Some(c) = choices.iter().find(|c| c.name == w) {
+        return Ok(c);
+    }
+    let names = choices.iter().map(|c| c.name);
+    Err(
+        Diagnostic::error("E0602", format!("unknown {key} `{w}`"), span)
+            .with_label(format!("not a {key} choice"))
+            .with_hint(did_you_mean(w, names.clone()).unwrap_or_else(|| {
+                format!("choose one of {}", names.collect::<Vec<_>>().join(", "))
+            })),
+    )
+}
+
+/// A named argument: `warmup` is a step count, the others are paths.
+fn argument(name: &str, v: &Evaluated) -> Result<TrainValue, Diagnostic> {
+    if name != "warmup" {
+        return path(v);
+    }
+    match v {
+        Evaluated::Num(Num::Int(i), _) if *i >= 0 => Ok(TrainValue::Int(*i)),
+        _ => Err(wrong("warmup", "a whole number >= 0", v)),
+    }
+}
+
+fn path(v: &Evaluated) -> Result<TrainValue, Diagnostic> {
+    match v {
+        Evaluated::Str(s, _) => Ok(TrainValue::Str(s.clone())),
+        other => Err(Diagnostic::error(
+            "E0602",
+            format!("a path here is a string, found {}", other.describe()),
+            other.span(),
+        )
+        .with_label("expected a \"path\"")),
+    }
+}
+
+/// An override that could not be taken, rendered against its own text.
+pub struct OverrideError {
+    pub source: Source,
+    pub diagnostic: Diagnostic,
+}
+
+/// Parses `key=value` with the spec's own value syntax and checks it against the schema.
+pub fn parse_override(text: &str) -> Result<(String, TrainValue), OverrideError> {
+    let source = Source::new("--set", text.to_string());
+    let fail = |d: Diagnostic| OverrideError {
+        source: source.clone(),
+        diagnostic: d,
+    };
+    let Some((key, value)) = text.split_once('=') else {
+        return Err(fail(
+            Diagnostic::error(
+                "E0601",
+                "an override is `key=value`",
+                Span::new(0, text.len()),
+            )
+            .with_label("no `=`")
+            .with_hint("e.g. `--set steps=100 --set lr=3e-3`"),
+        ));
+    };
+    let key = key.trim();
+    let offset = text.find('=').unwrap() + 1;
+    // A device is a bare word on the command line too: `--set device=cuda:1`.
+    let quoted;
+    let value = match self::key(key) {
+        Some(k) if matches!(k.kind, KeyKind::Device) && !value.trim().starts_with('"') => {
+            quoted = format!("\"{}\"", value.trim());
+            quoted.as_str()
+        }
+        _ => value,
+    };
+    // Parsed with the key's width as padding, so spans point into the whole `key=value`.
+    let padded = format!("{}{value}", " ".repeat(offset));
+    let value_ast = crate::syntax::parse_value(&padded).map_err(fail)?;
+    let evaluated = Scope::default().eval_value(&value_ast).map_err(fail)?;
+    let v = check_entry(key, Span::new(0, key.len()), &evaluated).map_err(fail)?;
+    Ok((key.to_string(), v))
+}
+
+/// One layer of settings (the spec's section, or the `--set` list), with `schedule(warmup = N)`
+/// split into `schedule` and `warmup`, the one setting it is.
+fn normalize(layer: &[(String, TrainValue)]) -> Result<BTreeMap<String, TrainValue>, OptionsError> {
+    let mut out = BTreeMap::new();
+    for (k, v) in layer {
+        let mut v = v.clone();
+        if let TrainValue::Choice { args, .. } = &mut v {
+            if k == "schedule" {
+                if let Some(w) = args.remove("warmup") {
+                    insert(&mut out, "warmup", w)?;
+                }
+            }
+        }
+        insert(&mut out, k, v)?;
+    }
+    Ok(out)
+}
+
+fn insert(
+    out: &mut BTreeMap<String, TrainValue>,
+    k: &str,
+    v: TrainValue,
+) -> Result<(), OptionsError> {
+    match out.get(k) {
+        Some(old) if *old != v => Err(OptionsError {
+            key: k.to_string(),
+            message: format!(
+                "`{k}` is set twice, to different values (`schedule(warmup = ...)` sets `warmup`)"
+            ),
+        }),
+        _ => {
+            out.insert(k.to_string(), v);
+            Ok(())
+        }
+    }
+}
+
+/// Settings that cannot be taken together: what is wrong, and the key to point at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptionsError {
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for OptionsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The keys that say how long a run is: setting one in a later layer replaces the other.
+const RUN_LENGTH: [&str; 2] = ["steps", "epochs"];
+
+impl TrainOptions {
+    /// The spec's entries, then the overrides (a later layer wins; `steps` and `epochs` replace
+    /// each other), every value applied by its key, then the checks between keys.
+    pub fn resolve(
+        entries: &[(String, TrainValue)],
+        overrides: &[(String, TrainValue)],
+    ) -> Result<TrainOptions, OptionsError> {
+        let mut all = normalize(entries)?;
+        let later = normalize(overrides)?;
+        for k in RUN_LENGTH {
+            if later.contains_key(k) {
+                all.retain(|old, _| !RUN_LENGTH.contains(&old.as_str()));
+            }
+        }
+        all.extend(later);
+        let mut o = TrainOptions::default();
+        for (k, v) in &all {
+            // Every entry was checked against the schema when it was read.
+            let key = key(k).expect("a schema key");
+            (key.set)(&mut o, v);
+        }
+        o.check_between_keys()
+            .map_err(|(key, message)| OptionsError {
+                key: key.to_string(),
+                message,
+            })?;
+        Ok(o)
+    }
+
+    /// What no single key can check: the error, and the key it is best pointed at.
+    pub fn check_between_keys(&self) -> Result<(), (&'static str, String)> {
+        if self.steps.is_some() && self.epochs.is_some() {
+            let why = "`steps` and `epochs` are both set: a run's length is one of them";
+            return Err(("epochs", why.into()));
+        }
+        if self.min_lr > self.lr {
+            let why = format!(
+                "`min_lr` = {} is above `lr` = {}: the schedule decays from lr to min_lr",
+                self.min_lr, self.lr
+            );
+            return Err(("min_lr", why));
+        }
+        match self.steps {
+            Some(steps) if self.warmup > steps => {
+                let why = format!(
+                    "`warmup` = {} is longer than the run (`steps` = {steps})",
+                    self.warmup
+                );
+                Err(("warmup", why))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn device(&self) -> Device {
+        Device::parse(&self.device).expect("checked against the schema")
+    }
+}
+
+/// `data = ...` as a data source (the value was checked against the schema).
+fn data_spec(v: &TrainValue) -> DataSpec {
+    let TrainValue::Choice {
+        name,
+        args,
+        positional,
+    } = v
+    else {
+        unreachable!("checked against the schema")
+    };
+    let path = |key: &str, pos: usize| -> Option<PathBuf> {
+        match args.get(key).or_else(|| positional.get(pos)) {
+            Some(TrainValue::Str(s)) => Some(PathBuf::from(s)),
+            _ => None,
+        }
+    };
+    // A missing path reads as the empty path, which the data loader refuses by name.
+    let first = path("path", 0).unwrap_or_default();
+    match name.as_str() {
+        "text" => DataSpec::Text {
+            train: first,
+            valid: path("valid", 1),
+            tokenizer: path("tokenizer", 2),
+        },
+        "tokens" => DataSpec::Tokens { dir: first },
+        "mnist" => DataSpec::Mnist { dir: first },
+        _ => DataSpec::Cifar10 { dir: first },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(text: &str) -> (String, TrainValue) {
+        parse_override(text).unwrap_or_else(|e| panic!("{text}: {}", e.diagnostic.message))
+    }
+
+    fn code(text: &str) -> &'static str {
+        match parse_override(text) {
+            Ok(_) => panic!("{text} was accepted"),
+            Err(e) => e.diagnostic.code,
+        }
+    }
+
+    #[test]
+    fn every_value_out_of_range_is_refused_with_its_code() {
+        for bad in [
+            "steps=0",
+            "epochs=0",
+            "batch=0",
+            "accum=0",
+            "log_every=0",
+            "eval_batches=0",
+            "beta1=5",
+            "beta2=1",
+            "eps=0",
+            "lr=0",
+            "dropout=1",
+            "device=tpu",
+            "device=cuda:x",
+        ] {
+            assert_eq!(code(bad), "E0605", "{bad}");
+        }
+        for wrong in [
+            "warmup=3.7",
+            "schedule=cosine(warmpu=3)",
+            "schedule=cosine(warmup=0.5)",
+            "data=text",
+            "data=text()",
+            "data=mnist(\"a\", \"b\")",
+            "steps=\"ten\"",
+        ] {
+            assert_eq!(code(wrong), "E0602", "{wrong}");
+        }
+        assert_eq!(code("stpes=3"), "E0601");
+        for good in [
+            "steps=1",
+            "beta2=0.95",
+            "dropout=0",
+            "device=cuda:1",
+            "clip=0",
+        ] {
+            set(good);
+        }
+    }
+
+    #[test]
+    fn overrides_win_and_a_schedule_warmup_is_the_warmup_setting() {
+        let spec = vec![set("warmup=2"), set("steps=10"), set("lr=0.01")];
+        let o = TrainOptions::resolve(&spec, &[set("schedule=cosine(warmup=3)")]).unwrap();
+        assert_eq!((o.warmup, o.schedule), (3, Schedule::Cosine));
+        // Within one layer, two different warm-ups are a conflict, not a silent choice.
+        let twice = [set("warmup=2"), set("schedule=linear(warmup=3)")];
+        let e = TrainOptions::resolve(&twice, &[]).unwrap_err();
+        assert_eq!(e.key, "warmup");
+        // `steps` on the command line replaces the spec's `epochs`, and the other way round.
+        let o = TrainOptions::resolve(&[set("epochs=5")], &[set("steps=20")]).unwrap();
+        assert_eq!((o.steps, o.epochs), (Some(20), None));
+        let o = TrainOptions::resolve(&[set("steps=5")], &[set("epochs=2")]).unwrap();
+        assert_eq!((o.steps, o.epochs), (None, Some(2)));
+    }
+
+    #[test]
+    fn settings_that_contradict_each_other_are_refused() {
+        let cases = [
+            (vec![set("lr=0.001"), set("min_lr=0.01")], "min_lr"),
+            (vec![set("steps=10"), set("warmup=20")], "warmup"),
+            (vec![set("steps=10"), set("epochs=2")], "epochs"),
+        ];
+        for (layer, key) in cases {
+            let e = TrainOptions::resolve(&layer, &[]).unwrap_err();
+            assert_eq!(e.key, key, "{}", e.message);
+        }
+        // An override that resolves the contradiction is taken.
+        let o = TrainOptions::resolve(&[set("steps=10"), set("warmup=20")], &[set("steps=40")]);
+        assert_eq!(o.unwrap().warmup, 20);
+    }
+
+    #[test]
+    fn the_docs_table_of_keys_is_the_schema() {
+        let docs = include_str!("../docs/language.md");
+        assert!(
+            docs.contains(&docs_table()),
+            "docs/language.md's train table differs from the schema; it should read:\n{}",
+            docs_table()
+        );
+    }
+
+    #[test]
+    fn every_key_sets_its_option() {
+        let all = [
+            "data=text(\"t.txt\", valid = \"v.txt\")",
+            "steps=7",
+            "batch=3",
+            "accum=2",
+            "lr=0.5",
+            "min_lr=0.25",
+            "schedule=linear",
+            "warmup=4",
+            "weight_decay=0.2",
+            "beta1=0.8",
+            "beta2=0.9",
+            "eps=0.001",
+            "clip=2",
+            "dropout=0.1",
+            "seed=9",
+            "eval_every=5",
+            "eval_batches=6",
+            "log_every=3",
+            "checkpoint_every=2",
+            "device=cuda:1",
+        ];
+        let layer: Vec<_> = all.iter().map(|t| set(t)).collect();
+        let o = TrainOptions::resolve(&layer, &[]).unwrap();
+        let got = serde_json::to_value(&o).unwrap();
+        let want = serde_json::json!({
+            "data": {"kind": "text", "train": "t.txt", "valid": "v.txt", "tokenizer": null},
+            "steps": 7, "epochs": null, "batch": 3, "accum": 2, "lr": 0.5, "min_lr": 0.25,
+            "schedule": "linear", "warmup": 4, "weight_decay": 0.2, "beta1": 0.8, "beta2": 0.9,
+            "eps": 0.001, "clip": 2.0, "dropout": 0.1, "seed": 9, "eval_every": 5,
+            "eval_batches": 6, "log_every": 3, "checkpoint_every": 2, "device": "cuda:1"
+        });
+        assert_eq!(got, want);
+        // `epochs` is the one key left out above (it excludes `steps`).
+        assert_eq!(KEYS.len(), all.len() + 1);
+        assert_eq!(o.device(), Device::Cuda(1));
+    }
+}
