@@ -14,6 +14,7 @@ pub mod check;
 pub mod diagnostic;
 pub mod dot;
 pub mod family;
+pub mod files;
 pub mod ir;
 #[cfg(feature = "train")]
 pub mod lower;
@@ -103,35 +104,4 @@ fn dense_reference_params(spec: &spec::Spec) -> u128 {
         .node_weights()
         .map(|n| n.op.params())
         .sum()
-}
-
-/// Helpers the lowering shares with training.
-#[cfg(feature = "train")]
-pub mod train_support {
-    use burn::tensor::backend::Backend;
-    use burn_store::{ModuleSnapshot, SafetensorsStore};
-
-    /// Loads every tensor of `model` from a safetensors file, or says what does not fit.
-    pub fn load_safetensors<B: Backend>(
-        file: &std::path::Path,
-        mut model: crate::lower::LaxModel<B>,
-    ) -> Result<crate::lower::LaxModel<B>, String> {
-        if !file.exists() {
-            return Err(format!("{} does not exist", file.display()));
-        }
-        let mut store = SafetensorsStore::from_file(file);
-        let result = model
-            .load_from(&mut store)
-            .map_err(|e| format!("cannot load {}: {e}", file.display()))?;
-        if !result.errors.is_empty() || !result.missing.is_empty() {
-            return Err(format!(
-                "{} does not fit this model: {} tensors missing, {} errors (was it saved from \
-                 another spec?)",
-                file.display(),
-                result.missing.len(),
-                result.errors.len()
-            ));
-        }
-        Ok(model)
-    }
 }

@@ -258,7 +258,7 @@ fn run_graph(path: Option<PathBuf>, output: Option<PathBuf>, force: bool) -> Exi
                 );
                 return ExitCode::from(IO_ERROR);
             }
-            match write_atomically(&p, dot.as_bytes()) {
+            match laxc::files::write_atomically(&p, dot.as_bytes()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: cannot write {}: {e}", p.display());
@@ -338,32 +338,35 @@ fn run_plot(a: PlotArgs) -> ExitCode {
     }
 }
 
-/// Writes to a temporary file beside the target, then renames: a reader never sees half a file.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    let tmp = match dir {
-        Some(d) => d.join(format!(".{}.tmp", std::process::id())),
-        None => PathBuf::from(format!(".{}.tmp", std::process::id())),
-    };
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
-}
-
 #[cfg(feature = "train")]
-// Candle is deprecated in Burn 0.21 but kept selectable: the CPU backends are compared side by
-// side in BENCHMARKS.md.
-#[allow(deprecated)]
 mod training {
     use super::*;
-    use burn::backend::{Autodiff, Candle, Flex, NdArray};
     use laxc::options::{parse_override, Device, TrainOptions};
-    use laxc::train::{self, run_dir, RunPlan};
+    use laxc::train::session::{self, Folder, Launch, Refusal};
+    use laxc::train::{self, run_dir, Stop};
 
-    /// Resolves the options: the spec's train section, then every `--set`.
+    impl From<CpuBackend> for session::CpuBackend {
+        fn from(b: CpuBackend) -> Self {
+            match b {
+                CpuBackend::Flex => session::CpuBackend::Flex,
+                CpuBackend::Ndarray => session::CpuBackend::Ndarray,
+                CpuBackend::Candle => session::CpuBackend::Candle,
+            }
+        }
+    }
+
+    fn refused(r: Refusal) -> ExitCode {
+        eprintln!("error: {}", r.message());
+        ExitCode::from(r.exit_code())
+    }
+
+    /// The spec's train section, then every `--set` (each rendered against its own text when
+    /// it is wrong), then `--device`.
     fn options(
         source: &Source,
         c: &laxc::Compiled,
         set: &[String],
+        device: Option<&str>,
     ) -> Result<TrainOptions, ExitCode> {
         let mut overrides = Vec::new();
         for s in set {
@@ -375,51 +378,15 @@ mod training {
                 }
             }
         }
-        let entries: Vec<_> = c
-            .spec
-            .train
-            .as_ref()
-            .map(|t| {
-                t.entries
-                    .iter()
-                    .map(|(k, (v, _))| (k.clone(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        TrainOptions::resolve(&entries, &overrides).map_err(|e| {
-            eprintln!("error: {}: {e}", source.name);
-            ExitCode::from(SPEC_ERROR)
-        })
-    }
-
-    fn spec_dir(path: &Option<PathBuf>) -> PathBuf {
-        match path {
-            // The embedded default is specs/tiny-llama-svd-lax.lax: its data paths are relative
-            // to specs/ in the repository.
-            None => PathBuf::from("specs"),
-            Some(p) => p.parent().map(|d| d.to_path_buf()).unwrap_or_default(),
+        let mut opts = session::options(source, c, &overrides).map_err(refused)?;
+        if let Some(d) = device {
+            if Device::parse(d).is_none() {
+                eprintln!("error: unknown device `{d}`: use cpu, cuda or cuda:N");
+                return Err(ExitCode::from(IO_ERROR));
+            }
+            opts.device = d.to_string();
         }
-    }
-
-    /// Refuses a model whose fp32 training state cannot fit in this machine's free memory.
-    fn fits_in_memory(c: &laxc::Compiled) -> Result<(), String> {
-        let need = c.report().memory.train_bytes_fp32;
-        let avail = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemAvailable:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u128>().ok())
-                .map(|kb| kb * 1024)
-        });
-        match avail {
-            Some(a) if need > a => Err(format!(
-                "this model needs {:.2} GiB for fp32 weights, gradients and Adam state (laxc check's \
-                 estimate, before activations), but only {:.2} GiB is free",
-                need as f64 / (1u64 << 30) as f64,
-                a as f64 / (1u64 << 30) as f64
-            )),
-            _ => Ok(()),
-        }
+        Ok(opts)
     }
 
     pub fn run_train(args: TrainArgs) -> ExitCode {
@@ -427,263 +394,70 @@ mod training {
             Ok(sc) => sc,
             Err(c) => return c,
         };
-        let mut opts = match options(&source, &compiled, &args.set) {
+        let options = match options(&source, &compiled, &args.set, args.device.as_deref()) {
             Ok(o) => o,
             Err(c) => return c,
         };
-        if let Some(d) = &args.device {
-            opts.device = d.clone();
-        }
-        let device = match check_device(&opts.device) {
-            Ok(d) => d,
-            Err(code) => return code,
-        };
-        if let Err(e) = fits_in_memory(&compiled) {
-            eprintln!("error: {e}");
-            return ExitCode::from(SPEC_ERROR);
-        }
-        let (out, resume) = match &args.resume {
-            Some(dir) => {
-                if !dir.join("checkpoints").join("latest").exists() {
-                    eprintln!("error: {} has no checkpoint to resume from", dir.display());
-                    return ExitCode::from(IO_ERROR);
-                }
-                (dir.clone(), true)
-            }
-            None => {
-                let out = args
-                    .out
-                    .clone()
-                    .unwrap_or_else(|| default_run_dir(&source.name));
-                let replace = run_dir::Replace {
+        let folder = match args.resume {
+            Some(dir) => Folder::Resume(dir),
+            None => Folder::New {
+                out: args.out,
+                replace: run_dir::Replace {
                     run: args.force,
                     checkpoints: args.discard_checkpoints,
-                };
-                if let Err(e) = run_dir::claim(&out, replace) {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(IO_ERROR);
-                }
-                (out, false)
-            }
+                },
+            },
         };
-        if let Err(e) = prepare_run_dir(&out, &source, &compiled, &opts, resume) {
-            eprintln!("error: {e}");
-            return ExitCode::from(IO_ERROR);
-        }
         let _ = ctrlc::set_handler(|| {
             train::run::STOP.store(true, std::sync::atomic::Ordering::SeqCst);
         });
-        let plan = RunPlan {
+        let launch = Launch {
+            source: &source,
             compiled: &compiled,
-            spec_dir: spec_dir(&args.spec),
-            options: opts.clone(),
-            out: out.clone(),
-            resume,
+            spec_dir: session::spec_dir(args.spec.as_deref()),
+            options,
+            folder,
+            backend: args.backend.into(),
             plain: args.plain || !std::io::IsTerminal::is_terminal(&std::io::stderr()),
         };
-        eprintln!(
-            "training {} ({} params) on {} → {}",
-            source.name,
-            laxc::report::thousands(compiled.report().params.total),
-            device_label(&opts.device, args.backend),
-            out.display()
-        );
-        let result = match dispatch(device, args.backend, &plan) {
-            Ok(r) => r,
-            Err(code) => return code,
-        };
-        match result {
+        match session::train_spec(launch) {
             Ok(s) => {
                 print_summary(&s);
-                if s.stopped
-                    .as_deref()
-                    .is_some_and(|r| r.starts_with("the loss"))
-                {
-                    ExitCode::from(SPEC_ERROR)
-                } else if s.stopped.is_some() {
-                    ExitCode::from(130)
-                } else {
-                    ExitCode::SUCCESS
+                match s.stopped {
+                    None => ExitCode::SUCCESS,
+                    Some(Stop::Diverged { .. }) => ExitCode::from(SPEC_ERROR),
+                    Some(Stop::Interrupted) => ExitCode::from(130),
                 }
             }
-            Err(e) => {
-                // A new run that failed before its first checkpoint leaves nothing behind.
-                if !resume && !out.join("checkpoints").exists() {
-                    let _ = run_dir::remove_run_entries(&out);
-                }
-                eprintln!("error: {e}");
-                ExitCode::from(IO_ERROR)
-            }
+            Err(r) => refused(r),
         }
     }
 
     pub fn run_bench(args: BenchArgs) -> ExitCode {
-        use laxc::train::bench::{bench, BenchOptions};
+        use laxc::train::bench::BenchOptions;
         let (source, compiled) = match read_and_compile(args.spec.clone()) {
             Ok(sc) => sc,
             Err(c) => return c,
         };
         // The spec's optimizer settings (weight decay, clipping, betas) apply; its data does not.
-        let opts = match options(&source, &compiled, &[]) {
+        let opts = match options(&source, &compiled, &[], None) {
             Ok(o) => o,
             Err(c) => return c,
         };
-        if args.steps == 0 {
-            eprintln!("error: --steps must be at least 1");
-            return ExitCode::from(IO_ERROR);
-        }
         let bench_opts = BenchOptions {
             steps: args.steps,
             warmup: args.warmup,
             batch: args.batch.unwrap_or(opts.batch),
             seed: opts.seed,
         };
-        if bench_opts.batch == 0 {
-            eprintln!("error: --batch must be at least 1");
-            return ExitCode::from(IO_ERROR);
-        }
-        if let Err(e) = fits_in_memory(&compiled) {
-            eprintln!("error: {}: {e}", source.name);
-            return ExitCode::from(IO_ERROR);
-        }
-        let name = &source.name;
-        let mut result = match args.backend {
-            CpuBackend::Flex => {
-                bench::<Autodiff<Flex>>(&compiled, name, &opts, &bench_opts, Default::default())
+        let backend = args.backend.into();
+        match session::bench_spec(&compiled, &source.name, &opts, &bench_opts, backend) {
+            Ok(result) => {
+                println!("{}", serde_json::to_string(&result).expect("serializable"));
+                ExitCode::SUCCESS
             }
-            CpuBackend::Ndarray => {
-                bench::<Autodiff<NdArray>>(&compiled, name, &opts, &bench_opts, Default::default())
-            }
-            CpuBackend::Candle => {
-                bench::<Autodiff<Candle>>(&compiled, name, &opts, &bench_opts, Default::default())
-            }
-        };
-        result.implementation = format!("laxc ({})", device_label("cpu", args.backend));
-        println!("{}", serde_json::to_string(&result).expect("serializable"));
-        ExitCode::SUCCESS
-    }
-
-    /// Refuses a device this build or machine cannot use, before anything is written.
-    fn check_device(device: &str) -> Result<Device, ExitCode> {
-        let Some(parsed) = Device::parse(device) else {
-            eprintln!("error: unknown device `{device}`: use cpu, cuda or cuda:N");
-            return Err(ExitCode::from(IO_ERROR));
-        };
-        if parsed == Device::Cpu {
-            return Ok(parsed);
+            Err(r) => refused(r),
         }
-        if !cfg!(feature = "cuda") {
-            eprintln!("error: --device cuda needs laxc built with `--features cuda`");
-            return Err(ExitCode::from(IO_ERROR));
-        }
-        #[cfg(feature = "cuda")]
-        {
-            // cudarc loads libcuda at run time and panics without it: look first.
-            // SAFETY: loading the system CUDA driver library runs only its initializers.
-            if unsafe { libloading::Library::new("libcuda.so.1") }.is_err() {
-                eprintln!(
-                    "error: --device cuda: no CUDA driver on this machine (libcuda.so.1 not found)"
-                );
-                return Err(ExitCode::from(IO_ERROR));
-            }
-        }
-        Ok(parsed)
-    }
-
-    fn device_label(device: &str, backend: CpuBackend) -> String {
-        if device.starts_with("cuda") {
-            device.to_string()
-        } else {
-            let b = match backend {
-                CpuBackend::Flex => "flex",
-                CpuBackend::Ndarray => "ndarray",
-                CpuBackend::Candle => "candle",
-            };
-            format!("cpu ({b})")
-        }
-    }
-
-    type TrainResult = Result<train::Summary, String>;
-
-    fn dispatch(
-        device: Device,
-        backend: CpuBackend,
-        plan: &RunPlan,
-    ) -> Result<TrainResult, ExitCode> {
-        Ok(match (device, backend) {
-            (Device::Cuda(index), _) => return cuda(index, plan),
-            (Device::Cpu, CpuBackend::Flex) => {
-                train::train::<Autodiff<Flex>>(plan, Default::default())
-            }
-            (Device::Cpu, CpuBackend::Ndarray) => {
-                train::train::<Autodiff<NdArray>>(plan, Default::default())
-            }
-            (Device::Cpu, CpuBackend::Candle) => {
-                train::train::<Autodiff<Candle>>(plan, Default::default())
-            }
-        })
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda(index: usize, plan: &RunPlan) -> Result<TrainResult, ExitCode> {
-        use burn::backend::cuda::{Cuda, CudaDevice};
-        Ok(train::train::<Autodiff<Cuda>>(plan, CudaDevice::new(index)))
-    }
-
-    #[cfg(not(feature = "cuda"))]
-    fn cuda(_index: usize, _plan: &RunPlan) -> Result<TrainResult, ExitCode> {
-        eprintln!("error: --device cuda needs laxc built with `--features cuda`");
-        Err(ExitCode::from(IO_ERROR))
-    }
-
-    fn default_run_dir(spec_name: &str) -> PathBuf {
-        let stem = std::path::Path::new(spec_name)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "run".into());
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let mut dir = PathBuf::from("runs").join(format!("{stem}-{secs}"));
-        let mut n = 1;
-        while dir.exists() {
-            dir = PathBuf::from("runs").join(format!("{stem}-{secs}-{n}"));
-            n += 1;
-        }
-        dir
-    }
-
-    /// The run folder keeps what reproduces the run: the spec as written, the resolved options
-    /// and the report.
-    fn prepare_run_dir(
-        out: &std::path::Path,
-        source: &Source,
-        c: &laxc::Compiled,
-        opts: &TrainOptions,
-        resume: bool,
-    ) -> Result<(), String> {
-        std::fs::create_dir_all(out)
-            .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-        let w = |name: &str, bytes: &[u8]| {
-            train::checkpoint::write_atomically(&out.join(name), bytes)
-                .map_err(|e| format!("cannot write {}: {e}", out.join(name).display()))
-        };
-        if !resume {
-            w("spec.lax", source.text.as_bytes())?;
-        }
-        let resolved =
-            serde_json::json!({ "spec": source.name, "train": opts, "report": c.report() });
-        w(
-            if resume {
-                "resolved-resume.json"
-            } else {
-                "resolved.json"
-            },
-            serde_json::to_string_pretty(&resolved)
-                .expect("serializes")
-                .as_bytes(),
-        )
     }
 
     fn print_summary(s: &train::Summary) {
@@ -716,16 +490,18 @@ mod training {
             Ok(sc) => sc,
             Err(c) => return c,
         };
-        let opts = match options(&source, &compiled, &set) {
+        let opts = match options(&source, &compiled, &set, None) {
             Ok(o) => o,
             Err(c) => return c,
         };
-        let r = match backend {
-            CpuBackend::Flex => eval::<Flex>(&compiled, &opts, &spec, &checkpoint),
-            CpuBackend::Ndarray => eval::<NdArray>(&compiled, &opts, &spec, &checkpoint),
-            CpuBackend::Candle => eval::<Candle>(&compiled, &opts, &spec, &checkpoint),
-        };
-        match r {
+        // The whole validation set, unless this command says how many batches.
+        let batches = set
+            .iter()
+            .any(|s| s.trim_start().starts_with("eval_batches"))
+            .then_some(opts.eval_batches);
+        let dir = session::spec_dir(spec.as_deref());
+        let backend = backend.into();
+        match session::eval_checkpoint(&compiled, &opts, &dir, &checkpoint, backend, batches) {
             Ok((loss, acc)) => {
                 println!("validation loss   {loss:.4}");
                 match acc {
@@ -734,37 +510,7 @@ mod training {
                 }
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(IO_ERROR)
-            }
+            Err(r) => refused(r),
         }
-    }
-
-    fn eval<B: burn::tensor::backend::Backend>(
-        c: &laxc::Compiled,
-        o: &TrainOptions,
-        spec: &Option<PathBuf>,
-        checkpoint: &std::path::Path,
-    ) -> Result<(f64, Option<f64>), String> {
-        let device = B::Device::default();
-        let ck = train::checkpoint::latest(checkpoint)?
-            .ok_or_else(|| format!("{} holds no checkpoint", checkpoint.display()))?;
-        let model =
-            train::checkpoint::load_weights(&ck, laxc::lower::lower::<B>(&c.ir, o.seed, &device))?;
-        let data_spec = o
-            .data
-            .as_ref()
-            .ok_or("the spec has no `data`; pass --set data=...")?;
-        let data = train::data::load(data_spec, &spec_dir(spec))?;
-        train::run::check_data(&data, c)?;
-        Ok(train::run::evaluate(
-            &model,
-            &data,
-            o,
-            c.ir.model.tokens,
-            &device,
-            usize::MAX,
-        ))
     }
 }

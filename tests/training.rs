@@ -752,3 +752,43 @@ fn the_dropout_key_changes_training_and_bad_values_are_refused() {
         assert!(!run.exists(), "{bad}: a refused run leaves no folder");
     }
 }
+
+/// `laxc eval` refuses a checkpoint of another spec (it used to print a loss and exit 0) and
+/// applies `--set eval_batches` (it used to ignore it and read the whole validation text).
+#[test]
+fn eval_refuses_another_specs_checkpoint_and_takes_eval_batches() {
+    let run = tempdir("eval");
+    assert!(train(&ONE_STEP, &run).status.success());
+    let eval = |spec: &str, extra: &[&str]| {
+        laxc()
+            .args(["eval", spec, "--checkpoint"])
+            .arg(&run)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let other = eval("specs/tiny-llama-svd.lax", &[]);
+    assert_eq!(other.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(err.contains("does not fit this spec"), "{err}");
+    let loss = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("validation loss"))
+            .map(|v| v.trim().parse::<f64>().unwrap())
+            .unwrap()
+    };
+    let spec = "specs/tiny-llama-svd-lax.lax";
+    let one_batch = loss(eval(spec, &["--set", "eval_batches=1"]));
+    let whole = loss(eval(spec, &[]));
+    assert_ne!(
+        one_batch, whole,
+        "eval_batches=1 reads one batch, not the whole text"
+    );
+    let _ = std::fs::remove_dir_all(run);
+}

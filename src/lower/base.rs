@@ -49,7 +49,7 @@ pub fn load_lora_base<B: Backend>(
 ) -> Result<LaxModel<B>, String> {
     let twin = crate::dense_twin(spec);
     let dense: LaxModel<B> = lower(&twin, 0, device).no_grad();
-    let dense = crate::train_support::load_safetensors(file, dense)?;
+    let dense = crate::lower::weights::load_safetensors(file, dense)?;
     let mut m = model;
     for (node, name) in m.program.names.clone().iter().enumerate() {
         let Some(index) = m.program.params[node] else {

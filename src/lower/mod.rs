@@ -10,5 +10,6 @@ pub mod model;
 pub mod ops;
 pub mod params;
 pub mod program;
+pub mod weights;
 
 pub use model::{lower, LaxModel};

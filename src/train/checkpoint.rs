@@ -17,12 +17,6 @@ pub struct Checkpoint {
     pub loss: f64,
 }
 
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
-}
-
 fn err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
@@ -60,7 +54,7 @@ pub fn save<B: AutodiffBackend, O: Optimizer<LaxModel<B>, B>>(
         std::fs::remove_dir_all(&fin).map_err(|e| err("cannot replace an old checkpoint", e))?;
     }
     std::fs::rename(&tmp, &fin).map_err(|e| err("cannot finish the checkpoint", e))?;
-    write_atomically(&dir.join("latest"), name.as_bytes())
+    crate::files::write_atomically(&dir.join("latest"), name.as_bytes())
         .map_err(|e| err("cannot update checkpoints/latest", e))?;
     Ok(fin)
 }
@@ -83,7 +77,7 @@ pub fn load_weights<B: burn::tensor::backend::Backend>(
     ck: &Path,
     model: LaxModel<B>,
 ) -> Result<LaxModel<B>, String> {
-    crate::train_support::load_safetensors(&ck.join("model.safetensors"), model)
+    crate::lower::weights::load_safetensors(&ck.join("model.safetensors"), model)
 }
 
 pub fn load<B: AutodiffBackend, O: Optimizer<LaxModel<B>, B>>(

@@ -5,5 +5,6 @@ pub mod checkpoint;
 pub mod data;
 pub mod run;
 pub mod run_dir;
+pub mod session;
 
-pub use run::{train, RunPlan, Summary};
+pub use run::{train, RunPlan, Stop, Summary};

@@ -45,8 +45,38 @@ pub struct Summary {
     pub items_per_second: f64,
     pub unit: &'static str,
     pub params: u128,
-    pub stopped: Option<String>,
+    /// Why the run ended before its last step, if it did.
+    pub stopped: Option<Stop>,
     pub run_dir: PathBuf,
+}
+
+/// Why a run ended early.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stop {
+    /// Ctrl-C: a checkpoint of the last finished step was written.
+    Interrupted,
+    /// The loss of step `step` (1-based, as in the logs) was NaN or infinite; the latest
+    /// checkpoint is the last one written before it.
+    Diverged { step: u64, loss: f64 },
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Interrupted => f.write_str("interrupted (Ctrl-C)"),
+            Stop::Diverged { step, loss } => write!(
+                f,
+                "the loss became {loss} at step {step}; stopped (lower `lr` or raise `warmup`)"
+            ),
+        }
+    }
+}
+
+/// In summary.json a stop is its sentence, as people read it.
+impl serde::Serialize for Stop {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// Cross-entropy, written out (log-sum-exp with the max subtracted) so its gradient is exact.
@@ -435,7 +465,7 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
     let mut step = start;
     while step < total {
         if STOP.load(Ordering::SeqCst) {
-            stopped = Some("interrupted (Ctrl-C)".to_string());
+            stopped = Some(Stop::Interrupted);
             break;
         }
         let lr = learning_rate(o, step, total);
@@ -474,9 +504,10 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
             acc.accumulate(&model, grads);
         }
         if !loss_sum.is_finite() {
-            stopped = Some(format!(
-                "the loss became {loss_sum} at step {step}; stopped (lower `lr` or raise `warmup`)"
-            ));
+            stopped = Some(Stop::Diverged {
+                step: step + 1,
+                loss: loss_sum,
+            });
             break;
         }
         last_loss = loss_sum;
@@ -532,9 +563,7 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
     }
     // Leave a checkpoint of where the run got to, at the end and on Ctrl-C. After a NaN the
     // weights are not worth keeping: the last periodic checkpoint stays the latest.
-    let diverged = stopped
-        .as_deref()
-        .is_some_and(|s| s.starts_with("the loss"));
+    let diverged = matches!(stopped, Some(Stop::Diverged { .. }));
     if !diverged && step > start {
         checkpoint::save(run, step, last_loss, &model, &optim)?;
     }
@@ -556,7 +585,7 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
         stopped,
         run_dir: run.clone(),
     };
-    checkpoint::write_atomically(
+    crate::files::write_atomically(
         &run.join("summary.json"),
         serde_json::to_string_pretty(&summary)
             .expect("serializes")

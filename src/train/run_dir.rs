@@ -42,20 +42,14 @@ pub struct Replace {
     pub checkpoints: bool,
 }
 
-/// An atomic write leaves `NAME.tmpPID` (or `.PID.tmp`) behind only if it was killed midway.
+/// An atomic write leaves `.NAME.PID.tmp` beside NAME only if it was killed midway.
 fn is_leftover_temporary(name: &str) -> bool {
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let beside_entry = name.rsplit_once(".tmp").is_some_and(|(stem, pid)| {
-        digits(pid)
-            && RUN_ENTRIES
-                .iter()
-                .any(|e| e.split('.').next() == Some(stem))
-    });
-    beside_entry
-        || name
-            .strip_prefix('.')
-            .and_then(|n| n.strip_suffix(".tmp"))
-            .is_some_and(digits)
+    let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+        return false;
+    };
+    inner.rsplit_once('.').is_some_and(|(entry, pid)| {
+        !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && RUN_ENTRIES.contains(&entry)
+    })
 }
 
 fn is_run_entry(name: &str) -> bool {
@@ -199,7 +193,7 @@ mod tests {
                 "spec.lax",
                 "resolved.json",
                 "metrics.jsonl",
-                "summary.tmp42",
+                ".summary.json.42.tmp",
             ],
         );
         assert_eq!(
@@ -223,8 +217,9 @@ mod tests {
         );
         // A temporary name is laxc's only with a process id and a known stem.
         assert!(!is_run_entry("data.tmp"));
-        assert!(!is_run_entry("notes.tmp12"));
-        assert!(is_run_entry(".123.tmp"));
+        assert!(!is_run_entry(".notes.md.12.tmp"));
+        assert!(!is_run_entry(".summary.json.tmp"));
+        assert!(is_run_entry(".resolved.json.123.tmp"));
         for d in [run, no_marker, project] {
             std::fs::remove_dir_all(d).unwrap();
         }

@@ -1,0 +1,386 @@
+//! The training commands as library functions: what `laxc train`, `laxc eval` and `laxc bench`
+//! do once their arguments are parsed (options, the device and memory checks, the run folder,
+//! one dispatch to a backend), so that the command line and a Rust user of laxc share them.
+
+use super::bench::{bench, BenchOptions, BenchResult};
+use super::run::{self, RunPlan, Summary};
+use super::{checkpoint, data, run_dir};
+use crate::options::{Device, TrainOptions};
+use crate::source::Source;
+use crate::spec::TrainValue;
+use crate::Compiled;
+use burn::tensor::backend::AutodiffBackend;
+use std::path::{Path, PathBuf};
+
+/// The CPU backends laxc can train on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuBackend {
+    Flex,
+    Ndarray,
+    Candle,
+}
+
+impl CpuBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuBackend::Flex => "flex",
+            CpuBackend::Ndarray => "ndarray",
+            CpuBackend::Candle => "candle",
+        }
+    }
+}
+
+/// Why a command could not run, and how it exits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Something about the spec or its settings (exit 1).
+    Spec(String),
+    /// A file, folder, device or other input (exit 2).
+    Io(String),
+}
+
+impl Refusal {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Refusal::Spec(_) => 1,
+            Refusal::Io(_) => 2,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Refusal::Spec(m) | Refusal::Io(m) => m,
+        }
+    }
+}
+
+/// The spec's `train` section, then the overrides.
+pub fn options(
+    source: &Source,
+    c: &Compiled,
+    overrides: &[(String, TrainValue)],
+) -> Result<TrainOptions, Refusal> {
+    let entries: Vec<_> = c
+        .spec
+        .train
+        .iter()
+        .flat_map(|t| t.entries.iter().map(|(k, (v, _))| (k.clone(), v.clone())))
+        .collect();
+    TrainOptions::resolve(&entries, overrides)
+        .map_err(|e| Refusal::Spec(format!("{}: {e}", source.name)))
+}
+
+/// The folder a spec's relative data paths start from.
+pub fn spec_dir(path: Option<&Path>) -> PathBuf {
+    match path {
+        // The embedded default is specs/tiny-llama-svd-lax.lax: its data paths are relative to
+        // specs/ in the repository.
+        None => PathBuf::from("specs"),
+        Some(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
+    }
+}
+
+/// Refuses a model whose fp32 training state cannot fit in this machine's free memory.
+pub fn fits_in_memory(c: &Compiled) -> Result<(), Refusal> {
+    let need = c.report().memory.train_bytes_fp32;
+    let avail = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u128>().ok())
+            .map(|kb| kb * 1024)
+    });
+    let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
+    match avail {
+        Some(a) if need > a => Err(Refusal::Spec(format!(
+            "this model needs {:.2} GiB for fp32 weights, gradients and Adam state (laxc check's \
+             estimate, before activations), but only {:.2} GiB is free",
+            gib(need),
+            gib(a)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a device this build or machine cannot use, before anything is written.
+pub fn usable(device: Device) -> Result<(), Refusal> {
+    if device == Device::Cpu {
+        return Ok(());
+    }
+    if !cfg!(feature = "cuda") {
+        return Err(Refusal::Io(
+            "--device cuda needs laxc built with `--features cuda`".into(),
+        ));
+    }
+    #[cfg(feature = "cuda")]
+    {
+        // cudarc loads libcuda at run time and panics without it: look first.
+        // SAFETY: loading the system CUDA driver library runs only its initializers.
+        if unsafe { libloading::Library::new("libcuda.so.1") }.is_err() {
+            return Err(Refusal::Io(
+                "--device cuda: no CUDA driver on this machine (libcuda.so.1 not found)".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How a device and backend are named in messages.
+pub fn device_label(device: Device, backend: CpuBackend) -> String {
+    match device {
+        Device::Cpu => format!("cpu ({})", backend.name()),
+        Device::Cuda(i) => format!("cuda:{i}"),
+    }
+}
+
+/// Work that runs on whichever backend the user chose.
+pub trait OnBackend {
+    type Output;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// The one dispatch from a device and CPU backend to a Burn backend type.
+// Candle is deprecated in Burn 0.21 but kept selectable: the CPU backends are compared side by
+// side in BENCHMARKS.md.
+#[allow(deprecated)]
+pub fn dispatch<J: OnBackend>(
+    device: Device,
+    backend: CpuBackend,
+    job: J,
+) -> Result<J::Output, Refusal> {
+    use burn::backend::{Autodiff, Candle, Flex, NdArray};
+    Ok(match (device, backend) {
+        (Device::Cuda(index), _) => return cuda(index, job),
+        (Device::Cpu, CpuBackend::Flex) => job.run::<Autodiff<Flex>>(Default::default()),
+        (Device::Cpu, CpuBackend::Ndarray) => job.run::<Autodiff<NdArray>>(Default::default()),
+        (Device::Cpu, CpuBackend::Candle) => job.run::<Autodiff<Candle>>(Default::default()),
+    })
+}
+
+#[cfg(feature = "cuda")]
+fn cuda<J: OnBackend>(index: usize, job: J) -> Result<J::Output, Refusal> {
+    use burn::backend::cuda::{Cuda, CudaDevice};
+    Ok(job.run::<burn::backend::Autodiff<Cuda>>(CudaDevice::new(index)))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda<J: OnBackend>(_index: usize, _job: J) -> Result<J::Output, Refusal> {
+    Err(Refusal::Io(
+        "--device cuda needs laxc built with `--features cuda`".into(),
+    ))
+}
+
+/// Where a training run writes.
+pub enum Folder {
+    /// A new run in `out` (default `runs/<spec>-<time>`), replacing an earlier run as allowed.
+    New {
+        out: Option<PathBuf>,
+        replace: run_dir::Replace,
+    },
+    /// Go on with the run in this folder from its latest checkpoint.
+    Resume(PathBuf),
+}
+
+/// Everything `laxc train` needs once its arguments are read.
+pub struct Launch<'a> {
+    pub source: &'a Source,
+    pub compiled: &'a Compiled,
+    pub spec_dir: PathBuf,
+    pub options: TrainOptions,
+    pub folder: Folder,
+    pub backend: CpuBackend,
+    /// A line per log step instead of a progress bar.
+    pub plain: bool,
+}
+
+struct TrainJob<'a>(&'a RunPlan<'a>);
+
+impl OnBackend for TrainJob<'_> {
+    type Output = Result<Summary, String>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        run::train::<B>(self.0, device)
+    }
+}
+
+/// Trains a spec: checks the device and memory, claims the run folder, records the spec and
+/// its resolved options, trains, and returns the summary. A new run that fails before its first
+/// checkpoint leaves nothing behind.
+pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
+    let device = l.options.device();
+    usable(device)?;
+    fits_in_memory(l.compiled)?;
+    let (out, resume) = match l.folder {
+        Folder::Resume(dir) => {
+            if !dir.join("checkpoints").join("latest").exists() {
+                let why = format!("{} has no checkpoint to resume from", dir.display());
+                return Err(Refusal::Io(why));
+            }
+            (dir, true)
+        }
+        Folder::New { out, replace } => {
+            let out = out.unwrap_or_else(|| default_run_dir(&l.source.name));
+            run_dir::claim(&out, replace).map_err(Refusal::Io)?;
+            (out, false)
+        }
+    };
+    record_run(&out, l.source, l.compiled, &l.options, resume).map_err(Refusal::Io)?;
+    eprintln!(
+        "training {} ({} params) on {} → {}",
+        l.source.name,
+        crate::report::thousands(l.compiled.report().params.total),
+        device_label(device, l.backend),
+        out.display()
+    );
+    let plan = RunPlan {
+        compiled: l.compiled,
+        spec_dir: l.spec_dir,
+        options: l.options,
+        out: out.clone(),
+        resume,
+        plain: l.plain,
+    };
+    let trained = dispatch(device, l.backend, TrainJob(&plan))?;
+    trained.map_err(|e| {
+        if !resume && !out.join("checkpoints").exists() {
+            let _ = run_dir::remove_run_entries(&out);
+        }
+        Refusal::Io(e)
+    })
+}
+
+/// `runs/<spec name>-<unix seconds>`, with a suffix if that exists already.
+fn default_run_dir(spec_name: &str) -> PathBuf {
+    let stem = Path::new(spec_name)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut dir = PathBuf::from("runs").join(format!("{stem}-{secs}"));
+    let mut n = 1;
+    while dir.exists() {
+        dir = PathBuf::from("runs").join(format!("{stem}-{secs}-{n}"));
+        n += 1;
+    }
+    dir
+}
+
+/// The run folder keeps what reproduces the run: the spec as written, the resolved options
+/// and the report.
+fn record_run(
+    out: &Path,
+    source: &Source,
+    c: &Compiled,
+    opts: &TrainOptions,
+    resume: bool,
+) -> Result<(), String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let write = |name: &str, bytes: &[u8]| {
+        crate::files::write_atomically(&out.join(name), bytes)
+            .map_err(|e| format!("cannot write {}: {e}", out.join(name).display()))
+    };
+    if !resume {
+        write("spec.lax", source.text.as_bytes())?;
+    }
+    let resolved = serde_json::json!({ "spec": source.name, "train": opts, "report": c.report() });
+    let name = if resume {
+        "resolved-resume.json"
+    } else {
+        "resolved.json"
+    };
+    write(
+        name,
+        serde_json::to_string_pretty(&resolved)
+            .expect("serializes")
+            .as_bytes(),
+    )
+}
+
+struct EvalJob<'a> {
+    compiled: &'a Compiled,
+    options: &'a TrainOptions,
+    spec_dir: &'a Path,
+    checkpoint: &'a Path,
+    batches: usize,
+}
+
+impl OnBackend for EvalJob<'_> {
+    type Output = Result<(f64, Option<f64>), String>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        // Evaluation needs no gradients: the backend without autodiff.
+        let (c, o) = (self.compiled, self.options);
+        let ck = checkpoint::latest(self.checkpoint)?
+            .ok_or_else(|| format!("{} holds no checkpoint", self.checkpoint.display()))?;
+        let fresh = crate::lower::lower::<B::InnerBackend>(&c.ir, o.seed, &device);
+        let model = checkpoint::load_weights(&ck, fresh)?;
+        let data_spec = o
+            .data
+            .as_ref()
+            .ok_or("the spec has no `data`; pass --set data=...")?;
+        let data = data::load(data_spec, self.spec_dir)?;
+        run::check_data(&data, c)?;
+        let seq = c.ir.model.tokens;
+        Ok(run::evaluate(&model, &data, o, seq, &device, self.batches))
+    }
+}
+
+/// Validation loss (and accuracy, for images) of a checkpoint on the spec's validation data:
+/// the first `batches` batches, or all of it.
+pub fn eval_checkpoint(
+    c: &Compiled,
+    options: &TrainOptions,
+    spec_dir: &Path,
+    checkpoint: &Path,
+    backend: CpuBackend,
+    batches: Option<usize>,
+) -> Result<(f64, Option<f64>), Refusal> {
+    let job = EvalJob {
+        compiled: c,
+        options,
+        spec_dir,
+        checkpoint,
+        batches: batches.unwrap_or(usize::MAX),
+    };
+    dispatch(options.device(), backend, job)?.map_err(Refusal::Io)
+}
+
+struct BenchJob<'a> {
+    compiled: &'a Compiled,
+    name: &'a str,
+    train: &'a TrainOptions,
+    bench: &'a BenchOptions,
+}
+
+impl OnBackend for BenchJob<'_> {
+    type Output = BenchResult;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> BenchResult {
+        bench::<B>(self.compiled, self.name, self.train, self.bench, device)
+    }
+}
+
+/// Times training steps of a spec on synthetic batches (`laxc bench`).
+pub fn bench_spec(
+    c: &Compiled,
+    name: &str,
+    train: &TrainOptions,
+    bench_options: &BenchOptions,
+    backend: CpuBackend,
+) -> Result<BenchResult, Refusal> {
+    if bench_options.steps == 0 || bench_options.batch == 0 {
+        return Err(Refusal::Io("--steps and --batch must be at least 1".into()));
+    }
+    fits_in_memory(c)?;
+    let device = train.device();
+    usable(device)?;
+    let job = BenchJob {
+        compiled: c,
+        name,
+        train,
+        bench: bench_options,
+    };
+    let mut result = dispatch(device, backend, job)?;
+    result.implementation = format!("laxc ({})", device_label(device, backend));
+    Ok(result)
+}
