@@ -93,11 +93,15 @@ impl Default for TrainOptions {
     }
 }
 
+/// The largest step count, batch or interval a key takes (2^32): products of counts and sizes
+/// then stay far inside 64 bits.
+pub const MAX_COUNT: i64 = 1 << 32;
+
 /// The values a key takes.
 #[derive(Debug, Clone, Copy)]
 pub enum KeyKind {
-    /// A whole number, at least `min`.
-    Count { min: i64 },
+    /// A whole number from `min` to `max`.
+    Count { min: i64, max: i64 },
     /// A number in `range`.
     Number(Range),
     /// `cpu`, `cuda` or `cuda:N`.
@@ -231,28 +235,40 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "steps",
-        kind: KeyKind::Count { min: 1 },
+        kind: KeyKind::Count {
+            min: 1,
+            max: MAX_COUNT,
+        },
         meaning: "optimizer steps",
         hint: "a run takes at least one step; to only evaluate, use `laxc eval`",
         set: |o, v| o.steps = Some(count(v)),
     },
     Key {
         name: "epochs",
-        kind: KeyKind::Count { min: 1 },
+        kind: KeyKind::Count {
+            min: 1,
+            max: MAX_COUNT,
+        },
         meaning: "passes over the data (instead of steps)",
         hint: "a run takes at least one pass; or set `steps`",
         set: |o, v| o.epochs = Some(count(v)),
     },
     Key {
         name: "batch",
-        kind: KeyKind::Count { min: 1 },
+        kind: KeyKind::Count {
+            min: 1,
+            max: MAX_COUNT,
+        },
         meaning: "sequences or images per micro-batch",
         hint: "a micro-batch holds at least one sample",
         set: |o, v| o.batch = count(v) as usize,
     },
     Key {
         name: "accum",
-        kind: KeyKind::Count { min: 1 },
+        kind: KeyKind::Count {
+            min: 1,
+            max: MAX_COUNT,
+        },
         meaning: "micro-batches per optimizer step",
         hint: "`accum = 1` is one micro-batch a step, no accumulation",
         set: |o, v| o.accum = count(v) as usize,
@@ -292,7 +308,10 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "warmup",
-        kind: KeyKind::Count { min: 0 },
+        kind: KeyKind::Count {
+            min: 0,
+            max: MAX_COUNT,
+        },
         meaning: "warm-up steps (at most `steps`)",
         hint: "",
         set: |o, v| o.warmup = count(v),
@@ -335,41 +354,58 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "dropout",
         kind: KeyKind::Number(Range::Fraction),
-        meaning: "dropout on every block's attention and MLP outputs while training (0: off)",
+        meaning: "dropout while training (0: off), where each family's reference puts it: every \
+                  block's attention and MLP outputs, GPT-2's embeddings, the ViT's MLP \
+                  activation; not the attention probabilities",
         hint: "a dropout of 1 would drop everything",
         set: |o, v| o.dropout = number(v),
     },
     Key {
         name: "seed",
-        kind: KeyKind::Count { min: 0 },
+        kind: KeyKind::Count {
+            min: 0,
+            max: i64::MAX,
+        },
         meaning: "random seed (initialization, batches, dropout)",
         hint: "",
         set: |o, v| o.seed = count(v),
     },
     Key {
         name: "eval_every",
-        kind: KeyKind::Count { min: 0 },
+        kind: KeyKind::Count {
+            min: 0,
+            max: MAX_COUNT,
+        },
         meaning: "steps between validations (0: only at the end)",
         hint: "",
         set: |o, v| o.eval_every = count(v),
     },
     Key {
         name: "eval_batches",
-        kind: KeyKind::Count { min: 1 },
+        kind: KeyKind::Count {
+            min: 1,
+            max: MAX_COUNT,
+        },
         meaning: "batches per validation",
         hint: "a validation needs a batch; to validate less often, raise `eval_every`",
         set: |o, v| o.eval_batches = count(v) as usize,
     },
     Key {
         name: "log_every",
-        kind: KeyKind::Count { min: 1 },
+        kind: KeyKind::Count {
+            min: 1,
+            max: MAX_COUNT,
+        },
         meaning: "steps between metric records",
         hint: "`log_every = 1` records every step",
         set: |o, v| o.log_every = count(v),
     },
     Key {
         name: "checkpoint_every",
-        kind: KeyKind::Count { min: 0 },
+        kind: KeyKind::Count {
+            min: 0,
+            max: MAX_COUNT,
+        },
         meaning: "steps between checkpoints (0: only at the end)",
         hint: "",
         set: |o, v| o.checkpoint_every = count(v),
@@ -392,7 +428,10 @@ pub fn docs_table() -> String {
     let mut out = String::from("| key | value | meaning |\n|---|---|---|\n");
     for k in KEYS {
         let value = match k.kind {
-            KeyKind::Count { min } => format!("whole number ≥ {min}"),
+            KeyKind::Count { min, max } if max < i64::MAX => {
+                format!("whole number from {min} to 2^32")
+            }
+            KeyKind::Count { min, .. } => format!("whole number ≥ {min}"),
             KeyKind::Number(Range::NonNegative) => "number ≥ 0".into(),
             KeyKind::Number(Range::Positive) => "number > 0".into(),
             KeyKind::Number(Range::Fraction) => "number in [0, 1)".into(),
@@ -486,13 +525,14 @@ fn out_of_range(key: &Key, expected: &str, v: &Evaluated) -> Diagnostic {
 fn convert(key: &Key, v: &Evaluated) -> Result<TrainValue, Diagnostic> {
     let name = key.name;
     match (key.kind, v) {
-        (KeyKind::Count { min }, Evaluated::Num(Num::Int(i), _)) => {
-            if *i < min {
-                return Err(out_of_range(key, &format!("a whole number >= {min}"), v));
+        (KeyKind::Count { min, max }, Evaluated::Num(Num::Int(i), _)) => {
+            if *i < min || *i > max {
+                let range = format!("a whole number from {min} to {max}");
+                return Err(out_of_range(key, &range, v));
             }
             Ok(TrainValue::Int(*i))
         }
-        (KeyKind::Count { min }, _) => Err(wrong(name, &format!("a whole number >= {min}"), v)),
+        (KeyKind::Count { min, .. }, _) => Err(wrong(name, &format!("a whole number >= {min}"), v)),
         (KeyKind::Number(range), Evaluated::Num(n, _)) => {
             if !range.contains(n.as_f64()) {
                 return Err(out_of_range(key, range.describe(), v));
@@ -565,6 +605,18 @@ fn convert(key: &Key, v: &Evaluated) -> Result<TrainValue, Diagnostic> {
             }
             let positional: Vec<TrainValue> =
                 positional.iter().map(path).collect::<Result<_, _>>()?;
+            // `text("a.txt", "v.txt", valid = "w.txt")`: one of the two would be dropped.
+            for (arg, _) in choice.args.iter().zip(&positional) {
+                if let Some((_, k_span, _)) = named.iter().find(|(k, _, _)| k == arg) {
+                    return Err(Diagnostic::error(
+                        "E0602",
+                        format!("`{called}(...)` is given `{arg}` twice, by place and by name"),
+                        *k_span,
+                    )
+                    .with_label("given by place already")
+                    .with_hint("give it once"));
+                }
+            }
             if let Some(what) = choice.path_of {
                 if positional.is_empty() && !args.contains_key("path") {
                     return Err(needs_path(called, what, *name_span));
@@ -680,41 +732,36 @@ pub fn parse_override(text: &str) -> Result<(String, TrainValue), OverrideError>
     Ok((key.to_string(), v))
 }
 
-/// One layer of settings (the spec's section, or the `--set` list), with `schedule(warmup = N)`
-/// split into `schedule` and `warmup`, the one setting it is.
-fn normalize(layer: &[(String, TrainValue)]) -> Result<BTreeMap<String, TrainValue>, OptionsError> {
+/// One layer of settings, with `schedule(warmup = N)` split into `schedule` and `warmup`, the
+/// one setting it is. In the spec (whose keys are each written once) a schedule's warm-up that
+/// differs from `warmup` is a contradiction; on the command line a later `--set` wins.
+fn normalize(
+    layer: &[(String, TrainValue)],
+    later_wins: bool,
+) -> Result<BTreeMap<String, TrainValue>, OptionsError> {
     let mut out = BTreeMap::new();
-    for (k, v) in layer {
-        let mut v = v.clone();
-        if let TrainValue::Choice { args, .. } = &mut v {
-            if k == "schedule" {
-                if let Some(w) = args.remove("warmup") {
-                    insert(&mut out, "warmup", w)?;
-                }
-            }
-        }
-        insert(&mut out, k, v)?;
-    }
-    Ok(out)
-}
-
-fn insert(
-    out: &mut BTreeMap<String, TrainValue>,
-    k: &str,
-    v: TrainValue,
-) -> Result<(), OptionsError> {
-    match out.get(k) {
-        Some(old) if *old != v => Err(OptionsError {
+    let mut put = |k: &str, v: TrainValue| match out.get(k) {
+        Some(old) if *old != v && !later_wins => Err(OptionsError {
             key: k.to_string(),
-            message: format!(
-                "`{k}` is set twice, to different values (`schedule(warmup = ...)` sets `warmup`)"
-            ),
+            message: format!("`schedule(warmup = ...)` and `warmup` give two warm-ups ({k})"),
         }),
         _ => {
             out.insert(k.to_string(), v);
             Ok(())
         }
+    };
+    for (k, v) in layer {
+        let mut v = v.clone();
+        if let TrainValue::Choice { args, .. } = &mut v {
+            if k == "schedule" {
+                if let Some(w) = args.remove("warmup") {
+                    put("warmup", w)?;
+                }
+            }
+        }
+        put(k, v)?;
     }
+    Ok(out)
 }
 
 /// Settings that cannot be taken together: what is wrong, and the key to point at.
@@ -740,8 +787,8 @@ impl TrainOptions {
         entries: &[(String, TrainValue)],
         overrides: &[(String, TrainValue)],
     ) -> Result<TrainOptions, OptionsError> {
-        let mut all = normalize(entries)?;
-        let later = normalize(overrides)?;
+        let mut all = normalize(entries, false)?;
+        let later = normalize(overrides, true)?;
         for k in RUN_LENGTH {
             if later.contains_key(k) {
                 all.retain(|old, _| !RUN_LENGTH.contains(&old.as_str()));
@@ -853,6 +900,7 @@ mod tests {
             "dropout=1",
             "device=tpu",
             "device=cuda:x",
+            "steps=5000000000",
         ] {
             assert_eq!(code(bad), "E0605", "{bad}");
         }
@@ -863,6 +911,8 @@ mod tests {
             "data=text",
             "data=text()",
             "data=mnist(\"a\", \"b\")",
+            "data=text(\"a\", \"v\", valid = \"w\")",
+            "data=mnist(\"a\", path = \"b\")",
             "steps=\"ten\"",
         ] {
             assert_eq!(code(wrong), "E0602", "{wrong}");
@@ -884,10 +934,15 @@ mod tests {
         let spec = vec![set("warmup=2"), set("steps=10"), set("lr=0.01")];
         let o = TrainOptions::resolve(&spec, &[set("schedule=cosine(warmup=3)")]).unwrap();
         assert_eq!((o.warmup, o.schedule), (3, Schedule::Cosine));
-        // Within one layer, two different warm-ups are a conflict, not a silent choice.
+        // In the spec, two different warm-ups are a conflict, not a silent choice; on the command
+        // line the later `--set` wins, as it does for every key.
         let twice = [set("warmup=2"), set("schedule=linear(warmup=3)")];
         let e = TrainOptions::resolve(&twice, &[]).unwrap_err();
         assert_eq!(e.key, "warmup");
+        let o = TrainOptions::resolve(&[], &twice).unwrap();
+        assert_eq!((o.warmup, o.schedule), (3, Schedule::Linear));
+        let o = TrainOptions::resolve(&[], &[set("lr=0.1"), set("lr=0.2")]).unwrap();
+        assert_eq!(o.lr, 0.2);
         // `steps` on the command line replaces the spec's `epochs`, and the other way round.
         let o = TrainOptions::resolve(&[set("epochs=5")], &[set("steps=20")]).unwrap();
         assert_eq!((o.steps, o.epochs), (Some(20), None));

@@ -116,6 +116,7 @@ fn default_spec_learns_below_the_unigram_entropy() {
     let _ = std::fs::remove_dir_all(&run);
 }
 
+/// With dropout on: its masks are drawn per step, so a resumed run draws the same ones.
 #[test]
 fn resuming_gives_the_same_run() {
     let straight = tempdir("straight");
@@ -130,6 +131,8 @@ fn resuming_gives_the_same_run() {
         "log_every=1",
         "--set",
         "batch=2",
+        "--set",
+        "dropout=0.2",
     ];
     let run = |dir: &std::path::Path, steps: &str, resume: bool| {
         let mut c = laxc();

@@ -2,7 +2,7 @@
 //! it: its size keys, how sizes become a [`ModelConfig`], its linear sites (the one table that
 //! maps a site's name to its place in a block) and its IR template (stem, one block, head).
 //! Checks, reports, drawings, lowering and training are generic over [`FamilyDef`]; adding a
-//! family is a new file here and a line in [`Family`].
+//! family is a new file here plus its variant in [`Family`] (the enum, `ALL` and `def`).
 
 mod gpt2;
 mod llama;
@@ -22,7 +22,11 @@ pub enum Family {
 
 impl Family {
     pub const ALL: [Family; 3] = [Family::Llama, Family::Vit, Family::Gpt2];
-    pub const NAMES: [&'static str; 3] = ["llama", "vit", "gpt2"];
+
+    /// Every family's name, as specs write it.
+    pub fn names() -> impl Iterator<Item = &'static str> + Clone {
+        Family::ALL.into_iter().map(Family::name)
+    }
 
     /// Everything the family declares.
     pub fn def(self) -> &'static FamilyDef {

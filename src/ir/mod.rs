@@ -90,8 +90,8 @@ impl Ir {
 
     /// Every node once, each after its inputs; among the nodes ready to run, the one added
     /// first. Node order is the builder's order (stem, blocks, gates, head), so this is the
-    /// order a hand-written forward pass would take, with each gate run as soon as its latent
-    /// exists.
+    /// order a hand-written forward pass would take; a gate (added late) runs when the block's
+    /// nodes before its target's add have run and that add waits for it.
     pub fn schedule(&self) -> Vec<NodeIndex> {
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;

@@ -463,7 +463,7 @@ fn check_between_train_keys(spec: &TrainSpec, errors: &mut Vec<Diagnostic>) {
     errors.push(
         Diagnostic::error("E0606", e.message, span)
             .with_label("conflicts with another train key")
-            .with_hint("`laxc train --set` can override either key"),
+            .with_hint("change one of the two in the spec"),
     );
 }
 
@@ -482,8 +482,10 @@ fn read_model(
             )
             .with_label("not a family")
             .with_hint(
-                did_you_mean(&m.family.name, Family::NAMES)
-                    .unwrap_or_else(|| format!("the families are: {}", Family::NAMES.join(", "))),
+                did_you_mean(&m.family.name, Family::names()).unwrap_or_else(|| {
+                    let names: Vec<&str> = Family::names().collect();
+                    format!("the families are: {}", names.join(", "))
+                }),
             ),
         );
         return None;

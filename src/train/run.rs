@@ -358,19 +358,32 @@ pub fn evaluate<B: Backend>(
     }
 }
 
+/// The run's length in optimizer steps, from `steps` or from `epochs` over this data; the
+/// warm-up must fit in it (with `epochs` that is known only now).
 fn total_steps(o: &TrainOptions, data: &Data, seq: usize) -> Result<u64, String> {
-    if let Some(s) = o.steps {
-        return Ok(s.max(1));
-    }
     let per_step = (o.batch * o.accum) as u64;
-    match (o.epochs, data) {
-        (Some(e), Data::Tokens(t)) => {
-            Ok((e * t.train.len() as u64 / (per_step * seq as u64)).max(1))
+    let total = match (o.steps, o.epochs, data) {
+        (Some(s), _, _) => s,
+        (None, Some(e), Data::Tokens(t)) => {
+            e.saturating_mul(t.train.len() as u64) / per_step.saturating_mul(seq as u64)
         }
-        (Some(e), Data::Images(d)) => Ok((e * d.train_y.len() as u64 / per_step).max(1)),
-        (None, _) => Err("set `steps` or `epochs` in the train section or with --set".into()),
+        (None, Some(e), Data::Images(d)) => e.saturating_mul(d.train_y.len() as u64) / per_step,
+        (None, None, _) => {
+            return Err("set `steps` or `epochs` in the train section or with --set".into())
+        }
     }
+    .max(1);
+    if o.warmup > total {
+        return Err(format!(
+            "`warmup` = {} is longer than the run ({total} steps); lower it with --set warmup=...",
+            o.warmup
+        ));
+    }
+    Ok(total)
 }
+
+/// Keeps the per-step dropout seeds apart from the per-sample window seeds.
+const DROPOUT_STREAM: u64 = 0xD0_0000_0000_0000;
 
 /// A seed for one step's batch from the run seed (splitmix64).
 fn mix(seed: u64, k: u64) -> u64 {
@@ -469,6 +482,9 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
             break;
         }
         let lr = learning_rate(o, step, total);
+        // Dropout masks come from the backend's generator: seeded per step, a resumed run draws
+        // the masks the uninterrupted run would have.
+        B::seed(&device, mix(o.seed, DROPOUT_STREAM ^ step));
         let mut acc = GradientsAccumulator::<LaxModel<B>>::new();
         let mut loss_sum = 0.0;
         for micro in 0..o.accum {

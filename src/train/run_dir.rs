@@ -74,6 +74,7 @@ pub fn occupant(dir: &Path) -> std::io::Result<Occupant> {
         return Ok(Occupant::Nothing);
     }
     let mut foreign: Vec<String> = names.iter().filter(|n| !is_run_entry(n)).cloned().collect();
+    foreign.extend(foreign_checkpoint_entries(dir)?);
     foreign.sort();
     if !foreign.is_empty() || !names.iter().any(|n| n == RUN_MARKER) {
         return Ok(Occupant::Foreign { entries: foreign });
@@ -83,10 +84,45 @@ pub fn occupant(dir: &Path) -> std::io::Result<Occupant> {
     })
 }
 
-fn has_checkpoints(dir: &Path) -> bool {
-    std::fs::read_dir(dir.join("checkpoints"))
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false)
+/// Whether a run folder has a checkpoint to resume from: `checkpoints/latest` exists. (A
+/// `.partial` left by a save that was killed is not one.)
+pub fn has_checkpoints(dir: &Path) -> bool {
+    dir.join("checkpoints").join("latest").exists()
+}
+
+/// What laxc writes inside `checkpoints/`: `latest`, `step-NNNNNN`, a save in progress
+/// (`.step-NNNNNN.partial`) and `latest`'s atomic-write temporary.
+fn is_checkpoint_entry(name: &str) -> bool {
+    let step = |s: &str| {
+        s.strip_prefix("step-")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let latest_tmp = name
+        .strip_prefix(".latest.")
+        .and_then(|n| n.strip_suffix(".tmp"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    name == "latest"
+        || step(name)
+        || latest_tmp
+        || name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".partial"))
+            .is_some_and(step)
+}
+
+/// Entries of `dir/checkpoints` that laxc did not write, as `checkpoints/NAME`.
+fn foreign_checkpoint_entries(dir: &Path) -> std::io::Result<Vec<String>> {
+    let Ok(entries) = std::fs::read_dir(dir.join("checkpoints")) else {
+        return Ok(Vec::new());
+    };
+    let mut foreign = Vec::new();
+    for entry in entries {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if !is_checkpoint_entry(&name) {
+            foreign.push(format!("checkpoints/{name}"));
+        }
+    }
+    Ok(foreign)
 }
 
 /// A short list of names for a message: the first few, then how many more.
@@ -105,8 +141,9 @@ fn some_names(entries: &[String]) -> String {
 }
 
 /// Makes `dir` ready for a new run: creates it, or clears an earlier run in it as far as
-/// `replace` allows. Returns a one-line error that says why not and what to do instead.
-pub fn claim(dir: &Path, replace: Replace) -> Result<(), String> {
+/// `replace` allows. Returns whether the folder is new (so that a run failing at once removes
+/// only a folder it made), or a one-line error that says why not and what to do instead.
+pub fn claim(dir: &Path, replace: Replace) -> Result<bool, String> {
     let shown = dir.display();
     let occupant = occupant(dir).map_err(|e| format!("cannot read {shown}: {e}"))?;
     match occupant {
@@ -139,14 +176,16 @@ pub fn claim(dir: &Path, replace: Replace) -> Result<(), String> {
                  --discard-checkpoints, or --resume {shown} continues it"
             ))
         }
-        Occupant::Run { .. } => remove_run_entries(dir)?,
+        Occupant::Run { .. } => remove_run_entries(dir, false)?,
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {shown}: {e}"))
+    let created = !dir.exists();
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {shown}: {e}"))?;
+    Ok(created)
 }
 
-/// Removes what laxc wrote into `dir`, and `dir` itself if that leaves it empty. Anything else
-/// in it stays.
-pub fn remove_run_entries(dir: &Path) -> Result<(), String> {
+/// Removes what laxc wrote into `dir`, and with `and_folder` `dir` itself if that leaves it
+/// empty. Anything else in it stays.
+pub fn remove_run_entries(dir: &Path, and_folder: bool) -> Result<(), String> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     for entry in entries.flatten() {
@@ -162,8 +201,10 @@ pub fn remove_run_entries(dir: &Path) -> Result<(), String> {
         };
         removed.map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
     }
-    // Fails harmlessly when something else is still in the folder.
-    let _ = std::fs::remove_dir(dir);
+    if and_folder {
+        // Fails harmlessly when something else is still in the folder.
+        let _ = std::fs::remove_dir(dir);
+    }
     Ok(())
 }
 
@@ -220,6 +261,27 @@ mod tests {
         assert!(!is_run_entry(".notes.md.12.tmp"));
         assert!(!is_run_entry(".summary.json.tmp"));
         assert!(is_run_entry(".resolved.json.123.tmp"));
+        // Inside checkpoints/, only what laxc writes there.
+        for ours in [
+            "latest",
+            "step-000010",
+            ".step-000010.partial",
+            ".latest.77.tmp",
+        ] {
+            assert!(is_checkpoint_entry(ours), "{ours}");
+        }
+        for theirs in ["model.pt", "step-", "step-1a", ".latest.tmp", "best"] {
+            assert!(!is_checkpoint_entry(theirs), "{theirs}");
+        }
+        let mine = folder("mine", &["resolved.json", "checkpoints/"]);
+        std::fs::write(mine.join("checkpoints/model.pt"), "weights").unwrap();
+        assert_eq!(
+            occupant(&mine).unwrap(),
+            Occupant::Foreign {
+                entries: vec!["checkpoints/model.pt".into()]
+            }
+        );
+        std::fs::remove_dir_all(mine).unwrap();
         for d in [run, no_marker, project] {
             std::fs::remove_dir_all(d).unwrap();
         }
@@ -245,7 +307,7 @@ mod tests {
             run: true,
             checkpoints: true,
         };
-        claim(&run, both).unwrap();
+        assert!(!claim(&run, both).unwrap(), "the folder was there already");
         assert_eq!(occupant(&run).unwrap(), Occupant::Nothing);
         assert!(run.is_dir());
         std::fs::remove_dir_all(run).unwrap();

@@ -66,8 +66,9 @@ pub fn options(
         .iter()
         .flat_map(|t| t.entries.iter().map(|(k, (v, _))| (k.clone(), v.clone())))
         .collect();
+    // The spec's own section passed its checks when it compiled: a conflict comes from --set.
     TrainOptions::resolve(&entries, overrides)
-        .map_err(|e| Refusal::Spec(format!("{}: {e}", source.name)))
+        .map_err(|e| Refusal::Spec(format!("{} with --set: {e}", source.name)))
 }
 
 /// The folder a spec's relative data paths start from.
@@ -209,18 +210,18 @@ pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
     let device = l.options.device();
     usable(device)?;
     fits_in_memory(l.compiled)?;
-    let (out, resume) = match l.folder {
+    let (out, resume, created) = match l.folder {
         Folder::Resume(dir) => {
-            if !dir.join("checkpoints").join("latest").exists() {
+            if !run_dir::has_checkpoints(&dir) {
                 let why = format!("{} has no checkpoint to resume from", dir.display());
                 return Err(Refusal::Io(why));
             }
-            (dir, true)
+            (dir, true, false)
         }
         Folder::New { out, replace } => {
             let out = out.unwrap_or_else(|| default_run_dir(&l.source.name));
-            run_dir::claim(&out, replace).map_err(Refusal::Io)?;
-            (out, false)
+            let created = run_dir::claim(&out, replace).map_err(Refusal::Io)?;
+            (out, false, created)
         }
     };
     record_run(&out, l.source, l.compiled, &l.options, resume).map_err(Refusal::Io)?;
@@ -241,8 +242,8 @@ pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
     };
     let trained = dispatch(device, l.backend, TrainJob(&plan))?;
     trained.map_err(|e| {
-        if !resume && !out.join("checkpoints").exists() {
-            let _ = run_dir::remove_run_entries(&out);
+        if !resume && !run_dir::has_checkpoints(&out) {
+            let _ = run_dir::remove_run_entries(&out, created);
         }
         Refusal::Io(e)
     })
