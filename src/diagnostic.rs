@@ -16,6 +16,99 @@ pub enum Severity {
     Warning,
 }
 
+/// Every diagnostic code laxc uses and the one thing it means. Codes are stable: a code never
+/// changes meaning; a new kind of finding gets a new number. docs/language.md's table is made
+/// from this one (a test keeps them equal), and a test checks that `src/` uses no other code.
+pub const CODES: &[(&str, &str)] = &[
+    (
+        "E0001",
+        "the text does not parse (syntax, or brackets nested too deep)",
+    ),
+    ("E0101", "a number is out of range or an integer overflows"),
+    ("E0102", "unknown name"),
+    ("E0103", "not a whole number where one is needed"),
+    ("E0104", "division by zero"),
+    ("E0105", "a constant that is not a number"),
+    ("E0106", "a constant defined twice"),
+    ("E0201", "no model"),
+    ("E0202", "more than one model"),
+    ("E0203", "unknown model family"),
+    ("E0204", "unknown model key"),
+    ("E0205", "a model key is missing"),
+    ("E0206", "a model key is set twice"),
+    ("E0207", "a model size has a value it cannot take"),
+    ("E0208", "model sizes that do not fit together"),
+    ("E0301", "a selector names no site of this family"),
+    ("E0302", "a selector matches no site"),
+    ("E0303", "a block index is out of range"),
+    ("E0401", "unknown factorization"),
+    ("E0402", "an argument the factorization does not take"),
+    ("E0403", "a required argument is missing"),
+    ("E0404", "an argument of the wrong kind"),
+    ("E0405", "an argument out of its range"),
+    ("E0406", "the wrong number of TT modes or ranks"),
+    ("E0407", "an argument given twice"),
+    ("E0408", "unknown activation"),
+    ("E0501", "unknown LaX kind"),
+    ("E0502", "unknown LaX option"),
+    ("E0503", "unknown gate"),
+    ("E0504", "unknown norm"),
+    (
+        "E0505",
+        "intra-layer LaX on a layer that is not a tensor train",
+    ),
+    ("E0506", "a pathway end that is dense"),
+    ("E0507", "`from` names several sites"),
+    ("E0508", "a LaX rule that creates no pathway"),
+    ("E0509", "intra-layer LaX with options"),
+    ("E0510", "a gate shape with other than two factors"),
+    ("E0511", "a LaX option set twice"),
+    ("E0601", "unknown train key"),
+    (
+        "E0602",
+        "a train value of the wrong kind, or not among the choices",
+    ),
+    ("E0603", "a train key set twice"),
+    ("E0604", "more than one train section"),
+    ("E0605", "a train value out of its range"),
+    ("E0606", "train keys that contradict each other"),
+    ("E0607", "a command-line override that is not `key=value`"),
+    ("E0608", "the arguments of a data source or schedule"),
+    ("E0701", "TT input modes do not multiply to the input width"),
+    (
+        "E0702",
+        "TT output modes do not multiply to the output width",
+    ),
+    ("E0703", "a rank larger than it can usefully be"),
+    ("E0704", "intra-layer LaX shapes that do not match"),
+    (
+        "E0705",
+        "an identity or linear gate between latents of different widths",
+    ),
+    ("E0706", "a tensor gate fold that does not fit the latent"),
+    ("E0707", "a dense gate width that does not fit the latent"),
+    ("E0708", "a pathway that runs backwards"),
+    (
+        "E0900",
+        "an internal inconsistency in the IR (a bug in laxc)",
+    ),
+    ("W0401", "lint: a rank fraction that rounds to 0"),
+    (
+        "W0701",
+        "lint: a factorized layer larger than its dense form",
+    ),
+    ("W0702", "lint: a lopsided tensor fold"),
+];
+
+/// The table of codes in docs/language.md.
+pub fn codes_table() -> String {
+    let mut out = String::from("| code | meaning |\n|---|---|\n");
+    for (code, meaning) in CODES {
+        out.push_str(&format!("| {code} | {meaning} |\n"));
+    }
+    out
+}
+
 /// One finding about a spec.
 #[derive(Debug, Clone, Serialize)]
 pub struct Diagnostic {
@@ -34,6 +127,10 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(code: &'static str, message: impl Into<String>, span: Span) -> Self {
+        debug_assert!(
+            CODES.iter().any(|(c, _)| *c == code),
+            "{code} is not in the registry"
+        );
         Diagnostic {
             severity: Severity::Error,
             code,
@@ -136,4 +233,57 @@ pub fn did_you_mean<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) ->
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, k)| format!("did you mean `{k}`?"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_docs_table_of_codes_is_the_registry() {
+        let docs = include_str!("../docs/language.md");
+        assert!(
+            docs.contains(&codes_table()),
+            "docs/language.md's table of codes differs from the registry; it should read:\n{}",
+            codes_table()
+        );
+    }
+
+    /// Every `"E…"`/`"W…"` literal in src/ is a registered code.
+    #[test]
+    fn the_sources_use_only_registered_codes() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            for (i, _) in text.match_indices('"') {
+                let lit = &text[i + 1..];
+                let code: String = lit.chars().take(5).collect();
+                let shaped = code.len() == 5
+                    && matches!(code.as_bytes()[0], b'E' | b'W')
+                    && code[1..].bytes().all(|b| b.is_ascii_digit())
+                    && lit[5..].starts_with('"');
+                if shaped {
+                    assert!(
+                        CODES.iter().any(|(c, _)| *c == code),
+                        "{}: {code} is not in diagnostic::CODES",
+                        f.display()
+                    );
+                }
+            }
+        }
+    }
 }

@@ -575,7 +575,7 @@ fn convert(key: &Key, v: &Evaluated) -> Result<TrainValue, Diagnostic> {
             let choice = choose(name, choices, called, *name_span)?;
             if positional.len() > choice.positional {
                 return Err(Diagnostic::error(
-                    "E0602",
+                    "E0608",
                     format!(
                         "`{called}(...)` takes {} unnamed argument{}",
                         choice.positional,
@@ -590,7 +590,7 @@ fn convert(key: &Key, v: &Evaluated) -> Result<TrainValue, Diagnostic> {
             for (k, k_span, a) in named {
                 if !choice.args.contains(&k.as_str()) {
                     return Err(Diagnostic::error(
-                        "E0602",
+                        "E0608",
                         format!("`{called}(...)` has no argument `{k}`"),
                         *k_span,
                     )
@@ -609,7 +609,7 @@ fn convert(key: &Key, v: &Evaluated) -> Result<TrainValue, Diagnostic> {
             for (arg, _) in choice.args.iter().zip(&positional) {
                 if let Some((_, k_span, _)) = named.iter().find(|(k, _, _)| k == arg) {
                     return Err(Diagnostic::error(
-                        "E0602",
+                        "E0608",
                         format!("`{called}(...)` is given `{arg}` twice, by place and by name"),
                         *k_span,
                     )
@@ -637,7 +637,7 @@ fn convert(key: &Key, v: &Evaluated) -> Result<TrainValue, Diagnostic> {
 
 fn needs_path(name: &str, what: &str, span: Span) -> Diagnostic {
     Diagnostic::error(
-        "E0602",
+        "E0608",
         format!("`{name}(...)` needs the path of its {what}"),
         span,
     )
@@ -705,7 +705,7 @@ pub fn parse_override(text: &str) -> Result<(String, TrainValue), OverrideError>
     let Some((key, value)) = text.split_once('=') else {
         return Err(fail(
             Diagnostic::error(
-                "E0601",
+                "E0607",
                 "an override is `key=value`",
                 Span::new(0, text.len()),
             )
@@ -904,19 +904,20 @@ mod tests {
         ] {
             assert_eq!(code(bad), "E0605", "{bad}");
         }
-        for wrong in [
-            "warmup=3.7",
+        for wrong in ["warmup=3.7", "schedule=cosine(warmup=0.5)", "steps=\"ten\""] {
+            assert_eq!(code(wrong), "E0602", "{wrong}");
+        }
+        for arguments in [
             "schedule=cosine(warmpu=3)",
-            "schedule=cosine(warmup=0.5)",
             "data=text",
             "data=text()",
             "data=mnist(\"a\", \"b\")",
             "data=text(\"a\", \"v\", valid = \"w\")",
             "data=mnist(\"a\", path = \"b\")",
-            "steps=\"ten\"",
         ] {
-            assert_eq!(code(wrong), "E0602", "{wrong}");
+            assert_eq!(code(arguments), "E0608", "{arguments}");
         }
+        assert_eq!(code("steps"), "E0607");
         assert_eq!(code("stpes=3"), "E0601");
         for good in [
             "steps=1",

@@ -43,7 +43,7 @@ impl<'a> Args<'a> {
                     if let Some((_, prev, _)) = out.iter().find(|(n, _, _)| n == a) {
                         errors.push(
                             Diagnostic::error(
-                                "E0402",
+                                "E0407",
                                 format!("argument `{name}` is given twice"),
                                 *span,
                             )

@@ -97,7 +97,7 @@ pub fn read(v: &Evaluated, errors: &mut Vec<Diagnostic>) -> Option<ReadTemplate>
                     Some(a) => Some(a),
                     None => {
                         errors.push(
-                            Diagnostic::error("E0404", format!("unknown activation `{w}`"), *s)
+                            Diagnostic::error("E0408", format!("unknown activation `{w}`"), *s)
                                 .with_label("not an activation")
                                 .with_hint(did_you_mean(w, Activation::NAMES).unwrap_or_else(
                                     || format!("choose one of {}", Activation::NAMES.join(", ")),
@@ -218,7 +218,7 @@ fn read_tt(args: &Args, span: Span, errors: &mut Vec<Diagnostic>) -> Option<(Tem
     match (args.get("ranks"), args.get("rank")) {
         (Some(_), Some(r)) => {
             errors.push(
-                Diagnostic::error("E0402", "give `ranks` or `rank`, not both", r.span())
+                Diagnostic::error("E0407", "give `ranks` or `rank`, not both", r.span())
                     .with_label("remove one")
                     .with_hint(
                         "`ranks = [r1, R, r3]` sets all three; `rank = R` derives r1 and r3",

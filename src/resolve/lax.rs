@@ -33,7 +33,7 @@ pub fn read_options(
         let key = e.key.name.as_str();
         if let Some((_, prev)) = seen.iter().find(|(k, _)| *k == key) {
             errors.push(
-                Diagnostic::error("E0502", format!("`{key}` is set twice"), e.key.span)
+                Diagnostic::error("E0511", format!("`{key}` is set twice"), e.key.span)
                     .with_label("second time")
                     .with_secondary(*prev, "first time"),
             );
@@ -123,7 +123,7 @@ fn read_gate(v: &Evaluated, errors: &mut Vec<Diagnostic>) -> Option<GateSpec> {
                     Ok(l) => {
                         errors.push(
                             Diagnostic::error(
-                                "E0404",
+                                "E0510",
                                 format!(
                                     "a tensor gate folds the latent into 2 factors; found {}",
                                     l.len()

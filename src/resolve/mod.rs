@@ -625,7 +625,7 @@ fn read_model(
     if hidden % heads != 0 {
         errors.push(
             Diagnostic::error(
-                "E0207",
+                "E0208",
                 format!("`heads` = {heads} does not divide `hidden` = {hidden}"),
                 span_of("heads"),
             )
@@ -643,7 +643,7 @@ fn read_model(
         Ok(cfg) => cfg,
         Err(e) => {
             errors.push(
-                Diagnostic::error("E0207", e.message, span_of(e.key))
+                Diagnostic::error("E0208", e.message, span_of(e.key))
                     .with_label(e.label)
                     .with_hint(e.hint),
             );
