@@ -3,8 +3,8 @@
 //! many blocks are reported once.
 
 use crate::diagnostic::Diagnostic;
+use crate::ir::Factorization;
 use crate::ir::{Gate, Ir, Op};
-use crate::spec::Factorization;
 use petgraph::algo::{has_path_connecting, is_cyclic_directed};
 use std::collections::HashSet;
 
@@ -34,7 +34,7 @@ fn short(ir: &Ir, local: usize) -> String {
 }
 
 fn sites(ir: &Ir, out: &mut Vec<Diagnostic>) {
-    for s in &ir.sites {
+    for (s, spans) in ir.sites.iter().zip(&ir.spans.sites) {
         let name = short(ir, s.site.local);
         let (inp, outw) = (s.inp, s.out);
         let bias = if ir.model.linear_bias() {
@@ -56,7 +56,7 @@ fn sites(ir: &Ir, out: &mut Vec<Diagnostic>) {
                             format!(
                                 "rank {rank} is larger than min(in, out) = {max} for {name} ({inp} → {outw})"
                             ),
-                            s.rank_span,
+                            spans.rank,
                         )
                         .with_label(format!("at most {max}"))
                         .with_hint("a rank above min(in, out) adds parameters without adding expressiveness"),
@@ -64,7 +64,7 @@ fn sites(ir: &Ir, out: &mut Vec<Diagnostic>) {
                 } else if !matches!(s.fact, Factorization::Lora { .. }) {
                     let params = *rank as u128 * (inp + outw) as u128 + bias;
                     if params > dense_params {
-                        out.push(more_than_dense(&name, params, dense_params, s.rank_span));
+                        out.push(more_than_dense(&name, params, dense_params, spans.rank));
                     }
                 }
             }
@@ -81,7 +81,7 @@ fn sites(ir: &Ir, out: &mut Vec<Diagnostic>) {
                                 "TT input modes {m0}·{m1} = {} do not match the input width {inp} of {name}",
                                 m0 * m1
                             ),
-                            s.modes_span,
+                            spans.modes,
                         )
                         .with_label(format!("must multiply to {inp}"))
                         .with_hint(format!(
@@ -99,7 +99,7 @@ fn sites(ir: &Ir, out: &mut Vec<Diagnostic>) {
                                 "TT output modes {m2}·{m3} = {} do not match the output width {outw} of {name}",
                                 m2 * m3
                             ),
-                            s.modes_span,
+                            spans.modes,
                         )
                         .with_label(format!("must multiply to {outw}"))
                         .with_hint(format!(
@@ -120,7 +120,7 @@ fn sites(ir: &Ir, out: &mut Vec<Diagnostic>) {
                             Diagnostic::error(
                                 "E0703",
                                 format!("TT rank {which} = {r} is larger than its largest useful value {max} for {name}"),
-                                s.rank_span,
+                                spans.rank,
                             )
                             .with_label(format!("{which} at most {max}"))
                             .with_hint("TT ranks are bounded by the products of the modes on either side of them"),
@@ -134,7 +134,7 @@ fn sites(ir: &Ir, out: &mut Vec<Diagnostic>) {
                             format!(
                                 "intra-layer LaX on {name} adds t1 ({m1}×{r1}) to t3 ({m2}×{r3}): it needs m1 = m2 and r1 = r3"
                             ),
-                            s.modes_span.join(s.rank_span),
+                            spans.modes.join(spans.rank),
                         )
                         .with_label("shapes differ")
                         .with_hint("use symmetric modes and ranks, e.g. modes [a, b, b, c] with ranks [r, R, r]"),
@@ -142,7 +142,7 @@ fn sites(ir: &Ir, out: &mut Vec<Diagnostic>) {
                 }
                 let params = m0 * r1 + r1 * m1 * rr + rr * m2 * r3 + r3 * m3 + bias;
                 if ok && params > dense_params {
-                    out.push(more_than_dense(&name, params, dense_params, s.rank_span));
+                    out.push(more_than_dense(&name, params, dense_params, spans.rank));
                 }
             }
         }
@@ -166,7 +166,7 @@ fn example_modes(inp: usize, out: usize) -> String {
 }
 
 fn pathways(ir: &Ir, out: &mut Vec<Diagnostic>) {
-    for p in &ir.pathways {
+    for (p, spans) in ir.pathways.iter().zip(&ir.spans.pathways) {
         let (src, dst) = (p.src_width, p.dst_width);
         let src_name = short(ir, p.source.local);
         let dst_name = short(ir, p.target.local);
@@ -180,7 +180,7 @@ fn pathways(ir: &Ir, out: &mut Vec<Diagnostic>) {
                                 "a {} gate needs equal latent widths, but {src_name} ({src}) → {dst_name} ({dst}) differ",
                                 p.gate.kind_name()
                             ),
-                            p.gate_span,
+                            spans.gate,
                         )
                         .with_label(format!("{src} ≠ {dst}"))
                         .with_hint("use `gate = tensor` or `gate = dense`, which align different widths"),
@@ -201,7 +201,7 @@ fn pathways(ir: &Ir, out: &mut Vec<Diagnostic>) {
                                     "the tensor gate folds the {end} latent as {}×{} = {product}, but its width is {width}",
                                     fold[0], fold[1]
                                 ),
-                                p.gate_span,
+                                spans.gate,
                             )
                             .with_label(format!("must multiply to {width}"))
                             .with_hint(format!(
@@ -224,7 +224,7 @@ fn pathways(ir: &Ir, out: &mut Vec<Diagnostic>) {
                                 "the tensor gate on {dst_name} folds its width {w} lopsidedly as {}×{} ({params} parameters)",
                                 f[0], f[1]
                             ),
-                            p.gate_span,
+                            spans.gate,
                         )
                         .with_label("lopsided fold")
                         .with_hint(format!(
@@ -247,7 +247,7 @@ fn pathways(ir: &Ir, out: &mut Vec<Diagnostic>) {
                                         "the dense gate's {end} width {} does not fit the latent width {width}",
                                         w[0]
                                     ),
-                                    p.gate_span,
+                                    spans.gate,
                                 )
                                 .with_label(format!("should be {width}"))
                                 .with_hint("omit the widths: a dense gate takes them from its ends"),
@@ -265,7 +265,7 @@ fn acyclic(ir: &Ir, out: &mut Vec<Diagnostic>) {
     if !is_cyclic_directed(&ir.graph) {
         return;
     }
-    for p in &ir.pathways {
+    for (p, spans) in ir.pathways.iter().zip(&ir.spans.pathways) {
         // The pathway closes a cycle if its target already feeds its source. (A search per
         // pathway, not Tarjan's recursive SCC, so deep models cannot exhaust the stack.)
         let source_latent = ir.site(p.source).latent;
@@ -283,7 +283,7 @@ fn acyclic(ir: &Ir, out: &mut Vec<Diagnostic>) {
                         ir.site(p.source).name,
                         ir.site(p.target).name
                     ),
-                    p.span,
+                    spans.rule,
                 )
                 .with_label("makes a cycle")
                 .with_hint("a pathway's source must come before its target; pick an earlier block for `from`"),
@@ -316,7 +316,7 @@ fn shapes(ir: &Ir, out: &mut Vec<Diagnostic>) {
                         target.name,
                         ir.graph[e.source()].name
                     ),
-                    target.span.unwrap_or_default(),
+                    ir.spans.nodes[e.target().index()].unwrap_or_default(),
                 )
                 .with_label("shapes do not line up")
                 .with_hint("this is a bug in laxc; please report it with this spec"),

@@ -42,11 +42,18 @@ pub struct Compiled {
     pub ir: ir::Ir,
     /// Lints: the spec is valid but something looks wrong.
     pub warnings: Vec<Diagnostic>,
+    /// Parameters of the dense model of the same sizes, the report's reference.
+    pub dense_reference: u128,
 }
 
 impl Compiled {
     pub fn report(&self) -> report::Report {
-        report::report(&self.ir, dense_reference_params(&self.spec))
+        let ctx = report::ReportContext {
+            dense_reference: self.dense_reference,
+            rules: &self.spec.rules,
+            samples_per_step: self.spec.samples_per_step(),
+        };
+        report::report(&self.ir, &ctx)
     }
 }
 
@@ -72,6 +79,7 @@ pub fn compile(source: &Source) -> Result<Compiled, Vec<Diagnostic>> {
         return Err(sorted(diagnostics));
     }
     Ok(Compiled {
+        dense_reference: dense_reference_params(&spec),
         spec,
         ir,
         warnings: sorted(diagnostics),
@@ -91,7 +99,7 @@ fn sorted(mut d: Vec<Diagnostic>) -> Vec<Diagnostic> {
 pub fn dense_twin(spec: &spec::Spec) -> ir::Ir {
     let mut dense = spec.clone();
     for s in &mut dense.sites {
-        s.fact = spec::Factorization::Dense;
+        s.fact = ir::Factorization::Dense;
     }
     dense.inter.clear();
     dense.intra.clear();

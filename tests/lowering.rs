@@ -498,8 +498,8 @@ fn max_gradient_error(f: &dyn Fn(Tensor<AD, 2>) -> Tensor<AD, 1>) -> f64 {
 
 #[test]
 fn activations_have_correct_gradients() {
+    use laxc::ir::Activation;
     use laxc::lower::layers::apply_activation;
-    use laxc::spec::Activation;
     for act in [
         Activation::Silu,
         Activation::Gelu,

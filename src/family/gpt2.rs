@@ -8,9 +8,9 @@ use super::{
     AttentionHalf, FamilyDef, InitScheme, Input, KeySpec, ModelConfig, SiteDef, SizeError, Sizes,
 };
 use crate::ir::build::Builder;
+use crate::ir::Activation;
+use crate::ir::NormKind;
 use crate::ir::{DropRate, Op, Scope};
-use crate::spec::Activation;
-use crate::spec::NormKind;
 use petgraph::graph::NodeIndex;
 
 pub static GPT2: FamilyDef = FamilyDef {

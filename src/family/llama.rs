@@ -5,8 +5,8 @@ use super::{
     AttentionHalf, FamilyDef, InitScheme, Input, KeySpec, ModelConfig, SiteDef, SizeError, Sizes,
 };
 use crate::ir::build::{rms, Builder};
+use crate::ir::Activation;
 use crate::ir::{Op, Role, Scope};
-use crate::spec::Activation;
 use petgraph::graph::NodeIndex;
 
 pub static LLAMA: FamilyDef = FamilyDef {

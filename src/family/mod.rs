@@ -226,14 +226,14 @@ impl ModelConfig {
     }
 
     /// The one place a site's position in a model-wide list is computed.
-    pub fn site_index(&self, s: crate::spec::SiteRef) -> usize {
+    pub fn site_index(&self, s: crate::ir::SiteRef) -> usize {
         s.block * self.sites_per_block() + s.local
     }
 
     /// Every site of the model, block by block, in the order of `site_index`.
-    pub fn site_refs(&self) -> impl Iterator<Item = crate::spec::SiteRef> + '_ {
+    pub fn site_refs(&self) -> impl Iterator<Item = crate::ir::SiteRef> + '_ {
         (0..self.layers).flat_map(move |block| {
-            (0..self.sites_per_block()).map(move |local| crate::spec::SiteRef { block, local })
+            (0..self.sites_per_block()).map(move |local| crate::ir::SiteRef { block, local })
         })
     }
 

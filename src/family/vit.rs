@@ -7,8 +7,8 @@ use super::{
     AttentionHalf, FamilyDef, InitScheme, Input, KeySpec, ModelConfig, SiteDef, SizeError, Sizes,
 };
 use crate::ir::build::{ln, Builder};
+use crate::ir::Activation;
 use crate::ir::{Op, Role, Scope, Tokens};
-use crate::spec::Activation;
 use petgraph::graph::NodeIndex;
 
 pub static VIT: FamilyDef = FamilyDef {

@@ -2,9 +2,10 @@
 //! into the nodes of its factorization, then wires the LaX pathways between latents.
 
 use super::node::*;
-use super::{Ir, PathwayInfo, SiteInfo};
+use super::{Ir, PathwayInfo, PathwaySpans, SiteInfo, SiteSpans, Spans};
 use crate::family::ModelConfig;
-use crate::spec::{Factorization, GateSpec, NormKind, SiteRef, Spec};
+use crate::ir::{Factorization, NormKind, SiteRef};
+use crate::spec::{GateSpec, Spec};
 use petgraph::graph::{DiGraph, NodeIndex};
 
 /// What a family's template builds with: nodes, edges and sites, added in the order they run.
@@ -13,6 +14,7 @@ pub struct Builder<'a> {
     g: DiGraph<Node, Edge>,
     /// By `ModelConfig::site_index`; a family's block fills every one.
     sites: Vec<Option<SiteInfo>>,
+    spans: Spans,
     fine_tuning: bool,
 }
 
@@ -28,6 +30,10 @@ pub fn build(spec: &Spec) -> Ir {
         spec,
         g: DiGraph::new(),
         sites: vec![None; spec.sites.len()],
+        spans: Spans {
+            sites: vec![SiteSpans::default(); spec.sites.len()],
+            ..Spans::default()
+        },
         fine_tuning,
     };
     let family = spec.model.def();
@@ -47,9 +53,8 @@ pub fn build(spec: &Spec) -> Ir {
             .into_iter()
             .map(|s| s.expect("a family's block builds every one of its sites"))
             .collect(),
+        spans: b.spans,
         pathways,
-        rules: spec.rules.clone(),
-        train: spec.train.clone(),
         fine_tuning,
     }
 }
@@ -62,13 +67,13 @@ impl Builder<'_> {
     /// Adds a node. Parameters outside adapters and LaX are frozen when fine-tuning.
     pub fn add(&mut self, name: String, op: Op, scope: Scope) -> NodeIndex {
         let frozen = self.fine_tuning && !matches!(scope, Scope::Pathway { .. });
+        self.spans.nodes.push(None);
         self.g.add_node(Node {
             name,
             op,
             scope,
             tokens: Tokens::All,
             frozen,
-            span: None,
         })
     }
 
@@ -324,8 +329,8 @@ impl Builder<'_> {
             }
         };
         // Node indices are dense and increasing: this site's nodes are the ones just added.
-        for i in first_node..self.g.node_count() {
-            self.g[NodeIndex::new(i)].span = Some(a.span);
+        for span in &mut self.spans.nodes[first_node..] {
+            *span = Some(a.span);
         }
         let index = self.model().site_index(site);
         self.sites[index] = Some(SiteInfo {
@@ -337,10 +342,12 @@ impl Builder<'_> {
             latent,
             lax_add,
             intra,
-            span: a.span,
-            rank_span: a.rank_span,
-            modes_span: a.modes_span,
         });
+        self.spans.sites[index] = SiteSpans {
+            rule: a.span,
+            rank: a.rank_span,
+            modes: a.modes_span,
+        };
         output
     }
 
@@ -383,7 +390,7 @@ impl Builder<'_> {
                 },
                 sc,
             );
-            self.g[gate_node].span = Some(p.gate_span);
+            self.spans.nodes[gate_node.index()] = Some(p.gate_span);
             let shape = self.g[src_latent].op.output_shape();
             self.g.add_edge(
                 src_latent,
@@ -408,7 +415,7 @@ impl Builder<'_> {
                 .neighbors_directed(add, petgraph::Direction::Outgoing)
                 .next()
                 .expect("a pathway's add feeds its norm");
-            self.g[norm].span = Some(p.span);
+            self.spans.nodes[norm.index()] = Some(p.span);
             out.push(PathwayInfo {
                 source: p.source,
                 target: p.target,
@@ -420,8 +427,10 @@ impl Builder<'_> {
                 written_output,
                 src_width,
                 dst_width,
-                span: p.span,
-                gate_span: p.gate_span,
+            });
+            self.spans.pathways.push(PathwaySpans {
+                rule: p.span,
+                gate: p.gate_span,
             });
         }
         out

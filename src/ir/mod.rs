@@ -3,13 +3,14 @@
 
 pub mod build;
 pub mod node;
+pub mod types;
 
 pub use build::build;
 pub use node::{fold, DropRate, Edge, EdgeKind, Gate, Node, Op, Role, Scope, Tokens, NORM_EPS};
+pub use types::{Activation, Factorization, NormKind, SiteRef};
 
 use crate::family::ModelConfig;
 use crate::source::Span;
-use crate::spec::{Factorization, NormKind, RuleMatch, SiteRef, TrainSpec};
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 
@@ -27,9 +28,6 @@ pub struct SiteInfo {
     pub lax_add: Option<NodeIndex>,
     /// Intra-layer LaX (TT only): t1 is added to t3.
     pub intra: bool,
-    pub span: Span,
-    pub rank_span: Span,
-    pub modes_span: Span,
 }
 
 /// An inter-layer LaX pathway in the graph.
@@ -46,8 +44,33 @@ pub struct PathwayInfo {
     pub written_output: Option<Vec<usize>>,
     pub src_width: usize,
     pub dst_width: usize,
-    pub span: Span,
-    pub gate_span: Span,
+}
+
+/// Where in the spec each part of the IR came from, kept beside the IR (as naga keeps spans
+/// beside its arenas): the graph and its indexes carry no source positions.
+#[derive(Debug, Clone, Default)]
+pub struct Spans {
+    /// Per node: the rule that made it, where one did.
+    pub nodes: Vec<Option<Span>>,
+    /// Per site, by `ModelConfig::site_index`.
+    pub sites: Vec<SiteSpans>,
+    /// Per pathway, in `Ir::pathways` order.
+    pub pathways: Vec<PathwaySpans>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SiteSpans {
+    /// The `factorize` rule that chose the site's form (the model, for a dense default).
+    pub rule: Span,
+    pub rank: Span,
+    pub modes: Span,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PathwaySpans {
+    /// The `lax` rule.
+    pub rule: Span,
+    pub gate: Span,
 }
 
 #[derive(Debug, Clone)]
@@ -56,8 +79,7 @@ pub struct Ir {
     pub graph: DiGraph<Node, Edge>,
     pub sites: Vec<SiteInfo>,
     pub pathways: Vec<PathwayInfo>,
-    pub rules: Vec<RuleMatch>,
-    pub train: Option<TrainSpec>,
+    pub spans: Spans,
     /// A spec with any LoRA site fine-tunes: everything but adapters and LaX is frozen.
     pub fine_tuning: bool,
 }

@@ -1,8 +1,7 @@
 //! IR nodes and edges. Each op knows its own parameter count and FLOPs, so every report figure
 //! is a sum over nodes.
 
-use crate::source::Span;
-use crate::spec::{Activation, NormKind, SiteRef};
+use crate::ir::{Activation, NormKind, SiteRef};
 use serde::Serialize;
 
 /// What a weight matrix is for.
@@ -214,8 +213,6 @@ pub struct Node {
     pub tokens: Tokens,
     /// Frozen parameters get no gradient and no optimizer state (LoRA fine-tuning).
     pub frozen: bool,
-    #[serde(skip)]
-    pub span: Option<Span>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

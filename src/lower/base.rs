@@ -3,7 +3,8 @@
 //! checkpoint's `model.safetensors` of the spec with every site dense qualifies.
 
 use super::model::{lower, LaxModel};
-use crate::spec::{Factorization, Spec};
+use crate::ir::Factorization;
+use crate::spec::Spec;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The element-wise functions and the norm laxc composes itself, because Burn 0.21's own get a
 //! gradient wrong. Tensors are `(N, width)` with N = tokens; row vectors as in DESIGN.md §3.
 
-use crate::spec::Activation;
+use crate::ir::Activation;
 use burn::module::{Module, Param};
 use burn::tensor::{activation, backend::Backend, Tensor};
 

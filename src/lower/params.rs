@@ -5,8 +5,8 @@
 use super::init::Init;
 use super::layers::RmsNorm;
 use crate::family::InitScheme;
+use crate::ir::NormKind;
 use crate::ir::{Gate, Ir, Node, Op, Role, Scope};
-use crate::spec::NormKind;
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::{backend::Backend, Tensor};

@@ -6,8 +6,9 @@ mod table;
 pub use table::{render_table, thousands};
 
 use crate::family::Family;
+use crate::ir::Factorization;
 use crate::ir::{Gate, Ir, Op, Scope};
-use crate::spec::{Factorization, RuleMatch, TrainValue};
+use crate::spec::RuleMatch;
 use serde::Serialize;
 
 /// Bumped whenever a field of the JSON report changes meaning or disappears.
@@ -130,7 +131,18 @@ fn node_flops(ir: &Ir, i: petgraph::graph::NodeIndex) -> (u128, u128, u128) {
     (fwd, fwd * mult, node.op.other_flops() * tokens)
 }
 
-pub fn report(ir: &Ir, dense_reference: u128) -> Report {
+/// What the report takes besides the IR: figures of the spec that are not part of the graph.
+pub struct ReportContext<'a> {
+    /// Parameters of the dense model of the same sizes.
+    pub dense_reference: u128,
+    /// What each rule of the spec matched.
+    pub rules: &'a [RuleMatch],
+    /// Samples per optimizer step (batch × accum), where the spec's train section sets `batch`.
+    pub samples_per_step: Option<u128>,
+}
+
+pub fn report(ir: &Ir, ctx: &ReportContext) -> Report {
+    let dense_reference = ctx.dense_reference;
     let n = ir.tokens_per_sample();
     let mut p = Params {
         total: 0,
@@ -199,16 +211,9 @@ pub fn report(ir: &Ir, dense_reference: u128) -> Report {
     }
     p.ratio_to_dense = p.total as f64 / p.dense_reference.max(1) as f64;
     f.forward_per_token = f.forward_per_sample as f64 / n.max(1) as f64;
-    if let Some(t) = &ir.train {
-        let get = |k: &str| match t.entries.get(k) {
-            Some((TrainValue::Int(v), _)) => Some(*v as u128),
-            _ => None,
-        };
-        if let Some(batch) = get("batch") {
-            let samples = batch * get("accum").unwrap_or(1).max(1);
-            f.samples_per_step = Some(samples);
-            f.train_per_step = Some(f.train_per_sample * samples);
-        }
+    if let Some(samples) = ctx.samples_per_step {
+        f.samples_per_step = Some(samples);
+        f.train_per_step = Some(f.train_per_sample * samples);
     }
     let memory = Memory {
         train_bytes_bf16: 8 * p.trainable + 2 * p.frozen,
@@ -298,7 +303,7 @@ pub fn report(ir: &Ir, dense_reference: u128) -> Report {
         params: p,
         memory,
         flops: f,
-        rules: ir.rules.clone(),
+        rules: ctx.rules.to_vec(),
         conventions: CONVENTIONS.iter().map(|s| s.to_string()).collect(),
     }
 }

@@ -3,8 +3,8 @@
 use super::args::{int_list, number, positive_int, type_error, Args};
 use super::eval::{Evaluated, Num};
 use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::ir::{Activation, Factorization};
 use crate::source::Span;
-use crate::spec::{Activation, Factorization};
 
 pub const KINDS: [&str; 5] = ["dense", "svd", "cola", "tt", "lora"];
 

@@ -3,8 +3,9 @@
 use super::args::{int_list, positive_int, type_error, Args};
 use super::eval::{Evaluated, Scope};
 use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::ir::NormKind;
 use crate::source::Span;
-use crate::spec::{GateSpec, NormKind};
+use crate::spec::GateSpec;
 use crate::syntax::ast::Entry;
 
 pub const KEYS: [&str; 2] = ["gate", "norm"];

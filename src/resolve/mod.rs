@@ -10,6 +10,7 @@ mod selector;
 
 use crate::diagnostic::{did_you_mean, Diagnostic};
 use crate::family::{Family, ModelConfig, Sizes};
+use crate::ir::{Factorization, SiteRef};
 use crate::source::{Source, Span};
 use crate::spec::*;
 use crate::syntax::ast::{self, Item};

@@ -3,8 +3,8 @@
 use super::eval::Scope;
 use crate::diagnostic::{did_you_mean, Diagnostic};
 use crate::family::ModelConfig;
+use crate::ir::SiteRef;
 use crate::source::Span;
-use crate::spec::SiteRef;
 use crate::syntax::ast::{BlockRange, Segment, Selector};
 
 /// Expands a selector to the sites it names, in block-then-site order.
