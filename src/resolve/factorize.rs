@@ -1,10 +1,14 @@
 //! `factorize SITES as KIND(...)`: reading a factorization, then fitting it to each site.
 
 use super::args::{int_list, number, positive_int, type_error, Args};
-use super::eval::{Evaluated, Num};
+use super::eval::{Evaluated, Num, Scope};
+use super::{expand_all, Rules};
 use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::family::ModelConfig;
 use crate::ir::{Activation, Factorization};
 use crate::source::Span;
+use crate::spec::SiteAssignment;
+use crate::syntax::ast::{self, Item};
 
 pub const KINDS: [&str; 5] = ["dense", "svd", "cola", "tt", "lora"];
 
@@ -367,4 +371,61 @@ pub fn instantiate(
             }
         }
     }
+}
+
+/// Pass 2: the `factorize` rules in order; a later rule overrides an earlier one on a site.
+/// Returns every site's form (dense where no rule matched), by `ModelConfig::site_index`.
+pub fn resolve_rules(
+    file: &ast::File,
+    model: &ModelConfig,
+    model_span: Span,
+    scope: &Scope,
+    rules: &mut Rules,
+    errors: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<Diagnostic>,
+) -> Vec<SiteAssignment> {
+    let mut sites: Vec<SiteAssignment> = model
+        .site_refs()
+        .map(|_| SiteAssignment {
+            fact: Factorization::Dense,
+            rule: None,
+            span: model_span,
+            rank_span: model_span,
+            modes_span: model_span,
+        })
+        .collect();
+    for item in &file.items {
+        let Item::Factorize(f) = item else { continue };
+        let rule = rules.add(f.span);
+        let template = match scope.eval_value(&f.kind) {
+            Ok(v) => read(&v, errors),
+            Err(d) => {
+                errors.push(d);
+                None
+            }
+        };
+        let matched = expand_all(&f.selectors, model, scope, errors);
+        let Some(t) = template else { continue };
+        let modes_span = match &t.template {
+            Template::Tt { modes_span, .. } => *modes_span,
+            _ => t.rank_span,
+        };
+        for s in matched {
+            let (inp, out) = model.site_dims(s.local);
+            // The short name (`attn.q`), so a warning about a rule is given once, not per block.
+            let (group, local) = model.family.site_name(s.local);
+            let name = format!("{group}.{local}");
+            let fact = instantiate(&t.template, inp, out, t.rank_span, &name, warnings);
+            let idx = model.site_index(s);
+            sites[idx] = SiteAssignment {
+                fact,
+                rule: Some(rule),
+                span: f.span,
+                rank_span: t.rank_span,
+                modes_span,
+            };
+            rules.matched(rule, idx);
+        }
+    }
+    sites
 }

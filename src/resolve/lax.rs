@@ -2,11 +2,16 @@
 
 use super::args::{int_list, positive_int, type_error, Args};
 use super::eval::{Evaluated, Scope};
+use super::{expand_all, selector, Rules};
 use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::family::ModelConfig;
 use crate::ir::NormKind;
+use crate::ir::{Factorization, SiteRef};
 use crate::source::Span;
 use crate::spec::GateSpec;
+use crate::spec::{site_name, InterPathway, IntraPathway, SiteAssignment};
 use crate::syntax::ast::Entry;
+use crate::syntax::ast::{self, Item};
 
 pub const KEYS: [&str; 2] = ["gate", "norm"];
 
@@ -185,4 +190,246 @@ fn read_gate(v: &Evaluated, errors: &mut Vec<Diagnostic>) -> Option<GateSpec> {
         }
     };
     (errors.len() == before).then_some(gate)
+}
+
+/// Pass 3: the `lax` rules, once every site's form is known. A factorize rule that failed
+/// leaves its sites dense; errors about dense pathway ends would only echo it, so then none are
+/// reported.
+#[allow(clippy::too_many_arguments)]
+pub fn resolve_rules(
+    file: &ast::File,
+    model: &ModelConfig,
+    sites: &[SiteAssignment],
+    factorize_failed: bool,
+    scope: &Scope,
+    rules: &mut Rules,
+    errors: &mut Vec<Diagnostic>,
+) -> (Vec<InterPathway>, Vec<IntraPathway>) {
+    let mut inter: Vec<InterPathway> = Vec::new();
+    let mut intra: Vec<IntraPathway> = Vec::new();
+    for item in &file.items {
+        let Item::Lax(l) = item else { continue };
+        let rule = rules.add(l.span);
+        match l.kind.name.as_str() {
+            "inter" => inter_rule(
+                l,
+                rule,
+                model,
+                sites,
+                factorize_failed,
+                scope,
+                rules,
+                &mut inter,
+                errors,
+            ),
+            "intra" => intra_rule(
+                l,
+                rule,
+                model,
+                sites,
+                factorize_failed,
+                scope,
+                rules,
+                &mut intra,
+                errors,
+            ),
+            other => errors.push(
+                Diagnostic::error("E0501", format!("unknown LaX kind `{other}`"), l.kind.span)
+                    .with_label("expected `inter` or `intra`")
+                    .with_hint(
+                        did_you_mean(other, ["inter", "intra"])
+                            .unwrap_or_else(|| "write `lax inter ...` or `lax intra ...`".into()),
+                    ),
+            ),
+        }
+    }
+    inter.sort_by_key(|p| (p.target, p.source));
+    intra.sort_by_key(|p| p.site);
+    (inter, intra)
+}
+
+/// One `lax inter` rule: a pathway into every selected site from the same site one block
+/// earlier (or from the one site `from` names), where both ends are factorized.
+#[allow(clippy::too_many_arguments)]
+fn inter_rule(
+    l: &ast::LaxRule,
+    rule: usize,
+    model: &ModelConfig,
+    sites: &[SiteAssignment],
+    factorize_failed: bool,
+    scope: &Scope,
+    rules: &mut Rules,
+    inter: &mut Vec<InterPathway>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let opts = read_options(&l.entries, l.span, scope, errors);
+    let targets = expand_all(&l.selectors, model, scope, errors);
+    let source_site = l
+        .from
+        .as_ref()
+        .and_then(|sel| match selector::expand(sel, model, scope) {
+            Ok(v) if v.len() == 1 => Some((v[0], sel.span)),
+            Ok(v) => {
+                errors.push(
+                    Diagnostic::error(
+                        "E0507",
+                        format!("`from` must name exactly one site; this names {}", v.len()),
+                        sel.span,
+                    )
+                    .with_label("more than one site")
+                    .with_hint("write a single site, e.g. `from blocks[2].attn.q`"),
+                );
+                None
+            }
+            Err(d) => {
+                errors.push(d);
+                None
+            }
+        });
+    let Some(opts) = opts else { return };
+    if l.from.is_some() && source_site.is_none() {
+        return;
+    }
+    let before = errors.len();
+    let mut made = 0;
+    let mut dense_ends = 0;
+    for t in targets {
+        let src = match source_site {
+            Some((s, _)) => s,
+            // The first block only emits; by default a site receives from the same
+            // site one block earlier.
+            None if t.block == 0 => continue,
+            None => SiteRef {
+                block: t.block - 1,
+                local: t.local,
+            },
+        };
+        let src_dense = sites[model.site_index(src)].fact == Factorization::Dense;
+        let dst_dense = sites[model.site_index(t)].fact == Factorization::Dense;
+        if src_dense || dst_dense {
+            if let (Some((_, sspan)), false) = (source_site, factorize_failed) {
+                let (which, site) = if dst_dense {
+                    ("target", t)
+                } else {
+                    ("source", src)
+                };
+                errors.push(
+                    Diagnostic::error(
+                        "E0506",
+                        format!(
+                            "both ends of a LaX pathway must be factorized; the {which} \
+                                 {} is dense",
+                            site_name(model, site)
+                        ),
+                        if dst_dense {
+                            l.selectors[0].span
+                        } else {
+                            sspan
+                        },
+                    )
+                    .with_label(format!("{which} is dense"))
+                    .with_hint("factorize it first with a `factorize ... as svd(...)` rule"),
+                );
+            }
+            // Where a dense layer interrupts a chain, the next factorized layer
+            // starts a new chain: no pathway, no error.
+            dense_ends += 1;
+            continue;
+        }
+        inter.retain(|p| p.target != t);
+        inter.push(InterPathway {
+            source: src,
+            target: t,
+            gate: opts.gate.clone(),
+            norm: opts.norm,
+            rule,
+            span: l.span,
+            gate_span: opts.gate_span,
+        });
+        rules.matched(rule, model.site_index(t));
+        made += 1;
+    }
+    if made == 0 && errors.len() == before && !factorize_failed {
+        let hint = if dense_ends > 0 {
+            "the sites it names (or their sources one block earlier) are dense; \
+                 factorize them first"
+        } else {
+            "the first block only emits its latent; select blocks from 1 on, or \
+                 name an earlier source with `from`"
+        };
+        errors.push(
+            Diagnostic::error("E0508", "this LaX rule creates no pathway", l.span)
+                .with_label("no pathway")
+                .with_hint(hint),
+        );
+    }
+}
+
+/// One `lax intra` rule: t1 added to t3 inside each selected TT layer.
+#[allow(clippy::too_many_arguments)]
+fn intra_rule(
+    l: &ast::LaxRule,
+    rule: usize,
+    model: &ModelConfig,
+    sites: &[SiteAssignment],
+    factorize_failed: bool,
+    scope: &Scope,
+    rules: &mut Rules,
+    intra: &mut Vec<IntraPathway>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    if let Some(f) = &l.from {
+        errors.push(
+            Diagnostic::error(
+                "E0509",
+                "intra-layer LaX runs inside one TT layer; it has no `from`",
+                f.span,
+            )
+            .with_label("not allowed here"),
+        );
+    }
+    if let Some(e) = l.entries.first() {
+        errors.push(
+            Diagnostic::error(
+                "E0509",
+                "intra-layer LaX is a plain add: it has no gate and no norm",
+                e.span,
+            )
+            .with_label("not allowed here")
+            .with_hint("remove the `{ ... }`"),
+        );
+    }
+    for s in expand_all(&l.selectors, model, scope, errors) {
+        let idx = model.site_index(s);
+        let fact = &sites[idx].fact;
+        if !matches!(fact, Factorization::Tt { .. }) {
+            if factorize_failed {
+                break;
+            }
+            errors.push(
+                Diagnostic::error(
+                    "E0505",
+                    format!(
+                        "intra-layer LaX needs a tensor-train layer; {} is {}",
+                        site_name(model, s),
+                        fact.kind_name()
+                    ),
+                    l.selectors[0].span,
+                )
+                .with_label("not a TT layer")
+                .with_hint(
+                    "factorize it `as tt(modes = [...], ranks = [...])`, or use `lax inter`",
+                ),
+            );
+            break;
+        }
+        if !intra.iter().any(|p| p.site == s) {
+            intra.push(IntraPathway {
+                site: s,
+                rule,
+                span: l.span,
+            });
+        }
+        rules.matched(rule, idx);
+    }
 }

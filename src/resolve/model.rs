@@ -1,0 +1,272 @@
+//! The model: constants and `model NAME: FAMILY { sizes }`, read in file order so that every
+//! name is defined before it is used.
+
+use super::args;
+use super::eval::{Evaluated, Num, Scope};
+use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::family::{Family, ModelConfig, Sizes};
+use crate::source::Span;
+use crate::syntax::ast::{self, Item};
+use std::collections::BTreeMap;
+
+/// Pass 1: constants and the model, in file order. Returns the model and where it is written,
+/// or None when there is no model that resolved (the errors say why).
+pub fn read(
+    file: &ast::File,
+    scope: &mut Scope,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<(ModelConfig, Span)> {
+    let mut model: Option<(ModelConfig, Span)> = None;
+    for item in &file.items {
+        match item {
+            Item::Let(l) => match scope.eval(match &l.value {
+                ast::Value::Expr(e) => e,
+                other => {
+                    errors.push(
+                        Diagnostic::error(
+                            "E0105",
+                            "a constant must be a number or an arithmetic expression",
+                            other.span(),
+                        )
+                        .with_label("not a number"),
+                    );
+                    continue;
+                }
+            }) {
+                Ok(v) => {
+                    if let Some(prev) = scope.define(&l.name.name, v, l.name.span) {
+                        errors.push(
+                            Diagnostic::error(
+                                "E0106",
+                                format!("`{}` is defined twice", l.name.name),
+                                l.name.span,
+                            )
+                            .with_label("second definition")
+                            .with_secondary(prev, "first defined here")
+                            .with_hint("each name is defined once; choose another name"),
+                        );
+                    }
+                }
+                Err(d) => errors.push(d),
+            },
+            Item::Model(m) => {
+                if let Some((_, first)) = &model {
+                    errors.push(
+                        Diagnostic::error("E0202", "a spec describes one model", m.span)
+                            .with_label("second model")
+                            .with_secondary(*first, "first model here")
+                            .with_hint("put each model in its own .lax file"),
+                    );
+                    continue;
+                }
+                if let Some(cfg) = read_model(m, scope, errors) {
+                    model = Some((cfg, m.span));
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some((model, model_span)) = model else {
+        if !file.items.iter().any(|i| matches!(i, Item::Model(_))) {
+            errors.push(
+                Diagnostic::error("E0201", "this spec declares no model", Span::new(0, 0))
+                    .with_label("expected a `model` declaration")
+                    .with_hint(
+                        "start with e.g. `model tiny: llama { vocab = 256, hidden = 256, \
+                         ffn = 768, heads = 4, layers = 4, seq = 128 }`",
+                    ),
+            );
+        }
+        return None;
+    };
+    Some((model, model_span))
+}
+
+/// The most blocks a model may have; the largest published transformers have a few hundred.
+const MAX_LAYERS: usize = 1024;
+
+/// Reads `model NAME: FAMILY { key = value, ... }` and defines its keys as names.
+fn read_model(
+    m: &ast::ModelDecl,
+    scope: &mut Scope,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<ModelConfig> {
+    let Some(family) = Family::from_name(&m.family.name) else {
+        errors.push(
+            Diagnostic::error(
+                "E0203",
+                format!("unknown model family `{}`", m.family.name),
+                m.family.span,
+            )
+            .with_label("not a family")
+            .with_hint(
+                did_you_mean(&m.family.name, Family::names()).unwrap_or_else(|| {
+                    let names: Vec<&str> = Family::names().collect();
+                    format!("the families are: {}", names.join(", "))
+                }),
+            ),
+        );
+        return None;
+    };
+    let specs = family.keys();
+    let before = errors.len();
+    let mut values: BTreeMap<&'static str, (i64, Span)> = BTreeMap::new();
+    for e in &m.entries {
+        let Some(spec) = specs.iter().find(|k| k.name == e.key.name) else {
+            errors.push(
+                Diagnostic::error(
+                    "E0204",
+                    format!("unknown key `{}` for a {} model", e.key.name, family.name()),
+                    e.key.span,
+                )
+                .with_label("not a size of this family")
+                .with_hint(
+                    did_you_mean(&e.key.name, specs.iter().map(|k| k.name)).unwrap_or_else(|| {
+                        format!(
+                            "a {} model takes: {}",
+                            family.name(),
+                            specs.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+                        )
+                    }),
+                ),
+            );
+            continue;
+        };
+        if let Some((_, prev)) = values.get(spec.name) {
+            errors.push(
+                Diagnostic::error("E0206", format!("`{}` is set twice", spec.name), e.key.span)
+                    .with_label("second time")
+                    .with_secondary(*prev, "first time"),
+            );
+            continue;
+        }
+        let v = if spec.flag {
+            match scope.eval_value(&e.value) {
+                Ok(Evaluated::Word(w, _)) if w == "true" => Some(1),
+                Ok(Evaluated::Word(w, _)) if w == "false" => Some(0),
+                Ok(other) => {
+                    errors.push(
+                        Diagnostic::error(
+                            "E0207",
+                            format!(
+                                "`{}` is `true` or `false`, found {}",
+                                spec.name,
+                                other.describe()
+                            ),
+                            other.span(),
+                        )
+                        .with_label("expected true or false"),
+                    );
+                    None
+                }
+                Err(d) => {
+                    errors.push(d);
+                    None
+                }
+            }
+        } else {
+            match scope.eval_value(&e.value) {
+                Ok(Evaluated::Num(Num::Int(i), _)) if i > 0 && i <= args::MAX_SIZE => Some(i),
+                Ok(other) => {
+                    errors.push(
+                        Diagnostic::error(
+                            "E0207",
+                            format!(
+                                "`{}` must be a whole number from 1 to 2^24, found {}",
+                                spec.name,
+                                other.describe()
+                            ),
+                            other.span(),
+                        )
+                        .with_label("expected a positive whole number"),
+                    );
+                    None
+                }
+                Err(d) => {
+                    errors.push(d);
+                    None
+                }
+            }
+        };
+        if let Some(v) = v {
+            values.insert(spec.name, (v, e.key.span));
+            // A size may use the sizes written before it: `mlp = 4 * hidden`.
+            scope.define(spec.name, Num::Int(v), e.key.span);
+        }
+    }
+    for spec in specs {
+        if values.contains_key(spec.name) {
+            continue;
+        }
+        match spec.default {
+            Some(d) => {
+                values.insert(spec.name, (d, m.span));
+            }
+            None => {
+                if !m.entries.iter().any(|e| e.key.name == spec.name) {
+                    errors.push(
+                        Diagnostic::error(
+                            "E0205",
+                            format!("the {} model needs `{}`", family.name(), spec.name),
+                            m.name.span.join(m.family.span),
+                        )
+                        .with_label(format!("`{}` missing", spec.name))
+                        .with_hint(format!("add `{} = ...` to the model's sizes", spec.name)),
+                    );
+                }
+            }
+        }
+    }
+    if errors.len() > before {
+        return None;
+    }
+    for (k, (v, span)) in &values {
+        scope.define(k, Num::Int(*v), *span);
+    }
+    let get = |k: &str| values.get(k).map_or(0, |(v, _)| *v as usize);
+    let span_of = |k: &str| values.get(k).map_or(m.span, |(_, s)| *s);
+    if get("layers") > MAX_LAYERS {
+        errors.push(
+            Diagnostic::error(
+                "E0207",
+                format!(
+                    "`layers` = {} is more than laxc supports ({MAX_LAYERS})",
+                    get("layers")
+                ),
+                span_of("layers"),
+            )
+            .with_label("too many blocks"),
+        );
+        return None;
+    }
+    let (hidden, heads) = (get("hidden"), get("heads"));
+    if hidden % heads != 0 {
+        errors.push(
+            Diagnostic::error(
+                "E0208",
+                format!("`heads` = {heads} does not divide `hidden` = {hidden}"),
+                span_of("heads"),
+            )
+            .with_label("must divide hidden")
+            .with_hint("each attention head gets hidden / heads channels"),
+        );
+        return None;
+    }
+    let sizes = Sizes {
+        name: &m.name.name,
+        family,
+        values: values.iter().map(|(k, (v, _))| (*k, *v as usize)).collect(),
+    };
+    let cfg = match (family.def().config)(&sizes) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            errors.push(
+                Diagnostic::error("E0208", e.message, span_of(e.key))
+                    .with_label(e.label)
+                    .with_hint(e.hint),
+            );
+            return None;
+        }
+    };
+    Some(cfg)
+}
