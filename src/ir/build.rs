@@ -4,7 +4,7 @@
 use super::node::*;
 use super::{Ir, PathwayInfo, PathwaySpans, SiteInfo, SiteSpans, Spans};
 use crate::family::ModelConfig;
-use crate::ir::{Factorization, NormKind, SiteRef};
+use crate::ir::{Activation, Factorization, NormKind, SiteRef};
 use crate::spec::{GateSpec, Spec};
 use petgraph::graph::{DiGraph, NodeIndex};
 
@@ -148,185 +148,30 @@ impl Builder<'_> {
         let first_node = self.g.node_count();
         let a = self.spec.site(site).clone();
         let (inp, out) = self.model().site_dims(site.local);
-        let bias = self.model().linear_bias();
-        let name = self.spec.site_name(site);
-        let sc = Scope::Site { site };
-        let arriving = self.spec.inter.iter().position(|p| p.target == site);
-        let intra = self.spec.intra.iter().any(|p| p.site == site);
-        let mut latent = None;
-        let mut lax_add = None;
-        let n = |s: &str| format!("{name}.{s}");
-        // Where a pathway arrives: z = Norm(z + g(h_prev)). The add and the pathway's norm are
-        // placed here, in the order they run; the gate that feeds the add is wired with the
-        // pathway, once every latent exists.
-        let mut arrive = |b: &mut Self, z: NodeIndex, width: usize| -> NodeIndex {
-            let Some(pathway) = arriving else { return z };
-            let spec = b.spec;
-            let p = &spec.inter[pathway];
-            let norm_name = pathway_name(spec, p, "norm");
-            let norm_op = Op::Norm {
-                kind: p.norm,
-                width,
-                eps: NORM_EPS,
-            };
-            let add = b.then(z, n("lax_add"), Op::LaxAdd { width }, sc);
-            lax_add = Some(add);
-            b.then(add, norm_name, norm_op, Scope::Pathway { pathway })
+        let mut s = SiteBuild {
+            name: self.spec.site_name(site),
+            scope: Scope::Site { site },
+            inp,
+            out,
+            bias: self.model().linear_bias(),
+            arriving: self.spec.inter.iter().position(|p| p.target == site),
+            intra: self.spec.intra.iter().any(|p| p.site == site),
+            latent: None,
+            lax_add: None,
         };
         let output = match &a.fact {
-            Factorization::Dense => self.then(
-                input,
-                n("W"),
-                Op::Linear {
-                    inp,
-                    out,
-                    bias,
-                    role: Role::Dense,
-                },
-                sc,
-            ),
-            Factorization::Svd { rank } | Factorization::Cola { rank, .. } => {
-                let r = *rank;
-                let down = self.then(
-                    input,
-                    n("A"),
-                    Op::Linear {
-                        inp,
-                        out: r,
-                        bias: false,
-                        role: Role::Down,
-                    },
-                    sc,
-                );
-                let mut z = arrive(self, down, r);
-                if let Factorization::Cola { act, .. } = &a.fact {
-                    z = self.then(
-                        z,
-                        n("act"),
-                        Op::Activation {
-                            act: *act,
-                            width: r,
-                        },
-                        sc,
-                    );
-                }
-                let lat = self.then(z, n("latent"), Op::Latent { width: r }, sc);
-                latent = Some(lat);
-                self.then(
-                    lat,
-                    n("B"),
-                    Op::Linear {
-                        inp: r,
-                        out,
-                        bias,
-                        role: Role::Up,
-                    },
-                    sc,
-                )
+            Factorization::Dense => self.dense_site(&s, input),
+            Factorization::Svd { rank } => self.low_rank_site(&mut s, input, *rank, None),
+            Factorization::Cola { rank, act } => {
+                self.low_rank_site(&mut s, input, *rank, Some(*act))
             }
-            Factorization::Tt { modes, ranks } => {
-                let [m0, m1, m2, m3] = *modes;
-                let [r1, rr, r3] = *ranks;
-                let core = |index, left, mode, right, batch, bias| Op::TtCore {
-                    index,
-                    left,
-                    mode,
-                    right,
-                    batch,
-                    bias,
-                };
-                let c0 = self.then(input, n("C0"), core(0, 1, m0, r1, m1, 0), sc);
-                let c1 = self.then(c0, n("C1"), core(1, r1, m1, rr, 1, 0), sc);
-                let z = arrive(self, c1, rr);
-                let lat = self.then(z, n("latent"), Op::Latent { width: rr }, sc);
-                latent = Some(lat);
-                let c2 = self.then(lat, n("C2"), core(2, rr, m2, r3, 1, 0), sc);
-                let t3 = if intra {
-                    // t3 + t1: a plain add, shapes (m2, r3) and (m1, r1) must agree.
-                    let add = self.then(c2, n("intra_add"), Op::LaxAdd { width: m2 * r3 }, sc);
-                    self.g.add_edge(
-                        c0,
-                        add,
-                        Edge {
-                            shape: vec![m1, r1],
-                            kind: EdgeKind::Lax,
-                        },
-                    );
-                    add
-                } else {
-                    c2
-                };
-                let out_bias = if bias { out } else { 0 };
-                self.then(t3, n("C3"), core(3, r3, m3, 1, m2, out_bias), sc)
-            }
+            Factorization::Tt { modes, ranks } => self.tt_site(&mut s, input, *modes, *ranks),
             Factorization::Lora {
                 rank,
                 alpha,
                 dropout,
                 ..
-            } => {
-                let r = *rank;
-                let base = self.then(
-                    input,
-                    n("W0"),
-                    Op::Linear {
-                        inp,
-                        out,
-                        bias,
-                        role: Role::LoraBase,
-                    },
-                    sc,
-                );
-                let dropped = self.then(
-                    input,
-                    n("dropout"),
-                    Op::Dropout {
-                        width: inp,
-                        rate: DropRate::Fixed { p: *dropout },
-                    },
-                    sc,
-                );
-                let la = self.then(
-                    dropped,
-                    n("lora_A"),
-                    Op::Linear {
-                        inp,
-                        out: r,
-                        bias: false,
-                        role: Role::LoraA,
-                    },
-                    sc,
-                );
-                let z = arrive(self, la, r);
-                let lat = self.then(z, n("latent"), Op::Latent { width: r }, sc);
-                latent = Some(lat);
-                let lb = self.then(
-                    lat,
-                    n("lora_B"),
-                    Op::Linear {
-                        inp: r,
-                        out,
-                        bias: false,
-                        role: Role::LoraB,
-                    },
-                    sc,
-                );
-                let merge = self.add(
-                    n("merge"),
-                    Op::LoraMerge {
-                        width: out,
-                        scale: alpha / r as f64,
-                    },
-                    sc,
-                );
-                self.edge(base, merge);
-                self.edge(lb, merge);
-                // Only the adapter trains.
-                for node in [la, lb] {
-                    self.g[node].frozen = false;
-                }
-                merge
-            }
+            } => self.lora_site(&mut s, input, *rank, *alpha, *dropout),
         };
         // Node indices are dense and increasing: this site's nodes are the ones just added.
         for span in &mut self.spans.nodes[first_node..] {
@@ -335,13 +180,13 @@ impl Builder<'_> {
         let index = self.model().site_index(site);
         self.sites[index] = Some(SiteInfo {
             site,
-            name,
+            name: s.name,
             fact: a.fact.clone(),
             inp,
             out,
-            latent,
-            lax_add,
-            intra,
+            latent: s.latent,
+            lax_add: s.lax_add,
+            intra: s.intra,
         });
         self.spans.sites[index] = SiteSpans {
             rule: a.span,
@@ -349,6 +194,174 @@ impl Builder<'_> {
             modes: a.modes_span,
         };
         output
+    }
+
+    /// A node of the site being built, named `SITE.part`.
+    fn site_op(&mut self, s: &SiteBuild, from: NodeIndex, part: &str, op: Op) -> NodeIndex {
+        self.then(from, format!("{}.{part}", s.name), op, s.scope)
+    }
+
+    /// Where a pathway arrives: z = Norm(z + g(h_prev)). The add and the pathway's norm are
+    /// placed here, in the order they run; the gate that feeds the add is wired with the
+    /// pathway, once every latent exists.
+    fn arrive(&mut self, s: &mut SiteBuild, z: NodeIndex, width: usize) -> NodeIndex {
+        let Some(pathway) = s.arriving else { return z };
+        let spec = self.spec;
+        let p = &spec.inter[pathway];
+        let norm_op = Op::Norm {
+            kind: p.norm,
+            width,
+            eps: NORM_EPS,
+        };
+        let add = self.site_op(s, z, "lax_add", Op::LaxAdd { width });
+        s.lax_add = Some(add);
+        self.then(
+            add,
+            pathway_name(spec, p, "norm"),
+            norm_op,
+            Scope::Pathway { pathway },
+        )
+    }
+
+    /// The latent a pathway leaves from: the tensor fed to the layer's up factor.
+    fn latent(&mut self, s: &mut SiteBuild, z: NodeIndex, width: usize) -> NodeIndex {
+        let lat = self.site_op(s, z, "latent", Op::Latent { width });
+        s.latent = Some(lat);
+        lat
+    }
+
+    fn dense_site(&mut self, s: &SiteBuild, input: NodeIndex) -> NodeIndex {
+        let (inp, out, bias) = (s.inp, s.out, s.bias);
+        let role = Role::Dense;
+        self.site_op(
+            s,
+            input,
+            "W",
+            Op::Linear {
+                inp,
+                out,
+                bias,
+                role,
+            },
+        )
+    }
+
+    /// SVD (`act` None) or CoLA: `y = σ(Norm(x A + g(h))) B + b`.
+    fn low_rank_site(
+        &mut self,
+        s: &mut SiteBuild,
+        input: NodeIndex,
+        r: usize,
+        act: Option<Activation>,
+    ) -> NodeIndex {
+        let (inp, out, bias) = (s.inp, s.out, s.bias);
+        let down = Op::Linear {
+            inp,
+            out: r,
+            bias: false,
+            role: Role::Down,
+        };
+        let a = self.site_op(s, input, "A", down);
+        let mut z = self.arrive(s, a, r);
+        if let Some(act) = act {
+            z = self.site_op(s, z, "act", Op::Activation { act, width: r });
+        }
+        let lat = self.latent(s, z, r);
+        let up = Op::Linear {
+            inp: r,
+            out,
+            bias,
+            role: Role::Up,
+        };
+        self.site_op(s, lat, "B", up)
+    }
+
+    /// A 4-core tensor train (DESIGN.md §3), with intra-layer LaX where the spec asks.
+    fn tt_site(
+        &mut self,
+        s: &mut SiteBuild,
+        input: NodeIndex,
+        [m0, m1, m2, m3]: [usize; 4],
+        [r1, rr, r3]: [usize; 3],
+    ) -> NodeIndex {
+        let core = |index, left, mode, right, batch, bias| Op::TtCore {
+            index,
+            left,
+            mode,
+            right,
+            batch,
+            bias,
+        };
+        let c0 = self.site_op(s, input, "C0", core(0, 1, m0, r1, m1, 0));
+        let c1 = self.site_op(s, c0, "C1", core(1, r1, m1, rr, 1, 0));
+        let z = self.arrive(s, c1, rr);
+        let lat = self.latent(s, z, rr);
+        let c2 = self.site_op(s, lat, "C2", core(2, rr, m2, r3, 1, 0));
+        let t3 = if s.intra {
+            // t3 + t1: a plain add, shapes (m2, r3) and (m1, r1) must agree.
+            let add = self.site_op(s, c2, "intra_add", Op::LaxAdd { width: m2 * r3 });
+            let edge = Edge {
+                shape: vec![m1, r1],
+                kind: EdgeKind::Lax,
+            };
+            self.g.add_edge(c0, add, edge);
+            add
+        } else {
+            c2
+        };
+        let out_bias = if s.bias { s.out } else { 0 };
+        self.site_op(s, t3, "C3", core(3, r3, m3, 1, m2, out_bias))
+    }
+
+    /// `y = x W₀ + (α / r)·(dropout(x) A) B` with W₀ frozen; only the adapter trains.
+    fn lora_site(
+        &mut self,
+        s: &mut SiteBuild,
+        input: NodeIndex,
+        r: usize,
+        alpha: f64,
+        dropout: f64,
+    ) -> NodeIndex {
+        let (inp, out, bias) = (s.inp, s.out, s.bias);
+        let role = Role::LoraBase;
+        let base = self.site_op(
+            s,
+            input,
+            "W0",
+            Op::Linear {
+                inp,
+                out,
+                bias,
+                role,
+            },
+        );
+        let rate = DropRate::Fixed { p: dropout };
+        let dropped = self.site_op(s, input, "dropout", Op::Dropout { width: inp, rate });
+        let lora_a = Op::Linear {
+            inp,
+            out: r,
+            bias: false,
+            role: Role::LoraA,
+        };
+        let la = self.site_op(s, dropped, "lora_A", lora_a);
+        let z = self.arrive(s, la, r);
+        let lat = self.latent(s, z, r);
+        let lora_b = Op::Linear {
+            inp: r,
+            out,
+            bias: false,
+            role: Role::LoraB,
+        };
+        let lb = self.site_op(s, lat, "lora_B", lora_b);
+        let merge = Op::LoraMerge {
+            width: out,
+            scale: alpha / r as f64,
+        };
+        let merge = self.join(&[base, lb], format!("{}.merge", s.name), merge, s.scope);
+        for node in [la, lb] {
+            self.g[node].frozen = false;
+        }
+        merge
     }
 
     /// Wires every inter-layer pathway: source latent → gate → norm after the target's add.
@@ -435,6 +448,20 @@ impl Builder<'_> {
         }
         out
     }
+}
+
+/// A site while its nodes are added: what every part needs, and what the parts report back.
+struct SiteBuild {
+    name: String,
+    scope: Scope,
+    inp: usize,
+    out: usize,
+    bias: bool,
+    /// The pathway arriving here, by index into the spec's inter-layer pathways.
+    arriving: Option<usize>,
+    intra: bool,
+    latent: Option<NodeIndex>,
+    lax_add: Option<NodeIndex>,
 }
 
 /// `lax[SOURCE -> TARGET].PART`: the name of a pathway's gate or norm node.

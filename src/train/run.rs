@@ -413,69 +413,11 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
     let data = data::load(data_spec, &plan.spec_dir)?;
     check_data(&data, c)?;
     let total = total_steps(o, &data, seq)?;
-    let run = &plan.out;
-    let metrics = run.join("metrics.jsonl");
-
-    B::seed(&device, o.seed);
-    let mut model: LaxModel<B> = lower(&c.ir, o.seed, &device).with_dropout(o.dropout);
-    if !plan.resume {
-        if let Some(base) = crate::lower::base::base_file(&c.spec)? {
-            let file = data::locate(&base, &plan.spec_dir);
-            model = crate::lower::base::load_lora_base(model, &c.spec, &file, &device)?;
-        }
-    }
-    let mut optim = adamw::<B>(o);
-    let mut start = 0u64;
-    if plan.resume {
-        let ck = checkpoint::latest(run)?
-            .ok_or_else(|| format!("{} has no checkpoint to resume from", run.display()))?;
-        let (m, opt, state) = checkpoint::load(&ck, model, optim, &device)?;
-        model = m;
-        optim = opt;
-        start = state.step;
-        if start >= total {
-            return Err(format!(
-                "the run already finished its {total} steps; raise `steps` to go on"
-            ));
-        }
-    }
-    let unit = if matches!(data, Data::Tokens(_)) {
-        "tokens"
-    } else {
-        "images"
-    };
-    let bar = if plan.plain {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::new(total);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{bar:30.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
-            )
-            .expect("valid template")
-            .progress_chars("█▉▊▋▌▍▎▏ "),
-        );
-        b
-    };
-    bar.set_position(start);
-    // Batches are a function of (seed, step), never of history: a resumed run sees exactly the
-    // batches the uninterrupted run would have seen.
-    let mut order: (u64, Vec<usize>) = (u64::MAX, Vec::new());
-    let began = Instant::now();
-    let mut window_items = 0usize;
-    let mut window_start = Instant::now();
-    let mut items_total = 0usize;
-    let mut last_loss = f64::NAN;
-    let mut last_val: (Option<f64>, Option<f64>) = (None, None);
-    let mut stopped = None;
-    let say = |line: String| {
-        if plan.plain {
-            eprintln!("{line}");
-        } else {
-            bar.println(line);
-        }
-    };
+    let (mut model, mut optim, start) = starting_point::<B>(plan, total, &device)?;
+    let mut log = RunLog::new(plan, &data, total, start);
+    let mut sampler = Sampler::default();
     let mut step = start;
+    let mut stopped = None;
     while step < total {
         if STOP.load(Ordering::SeqCst) {
             stopped = Some(Stop::Interrupted);
@@ -485,128 +427,273 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
         // Dropout masks come from the backend's generator: seeded per step, a resumed run draws
         // the masks the uninterrupted run would have.
         B::seed(&device, mix(o.seed, DROPOUT_STREAM ^ step));
-        let mut acc = GradientsAccumulator::<LaxModel<B>>::new();
-        let mut loss_sum = 0.0;
-        for micro in 0..o.accum {
-            let k = step * o.accum as u64 + micro as u64;
-            let batch = match &data {
-                Data::Tokens(t) => {
-                    let first = k * o.batch as u64;
-                    let flat = data::token_batch(&t.train, first, o.batch, seq, |w| mix(o.seed, w));
-                    token_batch::<B>(flat, o.batch, seq, &device)
-                }
-                Data::Images(d) => {
-                    // Sample k takes positions k·batch .. of its epoch's shuffled order.
-                    let n = d.train_y.len();
-                    let per_epoch = (n / o.batch).max(1) as u64;
-                    let epoch = k / per_epoch;
-                    if order.0 != epoch {
-                        let mut v: Vec<usize> = (0..n).collect();
-                        v.shuffle(&mut StdRng::seed_from_u64(mix(o.seed, epoch ^ 0x5eed)));
-                        order = (epoch, v);
-                    }
-                    let at = ((k % per_epoch) as usize) * o.batch;
-                    let idx = order.1[at..(at + o.batch).min(n)].to_vec();
-                    image_batch::<B>(&d.train_x, &d.train_y, &idx, d, &device)
-                }
-            };
-            window_items += batch.count();
-            items_total += batch.count();
-            let (loss, _) = forward(&model, batch);
-            let loss = loss.div_scalar(o.accum as f64);
-            let l: f64 = loss.clone().into_scalar().elem();
-            loss_sum += l;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            acc.accumulate(&model, grads);
-        }
-        if !loss_sum.is_finite() {
+        let (loss, grads, items) = accumulate(&model, &data, o, step, &mut sampler, &device);
+        log.items(items);
+        if !loss.is_finite() {
             stopped = Some(Stop::Diverged {
                 step: step + 1,
-                loss: loss_sum,
+                loss,
             });
             break;
         }
-        last_loss = loss_sum;
-        let mut grads = acc.grads();
+        let mut grads = grads;
         let grad_norm = clip_global(&model, &mut grads, o.clip);
         model = optim.step(lr, model, grads);
         step += 1;
-        bar.set_position(step);
-        if step.is_multiple_of(o.log_every) || step == total {
-            let secs = window_start.elapsed().as_secs_f64().max(1e-9);
-            let rate = window_items as f64 / secs;
-            bar.set_message(format!(
-                "loss {last_loss:.4} lr {lr:.2e} {rate:.0} {unit}/s"
-            ));
-            if plan.plain {
-                say(format!(
-                    "step {step}/{total} loss {last_loss:.4} lr {lr:.3e} {rate:.0} {unit}/s"
-                ));
-            }
-            append_jsonl(
-                &metrics,
-                serde_json::json!({
-                    "step": step, "loss": last_loss, "lr": lr, "grad_norm": grad_norm,
-                    format!("{unit}_per_s"): rate, "elapsed_s": began.elapsed().as_secs_f64(),
-                }),
-            )
-            .map_err(|e| format!("cannot write {}: {e}", metrics.display()))?;
-            window_items = 0;
-            window_start = Instant::now();
-        }
-        let eval_now = (o.eval_every > 0 && step.is_multiple_of(o.eval_every)) || step == total;
-        if eval_now {
+        log.step(step, loss, lr, grad_norm)?;
+        if (o.eval_every > 0 && step.is_multiple_of(o.eval_every)) || step == total {
             let (vl, acc) = evaluate(&model.valid(), &data, o, seq, &device, o.eval_batches);
-            last_val = (Some(vl), acc);
-            let mut rec = serde_json::json!({"step": step, "val_loss": vl});
-            let line = match acc {
-                Some(a) => {
-                    rec["val_accuracy"] = a.into();
-                    format!("step {step}: val loss {vl:.4}, accuracy {:.2}%", 100.0 * a)
-                }
-                None => {
-                    rec["val_perplexity"] = vl.exp().into();
-                    format!("step {step}: val loss {vl:.4}, perplexity {:.2}", vl.exp())
-                }
-            };
-            say(line);
-            append_jsonl(&metrics, rec)
-                .map_err(|e| format!("cannot write {}: {e}", metrics.display()))?;
+            log.validation(step, vl, acc)?;
         }
         if o.checkpoint_every > 0 && step.is_multiple_of(o.checkpoint_every) && step < total {
-            checkpoint::save(run, step, last_loss, &model, &optim)?;
+            checkpoint::save(&plan.out, step, loss, &model, &optim)?;
         }
     }
     // Leave a checkpoint of where the run got to, at the end and on Ctrl-C. After a NaN the
     // weights are not worth keeping: the last periodic checkpoint stays the latest.
     let diverged = matches!(stopped, Some(Stop::Diverged { .. }));
     if !diverged && step > start {
-        checkpoint::save(run, step, last_loss, &model, &optim)?;
+        checkpoint::save(&plan.out, step, log.last_loss, &model, &optim)?;
     }
-    bar.finish_and_clear();
-    let seconds = began.elapsed().as_secs_f64();
-    let summary = Summary {
-        steps: step,
-        final_loss: last_loss,
-        val_loss: last_val.0,
-        val_perplexity: match (&data, last_val.0) {
-            (Data::Tokens(_), Some(v)) => Some(v.exp()),
-            _ => None,
-        },
-        val_accuracy: last_val.1,
-        seconds,
-        items_per_second: items_total as f64 / seconds.max(1e-9),
-        unit,
-        params: c.report().params.total,
-        stopped,
-        run_dir: run.clone(),
-    };
-    crate::files::write_atomically(
-        &run.join("summary.json"),
-        serde_json::to_string_pretty(&summary)
-            .expect("serializes")
-            .as_bytes(),
-    )
-    .map_err(|e| format!("cannot write the summary: {e}"))?;
-    Ok(summary)
+    log.finish(step, stopped)
+}
+
+/// laxc's optimizer: AdamW over the lowered model.
+type Adam<B> = OptimizerAdaptor<AdamW, LaxModel<B>, B>;
+
+/// The model and optimizer a run starts from, and the step it starts at: fresh (with a LoRA
+/// base loaded where the spec names one), or the run folder's latest checkpoint.
+fn starting_point<B: AutodiffBackend>(
+    plan: &RunPlan,
+    total: u64,
+    device: &B::Device,
+) -> Result<(LaxModel<B>, Adam<B>, u64), String> {
+    let (c, o) = (plan.compiled, &plan.options);
+    B::seed(device, o.seed);
+    let mut model: LaxModel<B> = lower(&c.ir, o.seed, device).with_dropout(o.dropout);
+    let optim = adamw::<B>(o);
+    if !plan.resume {
+        if let Some(base) = crate::lower::base::base_file(&c.spec)? {
+            let file = data::locate(&base, &plan.spec_dir);
+            model = crate::lower::base::load_lora_base(model, &c.spec, &file, device)?;
+        }
+        return Ok((model, optim, 0));
+    }
+    let run = &plan.out;
+    let ck = checkpoint::latest(run)?
+        .ok_or_else(|| format!("{} has no checkpoint to resume from", run.display()))?;
+    let (model, optim, state) = checkpoint::load(&ck, model, optim, device)?;
+    if state.step >= total {
+        return Err(format!(
+            "the run already finished its {total} steps; raise `steps` to go on"
+        ));
+    }
+    Ok((model, optim, state.step))
+}
+
+/// Where each sample of a run comes from. Batches are a function of (seed, step), never of
+/// history: a resumed run sees exactly the batches the uninterrupted run would have seen.
+#[derive(Default)]
+struct Sampler {
+    /// The shuffled order of the images of one epoch, and which epoch it is.
+    order: Option<(u64, Vec<usize>)>,
+}
+
+impl Sampler {
+    /// Micro-batch `k` of the run (step × accum + micro).
+    fn micro_batch<B: AutodiffBackend>(
+        &mut self,
+        data: &Data,
+        o: &TrainOptions,
+        seq: usize,
+        k: u64,
+        device: &B::Device,
+    ) -> Batch<B> {
+        match data {
+            Data::Tokens(t) => {
+                let first = k * o.batch as u64;
+                let flat = data::token_batch(&t.train, first, o.batch, seq, |w| mix(o.seed, w));
+                token_batch::<B>(flat, o.batch, seq, device)
+            }
+            Data::Images(d) => {
+                // Sample k takes positions k·batch .. of its epoch's shuffled order.
+                let n = d.train_y.len();
+                let per_epoch = (n / o.batch).max(1) as u64;
+                let epoch = k / per_epoch;
+                if self.order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                    let mut v: Vec<usize> = (0..n).collect();
+                    v.shuffle(&mut StdRng::seed_from_u64(mix(o.seed, epoch ^ 0x5eed)));
+                    self.order = Some((epoch, v));
+                }
+                let order = &self.order.as_ref().expect("just set").1;
+                let at = ((k % per_epoch) as usize) * o.batch;
+                let idx = order[at..(at + o.batch).min(n)].to_vec();
+                image_batch::<B>(&d.train_x, &d.train_y, &idx, d, device)
+            }
+        }
+    }
+}
+
+/// One optimizer step's gradients, accumulated over `accum` micro-batches: the mean loss, the
+/// gradients and how many samples (tokens or images) went in.
+fn accumulate<B: AutodiffBackend>(
+    model: &LaxModel<B>,
+    data: &Data,
+    o: &TrainOptions,
+    step: u64,
+    sampler: &mut Sampler,
+    device: &B::Device,
+) -> (f64, GradientsParams, usize) {
+    let seq = model.program.tokens;
+    let mut acc = GradientsAccumulator::<LaxModel<B>>::new();
+    let (mut loss_sum, mut items) = (0.0, 0);
+    for micro in 0..o.accum {
+        let k = step * o.accum as u64 + micro as u64;
+        let batch = sampler.micro_batch::<B>(data, o, seq, k, device);
+        items += batch.count();
+        let (loss, _) = forward(model, batch);
+        let loss = loss.div_scalar(o.accum as f64);
+        let l: f64 = loss.clone().into_scalar().elem();
+        loss_sum += l;
+        let grads = GradientsParams::from_grads(loss.backward(), model);
+        acc.accumulate(model, grads);
+    }
+    (loss_sum, acc.grads(), items)
+}
+
+/// What a run tells as it goes: the progress bar (or plain lines), metrics.jsonl, and the
+/// figures of its summary.
+struct RunLog<'a> {
+    plan: &'a RunPlan<'a>,
+    metrics: PathBuf,
+    bar: ProgressBar,
+    total: u64,
+    unit: &'static str,
+    tokens_data: bool,
+    began: Instant,
+    window_items: usize,
+    window_start: Instant,
+    items_total: usize,
+    last_loss: f64,
+    last_val: (Option<f64>, Option<f64>),
+}
+
+impl<'a> RunLog<'a> {
+    fn new(plan: &'a RunPlan<'a>, data: &Data, total: u64, start: u64) -> Self {
+        let tokens_data = matches!(data, Data::Tokens(_));
+        let bar = if plan.plain {
+            ProgressBar::hidden()
+        } else {
+            let b = ProgressBar::new(total);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+                )
+                .expect("valid template")
+                .progress_chars("█▉▊▋▌▍▎▏ "),
+            );
+            b
+        };
+        bar.set_position(start);
+        RunLog {
+            plan,
+            metrics: plan.out.join("metrics.jsonl"),
+            bar,
+            total,
+            unit: if tokens_data { "tokens" } else { "images" },
+            tokens_data,
+            began: Instant::now(),
+            window_items: 0,
+            window_start: Instant::now(),
+            items_total: 0,
+            last_loss: f64::NAN,
+            last_val: (None, None),
+        }
+    }
+
+    fn say(&self, line: String) {
+        if self.plan.plain {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
+    fn items(&mut self, n: usize) {
+        self.window_items += n;
+        self.items_total += n;
+    }
+
+    fn record(&self, rec: serde_json::Value) -> Result<(), String> {
+        append_jsonl(&self.metrics, rec)
+            .map_err(|e| format!("cannot write {}: {e}", self.metrics.display()))
+    }
+
+    /// After each optimizer step; records every `log_every` steps and at the end.
+    fn step(&mut self, step: u64, loss: f64, lr: f64, grad_norm: f64) -> Result<(), String> {
+        self.last_loss = loss;
+        self.bar.set_position(step);
+        let o = &self.plan.options;
+        if !(step.is_multiple_of(o.log_every) || step == self.total) {
+            return Ok(());
+        }
+        let (unit, total) = (self.unit, self.total);
+        let secs = self.window_start.elapsed().as_secs_f64().max(1e-9);
+        let rate = self.window_items as f64 / secs;
+        self.bar
+            .set_message(format!("loss {loss:.4} lr {lr:.2e} {rate:.0} {unit}/s"));
+        if self.plan.plain {
+            self.say(format!(
+                "step {step}/{total} loss {loss:.4} lr {lr:.3e} {rate:.0} {unit}/s"
+            ));
+        }
+        self.record(serde_json::json!({
+            "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+            format!("{unit}_per_s"): rate, "elapsed_s": self.began.elapsed().as_secs_f64(),
+        }))?;
+        self.window_items = 0;
+        self.window_start = Instant::now();
+        Ok(())
+    }
+
+    fn validation(&mut self, step: u64, vl: f64, acc: Option<f64>) -> Result<(), String> {
+        self.last_val = (Some(vl), acc);
+        let mut rec = serde_json::json!({"step": step, "val_loss": vl});
+        let line = match acc {
+            Some(a) => {
+                rec["val_accuracy"] = a.into();
+                format!("step {step}: val loss {vl:.4}, accuracy {:.2}%", 100.0 * a)
+            }
+            None => {
+                rec["val_perplexity"] = vl.exp().into();
+                format!("step {step}: val loss {vl:.4}, perplexity {:.2}", vl.exp())
+            }
+        };
+        self.say(line);
+        self.record(rec)
+    }
+
+    /// The summary, also written to `summary.json`.
+    fn finish(self, steps: u64, stopped: Option<Stop>) -> Result<Summary, String> {
+        self.bar.finish_and_clear();
+        let seconds = self.began.elapsed().as_secs_f64();
+        let run = &self.plan.out;
+        let summary = Summary {
+            steps,
+            final_loss: self.last_loss,
+            val_loss: self.last_val.0,
+            val_perplexity: self.last_val.0.filter(|_| self.tokens_data).map(f64::exp),
+            val_accuracy: self.last_val.1,
+            seconds,
+            items_per_second: self.items_total as f64 / seconds.max(1e-9),
+            unit: self.unit,
+            params: self.plan.compiled.report().params.total,
+            stopped,
+            run_dir: run.clone(),
+        };
+        let json = serde_json::to_string_pretty(&summary).expect("serializes");
+        crate::files::write_atomically(&run.join("summary.json"), json.as_bytes())
+            .map_err(|e| format!("cannot write the summary: {e}"))?;
+        Ok(summary)
+    }
 }
