@@ -4,7 +4,7 @@
 use super::args;
 use super::eval::{Evaluated, Num, Scope};
 use crate::diagnostic::{did_you_mean, Diagnostic};
-use crate::family::{Family, ModelConfig, Sizes};
+use crate::family::{Family, KeySpec, ModelConfig, Sizes};
 use crate::source::Span;
 use crate::syntax::ast::{self, Item};
 use std::collections::BTreeMap;
@@ -91,7 +91,36 @@ fn read_model(
     scope: &mut Scope,
     errors: &mut Vec<Diagnostic>,
 ) -> Option<ModelConfig> {
-    let Some(family) = Family::from_name(&m.family.name) else {
+    let family = read_family(m, errors)?;
+    let before = errors.len();
+    let mut values = Values::new();
+    for e in &m.entries {
+        if let Some((spec, v)) = read_size(family, e, &values, scope, errors) {
+            values.insert(spec.name, (v, e.key.span));
+            // A size may use the sizes written before it: `mlp = 4 * hidden`.
+            scope.define(spec.name, Num::Int(v), e.key.span);
+        }
+    }
+    fill_defaults(family, m, &mut values, errors);
+    if errors.len() > before {
+        return None;
+    }
+    for (k, (v, span)) in &values {
+        scope.define(k, Num::Int(*v), *span);
+    }
+    sizes_fit(family, m, &values, errors)
+}
+
+/// The sizes read so far, with where each was written.
+type Values = BTreeMap<&'static str, (i64, Span)>;
+
+fn read_family(m: &ast::ModelDecl, errors: &mut Vec<Diagnostic>) -> Option<Family> {
+    let family = Family::from_name(&m.family.name);
+    if family.is_none() {
+        let hint = did_you_mean(&m.family.name, Family::names()).unwrap_or_else(|| {
+            let names: Vec<&str> = Family::names().collect();
+            format!("the families are: {}", names.join(", "))
+        });
         errors.push(
             Diagnostic::error(
                 "E0203",
@@ -99,102 +128,89 @@ fn read_model(
                 m.family.span,
             )
             .with_label("not a family")
-            .with_hint(
-                did_you_mean(&m.family.name, Family::names()).unwrap_or_else(|| {
-                    let names: Vec<&str> = Family::names().collect();
-                    format!("the families are: {}", names.join(", "))
-                }),
-            ),
+            .with_hint(hint),
+        );
+    }
+    family
+}
+
+/// One `key = value` of the model: a key of the family, set once, with a value it can take.
+fn read_size(
+    family: Family,
+    e: &ast::Entry,
+    values: &Values,
+    scope: &Scope,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<(&'static KeySpec, i64)> {
+    let specs = family.keys();
+    let Some(spec) = specs.iter().find(|k| k.name == e.key.name) else {
+        let names = || specs.iter().map(|k| k.name);
+        let hint = did_you_mean(&e.key.name, names()).unwrap_or_else(|| {
+            let all: Vec<&str> = names().collect();
+            format!("a {} model takes: {}", family.name(), all.join(", "))
+        });
+        errors.push(
+            Diagnostic::error(
+                "E0204",
+                format!("unknown key `{}` for a {} model", e.key.name, family.name()),
+                e.key.span,
+            )
+            .with_label("not a size of this family")
+            .with_hint(hint),
         );
         return None;
     };
-    let specs = family.keys();
-    let before = errors.len();
-    let mut values: BTreeMap<&'static str, (i64, Span)> = BTreeMap::new();
-    for e in &m.entries {
-        let Some(spec) = specs.iter().find(|k| k.name == e.key.name) else {
-            errors.push(
-                Diagnostic::error(
-                    "E0204",
-                    format!("unknown key `{}` for a {} model", e.key.name, family.name()),
-                    e.key.span,
-                )
-                .with_label("not a size of this family")
-                .with_hint(
-                    did_you_mean(&e.key.name, specs.iter().map(|k| k.name)).unwrap_or_else(|| {
-                        format!(
-                            "a {} model takes: {}",
-                            family.name(),
-                            specs.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
-                        )
-                    }),
-                ),
-            );
-            continue;
-        };
-        if let Some((_, prev)) = values.get(spec.name) {
-            errors.push(
-                Diagnostic::error("E0206", format!("`{}` is set twice", spec.name), e.key.span)
-                    .with_label("second time")
-                    .with_secondary(*prev, "first time"),
-            );
-            continue;
-        }
-        let v = if spec.flag {
-            match scope.eval_value(&e.value) {
-                Ok(Evaluated::Word(w, _)) if w == "true" => Some(1),
-                Ok(Evaluated::Word(w, _)) if w == "false" => Some(0),
-                Ok(other) => {
-                    errors.push(
-                        Diagnostic::error(
-                            "E0207",
-                            format!(
-                                "`{}` is `true` or `false`, found {}",
-                                spec.name,
-                                other.describe()
-                            ),
-                            other.span(),
-                        )
-                        .with_label("expected true or false"),
-                    );
-                    None
-                }
-                Err(d) => {
-                    errors.push(d);
-                    None
-                }
-            }
-        } else {
-            match scope.eval_value(&e.value) {
-                Ok(Evaluated::Num(Num::Int(i), _)) if i > 0 && i <= args::MAX_SIZE => Some(i),
-                Ok(other) => {
-                    errors.push(
-                        Diagnostic::error(
-                            "E0207",
-                            format!(
-                                "`{}` must be a whole number from 1 to 2^24, found {}",
-                                spec.name,
-                                other.describe()
-                            ),
-                            other.span(),
-                        )
-                        .with_label("expected a positive whole number"),
-                    );
-                    None
-                }
-                Err(d) => {
-                    errors.push(d);
-                    None
-                }
-            }
-        };
-        if let Some(v) = v {
-            values.insert(spec.name, (v, e.key.span));
-            // A size may use the sizes written before it: `mlp = 4 * hidden`.
-            scope.define(spec.name, Num::Int(v), e.key.span);
-        }
+    if let Some((_, prev)) = values.get(spec.name) {
+        errors.push(
+            Diagnostic::error("E0206", format!("`{}` is set twice", spec.name), e.key.span)
+                .with_label("second time")
+                .with_secondary(*prev, "first time"),
+        );
+        return None;
     }
-    for spec in specs {
+    let evaluated = scope
+        .eval_value(&e.value)
+        .map_err(|d| errors.push(d))
+        .ok()?;
+    let value = match (&evaluated, spec.flag) {
+        (Evaluated::Word(w, _), true) if w == "true" => Some(1),
+        (Evaluated::Word(w, _), true) if w == "false" => Some(0),
+        (Evaluated::Num(Num::Int(i), _), false) if *i > 0 && *i <= args::MAX_SIZE => Some(*i),
+        _ => None,
+    };
+    if value.is_none() {
+        let (expected, label) = if spec.flag {
+            ("`true` or `false`", "expected true or false")
+        } else {
+            (
+                "a whole number from 1 to 2^24",
+                "expected a positive whole number",
+            )
+        };
+        errors.push(
+            Diagnostic::error(
+                "E0207",
+                format!(
+                    "`{}` must be {expected}, found {}",
+                    spec.name,
+                    evaluated.describe()
+                ),
+                evaluated.span(),
+            )
+            .with_label(label),
+        );
+    }
+    Some((spec, value?))
+}
+
+/// Optional keys take their defaults; a missing required key is an error.
+fn fill_defaults(
+    family: Family,
+    m: &ast::ModelDecl,
+    values: &mut Values,
+    errors: &mut Vec<Diagnostic>,
+) {
+    for spec in family.keys() {
         if values.contains_key(spec.name) {
             continue;
         }
@@ -202,37 +218,37 @@ fn read_model(
             Some(d) => {
                 values.insert(spec.name, (d, m.span));
             }
-            None => {
-                if !m.entries.iter().any(|e| e.key.name == spec.name) {
-                    errors.push(
-                        Diagnostic::error(
-                            "E0205",
-                            format!("the {} model needs `{}`", family.name(), spec.name),
-                            m.name.span.join(m.family.span),
-                        )
-                        .with_label(format!("`{}` missing", spec.name))
-                        .with_hint(format!("add `{} = ...` to the model's sizes", spec.name)),
-                    );
-                }
-            }
+            // A key written with a bad value was reported already.
+            None if m.entries.iter().any(|e| e.key.name == spec.name) => {}
+            None => errors.push(
+                Diagnostic::error(
+                    "E0205",
+                    format!("the {} model needs `{}`", family.name(), spec.name),
+                    m.name.span.join(m.family.span),
+                )
+                .with_label(format!("`{}` missing", spec.name))
+                .with_hint(format!("add `{} = ...` to the model's sizes", spec.name)),
+            ),
         }
     }
-    if errors.len() > before {
-        return None;
-    }
-    for (k, (v, span)) in &values {
-        scope.define(k, Num::Int(*v), *span);
-    }
+}
+
+/// The checks every family shares (the depth limit, heads dividing hidden), then the family's
+/// own, which make the config.
+fn sizes_fit(
+    family: Family,
+    m: &ast::ModelDecl,
+    values: &Values,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<ModelConfig> {
     let get = |k: &str| values.get(k).map_or(0, |(v, _)| *v as usize);
     let span_of = |k: &str| values.get(k).map_or(m.span, |(_, s)| *s);
-    if get("layers") > MAX_LAYERS {
+    let layers = get("layers");
+    if layers > MAX_LAYERS {
         errors.push(
             Diagnostic::error(
                 "E0207",
-                format!(
-                    "`layers` = {} is more than laxc supports ({MAX_LAYERS})",
-                    get("layers")
-                ),
+                format!("`layers` = {layers} is more than laxc supports ({MAX_LAYERS})"),
                 span_of("layers"),
             )
             .with_label("too many blocks"),
@@ -257,16 +273,13 @@ fn read_model(
         family,
         values: values.iter().map(|(k, (v, _))| (*k, *v as usize)).collect(),
     };
-    let cfg = match (family.def().config)(&sizes) {
-        Ok(cfg) => cfg,
-        Err(e) => {
+    (family.def().config)(&sizes)
+        .map_err(|e| {
             errors.push(
                 Diagnostic::error("E0208", e.message, span_of(e.key))
                     .with_label(e.label)
                     .with_hint(e.hint),
-            );
-            return None;
-        }
-    };
-    Some(cfg)
+            )
+        })
+        .ok()
 }
