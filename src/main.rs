@@ -214,26 +214,7 @@ fn run_check(path: Option<PathBuf>, format: Format) -> ExitCode {
     let report = compiled.report();
     let text = match format {
         Format::Table => laxc::report::render_table(&report, compiled.warnings.len()),
-        Format::Json => {
-            let mut v = serde_json::to_value(&report).expect("the report serializes");
-            v["warnings"] = serde_json::to_value(
-                compiled
-                    .warnings
-                    .iter()
-                    .map(|w| {
-                        let (line, column) = source.line_col(w.span.start);
-                        serde_json::json!({
-                            "code": w.code, "message": w.message, "line": line, "column": column,
-                            "hint": w.hint,
-                        })
-                    })
-                    .collect::<Vec<_>>(),
-            )
-            .expect("warnings serialize");
-            let mut s = serde_json::to_string_pretty(&v).expect("the report serializes");
-            s.push('\n');
-            s
-        }
+        Format::Json => laxc::report::render_json(&report, &compiled.warnings, &source),
     };
     print!("{text}");
     ExitCode::SUCCESS

@@ -1,8 +1,10 @@
 //! The report: parameters, memory and FLOPs, a pure function of the checked IR. It is the single
 //! source of every cost number laxc prints; the conventions are in docs/conventions.md.
 
+mod json;
 mod table;
 
+pub use json::render_json;
 pub use table::{render_table, thousands};
 
 use crate::family::Family;

@@ -7,6 +7,16 @@ use std::fmt::Write;
 
 pub fn render_table(r: &Report, warnings: usize) -> String {
     let mut out = String::new();
+    model_line(&mut out, r);
+    sites_table(&mut out, r);
+    pathways_table(&mut out, r);
+    totals_table(&mut out, r);
+    rules_and_conventions(&mut out, r, warnings);
+    out
+}
+
+/// What the model is: family, sizes, how many sites are factorized.
+fn model_line(out: &mut String, r: &Report) {
     let m = &r.model;
     let _ = writeln!(
         out,
@@ -28,7 +38,10 @@ pub fn render_table(r: &Report, warnings: usize) -> String {
         "{} of {} linear sites factorized\n",
         m.factorized_sites, m.linear_sites
     );
+}
 
+/// A row per site, identical sites in consecutive blocks merged.
+fn sites_table(out: &mut String, r: &Report) {
     let mut t = new_table(&[
         "site",
         "kind",
@@ -57,7 +70,10 @@ pub fn render_table(r: &Report, warnings: usize) -> String {
     }
     right_align(&mut t, &[4, 5]);
     let _ = writeln!(out, "{t}\n");
+}
 
+/// A row per group of LaX pathways.
+fn pathways_table(out: &mut String, r: &Report) {
     if r.pathways.is_empty() {
         let _ = writeln!(out, "no LaX pathways\n");
     } else {
@@ -91,7 +107,10 @@ pub fn render_table(r: &Report, warnings: usize) -> String {
         right_align(&mut t, &[5]);
         let _ = writeln!(out, "{t}\n");
     }
+}
 
+/// Parameters, memory and FLOPs.
+fn totals_table(out: &mut String, r: &Report) {
     let p = &r.params;
     let mut t = new_table(&["totals", ""]);
     let rows: Vec<(String, String)> = vec![
@@ -155,7 +174,10 @@ pub fn render_table(r: &Report, warnings: usize) -> String {
         ]);
     }
     let _ = writeln!(out, "{t}\n");
+}
 
+/// What each rule matched, the warning count and the conventions behind every number.
+fn rules_and_conventions(out: &mut String, r: &Report, warnings: usize) {
     let _ = writeln!(out, "rules:");
     for rule in &r.rules {
         let _ = writeln!(
@@ -178,7 +200,6 @@ pub fn render_table(r: &Report, warnings: usize) -> String {
     for c in CONVENTIONS {
         let _ = writeln!(out, "  - {c}");
     }
-    out
 }
 
 fn new_table(header: &[&str]) -> Table {
