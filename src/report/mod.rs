@@ -144,7 +144,50 @@ pub struct ReportContext<'a> {
 }
 
 pub fn report(ir: &Ir, ctx: &ReportContext) -> Report {
-    let dense_reference = ctx.dense_reference;
+    let n = ir.tokens_per_sample();
+    let Tally {
+        mut params,
+        mut flops,
+        sites,
+        pathways,
+    } = tally(ir, ctx.dense_reference);
+    params.ratio_to_dense = params.total as f64 / params.dense_reference.max(1) as f64;
+    flops.forward_per_token = flops.forward_per_sample as f64 / n.max(1) as f64;
+    if let Some(samples) = ctx.samples_per_step {
+        flops.samples_per_step = Some(samples);
+        flops.train_per_step = Some(flops.train_per_sample * samples);
+    }
+    let (p, frozen) = (params.trainable, params.frozen);
+    let memory = Memory {
+        train_bytes_bf16: 8 * p + 2 * frozen,
+        train_bytes_fp32: 16 * p + 4 * frozen,
+        train_gib_bf16: (8 * p + 2 * frozen) as f64 / GIB,
+        train_gib_fp32: (16 * p + 4 * frozen) as f64 / GIB,
+        weights_bytes_bf16: 2 * params.total,
+    };
+    Report {
+        schema_version: SCHEMA_VERSION,
+        model: model_summary(ir),
+        sites: site_rows(ir, &sites),
+        pathways: pathway_rows(ir, &pathways),
+        params,
+        memory,
+        flops,
+        rules: ctx.rules.to_vec(),
+        conventions: CONVENTIONS.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// The sums over nodes: parameters and FLOPs of the whole model, and per site (params,
+/// trainable, forward GEMM FLOPs per token) and per pathway (params, GEMM FLOPs per token).
+struct Tally {
+    params: Params,
+    flops: Flops,
+    sites: Vec<(u128, u128, u128)>,
+    pathways: Vec<(u128, u128)>,
+}
+
+fn tally(ir: &Ir, dense_reference: u128) -> Tally {
     let n = ir.tokens_per_sample();
     let mut p = Params {
         total: 0,
@@ -211,21 +254,35 @@ pub fn report(ir: &Ir, ctx: &ReportContext) -> Report {
             },
         }
     }
-    p.ratio_to_dense = p.total as f64 / p.dense_reference.max(1) as f64;
-    f.forward_per_token = f.forward_per_sample as f64 / n.max(1) as f64;
-    if let Some(samples) = ctx.samples_per_step {
-        f.samples_per_step = Some(samples);
-        f.train_per_step = Some(f.train_per_sample * samples);
+    Tally {
+        params: p,
+        flops: f,
+        sites: site_params,
+        pathways: path_params,
     }
-    let memory = Memory {
-        train_bytes_bf16: 8 * p.trainable + 2 * p.frozen,
-        train_bytes_fp32: 16 * p.trainable + 4 * p.frozen,
-        train_gib_bf16: (8 * p.trainable + 2 * p.frozen) as f64 / GIB,
-        train_gib_fp32: (16 * p.trainable + 4 * p.frozen) as f64 / GIB,
-        weights_bytes_bf16: 2 * p.total,
-    };
-    let sites = ir
-        .sites
+}
+
+fn model_summary(ir: &Ir) -> ModelSummary {
+    ModelSummary {
+        name: ir.model.name.clone(),
+        family: ir.model.family,
+        layers: ir.model.layers,
+        hidden: ir.model.hidden,
+        heads: ir.model.heads,
+        tokens_per_sample: ir.tokens_per_sample(),
+        fine_tuning: ir.fine_tuning,
+        linear_sites: ir.sites.len(),
+        factorized_sites: ir
+            .sites
+            .iter()
+            .filter(|s| s.fact != Factorization::Dense)
+            .count(),
+        config: ir.model.clone(),
+    }
+}
+
+fn site_rows(ir: &Ir, site_params: &[(u128, u128, u128)]) -> Vec<SiteRow> {
+    ir.sites
         .iter()
         .enumerate()
         .map(|(i, s)| {
@@ -244,7 +301,11 @@ pub fn report(ir: &Ir, ctx: &ReportContext) -> Report {
                 flops_forward_per_token: site_params[i].2,
             }
         })
-        .collect();
+        .collect()
+}
+
+/// The inter-layer pathways, then a row per intra-layer add.
+fn pathway_rows(ir: &Ir, path_params: &[(u128, u128)]) -> Vec<PathwayRow> {
     let mut pathways: Vec<PathwayRow> = ir
         .pathways
         .iter()
@@ -282,32 +343,7 @@ pub fn report(ir: &Ir, ctx: &ReportContext) -> Report {
             });
         }
     }
-    Report {
-        schema_version: SCHEMA_VERSION,
-        model: ModelSummary {
-            name: ir.model.name.clone(),
-            family: ir.model.family,
-            layers: ir.model.layers,
-            hidden: ir.model.hidden,
-            heads: ir.model.heads,
-            tokens_per_sample: n,
-            fine_tuning: ir.fine_tuning,
-            linear_sites: ir.sites.len(),
-            factorized_sites: ir
-                .sites
-                .iter()
-                .filter(|s| s.fact != Factorization::Dense)
-                .count(),
-            config: ir.model.clone(),
-        },
-        sites,
-        pathways,
-        params: p,
-        memory,
-        flops: f,
-        rules: ctx.rules.to_vec(),
-        conventions: CONVENTIONS.iter().map(|s| s.to_string()).collect(),
-    }
+    pathways
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
