@@ -390,7 +390,10 @@ mod training {
             },
         };
         let _ = ctrlc::set_handler(|| {
-            train::run::STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+            // Said once, at once: a long step may take a while to finish.
+            if !train::run::STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                eprintln!("\nstopping after this step; a checkpoint will be written");
+            }
         });
         let launch = Launch {
             source: &source,

@@ -219,6 +219,26 @@ pub fn output_files(prefix: &Path) -> [PathBuf; 2] {
     [with("png"), with("svg")]
 }
 
+/// Refuses values a chart cannot place: not finite, or (on a log axis) not above 0, naming the
+/// run and the step.
+fn drawable(curves: &[Curve], metric: &str, log_y: bool) -> Result<(), String> {
+    for c in curves {
+        for &(step, y) in &c.points {
+            if !y.is_finite() {
+                return Err(format!("{}: {metric} at step {step} is {y}", c.label));
+            }
+            if log_y && y <= 0.0 {
+                return Err(format!(
+                    "{}: {metric} at step {step} is {y}, which a log axis cannot show; drop \
+                     --log-y",
+                    c.label
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes the chart as PNG and SVG (`width` × `height` pixels).
 pub fn plot(
     curves: &[Curve],
@@ -228,6 +248,7 @@ pub fn plot(
     prefix: &Path,
     size: (u32, u32),
 ) -> Result<[PathBuf; 2], String> {
+    drawable(curves, metric, log_y)?;
     register_font();
     let [png, svg] = output_files(prefix);
     draw(
@@ -250,6 +271,22 @@ pub fn plot(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 0 on a log axis used to send plotters into an endless loop (ln 0 = −∞).
+    #[test]
+    fn a_log_axis_refuses_values_at_or_below_zero() {
+        let c = Curve {
+            label: "run".into(),
+            points: vec![(1.0, 0.5), (2.0, 0.0)],
+        };
+        let out = std::env::temp_dir().join(format!("laxc-plot-{}", std::process::id()));
+        let e = plot(&[c], "lr", "lr", true, &out, (100, 100)).unwrap_err();
+        assert!(
+            e.contains("run: lr at step 2 is 0") && e.contains("--log-y"),
+            "{e}"
+        );
+        assert!(!output_files(&out)[0].exists(), "nothing is written");
+    }
 
     #[test]
     fn a_flat_curve_still_gets_a_range() {

@@ -249,9 +249,15 @@ fn bad_data_and_devices_fail_with_one_clear_line() {
 }
 
 #[test]
-fn ctrl_c_checkpoints_and_stops() {
+fn ctrl_c_and_sigterm_checkpoint_and_stop() {
+    for signal in ["-INT", "-TERM"] {
+        interrupted_run_checkpoints_and_stops(signal);
+    }
+}
+
+fn interrupted_run_checkpoints_and_stops(signal: &str) {
     use std::io::{BufRead, BufReader};
-    let run = tempdir("sigint");
+    let run = tempdir(&format!("signal{signal}"));
     let mut child = laxc()
         .args([
             "train",
@@ -276,13 +282,17 @@ fn ctrl_c_checkpoints_and_stops() {
         }
     }
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    for _ in lines {}
+    let said: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        said.iter().any(|l| l.contains("stopping after this step")),
+        "{signal}: {said:?}"
+    );
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130));
+    assert_eq!(out.status.code(), Some(130), "{signal}");
     let s = summary(&run);
     assert!(s["stopped"].as_str().unwrap().contains("Ctrl-C"));
     let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();

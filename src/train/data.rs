@@ -70,139 +70,150 @@ pub fn hold_out_tail(mut tokens: Vec<u32>) -> (Vec<u32>, Vec<u32>) {
 }
 
 pub fn load(spec: &DataSpec, spec_dir: &Path) -> DataResult<Data> {
+    let at = |p: &PathBuf| locate(p, spec_dir);
     match spec {
         DataSpec::Text {
             train,
             valid,
-            tokenizer,
-        } => {
-            let train_path = locate(train, spec_dir);
-            let valid_path = valid.as_ref().map(|v| locate(v, spec_dir));
-            match tokenizer {
-                None => {
-                    let bytes = |p: &Path| -> DataResult<Vec<u32>> {
-                        Ok(read(p)?.iter().map(|&b| b as u32).collect())
-                    };
-                    let (train, valid) = match &valid_path {
-                        Some(v) => (bytes(&train_path)?, bytes(v)?),
-                        None => hold_out_tail(bytes(&train_path)?),
-                    };
-                    Ok(Data::Tokens(TokenData {
-                        train,
-                        valid,
-                        vocab_used: 256,
-                        tokenizer: "bytes".into(),
-                    }))
-                }
-                Some(t) => {
-                    let t = locate(t, spec_dir);
-                    let tok = tokenizers::Tokenizer::from_file(&t).map_err(|e| {
-                        format!("{} is not a tokenizer.json laxc can read: {e}", t.display())
-                    })?;
-                    let encode = |path: &Path| -> DataResult<Vec<u32>> {
-                        let text = String::from_utf8(read(path)?)
-                            .map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
-                        let mut ids = Vec::new();
-                        // Paragraph by paragraph: bounded memory, and the same ids as a whole-file
-                        // encode for pre-tokenizers that split on whitespace.
-                        for line in text.lines() {
-                            let enc = tok
-                                .encode(line, false)
-                                .map_err(|e| format!("cannot tokenize {}: {e}", path.display()))?;
-                            ids.extend_from_slice(enc.get_ids());
-                        }
-                        Ok(ids)
-                    };
-                    let (train, valid) = match &valid_path {
-                        Some(v) => (encode(&train_path)?, encode(v)?),
-                        None => hold_out_tail(encode(&train_path)?),
-                    };
-                    Ok(Data::Tokens(TokenData {
-                        vocab_used: tok.get_vocab_size(true) as u32,
-                        train,
-                        valid,
-                        tokenizer: format!("tokenizer {}", t.display()),
-                    }))
-                }
-            }
-        }
-        DataSpec::Tokens { dir } => {
-            let dir = locate(dir, spec_dir);
-            let shards = |needle: &str| -> DataResult<Vec<u32>> {
-                let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-                    .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| {
-                        p.extension().is_some_and(|x| x == "bin")
-                            && p.file_name()
-                                .is_some_and(|n| n.to_string_lossy().contains(needle))
-                    })
-                    .collect();
-                files.sort();
-                if files.is_empty() {
-                    return Err(format!("no *{needle}*.bin shards in {}", dir.display()));
-                }
-                let mut out = Vec::new();
-                for f in files {
-                    out.extend(llmc_shard(&f)?);
-                }
-                Ok(out)
-            };
-            let train = shards("train")?;
-            let valid = shards("val")?;
-            let vocab_used = train.iter().chain(&valid).copied().max().unwrap_or(0) + 1;
-            Ok(Data::Tokens(TokenData {
-                train,
-                valid,
-                vocab_used,
-                tokenizer: "llm.c shards".into(),
-            }))
-        }
-        DataSpec::Mnist { dir } => {
-            let dir = locate(dir, spec_dir);
-            let (train_x, size) = idx_images(&dir.join("train-images-idx3-ubyte"))?;
-            let train_y = idx_labels(&dir.join("train-labels-idx1-ubyte"))?;
-            let (test_x, _) = idx_images(&dir.join("t10k-images-idx3-ubyte"))?;
-            let test_y = idx_labels(&dir.join("t10k-labels-idx1-ubyte"))?;
-            check_pairs(&train_x, &train_y, size * size, &dir)?;
-            check_pairs(&test_x, &test_y, size * size, &dir)?;
-            // MNIST's usual normalization.
-            let norm = |v: Vec<u8>| {
-                v.into_iter()
-                    .map(|p| (p as f32 / 255.0 - 0.1307) / 0.3081)
-                    .collect()
-            };
-            Ok(Data::Images(ImageData {
-                train_x: norm(train_x),
-                train_y,
-                test_x: norm(test_x),
-                test_y,
-                channels: 1,
-                size,
-                classes: 10,
-            }))
-        }
-        DataSpec::Cifar10 { dir } => {
-            let dir = locate(dir, spec_dir);
-            let mut train_x = Vec::new();
-            let mut train_y = Vec::new();
-            for i in 1..=5 {
-                let (x, y) = cifar_batch(&dir.join(format!("data_batch_{i}.bin")))?;
-                train_x.extend(x);
-                train_y.extend(y);
-            }
-            let (test_x, test_y) = cifar_batch(&dir.join("test_batch.bin"))?;
-            Ok(Data::Images(ImageData {
-                train_x,
-                train_y,
-                test_x,
-                test_y,
-                channels: 3,
-                size: 32,
-                classes: 10,
-            }))
-        }
+            tokenizer: None,
+        } => byte_text(&at(train), valid.as_ref().map(at).as_deref()),
+        DataSpec::Text {
+            train,
+            valid,
+            tokenizer: Some(t),
+        } => tokenized_text(&at(train), valid.as_ref().map(at).as_deref(), &at(t)),
+        DataSpec::Tokens { dir } => llmc_shards(&at(dir)),
+        DataSpec::Mnist { dir } => mnist(&at(dir)),
+        DataSpec::Cifar10 { dir } => cifar10(&at(dir)),
     }
+}
+
+/// Text as byte-level tokens.
+fn byte_text(train: &Path, valid: Option<&Path>) -> DataResult<Data> {
+    let bytes =
+        |p: &Path| -> DataResult<Vec<u32>> { Ok(read(p)?.iter().map(|&b| b as u32).collect()) };
+    let (train, valid) = match valid {
+        Some(v) => (bytes(train)?, bytes(v)?),
+        None => hold_out_tail(bytes(train)?),
+    };
+    Ok(Data::Tokens(TokenData {
+        train,
+        valid,
+        vocab_used: 256,
+        tokenizer: "bytes".into(),
+    }))
+}
+
+/// Text through a HuggingFace tokenizer.json.
+fn tokenized_text(train: &Path, valid: Option<&Path>, tokenizer: &Path) -> DataResult<Data> {
+    let tok = tokenizers::Tokenizer::from_file(tokenizer).map_err(|e| {
+        format!(
+            "{} is not a tokenizer.json laxc can read: {e}",
+            tokenizer.display()
+        )
+    })?;
+    let encode = |path: &Path| -> DataResult<Vec<u32>> {
+        let text = String::from_utf8(read(path)?)
+            .map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
+        let mut ids = Vec::new();
+        // Paragraph by paragraph: bounded memory, and the same ids as a whole-file encode for
+        // pre-tokenizers that split on whitespace.
+        for line in text.lines() {
+            let enc = tok
+                .encode(line, false)
+                .map_err(|e| format!("cannot tokenize {}: {e}", path.display()))?;
+            ids.extend_from_slice(enc.get_ids());
+        }
+        Ok(ids)
+    };
+    let (train, valid) = match valid {
+        Some(v) => (encode(train)?, encode(v)?),
+        None => hold_out_tail(encode(train)?),
+    };
+    Ok(Data::Tokens(TokenData {
+        vocab_used: tok.get_vocab_size(true) as u32,
+        train,
+        valid,
+        tokenizer: format!("tokenizer {}", tokenizer.display()),
+    }))
+}
+
+/// nanoGPT / llm.c shards: every `*train*.bin` and `*val*.bin` in a folder, in name order.
+fn llmc_shards(dir: &Path) -> DataResult<Data> {
+    let shards = |needle: &str| -> DataResult<Vec<u32>> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "bin")
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().contains(needle))
+            })
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(format!("no *{needle}*.bin shards in {}", dir.display()));
+        }
+        let mut out = Vec::new();
+        for f in files {
+            out.extend(llmc_shard(&f)?);
+        }
+        Ok(out)
+    };
+    let train = shards("train")?;
+    let valid = shards("val")?;
+    let vocab_used = train.iter().chain(&valid).copied().max().unwrap_or(0) + 1;
+    Ok(Data::Tokens(TokenData {
+        train,
+        valid,
+        vocab_used,
+        tokenizer: "llm.c shards".into(),
+    }))
+}
+
+/// MNIST's four IDX files, normalized as usual.
+fn mnist(dir: &Path) -> DataResult<Data> {
+    let (train_x, size) = idx_images(&dir.join("train-images-idx3-ubyte"))?;
+    let train_y = idx_labels(&dir.join("train-labels-idx1-ubyte"))?;
+    let (test_x, _) = idx_images(&dir.join("t10k-images-idx3-ubyte"))?;
+    let test_y = idx_labels(&dir.join("t10k-labels-idx1-ubyte"))?;
+    check_pairs(&train_x, &train_y, size * size, dir)?;
+    check_pairs(&test_x, &test_y, size * size, dir)?;
+    let norm = |v: Vec<u8>| {
+        v.into_iter()
+            .map(|p| (p as f32 / 255.0 - 0.1307) / 0.3081)
+            .collect()
+    };
+    Ok(Data::Images(ImageData {
+        train_x: norm(train_x),
+        train_y,
+        test_x: norm(test_x),
+        test_y,
+        channels: 1,
+        size,
+        classes: 10,
+    }))
+}
+
+/// CIFAR-10's five training batches and its test batch (binary version).
+fn cifar10(dir: &Path) -> DataResult<Data> {
+    let mut train_x = Vec::new();
+    let mut train_y = Vec::new();
+    for i in 1..=5 {
+        let (x, y) = cifar_batch(&dir.join(format!("data_batch_{i}.bin")))?;
+        train_x.extend(x);
+        train_y.extend(y);
+    }
+    let (test_x, test_y) = cifar_batch(&dir.join("test_batch.bin"))?;
+    Ok(Data::Images(ImageData {
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        channels: 3,
+        size: 32,
+        classes: 10,
+    }))
 }
 
 fn check_pairs(x: &[u8], y: &[u32], pixels: usize, dir: &Path) -> DataResult<()> {
@@ -235,6 +246,12 @@ fn idx_images(path: &Path) -> DataResult<(Vec<u8>, usize)> {
         be_u32(&b, 8) as usize,
         be_u32(&b, 12) as usize,
     );
+    if n == 0 || rows == 0 || cols == 0 {
+        return Err(format!(
+            "{}: holds {n} images of {rows}×{cols} pixels; a data set needs images with pixels",
+            path.display()
+        ));
+    }
     if rows != cols || b.len() != 16 + n * rows * cols {
         return Err(format!(
             "{}: header says {n} images of {rows}×{cols} but the file has {} bytes",
@@ -254,6 +271,9 @@ fn idx_labels(path: &Path) -> DataResult<Vec<u32>> {
         ));
     }
     let n = be_u32(&b, 4) as usize;
+    if n == 0 {
+        return Err(format!("{}: holds no labels", path.display()));
+    }
     if b.len() != 8 + n {
         return Err(format!(
             "{}: header says {n} labels, file is short",
@@ -386,6 +406,48 @@ mod tests {
         let all: Vec<u32> = text.iter().map(|&b| b as u32).collect();
         assert_eq!(t.train, all[..900]);
         assert_eq!(t.valid, all[900..]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn idx(magic: u32, dims: &[u32], body: usize) -> Vec<u8> {
+        let mut b: Vec<u8> = magic.to_be_bytes().to_vec();
+        for d in dims {
+            b.extend(d.to_be_bytes());
+        }
+        b.extend(vec![0u8; body]);
+        b
+    }
+
+    /// Empty or pixel-less MNIST files are an error naming the file, not a panic (a division
+    /// by zero) or a run that trains into NaN.
+    #[test]
+    fn mnist_without_images_or_pixels_is_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("laxc-mnist-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, bytes: Vec<u8>| std::fs::write(dir.join(name), bytes).unwrap();
+        write("train-labels-idx1-ubyte", idx(2049, &[2], 2));
+        write("t10k-images-idx3-ubyte", idx(2051, &[2, 2, 2], 8));
+        write("t10k-labels-idx1-ubyte", idx(2049, &[2], 2));
+        let spec = DataSpec::Mnist { dir: dir.clone() };
+        for (images, what) in [
+            (idx(2051, &[2, 0, 0], 0), "0×0 pixels"),
+            (idx(2051, &[0, 28, 28], 0), "holds 0 images"),
+        ] {
+            write("train-images-idx3-ubyte", images);
+            let Err(e) = load(&spec, &dir) else {
+                panic!("accepted {what}")
+            };
+            assert!(
+                e.contains("train-images-idx3-ubyte") && e.contains(what),
+                "{e}"
+            );
+        }
+        write("train-images-idx3-ubyte", idx(2051, &[2, 2, 2], 8));
+        write("train-labels-idx1-ubyte", idx(2049, &[0], 0));
+        let Err(e) = load(&spec, &dir) else {
+            panic!("accepted no labels")
+        };
+        assert!(e.contains("train-labels-idx1-ubyte"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

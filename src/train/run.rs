@@ -53,7 +53,7 @@ pub struct Summary {
 /// Why a run ended early.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stop {
-    /// Ctrl-C: a checkpoint of the last finished step was written.
+    /// Ctrl-C, SIGTERM or SIGHUP: a checkpoint of the last finished step was written.
     Interrupted,
     /// The loss of step `step` (1-based, as in the logs) was NaN or infinite; the latest
     /// checkpoint is the last one written before it.
@@ -63,7 +63,7 @@ pub enum Stop {
 impl std::fmt::Display for Stop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Stop::Interrupted => f.write_str("interrupted (Ctrl-C)"),
+            Stop::Interrupted => f.write_str("interrupted (Ctrl-C or SIGTERM)"),
             Stop::Diverged { step, loss } => write!(
                 f,
                 "the loss became {loss} at step {step}; stopped (lower `lr` or raise `warmup`)"
