@@ -573,66 +573,76 @@ fn convert(key: &Key, v: &Evaluated) -> Result<TrainValue, Diagnostic> {
             },
         ) => {
             let choice = choose(name, choices, called, *name_span)?;
-            if positional.len() > choice.positional {
-                return Err(Diagnostic::error(
-                    "E0608",
-                    format!(
-                        "`{called}(...)` takes {} unnamed argument{}",
-                        choice.positional,
-                        if choice.positional == 1 { "" } else { "s" }
-                    ),
-                    positional[choice.positional].span(),
-                )
-                .with_label("one too many")
-                .with_hint(format!("its arguments are: {}", choice.args.join(", "))));
-            }
-            let mut args = BTreeMap::new();
-            for (k, k_span, a) in named {
-                if !choice.args.contains(&k.as_str()) {
-                    return Err(Diagnostic::error(
-                        "E0608",
-                        format!("`{called}(...)` has no argument `{k}`"),
-                        *k_span,
-                    )
-                    .with_label("unknown argument")
-                    .with_hint(
-                        did_you_mean(k, choice.args.iter().copied()).unwrap_or_else(|| {
-                            format!("its arguments are: {}", choice.args.join(", "))
-                        }),
-                    ));
-                }
-                args.insert(k.clone(), argument(k, a)?);
-            }
-            let positional: Vec<TrainValue> =
-                positional.iter().map(path).collect::<Result<_, _>>()?;
-            // `text("a.txt", "v.txt", valid = "w.txt")`: one of the two would be dropped.
-            for (arg, _) in choice.args.iter().zip(&positional) {
-                if let Some((_, k_span, _)) = named.iter().find(|(k, _, _)| k == arg) {
-                    return Err(Diagnostic::error(
-                        "E0608",
-                        format!("`{called}(...)` is given `{arg}` twice, by place and by name"),
-                        *k_span,
-                    )
-                    .with_label("given by place already")
-                    .with_hint("give it once"));
-                }
-            }
-            if let Some(what) = choice.path_of {
-                if positional.is_empty() && !args.contains_key("path") {
-                    return Err(needs_path(called, what, *name_span));
-                }
-            }
-            Ok(TrainValue::Choice {
-                name: called.clone(),
-                args,
-                positional,
-            })
+            call_arguments(choice, called, *name_span, positional, named)
         }
         (KeyKind::Choice(choices), _) => {
             let names: Vec<&str> = choices.iter().map(|c| c.name).collect();
             Err(wrong(name, &format!("one of {}", names.join(", ")), v))
         }
     }
+}
+
+/// The arguments of `CHOICE(...)`: at most its unnamed ones (paths), named ones it takes, none
+/// given twice, and the path where it needs one.
+fn call_arguments(
+    choice: &Choice,
+    called: &str,
+    name_span: Span,
+    positional: &[Evaluated],
+    named: &[(String, Span, Evaluated)],
+) -> Result<TrainValue, Diagnostic> {
+    if positional.len() > choice.positional {
+        return Err(Diagnostic::error(
+            "E0608",
+            format!(
+                "`{called}(...)` takes {} unnamed argument{}",
+                choice.positional,
+                if choice.positional == 1 { "" } else { "s" }
+            ),
+            positional[choice.positional].span(),
+        )
+        .with_label("one too many")
+        .with_hint(format!("its arguments are: {}", choice.args.join(", "))));
+    }
+    let mut args = BTreeMap::new();
+    for (k, k_span, a) in named {
+        if !choice.args.contains(&k.as_str()) {
+            return Err(Diagnostic::error(
+                "E0608",
+                format!("`{called}(...)` has no argument `{k}`"),
+                *k_span,
+            )
+            .with_label("unknown argument")
+            .with_hint(
+                did_you_mean(k, choice.args.iter().copied())
+                    .unwrap_or_else(|| format!("its arguments are: {}", choice.args.join(", "))),
+            ));
+        }
+        args.insert(k.clone(), argument(k, a)?);
+    }
+    let positional: Vec<TrainValue> = positional.iter().map(path).collect::<Result<_, _>>()?;
+    // `text("a.txt", "v.txt", valid = "w.txt")`: one of the two would be dropped.
+    for (arg, _) in choice.args.iter().zip(&positional) {
+        if let Some((_, k_span, _)) = named.iter().find(|(k, _, _)| k == arg) {
+            return Err(Diagnostic::error(
+                "E0608",
+                format!("`{called}(...)` is given `{arg}` twice, by place and by name"),
+                *k_span,
+            )
+            .with_label("given by place already")
+            .with_hint("give it once"));
+        }
+    }
+    if let Some(what) = choice.path_of {
+        if positional.is_empty() && !args.contains_key("path") {
+            return Err(needs_path(called, what, name_span));
+        }
+    }
+    Ok(TrainValue::Choice {
+        name: called.to_string(),
+        args,
+        positional,
+    })
 }
 
 fn needs_path(name: &str, what: &str, span: Span) -> Diagnostic {

@@ -267,25 +267,7 @@ fn inter_rule(
     let source_site = l
         .from
         .as_ref()
-        .and_then(|sel| match selector::expand(sel, model, scope) {
-            Ok(v) if v.len() == 1 => Some((v[0], sel.span)),
-            Ok(v) => {
-                errors.push(
-                    Diagnostic::error(
-                        "E0507",
-                        format!("`from` must name exactly one site; this names {}", v.len()),
-                        sel.span,
-                    )
-                    .with_label("more than one site")
-                    .with_hint("write a single site, e.g. `from blocks[2].attn.q`"),
-                );
-                None
-            }
-            Err(d) => {
-                errors.push(d);
-                None
-            }
-        });
+        .and_then(|sel| from_site(sel, model, scope, errors));
     let Some(opts) = opts else { return };
     if l.from.is_some() && source_site.is_none() {
         return;
@@ -308,28 +290,12 @@ fn inter_rule(
         let dst_dense = sites[model.site_index(t)].fact == Factorization::Dense;
         if src_dense || dst_dense {
             if let (Some((_, sspan)), false) = (source_site, factorize_failed) {
-                let (which, site) = if dst_dense {
-                    ("target", t)
+                let (which, site, span) = if dst_dense {
+                    ("target", t, l.selectors[0].span)
                 } else {
-                    ("source", src)
+                    ("source", src, sspan)
                 };
-                errors.push(
-                    Diagnostic::error(
-                        "E0506",
-                        format!(
-                            "both ends of a LaX pathway must be factorized; the {which} \
-                                 {} is dense",
-                            site_name(model, site)
-                        ),
-                        if dst_dense {
-                            l.selectors[0].span
-                        } else {
-                            sspan
-                        },
-                    )
-                    .with_label(format!("{which} is dense"))
-                    .with_hint("factorize it first with a `factorize ... as svd(...)` rule"),
-                );
+                errors.push(dense_end(model, which, site, span));
             }
             // Where a dense layer interrupts a chain, the next factorized layer
             // starts a new chain: no pathway, no error.
@@ -363,6 +329,48 @@ fn inter_rule(
                 .with_hint(hint),
         );
     }
+}
+
+/// The one site `from` names, or None with the error why not.
+fn from_site(
+    sel: &ast::Selector,
+    model: &ModelConfig,
+    scope: &Scope,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<(SiteRef, Span)> {
+    match selector::expand(sel, model, scope) {
+        Ok(v) if v.len() == 1 => Some((v[0], sel.span)),
+        Ok(v) => {
+            errors.push(
+                Diagnostic::error(
+                    "E0507",
+                    format!("`from` must name exactly one site; this names {}", v.len()),
+                    sel.span,
+                )
+                .with_label("more than one site")
+                .with_hint("write a single site, e.g. `from blocks[2].attn.q`"),
+            );
+            None
+        }
+        Err(d) => {
+            errors.push(d);
+            None
+        }
+    }
+}
+
+/// A pathway with an explicit `from` whose source or target is dense.
+fn dense_end(model: &ModelConfig, which: &str, site: SiteRef, span: Span) -> Diagnostic {
+    Diagnostic::error(
+        "E0506",
+        format!(
+            "both ends of a LaX pathway must be factorized; the {which} {} is dense",
+            site_name(model, site)
+        ),
+        span,
+    )
+    .with_label(format!("{which} is dense"))
+    .with_hint("factorize it first with a `factorize ... as svd(...)` rule")
 }
 
 /// One `lax intra` rule: t1 added to t3 inside each selected TT layer.
