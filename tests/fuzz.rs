@@ -28,14 +28,7 @@ fn assert_well_behaved(text: &str) {
 
 fn corpus() -> Vec<String> {
     let mut v = Vec::new();
-    for dir in [
-        "specs",
-        "specs/paper",
-        "specs/bench",
-        "specs/claims",
-        "specs/gpt2",
-        "tests/invalid",
-    ] {
+    for dir in common::SPEC_DIRS.into_iter().chain(["tests/invalid"]) {
         if common::root().join(dir).exists() {
             for p in common::lax_files(dir) {
                 v.push(std::fs::read_to_string(p).unwrap());

@@ -58,13 +58,7 @@ fn matmul(a: &[f64], b: &[f64], n: usize, k: usize, m: usize) -> Vec<f64> {
 #[test]
 fn lowered_parameter_count_equals_the_report_for_every_spec() {
     let mut checked = 0;
-    for dir in [
-        "specs",
-        "specs/paper",
-        "specs/bench",
-        "specs/claims",
-        "specs/gpt2",
-    ] {
+    for dir in common::SPEC_DIRS {
         for path in common::lax_files(dir) {
             let src = common::source(&path);
             let c = laxc::compile(&src).expect("specs compile");

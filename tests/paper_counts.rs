@@ -32,13 +32,7 @@ fn round2(x: f64) -> f64 {
 fn every_figure_matches_the_independent_computation() {
     let exp = expected();
     let mut seen = 0;
-    for dir in [
-        "specs",
-        "specs/paper",
-        "specs/bench",
-        "specs/claims",
-        "specs/gpt2",
-    ] {
+    for dir in common::SPEC_DIRS {
         for path in common::lax_files(dir) {
             let name = match dir {
                 "specs/bench" | "specs/claims" | "specs/gpt2" => {

@@ -50,33 +50,7 @@ fn byte_unigram_entropy(path: &str) -> f64 {
 #[test]
 fn default_spec_learns_below_the_unigram_entropy() {
     let run = tempdir("learn");
-    let out = train(
-        &[
-            "--set",
-            "steps=60",
-            "--set",
-            "warmup=10",
-            "--set",
-            "eval_every=60",
-            "--set",
-            "eval_batches=8",
-            "--set",
-            "seed=1",
-        ],
-        &run,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s = summary(&run);
-    let val = s["val_loss"].as_f64().unwrap();
-    let entropy = byte_unigram_entropy("data/brown-excerpt-valid.txt");
-    assert!(
-        val < entropy,
-        "validation loss {val} is not below the byte-unigram entropy {entropy}"
-    );
+    learns_below_the_unigram_entropy(&[], &run);
     // The run folder holds the spec, the metrics and a checkpoint.
     assert!(run.join("spec.lax").exists());
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
@@ -695,32 +669,38 @@ fn force_replaces_a_run_and_its_checkpoints_only_when_told_twice() {
 #[test]
 fn tiny_gpt2_learns_below_the_unigram_entropy() {
     let run = tempdir("gpt2");
-    let out = train(
-        &[
-            "specs/tiny-gpt2-svd-lax.lax",
-            "--set",
-            "steps=60",
-            "--set",
-            "warmup=10",
-            "--set",
-            "eval_every=60",
-            "--set",
-            "eval_batches=8",
-        ],
-        &run,
-    );
+    learns_below_the_unigram_entropy(&["specs/tiny-gpt2-svd-lax.lax"], &run);
+    let _ = std::fs::remove_dir_all(run);
+}
+
+/// Trains a spec (the default without one) for 60 steps and checks that its validation loss
+/// is below the byte-unigram entropy of the validation text.
+fn learns_below_the_unigram_entropy(spec: &[&str], run: &std::path::Path) {
+    let mut args = spec.to_vec();
+    args.extend([
+        "--set",
+        "steps=60",
+        "--set",
+        "warmup=10",
+        "--set",
+        "eval_every=60",
+        "--set",
+        "eval_batches=8",
+        "--set",
+        "seed=1",
+    ]);
+    let out = train(&args, run);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let val = summary(&run)["val_loss"].as_f64().unwrap();
+    let val = summary(run)["val_loss"].as_f64().unwrap();
     let entropy = byte_unigram_entropy("data/brown-excerpt-valid.txt");
     assert!(
         val < entropy,
-        "validation loss {val} is not below {entropy}"
+        "validation loss {val} is not below the byte-unigram entropy {entropy}"
     );
-    let _ = std::fs::remove_dir_all(run);
 }
 
 /// `--set dropout=...` reaches the model (it used to be parsed and ignored), and a value out of

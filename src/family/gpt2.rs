@@ -4,8 +4,10 @@
 //! `gelu_new`); a final LayerNorm and a head tied to the token embedding (no parameters of
 //! its own). GPT-2 small: vocab 50257, seq 1024, hidden 768, heads 12, layers 12, ffn 3072.
 
+use super::dims::{narrow, square, widen};
 use super::{
-    AttentionHalf, FamilyDef, InitScheme, Input, KeySpec, ModelConfig, SiteDef, SizeError, Sizes,
+    AttentionHalf, FamilyDef, InitScheme, Input, ModelConfig, SiteDef, SizeError, Sizes,
+    LANGUAGE_KEYS,
 };
 use crate::ir::build::Builder;
 use crate::ir::Activation;
@@ -15,14 +17,7 @@ use petgraph::graph::NodeIndex;
 
 pub static GPT2: FamilyDef = FamilyDef {
     name: "gpt2",
-    keys: &[
-        KeySpec::required("vocab"),
-        KeySpec::required("hidden"),
-        KeySpec::required("ffn"),
-        KeySpec::required("heads"),
-        KeySpec::required("layers"),
-        KeySpec::required("seq"),
-    ],
+    keys: LANGUAGE_KEYS,
     sites: &[
         SiteDef {
             group: "attn",
@@ -64,18 +59,6 @@ pub static GPT2: FamilyDef = FamilyDef {
     block,
     head,
 };
-
-fn square(m: &ModelConfig) -> (usize, usize) {
-    (m.hidden, m.hidden)
-}
-
-fn widen(m: &ModelConfig) -> (usize, usize) {
-    (m.hidden, m.ffn)
-}
-
-fn narrow(m: &ModelConfig) -> (usize, usize) {
-    (m.ffn, m.hidden)
-}
 
 /// GPT-2's LayerNorm: epsilon 1e-5 (HF `layer_norm_epsilon`).
 fn ln(width: usize) -> Op {

@@ -1,8 +1,10 @@
 //! LLaMA: token embedding; pre-RMSNorm blocks of rotary causal attention (q, k, v, o without
 //! biases) and a SwiGLU MLP (gate, up, down); a final RMSNorm and an untied LM head.
 
+use super::dims::{narrow, square, widen};
 use super::{
-    AttentionHalf, FamilyDef, InitScheme, Input, KeySpec, ModelConfig, SiteDef, SizeError, Sizes,
+    AttentionHalf, FamilyDef, InitScheme, Input, ModelConfig, SiteDef, SizeError, Sizes,
+    LANGUAGE_KEYS,
 };
 use crate::ir::build::{rms, Builder};
 use crate::ir::Activation;
@@ -11,14 +13,7 @@ use petgraph::graph::NodeIndex;
 
 pub static LLAMA: FamilyDef = FamilyDef {
     name: "llama",
-    keys: &[
-        KeySpec::required("vocab"),
-        KeySpec::required("hidden"),
-        KeySpec::required("ffn"),
-        KeySpec::required("heads"),
-        KeySpec::required("layers"),
-        KeySpec::required("seq"),
-    ],
+    keys: LANGUAGE_KEYS,
     sites: &[
         SiteDef {
             group: "attn",
@@ -65,18 +60,6 @@ pub static LLAMA: FamilyDef = FamilyDef {
     block,
     head,
 };
-
-fn square(m: &ModelConfig) -> (usize, usize) {
-    (m.hidden, m.hidden)
-}
-
-fn widen(m: &ModelConfig) -> (usize, usize) {
-    (m.hidden, m.ffn)
-}
-
-fn narrow(m: &ModelConfig) -> (usize, usize) {
-    (m.ffn, m.hidden)
-}
 
 fn config(s: &Sizes) -> Result<ModelConfig, SizeError> {
     let m = ModelConfig::language(s);

@@ -86,6 +86,34 @@ pub enum InitScheme {
     Timm,
 }
 
+/// The sizes of a decoder language model (llama, gpt2).
+pub(crate) const LANGUAGE_KEYS: &[KeySpec] = &[
+    KeySpec::required("vocab"),
+    KeySpec::required("hidden"),
+    KeySpec::required("ffn"),
+    KeySpec::required("heads"),
+    KeySpec::required("layers"),
+    KeySpec::required("seq"),
+];
+
+/// Site widths shared by the families: hidden → hidden (attention), hidden → ffn (into the
+/// MLP), ffn → hidden (out of it).
+pub(crate) mod dims {
+    use super::ModelConfig;
+
+    pub fn square(m: &ModelConfig) -> (usize, usize) {
+        (m.hidden, m.hidden)
+    }
+
+    pub fn widen(m: &ModelConfig) -> (usize, usize) {
+        (m.hidden, m.ffn)
+    }
+
+    pub fn narrow(m: &ModelConfig) -> (usize, usize) {
+        (m.ffn, m.hidden)
+    }
+}
+
 /// A linear site of a block: its name and its `(in, out)` widths.
 pub struct SiteDef {
     pub group: &'static str,

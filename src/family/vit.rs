@@ -3,6 +3,7 @@
 //! and a classifier head on the cls token. The authors' low-rank ViTs add a LayerNorm(mlp)
 //! between fc1's GELU and fc2 (`mlp_norm = true`).
 
+use super::dims::{narrow, square, widen};
 use super::{
     AttentionHalf, FamilyDef, InitScheme, Input, KeySpec, ModelConfig, SiteDef, SizeError, Sizes,
 };
@@ -65,18 +66,6 @@ pub static VIT: FamilyDef = FamilyDef {
     block,
     head,
 };
-
-fn square(m: &ModelConfig) -> (usize, usize) {
-    (m.hidden, m.hidden)
-}
-
-fn widen(m: &ModelConfig) -> (usize, usize) {
-    (m.hidden, m.ffn)
-}
-
-fn narrow(m: &ModelConfig) -> (usize, usize) {
-    (m.ffn, m.hidden)
-}
 
 fn config(s: &Sizes) -> Result<ModelConfig, SizeError> {
     let (image, patch) = (s.get("image"), s.get("patch"));

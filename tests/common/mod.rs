@@ -3,6 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
+/// Every folder of shipped specs.
+pub const SPEC_DIRS: [&str; 5] = [
+    "specs",
+    "specs/paper",
+    "specs/bench",
+    "specs/claims",
+    "specs/gpt2",
+];
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
