@@ -4,7 +4,7 @@
 //! `gelu_new`); a final LayerNorm and a head tied to the token embedding (no parameters of
 //! its own). GPT-2 small: vocab 50257, seq 1024, hidden 768, heads 12, layers 12, ffn 3072.
 
-use super::dims::{narrow, square, widen};
+use super::dims::{narrow, widen};
 use super::{
     AttentionHalf, FamilyDef, InitScheme, Input, ModelConfig, SiteDef, SizeError, Sizes,
     LANGUAGE_KEYS,
@@ -19,36 +19,12 @@ pub static GPT2: FamilyDef = FamilyDef {
     name: "gpt2",
     keys: LANGUAGE_KEYS,
     sites: &[
-        SiteDef {
-            group: "attn",
-            name: "q",
-            dims: square,
-        },
-        SiteDef {
-            group: "attn",
-            name: "k",
-            dims: square,
-        },
-        SiteDef {
-            group: "attn",
-            name: "v",
-            dims: square,
-        },
-        SiteDef {
-            group: "attn",
-            name: "o",
-            dims: square,
-        },
-        SiteDef {
-            group: "mlp",
-            name: "fc",
-            dims: widen,
-        },
-        SiteDef {
-            group: "mlp",
-            name: "proj",
-            dims: narrow,
-        },
+        SiteDef::attn("q"),
+        SiteDef::attn("k"),
+        SiteDef::attn("v"),
+        SiteDef::attn("o"),
+        SiteDef::mlp("fc", widen),
+        SiteDef::mlp("proj", narrow),
     ],
     fixed_parts: &["embed", "pos_embed", "head", "norm", "final_norm"],
     input: Input::Tokens,

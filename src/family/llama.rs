@@ -1,7 +1,7 @@
 //! LLaMA: token embedding; pre-RMSNorm blocks of rotary causal attention (q, k, v, o without
 //! biases) and a SwiGLU MLP (gate, up, down); a final RMSNorm and an untied LM head.
 
-use super::dims::{narrow, square, widen};
+use super::dims::{narrow, widen};
 use super::{
     AttentionHalf, FamilyDef, InitScheme, Input, ModelConfig, SiteDef, SizeError, Sizes,
     LANGUAGE_KEYS,
@@ -15,41 +15,13 @@ pub static LLAMA: FamilyDef = FamilyDef {
     name: "llama",
     keys: LANGUAGE_KEYS,
     sites: &[
-        SiteDef {
-            group: "attn",
-            name: "q",
-            dims: square,
-        },
-        SiteDef {
-            group: "attn",
-            name: "k",
-            dims: square,
-        },
-        SiteDef {
-            group: "attn",
-            name: "v",
-            dims: square,
-        },
-        SiteDef {
-            group: "attn",
-            name: "o",
-            dims: square,
-        },
-        SiteDef {
-            group: "mlp",
-            name: "gate",
-            dims: widen,
-        },
-        SiteDef {
-            group: "mlp",
-            name: "up",
-            dims: widen,
-        },
-        SiteDef {
-            group: "mlp",
-            name: "down",
-            dims: narrow,
-        },
+        SiteDef::attn("q"),
+        SiteDef::attn("k"),
+        SiteDef::attn("v"),
+        SiteDef::attn("o"),
+        SiteDef::mlp("gate", widen),
+        SiteDef::mlp("up", widen),
+        SiteDef::mlp("down", narrow),
     ],
     fixed_parts: &["embed", "head", "norm", "final_norm"],
     input: Input::Tokens,

@@ -121,6 +121,29 @@ pub struct SiteDef {
     pub dims: fn(&ModelConfig) -> (usize, usize),
 }
 
+impl SiteDef {
+    /// An attention projection, hidden → hidden.
+    pub(crate) const fn attn(name: &'static str) -> SiteDef {
+        SiteDef {
+            group: "attn",
+            name,
+            dims: dims::square,
+        }
+    }
+
+    /// An MLP linear with the given widths.
+    pub(crate) const fn mlp(
+        name: &'static str,
+        dims: fn(&ModelConfig) -> (usize, usize),
+    ) -> SiteDef {
+        SiteDef {
+            group: "mlp",
+            name,
+            dims,
+        }
+    }
+}
+
 /// A family, declared once in its own file.
 pub struct FamilyDef {
     pub name: &'static str,

@@ -3,7 +3,7 @@
 //! and a classifier head on the cls token. The authors' low-rank ViTs add a LayerNorm(mlp)
 //! between fc1's GELU and fc2 (`mlp_norm = true`).
 
-use super::dims::{narrow, square, widen};
+use super::dims::{narrow, widen};
 use super::{
     AttentionHalf, FamilyDef, InitScheme, Input, KeySpec, ModelConfig, SiteDef, SizeError, Sizes,
 };
@@ -26,36 +26,12 @@ pub static VIT: FamilyDef = FamilyDef {
         KeySpec::flag("mlp_norm"),
     ],
     sites: &[
-        SiteDef {
-            group: "attn",
-            name: "q",
-            dims: square,
-        },
-        SiteDef {
-            group: "attn",
-            name: "k",
-            dims: square,
-        },
-        SiteDef {
-            group: "attn",
-            name: "v",
-            dims: square,
-        },
-        SiteDef {
-            group: "attn",
-            name: "o",
-            dims: square,
-        },
-        SiteDef {
-            group: "mlp",
-            name: "fc1",
-            dims: widen,
-        },
-        SiteDef {
-            group: "mlp",
-            name: "fc2",
-            dims: narrow,
-        },
+        SiteDef::attn("q"),
+        SiteDef::attn("k"),
+        SiteDef::attn("v"),
+        SiteDef::attn("o"),
+        SiteDef::mlp("fc1", widen),
+        SiteDef::mlp("fc2", narrow),
     ],
     fixed_parts: &["patch_embed", "cls_token", "pos_embed", "head", "norm"],
     input: Input::Images,
