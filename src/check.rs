@@ -33,119 +33,167 @@ fn short(ir: &Ir, local: usize) -> String {
     format!("{g}.{n}")
 }
 
+/// What every site check needs to know of the site.
+struct SiteCheck<'a> {
+    name: String,
+    inp: usize,
+    outw: usize,
+    bias: u128,
+    dense_params: u128,
+    spans: &'a crate::ir::SiteSpans,
+}
+
 fn sites(ir: &Ir, out: &mut Vec<Diagnostic>) {
     for (s, spans) in ir.sites.iter().zip(&ir.spans.sites) {
-        let name = short(ir, s.site.local);
         let (inp, outw) = (s.inp, s.out);
         let bias = if ir.model.linear_bias() {
             outw as u128
         } else {
             0
         };
-        let dense_params = inp as u128 * outw as u128 + bias;
+        let c = SiteCheck {
+            name: short(ir, s.site.local),
+            inp,
+            outw,
+            bias,
+            dense_params: inp as u128 * outw as u128 + bias,
+            spans,
+        };
         match &s.fact {
             Factorization::Dense => {}
-            Factorization::Svd { rank }
-            | Factorization::Cola { rank, .. }
-            | Factorization::Lora { rank, .. } => {
-                let max = inp.min(outw);
-                if *rank > max {
-                    out.push(
-                        Diagnostic::error(
-                            "E0703",
-                            format!(
-                                "rank {rank} is larger than min(in, out) = {max} for {name} ({inp} → {outw})"
-                            ),
-                            spans.rank,
-                        )
-                        .with_label(format!("at most {max}"))
-                        .with_hint("a rank above min(in, out) adds parameters without adding expressiveness"),
-                    );
-                } else if !matches!(s.fact, Factorization::Lora { .. }) {
-                    let params = *rank as u128 * (inp + outw) as u128 + bias;
-                    if params > dense_params {
-                        out.push(more_than_dense(&name, params, dense_params, spans.rank));
-                    }
-                }
+            Factorization::Svd { rank } | Factorization::Cola { rank, .. } => {
+                low_rank_site(&c, *rank, true, out)
             }
-            Factorization::Tt { modes, ranks } => {
-                let [m0, m1, m2, m3] = modes.map(|m| m as u128);
-                let [r1, rr, r3] = ranks.map(|r| r as u128);
-                let mut ok = true;
-                if m0 * m1 != inp as u128 {
-                    ok = false;
-                    out.push(
-                        Diagnostic::error(
-                            "E0701",
-                            format!(
-                                "TT input modes {m0}·{m1} = {} do not match the input width {inp} of {name}",
-                                m0 * m1
-                            ),
-                            spans.modes,
-                        )
-                        .with_label(format!("must multiply to {inp}"))
-                        .with_hint(format!(
-                            "choose m0·m1 = {inp} and m2·m3 = {outw}, e.g. {}",
-                            example_modes(inp, outw)
-                        )),
-                    );
-                }
-                if m2 * m3 != outw as u128 {
-                    ok = false;
-                    out.push(
-                        Diagnostic::error(
-                            "E0702",
-                            format!(
-                                "TT output modes {m2}·{m3} = {} do not match the output width {outw} of {name}",
-                                m2 * m3
-                            ),
-                            spans.modes,
-                        )
-                        .with_label(format!("must multiply to {outw}"))
-                        .with_hint(format!(
-                            "choose m0·m1 = {inp} and m2·m3 = {outw}, e.g. {}",
-                            example_modes(inp, outw)
-                        )),
-                    );
-                }
-                let bounds = [
-                    ("r1", r1, m0.min(m1 * m2 * m3)),
-                    ("R", rr, (m0 * m1).min(m2 * m3)),
-                    ("r3", r3, m3.min(m0 * m1 * m2)),
-                ];
-                for (which, r, max) in bounds {
-                    if r > max {
-                        ok = false;
-                        out.push(
-                            Diagnostic::error(
-                                "E0703",
-                                format!("TT rank {which} = {r} is larger than its largest useful value {max} for {name}"),
-                                spans.rank,
-                            )
-                            .with_label(format!("{which} at most {max}"))
-                            .with_hint("TT ranks are bounded by the products of the modes on either side of them"),
-                        );
-                    }
-                }
-                if s.intra && (m1 != m2 || r1 != r3) {
-                    out.push(
-                        Diagnostic::error(
-                            "E0704",
-                            format!(
-                                "intra-layer LaX on {name} adds t1 ({m1}×{r1}) to t3 ({m2}×{r3}): it needs m1 = m2 and r1 = r3"
-                            ),
-                            spans.modes.join(spans.rank),
-                        )
-                        .with_label("shapes differ")
-                        .with_hint("use symmetric modes and ranks, e.g. modes [a, b, b, c] with ranks [r, R, r]"),
-                    );
-                }
-                let params = m0 * r1 + r1 * m1 * rr + rr * m2 * r3 + r3 * m3 + bias;
-                if ok && params > dense_params {
-                    out.push(more_than_dense(&name, params, dense_params, spans.rank));
-                }
-            }
+            Factorization::Lora { rank, .. } => low_rank_site(&c, *rank, false, out),
+            Factorization::Tt { modes, ranks } => tt_site(&c, *modes, *ranks, s.intra, out),
         }
+    }
+}
+
+/// A rank at most min(in, out); `compare` also warns when the factors outgrow the dense layer
+/// (not for LoRA, which adds to a dense layer by design).
+fn low_rank_site(c: &SiteCheck, rank: usize, compare: bool, out: &mut Vec<Diagnostic>) {
+    let SiteCheck {
+        name,
+        inp,
+        outw,
+        bias,
+        dense_params,
+        spans,
+    } = c;
+    let (inp, outw, bias, dense_params) = (*inp, *outw, *bias, *dense_params);
+    let max = inp.min(outw);
+    if rank > max {
+        out.push(
+            Diagnostic::error(
+                "E0703",
+                format!(
+                    "rank {rank} is larger than min(in, out) = {max} for {name} ({inp} → {outw})"
+                ),
+                spans.rank,
+            )
+            .with_label(format!("at most {max}"))
+            .with_hint("a rank above min(in, out) adds parameters without adding expressiveness"),
+        );
+    } else if compare {
+        let params = rank as u128 * (inp + outw) as u128 + bias;
+        if params > dense_params {
+            out.push(more_than_dense(name, params, dense_params, spans.rank));
+        }
+    }
+}
+
+/// A TT layer: its modes multiply to the widths, its ranks are useful, intra-layer shapes match.
+fn tt_site(
+    c: &SiteCheck,
+    modes: [usize; 4],
+    ranks: [usize; 3],
+    intra: bool,
+    out: &mut Vec<Diagnostic>,
+) {
+    let SiteCheck {
+        name,
+        inp,
+        outw,
+        bias,
+        dense_params,
+        spans,
+    } = c;
+    let (inp, outw, bias, dense_params) = (*inp, *outw, *bias, *dense_params);
+    let [m0, m1, m2, m3] = modes.map(|m| m as u128);
+    let [r1, rr, r3] = ranks.map(|r| r as u128);
+    let mut ok = true;
+    if m0 * m1 != inp as u128 {
+        ok = false;
+        out.push(
+            Diagnostic::error(
+                "E0701",
+                format!(
+                    "TT input modes {m0}·{m1} = {} do not match the input width {inp} of {name}",
+                    m0 * m1
+                ),
+                spans.modes,
+            )
+            .with_label(format!("must multiply to {inp}"))
+            .with_hint(format!(
+                "choose m0·m1 = {inp} and m2·m3 = {outw}, e.g. {}",
+                example_modes(inp, outw)
+            )),
+        );
+    }
+    if m2 * m3 != outw as u128 {
+        ok = false;
+        out.push(
+            Diagnostic::error(
+                "E0702",
+                format!(
+                    "TT output modes {m2}·{m3} = {} do not match the output width {outw} of {name}",
+                    m2 * m3
+                ),
+                spans.modes,
+            )
+            .with_label(format!("must multiply to {outw}"))
+            .with_hint(format!(
+                "choose m0·m1 = {inp} and m2·m3 = {outw}, e.g. {}",
+                example_modes(inp, outw)
+            )),
+        );
+    }
+    let bounds = [
+        ("r1", r1, m0.min(m1 * m2 * m3)),
+        ("R", rr, (m0 * m1).min(m2 * m3)),
+        ("r3", r3, m3.min(m0 * m1 * m2)),
+    ];
+    for (which, r, max) in bounds {
+        if r > max {
+            ok = false;
+            out.push(
+                    Diagnostic::error(
+                        "E0703",
+                        format!("TT rank {which} = {r} is larger than its largest useful value {max} for {name}"),
+                        spans.rank,
+                    )
+                    .with_label(format!("{which} at most {max}"))
+                    .with_hint("TT ranks are bounded by the products of the modes on either side of them"),
+                );
+        }
+    }
+    if intra && (m1 != m2 || r1 != r3) {
+        out.push(
+                Diagnostic::error(
+                    "E0704",
+                    format!(
+                        "intra-layer LaX on {name} adds t1 ({m1}×{r1}) to t3 ({m2}×{r3}): it needs m1 = m2 and r1 = r3"
+                    ),
+                    spans.modes.join(spans.rank),
+                )
+                .with_label("shapes differ")
+                .with_hint("use symmetric modes and ranks, e.g. modes [a, b, b, c] with ranks [r, R, r]"),
+            );
+    }
+    let params = m0 * r1 + r1 * m1 * rr + rr * m2 * r3 + r3 * m3 + bias;
+    if ok && params > dense_params {
+        out.push(more_than_dense(name, params, dense_params, spans.rank));
     }
 }
 

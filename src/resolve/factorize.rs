@@ -80,96 +80,13 @@ pub fn read(v: &Evaluated, errors: &mut Vec<Diagnostic>) -> Option<ReadTemplate>
     };
     let before = errors.len();
     let args = Args::new(name, span, positional, named, accepted, errors);
-    let rank_arg = |errors: &mut Vec<Diagnostic>| -> Option<(RankSpec, Span)> {
-        let v = args.require("rank", errors)?;
-        match rank_spec(v) {
-            Ok(r) => Some((r, v.span())),
-            Err(d) => {
-                errors.push(d);
-                None
-            }
-        }
-    };
     let template = match name {
         "dense" => Some((Template::Dense, span)),
-        "svd" => rank_arg(errors).map(|(r, s)| (Template::Svd(r), s)),
-        "cola" => {
-            let rank = rank_arg(errors);
-            let act = match args.get("act") {
-                None => Some(Activation::Silu),
-                Some(Evaluated::Word(w, s)) => match Activation::from_name(w) {
-                    Some(a) => Some(a),
-                    None => {
-                        errors.push(
-                            Diagnostic::error("E0408", format!("unknown activation `{w}`"), *s)
-                                .with_label("not an activation")
-                                .with_hint(did_you_mean(w, Activation::NAMES).unwrap_or_else(
-                                    || format!("choose one of {}", Activation::NAMES.join(", ")),
-                                )),
-                        );
-                        None
-                    }
-                },
-                Some(other) => {
-                    errors.push(type_error("`act`", "an activation name like `silu`", other));
-                    None
-                }
-            };
-            match (rank, act) {
-                (Some((r, s)), Some(a)) => Some((Template::Cola(r, a), s)),
-                _ => None,
-            }
-        }
+        "svd" => rank_arg(&args, errors).map(|(r, s)| (Template::Svd(r), s)),
+        "cola" => read_cola(&args, errors),
         "tt" => read_tt(&args, span, errors),
-        "lora" => {
-            let rank = rank_arg(errors);
-            let alpha = args
-                .get("alpha")
-                .and_then(|v| ok(number("`alpha`", v), errors));
-            let dropout = match args.get("dropout") {
-                None => Some(0.0),
-                Some(v) => ok(number("`dropout`", v), errors).and_then(|p| {
-                    if (0.0..1.0).contains(&p) {
-                        Some(p)
-                    } else {
-                        errors.push(
-                            Diagnostic::error(
-                                "E0405",
-                                format!("`dropout` must be in [0, 1), found {p}"),
-                                v.span(),
-                            )
-                            .with_label("out of range"),
-                        );
-                        None
-                    }
-                }),
-            };
-            let base = match args.get("base") {
-                None => None,
-                Some(Evaluated::Str(s, _)) => Some(s.clone()),
-                Some(other) => {
-                    errors.push(type_error(
-                        "`base`",
-                        "a path string to a .safetensors file",
-                        other,
-                    ));
-                    None
-                }
-            };
-            match (rank, dropout) {
-                (Some((r, s)), Some(p)) => Some((
-                    Template::Lora {
-                        rank: r,
-                        alpha,
-                        dropout: p,
-                        base,
-                    },
-                    s,
-                )),
-                _ => None,
-            }
-        }
-        _ => unreachable!(),
+        "lora" => read_lora(&args, errors),
+        _ => unreachable!("the kinds were matched above"),
     };
     if errors.len() > before {
         return None;
@@ -178,6 +95,84 @@ pub fn read(v: &Evaluated, errors: &mut Vec<Diagnostic>) -> Option<ReadTemplate>
         template,
         rank_span,
     })
+}
+
+/// The `rank` argument, with where it is written.
+fn rank_arg(args: &Args, errors: &mut Vec<Diagnostic>) -> Option<(RankSpec, Span)> {
+    let v = args.require("rank", errors)?;
+    rank_spec(v)
+        .map(|r| (r, v.span()))
+        .map_err(|d| errors.push(d))
+        .ok()
+}
+
+/// `cola(rank = r, act = silu)`: SiLU unless `act` names another activation.
+fn read_cola(args: &Args, errors: &mut Vec<Diagnostic>) -> Option<(Template, Span)> {
+    let rank = rank_arg(args, errors);
+    let act = match args.get("act") {
+        None => Some(Activation::Silu),
+        Some(Evaluated::Word(w, s)) => {
+            let act = Activation::from_name(w);
+            if act.is_none() {
+                let hint = did_you_mean(w, Activation::NAMES)
+                    .unwrap_or_else(|| format!("choose one of {}", Activation::NAMES.join(", ")));
+                errors.push(
+                    Diagnostic::error("E0408", format!("unknown activation `{w}`"), *s)
+                        .with_label("not an activation")
+                        .with_hint(hint),
+                );
+            }
+            act
+        }
+        Some(other) => {
+            errors.push(type_error("`act`", "an activation name like `silu`", other));
+            None
+        }
+    };
+    let ((r, s), a) = (rank?, act?);
+    Some((Template::Cola(r, a), s))
+}
+
+/// `lora(rank = r, alpha = a, dropout = p, base = "file.safetensors")`.
+fn read_lora(args: &Args, errors: &mut Vec<Diagnostic>) -> Option<(Template, Span)> {
+    let rank = rank_arg(args, errors);
+    let alpha = args
+        .get("alpha")
+        .and_then(|v| ok(number("`alpha`", v), errors));
+    let dropout = match args.get("dropout") {
+        None => Some(0.0),
+        Some(v) => ok(number("`dropout`", v), errors).and_then(|p| {
+            if (0.0..1.0).contains(&p) {
+                return Some(p);
+            }
+            errors.push(
+                Diagnostic::error(
+                    "E0405",
+                    format!("`dropout` must be in [0, 1), found {p}"),
+                    v.span(),
+                )
+                .with_label("out of range"),
+            );
+            None
+        }),
+    };
+    let base = match args.get("base") {
+        None => None,
+        Some(Evaluated::Str(s, _)) => Some(s.clone()),
+        Some(other) => {
+            let expected = "a path string to a .safetensors file";
+            errors.push(type_error("`base`", expected, other));
+            None
+        }
+    };
+    let ((r, s), p) = (rank?, dropout?);
+    let template = Template::Lora {
+        rank: r,
+        alpha,
+        dropout: p,
+        base,
+    };
+    Some((template, s))
 }
 
 fn ok<T>(r: Result<T, Diagnostic>, errors: &mut Vec<Diagnostic>) -> Option<T> {
