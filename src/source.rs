@@ -31,23 +31,52 @@ impl From<pest::Span<'_>> for Span {
 pub struct Source {
     pub name: String,
     pub text: String,
+    /// Byte offset of the start of each line: a position's line is a binary search, so that
+    /// locating every rule of a long spec stays linear in its length.
+    line_starts: Vec<usize>,
 }
 
 impl Source {
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        let text = text.into();
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
         Source {
             name: name.into(),
-            text: text.into(),
+            text,
+            line_starts,
         }
     }
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let col = before[line_start..].chars().count() + 1;
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let line_start = self.line_starts[line - 1];
+        let col = self.text[line_start..offset].chars().count() + 1;
         (line, col)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Source;
+
+    #[test]
+    fn line_and_column_count_lines_and_characters() {
+        let s = Source::new("t", "ab\nçd\n\nx");
+        let expect = [
+            (0, (1, 1)),
+            (2, (1, 3)),
+            (3, (2, 1)),
+            (5, (2, 2)),
+            (7, (3, 1)),
+            (8, (4, 1)),
+        ];
+        for (offset, at) in expect {
+            assert_eq!(s.line_col(offset), at, "offset {offset}");
+        }
+        assert_eq!(s.line_col(99), (4, 2), "past the end: the end");
     }
 }
