@@ -148,6 +148,15 @@ fn resuming_gives_the_same_run() {
     run(&leg, "steps=6", true);
     let c = summary(&leg)["final_loss"].as_f64().unwrap();
     assert!((a - c).abs() < 1e-4, "resumed run: {a} vs {c}");
+    // Steps 4 to 6 were logged before the "crash" and again after it: each is recorded once.
+    let metrics = std::fs::read_to_string(leg.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r.get("loss").is_some())
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [1, 2, 3, 4, 5, 6]);
     for d in [straight, split, leg] {
         let _ = std::fs::remove_dir_all(d);
     }

@@ -393,6 +393,28 @@ fn mix(seed: u64, k: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Drops the records of steps after `step` from a run's metrics: a run killed after its last
+/// checkpoint logged steps that the resumed run logs again.
+fn forget_metrics_after(path: &Path, step: u64) -> Result<(), String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let keep = |line: &&str| {
+        serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|r| r["step"].as_u64())
+            .is_none_or(|s| s <= step)
+    };
+    let kept: Vec<&str> = text.lines().filter(keep).collect();
+    if kept.len() == text.lines().count() {
+        return Ok(());
+    }
+    let mut out = kept.join("\n");
+    out.push('\n');
+    crate::files::write_atomically(path, out.as_bytes())
+        .map_err(|e| format!("cannot rewrite {}: {e}", path.display()))
+}
+
 fn append_jsonl(path: &Path, v: serde_json::Value) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -483,6 +505,7 @@ fn starting_point<B: AutodiffBackend>(
     let ck = checkpoint::latest(run)?
         .ok_or_else(|| format!("{} has no checkpoint to resume from", run.display()))?;
     let (model, optim, state) = checkpoint::load(&ck, model, optim, device)?;
+    forget_metrics_after(&run.join("metrics.jsonl"), state.step)?;
     if state.step >= total {
         return Err(format!(
             "the run already finished its {total} steps; raise `steps` to go on"
