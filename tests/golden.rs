@@ -2,7 +2,7 @@
 //! fixed input and seed, and the losses of a 20-step run of every tiny spec, recorded in
 //! `tests/data/golden.json` before the lowering was rewritten to walk the IR. A refactor of the
 //! lowering must reproduce them: logits to 1e-6 relative (f64), losses to 1e-5 relative (f32
-//! training on the default backend).
+//! training on the default backend) for the first five steps and 1e-3 after (`loss_tolerance`).
 //!
 //! Record anew (only for a change that is meant to move the numbers, said in the commit):
 //! `LAXC_RECORD_GOLDEN=1 cargo test --release --test golden -- --test-threads=1` (one at a time:
@@ -210,6 +210,19 @@ fn losses_of_20_steps(spec: &Path) -> Vec<f64> {
     losses
 }
 
+/// 1e-5 relative for the first five steps; 1e-3 after. On the machine that recorded them all 20
+/// steps match to 1e-5, but later steps amplify rounding: another CPU's kernels (AVX2 or
+/// AVX-512, Intel or AMD) may round elementwise functions differently, and with batch 2 the tiny
+/// ViT's trajectory moves by up to 3.4e-4 at step 12 even on another CPU backend (ndarray), while
+/// its first five steps stay within 6e-6. A change to the lowering shows in the first steps.
+fn loss_tolerance(step: usize) -> f64 {
+    if step < 5 {
+        1e-5
+    } else {
+        1e-3
+    }
+}
+
 #[test]
 fn twenty_step_losses_of_every_tiny_spec_match_the_golden_record() {
     let mut now = BTreeMap::new();
@@ -232,7 +245,7 @@ fn twenty_step_losses_of_every_tiny_spec_match_the_golden_record() {
         }
         for (step, (x, y)) in got.iter().zip(g).enumerate() {
             let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            if !close(x, y, 1e-5, 0.0) {
+            if !close(x, y, loss_tolerance(step), 0.0) {
                 bad.push(format!("{name}: step {}: {x} vs {y}", step + 1));
             }
         }
