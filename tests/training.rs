@@ -794,3 +794,21 @@ fn eval_refuses_another_specs_checkpoint_and_takes_eval_batches() {
     );
     let _ = std::fs::remove_dir_all(run);
 }
+
+/// A warm-up longer than a run whose length comes from `epochs` is refused once the data says
+/// how many steps that is; and a run that fails at once leaves the empty folder the user made.
+#[test]
+fn an_epochs_run_shorter_than_its_warmup_is_refused_and_a_users_folder_stays() {
+    let mine = tempdir("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    let out = train(
+        &["specs/tiny-vit-svd-lax.lax", "--set", "warmup=100000"],
+        &mine,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("longer than the run"), "{err}");
+    assert!(mine.is_dir(), "the folder the user made is still there");
+    assert_eq!(std::fs::read_dir(&mine).unwrap().count(), 0, "and empty");
+    std::fs::remove_dir_all(mine).unwrap();
+}
