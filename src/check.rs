@@ -73,15 +73,8 @@ fn sites(ir: &Ir, out: &mut Vec<Diagnostic>) {
 /// A rank at most min(in, out); `compare` also warns when the factors outgrow the dense layer
 /// (not for LoRA, which adds to a dense layer by design).
 fn low_rank_site(c: &SiteCheck, rank: usize, compare: bool, out: &mut Vec<Diagnostic>) {
-    let SiteCheck {
-        name,
-        inp,
-        outw,
-        bias,
-        dense_params,
-        spans,
-    } = c;
-    let (inp, outw, bias, dense_params) = (*inp, *outw, *bias, *dense_params);
+    let (name, spans) = (&c.name, c.spans);
+    let (inp, outw, bias, dense_params) = (c.inp, c.outw, c.bias, c.dense_params);
     let max = inp.min(outw);
     if rank > max {
         out.push(
@@ -111,15 +104,8 @@ fn tt_site(
     intra: bool,
     out: &mut Vec<Diagnostic>,
 ) {
-    let SiteCheck {
-        name,
-        inp,
-        outw,
-        bias,
-        dense_params,
-        spans,
-    } = c;
-    let (inp, outw, bias, dense_params) = (*inp, *outw, *bias, *dense_params);
+    let (name, spans) = (&c.name, c.spans);
+    let (inp, outw, bias, dense_params) = (c.inp, c.outw, c.bias, c.dense_params);
     let [m0, m1, m2, m3] = modes.map(|m| m as u128);
     let [r1, rr, r3] = ranks.map(|r| r as u128);
     let mut ok = true;

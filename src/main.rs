@@ -481,7 +481,8 @@ mod training {
         // The whole validation set, unless this command says how many batches.
         let batches = set
             .iter()
-            .any(|s| s.trim_start().starts_with("eval_batches"))
+            .filter_map(|s| parse_override(s).ok())
+            .any(|(key, _)| key == "eval_batches")
             .then_some(opts.eval_batches);
         let dir = session::spec_dir(spec.as_deref());
         let backend = backend.into();

@@ -428,10 +428,12 @@ pub fn docs_table() -> String {
     let mut out = String::from("| key | value | meaning |\n|---|---|---|\n");
     for k in KEYS {
         let value = match k.kind {
-            KeyKind::Count { min, max } if max < i64::MAX => {
-                format!("whole number from {min} to 2^32")
-            }
-            KeyKind::Count { min, .. } => format!("whole number ≥ {min}"),
+            KeyKind::Count {
+                min,
+                max: MAX_COUNT,
+            } => format!("whole number from {min} to 2^32"),
+            KeyKind::Count { min, max: i64::MAX } => format!("whole number ≥ {min}"),
+            KeyKind::Count { min, max } => format!("whole number from {min} to {max}"),
             KeyKind::Number(Range::NonNegative) => "number ≥ 0".into(),
             KeyKind::Number(Range::Positive) => "number > 0".into(),
             KeyKind::Number(Range::Fraction) => "number in [0, 1)".into(),

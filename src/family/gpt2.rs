@@ -6,7 +6,7 @@
 
 use super::dims::{narrow, widen};
 use super::{
-    AttentionHalf, FamilyDef, InitScheme, Input, ModelConfig, SiteDef, SizeError, Sizes,
+    residual, AttentionHalf, FamilyDef, InitScheme, Input, ModelConfig, SiteDef, SizeError, Sizes,
     LANGUAGE_KEYS,
 };
 use crate::ir::build::Builder;
@@ -91,13 +91,7 @@ fn block(b: &mut Builder, x: NodeIndex, block: usize) -> NodeIndex {
     };
     let act = b.block_op(fc, block, "gelu", gelu);
     let proj = b.site(act, block, "mlp.proj");
-    let proj = b.block_dropout(proj, block, "mlp_dropout");
-    b.block_join(
-        &[r1, proj],
-        block,
-        "residual_mlp",
-        Op::Add { width: m.hidden },
-    )
+    residual(b, r1, proj, block, "mlp")
 }
 
 fn head(b: &mut Builder, x: NodeIndex) {

@@ -3,7 +3,7 @@
 
 use super::dims::{narrow, widen};
 use super::{
-    AttentionHalf, FamilyDef, InitScheme, Input, ModelConfig, SiteDef, SizeError, Sizes,
+    residual, AttentionHalf, FamilyDef, InitScheme, Input, ModelConfig, SiteDef, SizeError, Sizes,
     LANGUAGE_KEYS,
 };
 use crate::ir::build::{rms, Builder};
@@ -83,13 +83,7 @@ fn block(b: &mut Builder, x: NodeIndex, block: usize) -> NodeIndex {
     let up = b.site(n2, block, "mlp.up");
     let mul = b.block_join(&[act, up], block, "swiglu", Op::Mul { width: m.ffn });
     let down = b.site(mul, block, "mlp.down");
-    let down = b.block_dropout(down, block, "mlp_dropout");
-    b.block_join(
-        &[r1, down],
-        block,
-        "residual_mlp",
-        Op::Add { width: m.hidden },
-    )
+    residual(b, r1, down, block, "mlp")
 }
 
 fn head(b: &mut Builder, x: NodeIndex) {

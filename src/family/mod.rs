@@ -290,16 +290,32 @@ impl ModelConfig {
 
     /// The place of site `group.name` in a block.
     pub fn local_site(&self, qualified: &str) -> usize {
+        let (group, name) = qualified.split_once('.').unwrap_or((qualified, ""));
         self.def()
             .sites
             .iter()
-            .position(|s| format!("{}.{}", s.group, s.name) == qualified)
+            .position(|s| s.group == group && s.name == name)
             .unwrap_or_else(|| panic!("{} has no site {qualified}", self.family.name()))
     }
 
     pub fn patches(&self) -> usize {
         (self.image / self.patch.max(1)).pow(2)
     }
+}
+
+/// The end of a block's attention or MLP half, shared by every family: the run's dropout on
+/// the half's output (`HALF_dropout`), then the residual add (`residual_HALF`).
+pub(crate) fn residual(
+    b: &mut Builder,
+    skip: NodeIndex,
+    branch: NodeIndex,
+    block: usize,
+    half: &str,
+) -> NodeIndex {
+    let width = b.model().hidden;
+    let branch = b.block_dropout(branch, block, &format!("{half}_dropout"));
+    let add = crate::ir::Op::Add { width };
+    b.block_join(&[skip, branch], block, &format!("residual_{half}"), add)
 }
 
 /// The attention half of a pre-norm block, shared by every family: norm, the q, k, v sites,
@@ -337,7 +353,6 @@ impl AttentionHalf {
         };
         let att = b.block_join(&[q, k, v], block, "attention", attention);
         let o = b.site(att, block, "attn.o");
-        let o = b.block_dropout(o, block, "attn_dropout");
-        b.block_join(&[x, o], block, "residual_attn", Op::Add { width: h })
+        residual(b, x, o, block, "attn")
     }
 }

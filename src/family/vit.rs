@@ -5,7 +5,8 @@
 
 use super::dims::{narrow, widen};
 use super::{
-    AttentionHalf, FamilyDef, InitScheme, Input, KeySpec, ModelConfig, SiteDef, SizeError, Sizes,
+    residual, AttentionHalf, FamilyDef, InitScheme, Input, KeySpec, ModelConfig, SiteDef,
+    SizeError, Sizes,
 };
 use crate::ir::build::{ln, Builder};
 use crate::ir::Activation;
@@ -119,13 +120,7 @@ fn block(b: &mut Builder, x: NodeIndex, block: usize) -> NodeIndex {
         act = b.block_op(act, block, "mlp_norm", ln(m.ffn));
     }
     let fc2 = b.site(act, block, "mlp.fc2");
-    let fc2 = b.block_dropout(fc2, block, "mlp_dropout");
-    b.block_join(
-        &[r1, fc2],
-        block,
-        "residual_mlp",
-        Op::Add { width: m.hidden },
-    )
+    residual(b, r1, fc2, block, "mlp")
 }
 
 fn head(b: &mut Builder, x: NodeIndex) {

@@ -192,16 +192,21 @@ fn read_gate(v: &Evaluated, errors: &mut Vec<Diagnostic>) -> Option<GateSpec> {
     (errors.len() == before).then_some(gate)
 }
 
-/// Pass 3: the `lax` rules, once every site's form is known. A factorize rule that failed
-/// leaves its sites dense; errors about dense pathway ends would only echo it, so then none are
-/// reported.
-#[allow(clippy::too_many_arguments)]
+/// What the LaX rules read: the model, every site's form (by site index) and the names.
+#[derive(Clone, Copy)]
+pub struct Known<'a> {
+    pub model: &'a ModelConfig,
+    pub sites: &'a [SiteAssignment],
+    /// A factorize rule that failed leaves its sites dense; errors about dense pathway ends
+    /// would only echo it, so then none are reported.
+    pub factorize_failed: bool,
+    pub scope: &'a Scope,
+}
+
+/// Pass 3: the `lax` rules, once every site's form is known.
 pub fn resolve_rules(
     file: &ast::File,
-    model: &ModelConfig,
-    sites: &[SiteAssignment],
-    factorize_failed: bool,
-    scope: &Scope,
+    known: Known,
     rules: &mut Rules,
     errors: &mut Vec<Diagnostic>,
 ) -> (Vec<InterPathway>, Vec<IntraPathway>) {
@@ -211,28 +216,8 @@ pub fn resolve_rules(
         let Item::Lax(l) = item else { continue };
         let rule = rules.add(l.span);
         match l.kind.name.as_str() {
-            "inter" => inter_rule(
-                l,
-                rule,
-                model,
-                sites,
-                factorize_failed,
-                scope,
-                rules,
-                &mut inter,
-                errors,
-            ),
-            "intra" => intra_rule(
-                l,
-                rule,
-                model,
-                sites,
-                factorize_failed,
-                scope,
-                rules,
-                &mut intra,
-                errors,
-            ),
+            "inter" => inter_rule(l, rule, known, rules, &mut inter, errors),
+            "intra" => intra_rule(l, rule, known, rules, &mut intra, errors),
             other => errors.push(
                 Diagnostic::error("E0501", format!("unknown LaX kind `{other}`"), l.kind.span)
                     .with_label("expected `inter` or `intra`")
@@ -250,18 +235,20 @@ pub fn resolve_rules(
 
 /// One `lax inter` rule: a pathway into every selected site from the same site one block
 /// earlier (or from the one site `from` names), where both ends are factorized.
-#[allow(clippy::too_many_arguments)]
 fn inter_rule(
     l: &ast::LaxRule,
     rule: usize,
-    model: &ModelConfig,
-    sites: &[SiteAssignment],
-    factorize_failed: bool,
-    scope: &Scope,
+    known: Known,
     rules: &mut Rules,
     inter: &mut Vec<InterPathway>,
     errors: &mut Vec<Diagnostic>,
 ) {
+    let Known {
+        model,
+        sites,
+        factorize_failed,
+        scope,
+    } = known;
     let opts = read_options(&l.entries, l.span, scope, errors);
     let targets = expand_all(&l.selectors, model, scope, errors);
     let source_site = l
@@ -374,18 +361,20 @@ fn dense_end(model: &ModelConfig, which: &str, site: SiteRef, span: Span) -> Dia
 }
 
 /// One `lax intra` rule: t1 added to t3 inside each selected TT layer.
-#[allow(clippy::too_many_arguments)]
 fn intra_rule(
     l: &ast::LaxRule,
     rule: usize,
-    model: &ModelConfig,
-    sites: &[SiteAssignment],
-    factorize_failed: bool,
-    scope: &Scope,
+    known: Known,
     rules: &mut Rules,
     intra: &mut Vec<IntraPathway>,
     errors: &mut Vec<Diagnostic>,
 ) {
+    let Known {
+        model,
+        sites,
+        factorize_failed,
+        scope,
+    } = known;
     if let Some(f) = &l.from {
         errors.push(
             Diagnostic::error(

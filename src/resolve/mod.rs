@@ -50,15 +50,13 @@ pub fn resolve(file: &ast::File, source: &Source) -> Resolved {
         &mut warnings,
     );
     let factorize_failed = errors.len() > before;
-    let (inter, intra) = lax::resolve_rules(
-        file,
-        &model,
-        &sites,
+    let known = lax::Known {
+        model: &model,
+        sites: &sites,
         factorize_failed,
-        &scope,
-        &mut rules,
-        &mut errors,
-    );
+        scope: &scope,
+    };
+    let (inter, intra) = lax::resolve_rules(file, known, &mut rules, &mut errors);
     let rules = rules.finish(&model, &sites, &inter, &intra);
     let train = train::resolve_section(file, &scope, &mut errors);
     errors.extend(warnings);

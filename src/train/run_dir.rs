@@ -42,18 +42,10 @@ pub struct Replace {
     pub checkpoints: bool,
 }
 
-/// An atomic write leaves `.NAME.PID.tmp` beside NAME only if it was killed midway.
-fn is_leftover_temporary(name: &str) -> bool {
-    let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
-        return false;
-    };
-    inner.rsplit_once('.').is_some_and(|(entry, pid)| {
-        !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && RUN_ENTRIES.contains(&entry)
-    })
-}
-
+/// A run entry, or the temporary an atomic write of one leaves if it was killed midway.
 fn is_run_entry(name: &str) -> bool {
-    RUN_ENTRIES.contains(&name) || is_leftover_temporary(name)
+    let target = crate::files::temporary_target(name).unwrap_or(name);
+    RUN_ENTRIES.contains(&target)
 }
 
 /// Looks at `dir` without changing anything.
@@ -97,13 +89,9 @@ fn is_checkpoint_entry(name: &str) -> bool {
         s.strip_prefix("step-")
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
     };
-    let latest_tmp = name
-        .strip_prefix(".latest.")
-        .and_then(|n| n.strip_suffix(".tmp"))
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
     name == "latest"
         || step(name)
-        || latest_tmp
+        || crate::files::temporary_target(name) == Some("latest")
         || name
             .strip_prefix('.')
             .and_then(|n| n.strip_suffix(".partial"))
