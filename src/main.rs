@@ -34,7 +34,8 @@ enum Command {
     /// Evaluate a checkpoint on the spec's validation data.
     #[cfg(feature = "train")]
     Eval {
-        /// The .lax spec the checkpoint was trained from.
+        /// The .lax spec the checkpoint was trained from (default: the spec and options its run
+        /// recorded).
         spec: Option<PathBuf>,
         /// A run folder (its latest checkpoint) or a checkpoint folder.
         #[arg(long)]
@@ -63,7 +64,7 @@ enum Command {
     },
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct TrainArgs {
     /// The .lax spec (default: the embedded specs/tiny-llama-svd-lax.lax).
     spec: Option<PathBuf>,
@@ -79,7 +80,8 @@ struct TrainArgs {
     /// With --force: replace the earlier run even though it has checkpoints.
     #[arg(long, requires = "force")]
     discard_checkpoints: bool,
-    /// Continue the run in this folder from its latest checkpoint.
+    /// Continue the run in this folder from its latest checkpoint, with the spec and options it
+    /// recorded; `--set` may change the keys the docs mark as changeable on resume.
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["out", "force"])]
     resume: Option<PathBuf>,
     /// `cpu` (default) or `cuda[:N]` (needs a build with `--features cuda`).
@@ -341,14 +343,8 @@ mod training {
         ExitCode::from(r.exit_code())
     }
 
-    /// The spec's train section, then every `--set` (each rendered against its own text when
-    /// it is wrong), then `--device`.
-    fn options(
-        source: &Source,
-        c: &laxc::Compiled,
-        set: &[String],
-        device: Option<&str>,
-    ) -> Result<TrainOptions, ExitCode> {
+    /// Every `--set`, each rendered against its own text when it is wrong.
+    fn overrides(set: &[String]) -> Result<Vec<(String, laxc::spec::TrainValue)>, ExitCode> {
         let mut overrides = Vec::new();
         for s in set {
             match parse_override(s) {
@@ -359,35 +355,37 @@ mod training {
                 }
             }
         }
+        Ok(overrides)
+    }
+
+    /// `--device`, checked.
+    fn device(d: &str) -> Result<String, ExitCode> {
+        if Device::parse(d).is_none() {
+            eprintln!("error: unknown device `{d}`: use cpu, cuda or cuda:N");
+            return Err(ExitCode::from(IO_ERROR));
+        }
+        Ok(d.to_string())
+    }
+
+    /// The spec's train section, then every `--set`, then `--device`.
+    fn options(
+        source: &Source,
+        c: &laxc::Compiled,
+        set: &[String],
+        device: Option<&str>,
+    ) -> Result<TrainOptions, ExitCode> {
+        let overrides = overrides(set)?;
         let mut opts = session::options(source, c, &overrides).map_err(refused)?;
         if let Some(d) = device {
-            if Device::parse(d).is_none() {
-                eprintln!("error: unknown device `{d}`: use cpu, cuda or cuda:N");
-                return Err(ExitCode::from(IO_ERROR));
-            }
-            opts.device = d.to_string();
+            opts.device = self::device(d)?;
         }
         Ok(opts)
     }
 
     pub fn run_train(args: TrainArgs) -> ExitCode {
-        let (source, compiled) = match read_and_compile(args.spec.clone()) {
-            Ok(sc) => sc,
+        let (source, compiled, options, folder, spec_dir) = match what_to_train(args.clone()) {
+            Ok(w) => w,
             Err(c) => return c,
-        };
-        let options = match options(&source, &compiled, &args.set, args.device.as_deref()) {
-            Ok(o) => o,
-            Err(c) => return c,
-        };
-        let folder = match args.resume {
-            Some(dir) => Folder::Resume(dir),
-            None => Folder::New {
-                out: args.out,
-                replace: run_dir::Replace {
-                    run: args.force,
-                    checkpoints: args.discard_checkpoints,
-                },
-            },
         };
         let _ = ctrlc::set_handler(|| {
             // Said once, at once: a long step may take a while to finish.
@@ -398,7 +396,7 @@ mod training {
         let launch = Launch {
             source: &source,
             compiled: &compiled,
-            spec_dir: session::spec_dir(args.spec.as_deref()),
+            spec_dir,
             options,
             folder,
             backend: args.backend.into(),
@@ -415,6 +413,56 @@ mod training {
             }
             Err(r) => refused(r),
         }
+    }
+
+    type ToTrain = (Source, laxc::Compiled, TrainOptions, Folder, PathBuf);
+
+    /// A new run: the spec given (or the embedded one) with its options and the `--set`s. A
+    /// resume: the run's own spec and options, with the `--set`s that may change on resume.
+    fn what_to_train(args: TrainArgs) -> Result<ToTrain, ExitCode> {
+        let Some(dir) = args.resume else {
+            let (source, compiled) = read_and_compile(args.spec.clone())?;
+            let options = options(&source, &compiled, &args.set, args.device.as_deref())?;
+            let replace = run_dir::Replace {
+                run: args.force,
+                checkpoints: args.discard_checkpoints,
+            };
+            let folder = Folder::New {
+                out: args.out,
+                replace,
+            };
+            let spec_dir = session::spec_dir(args.spec.as_deref());
+            return Ok((source, compiled, options, folder, spec_dir));
+        };
+        if let Some(spec) = &args.spec {
+            eprintln!(
+                "error: --resume {} trains the run's own spec ({}) with the options it recorded; \
+                 leave out {}, and change what may change with --set",
+                dir.display(),
+                dir.join("spec.lax").display(),
+                spec.display()
+            );
+            return Err(ExitCode::from(IO_ERROR));
+        }
+        let run = session::stored_run(&dir).map_err(refused)?;
+        let compiled = compile(&run.source)?;
+        let overrides = overrides(&args.set)?;
+        let mut options = run.last.resume_with(&overrides).map_err(|e| {
+            eprintln!("error: --resume {} with --set: {e}", dir.display());
+            ExitCode::from(SPEC_ERROR)
+        })?;
+        if let Some(d) = args.device.as_deref() {
+            options.device = device(d)?;
+        }
+        let source = run.source.clone();
+        // A `--set data=...` of the resume is relative to the working folder.
+        Ok((
+            source,
+            compiled,
+            options,
+            Folder::Resume(Box::new(run)),
+            PathBuf::new(),
+        ))
     }
 
     pub fn run_bench(args: BenchArgs) -> ExitCode {
@@ -470,12 +518,8 @@ mod training {
         set: Vec<String>,
         backend: CpuBackend,
     ) -> ExitCode {
-        let (source, compiled) = match read_and_compile(spec.clone()) {
-            Ok(sc) => sc,
-            Err(c) => return c,
-        };
-        let opts = match options(&source, &compiled, &set, None) {
-            Ok(o) => o,
+        let (source, compiled, opts, dir) = match what_to_evaluate(spec, &checkpoint, &set) {
+            Ok(w) => w,
             Err(c) => return c,
         };
         // The whole validation set, unless this command says how many batches.
@@ -484,8 +528,8 @@ mod training {
             .filter_map(|s| parse_override(s).ok())
             .any(|(key, _)| key == "eval_batches")
             .then_some(opts.eval_batches);
-        let dir = session::spec_dir(spec.as_deref());
         let backend = backend.into();
+        eprintln!("evaluating {} with {}", checkpoint.display(), source.name);
         match session::eval_checkpoint(&compiled, &opts, &dir, &checkpoint, backend, batches) {
             Ok((loss, acc)) => {
                 println!("validation loss   {loss:.4}");
@@ -497,5 +541,32 @@ mod training {
             }
             Err(r) => refused(r),
         }
+    }
+
+    type ToEvaluate = (Source, laxc::Compiled, TrainOptions, PathBuf);
+
+    /// The spec given, with its options and the `--set`s; without one, the spec and options the
+    /// checkpoint's run recorded (else the embedded spec).
+    fn what_to_evaluate(
+        spec: Option<PathBuf>,
+        checkpoint: &std::path::Path,
+        set: &[String],
+    ) -> Result<ToEvaluate, ExitCode> {
+        let run = match &spec {
+            None => session::run_folder_of(checkpoint),
+            Some(_) => None,
+        };
+        let Some(run) = run else {
+            let (source, compiled) = read_and_compile(spec.clone())?;
+            let opts = options(&source, &compiled, set, None)?;
+            return Ok((source, compiled, opts, session::spec_dir(spec.as_deref())));
+        };
+        let run = session::stored_run(&run).map_err(refused)?;
+        let compiled = compile(&run.source)?;
+        let opts = run.last.with(&overrides(set)?).map_err(|e| {
+            eprintln!("error: --set: {e}");
+            ExitCode::from(SPEC_ERROR)
+        })?;
+        Ok((run.source, compiled, opts, PathBuf::new()))
     }
 }

@@ -11,7 +11,7 @@ use crate::spec::TrainValue;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum DataSpec {
     /// Text files: byte-level tokens, or those of a HuggingFace tokenizer.json.
@@ -32,7 +32,7 @@ pub enum DataSpec {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Schedule {
     Constant,
@@ -40,7 +40,10 @@ pub enum Schedule {
     Linear,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+/// Every field is a key of [`KEYS`]; a run records them in `resolved.json` and a resume reads
+/// them back from there.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct TrainOptions {
     pub data: Option<DataSpec>,
     pub steps: Option<u64>,
@@ -62,6 +65,7 @@ pub struct TrainOptions {
     pub eval_batches: usize,
     pub log_every: u64,
     pub checkpoint_every: u64,
+    pub keep: u64,
     pub device: String,
 }
 
@@ -88,6 +92,7 @@ impl Default for TrainOptions {
             eval_batches: 20,
             log_every: 10,
             checkpoint_every: 0,
+            keep: 3,
             device: "cpu".into(),
         }
     }
@@ -158,6 +163,10 @@ pub struct Key {
     pub meaning: &'static str,
     /// What to do instead, said when the value is out of range.
     pub hint: &'static str,
+    /// What a new value means when a run is resumed (`laxc train --resume RUN --set ...`);
+    /// `None`: the key cannot change on resume, because the weights, the optimizer state or
+    /// the schedule so far depend on it.
+    pub on_resume: Option<&'static str>,
     set: fn(&mut TrainOptions, &TrainValue),
 }
 
@@ -231,6 +240,7 @@ pub const KEYS: &[Key] = &[
         kind: KeyKind::Choice(DATA),
         meaning: "training data",
         hint: "",
+        on_resume: Some("the same files at another path (their SHA-256 must match the run's)"),
         set: |o, v| o.data = Some(data_spec(v)),
     },
     Key {
@@ -241,6 +251,7 @@ pub const KEYS: &[Key] = &[
         },
         meaning: "optimizer steps",
         hint: "a run takes at least one step; to only evaluate, use `laxc eval`",
+        on_resume: Some("where the run stops; the schedule keeps the run's first length, so steps past its end run at `min_lr`"),
         set: |o, v| o.steps = Some(count(v)),
     },
     Key {
@@ -251,6 +262,7 @@ pub const KEYS: &[Key] = &[
         },
         meaning: "passes over the data (instead of steps)",
         hint: "a run takes at least one pass; or set `steps`",
+        on_resume: Some("as `steps`"),
         set: |o, v| o.epochs = Some(count(v)),
     },
     Key {
@@ -261,6 +273,7 @@ pub const KEYS: &[Key] = &[
         },
         meaning: "sequences or images per micro-batch",
         hint: "a micro-batch holds at least one sample",
+        on_resume: None,
         set: |o, v| o.batch = count(v) as usize,
     },
     Key {
@@ -271,6 +284,7 @@ pub const KEYS: &[Key] = &[
         },
         meaning: "micro-batches per optimizer step",
         hint: "`accum = 1` is one micro-batch a step, no accumulation",
+        on_resume: None,
         set: |o, v| o.accum = count(v) as usize,
     },
     Key {
@@ -278,6 +292,7 @@ pub const KEYS: &[Key] = &[
         kind: KeyKind::Number(Range::Positive),
         meaning: "peak learning rate",
         hint: "a learning rate of 0 never changes the weights",
+        on_resume: None,
         set: |o, v| o.lr = number(v),
     },
     Key {
@@ -285,6 +300,7 @@ pub const KEYS: &[Key] = &[
         kind: KeyKind::Number(Range::NonNegative),
         meaning: "final learning rate of the schedule (at most `lr`)",
         hint: "",
+        on_resume: None,
         set: |o, v| o.min_lr = number(v),
     },
     Key {
@@ -292,6 +308,7 @@ pub const KEYS: &[Key] = &[
         kind: KeyKind::Choice(SCHEDULES),
         meaning: "learning-rate schedule after the warm-up",
         hint: "",
+        on_resume: None,
         set: |o, v| {
             let TrainValue::Choice { name, args, .. } = v else {
                 unreachable!("checked against the schema")
@@ -314,6 +331,7 @@ pub const KEYS: &[Key] = &[
         },
         meaning: "warm-up steps (at most `steps`)",
         hint: "",
+        on_resume: None,
         set: |o, v| o.warmup = count(v),
     },
     Key {
@@ -321,6 +339,7 @@ pub const KEYS: &[Key] = &[
         kind: KeyKind::Number(Range::NonNegative),
         meaning: "AdamW weight decay",
         hint: "",
+        on_resume: None,
         set: |o, v| o.weight_decay = number(v),
     },
     Key {
@@ -328,6 +347,7 @@ pub const KEYS: &[Key] = &[
         kind: KeyKind::Number(Range::Fraction),
         meaning: "AdamW beta1",
         hint: "the first-moment decay, usually 0.9",
+        on_resume: None,
         set: |o, v| o.beta1 = number(v),
     },
     Key {
@@ -335,6 +355,7 @@ pub const KEYS: &[Key] = &[
         kind: KeyKind::Number(Range::Fraction),
         meaning: "AdamW beta2",
         hint: "the second-moment decay, usually 0.95 to 0.999",
+        on_resume: None,
         set: |o, v| o.beta2 = number(v),
     },
     Key {
@@ -342,6 +363,7 @@ pub const KEYS: &[Key] = &[
         kind: KeyKind::Number(Range::Positive),
         meaning: "AdamW epsilon",
         hint: "AdamW divides by √v + eps: eps must be above 0, usually 1e-8",
+        on_resume: None,
         set: |o, v| o.eps = number(v),
     },
     Key {
@@ -349,6 +371,7 @@ pub const KEYS: &[Key] = &[
         kind: KeyKind::Number(Range::NonNegative),
         meaning: "global gradient-norm clipping (0: off)",
         hint: "",
+        on_resume: None,
         set: |o, v| o.clip = number(v),
     },
     Key {
@@ -358,6 +381,7 @@ pub const KEYS: &[Key] = &[
                   block's attention and MLP outputs, GPT-2's embeddings, the ViT's MLP \
                   activation; not the attention probabilities",
         hint: "a dropout of 1 would drop everything",
+        on_resume: None,
         set: |o, v| o.dropout = number(v),
     },
     Key {
@@ -368,6 +392,7 @@ pub const KEYS: &[Key] = &[
         },
         meaning: "random seed (initialization, batches, dropout)",
         hint: "",
+        on_resume: None,
         set: |o, v| o.seed = count(v),
     },
     Key {
@@ -378,6 +403,7 @@ pub const KEYS: &[Key] = &[
         },
         meaning: "steps between validations (0: only at the end)",
         hint: "",
+        on_resume: Some("applies from the resumed step"),
         set: |o, v| o.eval_every = count(v),
     },
     Key {
@@ -388,6 +414,7 @@ pub const KEYS: &[Key] = &[
         },
         meaning: "batches per validation",
         hint: "a validation needs a batch; to validate less often, raise `eval_every`",
+        on_resume: Some("applies from the resumed step"),
         set: |o, v| o.eval_batches = count(v) as usize,
     },
     Key {
@@ -398,6 +425,7 @@ pub const KEYS: &[Key] = &[
         },
         meaning: "steps between metric records",
         hint: "`log_every = 1` records every step",
+        on_resume: Some("applies from the resumed step"),
         set: |o, v| o.log_every = count(v),
     },
     Key {
@@ -408,13 +436,26 @@ pub const KEYS: &[Key] = &[
         },
         meaning: "steps between checkpoints (0: only at the end)",
         hint: "",
+        on_resume: Some("applies from the resumed step"),
         set: |o, v| o.checkpoint_every = count(v),
+    },
+    Key {
+        name: "keep",
+        kind: KeyKind::Count {
+            min: 0,
+            max: MAX_COUNT,
+        },
+        meaning: "checkpoints kept: the newest `keep` plus the best by validation loss (0: all)",
+        hint: "",
+        on_resume: Some("applies from the next checkpoint"),
+        set: |o, v| o.keep = count(v),
     },
     Key {
         name: "device",
         kind: KeyKind::Device,
         meaning: "where training runs (`laxc train --device` overrides it)",
         hint: "",
+        on_resume: Some("where the rest of the run trains"),
         set: |o, v| {
             if let TrainValue::Str(s) = v {
                 o.device = s.clone();
@@ -425,7 +466,7 @@ pub const KEYS: &[Key] = &[
 
 /// The table of keys in docs/language.md, made from the schema (a test keeps the two equal).
 pub fn docs_table() -> String {
-    let mut out = String::from("| key | value | meaning |\n|---|---|---|\n");
+    let mut out = String::from("| key | value | meaning | on `--resume` |\n|---|---|---|---|\n");
     for k in KEYS {
         let value = match k.kind {
             KeyKind::Count {
@@ -447,7 +488,11 @@ pub fn docs_table() -> String {
                 .collect::<Vec<_>>()
                 .join(", "),
         };
-        out.push_str(&format!("| `{}` | {value} | {} |\n", k.name, k.meaning));
+        let on_resume = k.on_resume.unwrap_or("cannot change");
+        out.push_str(&format!(
+            "| `{}` | {value} | {} | {on_resume} |\n",
+            k.name, k.meaning
+        ));
     }
     out
 }
@@ -846,6 +891,48 @@ impl TrainOptions {
         }
     }
 
+    /// The options of a resumed run: these (what the run trained with so far), then the
+    /// overrides of the resume, each of a key that may change on resume.
+    pub fn resume_with(&self, overrides: &[(String, TrainValue)]) -> Result<Self, OptionsError> {
+        for (k, _) in overrides {
+            if key(k).expect("a schema key").on_resume.is_none() {
+                let can: Vec<&str> = KEYS
+                    .iter()
+                    .filter(|k| k.on_resume.is_some())
+                    .map(|k| k.name)
+                    .collect();
+                return Err(OptionsError {
+                    key: k.clone(),
+                    message: format!(
+                        "`{k}` cannot change when a run resumes: the weights, the optimizer state \
+                         and the schedule so far were made with the run's value; the keys that \
+                         can are {}",
+                        can.join(", ")
+                    ),
+                });
+            }
+        }
+        self.with(overrides)
+    }
+
+    /// These options, then the overrides (a later one wins; `steps` and `epochs` replace each
+    /// other), then the checks between keys.
+    pub fn with(&self, overrides: &[(String, TrainValue)]) -> Result<Self, OptionsError> {
+        let mut o = self.clone();
+        for (k, v) in &normalize(overrides, true)? {
+            if RUN_LENGTH.contains(&k.as_str()) {
+                (o.steps, o.epochs) = (None, None);
+            }
+            (key(k).expect("a schema key").set)(&mut o, v);
+        }
+        o.check_between_keys()
+            .map_err(|(key, message)| OptionsError {
+                key: key.to_string(),
+                message,
+            })?;
+        Ok(o)
+    }
+
     pub fn device(&self) -> Device {
         Device::parse(&self.device).expect("checked against the schema")
     }
@@ -980,6 +1067,34 @@ mod tests {
     }
 
     #[test]
+    fn a_resume_changes_only_the_keys_that_may_change() {
+        let first = TrainOptions::resolve(&[set("steps=100"), set("lr=0.01")], &[]).unwrap();
+        let longer = first
+            .resume_with(&[set("steps=200"), set("log_every=1"), set("keep=0")])
+            .unwrap();
+        assert_eq!(
+            (longer.steps, longer.log_every, longer.keep),
+            (Some(200), 1, 0)
+        );
+        assert_eq!(longer.lr, 0.01);
+        let by_epochs = first.resume_with(&[set("epochs=3")]).unwrap();
+        assert_eq!((by_epochs.steps, by_epochs.epochs), (None, Some(3)));
+        for fixed in [
+            "lr=0.1",
+            "batch=2",
+            "schedule=constant",
+            "warmup=1",
+            "seed=1",
+        ] {
+            let e = first.resume_with(&[set(fixed)]).unwrap_err();
+            assert!(
+                e.message.contains("cannot change when a run resumes"),
+                "{fixed}"
+            );
+        }
+    }
+
+    #[test]
     fn the_docs_table_of_keys_is_the_schema() {
         let docs = include_str!("../docs/language.md");
         assert!(
@@ -1011,6 +1126,7 @@ mod tests {
             "eval_batches=6",
             "log_every=3",
             "checkpoint_every=2",
+            "keep=5",
             "device=cuda:1",
         ];
         let layer: Vec<_> = all.iter().map(|t| set(t)).collect();
@@ -1021,9 +1137,12 @@ mod tests {
             "steps": 7, "epochs": null, "batch": 3, "accum": 2, "lr": 0.5, "min_lr": 0.25,
             "schedule": "linear", "warmup": 4, "weight_decay": 0.2, "beta1": 0.8, "beta2": 0.9,
             "eps": 0.001, "clip": 2.0, "dropout": 0.1, "seed": 9, "eval_every": 5,
-            "eval_batches": 6, "log_every": 3, "checkpoint_every": 2, "device": "cuda:1"
+            "eval_batches": 6, "log_every": 3, "checkpoint_every": 2, "keep": 5, "device": "cuda:1"
         });
         assert_eq!(got, want);
+        // What a run records in resolved.json, a resume reads back.
+        let back: TrainOptions = serde_json::from_value(got).unwrap();
+        assert_eq!(back, o);
         // `epochs` is the one key left out above (it excludes `steps`).
         assert_eq!(KEYS.len(), all.len() + 1);
         assert_eq!(o.device(), Device::Cuda(1));

@@ -110,11 +110,12 @@ fn resuming_gives_the_same_run() {
     ];
     let run = |dir: &std::path::Path, steps: &str, resume: bool| {
         let mut c = laxc();
-        c.arg("train").args(common_args).args(["--set", steps]);
+        c.arg("train");
+        // A resume takes the options the run recorded.
         if resume {
-            c.arg("--resume").arg(dir);
+            c.args(["--plain", "--set", steps, "--resume"]).arg(dir);
         } else {
-            c.arg("--out").arg(dir);
+            c.args(common_args).args(["--set", steps, "--out"]).arg(dir);
         }
         let out = c.output().unwrap();
         assert!(
@@ -222,7 +223,10 @@ fn bad_data_and_devices_fail_with_one_clear_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot read specs/no/such.txt"), "{err}");
+    assert!(
+        err.contains("cannot read") && err.contains("specs/no/such.txt"),
+        "{err}"
+    );
     let out = laxc()
         .args(["train", "--plain", "--device", "cuda"])
         .output()
@@ -249,6 +253,8 @@ fn interrupted_run_checkpoints_and_stops(signal: &str) {
             "steps=100000",
             "--set",
             "log_every=1",
+            "--set",
+            "checkpoint_every=2",
         ])
         .args(["--set", "eval_every=0", "--set", "batch=2", "--out"])
         .arg(&run)
@@ -264,6 +270,19 @@ fn interrupted_run_checkpoints_and_stops(signal: &str) {
             break;
         }
     }
+    // A second process never trains into the folder of a running run.
+    let second = laxc()
+        .args(["train", "--plain", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&second.stderr);
+    let pid = child.id().to_string();
+    assert!(
+        err.contains("being written by another laxc process") && err.contains(&pid),
+        "{err}"
+    );
     let status = Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
@@ -811,4 +830,257 @@ fn an_epochs_run_shorter_than_its_warmup_is_refused_and_a_users_folder_stays() {
     assert!(mine.is_dir(), "the folder the user made is still there");
     assert_eq!(std::fs::read_dir(&mine).unwrap().count(), 0, "and empty");
     std::fs::remove_dir_all(mine).unwrap();
+}
+
+/// The `lr` of every step record in a run's metrics.
+fn logged_lr(run: &std::path::Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|r| Some((r["step"].as_u64()?, r.get("lr")?.as_f64()?)))
+        .collect()
+}
+
+/// `--resume RUN` trains the run's own spec with its own options (the `--set`s of the first
+/// leg included) on its own data, from any working folder; a resume changes only the keys that
+/// may change, and a longer run does not re-stretch the schedule.
+#[test]
+fn a_resume_goes_on_with_the_runs_spec_options_and_data() {
+    let proj = project("resume-project");
+    let run = proj.join("run");
+    let first = Command::new(env!("CARGO_BIN_EXE_laxc"))
+        .current_dir(&proj)
+        .args([
+            "train", "spec.lax", "--plain", "--out", "run", "--set", "steps=4",
+        ])
+        .args([
+            "--set",
+            "lr=1e-2",
+            "--set",
+            "min_lr=1e-4",
+            "--set",
+            "batch=2",
+        ])
+        .args([
+            "--set",
+            "warmup=0",
+            "--set",
+            "eval_every=0",
+            "--set",
+            "log_every=1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    // From another folder, without the spec: the data paths were recorded absolute.
+    let elsewhere = tempdir("resume-elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let resume = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_laxc"))
+            .current_dir(&elsewhere)
+            .args(["train", "--plain", "--resume"])
+            .arg(&run)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = resume(&["--set", "steps=6", "--set", "lr=1"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("`lr` cannot change when a run resumes"),
+        "{err}"
+    );
+    let with_spec = Command::new(env!("CARGO_BIN_EXE_laxc"))
+        .current_dir(&proj)
+        .args(["train", "spec.lax", "--plain", "--resume", "run"])
+        .output()
+        .unwrap();
+    assert_eq!(with_spec.status.code(), Some(2));
+    let out = resume(&["--set", "steps=6"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resumed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("resolved-resume.json")).unwrap())
+            .unwrap();
+    assert_eq!(resumed["train"]["lr"], 1e-2);
+    assert_eq!(resumed["train"]["batch"], 2);
+    assert_eq!(resumed["train"]["steps"], 6);
+    // The cosine schedule ended at step 4: steps 5 and 6 run at min_lr, not at a schedule
+    // stretched to 6 steps (which would put step 5 at 2.6e-3).
+    let lr = logged_lr(&run);
+    assert_eq!(lr.len(), 6, "{lr:?}");
+    for (step, lr) in &lr[4..] {
+        assert!((lr - 1e-4).abs() < 1e-12, "step {step}: lr {lr}");
+    }
+    // Changed data is refused by its checksum.
+    let train_txt = proj.join("brown-excerpt-train.txt");
+    let mut text = std::fs::read(&train_txt).unwrap();
+    text[100] ^= 1;
+    std::fs::write(&train_txt, text).unwrap();
+    let out = resume(&["--set", "steps=8"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("brown-excerpt-train.txt differs from the data"),
+        "{err}"
+    );
+    // `eval --checkpoint RUN` alone evaluates with the run's spec and data.
+    let eval = Command::new(env!("CARGO_BIN_EXE_laxc"))
+        .current_dir(&elsewhere)
+        .args(["eval", "--set", "eval_batches=1", "--checkpoint"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    for d in [proj, elsewhere] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+/// A checkpoint file with changed bytes is refused by name before anything loads it (it used
+/// to resume and train into NaN).
+#[test]
+fn a_damaged_checkpoint_is_refused_naming_the_file() {
+    let run = tempdir("damaged");
+    assert!(train(&ONE_STEP, &run).status.success());
+    let weights = run.join("checkpoints/step-000001/model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let n = bytes.len();
+    for b in &mut bytes[n - 8..] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&weights, bytes).unwrap();
+    let resume = laxc()
+        .args(["train", "--plain", "--set", "steps=2", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let eval = laxc()
+        .args(["eval", "--checkpoint"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    for out in [resume, eval] {
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("model.safetensors is damaged"), "{err}");
+        // One line, not a dump of the decoder's state.
+        let error = err.lines().find(|l| l.starts_with("error:")).unwrap();
+        assert!(
+            error.contains("damaged") && err.ends_with("saved\n"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(run).unwrap();
+}
+
+/// `keep = 2` with a checkpoint every step leaves the newest two and the best by validation
+/// loss, which `checkpoints/best` names.
+#[test]
+fn keep_prunes_to_the_newest_and_the_best() {
+    let run = tempdir("keep");
+    let out = train(
+        &[
+            "--set",
+            "steps=6",
+            "--set",
+            "checkpoint_every=1",
+            "--set",
+            "keep=2",
+            "--set",
+            "eval_every=3",
+            "--set",
+            "eval_batches=2",
+            "--set",
+            "warmup=0",
+        ],
+        &run,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let vals: Vec<(u64, f64)> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|r| Some((r["step"].as_u64()?, r.get("val_loss")?.as_f64()?)))
+        .collect();
+    assert_eq!(vals.iter().map(|v| v.0).collect::<Vec<_>>(), [3, 6]);
+    let best = vals.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0;
+    let best_name = format!("step-{best:06}");
+    let mut want = vec![
+        "step-000005".to_string(),
+        "step-000006".to_string(),
+        best_name.clone(),
+    ];
+    want.sort();
+    want.dedup();
+    let mut kept: Vec<String> = entries(&run.join("checkpoints"))
+        .into_iter()
+        .filter(|e| e.starts_with("step-"))
+        .collect();
+    kept.sort();
+    assert_eq!(kept, want);
+    let named = std::fs::read_to_string(run.join("checkpoints/best")).unwrap();
+    assert_eq!(named, best_name);
+    std::fs::remove_dir_all(run).unwrap();
+}
+
+/// Whether every f32 in a safetensors file is finite (all of laxc's tensors are f32).
+fn safetensors_all_finite(path: &std::path::Path) -> bool {
+    let bytes = std::fs::read(path).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[8 + header..]
+        .chunks_exact(4)
+        .all(|c| f32::from_le_bytes(c.try_into().unwrap()).is_finite())
+}
+
+/// A diverging run keeps, as `latest`, a checkpoint whose weights are all finite.
+#[test]
+fn after_a_divergence_latest_holds_finite_weights() {
+    let run = tempdir("diverged");
+    let out = train(
+        &[
+            "--set",
+            "steps=50",
+            "--set",
+            "lr=1e12",
+            "--set",
+            "warmup=0",
+            "--set",
+            "clip=0",
+            "--set",
+            "eval_every=0",
+            "--set",
+            "checkpoint_every=1",
+            "--set",
+            "keep=0",
+        ],
+        &run,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("became"), "{stdout}");
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    let weights = run
+        .join("checkpoints")
+        .join(latest.trim())
+        .join("model.safetensors");
+    assert!(safetensors_all_finite(&weights), "{latest}");
+    std::fs::remove_dir_all(run).unwrap();
 }

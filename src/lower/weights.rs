@@ -9,14 +9,21 @@ use std::path::Path;
 /// Loads every tensor of `model` from a safetensors file, or says in one line what does not fit.
 pub fn load_safetensors<B: Backend>(
     file: &Path,
+    model: LaxModel<B>,
+) -> Result<LaxModel<B>, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    load_safetensors_bytes(bytes, file, model)
+}
+
+/// [`load_safetensors`] of bytes already read from `file` (named in messages).
+pub fn load_safetensors_bytes<B: Backend>(
+    bytes: Vec<u8>,
+    file: &Path,
     mut model: LaxModel<B>,
 ) -> Result<LaxModel<B>, String> {
-    if !file.exists() {
-        return Err(format!("{} does not exist", file.display()));
-    }
     // Burn's own checks stop at the first kind of problem with a dump of all of them; take the
     // whole result and say it in one line.
-    let mut store = SafetensorsStore::from_file(file)
+    let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .validate(false)
         .allow_partial(true);
     let result = model

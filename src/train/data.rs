@@ -69,6 +69,62 @@ pub fn hold_out_tail(mut tokens: Vec<u32>) -> (Vec<u32>, Vec<u32>) {
     (tokens, valid)
 }
 
+/// The data spec with every path made absolute (relative ones start at the spec's folder), as a
+/// run records it: a resume or an evaluation from another folder finds the same files.
+pub fn absolute(spec: &DataSpec, spec_dir: &Path) -> DataSpec {
+    let at = |p: &PathBuf| {
+        let p = locate(p, spec_dir);
+        std::fs::canonicalize(&p)
+            .or_else(|_| std::path::absolute(&p))
+            .unwrap_or(p)
+    };
+    match spec {
+        DataSpec::Text {
+            train,
+            valid,
+            tokenizer,
+        } => DataSpec::Text {
+            train: at(train),
+            valid: valid.as_ref().map(at),
+            tokenizer: tokenizer.as_ref().map(at),
+        },
+        DataSpec::Tokens { dir } => DataSpec::Tokens { dir: at(dir) },
+        DataSpec::Mnist { dir } => DataSpec::Mnist { dir: at(dir) },
+        DataSpec::Cifar10 { dir } => DataSpec::Cifar10 { dir: at(dir) },
+    }
+}
+
+/// Every file [`load`] reads for `spec` (with absolute paths), in the order it reads them.
+pub fn files(spec: &DataSpec) -> DataResult<Vec<PathBuf>> {
+    Ok(match spec {
+        DataSpec::Text {
+            train,
+            valid,
+            tokenizer,
+        } => [Some(train), valid.as_ref(), tokenizer.as_ref()]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
+        DataSpec::Tokens { dir } => {
+            let mut all = shard_files(dir, "train")?;
+            all.extend(shard_files(dir, "val")?);
+            all
+        }
+        DataSpec::Mnist { dir } => MNIST_FILES.iter().map(|f| dir.join(f)).collect(),
+        DataSpec::Cifar10 { dir } => cifar10_files(dir),
+    })
+}
+
+/// The SHA-256 of every file the data spec reads, in order: what a run records, and what a
+/// resume compares, so that a resume never goes on with other data.
+pub fn fingerprint(spec: &DataSpec) -> DataResult<Vec<String>> {
+    files(spec)?
+        .iter()
+        .map(|f| super::digest::of_file(f))
+        .collect()
+}
+
 pub fn load(spec: &DataSpec, spec_dir: &Path) -> DataResult<Data> {
     let at = |p: &PathBuf| locate(p, spec_dir);
     match spec {
@@ -138,24 +194,29 @@ fn tokenized_text(train: &Path, valid: Option<&Path>, tokenizer: &Path) -> DataR
     }))
 }
 
+/// The `*NEEDLE*.bin` shards of a folder, in name order.
+fn shard_files(dir: &Path, needle: &str) -> DataResult<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "bin")
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains(needle))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(format!("no *{needle}*.bin shards in {}", dir.display()));
+    }
+    Ok(files)
+}
+
 /// nanoGPT / llm.c shards: every `*train*.bin` and `*val*.bin` in a folder, in name order.
 fn llmc_shards(dir: &Path) -> DataResult<Data> {
     let shards = |needle: &str| -> DataResult<Vec<u32>> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension().is_some_and(|x| x == "bin")
-                    && p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().contains(needle))
-            })
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(format!("no *{needle}*.bin shards in {}", dir.display()));
-        }
         let mut out = Vec::new();
-        for f in files {
+        for f in shard_files(dir, needle)? {
             out.extend(llmc_shard(&f)?);
         }
         Ok(out)
@@ -172,11 +233,19 @@ fn llmc_shards(dir: &Path) -> DataResult<Data> {
 }
 
 /// MNIST's four IDX files, normalized as usual.
+const MNIST_FILES: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
+
 fn mnist(dir: &Path) -> DataResult<Data> {
-    let (train_x, size) = idx_images(&dir.join("train-images-idx3-ubyte"))?;
-    let train_y = idx_labels(&dir.join("train-labels-idx1-ubyte"))?;
-    let (test_x, _) = idx_images(&dir.join("t10k-images-idx3-ubyte"))?;
-    let test_y = idx_labels(&dir.join("t10k-labels-idx1-ubyte"))?;
+    let [train_images, train_labels, test_images, test_labels] = MNIST_FILES.map(|f| dir.join(f));
+    let (train_x, size) = idx_images(&train_images)?;
+    let train_y = idx_labels(&train_labels)?;
+    let (test_x, _) = idx_images(&test_images)?;
+    let test_y = idx_labels(&test_labels)?;
     check_pairs(&train_x, &train_y, size * size, dir)?;
     check_pairs(&test_x, &test_y, size * size, dir)?;
     let norm = |v: Vec<u8>| {
@@ -196,15 +265,25 @@ fn mnist(dir: &Path) -> DataResult<Data> {
 }
 
 /// CIFAR-10's five training batches and its test batch (binary version).
+/// The five training batches, then the test batch.
+fn cifar10_files(dir: &Path) -> Vec<PathBuf> {
+    (1..=5)
+        .map(|i| dir.join(format!("data_batch_{i}.bin")))
+        .chain([dir.join("test_batch.bin")])
+        .collect()
+}
+
 fn cifar10(dir: &Path) -> DataResult<Data> {
     let mut train_x = Vec::new();
     let mut train_y = Vec::new();
-    for i in 1..=5 {
-        let (x, y) = cifar_batch(&dir.join(format!("data_batch_{i}.bin")))?;
+    let files = cifar10_files(dir);
+    let (test, train) = files.split_last().expect("six files");
+    for batch in train {
+        let (x, y) = cifar_batch(batch)?;
         train_x.extend(x);
         train_y.extend(y);
     }
-    let (test_x, test_y) = cifar_batch(&dir.join("test_batch.bin"))?;
+    let (test_x, test_y) = cifar_batch(test)?;
     Ok(Data::Images(ImageData {
         train_x,
         train_y,

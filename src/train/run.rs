@@ -29,7 +29,9 @@ pub struct RunPlan<'a> {
     pub spec_dir: PathBuf,
     pub options: TrainOptions,
     pub out: PathBuf,
-    pub resume: bool,
+    /// Resuming: the options the run started with. Its schedule keeps their length, whatever
+    /// `steps` the resume sets.
+    pub resume: Option<TrainOptions>,
     /// Print a line per log step instead of drawing a bar (tests, pipes).
     pub plain: bool,
 }
@@ -55,18 +57,23 @@ pub struct Summary {
 pub enum Stop {
     /// Ctrl-C, SIGTERM or SIGHUP: a checkpoint of the last finished step was written.
     Interrupted,
-    /// The loss of step `step` (1-based, as in the logs) was NaN or infinite; the latest
-    /// checkpoint is the last one written before it.
-    Diverged { step: u64, loss: f64 },
+    /// At step `step` (1-based, as in the logs) `what` (the loss or the gradient norm) was NaN
+    /// or infinite, or the update made the weights so; that update was not kept, and the
+    /// latest checkpoint is the last one written before it.
+    Diverged {
+        step: u64,
+        what: &'static str,
+        value: f64,
+    },
 }
 
 impl std::fmt::Display for Stop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Stop::Interrupted => f.write_str("interrupted (Ctrl-C or SIGTERM)"),
-            Stop::Diverged { step, loss } => write!(
+            Stop::Diverged { step, what, value } => write!(
                 f,
-                "the loss became {loss} at step {step}; stopped (lower `lr` or raise `warmup`)"
+                "the {what} became {value} at step {step}; stopped (lower `lr` or raise `warmup`)"
             ),
         }
     }
@@ -135,6 +142,24 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradScale<'_, B> {
 }
 
 use burn::tensor::ElementConversion;
+
+/// Whether every weight is a finite number.
+struct AllFinite(bool);
+
+impl<B: Backend> ModuleVisitor<B> for AllFinite {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if self.0 {
+            let finite = param.val().is_finite().all().into_data();
+            self.0 = finite.iter::<bool>().all(|b| b);
+        }
+    }
+}
+
+fn all_finite<B: Backend>(model: &LaxModel<B>) -> bool {
+    let mut v = AllFinite(true);
+    model.visit(&mut v);
+    v.0
+}
 
 /// Clips gradients to a global norm `max` (0: off); returns the norm before clipping.
 pub(super) fn clip_global<B: AutodiffBackend>(
@@ -435,6 +460,11 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
     let data = data::load(data_spec, &plan.spec_dir)?;
     check_data(&data, c)?;
     let total = total_steps(o, &data, seq)?;
+    // A resumed run keeps the schedule it started with, however long it now runs.
+    let schedule_total = match &plan.resume {
+        Some(first) => total_steps(first, &data, seq)?,
+        None => total,
+    };
     let (mut model, mut optim, start) = starting_point::<B>(plan, total, &device)?;
     let mut log = RunLog::new(plan, &data, total, start);
     let mut sampler = Sampler::default();
@@ -445,21 +475,21 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
             stopped = Some(Stop::Interrupted);
             break;
         }
-        let lr = learning_rate(o, step, total);
+        let lr = learning_rate(o, step, schedule_total);
         // Dropout masks come from the backend's generator: seeded per step, a resumed run draws
         // the masks the uninterrupted run would have.
         B::seed(&device, mix(o.seed, DROPOUT_STREAM ^ step));
-        let (loss, grads, items) = accumulate(&model, &data, o, step, &mut sampler, &device);
+        let (loss, mut grads, items) = accumulate(&model, &data, o, step, &mut sampler, &device);
         log.items(items);
-        if !loss.is_finite() {
-            stopped = Some(Stop::Diverged {
-                step: step + 1,
-                loss,
+        let grad_norm = clip_global(&model, &mut grads, o.clip);
+        // A step that would write NaN or infinity into the weights is not taken.
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            stopped = Some(match loss.is_finite() {
+                false => diverged(step + 1, "loss", loss),
+                true => diverged(step + 1, "gradient norm", grad_norm),
             });
             break;
         }
-        let mut grads = grads;
-        let grad_norm = clip_global(&model, &mut grads, o.clip);
         model = optim.step(lr, model, grads);
         step += 1;
         log.step(step, loss, lr, grad_norm)?;
@@ -468,16 +498,30 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
             log.validation(step, vl, acc)?;
         }
         if o.checkpoint_every > 0 && step.is_multiple_of(o.checkpoint_every) && step < total {
-            checkpoint::save(&plan.out, step, loss, &model, &optim)?;
+            // Checked only here, where it matters: a checkpoint must never hold NaN weights.
+            if !all_finite(&model) {
+                stopped = Some(diverged(step, "weights", f64::NAN));
+                break;
+            }
+            let losses = (step, loss, log.val_loss_at(step));
+            checkpoint::save(&plan.out, losses, &model, &optim, o.keep)?;
         }
     }
-    // Leave a checkpoint of where the run got to, at the end and on Ctrl-C. After a NaN the
-    // weights are not worth keeping: the last periodic checkpoint stays the latest.
-    let diverged = matches!(stopped, Some(Stop::Diverged { .. }));
-    if !diverged && step > start {
-        checkpoint::save(&plan.out, step, log.last_loss, &model, &optim)?;
+    // Leave a checkpoint of where the run got to, at the end and on Ctrl-C. After a divergence
+    // the weights are not worth keeping: the last periodic checkpoint stays the latest.
+    if stopped.is_none() || stopped == Some(Stop::Interrupted) {
+        if step > start && !all_finite(&model) {
+            stopped = Some(diverged(step, "weights", f64::NAN));
+        } else if step > start {
+            let losses = (step, log.last_loss, log.val_loss_at(step));
+            checkpoint::save(&plan.out, losses, &model, &optim, o.keep)?;
+        }
     }
     log.finish(step, stopped)
+}
+
+fn diverged(step: u64, what: &'static str, value: f64) -> Stop {
+    Stop::Diverged { step, what, value }
 }
 
 /// laxc's optimizer: AdamW over the lowered model.
@@ -494,7 +538,7 @@ fn starting_point<B: AutodiffBackend>(
     B::seed(device, o.seed);
     let mut model: LaxModel<B> = lower(&c.ir, o.seed, device).with_dropout(o.dropout);
     let optim = adamw::<B>(o);
-    if !plan.resume {
+    if plan.resume.is_none() {
         if let Some(base) = crate::lower::base::base_file(&c.spec)? {
             let file = data::locate(&base, &plan.spec_dir);
             model = crate::lower::base::load_lora_base(model, &c.spec, &file, device)?;
@@ -508,7 +552,9 @@ fn starting_point<B: AutodiffBackend>(
     forget_metrics_after(&run.join("metrics.jsonl"), state.step)?;
     if state.step >= total {
         return Err(format!(
-            "the run already finished its {total} steps; raise `steps` to go on"
+            "the run is at step {} already and this resume ends at step {total}; go on with \
+             --set steps=N (N > {})",
+            state.step, state.step
         ));
     }
     Ok((model, optim, state.step))
@@ -599,6 +645,8 @@ struct RunLog<'a> {
     items_total: usize,
     last_loss: f64,
     last_val: (Option<f64>, Option<f64>),
+    /// The step of the last validation.
+    last_val_step: Option<u64>,
 }
 
 impl<'a> RunLog<'a> {
@@ -631,6 +679,7 @@ impl<'a> RunLog<'a> {
             items_total: 0,
             last_loss: f64::NAN,
             last_val: (None, None),
+            last_val_step: None,
         }
     }
 
@@ -679,8 +728,14 @@ impl<'a> RunLog<'a> {
         Ok(())
     }
 
+    /// The validation loss measured at `step` itself, if the run validated there.
+    fn val_loss_at(&self, step: u64) -> Option<f64> {
+        self.last_val.0.filter(|_| self.last_val_step == Some(step))
+    }
+
     fn validation(&mut self, step: u64, vl: f64, acc: Option<f64>) -> Result<(), String> {
         self.last_val = (Some(vl), acc);
+        self.last_val_step = Some(step);
         let mut rec = serde_json::json!({"step": step, "val_loss": vl});
         let line = match acc {
             Some(a) => {

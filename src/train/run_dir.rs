@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 
 /// Every entry laxc writes at the top of a run folder.
-pub const RUN_ENTRIES: [&str; 6] = [
+pub const RUN_ENTRIES: [&str; 7] = [
+    LOCK_FILE,
     "spec.lax",
     "resolved.json",
     "resolved-resume.json",
@@ -19,6 +20,56 @@ pub const RUN_ENTRIES: [&str; 6] = [
 
 /// The file whose presence marks a folder as a laxc run.
 const RUN_MARKER: &str = "resolved.json";
+
+/// The file a training process holds an exclusive lock on while it writes the run.
+const LOCK_FILE: &str = "run.lock";
+
+/// An exclusive claim on a run folder: while it lives, no other laxc process trains into the
+/// folder. The operating system drops the lock when the process ends, however it ends, so a
+/// killed run never leaves a folder locked.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+/// Locks `dir` (which must exist) for this process, or says which process holds it.
+pub fn lock(dir: &Path) -> Result<RunLock, String> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(LOCK_FILE);
+    let cannot = |e: std::io::Error| format!("cannot lock {}: {e}", path.display());
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(cannot)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let pid = holder.trim();
+            let who = if pid.is_empty() {
+                "another laxc process".to_string()
+            } else {
+                format!("another laxc process (pid {pid})")
+            };
+            return Err(format!(
+                "{} is being written by {who}; wait for it to finish, or use another --out",
+                dir.display()
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(cannot(e)),
+    }
+    // Who holds it, for the message another process prints.
+    let pid = std::process::id().to_string();
+    file.set_len(0)
+        .and_then(|()| file.seek(std::io::SeekFrom::Start(0)))
+        .and_then(|_| file.write_all(pid.as_bytes()))
+        .map_err(cannot)?;
+    Ok(RunLock { _file: file })
+}
 
 /// What an output folder holds before a new run starts in it.
 #[derive(Debug, PartialEq, Eq)]
@@ -62,6 +113,8 @@ pub fn occupant(dir: &Path) -> std::io::Result<Occupant> {
     for entry in std::fs::read_dir(dir)? {
         names.push(entry?.file_name().to_string_lossy().into_owned());
     }
+    // A lock alone is what a run killed before its first record leaves.
+    names.retain(|n| n != LOCK_FILE);
     if names.is_empty() {
         return Ok(Occupant::Nothing);
     }
@@ -82,16 +135,17 @@ pub fn has_checkpoints(dir: &Path) -> bool {
     dir.join("checkpoints").join("latest").exists()
 }
 
-/// What laxc writes inside `checkpoints/`: `latest`, `step-NNNNNN`, a save in progress
-/// (`.step-NNNNNN.partial`) and `latest`'s atomic-write temporary.
+/// What laxc writes inside `checkpoints/`: `latest`, `best`, `step-NNNNNN`, a save in progress
+/// (`.step-NNNNNN.partial`) and the pointers' atomic-write temporaries.
 fn is_checkpoint_entry(name: &str) -> bool {
     let step = |s: &str| {
         s.strip_prefix("step-")
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
     };
-    name == "latest"
+    let pointer = |n: &str| n == "latest" || n == "best";
+    pointer(name)
         || step(name)
-        || crate::files::temporary_target(name) == Some("latest")
+        || crate::files::temporary_target(name).is_some_and(pointer)
         || name
             .strip_prefix('.')
             .and_then(|n| n.strip_suffix(".partial"))
@@ -128,57 +182,82 @@ fn some_names(entries: &[String]) -> String {
     s
 }
 
+/// A run folder claimed for a new run.
+#[derive(Debug)]
+pub struct Claimed {
+    /// Whether laxc made the folder (so that a run failing at once removes only a folder it made).
+    pub created: bool,
+    pub lock: RunLock,
+}
+
 /// Makes `dir` ready for a new run: creates it, or clears an earlier run in it as far as
-/// `replace` allows. Returns whether the folder is new (so that a run failing at once removes
-/// only a folder it made), or a one-line error that says why not and what to do instead.
-pub fn claim(dir: &Path, replace: Replace) -> Result<bool, String> {
+/// `replace` allows, and locks it. Nothing is written into a folder that is not a run. An error
+/// is one line that says why not and what to do instead.
+pub fn claim(dir: &Path, replace: Replace) -> Result<Claimed, String> {
+    let shown = dir.display();
+    // Looked at twice: once before anything is written (a foreign folder gets no lock file),
+    // and again under the lock, so that a run another process started in between is seen.
+    allowed(dir, replace)?;
+    let created = !dir.exists();
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {shown}: {e}"))?;
+    let lock = lock(dir)?;
+    if allowed(dir, replace)? {
+        remove_entries(dir, Some(LOCK_FILE))?;
+    }
+    Ok(Claimed { created, lock })
+}
+
+/// Whether a new run may start in `dir` under `replace`, and whether an earlier run must be
+/// cleared first.
+fn allowed(dir: &Path, replace: Replace) -> Result<bool, String> {
     let shown = dir.display();
     let occupant = occupant(dir).map_err(|e| format!("cannot read {shown}: {e}"))?;
     match occupant {
-        Occupant::Nothing => {}
-        Occupant::NotAFolder => {
-            return Err(format!(
-                "{shown} is a file, not a folder; choose another --out"
-            ))
-        }
+        Occupant::NotAFolder => Err(format!(
+            "{shown} is a file, not a folder; choose another --out"
+        )),
         Occupant::Foreign { entries } => {
             let what = if entries.is_empty() {
                 "it has no resolved.json".to_string()
             } else {
                 format!("it holds {} that laxc did not write", some_names(&entries))
             };
-            return Err(format!(
+            Err(format!(
                 "{shown} is not a laxc run folder ({what}); laxc never deletes it, even with \
                  --force: choose another --out"
-            ));
-        }
-        Occupant::Run { .. } if !replace.run => {
-            return Err(format!(
-                "{shown} already holds a run; pass --force to replace it, or --resume {shown} to \
-                 continue it"
             ))
         }
-        Occupant::Run { checkpoints: true } if !replace.checkpoints => {
-            return Err(format!(
-                "{shown} holds a run with checkpoints; --force replaces it only together with \
-                 --discard-checkpoints, or --resume {shown} continues it"
-            ))
-        }
-        Occupant::Run { .. } => remove_run_entries(dir, false)?,
+        Occupant::Run { .. } if !replace.run => Err(format!(
+            "{shown} already holds a run; pass --force to replace it, or --resume {shown} to \
+             continue it"
+        )),
+        Occupant::Run { checkpoints: true } if !replace.checkpoints => Err(format!(
+            "{shown} holds a run with checkpoints; --force replaces it only together with \
+             --discard-checkpoints, or --resume {shown} continues it"
+        )),
+        Occupant::Run { .. } => Ok(true),
+        Occupant::Nothing => Ok(false),
     }
-    let created = !dir.exists();
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {shown}: {e}"))?;
-    Ok(created)
 }
 
 /// Removes what laxc wrote into `dir`, and with `and_folder` `dir` itself if that leaves it
 /// empty. Anything else in it stays.
 pub fn remove_run_entries(dir: &Path, and_folder: bool) -> Result<(), String> {
+    remove_entries(dir, None)?;
+    if and_folder {
+        // Fails harmlessly when something else is still in the folder.
+        let _ = std::fs::remove_dir(dir);
+    }
+    Ok(())
+}
+
+/// Removes laxc's entries from `dir` but `keep`.
+fn remove_entries(dir: &Path, keep: Option<&str>) -> Result<(), String> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !is_run_entry(&name) {
+        if !is_run_entry(&name) || keep == Some(name.as_str()) {
             continue;
         }
         let path: PathBuf = entry.path();
@@ -188,10 +267,6 @@ pub fn remove_run_entries(dir: &Path, and_folder: bool) -> Result<(), String> {
             std::fs::remove_file(&path)
         };
         removed.map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
-    }
-    if and_folder {
-        // Fails harmlessly when something else is still in the folder.
-        let _ = std::fs::remove_dir(dir);
     }
     Ok(())
 }
@@ -255,10 +330,12 @@ mod tests {
             "step-000010",
             ".step-000010.partial",
             ".latest.77.tmp",
+            "best",
+            ".best.8.tmp",
         ] {
             assert!(is_checkpoint_entry(ours), "{ours}");
         }
-        for theirs in ["model.pt", "step-", "step-1a", ".latest.tmp", "best"] {
+        for theirs in ["model.pt", "step-", "step-1a", ".latest.tmp", "best.pt"] {
             assert!(!is_checkpoint_entry(theirs), "{theirs}");
         }
         let mine = folder("mine", &["resolved.json", "checkpoints/"]);
@@ -295,9 +372,42 @@ mod tests {
             run: true,
             checkpoints: true,
         };
-        assert!(!claim(&run, both).unwrap(), "the folder was there already");
+        let claimed = claim(&run, both).unwrap();
+        assert!(!claimed.created, "the folder was there already");
         assert_eq!(occupant(&run).unwrap(), Occupant::Nothing);
         assert!(run.is_dir());
+        drop(claimed);
+        std::fs::remove_dir_all(run).unwrap();
+    }
+
+    /// Two processes (here: two open files, which the operating system locks apart just the
+    /// same) never write into one run folder.
+    #[test]
+    fn a_locked_run_folder_is_refused_until_it_is_released() {
+        let run = folder("lock", &["spec.lax", "resolved.json"]);
+        let held = lock(&run).unwrap();
+        let err = lock(&run).unwrap_err();
+        let pid = std::process::id().to_string();
+        assert!(
+            err.contains("being written by another laxc process"),
+            "{err}"
+        );
+        assert!(err.contains(&pid), "{err}");
+        let force = Replace {
+            run: true,
+            checkpoints: true,
+        };
+        assert!(claim(&run, force).unwrap_err().contains("being written"));
+        assert!(
+            run.join("spec.lax").exists(),
+            "a refused claim removes nothing"
+        );
+        drop(held);
+        let claimed = claim(&run, force).unwrap();
+        assert!(!run.join("spec.lax").exists());
+        // A folder holding only the lock file is as good as empty.
+        assert_eq!(occupant(&run).unwrap(), Occupant::Nothing);
+        drop(claimed);
         std::fs::remove_dir_all(run).unwrap();
     }
 }

@@ -5,7 +5,7 @@
 use super::bench::{bench, BenchOptions, BenchResult};
 use super::run::{self, RunPlan, Summary};
 use super::{checkpoint, data, run_dir};
-use crate::options::{Device, TrainOptions};
+use crate::options::{DataSpec, Device, TrainOptions};
 use crate::source::Source;
 use crate::spec::TrainValue;
 use crate::Compiled;
@@ -178,8 +178,104 @@ pub enum Folder {
         out: Option<PathBuf>,
         replace: run_dir::Replace,
     },
-    /// Go on with the run in this folder from its latest checkpoint.
-    Resume(PathBuf),
+    /// Go on with a run from its latest checkpoint.
+    Resume(Box<StoredRun>),
+}
+
+/// What a run folder recorded: its spec as written, the options it started with (data paths
+/// absolute), the options of its last resume, and the SHA-256 of each data file.
+pub struct StoredRun {
+    pub dir: PathBuf,
+    pub source: Source,
+    pub first: TrainOptions,
+    pub last: TrainOptions,
+    pub data_sha256: Vec<String>,
+}
+
+/// The run folder holding `path`: `path` itself, or the run of a `RUN/checkpoints/step-N` folder.
+pub fn run_folder_of(path: &Path) -> Option<PathBuf> {
+    let grandparent = path.parent().and_then(Path::parent);
+    [Some(path), grandparent]
+        .into_iter()
+        .flatten()
+        .find(|d| d.join("resolved.json").is_file() && d.join("spec.lax").is_file())
+        .map(Path::to_path_buf)
+}
+
+/// Reads what `dir` recorded, or says in one line why it is not a run that can go on.
+pub fn stored_run(dir: &Path) -> Result<StoredRun, Refusal> {
+    let shown = dir.display();
+    if run_folder_of(dir).as_deref() != Some(dir) {
+        return Err(Refusal::Io(format!(
+            "{shown} is not a laxc run folder (it needs spec.lax and resolved.json)"
+        )));
+    }
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path)
+            .map_err(|e| Refusal::Io(format!("cannot read {}: {e}", path.display())))
+    };
+    let source = Source::new(
+        dir.join("spec.lax").display().to_string(),
+        read("spec.lax")?,
+    );
+    let options = |name: &str| -> Result<(TrainOptions, Vec<String>), Refusal> {
+        let malformed = |e: serde_json::Error| {
+            Refusal::Io(format!("{} is malformed: {e}", dir.join(name).display()))
+        };
+        let v: serde_json::Value = serde_json::from_str(&read(name)?).map_err(malformed)?;
+        let train = serde_json::from_value(v["train"].clone()).map_err(malformed)?;
+        let sums = serde_json::from_value(v["data_sha256"].clone()).unwrap_or_default();
+        Ok((train, sums))
+    };
+    let (first, data_sha256) = options("resolved.json")?;
+    let last = match dir.join(RESUMED).is_file() {
+        true => options(RESUMED)?.0,
+        false => first.clone(),
+    };
+    Ok(StoredRun {
+        dir: dir.to_path_buf(),
+        source,
+        first,
+        last,
+        data_sha256,
+    })
+}
+
+/// The record of a run's last resume.
+const RESUMED: &str = "resolved-resume.json";
+
+/// Refuses to resume on data other than the run's: each file's SHA-256 must be the recorded
+/// one (a run of a laxc that recorded none is not checked).
+fn same_data(run: &StoredRun, data: &Option<DataSpec>) -> Result<(), Refusal> {
+    let Some(data) = data else { return Ok(()) };
+    if run.data_sha256.is_empty() {
+        return Ok(());
+    }
+    let files = data::files(data).map_err(Refusal::Io)?;
+    let sums = data::fingerprint(data).map_err(Refusal::Io)?;
+    if sums.len() != run.data_sha256.len() {
+        return Err(Refusal::Io(format!(
+            "{} trained on {} data files; these data are {} files: a run resumes only on its \
+             own data",
+            run.dir.display(),
+            run.data_sha256.len(),
+            sums.len()
+        )));
+    }
+    for ((file, now), then) in files.iter().zip(&sums).zip(&run.data_sha256) {
+        if now != then {
+            return Err(Refusal::Io(format!(
+                "{} differs from the data {} trained on (SHA-256 {}…, then {}…): a run resumes \
+                 only on its own data",
+                file.display(),
+                run.dir.display(),
+                &now[..12],
+                &then[..12.min(then.len())]
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Everything `laxc train` needs once its arguments are read.
@@ -203,28 +299,47 @@ impl OnBackend for TrainJob<'_> {
     }
 }
 
-/// Trains a spec: checks the device and memory, claims the run folder, records the spec and
-/// its resolved options, trains, and returns the summary. A new run that fails before its first
-/// checkpoint leaves nothing behind.
+/// Trains a spec: checks the device and memory, claims (and locks) the run folder, records
+/// the spec and its resolved options, trains, and returns the summary. A new run that fails
+/// before its first checkpoint leaves nothing behind.
 pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
     let device = l.options.device();
     usable(device)?;
     fits_in_memory(l.compiled)?;
-    let (out, resume, created) = match l.folder {
-        Folder::Resume(dir) => {
-            if !run_dir::has_checkpoints(&dir) {
-                let why = format!("{} has no checkpoint to resume from", dir.display());
+    let mut options = l.options;
+    // Recorded absolute, so that a resume or an evaluation from anywhere finds the same files.
+    options.data = options.data.map(|d| data::absolute(&d, &l.spec_dir));
+    let (out, resume, created, _lock) = match l.folder {
+        Folder::Resume(run) => {
+            if !run_dir::has_checkpoints(&run.dir) {
+                let why = format!("{} has no checkpoint to resume from", run.dir.display());
                 return Err(Refusal::Io(why));
             }
-            (dir, true, false)
+            let lock = run_dir::lock(&run.dir).map_err(Refusal::Io)?;
+            same_data(&run, &options.data)?;
+            (run.dir, Some(run.first), false, lock)
         }
-        Folder::New { out, replace } => {
-            let out = out.unwrap_or_else(|| default_run_dir(&l.source.name));
-            let created = run_dir::claim(&out, replace).map_err(Refusal::Io)?;
-            (out, false, created)
+        Folder::New {
+            out: Some(out),
+            replace,
+        } => {
+            let claimed = run_dir::claim(&out, replace).map_err(Refusal::Io)?;
+            (out, None, claimed.created, claimed.lock)
+        }
+        Folder::New { out: None, replace } => {
+            let out = new_default_run_dir(&l.source.name).map_err(Refusal::Io)?;
+            let claimed = run_dir::claim(&out, replace).map_err(Refusal::Io)?;
+            (out, None, true, claimed.lock)
         }
     };
-    record_run(&out, l.source, l.compiled, &l.options, resume).map_err(Refusal::Io)?;
+    let is_new = resume.is_none();
+    let cleanup = |e: String| {
+        if is_new && !run_dir::has_checkpoints(&out) {
+            let _ = run_dir::remove_run_entries(&out, created);
+        }
+        Refusal::Io(e)
+    };
+    record_run(&out, l.source, l.compiled, &options, is_new).map_err(cleanup)?;
     eprintln!(
         "training {} ({} params) on {} → {}",
         l.source.name,
@@ -235,22 +350,17 @@ pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
     let plan = RunPlan {
         compiled: l.compiled,
         spec_dir: l.spec_dir,
-        options: l.options,
+        options,
         out: out.clone(),
         resume,
         plain: l.plain,
     };
-    let trained = dispatch(device, l.backend, TrainJob(&plan))?;
-    trained.map_err(|e| {
-        if !resume && !run_dir::has_checkpoints(&out) {
-            let _ = run_dir::remove_run_entries(&out, created);
-        }
-        Refusal::Io(e)
-    })
+    dispatch(device, l.backend, TrainJob(&plan))?.map_err(cleanup)
 }
 
-/// `runs/<spec name>-<unix seconds>`, with a suffix if that exists already.
-fn default_run_dir(spec_name: &str) -> PathBuf {
+/// Makes `runs/<spec name>-<unix seconds>`, with a suffix if that exists already. The folder is
+/// created exclusively, so two runs started in the same second get two folders.
+fn new_default_run_dir(spec_name: &str) -> Result<PathBuf, String> {
     let stem = Path::new(spec_name)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -259,38 +369,51 @@ fn default_run_dir(spec_name: &str) -> PathBuf {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let mut dir = PathBuf::from("runs").join(format!("{stem}-{secs}"));
-    let mut n = 1;
-    while dir.exists() {
-        dir = PathBuf::from("runs").join(format!("{stem}-{secs}-{n}"));
-        n += 1;
+    let runs = PathBuf::from("runs");
+    std::fs::create_dir_all(&runs).map_err(|e| format!("cannot create {}: {e}", runs.display()))?;
+    for n in 0.. {
+        let name = match n {
+            0 => format!("{stem}-{secs}"),
+            n => format!("{stem}-{secs}-{n}"),
+        };
+        let dir = runs.join(name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+        }
     }
-    dir
+    unreachable!("the loop returns")
 }
 
 /// The run folder keeps what reproduces the run: the spec as written, the resolved options
-/// and the report.
+/// (data paths absolute), the SHA-256 of each data file and the report; a resume adds the
+/// options it went on with.
 fn record_run(
     out: &Path,
     source: &Source,
     c: &Compiled,
     opts: &TrainOptions,
-    resume: bool,
+    is_new: bool,
 ) -> Result<(), String> {
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let write = |name: &str, bytes: &[u8]| {
         crate::files::write_atomically(&out.join(name), bytes)
             .map_err(|e| format!("cannot write {}: {e}", out.join(name).display()))
     };
-    if !resume {
+    if is_new {
         write("spec.lax", source.text.as_bytes())?;
     }
-    let resolved = serde_json::json!({ "spec": source.name, "train": opts, "report": c.report() });
-    let name = if resume {
-        "resolved-resume.json"
-    } else {
-        "resolved.json"
+    let data_sha256 = match &opts.data {
+        Some(d) => data::fingerprint(d)?,
+        None => Vec::new(),
     };
+    let resolved = serde_json::json!({
+        "spec": source.name,
+        "train": opts,
+        "data_sha256": data_sha256,
+        "report": c.report(),
+    });
+    let name = if is_new { "resolved.json" } else { RESUMED };
     write(
         name,
         serde_json::to_string_pretty(&resolved)
