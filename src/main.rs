@@ -176,10 +176,21 @@ fn print_diagnostics(source: &Source, d: &[Diagnostic]) {
         ColorChoice::Never
     };
     let mut stderr = StandardStream::stderr(choice);
-    if let Err(e) = render(source, d, &mut stderr) {
+    // A file of many broken lines would otherwise scroll its first, most useful errors away.
+    let shown = &d[..d.len().min(SHOWN_DIAGNOSTICS)];
+    if let Err(e) = render(source, shown, &mut stderr) {
         eprintln!("error: cannot print diagnostics: {e}");
     }
+    if d.len() > shown.len() {
+        eprintln!(
+            "note: {} more diagnostics not shown (the first {SHOWN_DIAGNOSTICS} are above)",
+            d.len() - shown.len()
+        );
+    }
 }
+
+/// How many diagnostics a command prints at most.
+const SHOWN_DIAGNOSTICS: usize = 20;
 
 /// Compiles, printing diagnostics; returns the compiled spec or the exit code.
 fn compile(source: &Source) -> Result<laxc::Compiled, ExitCode> {

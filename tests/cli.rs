@@ -31,6 +31,7 @@ fn json_has_the_documented_fields() {
         "/params/total",
         "/params/trainable",
         "/memory/train_bytes_bf16",
+        "/memory/activation_bytes_per_sample_fp32",
         "/flops/forward_per_token",
     ] {
         assert!(v.pointer(path).is_some(), "missing {path}");
@@ -56,6 +57,25 @@ fn spec_errors_exit_1_with_file_line_column() {
         "{err}"
     );
     assert!(out.stdout.is_empty());
+}
+
+/// A spec with many errors prints the first 20 and a count of the rest (10 MB of broken lines
+/// used to print for minutes).
+#[test]
+fn many_errors_are_capped_with_a_count() {
+    let dir = tempdir();
+    let spec = dir.join("many.lax");
+    let mut text = String::from(
+        "model m: llama { vocab = 256, hidden = 256, ffn = 768, heads = 4, layers = 2, seq = 64 }\n",
+    );
+    text.push_str(&"factorize attn.q as svd(rank = 0)\n".repeat(35));
+    std::fs::write(&spec, text).unwrap();
+    let out = laxc().arg("check").arg(&spec).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.matches("error[E0405]").count(), 20, "{err}");
+    assert!(err.contains("note: 15 more diagnostics not shown"), "{err}");
+    assert!(err.contains("has 35 errors"), "{err}");
 }
 
 #[test]

@@ -146,3 +146,39 @@ fn llama_60m_svd_by_hand() {
     assert_eq!(r.params.total, total);
     assert_eq!(r.memory.train_bytes_bf16, 8 * total);
 }
+
+/// Activations one sample keeps for the backward pass, counted by hand from the LLaMA block's
+/// definition (docs/language.md): every op's output per token, and the attention scores and
+/// probabilities (heads × n each per query token).
+#[test]
+fn activations_per_sample_by_hand() {
+    let (vocab, hidden, ffn, heads, seq) = (10u128, 8u128, 16u128, 2u128, 4u128);
+    let attention = hidden + 2 * heads * seq;
+    let block = hidden             // RMSNorm
+        + 3 * hidden               // q, k, v
+        + 2 * hidden               // RoPE on q and k
+        + attention                // softmax(q kᵀ) v, with its scores and probabilities
+        + hidden + hidden          // o, residual add
+        + hidden                   // RMSNorm
+        + 2 * ffn + ffn + ffn      // gate, up, SiLU, product
+        + hidden + hidden; // down, residual add
+    let per_token = hidden + block + hidden + vocab; // embedding, block, final norm, head
+    let spec = |factorize: &str| {
+        format!(
+            "model t: llama {{ vocab = {vocab}, hidden = {hidden}, ffn = {ffn}, heads = {heads}, \
+             layers = 1, seq = {seq} }}\n{factorize}\n"
+        )
+    };
+    let kept = |text: String| {
+        let source = laxc::source::Source::new("t.lax", text);
+        laxc::compile(&source)
+            .unwrap()
+            .report()
+            .memory
+            .activation_bytes_per_sample_fp32
+    };
+    assert_eq!(kept(spec("")), 4 * seq * per_token);
+    // SVD of rank 2 on the seven sites adds each site's rank-2 latent.
+    let svd = spec("factorize attn.*, mlp.* as svd(rank = 2)");
+    assert_eq!(kept(svd), 4 * seq * (per_token + 7 * 2));
+}

@@ -503,6 +503,28 @@ fn a_model_too_large_for_memory_is_refused_quoting_the_estimate() {
     );
 }
 
+/// A batch whose activations cannot fit is refused before a folder is made (it used to abort
+/// after seconds and leave a run without a checkpoint), and so is evaluating a model whose
+/// weights cannot fit.
+#[test]
+fn a_batch_or_an_evaluation_that_cannot_fit_is_refused_up_front() {
+    let run = tempdir("huge-batch");
+    let out = train(&["--set", "batch=50000"], &run);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("activations of a batch of 50000"), "{err}");
+    assert!(err.contains("lower `batch`"), "{err}");
+    assert!(!run.exists(), "nothing was written");
+    let out = laxc()
+        .args(["eval", "specs/paper/llama-13b-lora-r32.lax", "--checkpoint"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("for its fp32 weights"), "{err}");
+}
+
 /// Gradient accumulation: batch 4 in one micro-batch and batch 2 in two micro-batches see the
 /// same samples and take the same step (the loss is the mean over all tokens either way).
 #[test]
@@ -950,12 +972,26 @@ fn a_resume_goes_on_with_the_runs_spec_options_and_data() {
     }
 }
 
-/// A checkpoint file with changed bytes is refused by name before anything loads it (it used
-/// to resume and train into NaN).
+/// A checkpoint of another model, or a checkpoint file with changed bytes, is refused by name
+/// before anything loads it (they used to panic inside Burn, or resume and train into NaN).
 #[test]
 fn a_damaged_checkpoint_is_refused_naming_the_file() {
     let run = tempdir("damaged");
     assert!(train(&ONE_STEP, &run).status.success());
+    // A run whose spec was edited to another model: one line, not a panic inside Burn.
+    let spec = std::fs::read_to_string(run.join("spec.lax")).unwrap();
+    let edited = spec.replace("let r = hidden / 4", "let r = hidden / 8");
+    assert_ne!(spec, edited);
+    std::fs::write(run.join("spec.lax"), &edited).unwrap();
+    let other = laxc()
+        .args(["train", "--plain", "--set", "steps=2", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_eq!(other.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(err.contains("does not fit this spec"), "{err}");
+    std::fs::write(run.join("spec.lax"), spec).unwrap();
     let weights = run.join("checkpoints/step-000001/model.safetensors");
     let mut bytes = std::fs::read(&weights).unwrap();
     let n = bytes.len();

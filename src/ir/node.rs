@@ -496,6 +496,26 @@ impl Op {
     }
 }
 
+impl Op {
+    /// fp32 values per token that the op's output adds to what training keeps for the backward
+    /// pass: its output, and for attention also the scores and probabilities (`heads` × `n`
+    /// each per query token). Ops that pass a tensor on unchanged (a latent, the output, a
+    /// dropout that is off) and token ids keep nothing new.
+    pub fn kept_per_token(&self) -> u128 {
+        let u = |x: usize| x as u128;
+        match *self {
+            Op::TokenInput { .. } | Op::Latent { .. } | Op::Output { .. } | Op::Dropout { .. } => 0,
+            Op::Attention {
+                heads,
+                head_dim,
+                tokens,
+                ..
+            } => u(heads) * u(head_dim) + 2 * u(heads) * u(tokens),
+            _ => self.output_shape().iter().map(|&d| u(d)).product(),
+        }
+    }
+}
+
 impl Node {
     pub fn tokens_per_sample(&self, n: usize) -> u128 {
         match self.tokens {

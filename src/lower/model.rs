@@ -7,7 +7,7 @@ use super::ops::{eval, Frame, Value};
 use super::params::{init_node, NodeParams};
 use super::program::Program;
 use crate::ir::Ir;
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{backend::Backend, Int, Tensor};
 
 #[derive(Module, Debug)]
@@ -110,6 +110,7 @@ impl<B: Backend> LaxModel<B> {
         read: usize,
     ) -> Option<Value<B>> {
         let program = &self.program;
+        self.join_parameter_graphs();
         let mut frame = Frame::new(batch, seq, program.dropout);
         for step in &program.steps {
             // The input node has no inputs: it only ever has a value when fed.
@@ -133,6 +134,31 @@ impl<B: Backend> LaxModel<B> {
             values[step.node] = Some(eval(step, params, args, &mut frame));
         }
         values[read].take()
+    }
+
+    /// Puts every trainable parameter into one autodiff graph with a single op, before the
+    /// forward pass. Burn's autodiff starts each parameter in a graph of its own and merges two
+    /// graphs when an op first combines them, copying one into the other, and the copied one
+    /// is as often the large graph of the activations as the parameter's: a step cost
+    /// parameters × nodes, quadratic in depth (BENCHMARKS.md, "Step time against depth"). One
+    /// op over a one-element view of every parameter merges them all at a cost linear in their
+    /// number; the op's result is dropped and never reached by backward. Without autodiff (or
+    /// for frozen parameters) there is nothing to join.
+    fn join_parameter_graphs(&self) {
+        struct Views<B: Backend>(Vec<Tensor<B, 1>>);
+        impl<B: Backend> ModuleVisitor<B> for Views<B> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                let t = param.val();
+                if t.is_require_grad() {
+                    self.0.push(t.flatten::<1>(0, D - 1).narrow(0, 0, 1));
+                }
+            }
+        }
+        let mut views = Views(Vec::new());
+        self.visit(&mut views);
+        if views.0.len() > 1 {
+            drop(Tensor::cat(views.0, 0));
+        }
     }
 
     /// A language model: token ids (batch, seq) → logits (batch, seq, vocab).

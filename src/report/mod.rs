@@ -18,7 +18,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 pub const CONVENTIONS: &[&str] = &[
     "params: every tensor counts (embeddings, biases, norms, LaX gates and norms, head); frozen = LoRA bases and, in a LoRA spec, everything but adapters and LaX",
-    "memory: bf16 = 8 B per trainable param (weight, grad, 2 Adam moments; the LaX/CoLA/GaLore tables' convention) + 2 B per frozen; fp32 = 16 B + 4 B; GiB = 2^30 B; activations not counted",
+    "memory: bf16 = 8 B per trainable param (weight, grad, 2 Adam moments; the LaX/CoLA/GaLore tables' convention) + 2 B per frozen; fp32 = 16 B + 4 B; GiB = 2^30 B; activations apart: per sample, 4 B for every value of every op's output kept for the backward pass, attention scores and probabilities included (a lower bound: the backend keeps intermediates inside ops too)",
     "FLOPs: a GEMM (M×K)(K×N) is 2MKN; attention QKᵀ+AV is 4·n²·hidden per block, not halved for causal masks; train = 3× forward GEMM (2× for frozen layers); norms, activations, softmax and LaX adds are counted apart as `other`",
 ];
 
@@ -103,6 +103,8 @@ pub struct Memory {
     pub train_gib_bf16: f64,
     pub train_gib_fp32: f64,
     pub weights_bytes_bf16: u128,
+    /// fp32 activations one sample keeps for the backward pass (at least).
+    pub activation_bytes_per_sample_fp32: u128,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -131,6 +133,15 @@ fn node_flops(ir: &Ir, i: petgraph::graph::NodeIndex) -> (u128, u128, u128) {
         3
     };
     (fwd, fwd * mult, node.op.other_flops() * tokens)
+}
+
+/// fp32 values one sample keeps for the backward pass: every node's, over its tokens.
+fn kept_per_sample(ir: &Ir) -> u128 {
+    let n = ir.tokens_per_sample();
+    ir.graph
+        .node_weights()
+        .map(|node| node.op.kept_per_token() * node.tokens_per_sample(n))
+        .sum()
 }
 
 /// What the report takes besides the IR: figures of the spec that are not part of the graph.
@@ -164,6 +175,7 @@ pub fn report(ir: &Ir, ctx: &ReportContext) -> Report {
         train_gib_bf16: (8 * p + 2 * frozen) as f64 / GIB,
         train_gib_fp32: (16 * p + 4 * frozen) as f64 / GIB,
         weights_bytes_bf16: 2 * params.total,
+        activation_bytes_per_sample_fp32: 4 * kept_per_sample(ir),
     };
     Report {
         schema_version: SCHEMA_VERSION,

@@ -143,6 +143,13 @@ fn totals_table(out: &mut String, r: &Report) {
             format!("{:.2} GiB", r.memory.train_gib_fp32),
         ),
         (
+            "activations fp32 per sample".into(),
+            format!(
+                "{:.1} MiB (at least; times the batch)",
+                r.memory.activation_bytes_per_sample_fp32 as f64 / (1u64 << 20) as f64
+            ),
+        ),
+        (
             "forward FLOPs per token".into(),
             format!(
                 "{} (GEMM)",

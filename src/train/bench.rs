@@ -53,6 +53,8 @@ pub struct BenchResult {
     pub peak_rss_bytes: Option<u64>,
     /// The report's fp32 estimate for weights, gradients and Adam moments, bytes.
     pub report_train_bytes_fp32: u128,
+    /// The report's lower bound on the activations a batch keeps for the backward pass, bytes.
+    pub report_activation_bytes_fp32: u128,
 }
 
 pub fn median(xs: &[f64]) -> f64 {
@@ -183,6 +185,8 @@ pub fn bench<B: AutodiffBackend>(
         final_loss,
         peak_rss_bytes: peak_rss_bytes(),
         report_train_bytes_fp32: report.memory.train_bytes_fp32,
+        report_activation_bytes_fp32: report.memory.activation_bytes_per_sample_fp32
+            * o.batch as u128,
     }
 }
 

@@ -81,26 +81,65 @@ pub fn spec_dir(path: Option<&Path>) -> PathBuf {
     }
 }
 
-/// Refuses a model whose fp32 training state cannot fit in this machine's free memory.
-pub fn fits_in_memory(c: &Compiled) -> Result<(), Refusal> {
-    let need = c.report().memory.train_bytes_fp32;
-    let avail = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-        m.lines()
-            .find(|l| l.starts_with("MemAvailable:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<u128>().ok())
-            .map(|kb| kb * 1024)
-    });
+/// What a command keeps in memory, by laxc check's estimate.
+#[derive(Debug, Clone, Copy)]
+pub enum Need {
+    /// Training with micro-batches of `batch` samples: fp32 weights, gradients and Adam state,
+    /// and the activations the micro-batch keeps for the backward pass.
+    Train { batch: usize },
+    /// Evaluation: the fp32 weights (a forward pass without gradients keeps no activations
+    /// beyond the few it is computing).
+    Eval,
+}
+
+/// Refuses a command whose memory need (a lower bound) is above this machine's free memory.
+pub fn fits_in_memory(c: &Compiled, need: Need) -> Result<(), Refusal> {
+    let report = c.report();
+    let m = &report.memory;
     let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
-    match avail {
-        Some(a) if need > a => Err(Refusal::Spec(format!(
-            "this model needs {:.2} GiB for fp32 weights, gradients and Adam state (laxc check's \
-             estimate, before activations), but only {:.2} GiB is free",
-            gib(need),
-            gib(a)
+    let (total, what) = match need {
+        Need::Train { batch } => {
+            let activations = m.activation_bytes_per_sample_fp32 * batch as u128;
+            let what = format!(
+                "{:.2} GiB for fp32 weights, gradients and Adam state and {:.2} GiB for the \
+                 activations of a batch of {batch}",
+                gib(m.train_bytes_fp32),
+                gib(activations)
+            );
+            (m.train_bytes_fp32 + activations, what)
+        }
+        Need::Eval => {
+            let weights = 4 * report.params.total;
+            (weights, "for its fp32 weights".to_string())
+        }
+    };
+    match available_memory() {
+        Some(free) if total > free => Err(Refusal::Spec(format!(
+            "this needs at least {:.2} GiB ({what}; laxc check's estimate), but only {:.2} GiB is \
+             free{}",
+            gib(total),
+            gib(free),
+            match need {
+                Need::Train { .. } =>
+                    "; lower `batch` (and raise `accum` to keep the samples per step)",
+                Need::Eval => "",
+            }
         ))),
         _ => Ok(()),
     }
+}
+
+/// MemAvailable of /proc/meminfo, where there is one.
+fn available_memory() -> Option<u128> {
+    let m = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb = m
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<u128>()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// Refuses a device this build or machine cannot use, before anything is written.
@@ -305,7 +344,12 @@ impl OnBackend for TrainJob<'_> {
 pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
     let device = l.options.device();
     usable(device)?;
-    fits_in_memory(l.compiled)?;
+    fits_in_memory(
+        l.compiled,
+        Need::Train {
+            batch: l.options.batch,
+        },
+    )?;
     let mut options = l.options;
     // Recorded absolute, so that a resume or an evaluation from anywhere finds the same files.
     options.data = options.data.map(|d| data::absolute(&d, &l.spec_dir));
@@ -460,6 +504,7 @@ pub fn eval_checkpoint(
     backend: CpuBackend,
     batches: Option<usize>,
 ) -> Result<(f64, Option<f64>), Refusal> {
+    fits_in_memory(c, Need::Eval)?;
     let job = EvalJob {
         compiled: c,
         options,
@@ -495,7 +540,12 @@ pub fn bench_spec(
     if bench_options.steps == 0 || bench_options.batch == 0 {
         return Err(Refusal::Io("--steps and --batch must be at least 1".into()));
     }
-    fits_in_memory(c)?;
+    fits_in_memory(
+        c,
+        Need::Train {
+            batch: bench_options.batch,
+        },
+    )?;
     let device = train.device();
     usable(device)?;
     let job = BenchJob {
