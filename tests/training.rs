@@ -1120,3 +1120,62 @@ fn after_a_divergence_latest_holds_finite_weights() {
     assert!(safetensors_all_finite(&weights), "{latest}");
     std::fs::remove_dir_all(run).unwrap();
 }
+
+/// kill -9 at arbitrary moments of a run that checkpoints every step: each time a resume finds
+/// a complete checkpoint (or falls back to one) and the lock died with the process.
+#[test]
+fn a_run_killed_with_sigkill_resumes() {
+    use std::io::{BufRead, BufReader};
+    let run = tempdir("sigkill");
+    let args = [
+        "--set",
+        "steps=100000",
+        "--set",
+        "log_every=1",
+        "--set",
+        "eval_every=0",
+    ];
+    let extra = [
+        "--set",
+        "batch=2",
+        "--set",
+        "checkpoint_every=1",
+        "--set",
+        "keep=2",
+    ];
+    for (round, at) in [3u64, 5, 8].into_iter().enumerate() {
+        let mut c = laxc();
+        c.args(["train", "--plain"]);
+        if round == 0 {
+            c.args(args).args(extra).arg("--out").arg(&run);
+        } else {
+            c.arg("--resume").arg(&run);
+        }
+        let mut child = c
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        for line in stderr.lines() {
+            let line = line.unwrap();
+            let step = line
+                .strip_prefix("step ")
+                .and_then(|s| s.split('/').next())
+                .and_then(|n| n.parse::<u64>().ok());
+            if step.is_some_and(|s| s >= at) {
+                break;
+            }
+            assert!(!line.starts_with("error"), "round {round}: {line}");
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    let state = run
+        .join("checkpoints")
+        .join(latest.trim())
+        .join("state.json");
+    assert!(state.exists(), "{latest}");
+    std::fs::remove_dir_all(run).unwrap();
+}
