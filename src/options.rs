@@ -377,9 +377,10 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "dropout",
         kind: KeyKind::Number(Range::Fraction),
-        meaning: "dropout while training (0: off), where each family's reference puts it: every \
-                  block's attention and MLP outputs, GPT-2's embeddings, the ViT's MLP \
-                  activation; not the attention probabilities",
+        meaning: "dropout while training (0: off), where each family's reference puts it: the \
+                  attention and MLP outputs of every LLaMA and GPT-2 block, GPT-2's embeddings, \
+                  the ViT's fc1 activation and fc2 output (the authors' ViT); not the attention \
+                  probabilities",
         hint: "a dropout of 1 would drop everything",
         on_resume: None,
         set: |o, v| o.dropout = number(v),

@@ -695,3 +695,157 @@ fn dropout_acts_while_training_and_not_in_evaluation() {
     let eval_dropped = to_vec(dropped.valid().forward_tokens(tokens()));
     assert_close(&eval_dropped, &eval_plain, 0.0, "evaluation has no dropout");
 }
+
+/// Every tensor of node `name`, with its role (`weight`, `bias`, `core`, `g0`, ...).
+fn tensors_of(m: &LaxModel<B>, name: &str) -> Vec<(&'static str, Vec<f64>)> {
+    let p = m
+        .params_of(name)
+        .unwrap_or_else(|| panic!("{name} has no parameters"));
+    let v1 = |t: &Param<Tensor<B, 1>>| to_vec(t.val());
+    let v2 = |t: &Param<Tensor<B, 2>>| to_vec(t.val());
+    match p {
+        NodeParams::Table(t) => vec![("table", v2(t))],
+        NodeParams::Vector(t) => vec![("vector", v1(t))],
+        NodeParams::Linear(l) => {
+            let mut v = vec![("weight", v2(&l.weight))];
+            v.extend(l.bias.as_ref().map(|b| ("bias", v1(b))));
+            v
+        }
+        NodeParams::TtCore(c) => {
+            let mut v = vec![("core", to_vec(c.core.val()))];
+            v.extend(c.bias.as_ref().map(|b| ("bias", v1(b))));
+            v
+        }
+        NodeParams::TensorGate(g) => vec![("g0", v2(&g.g0)), ("g1", v2(&g.g1))],
+        NodeParams::LayerNorm(n) => vec![
+            ("gamma", v1(&n.gamma)),
+            ("beta", v1(n.beta.as_ref().unwrap())),
+        ],
+        NodeParams::RmsNorm(n) => vec![("gamma", v1(&n.gamma))],
+    }
+}
+
+/// The values of role `role` of every node whose name ends with `suffix`.
+fn pooled(m: &LaxModel<B>, suffix: &str, role: &str) -> Vec<f64> {
+    let names: Vec<String> = m
+        .program
+        .names
+        .iter()
+        .filter(|n| n.ends_with(suffix) && m.params_of(n).is_some())
+        .cloned()
+        .collect();
+    assert!(!names.is_empty(), "no node ends with {suffix}");
+    names
+        .iter()
+        .flat_map(|n| tensors_of(m, n))
+        .filter(|(r, _)| *r == role)
+        .flat_map(|(_, v)| v)
+        .collect()
+}
+
+/// Root mean square and largest magnitude.
+fn spread(v: &[f64]) -> (f64, f64) {
+    let rms = (v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64).sqrt();
+    (rms, v.iter().fold(0.0f64, |m, x| m.max(x.abs())))
+}
+
+/// Four standard errors of a sample std over n normal draws (1/√(2n) relative), or 2 %.
+fn std_tolerance(n: usize) -> f64 {
+    (4.0 / (2.0 * n as f64).sqrt()).max(0.02)
+}
+
+fn normal_with_std(v: &[f64], std: f64, what: &str) {
+    let (rms, _) = spread(v);
+    let tol = std_tolerance(v.len());
+    assert!(tol < 0.1, "{what}: only {} values", v.len());
+    assert!(
+        (rms / std - 1.0).abs() < tol,
+        "{what}: std {rms}, rule {std} ± {tol}"
+    );
+}
+
+fn uniform_with_bound(v: &[f64], bound: f64, what: &str) {
+    let (rms, max) = spread(v);
+    assert!(
+        max <= bound * (1.0 + 1e-6),
+        "{what}: |x| up to {max}, bound {bound}"
+    );
+    assert!(
+        max > 0.97 * bound,
+        "{what}: |x| only up to {max}, bound {bound}"
+    );
+    let std = bound / 3f64.sqrt();
+    let tol = std_tolerance(v.len());
+    assert!(
+        (rms / std - 1.0).abs() < tol,
+        "{what}: std {rms}, rule {std} ± {tol}"
+    );
+}
+
+fn constant(v: &[f64], c: f64, what: &str) {
+    assert!(v.iter().all(|&x| x == c), "{what}: not all {c}");
+}
+
+/// Each parameter kind's initial values over a large draw against its rule (docs/conventions.md,
+/// "Initialization", from the authors' code): the std of normal draws, the bound of uniform ones.
+#[test]
+fn every_parameter_kind_starts_from_its_rule() {
+    let vit = model(
+        "model t: vit { image = 28, patch = 7, channels = 1, classes = 64, hidden = 256, \
+         mlp = 512, heads = 4, layers = 4, mlp_norm = true }\n\
+         factorize attn.{q,k} as svd(rank = 64)\n\
+         factorize attn.v as tt(modes = [16, 16, 16, 16], ranks = [16, 64, 16])\n\
+         lax inter attn.q { gate = tensor(shape = [8, 8]) }\n\
+         lax inter attn.k { gate = dense }\n",
+    );
+    // timm's trunc_normal_(std = .02): bounds ±2, so a plain N(0, 0.02²).
+    for kind in ["attn.o.W", "mlp.fc1.W", "mlp.fc2.W", "head", "k].gate"] {
+        normal_with_std(&pooled(&vit, kind, "weight"), 0.02, kind);
+    }
+    normal_with_std(&pooled(&vit, "pos_embed", "table"), 0.02, "positions");
+    // nn.Linear's bias zero where timm's init runs; factorized layers' biases N(0, 1).
+    constant(&pooled(&vit, "mlp.fc1.W", "bias"), 0.0, "dense bias");
+    normal_with_std(&pooled(&vit, ".B", "bias"), 1.0, "factorized bias");
+    // kaiming_normal_ with PyTorch's fan-in: A (256 × 64) has std √(2/64), B (64 × 256) √(2/256).
+    normal_with_std(&pooled(&vit, ".A", "weight"), (2.0f64 / 64.0).sqrt(), "A");
+    normal_with_std(&pooled(&vit, ".B", "weight"), (2.0f64 / 256.0).sqrt(), "B");
+    // TT cores (a, m, b): std √(2/(m·b)); C1 is 16 × 16 × 64.
+    let c1 = tensors_of(&vit, "blocks[0].attn.v.C1");
+    normal_with_std(&c1[0].1, (2.0f64 / (16.0 * 64.0)).sqrt(), "TT core");
+    // Tensor gates: kaiming_uniform_ with a = 0, bound √(6/fan_in), fan-in 8.
+    let gates: Vec<f64> = ["g0", "g1"]
+        .iter()
+        .flat_map(|g| pooled(&vit, "q].gate", g))
+        .collect();
+    uniform_with_bound(&gates, (6.0f64 / 8.0).sqrt(), "tensor gate");
+    // The patch embedding keeps Conv2d's default: U(±1/√(C·p·p)) = U(±1/7), weight and bias.
+    uniform_with_bound(&pooled(&vit, "patch_embed", "weight"), 1.0 / 7.0, "patch");
+    let (_, max) = spread(&pooled(&vit, "patch_embed", "bias"));
+    assert!(max <= 1.0 / 7.0 && max > 0.1, "patch bias up to {max}");
+    // Norms start at weight 1, bias 0; the cls token near zero.
+    constant(&pooled(&vit, "norm1", "gamma"), 1.0, "norm weight");
+    constant(&pooled(&vit, "mlp_norm", "beta"), 0.0, "norm bias");
+    assert!(spread(&pooled(&vit, "cls_token", "vector")).1 < 1e-4);
+
+    let llama = model(
+        "model t: llama { vocab = 256, hidden = 256, ffn = 512, heads = 4, layers = 4, seq = 8 }\n\
+         factorize attn.* as cola(rank = 64)\n\
+         factorize mlp.gate as lora(rank = 16)\n\
+         lax inter attn.q { gate = linear }\n",
+    );
+    // The GPT-2/LLaMA scheme: N(0, 0.02²) for embeddings and dense sites.
+    normal_with_std(&pooled(&llama, "embed", "table"), 0.02, "embedding");
+    normal_with_std(&pooled(&llama, "mlp.up.W", "weight"), 0.02, "dense site");
+    // CoLA's factors: N(0, 1) · r^(-1/4) · (in + out)^(-1/4).
+    let cola = 64f64.powf(-0.25) * 512f64.powf(-0.25);
+    normal_with_std(&pooled(&llama, ".A", "weight"), cola, "CoLA A");
+    normal_with_std(&pooled(&llama, ".B", "weight"), cola, "CoLA B");
+    // LoRA: A as nn.Linear (kaiming_uniform_, a = √5: bound 1/√in), B zero; the linear gate 1.
+    uniform_with_bound(
+        &pooled(&llama, "gate.lora_A", "weight"),
+        1.0 / 16.0,
+        "LoRA A",
+    );
+    constant(&pooled(&llama, "gate.lora_B", "weight"), 0.0, "LoRA B");
+    constant(&pooled(&llama, "q].gate", "vector"), 1.0, "linear gate");
+}

@@ -78,6 +78,7 @@ const ATTENTION: AttentionHalf = AttentionHalf {
     norm_op: ln,
     rope: false,
     causal: true,
+    dropout: true,
 };
 
 fn block(b: &mut Builder, x: NodeIndex, block: usize) -> NodeIndex {

@@ -68,6 +68,7 @@ const ATTENTION: AttentionHalf = AttentionHalf {
     norm_op: rms,
     rope: true,
     causal: true,
+    dropout: true,
 };
 
 fn block(b: &mut Builder, x: NodeIndex, block: usize) -> NodeIndex {

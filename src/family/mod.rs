@@ -312,20 +312,33 @@ pub(crate) fn residual(
     block: usize,
     half: &str,
 ) -> NodeIndex {
-    let width = b.model().hidden;
     let branch = b.block_dropout(branch, block, &format!("{half}_dropout"));
+    residual_add(b, skip, branch, block, half)
+}
+
+/// The residual add that ends a block's half (`residual_HALF`), without dropout.
+fn residual_add(
+    b: &mut Builder,
+    skip: NodeIndex,
+    branch: NodeIndex,
+    block: usize,
+    half: &str,
+) -> NodeIndex {
+    let width = b.model().hidden;
     let add = crate::ir::Op::Add { width };
     b.block_join(&[skip, branch], block, &format!("residual_{half}"), add)
 }
 
 /// The attention half of a pre-norm block, shared by every family: norm, the q, k, v sites,
-/// RoPE where the family uses it, attention, the o site, dropout (the run's `dropout`) and the
-/// residual add.
+/// RoPE where the family uses it, attention, the o site, dropout where the family's reference
+/// has it, and the residual add.
 pub(crate) struct AttentionHalf {
     pub norm: &'static str,
     pub norm_op: fn(usize) -> crate::ir::Op,
     pub rope: bool,
     pub causal: bool,
+    /// Whether the run's `dropout` acts on the half's output.
+    pub dropout: bool,
 }
 
 impl AttentionHalf {
@@ -353,6 +366,9 @@ impl AttentionHalf {
         };
         let att = b.block_join(&[q, k, v], block, "attention", attention);
         let o = b.site(att, block, "attn.o");
-        residual(b, x, o, block, "attn")
+        match self.dropout {
+            true => residual(b, x, o, block, "attn"),
+            false => residual_add(b, x, o, block, "attn"),
+        }
     }
 }

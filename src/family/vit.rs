@@ -102,6 +102,8 @@ const ATTENTION: AttentionHalf = AttentionHalf {
     norm_op: ln,
     rope: false,
     causal: false,
+    // The authors' ViT drops out only in its MLP (after fc1's activation and after fc2).
+    dropout: false,
 };
 
 fn block(b: &mut Builder, x: NodeIndex, block: usize) -> NodeIndex {

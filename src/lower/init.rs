@@ -33,19 +33,22 @@ impl Init {
         param(self.values(n, d), shape, device)
     }
 
-    /// Normal(0, std) truncated to ±2·std, as timm's trunc_normal_.
+    /// Normal(0, std) truncated to ±2 in absolute value, as timm's `trunc_normal_(std = ...)`
+    /// with its default bounds a = −2, b = 2 (not ±2·std): for the usual std 0.02 it never
+    /// truncates.
     pub fn trunc_normal<B: Backend, const D: usize>(
         &mut self,
         shape: [usize; D],
         std: f64,
         device: &B::Device,
     ) -> Param<Tensor<B, D>> {
+        const BOUND: f64 = 2.0;
         let n: usize = shape.iter().product();
         let d = Normal::new(0.0, std).expect("std is finite and >= 0");
         let mut v = Vec::with_capacity(n);
         while v.len() < n {
             let x: f64 = d.sample(&mut self.rng);
-            if x.abs() <= 2.0 * std {
+            if x.abs() <= BOUND {
                 v.push(x as f32);
             }
         }

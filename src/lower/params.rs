@@ -80,10 +80,16 @@ pub fn init_node<B: Backend>(
             channels,
             patch,
             dim,
-        } => NodeParams::Linear(Linear {
-            weight: init.trunc_normal([channels * patch * patch, *dim], 0.02, device),
-            bias: Some(init.constant([*dim], 0.0, device)),
-        }),
+        } => {
+            // The authors' Conv2d keeps PyTorch's default (timm's ViT init re-initializes only
+            // nn.Linear): weight and bias U(±1/√fan_in), fan_in = channels · patch².
+            let fan_in = channels * patch * patch;
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            NodeParams::Linear(Linear {
+                weight: init.uniform([fan_in, *dim], bound, device),
+                bias: Some(init.uniform([*dim], bound, device)),
+            })
+        }
         Op::ClsToken { dim } => NodeParams::Vector(init.normal([*dim], 1e-6, device)),
         Op::PosEmbed { tokens, dim } => NodeParams::Table(match ir.model.def().init {
             InitScheme::Gpt => init.normal([*tokens, *dim], 0.02, device),
@@ -204,11 +210,13 @@ fn init_gate<B: Backend>(
         // Starts at 1: the pathway begins as an identity pathway.
         Gate::Linear => NodeParams::Vector(init.constant([1], 1.0, device)),
         Gate::Tensor { input, output } => {
-            // PyTorch's kaiming_uniform_(a = √5), fan-in the second dimension: bound √(1/fan_in).
+            // The authors call nn.init.kaiming_uniform_ with its default a = 0 (not
+            // nn.Linear's a = √5): bound √(6/fan_in), fan-in the core's second dimension.
             let (g0, g1) = ([input[1], output[1]], [input[0], output[0]]);
+            let bound = |core: [usize; 2]| (6.0 / core[1] as f64).sqrt();
             NodeParams::TensorGate(TensorGate {
-                g0: init.uniform(g0, (1.0 / g0[1] as f64).sqrt(), device),
-                g1: init.uniform(g1, (1.0 / g1[1] as f64).sqrt(), device),
+                g0: init.uniform(g0, bound(g0), device),
+                g1: init.uniform(g1, bound(g1), device),
             })
         }
         Gate::Dense => NodeParams::Linear(Linear {
