@@ -337,7 +337,7 @@ mod training {
     use super::*;
     use laxc::options::{parse_override, Device, TrainOptions};
     use laxc::train::session::{self, Folder, Launch, Refusal};
-    use laxc::train::{self, run_dir, Stop};
+    use laxc::train::{self, record, run_dir, Stop};
 
     impl From<CpuBackend> for session::CpuBackend {
         fn from(b: CpuBackend) -> Self {
@@ -394,7 +394,13 @@ mod training {
     }
 
     pub fn run_train(args: TrainArgs) -> ExitCode {
-        let (source, compiled, options, folder, spec_dir) = match what_to_train(args.clone()) {
+        let ToTrain {
+            source,
+            compiled,
+            options,
+            folder,
+            spec_dir,
+        } = match what_to_train(args.clone()) {
             Ok(w) => w,
             Err(c) => return c,
         };
@@ -426,7 +432,15 @@ mod training {
         }
     }
 
-    type ToTrain = (Source, laxc::Compiled, TrainOptions, Folder, PathBuf);
+    /// What `laxc train` trains: the spec, its options, where, and the folder its relative
+    /// data paths start from.
+    struct ToTrain {
+        source: Source,
+        compiled: laxc::Compiled,
+        options: TrainOptions,
+        folder: Folder,
+        spec_dir: PathBuf,
+    }
 
     /// A new run: the spec given (or the embedded one) with its options and the `--set`s. A
     /// resume: the run's own spec and options, with the `--set`s that may change on resume.
@@ -443,7 +457,13 @@ mod training {
                 replace,
             };
             let spec_dir = session::spec_dir(args.spec.as_deref());
-            return Ok((source, compiled, options, folder, spec_dir));
+            return Ok(ToTrain {
+                source,
+                compiled,
+                options,
+                folder,
+                spec_dir,
+            });
         };
         if let Some(spec) = &args.spec {
             eprintln!(
@@ -455,9 +475,12 @@ mod training {
             );
             return Err(ExitCode::from(IO_ERROR));
         }
-        let run = session::stored_run(&dir).map_err(refused)?;
+        let run = record::stored_run(&dir).map_err(refused)?;
         let compiled = compile(&run.source)?;
         let overrides = overrides(&args.set)?;
+        if !overrides.iter().any(|(key, _)| key == "data") {
+            run.data_paths_known().map_err(refused)?;
+        }
         let mut options = run.last.resume_with(&overrides).map_err(|e| {
             eprintln!("error: --resume {} with --set: {e}", dir.display());
             ExitCode::from(SPEC_ERROR)
@@ -467,13 +490,13 @@ mod training {
         }
         let source = run.source.clone();
         // A `--set data=...` of the resume is relative to the working folder.
-        Ok((
+        Ok(ToTrain {
             source,
             compiled,
             options,
-            Folder::Resume(Box::new(run)),
-            PathBuf::new(),
-        ))
+            folder: Folder::Resume(Box::new(run)),
+            spec_dir: PathBuf::new(),
+        })
     }
 
     pub fn run_bench(args: BenchArgs) -> ExitCode {
@@ -529,7 +552,12 @@ mod training {
         set: Vec<String>,
         backend: CpuBackend,
     ) -> ExitCode {
-        let (source, compiled, opts, dir) = match what_to_evaluate(spec, &checkpoint, &set) {
+        let ToEvaluate {
+            source,
+            compiled,
+            options: opts,
+            spec_dir: dir,
+        } = match what_to_evaluate(spec, &checkpoint, &set) {
             Ok(w) => w,
             Err(c) => return c,
         };
@@ -554,7 +582,14 @@ mod training {
         }
     }
 
-    type ToEvaluate = (Source, laxc::Compiled, TrainOptions, PathBuf);
+    /// What `laxc eval` evaluates with: the spec, its options and the folder its relative data
+    /// paths start from.
+    struct ToEvaluate {
+        source: Source,
+        compiled: laxc::Compiled,
+        options: TrainOptions,
+        spec_dir: PathBuf,
+    }
 
     /// The spec given, with its options and the `--set`s; without one, the spec and options the
     /// checkpoint's run recorded (else the embedded spec).
@@ -564,20 +599,35 @@ mod training {
         set: &[String],
     ) -> Result<ToEvaluate, ExitCode> {
         let run = match &spec {
-            None => session::run_folder_of(checkpoint),
+            None => record::run_folder_of(checkpoint),
             Some(_) => None,
         };
         let Some(run) = run else {
             let (source, compiled) = read_and_compile(spec.clone())?;
             let opts = options(&source, &compiled, set, None)?;
-            return Ok((source, compiled, opts, session::spec_dir(spec.as_deref())));
+            let spec_dir = session::spec_dir(spec.as_deref());
+            return Ok(ToEvaluate {
+                source,
+                compiled,
+                options: opts,
+                spec_dir,
+            });
         };
-        let run = session::stored_run(&run).map_err(refused)?;
+        let run = record::stored_run(&run).map_err(refused)?;
         let compiled = compile(&run.source)?;
-        let opts = run.last.with(&overrides(set)?).map_err(|e| {
+        let overrides = overrides(set)?;
+        if !overrides.iter().any(|(key, _)| key == "data") {
+            run.data_paths_known().map_err(refused)?;
+        }
+        let opts = run.last.with(&overrides).map_err(|e| {
             eprintln!("error: --set: {e}");
             ExitCode::from(SPEC_ERROR)
         })?;
-        Ok((run.source, compiled, opts, PathBuf::new()))
+        Ok(ToEvaluate {
+            source: run.source,
+            compiled,
+            options: opts,
+            spec_dir: PathBuf::new(),
+        })
     }
 }

@@ -366,9 +366,10 @@ impl AttentionHalf {
         };
         let att = b.block_join(&[q, k, v], block, "attention", attention);
         let o = b.site(att, block, "attn.o");
-        match self.dropout {
-            true => residual(b, x, o, block, "attn"),
-            false => residual_add(b, x, o, block, "attn"),
+        if self.dropout {
+            residual(b, x, o, block, "attn")
+        } else {
+            residual_add(b, x, o, block, "attn")
         }
     }
 }

@@ -55,9 +55,7 @@ pub fn save<B: AutodiffBackend, O: Optimizer<LaxModel<B>, B>>(
     // Saved already at this step (a periodic checkpoint, then a stop): no update happened in
     // between, so it holds this very state; never delete what `latest` may point to.
     if !complete(&fin) {
-        let weights = model
-            .valid()
-            .save_to_bytes()
+        let weights = safetensors_bytes(&model.valid())
             .map_err(|e| format!("cannot serialize the weights of step {step}: {e}"))?;
         let optimizer = BinBytesRecorder::<Settings>::new()
             .record(optim.to_record(), ())
@@ -80,21 +78,20 @@ pub fn save<B: AutodiffBackend, O: Optimizer<LaxModel<B>, B>>(
         write_folder(&dir, &name, &files)?;
     }
     point(&dir, "latest", &name)?;
-    prune(&dir, keep)?;
+    // The new checkpoint is safe: an old one that cannot be removed is no reason to stop.
+    if let Err(e) = prune(&dir, keep) {
+        eprintln!("warning: {e}");
+    }
     Ok(fin)
 }
 
 /// The model's weights as safetensors bytes.
-trait ToBytes {
-    fn save_to_bytes(&self) -> Result<Vec<u8>, String>;
-}
-
-impl<B: burn::tensor::backend::Backend> ToBytes for LaxModel<B> {
-    fn save_to_bytes(&self) -> Result<Vec<u8>, String> {
-        let mut store = SafetensorsStore::from_bytes(None);
-        self.save_into(&mut store).map_err(|e| e.to_string())?;
-        store.get_bytes().map_err(|e| e.to_string())
-    }
+fn safetensors_bytes<B: burn::tensor::backend::Backend>(
+    model: &LaxModel<B>,
+) -> Result<Vec<u8>, String> {
+    let mut store = SafetensorsStore::from_bytes(None);
+    model.save_into(&mut store).map_err(|e| e.to_string())?;
+    store.get_bytes().map_err(|e| e.to_string())
 }
 
 /// Writes `files` into `dir/.NAME.partial`, then renames that to `dir/NAME`. On failure (a full
@@ -107,7 +104,7 @@ fn write_folder(dir: &Path, name: &str, files: &[(&str, &[u8])]) -> Result<(), S
         std::fs::create_dir(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
         for (file, bytes) in files {
             let path = tmp.join(file);
-            std::fs::write(&path, bytes)
+            write_durably(&path, bytes)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
         // An incomplete folder of this name (a save killed midway) is not a checkpoint.
@@ -119,6 +116,15 @@ fn write_folder(dir: &Path, name: &str, files: &[(&str, &[u8])]) -> Result<(), S
         let _ = std::fs::remove_dir_all(&tmp);
     }
     written
+}
+
+/// Writes a file and flushes it to the disk, so that a power loss after the rename that
+/// publishes the checkpoint cannot leave it truncated.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// Points `dir/POINTER` (`latest` or `best`) at checkpoint `name`.

@@ -94,6 +94,27 @@ pub fn absolute(spec: &DataSpec, spec_dir: &Path) -> DataSpec {
     }
 }
 
+/// The first path of `spec` that is relative, if any.
+pub fn relative_path(spec: &DataSpec) -> Option<&Path> {
+    let paths: Vec<&PathBuf> = match spec {
+        DataSpec::Text {
+            train,
+            valid,
+            tokenizer,
+        } => [Some(train), valid.as_ref(), tokenizer.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect(),
+        DataSpec::Tokens { dir } | DataSpec::Mnist { dir } | DataSpec::Cifar10 { dir } => {
+            vec![dir]
+        }
+    };
+    paths
+        .into_iter()
+        .find(|p| p.is_relative())
+        .map(PathBuf::as_path)
+}
+
 /// Every file [`load`] reads for `spec` (with absolute paths), in the order it reads them.
 pub fn files(spec: &DataSpec) -> DataResult<Vec<PathBuf>> {
     Ok(match spec {
@@ -116,12 +137,12 @@ pub fn files(spec: &DataSpec) -> DataResult<Vec<PathBuf>> {
     })
 }
 
-/// The SHA-256 of every file the data spec reads, in order: what a run records, and what a
+/// Every file the data spec reads, in order, with its SHA-256: what a run records, and what a
 /// resume compares, so that a resume never goes on with other data.
-pub fn fingerprint(spec: &DataSpec) -> DataResult<Vec<String>> {
+pub fn fingerprint(spec: &DataSpec) -> DataResult<Vec<(PathBuf, String)>> {
     files(spec)?
-        .iter()
-        .map(|f| super::digest::of_file(f))
+        .into_iter()
+        .map(|f| super::digest::of_file(&f).map(|sum| (f, sum)))
         .collect()
 }
 
@@ -232,7 +253,7 @@ fn llmc_shards(dir: &Path) -> DataResult<Data> {
     }))
 }
 
-/// MNIST's four IDX files, normalized as usual.
+/// MNIST's four IDX files: training images and labels, test images and labels.
 const MNIST_FILES: [&str; 4] = [
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -240,6 +261,7 @@ const MNIST_FILES: [&str; 4] = [
     "t10k-labels-idx1-ubyte",
 ];
 
+/// MNIST's four IDX files, normalized as usual.
 fn mnist(dir: &Path) -> DataResult<Data> {
     let [train_images, train_labels, test_images, test_labels] = MNIST_FILES.map(|f| dir.join(f));
     let (train_x, size) = idx_images(&train_images)?;
@@ -264,8 +286,7 @@ fn mnist(dir: &Path) -> DataResult<Data> {
     }))
 }
 
-/// CIFAR-10's five training batches and its test batch (binary version).
-/// The five training batches, then the test batch.
+/// CIFAR-10's five training batches, then its test batch.
 fn cifar10_files(dir: &Path) -> Vec<PathBuf> {
     (1..=5)
         .map(|i| dir.join(format!("data_batch_{i}.bin")))
@@ -273,6 +294,7 @@ fn cifar10_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// CIFAR-10's five training batches and its test batch (binary version).
 fn cifar10(dir: &Path) -> DataResult<Data> {
     let mut train_x = Vec::new();
     let mut train_y = Vec::new();

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod digest;
+pub mod record;
 pub mod run;
 pub mod run_dir;
 pub mod session;

@@ -71,10 +71,19 @@ impl std::fmt::Display for Stop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Stop::Interrupted => f.write_str("interrupted (Ctrl-C or SIGTERM)"),
-            Stop::Diverged { step, what, value } => write!(
-                f,
-                "the {what} became {value} at step {step}; stopped (lower `lr` or raise `warmup`)"
-            ),
+            Stop::Diverged { step, what, value } => {
+                // The weights are checked as a whole: NaN stands for "some not finite".
+                let became = if value.is_nan() && *what == "weights" {
+                    "non-finite".to_string()
+                } else {
+                    value.to_string()
+                };
+                write!(
+                    f,
+                    "the {what} became {became} at step {step}; stopped (lower `lr` or raise \
+                     `warmup`)"
+                )
+            }
         }
     }
 }
@@ -484,9 +493,10 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
         let grad_norm = clip_global(&model, &mut grads, o.clip);
         // A step that would write NaN or infinity into the weights is not taken.
         if !loss.is_finite() || !grad_norm.is_finite() {
-            stopped = Some(match loss.is_finite() {
-                false => diverged(step + 1, "loss", loss),
-                true => diverged(step + 1, "gradient norm", grad_norm),
+            stopped = Some(if loss.is_finite() {
+                diverged(step + 1, "gradient norm", grad_norm)
+            } else {
+                diverged(step + 1, "loss", loss)
             });
             break;
         }

@@ -4,8 +4,8 @@
 
 use super::bench::{bench, BenchOptions, BenchResult};
 use super::run::{self, RunPlan, Summary};
-use super::{checkpoint, data, run_dir};
-use crate::options::{DataSpec, Device, TrainOptions};
+use super::{checkpoint, data, record, run_dir};
+use crate::options::{Device, TrainOptions};
 use crate::source::Source;
 use crate::spec::TrainValue;
 use crate::Compiled;
@@ -93,7 +93,11 @@ pub enum Need {
 }
 
 /// Refuses a command whose memory need (a lower bound) is above this machine's free memory.
-pub fn fits_in_memory(c: &Compiled, need: Need) -> Result<(), Refusal> {
+/// On a GPU the need is in the GPU's memory, which this check does not see: nothing is refused.
+pub fn fits_in_memory(c: &Compiled, need: Need, device: Device) -> Result<(), Refusal> {
+    if device != Device::Cpu {
+        return Ok(());
+    }
     let report = c.report();
     let m = &report.memory;
     let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
@@ -218,103 +222,7 @@ pub enum Folder {
         replace: run_dir::Replace,
     },
     /// Go on with a run from its latest checkpoint.
-    Resume(Box<StoredRun>),
-}
-
-/// What a run folder recorded: its spec as written, the options it started with (data paths
-/// absolute), the options of its last resume, and the SHA-256 of each data file.
-pub struct StoredRun {
-    pub dir: PathBuf,
-    pub source: Source,
-    pub first: TrainOptions,
-    pub last: TrainOptions,
-    pub data_sha256: Vec<String>,
-}
-
-/// The run folder holding `path`: `path` itself, or the run of a `RUN/checkpoints/step-N` folder.
-pub fn run_folder_of(path: &Path) -> Option<PathBuf> {
-    let grandparent = path.parent().and_then(Path::parent);
-    [Some(path), grandparent]
-        .into_iter()
-        .flatten()
-        .find(|d| d.join("resolved.json").is_file() && d.join("spec.lax").is_file())
-        .map(Path::to_path_buf)
-}
-
-/// Reads what `dir` recorded, or says in one line why it is not a run that can go on.
-pub fn stored_run(dir: &Path) -> Result<StoredRun, Refusal> {
-    let shown = dir.display();
-    if run_folder_of(dir).as_deref() != Some(dir) {
-        return Err(Refusal::Io(format!(
-            "{shown} is not a laxc run folder (it needs spec.lax and resolved.json)"
-        )));
-    }
-    let read = |name: &str| {
-        let path = dir.join(name);
-        std::fs::read_to_string(&path)
-            .map_err(|e| Refusal::Io(format!("cannot read {}: {e}", path.display())))
-    };
-    let source = Source::new(
-        dir.join("spec.lax").display().to_string(),
-        read("spec.lax")?,
-    );
-    let options = |name: &str| -> Result<(TrainOptions, Vec<String>), Refusal> {
-        let malformed = |e: serde_json::Error| {
-            Refusal::Io(format!("{} is malformed: {e}", dir.join(name).display()))
-        };
-        let v: serde_json::Value = serde_json::from_str(&read(name)?).map_err(malformed)?;
-        let train = serde_json::from_value(v["train"].clone()).map_err(malformed)?;
-        let sums = serde_json::from_value(v["data_sha256"].clone()).unwrap_or_default();
-        Ok((train, sums))
-    };
-    let (first, data_sha256) = options("resolved.json")?;
-    let last = match dir.join(RESUMED).is_file() {
-        true => options(RESUMED)?.0,
-        false => first.clone(),
-    };
-    Ok(StoredRun {
-        dir: dir.to_path_buf(),
-        source,
-        first,
-        last,
-        data_sha256,
-    })
-}
-
-/// The record of a run's last resume.
-const RESUMED: &str = "resolved-resume.json";
-
-/// Refuses to resume on data other than the run's: each file's SHA-256 must be the recorded
-/// one (a run of a laxc that recorded none is not checked).
-fn same_data(run: &StoredRun, data: &Option<DataSpec>) -> Result<(), Refusal> {
-    let Some(data) = data else { return Ok(()) };
-    if run.data_sha256.is_empty() {
-        return Ok(());
-    }
-    let files = data::files(data).map_err(Refusal::Io)?;
-    let sums = data::fingerprint(data).map_err(Refusal::Io)?;
-    if sums.len() != run.data_sha256.len() {
-        return Err(Refusal::Io(format!(
-            "{} trained on {} data files; these data are {} files: a run resumes only on its \
-             own data",
-            run.dir.display(),
-            run.data_sha256.len(),
-            sums.len()
-        )));
-    }
-    for ((file, now), then) in files.iter().zip(&sums).zip(&run.data_sha256) {
-        if now != then {
-            return Err(Refusal::Io(format!(
-                "{} differs from the data {} trained on (SHA-256 {}…, then {}…): a run resumes \
-                 only on its own data",
-                file.display(),
-                run.dir.display(),
-                &now[..12],
-                &then[..12.min(then.len())]
-            )));
-        }
-    }
-    Ok(())
+    Resume(Box<record::StoredRun>),
 }
 
 /// Everything `laxc train` needs once its arguments are read.
@@ -349,10 +257,13 @@ pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
         Need::Train {
             batch: l.options.batch,
         },
+        device,
     )?;
     let mut options = l.options;
-    // Recorded absolute, so that a resume or an evaluation from anywhere finds the same files.
+    // Recorded absolute, so that a resume or an evaluation from anywhere finds the same files;
+    // hashed once, before anything is written.
     options.data = options.data.map(|d| data::absolute(&d, &l.spec_dir));
+    let sums = record::data_sums(&options.data)?;
     let (out, resume, created, _lock) = match l.folder {
         Folder::Resume(run) => {
             if !run_dir::has_checkpoints(&run.dir) {
@@ -360,7 +271,7 @@ pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
                 return Err(Refusal::Io(why));
             }
             let lock = run_dir::lock(&run.dir).map_err(Refusal::Io)?;
-            same_data(&run, &options.data)?;
+            run.same_data(&sums)?;
             (run.dir, Some(run.first), false, lock)
         }
         Folder::New {
@@ -383,7 +294,7 @@ pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
         }
         Refusal::Io(e)
     };
-    record_run(&out, l.source, l.compiled, &options, is_new).map_err(cleanup)?;
+    record::write(&out, l.source, l.compiled, &options, &sums, is_new).map_err(cleanup)?;
     eprintln!(
         "training {} ({} params) on {} → {}",
         l.source.name,
@@ -430,42 +341,6 @@ fn new_default_run_dir(spec_name: &str) -> Result<PathBuf, String> {
     unreachable!("the loop returns")
 }
 
-/// The run folder keeps what reproduces the run: the spec as written, the resolved options
-/// (data paths absolute), the SHA-256 of each data file and the report; a resume adds the
-/// options it went on with.
-fn record_run(
-    out: &Path,
-    source: &Source,
-    c: &Compiled,
-    opts: &TrainOptions,
-    is_new: bool,
-) -> Result<(), String> {
-    let write = |name: &str, bytes: &[u8]| {
-        crate::files::write_atomically(&out.join(name), bytes)
-            .map_err(|e| format!("cannot write {}: {e}", out.join(name).display()))
-    };
-    if is_new {
-        write("spec.lax", source.text.as_bytes())?;
-    }
-    let data_sha256 = match &opts.data {
-        Some(d) => data::fingerprint(d)?,
-        None => Vec::new(),
-    };
-    let resolved = serde_json::json!({
-        "spec": source.name,
-        "train": opts,
-        "data_sha256": data_sha256,
-        "report": c.report(),
-    });
-    let name = if is_new { "resolved.json" } else { RESUMED };
-    write(
-        name,
-        serde_json::to_string_pretty(&resolved)
-            .expect("serializes")
-            .as_bytes(),
-    )
-}
-
 struct EvalJob<'a> {
     compiled: &'a Compiled,
     options: &'a TrainOptions,
@@ -504,7 +379,9 @@ pub fn eval_checkpoint(
     backend: CpuBackend,
     batches: Option<usize>,
 ) -> Result<(f64, Option<f64>), Refusal> {
-    fits_in_memory(c, Need::Eval)?;
+    let device = options.device();
+    usable(device)?;
+    fits_in_memory(c, Need::Eval, device)?;
     let job = EvalJob {
         compiled: c,
         options,
@@ -512,7 +389,7 @@ pub fn eval_checkpoint(
         checkpoint,
         batches: batches.unwrap_or(usize::MAX),
     };
-    dispatch(options.device(), backend, job)?.map_err(Refusal::Io)
+    dispatch(device, backend, job)?.map_err(Refusal::Io)
 }
 
 struct BenchJob<'a> {
@@ -540,14 +417,12 @@ pub fn bench_spec(
     if bench_options.steps == 0 || bench_options.batch == 0 {
         return Err(Refusal::Io("--steps and --batch must be at least 1".into()));
     }
-    fits_in_memory(
-        c,
-        Need::Train {
-            batch: bench_options.batch,
-        },
-    )?;
     let device = train.device();
     usable(device)?;
+    let need = Need::Train {
+        batch: bench_options.batch,
+    };
+    fits_in_memory(c, need, device)?;
     let job = BenchJob {
         compiled: c,
         name,
