@@ -23,8 +23,12 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = os.path.join(ROOT, "runs", "claims")
-BROWN = ["brown-full", "brown-svd", "brown-svd-lax", "brown-cola", "brown-cola-lax"]
-MNIST = ["mnist-svd", "mnist-svd-lax", "mnist-tt", "mnist-tt-lax"]
+BROWN = ["brown-full", "brown-svd", "brown-svd-lax", "brown-svd-lax-dense", "brown-cola", "brown-cola-lax"]
+MNIST = ["mnist-svd", "mnist-svd-lax", "mnist-svd-lax-nonorm", "mnist-tt", "mnist-tt-lax", "mnist-tt-lax-nonorm"]
+# The rates the sweep of 2026-11 chose (BENCHMARKS.md), used where this machine has no sweep runs;
+# brown-svd-lax-dense was not swept and trains at brown-svd-lax's rate.
+CHOSEN = {"brown-full": 3e-3, "brown-svd": 3e-3, "brown-svd-lax": 3e-3, "brown-svd-lax-dense": 3e-3,
+          "brown-cola": 1e-2, "brown-cola-lax": 1e-2}
 # The paper (Appendix A.3) sweeps around 1e-3 for base models and 1e-2 for LaX variants, taking
 # the largest rate that does not diverge; the grids bracket those.
 SWEEP = {
@@ -109,14 +113,15 @@ def sweep_run(spec, lr):
 
 
 def best_lr(spec):
-    """The swept rate with the lowest validation loss (a diverged run has none)."""
+    """The swept rate with the lowest validation loss (a diverged run has none), or the rate
+    chosen before where there are no sweep runs."""
     scored = []
-    for lr in SWEEP[spec]:
+    for lr in SWEEP.get(spec, []):
         s = summary(sweep_run(spec, lr))
         if s and s.get("val_loss") is not None and math.isfinite(s["val_loss"]) and not s.get("stopped"):
             scored.append((s["val_loss"], lr))
     if not scored:
-        sys.exit(f"claims.py: no finished sweep runs for {spec}; run `claims.py sweep` first")
+        return CHOSEN[spec]
     return min(scored)[1]
 
 
@@ -124,17 +129,17 @@ def sweep_jobs():
     warmup = SWEEP_STEPS // 5
     return [(spec, sweep_run(spec, lr), [f"lr={lr:g}", f"steps={SWEEP_STEPS}", f"warmup={warmup}",
                                          f"eval_every={SWEEP_STEPS}", "checkpoint_every=0"])
-            for spec in BROWN for lr in SWEEP[spec]]
+            for spec in SWEEP for lr in SWEEP[spec]]
 
 
-def brown_jobs():
+def brown_jobs(only):
     return [(spec, os.path.join(RUNS, f"{spec}-s{seed}"), [f"lr={best_lr(spec):g}", f"seed={seed}"])
-            for seed in SEEDS for spec in BROWN]
+            for seed in SEEDS for spec in BROWN if not only or spec in only]
 
 
-def mnist_jobs():
+def mnist_jobs(only):
     return [(spec, os.path.join(RUNS, f"{spec}-s{seed}"), [f"seed={seed}"])
-            for seed in SEEDS for spec in MNIST]
+            for seed in SEEDS for spec in MNIST if not only or spec in only]
 
 
 def mean_std(xs):
@@ -149,7 +154,7 @@ def table():
     print("Learning-rate sweep (150 steps, 0.31M tokens, seed 0): validation loss\n")
     print("| spec | learning rate: validation loss | chosen |")
     print("|---|---|---|")
-    for spec in BROWN:
+    for spec in SWEEP:
         cells = []
         for lr in SWEEP[spec]:
             s = summary(sweep_run(spec, lr))
@@ -172,8 +177,9 @@ def table():
               f"| {mean_std([f['val_perplexity'] for f in map(full, [s['run_dir'] for s in ss]) if f])} "
               f"| {statistics.mean(window_rate(s['run_dir'], 'tokens') for s in ss):,.0f} | {len(ss)} |")
     print("\nPaired by seed: validation perplexity of the first minus the second (negative: the first is better)\n")
-    paired([("brown-svd-lax", "brown-svd"), ("brown-cola-lax", "brown-cola"), ("brown-svd", "brown-full"),
-            ("brown-svd-lax", "brown-full"), ("brown-cola-lax", "brown-full")], "val_perplexity")
+    paired([("brown-svd-lax", "brown-svd"), ("brown-svd-lax-dense", "brown-svd"), ("brown-cola-lax", "brown-cola"),
+            ("brown-svd", "brown-full"), ("brown-svd-lax", "brown-full"), ("brown-cola-lax", "brown-full")],
+           "val_perplexity")
     print("\nThe same on the whole of valid.txt (`claims.py fulleval`)\n")
     paired([("brown-svd-lax", "brown-svd"), ("brown-cola-lax", "brown-cola"), ("brown-svd", "brown-full"),
             ("brown-svd-lax", "brown-full"), ("brown-cola-lax", "brown-full")], "val_perplexity", source=full)
@@ -189,7 +195,9 @@ def table():
               f"| {mean_std([s['val_loss'] for s in ss])} "
               f"| {statistics.mean(window_rate(s['run_dir'], 'images') for s in ss):,.0f} | {len(ss)} |")
     print("\nPaired by seed: test accuracy of the first minus the second, in points (positive: the first is better)\n")
-    paired([("mnist-svd-lax", "mnist-svd"), ("mnist-tt-lax", "mnist-tt")], "val_accuracy", 100.0, "{:+.2f}")
+    paired([("mnist-svd-lax", "mnist-svd"), ("mnist-svd-lax-nonorm", "mnist-svd"), ("mnist-svd-lax", "mnist-svd-lax-nonorm"),
+            ("mnist-tt-lax", "mnist-tt"), ("mnist-tt-lax-nonorm", "mnist-tt"), ("mnist-tt-lax", "mnist-tt-lax-nonorm")],
+           "val_accuracy", 100.0, "{:+.2f}")
 
 
 def paired(pairs, key, scale=1.0, fmt="{:+.3f}", source=None):
@@ -214,16 +222,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("what", choices=["sweep", "brown", "fulleval", "mnist", "table"])
     ap.add_argument("--lanes", type=int, default=2)
+    ap.add_argument("--specs", nargs="*", default=[], help="only these specs (brown, mnist)")
     a = ap.parse_args()
     if a.what == "table":
         table()
         return
     if a.what == "fulleval":
-        runs = [(spec, os.path.join(RUNS, f"{spec}-s{seed}")) for seed in SEEDS for spec in BROWN]
+        runs = [(spec, os.path.join(RUNS, f"{spec}-s{seed}")) for seed in SEEDS for spec in BROWN
+                if not a.specs or spec in a.specs]
         with cf.ThreadPoolExecutor(a.lanes) as pool:
             list(pool.map(full_eval, runs))
         return
-    jobs = {"sweep": sweep_jobs, "brown": brown_jobs, "mnist": mnist_jobs}[a.what]()
+    jobs = {"sweep": sweep_jobs, "brown": lambda: brown_jobs(a.specs), "mnist": lambda: mnist_jobs(a.specs)}[a.what]()
     run_all(jobs, a.lanes)
 
 
