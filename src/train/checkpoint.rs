@@ -206,6 +206,36 @@ pub fn latest(path: &Path) -> Result<Option<PathBuf>, String> {
     Ok(Some(newest))
 }
 
+/// The newest checkpoint of a run whose files all match their SHA-256: `latest`, or, where that
+/// is damaged (a disk error, a power loss), the newest older one that is intact, said with a
+/// warning. Resuming from a damaged file would train on garbage.
+pub fn newest_intact(run: &Path) -> Result<Option<PathBuf>, String> {
+    let Some(latest) = latest(run)? else {
+        return Ok(None);
+    };
+    let damage = match verify(&latest) {
+        Ok(()) => return Ok(Some(latest)),
+        Err(e) => e,
+    };
+    let older = complete_checkpoints(&run.join("checkpoints"));
+    for (_, ck) in older.iter().rev().filter(|(_, ck)| *ck != latest) {
+        if verify(ck).is_ok() {
+            eprintln!("warning: {damage}; resuming from {} instead", ck.display());
+            return Ok(Some(ck.clone()));
+        }
+    }
+    Err(damage)
+}
+
+/// Checks every file of a checkpoint against the SHA-256 its `state.json` recorded.
+fn verify(ck: &Path) -> Result<(), String> {
+    let state = read_state(ck)?;
+    for file in [WEIGHTS, OPTIMIZER] {
+        read_verified(ck, &state, file)?;
+    }
+    Ok(())
+}
+
 /// The complete `step-N` folders of `dir`, oldest first.
 fn complete_checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -355,6 +385,48 @@ mod tests {
         assert!(err.contains("cannot write"), "{err}");
         assert!(!dir.join(".step-000001.partial").exists());
         assert!(!dir.join("step-000001").exists());
+        std::fs::remove_dir_all(run).unwrap();
+    }
+
+    /// A checkpoint with its two files and their recorded SHA-256.
+    fn with_sums(dir: &Path, step: u64) -> PathBuf {
+        let ck = dir.join(format!("step-{step:06}"));
+        std::fs::create_dir_all(&ck).unwrap();
+        let mut sha256 = BTreeMap::new();
+        for f in [WEIGHTS, OPTIMIZER] {
+            let bytes = format!("{f} of step {step}");
+            std::fs::write(ck.join(f), &bytes).unwrap();
+            sha256.insert(f.to_string(), digest::of_bytes(bytes.as_bytes()));
+        }
+        let state = Checkpoint {
+            step,
+            loss: 1.0,
+            val_loss: None,
+            sha256,
+        };
+        std::fs::write(ck.join(STATE), serde_json::to_string(&state).unwrap()).unwrap();
+        ck
+    }
+
+    #[test]
+    fn a_damaged_latest_resumes_from_the_newest_intact_checkpoint() {
+        let run = run_folder("intact");
+        let dir = run.join("checkpoints");
+        for step in [1, 2, 3] {
+            with_sums(&dir, step);
+        }
+        std::fs::write(dir.join("latest"), "step-000003").unwrap();
+        assert_eq!(newest_intact(&run).unwrap(), Some(dir.join("step-000003")));
+        std::fs::write(dir.join("step-000003").join(OPTIMIZER), "flipped").unwrap();
+        assert_eq!(newest_intact(&run).unwrap(), Some(dir.join("step-000002")));
+        for step in ["step-000001", "step-000002"] {
+            std::fs::write(dir.join(step).join(WEIGHTS), "flipped").unwrap();
+        }
+        let err = newest_intact(&run).unwrap_err();
+        assert!(
+            err.contains("step-000003/optimizer.bin is damaged"),
+            "{err}"
+        );
         std::fs::remove_dir_all(run).unwrap();
     }
 

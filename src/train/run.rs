@@ -556,7 +556,7 @@ fn starting_point<B: AutodiffBackend>(
         return Ok((model, optim, 0));
     }
     let run = &plan.out;
-    let ck = checkpoint::latest(run)?
+    let ck = checkpoint::newest_intact(run)?
         .ok_or_else(|| format!("{} has no checkpoint to resume from", run.display()))?;
     let (model, optim, state) = checkpoint::load(&ck, model, optim, device)?;
     forget_metrics_after(&run.join("metrics.jsonl"), state.step)?;
