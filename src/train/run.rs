@@ -508,26 +508,36 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
             log.validation(step, vl, acc)?;
         }
         if o.checkpoint_every > 0 && step.is_multiple_of(o.checkpoint_every) && step < total {
-            // Checked only here, where it matters: a checkpoint must never hold NaN weights.
-            if !all_finite(&model) {
-                stopped = Some(diverged(step, "weights", f64::NAN));
+            let losses = (step, loss, log.val_loss_at(step));
+            stopped = checkpoint_unless_diverged(plan, losses, &model, &optim)?;
+            if stopped.is_some() {
                 break;
             }
-            let losses = (step, loss, log.val_loss_at(step));
-            checkpoint::save(&plan.out, losses, &model, &optim, o.keep)?;
         }
     }
     // Leave a checkpoint of where the run got to, at the end and on Ctrl-C. After a divergence
     // the weights are not worth keeping: the last periodic checkpoint stays the latest.
-    if stopped.is_none() || stopped == Some(Stop::Interrupted) {
-        if step > start && !all_finite(&model) {
-            stopped = Some(diverged(step, "weights", f64::NAN));
-        } else if step > start {
-            let losses = (step, log.last_loss, log.val_loss_at(step));
-            checkpoint::save(&plan.out, losses, &model, &optim, o.keep)?;
-        }
+    if step > start && (stopped.is_none() || stopped == Some(Stop::Interrupted)) {
+        let losses = (step, log.last_loss, log.val_loss_at(step));
+        stopped = checkpoint_unless_diverged(plan, losses, &model, &optim)?.or(stopped);
     }
     log.finish(step, stopped)
+}
+
+/// Saves a checkpoint of `(step, loss, validation loss)`, unless the weights are no longer
+/// finite: then the run stops as diverged, and `latest` stays the last good checkpoint. (Checked
+/// only here, where it matters, not after every step.)
+fn checkpoint_unless_diverged<B: AutodiffBackend>(
+    plan: &RunPlan,
+    losses: (u64, f64, Option<f64>),
+    model: &LaxModel<B>,
+    optim: &Adam<B>,
+) -> Result<Option<Stop>, String> {
+    if !all_finite(model) {
+        return Ok(Some(diverged(losses.0, "weights", f64::NAN)));
+    }
+    checkpoint::save(&plan.out, losses, model, optim, plan.options.keep)?;
+    Ok(None)
 }
 
 fn diverged(step: u64, what: &'static str, value: f64) -> Stop {
