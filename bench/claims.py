@@ -181,8 +181,9 @@ def table():
             ("brown-svd", "brown-full"), ("brown-svd-lax", "brown-full"), ("brown-cola-lax", "brown-full")],
            "val_perplexity")
     print("\nThe same on the whole of valid.txt (`claims.py fulleval`)\n")
-    paired([("brown-svd-lax", "brown-svd"), ("brown-cola-lax", "brown-cola"), ("brown-svd", "brown-full"),
-            ("brown-svd-lax", "brown-full"), ("brown-cola-lax", "brown-full")], "val_perplexity", source=full)
+    paired([("brown-svd-lax", "brown-svd"), ("brown-svd-lax-dense", "brown-svd"), ("brown-cola-lax", "brown-cola"),
+            ("brown-svd", "brown-full"), ("brown-svd-lax", "brown-full"), ("brown-cola-lax", "brown-full")],
+           "val_perplexity", source=full)
     print("\nMNIST (8,000 training digits, 2,000 test digits), 5 epochs, 3 seeds\n")
     print("| spec | params | test accuracy % | test loss | images/s (one thread, median of log windows) | runs |")
     print("|---|---|---|---|---|---|")
