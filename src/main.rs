@@ -456,7 +456,7 @@ mod training {
                 out: args.out,
                 replace,
             };
-            let spec_dir = session::spec_dir(args.spec.as_deref());
+            let spec_dir = session::spec_dir(args.spec.as_deref()).map_err(refused)?;
             return Ok(ToTrain {
                 source,
                 compiled,
@@ -605,7 +605,7 @@ mod training {
         let Some(run) = run else {
             let (source, compiled) = read_and_compile(spec.clone())?;
             let opts = options(&source, &compiled, set, None)?;
-            let spec_dir = session::spec_dir(spec.as_deref());
+            let spec_dir = session::spec_dir(spec.as_deref()).map_err(refused)?;
             return Ok(ToEvaluate {
                 source,
                 compiled,

@@ -1179,3 +1179,40 @@ fn a_run_killed_with_sigkill_resumes() {
     assert!(state.exists(), "{latest}");
     std::fs::remove_dir_all(run).unwrap();
 }
+
+/// `laxc train` with no spec works from any folder: outside the repository the default spec's
+/// embedded data is written to the cache and trained on.
+#[test]
+fn the_default_spec_trains_outside_the_repository() {
+    let outside = tempdir("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_laxc"))
+        .current_dir(&outside)
+        .env("XDG_CACHE_HOME", outside.join("cache"))
+        .args([
+            "train", "--plain", "--out", "run", "--set", "steps=2", "--set", "warmup=0",
+        ])
+        .args([
+            "--set",
+            "eval_every=0",
+            "--set",
+            "eval_batches=1",
+            "--set",
+            "batch=2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cached = outside.join("cache/laxc/default-spec/data/brown-excerpt-train.txt");
+    let shipped = common::root().join("data/brown-excerpt-train.txt");
+    assert_eq!(
+        std::fs::read(cached).unwrap(),
+        std::fs::read(shipped).unwrap()
+    );
+    assert!(outside.join("run/checkpoints/latest").exists());
+    std::fs::remove_dir_all(outside).unwrap();
+}

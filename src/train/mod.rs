@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod default_data;
 pub mod digest;
 pub mod record;
 pub mod run;

@@ -71,13 +71,13 @@ pub fn options(
         .map_err(|e| Refusal::Spec(format!("{} with --set: {e}", source.name)))
 }
 
-/// The folder a spec's relative data paths start from.
-pub fn spec_dir(path: Option<&Path>) -> PathBuf {
+/// The folder a spec's relative data paths start from: the spec's own folder, or for the
+/// embedded default spec the repository's `specs/` (or, outside the repository, the cache
+/// folder its embedded data is written to).
+pub fn spec_dir(path: Option<&Path>) -> Result<PathBuf, Refusal> {
     match path {
-        // The embedded default is specs/tiny-llama-svd-lax.lax: its data paths are relative to
-        // specs/ in the repository.
-        None => PathBuf::from("specs"),
-        Some(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
+        None => super::default_data::spec_dir().map_err(Refusal::Io),
+        Some(p) => Ok(p.parent().map(Path::to_path_buf).unwrap_or_default()),
     }
 }
 
