@@ -943,6 +943,16 @@ fn a_resume_goes_on_with_the_runs_spec_options_and_data() {
     for (step, lr) in &lr[4..] {
         assert!((lr - 1e-4).abs() < 1e-12, "step {step}: lr {lr}");
     }
+    // A resume that would end before where the run is is refused, and records nothing: the next
+    // resume still starts from the options of the last one that ran.
+    let short = resume(&["--set", "steps=5"]);
+    assert_eq!(short.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&short.stderr);
+    assert!(err.contains("at step 6 already"), "{err}");
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("resolved-resume.json")).unwrap())
+            .unwrap();
+    assert_eq!(after["train"]["steps"], 6);
     // Changed data is refused by its checksum.
     let train_txt = proj.join("brown-excerpt-train.txt");
     let mut text = std::fs::read(&train_txt).unwrap();

@@ -254,7 +254,8 @@ fn complete_checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
     steps
 }
 
-fn read_state(ck: &Path) -> Result<Checkpoint, String> {
+/// A checkpoint's `state.json`.
+pub fn read_state(ck: &Path) -> Result<Checkpoint, String> {
     let path = ck.join(STATE);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;

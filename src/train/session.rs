@@ -272,6 +272,7 @@ pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
             }
             let lock = run_dir::lock(&run.dir).map_err(Refusal::Io)?;
             run.same_data(&sums)?;
+            not_done_already(&run.dir, options.steps)?;
             (run.dir, Some(run.first), false, lock)
         }
         Folder::New {
@@ -311,6 +312,24 @@ pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
         plain: l.plain,
     };
     dispatch(device, l.backend, TrainJob(&plan))?.map_err(cleanup)
+}
+
+/// Refuses a resume whose `steps` the run has reached already, before the resume records its
+/// options (which the next resume would start from). With `epochs`, the run checks once the
+/// data says how many steps that is.
+fn not_done_already(run: &Path, steps: Option<u64>) -> Result<(), Refusal> {
+    let (Some(steps), Some(ck)) = (steps, checkpoint::newest_intact(run).map_err(Refusal::Io)?)
+    else {
+        return Ok(());
+    };
+    let at = checkpoint::read_state(&ck).map_err(Refusal::Io)?.step;
+    if at >= steps {
+        return Err(Refusal::Io(format!(
+            "the run is at step {at} already and this resume ends at step {steps}; go on with \
+             --set steps=N (N > {at})"
+        )));
+    }
+    Ok(())
 }
 
 /// Makes `runs/<spec name>-<unix seconds>`, with a suffix if that exists already. The folder is
