@@ -22,7 +22,8 @@ struct Cli {
 enum Command {
     /// Check a spec and report shapes, parameters, FLOPs and memory.
     Check {
-        /// The .lax spec (default: the embedded specs/tiny-llama-svd-lax.lax).
+        /// The .lax spec, or `-` to read it from standard input (default: the embedded
+        /// specs/tiny-llama-svd-lax.lax).
         spec: Option<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -53,7 +54,8 @@ enum Command {
     Plot(PlotArgs),
     /// Print the spec's IR as a Graphviz DOT graph (render with `dot -Tsvg`).
     Graph {
-        /// The .lax spec (default: the embedded specs/tiny-llama-svd-lax.lax).
+        /// The .lax spec, or `-` to read it from standard input (default: the embedded
+        /// specs/tiny-llama-svd-lax.lax).
         spec: Option<PathBuf>,
         /// Write to this file instead of standard output.
         #[arg(short, long)]
@@ -66,7 +68,8 @@ enum Command {
 
 #[derive(clap::Args, Clone)]
 struct TrainArgs {
-    /// The .lax spec (default: the embedded specs/tiny-llama-svd-lax.lax).
+    /// The .lax spec, or `-` to read it from standard input (default: the embedded
+    /// specs/tiny-llama-svd-lax.lax).
     spec: Option<PathBuf>,
     /// Override a train key, e.g. `--set steps=100 --set lr=3e-3` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -97,7 +100,8 @@ struct TrainArgs {
 
 #[derive(clap::Args)]
 struct BenchArgs {
-    /// The .lax spec (default: the embedded specs/tiny-llama-svd-lax.lax).
+    /// The .lax spec, or `-` to read it from standard input (default: the embedded
+    /// specs/tiny-llama-svd-lax.lax).
     spec: Option<PathBuf>,
     /// Timed training steps.
     #[arg(long, default_value_t = 20)]
@@ -157,6 +161,17 @@ fn main() -> ExitCode {
 fn read_source(path: Option<PathBuf>) -> Result<Source, ExitCode> {
     match path {
         None => Ok(Source::new(laxc::DEFAULT_SPEC_NAME, laxc::DEFAULT_SPEC)),
+        // `-`: the spec from standard input, as most command-line tools take it.
+        Some(p) if p.as_os_str() == "-" => {
+            let mut text = String::new();
+            match std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+                Ok(_) => Ok(Source::new("<stdin>", text)),
+                Err(e) => {
+                    eprintln!("error: cannot read the spec from standard input: {e}");
+                    Err(ExitCode::from(IO_ERROR))
+                }
+            }
+        }
         Some(p) => match std::fs::read_to_string(&p) {
             Ok(text) => Ok(Source::new(p.display().to_string(), text)),
             Err(e) => {

@@ -258,3 +258,28 @@ fn plot_explains_a_folder_without_the_metric() {
     assert!(!dir.join("x.png").exists() && !dir.join("y.png").exists());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `laxc check -` reads the spec from standard input.
+#[test]
+fn check_reads_a_spec_from_standard_input() {
+    use std::io::Write;
+    let mut child = laxc()
+        .args(["check", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let spec = "model m: llama { vocab = 256, hidden = 64, ffn = 128, heads = 4, layers = 2, \
+                seq = 16 }\nfactorize attn.qq as svd(rank = 8)\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spec.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("<stdin>:2:"), "{err}");
+}

@@ -63,6 +63,8 @@ fn every_figure_matches_the_independent_computation() {
                 int(e, "tokens_per_sample"),
                 "{name}"
             );
+            let share = int(e, "params_trainable") as f64 / int(e, "params_total") as f64;
+            assert_eq!(r.params.trainable_share, share, "{name}: trainable share");
             let per_token = r.flops.forward_per_sample as f64 / r.flops.tokens_per_sample as f64;
             assert_eq!(r.flops.forward_per_token, per_token, "{name}");
             if e.get("flops_train_per_step").is_some() {

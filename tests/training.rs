@@ -1226,3 +1226,25 @@ fn the_default_spec_trains_outside_the_repository() {
     assert!(outside.join("run/checkpoints/latest").exists());
     std::fs::remove_dir_all(outside).unwrap();
 }
+
+/// A LoRA spec without a base says that its frozen weights start random, and the banner counts
+/// trainable parameters apart from frozen ones.
+#[test]
+fn lora_without_a_base_is_said_and_the_banner_counts_trainable_params() {
+    let run = tempdir("lora-nobase");
+    let mut args = vec!["specs/tiny-llama-lora-lax.lax"];
+    args.extend(ONE_STEP);
+    let out = train(&args, &run);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("name no `base`"), "{err}");
+    assert!(
+        err.contains("trainable params,") && err.contains("frozen)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(run).unwrap();
+}

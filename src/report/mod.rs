@@ -94,6 +94,8 @@ pub struct Params {
     /// The same model with every site dense and no LaX.
     pub dense_reference: u128,
     pub ratio_to_dense: f64,
+    /// Trainable parameters over all of them (PEFT's `trainable%`, as a fraction).
+    pub trainable_share: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -163,6 +165,7 @@ pub fn report(ir: &Ir, ctx: &ReportContext) -> Report {
         pathways,
     } = tally(ir, ctx.dense_reference);
     params.ratio_to_dense = params.total as f64 / params.dense_reference.max(1) as f64;
+    params.trainable_share = params.trainable as f64 / params.total.max(1) as f64;
     flops.forward_per_token = flops.forward_per_sample as f64 / n.max(1) as f64;
     if let Some(samples) = ctx.samples_per_step {
         flops.samples_per_step = Some(samples);
@@ -212,6 +215,7 @@ fn tally(ir: &Ir, dense_reference: u128) -> Tally {
         head: 0,
         dense_reference,
         ratio_to_dense: 0.0,
+        trainable_share: 0.0,
     };
     let mut f = Flops {
         tokens_per_sample: n,

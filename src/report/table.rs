@@ -118,7 +118,14 @@ fn totals_table(out: &mut String, r: &Report) {
             "params total".into(),
             format!("{} ({})", thousands(p.total), millions(p.total)),
         ),
-        ("  trainable".into(), thousands(p.trainable)),
+        (
+            "  trainable".into(),
+            format!(
+                "{} ({:.2}% of all)",
+                thousands(p.trainable),
+                100.0 * p.trainable_share
+            ),
+        ),
         ("  frozen".into(), thousands(p.frozen)),
         ("  embeddings".into(), thousands(p.embeddings)),
         ("  linear sites".into(), thousands(p.linear_sites)),

@@ -296,10 +296,15 @@ pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
         Refusal::Io(e)
     };
     record::write(&out, l.source, l.compiled, &options, &sums, is_new).map_err(cleanup)?;
+    let params = &l.compiled.report().params;
+    let frozen = match params.frozen {
+        0 => String::new(),
+        n => format!(", {} frozen", crate::report::thousands(n)),
+    };
     eprintln!(
-        "training {} ({} params) on {} → {}",
+        "training {} ({} trainable params{frozen}) on {} → {}",
         l.source.name,
-        crate::report::thousands(l.compiled.report().params.total),
+        crate::report::thousands(params.trainable),
         device_label(device, l.backend),
         out.display()
     );
