@@ -64,7 +64,12 @@ fn sites(ir: &Ir, out: &mut Vec<Diagnostic>) {
             Factorization::Svd { rank } | Factorization::Cola { rank, .. } => {
                 low_rank_site(&c, *rank, true, out)
             }
-            Factorization::Lora { rank, .. } => low_rank_site(&c, *rank, false, out),
+            Factorization::Lora { rank, base, .. } => {
+                low_rank_site(&c, *rank, false, out);
+                if base.is_none() {
+                    out.push(lora_without_base(spans.rule));
+                }
+            }
             Factorization::Tt { modes, ranks } => tt_site(&c, *modes, *ranks, s.intra, out),
         }
     }
@@ -181,6 +186,20 @@ fn tt_site(
     if ok && params > dense_params {
         out.push(more_than_dense(name, params, dense_params, spans.rank));
     }
+}
+
+/// One warning per rule (the message names no site, so the findings of one rule merge).
+fn lora_without_base(rule: crate::source::Span) -> Diagnostic {
+    Diagnostic::warning(
+        "W0703",
+        "LoRA without a `base`: training would start its frozen weights random",
+        rule,
+    )
+    .with_label("no `base` here")
+    .with_hint(
+        "name the dense model's weights: lora(..., base = \"model.safetensors\"), e.g. a laxc \
+         checkpoint of the spec with these sites dense",
+    )
 }
 
 fn more_than_dense(name: &str, params: u128, dense: u128, span: crate::source::Span) -> Diagnostic {

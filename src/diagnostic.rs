@@ -98,6 +98,10 @@ pub const CODES: &[(&str, &str)] = &[
         "lint: a factorized layer larger than its dense form",
     ),
     ("W0702", "lint: a lopsided tensor fold"),
+    (
+        "W0703",
+        "lint: LoRA without a `base`: training starts its frozen weights random",
+    ),
 ];
 
 /// The table of codes in docs/language.md.

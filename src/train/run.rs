@@ -559,16 +559,10 @@ fn starting_point<B: AutodiffBackend>(
     let mut model: LaxModel<B> = lower(&c.ir, o.seed, device).with_dropout(o.dropout);
     let optim = adamw::<B>(o);
     if plan.resume.is_none() {
-        match crate::lower::base::base_file(&c.spec)? {
-            Some(base) => {
-                let file = data::locate(&base, &plan.spec_dir);
-                model = crate::lower::base::load_lora_base(model, &c.spec, &file, device)?;
-            }
-            None if c.report().params.frozen > 0 => eprintln!(
-                "warning: the LoRA sites name no `base`, so their frozen weights start random; \
-                 name a dense checkpoint with lora(..., base = \"model.safetensors\")"
-            ),
-            None => {}
+        // Without a base, `laxc check`'s W0703 has said that the frozen weights start random.
+        if let Some(base) = crate::lower::base::base_file(&c.spec)? {
+            let file = data::locate(&base, &plan.spec_dir);
+            model = crate::lower::base::load_lora_base(model, &c.spec, &file, device)?;
         }
         return Ok((model, optim, 0));
     }
