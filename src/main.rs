@@ -332,6 +332,9 @@ fn run_plot(a: PlotArgs) -> ExitCode {
             }
         }
     }
+    for w in laxc::plot::sparse_warnings(&curves, &a.metric) {
+        eprintln!("warning: {w}");
+    }
     let title = a.title.unwrap_or_else(|| a.metric.replace('_', " "));
     match laxc::plot::plot(&curves, &a.metric, &title, a.log_y, &a.output, (960, 600)) {
         Ok(written) => {

@@ -134,6 +134,8 @@ where
         .iter()
         .flat_map(|c| c.points.iter().map(|p| p.0))
         .fold(1.0f64, f64::max);
+    // A margin right of the last step, so that its dot is drawn whole, not cut at the edge.
+    let x_max = x_max + (0.03 * x_max).max(0.5);
     let (y_lo, y_hi) = y_range(&curves);
     let y_label = |v: &f64| tick(if log_y { v.exp() } else { *v });
     let mut chart = ChartBuilder::on(&root)
@@ -237,6 +239,23 @@ fn drawable(curves: &[Curve], metric: &str, log_y: bool) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A warning for each curve with fewer than three points, which a chart shows as lone dots
+/// rather than as a curve (a run that validated once or twice).
+pub fn sparse_warnings(curves: &[Curve], metric: &str) -> Vec<String> {
+    curves
+        .iter()
+        .filter(|c| c.points.len() < 3)
+        .map(|c| {
+            let n = c.points.len();
+            let points = if n == 1 { "point" } else { "points" };
+            format!(
+                "{} has only {n} {points} of {metric}: drawn as dots, not as a curve",
+                c.label
+            )
+        })
+        .collect()
 }
 
 /// Writes the chart as PNG and SVG (`width` × `height` pixels).

@@ -208,6 +208,30 @@ fn plot_writes_png_and_svg_with_every_run_labelled() {
         .count();
     assert_eq!(curves, 2, "one ten-point curve per run");
     assert_eq!(svg.matches("<circle").count(), 20);
+    // The last step's dot is drawn whole: inside the plot area, which ends 16 px (the margin)
+    // before the 960-px edge.
+    let right = svg
+        .split("<circle")
+        .skip(1)
+        .map(|c| {
+            let cx = c.split("cx=\"").nth(1).unwrap().split('"').next().unwrap();
+            cx.parse::<f64>().unwrap()
+        })
+        .fold(0.0f64, f64::max);
+    assert!(
+        right + 3.0 < 944.0,
+        "the last dot at x = {right} is cut at the edge"
+    );
+    // Two validation points: drawn, with a word that they are only two.
+    let sparse = laxc()
+        .args(["plot", "--metric", "val_loss", "-o"])
+        .arg(dir.join("val"))
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert_eq!(sparse.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&sparse.stderr);
+    assert!(err.contains("has only 2 points of val_loss"), "{err}");
 
     // Never overwrites without --force; with it, does.
     let again = laxc()
