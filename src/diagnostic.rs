@@ -208,6 +208,19 @@ pub fn render(
     Ok(())
 }
 
+/// One diagnostic as JSON for tools: code, severity, message, where it starts and ends (1-based
+/// line and column), its label and hint.
+pub fn to_json(d: &Diagnostic, source: &Source) -> serde_json::Value {
+    let (line, column) = source.line_col(d.span.start);
+    let (end_line, end_column) = source.line_col(d.span.end);
+    let severity = if d.is_error() { "error" } else { "warning" };
+    serde_json::json!({
+        "code": d.code, "severity": severity, "message": d.message, "file": source.name,
+        "line": line, "column": column, "end_line": end_line, "end_column": end_column,
+        "label": d.label, "hint": d.hint,
+    })
+}
+
 /// Renders to a plain string with no colours (tests and snapshots).
 pub fn render_to_string(source: &Source, diagnostics: &[Diagnostic]) -> String {
     let mut buf = codespan_reporting::term::termcolor::NoColor::new(Vec::new());

@@ -214,17 +214,20 @@ fn compile(source: &Source) -> Result<laxc::Compiled, ExitCode> {
             print_diagnostics(source, &c.warnings);
             Ok(c)
         }
-        Err(d) => {
-            print_diagnostics(source, &d);
-            let errors = d.iter().filter(|d| d.is_error()).count();
-            eprintln!(
-                "error: {} has {errors} error{}",
-                source.name,
-                if errors == 1 { "" } else { "s" }
-            );
-            Err(ExitCode::from(SPEC_ERROR))
-        }
+        Err(d) => Err(refuse_spec(source, &d)),
     }
+}
+
+/// Prints a spec's diagnostics and how many errors it has; the exit code of a bad spec.
+fn refuse_spec(source: &Source, d: &[Diagnostic]) -> ExitCode {
+    print_diagnostics(source, d);
+    let errors = d.iter().filter(|d| d.is_error()).count();
+    eprintln!(
+        "error: {} has {errors} error{}",
+        source.name,
+        if errors == 1 { "" } else { "s" }
+    );
+    ExitCode::from(SPEC_ERROR)
 }
 
 /// Reads and compiles a spec (the embedded default when `path` is None), printing diagnostics.
@@ -235,9 +238,22 @@ fn read_and_compile(path: Option<PathBuf>) -> Result<(Source, laxc::Compiled), E
 }
 
 fn run_check(path: Option<PathBuf>, format: Format) -> ExitCode {
-    let (source, compiled) = match read_and_compile(path) {
-        Ok(sc) => sc,
+    let source = match read_source(path) {
+        Ok(s) => s,
         Err(c) => return c,
+    };
+    let compiled = match laxc::compile(&source) {
+        Ok(c) => {
+            print_diagnostics(&source, &c.warnings);
+            c
+        }
+        Err(d) => {
+            // A tool reading JSON gets the errors there too (stderr has them for people).
+            if matches!(format, Format::Json) {
+                print!("{}", diagnostics_json(&source, &d));
+            }
+            return refuse_spec(&source, &d);
+        }
     };
     let report = compiled.report();
     let text = match format {
@@ -246,6 +262,25 @@ fn run_check(path: Option<PathBuf>, format: Format) -> ExitCode {
     };
     print!("{text}");
     ExitCode::SUCCESS
+}
+
+/// A spec that does not compile, as JSON: every diagnostic (none left out), errors first.
+fn diagnostics_json(source: &Source, d: &[Diagnostic]) -> String {
+    let of = |errors: bool| -> Vec<serde_json::Value> {
+        d.iter()
+            .filter(|x| x.is_error() == errors)
+            .map(|x| laxc::diagnostic::to_json(x, source))
+            .collect()
+    };
+    let v = serde_json::json!({
+        "schema_version": laxc::report::SCHEMA_VERSION,
+        "file": source.name,
+        "errors": of(true),
+        "warnings": of(false),
+    });
+    let mut s = serde_json::to_string_pretty(&v).expect("serializes");
+    s.push('\n');
+    s
 }
 
 fn run_graph(path: Option<PathBuf>, output: Option<PathBuf>, force: bool) -> ExitCode {

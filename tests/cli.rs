@@ -57,6 +57,22 @@ fn spec_errors_exit_1_with_file_line_column() {
         "{err}"
     );
     assert!(out.stdout.is_empty());
+    // With --format json the errors are on stdout as JSON too, located.
+    let out = laxc()
+        .args(["check", "--format", "json"])
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = &v["errors"][0];
+    assert_eq!(
+        (e["line"].as_u64(), e["column"].as_u64()),
+        (Some(2), Some(16))
+    );
+    assert_eq!(e["severity"], "error");
+    assert!(e["code"].as_str().unwrap().starts_with('E'), "{e}");
+    assert!(e["hint"].as_str().unwrap().contains("did you mean"), "{e}");
 }
 
 /// A spec with many errors prints the first 20 and a count of the rest (10 MB of broken lines
