@@ -94,9 +94,9 @@ pub fn absolute(spec: &DataSpec, spec_dir: &Path) -> DataSpec {
     }
 }
 
-/// The first path of `spec` that is relative, if any.
-pub fn relative_path(spec: &DataSpec) -> Option<&Path> {
-    let paths: Vec<&PathBuf> = match spec {
+/// The paths the spec writes: the text files (training, validation, tokenizer) or the folder.
+fn written_paths(spec: &DataSpec) -> Vec<&PathBuf> {
+    match spec {
         DataSpec::Text {
             train,
             valid,
@@ -108,8 +108,12 @@ pub fn relative_path(spec: &DataSpec) -> Option<&Path> {
         DataSpec::Tokens { dir } | DataSpec::Mnist { dir } | DataSpec::Cifar10 { dir } => {
             vec![dir]
         }
-    };
-    paths
+    }
+}
+
+/// The first path of `spec` that is relative, if any.
+pub fn relative_path(spec: &DataSpec) -> Option<&Path> {
+    written_paths(spec)
         .into_iter()
         .find(|p| p.is_relative())
         .map(PathBuf::as_path)
@@ -118,15 +122,7 @@ pub fn relative_path(spec: &DataSpec) -> Option<&Path> {
 /// Every file [`load`] reads for `spec` (with absolute paths), in the order it reads them.
 pub fn files(spec: &DataSpec) -> DataResult<Vec<PathBuf>> {
     Ok(match spec {
-        DataSpec::Text {
-            train,
-            valid,
-            tokenizer,
-        } => [Some(train), valid.as_ref(), tokenizer.as_ref()]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect(),
+        DataSpec::Text { .. } => written_paths(spec).into_iter().cloned().collect(),
         DataSpec::Tokens { dir } => {
             let mut all = shard_files(dir, "train")?;
             all.extend(shard_files(dir, "val")?);
