@@ -845,26 +845,12 @@ impl TrainOptions {
         entries: &[(String, TrainValue)],
         overrides: &[(String, TrainValue)],
     ) -> Result<TrainOptions, OptionsError> {
-        let mut all = normalize(entries, false)?;
-        let later = normalize(overrides, true)?;
-        for k in RUN_LENGTH {
-            if later.contains_key(k) {
-                all.retain(|old, _| !RUN_LENGTH.contains(&old.as_str()));
-            }
-        }
-        all.extend(later);
-        let mut o = TrainOptions::default();
-        for (k, v) in &all {
+        let mut spec = TrainOptions::default();
+        for (k, v) in &normalize(entries, false)? {
             // Every entry was checked against the schema when it was read.
-            let key = key(k).expect("a schema key");
-            (key.set)(&mut o, v);
+            (key(k).expect("a schema key").set)(&mut spec, v);
         }
-        o.check_between_keys()
-            .map_err(|(key, message)| OptionsError {
-                key: key.to_string(),
-                message,
-            })?;
-        Ok(o)
+        spec.with(overrides)
     }
 
     /// What no single key can check: the error, and the key it is best pointed at.
@@ -919,11 +905,13 @@ impl TrainOptions {
     /// These options, then the overrides (a later one wins; `steps` and `epochs` replace each
     /// other), then the checks between keys.
     pub fn with(&self, overrides: &[(String, TrainValue)]) -> Result<Self, OptionsError> {
+        let later = normalize(overrides, true)?;
         let mut o = self.clone();
-        for (k, v) in &normalize(overrides, true)? {
-            if RUN_LENGTH.contains(&k.as_str()) {
-                (o.steps, o.epochs) = (None, None);
-            }
+        // A run length in the overrides replaces the earlier one, whichever key it used.
+        if RUN_LENGTH.iter().any(|k| later.contains_key(*k)) {
+            (o.steps, o.epochs) = (None, None);
+        }
+        for (k, v) in &later {
             (key(k).expect("a schema key").set)(&mut o, v);
         }
         o.check_between_keys()
@@ -1062,6 +1050,11 @@ mod tests {
             let e = TrainOptions::resolve(&layer, &[]).unwrap_err();
             assert_eq!(e.key, key, "{}", e.message);
         }
+        // Both lengths among the overrides are a contradiction too, not a silent choice.
+        let both = [set("steps=3"), set("epochs=2")];
+        assert_eq!(TrainOptions::resolve(&[], &both).unwrap_err().key, "epochs");
+        let e = TrainOptions::default().with(&both).unwrap_err();
+        assert_eq!(e.key, "epochs");
         // An override that resolves the contradiction is taken.
         let o = TrainOptions::resolve(&[set("steps=10"), set("warmup=20")], &[set("steps=40")]);
         assert_eq!(o.unwrap().warmup, 20);
