@@ -29,11 +29,27 @@ pub struct RunPlan<'a> {
     pub spec_dir: PathBuf,
     pub options: TrainOptions,
     pub out: PathBuf,
-    /// Resuming: the options the run started with. Its schedule keeps their length, whatever
-    /// `steps` the resume sets.
-    pub resume: Option<TrainOptions>,
+    /// Where a resumed run goes on from; None for a new run.
+    pub resume: Option<Resumed>,
     /// Print a line per log step instead of drawing a bar (tests, pipes).
     pub plain: bool,
+}
+
+/// What a resume goes on from.
+pub struct Resumed {
+    /// The options the run started with: its schedule keeps their length, whatever `steps`
+    /// the resume sets.
+    pub first: TrainOptions,
+    /// The checkpoint to load, found (and verified) once before the resume records anything.
+    pub checkpoint: PathBuf,
+}
+
+/// Why a resume ending at step `end` cannot go on from step `at`.
+pub fn already_there(at: u64, end: u64) -> String {
+    format!(
+        "the run is at step {at} already and this resume ends at step {end}; go on with --set \
+         steps=N (N > {at})"
+    )
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -471,7 +487,7 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
     let total = total_steps(o, &data, seq)?;
     // A resumed run keeps the schedule it started with, however long it now runs.
     let schedule_total = match &plan.resume {
-        Some(first) => total_steps(first, &data, seq)?,
+        Some(resumed) => total_steps(&resumed.first, &data, seq)?,
         None => total,
     };
     let (mut model, mut optim, start) = starting_point::<B>(plan, total, &device)?;
@@ -558,25 +574,18 @@ fn starting_point<B: AutodiffBackend>(
     B::seed(device, o.seed);
     let mut model: LaxModel<B> = lower(&c.ir, o.seed, device).with_dropout(o.dropout);
     let optim = adamw::<B>(o);
-    if plan.resume.is_none() {
+    let Some(resumed) = &plan.resume else {
         // Without a base, `laxc check`'s W0703 has said that the frozen weights start random.
         if let Some(base) = crate::lower::base::base_file(&c.spec)? {
             let file = data::locate(&base, &plan.spec_dir);
             model = crate::lower::base::load_lora_base(model, &c.spec, &file, device)?;
         }
         return Ok((model, optim, 0));
-    }
-    let run = &plan.out;
-    let ck = checkpoint::newest_intact(run)?
-        .ok_or_else(|| format!("{} has no checkpoint to resume from", run.display()))?;
-    let (model, optim, state) = checkpoint::load(&ck, model, optim, device)?;
-    forget_metrics_after(&run.join("metrics.jsonl"), state.step)?;
+    };
+    let (model, optim, state) = checkpoint::load(&resumed.checkpoint, model, optim, device)?;
+    forget_metrics_after(&plan.out.join("metrics.jsonl"), state.step)?;
     if state.step >= total {
-        return Err(format!(
-            "the run is at step {} already and this resume ends at step {total}; go on with \
-             --set steps=N (N > {})",
-            state.step, state.step
-        ));
+        return Err(already_there(state.step, total));
     }
     Ok((model, optim, state.step))
 }

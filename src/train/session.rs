@@ -3,7 +3,7 @@
 //! one dispatch to a backend), so that the command line and a Rust user of laxc share them.
 
 use super::bench::{bench, BenchOptions, BenchResult};
-use super::run::{self, RunPlan, Summary};
+use super::run::{self, already_there, Resumed, RunPlan, Summary};
 use super::{checkpoint, data, record, run_dir};
 use crate::options::{Device, TrainOptions};
 use crate::source::Source;
@@ -272,8 +272,12 @@ pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
             }
             let lock = run_dir::lock(&run.dir).map_err(Refusal::Io)?;
             run.same_data(&sums)?;
-            not_done_already(&run.dir, options.steps)?;
-            (run.dir, Some(run.first), false, lock)
+            let checkpoint = resumable_checkpoint(&run.dir, options.steps)?;
+            let resumed = Resumed {
+                first: run.first,
+                checkpoint,
+            };
+            (run.dir, Some(resumed), false, lock)
         }
         Folder::New {
             out: Some(out),
@@ -319,22 +323,24 @@ pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
     dispatch(device, l.backend, TrainJob(&plan))?.map_err(cleanup)
 }
 
-/// Refuses a resume whose `steps` the run has reached already, before the resume records its
-/// options (which the next resume would start from). With `epochs`, the run checks once the
-/// data says how many steps that is.
-fn not_done_already(run: &Path, steps: Option<u64>) -> Result<(), Refusal> {
-    let (Some(steps), Some(ck)) = (steps, checkpoint::newest_intact(run).map_err(Refusal::Io)?)
-    else {
-        return Ok(());
-    };
+/// The checkpoint a resume goes on from (the newest intact one, found once, so that its
+/// files are verified and a fallback is said once), refused where the run has reached the
+/// resume's `steps` already: before the resume records its options, which the next resume would
+/// start from. With `epochs`, the run checks once the data says how many steps that is.
+fn resumable_checkpoint(run: &Path, steps: Option<u64>) -> Result<PathBuf, Refusal> {
+    let ck = checkpoint::newest_intact(run)
+        .map_err(Refusal::Io)?
+        .ok_or_else(|| {
+            Refusal::Io(format!(
+                "{} has no checkpoint to resume from",
+                run.display()
+            ))
+        })?;
     let at = checkpoint::read_state(&ck).map_err(Refusal::Io)?.step;
-    if at >= steps {
-        return Err(Refusal::Io(format!(
-            "the run is at step {at} already and this resume ends at step {steps}; go on with \
-             --set steps=N (N > {at})"
-        )));
+    match steps {
+        Some(end) if at >= end => Err(Refusal::Io(already_there(at, end))),
+        _ => Ok(ck),
     }
-    Ok(())
 }
 
 /// Makes `runs/<spec name>-<unix seconds>`, with a suffix if that exists already. The folder is
