@@ -20,8 +20,14 @@ import subprocess
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def json_flag(binary):
+    """`--format json` for a laxc that prints text by default; nothing for older ones."""
+    helptext = subprocess.run([binary, "bench", "--help"], capture_output=True, text=True).stdout
+    return ["--format", "json"] if "--format" in helptext else []
+
+
 def bench(binary, spec, steps, warmup):
-    cmd = [binary, "bench", spec, "--steps", str(steps), "--warmup", str(warmup)]
+    cmd = [binary, "bench", spec, "--steps", str(steps), "--warmup", str(warmup)] + json_flag(binary)
     out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 

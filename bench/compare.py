@@ -50,7 +50,7 @@ def main():
     results = {}
     for stem in stems:
         spec = f"specs/bench/{stem}.lax"
-        laxc_cmd = [a.laxc, "bench", spec] + common
+        laxc_cmd = [a.laxc, "bench", spec, "--format", "json"] + common
         twin_cmd = [sys.executable, os.path.join(HERE, "twin.py"), spec, "--laxc", a.laxc,
                     "--threads", str(a.threads)] + common
         runs = {"laxc": [], "pytorch": []}

@@ -2,8 +2,10 @@
 """The PyTorch twin of a laxc spec: the same model, written in PyTorch eager, timed the same way.
 
 It reads the structure from `laxc check --format json SPEC` (sizes, every site's factorization,
-every pathway) and builds the model with its own PyTorch code (DESIGN.md §3's equations, written
-again here), then checks that its parameter count equals the report's before timing anything.
+every pathway) and builds the model with its own PyTorch code (the equations of
+docs/conventions.md §LaX equations, §Gates, §Norms, §Tensor-train layers and §LoRA with LaX,
+written again here), then checks that its parameter count equals the report's before timing
+anything.
 A training step is what `laxc bench` times: forward, cross-entropy, backward, global-norm
 clipping, AdamW; batches are synthetic (uniform random tokens, or Gaussian images with random
 labels), drawn before timing. It prints one JSON line with the same fields as `laxc bench`.

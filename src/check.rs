@@ -19,7 +19,42 @@ pub fn check(ir: &Ir) -> Vec<Diagnostic> {
     }
     let mut seen = HashSet::new();
     out.retain(|d| seen.insert((d.code, d.span, d.message.clone())));
-    out
+    merge_sites(out)
+}
+
+/// One finding per mistake: the same finding (code, place, label) about several sites, as a
+/// rule over attn.* gives, becomes one diagnostic that lists the other sites.
+fn merge_sites(found: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut merged: Vec<(Diagnostic, Vec<String>)> = Vec::new();
+    for d in found {
+        let same = merged.iter_mut().find(|(m, _)| {
+            m.subject.is_some()
+                && d.subject.is_some()
+                && (m.code, m.span, &m.label) == (d.code, d.span, &d.label)
+        });
+        match (same, d.subject.clone()) {
+            (Some((_, others)), Some(site)) => others.push(site),
+            _ => merged.push((d, Vec::new())),
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(mut d, others)| {
+            if !others.is_empty() {
+                d.message = format!("{}; the same for {}", d.message, and_list(&others));
+            }
+            d
+        })
+        .collect()
+}
+
+/// "a", "a and b", "a, b and c".
+fn and_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
 }
 
 /// Findings about one layer's own shapes (TT modes, ranks, intra-layer LaX).
@@ -91,7 +126,8 @@ fn low_rank_site(c: &SiteCheck, rank: usize, compare: bool, out: &mut Vec<Diagno
                 spans.rank,
             )
             .with_label(format!("at most {max}"))
-            .with_hint("a rank above min(in, out) adds parameters without adding expressiveness"),
+            .with_hint("a rank above min(in, out) adds parameters without adding expressiveness")
+            .about(name),
         );
     } else if compare {
         let params = rank as u128 * (inp + outw) as u128 + bias;
@@ -128,8 +164,9 @@ fn tt_site(
             .with_label(format!("must multiply to {inp}"))
             .with_hint(format!(
                 "choose m0·m1 = {inp} and m2·m3 = {outw}, e.g. {}",
-                example_modes(inp, outw)
-            )),
+                example_modes(inp, outw, intra)
+            ))
+            .about(name),
         );
     }
     if m2 * m3 != outw as u128 {
@@ -146,8 +183,9 @@ fn tt_site(
             .with_label(format!("must multiply to {outw}"))
             .with_hint(format!(
                 "choose m0·m1 = {inp} and m2·m3 = {outw}, e.g. {}",
-                example_modes(inp, outw)
-            )),
+                example_modes(inp, outw, intra)
+            ))
+            .about(name),
         );
     }
     let bounds = [
@@ -165,7 +203,8 @@ fn tt_site(
                         spans.rank,
                     )
                     .with_label(format!("{which} at most {max}"))
-                    .with_hint("TT ranks are bounded by the products of the modes on either side of them"),
+                    .with_hint("TT ranks are bounded by the products of the modes on either side of them")
+                    .about(name),
                 );
         }
     }
@@ -176,10 +215,12 @@ fn tt_site(
                     format!(
                         "intra-layer LaX on {name} adds t1 ({m1}×{r1}) to t3 ({m2}×{r3}): it needs m1 = m2 and r1 = r3"
                     ),
-                    spans.modes.join(spans.rank),
+                    spans.intra.unwrap_or(spans.modes.join(spans.rank)),
                 )
-                .with_label("shapes differ")
-                .with_hint("use symmetric modes and ranks, e.g. modes [a, b, b, c] with ranks [r, R, r]"),
+                .with_label("adds t1 to t3, whose shapes differ")
+                .with_secondary(spans.modes.join(spans.rank), "the modes and ranks that set them")
+                .with_hint("use symmetric modes and ranks, e.g. modes [a, b, b, c] with ranks [r, R, r]")
+                .about(name),
             );
     }
     let params = m0 * r1 + r1 * m1 * rr + rr * m2 * r3 + r3 * m3 + bias;
@@ -210,12 +251,31 @@ fn more_than_dense(name: &str, params: u128, dense: u128, span: crate::source::S
     )
     .with_label("larger than the dense layer")
     .with_hint("lower the rank, or keep this layer dense")
+    .about(name)
 }
 
-fn example_modes(inp: usize, out: usize) -> String {
+/// Modes that fit the widths; with intra-layer LaX also m1 = m2 (when the widths allow it).
+fn example_modes(inp: usize, out: usize, intra: bool) -> String {
     let [a, b] = crate::ir::fold(inp);
     let [c, d] = crate::ir::fold(out);
+    if intra {
+        if let Some([a, b, c, d]) = symmetric_modes(inp, out) {
+            return format!("modes = [{a}, {b}, {c}, {d}] (m1 = m2, as `lax intra` needs)");
+        }
+    }
     format!("modes = [{a}, {b}, {c}, {d}]")
+}
+
+/// `[in/m, m, m, out/m]` for the m dividing both widths closest to a balanced fold of `in`.
+fn symmetric_modes(inp: usize, out: usize) -> Option<[usize; 4]> {
+    let target = (inp as f64).sqrt();
+    (2..=inp.min(out))
+        .filter(|m| inp.is_multiple_of(*m) && out.is_multiple_of(*m) && *m < inp && *m < out)
+        .min_by(|x, y| {
+            let d = |m: usize| (m as f64 - target).abs();
+            d(*x).total_cmp(&d(*y))
+        })
+        .map(|m| [inp / m, m, m, out / m])
 }
 
 fn pathways(ir: &Ir, out: &mut Vec<Diagnostic>) {

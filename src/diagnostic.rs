@@ -16,99 +16,120 @@ pub enum Severity {
     Warning,
 }
 
+/// One diagnostic code: what it means in one line, and its page for `laxc explain`
+/// (docs/codes/CODE.md: the rule, why, and a wrong and a right example).
+#[derive(Debug, Clone, Copy)]
+pub struct Code {
+    pub code: &'static str,
+    pub meaning: &'static str,
+    pub page: &'static str,
+}
+
+/// A registry entry; the page is compiled in from docs/codes/.
+macro_rules! code {
+    ($code:literal, $meaning:literal) => {
+        Code {
+            code: $code,
+            meaning: $meaning,
+            page: include_str!(concat!("../docs/codes/", $code, ".md")),
+        }
+    };
+}
+
 /// Every diagnostic code laxc uses and the one thing it means. Codes are stable: a code never
 /// changes meaning; a new kind of finding gets a new number. docs/language.md's table is made
-/// from this one (a test keeps them equal), and a test checks that `src/` uses no other code.
-pub const CODES: &[(&str, &str)] = &[
-    (
+/// from this one (a test keeps them equal), a test checks that `src/` uses no other code, and
+/// one that every page's examples do what they say.
+pub const CODES: &[Code] = &[
+    code!(
         "E0001",
-        "the text does not parse (syntax, or brackets nested too deep)",
+        "the text does not parse (syntax, or brackets nested too deep)"
     ),
-    ("E0101", "a number is out of range or an integer overflows"),
-    ("E0102", "unknown name"),
-    ("E0103", "not a whole number where one is needed"),
-    ("E0104", "division by zero"),
-    ("E0105", "a constant that is not a number"),
-    ("E0106", "a constant defined twice"),
-    ("E0201", "no model"),
-    ("E0202", "more than one model"),
-    ("E0203", "unknown model family"),
-    ("E0204", "unknown model key"),
-    ("E0205", "a model key is missing"),
-    ("E0206", "a model key is set twice"),
-    ("E0207", "a model size has a value it cannot take"),
-    ("E0208", "model sizes that do not fit together"),
-    ("E0301", "a selector names no site of this family"),
-    ("E0302", "a selector matches no site"),
-    ("E0303", "a block index is out of range"),
-    ("E0401", "unknown factorization"),
-    ("E0402", "an argument the factorization does not take"),
-    ("E0403", "a required argument is missing"),
-    ("E0404", "an argument of the wrong kind"),
-    ("E0405", "an argument out of its range"),
-    ("E0406", "the wrong number of TT modes or ranks"),
-    ("E0407", "an argument given twice"),
-    ("E0408", "unknown activation"),
-    ("E0501", "unknown LaX kind"),
-    ("E0502", "unknown LaX option"),
-    ("E0503", "unknown gate"),
-    ("E0504", "unknown norm"),
-    (
+    code!("E0101", "a number is out of range or an integer overflows"),
+    code!("E0102", "unknown name"),
+    code!("E0103", "not a whole number where one is needed"),
+    code!("E0104", "division by zero"),
+    code!("E0105", "a constant that is not a number"),
+    code!("E0106", "a constant defined twice"),
+    code!("E0201", "no model"),
+    code!("E0202", "more than one model"),
+    code!("E0203", "unknown model family"),
+    code!("E0204", "unknown model key"),
+    code!("E0205", "a model key is missing"),
+    code!("E0206", "a model key is set twice"),
+    code!("E0207", "a model size has a value it cannot take"),
+    code!("E0208", "model sizes that do not fit together"),
+    code!("E0301", "a selector names no site of this family"),
+    code!("E0302", "a selector matches no site"),
+    code!("E0303", "a block index is out of range"),
+    code!("E0401", "unknown factorization"),
+    code!("E0402", "an argument the factorization does not take"),
+    code!("E0403", "a required argument is missing"),
+    code!("E0404", "an argument of the wrong kind"),
+    code!("E0405", "an argument out of its range"),
+    code!("E0406", "the wrong number of TT modes or ranks"),
+    code!("E0407", "an argument given twice"),
+    code!("E0408", "unknown activation"),
+    code!("E0501", "unknown LaX kind"),
+    code!("E0502", "unknown LaX option"),
+    code!("E0503", "unknown gate"),
+    code!("E0504", "unknown norm"),
+    code!(
         "E0505",
-        "intra-layer LaX on a layer that is not a tensor train",
+        "intra-layer LaX on a layer that is not a tensor train"
     ),
-    ("E0506", "a pathway end that is dense"),
-    ("E0507", "`from` names several sites"),
-    ("E0508", "a LaX rule that creates no pathway"),
-    ("E0509", "intra-layer LaX with options"),
-    ("E0510", "a gate shape with other than two factors"),
-    ("E0511", "a LaX option set twice"),
-    ("E0601", "unknown train key"),
-    (
+    code!("E0506", "a pathway end that is dense"),
+    code!("E0507", "`from` names several sites"),
+    code!("E0508", "a LaX rule that creates no pathway"),
+    code!("E0509", "intra-layer LaX with options"),
+    code!("E0510", "a gate shape with other than two factors"),
+    code!("E0511", "a LaX option set twice"),
+    code!("E0601", "unknown train key"),
+    code!(
         "E0602",
-        "a train value of the wrong kind, or not among the choices",
+        "a train value of the wrong kind, or not among the choices"
     ),
-    ("E0603", "a train key set twice"),
-    ("E0604", "more than one train section"),
-    ("E0605", "a train value out of its range"),
-    ("E0606", "train keys that contradict each other"),
-    ("E0607", "a command-line override that is not `key=value`"),
-    ("E0608", "the arguments of a data source or schedule"),
-    ("E0701", "TT input modes do not multiply to the input width"),
-    (
+    code!("E0603", "a train key set twice"),
+    code!("E0604", "more than one train section"),
+    code!("E0605", "a train value out of its range"),
+    code!("E0606", "train keys that contradict each other"),
+    code!("E0607", "a command-line override that is not `key=value`"),
+    code!("E0608", "the arguments of a data source or schedule"),
+    code!("E0701", "TT input modes do not multiply to the input width"),
+    code!(
         "E0702",
-        "TT output modes do not multiply to the output width",
+        "TT output modes do not multiply to the output width"
     ),
-    ("E0703", "a rank larger than it can usefully be"),
-    ("E0704", "intra-layer LaX shapes that do not match"),
-    (
+    code!("E0703", "a rank larger than it can usefully be"),
+    code!("E0704", "intra-layer LaX shapes that do not match"),
+    code!(
         "E0705",
-        "an identity or linear gate between latents of different widths",
+        "an identity or linear gate between latents of different widths"
     ),
-    ("E0706", "a tensor gate fold that does not fit the latent"),
-    ("E0707", "a dense gate width that does not fit the latent"),
-    ("E0708", "a pathway that runs backwards"),
-    (
+    code!("E0706", "a tensor gate fold that does not fit the latent"),
+    code!("E0707", "a dense gate width that does not fit the latent"),
+    code!("E0708", "a pathway that runs backwards"),
+    code!(
         "E0900",
-        "an internal inconsistency in the IR (a bug in laxc)",
+        "an internal inconsistency in the IR (a bug in laxc)"
     ),
-    ("W0401", "lint: a rank fraction that rounds to 0"),
-    (
+    code!("W0401", "lint: a rank fraction that rounds to 0"),
+    code!(
         "W0701",
-        "lint: a factorized layer larger than its dense form",
+        "lint: a factorized layer larger than its dense form"
     ),
-    ("W0702", "lint: a lopsided tensor fold"),
-    (
+    code!("W0702", "lint: a lopsided tensor fold"),
+    code!(
         "W0703",
-        "lint: LoRA without a `base`: training starts its frozen weights random",
+        "lint: LoRA without a `base`: training starts its frozen weights random"
     ),
 ];
 
 /// The table of codes in docs/language.md.
 pub fn codes_table() -> String {
     let mut out = String::from("| code | meaning |\n|---|---|\n");
-    for (code, meaning) in CODES {
-        out.push_str(&format!("| {code} | {meaning} |\n"));
+    for c in CODES {
+        out.push_str(&format!("| {} | {} |\n", c.code, c.meaning));
     }
     out
 }
@@ -127,12 +148,15 @@ pub struct Diagnostic {
     pub secondary: Vec<(Span, String)>,
     /// A suggestion of what to do.
     pub hint: Option<String>,
+    /// The site a finding is about, when findings about several sites may merge into one.
+    #[serde(skip)]
+    pub subject: Option<String>,
 }
 
 impl Diagnostic {
     pub fn error(code: &'static str, message: impl Into<String>, span: Span) -> Self {
         debug_assert!(
-            CODES.iter().any(|(c, _)| *c == code),
+            CODES.iter().any(|c| c.code == code),
             "{code} is not in the registry"
         );
         Diagnostic {
@@ -143,6 +167,7 @@ impl Diagnostic {
             label: String::new(),
             secondary: Vec::new(),
             hint: None,
+            subject: None,
         }
     }
 
@@ -160,6 +185,12 @@ impl Diagnostic {
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
+        self
+    }
+
+    /// Marks the finding as about `site`, so identical findings about other sites merge.
+    pub fn about(mut self, site: impl Into<String>) -> Self {
+        self.subject = Some(site.into());
         self
     }
 
@@ -295,7 +326,7 @@ mod tests {
                     && lit[5..].starts_with('"');
                 if shaped {
                     assert!(
-                        CODES.iter().any(|(c, _)| *c == code),
+                        CODES.iter().any(|c| c.code == code),
                         "{}: {code} is not in diagnostic::CODES",
                         f.display()
                     );

@@ -19,11 +19,13 @@ pub mod ir;
 #[cfg(feature = "train")]
 pub mod lower;
 pub mod options;
+pub mod overrides;
 pub mod plot;
 pub mod report;
 pub mod resolve;
 pub mod source;
 pub mod spec;
+pub mod starters;
 pub mod syntax;
 #[cfg(feature = "train")]
 pub mod train;
@@ -52,6 +54,7 @@ impl Compiled {
             dense_reference: self.dense_reference,
             rules: &self.spec.rules,
             samples_per_step: self.spec.samples_per_step(),
+            batch: self.spec.batch(),
         };
         report::report(&self.ir, &ctx)
     }

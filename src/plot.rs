@@ -224,6 +224,9 @@ pub fn output_files(prefix: &Path) -> [PathBuf; 2] {
 /// Refuses values a chart cannot place: not finite, or (on a log axis) not above 0, naming the
 /// run and the step.
 fn drawable(curves: &[Curve], metric: &str, log_y: bool) -> Result<(), String> {
+    if curves.iter().all(|c| c.points.is_empty()) {
+        return Err(format!("no run has a {metric} value the chart can show"));
+    }
     for c in curves {
         for &(step, y) in &c.points {
             if !y.is_finite() {
@@ -239,6 +242,27 @@ fn drawable(curves: &[Curve], metric: &str, log_y: bool) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A log axis cannot place 0 or less (a learning rate that decays to 0, a loss that reaches
+/// it): those points are left out of each curve, with a warning for each curve that had some.
+pub fn keep_positive(curves: &mut [Curve], metric: &str) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for c in curves.iter_mut() {
+        let before = c.points.len();
+        let first = c.points.iter().find(|(_, y)| *y <= 0.0).map(|p| p.0);
+        c.points.retain(|(_, y)| *y > 0.0 || y.is_nan());
+        if let Some(step) = first {
+            let n = before - c.points.len();
+            warnings.push(format!(
+                "{}: {n} point{} of {metric} at or below 0 (the first at step {step}) left out \
+                 of the log axis",
+                c.label,
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+    }
+    warnings
 }
 
 /// A warning for each curve with fewer than three points, which a chart shows as lone dots
@@ -305,6 +329,27 @@ mod tests {
             "{e}"
         );
         assert!(!output_files(&out)[0].exists(), "nothing is written");
+    }
+
+    #[test]
+    fn points_at_or_below_zero_are_left_out_of_a_log_axis_with_a_warning() {
+        let mut curves = vec![Curve {
+            label: "run".into(),
+            points: vec![(1.0, 0.5), (2.0, 0.25), (3.0, 0.0), (4.0, -1.0)],
+        }];
+        let w = keep_positive(&mut curves, "lr");
+        assert_eq!(curves[0].points, vec![(1.0, 0.5), (2.0, 0.25)]);
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("2 points of lr at or below 0 (the first at step 3)"),
+            "{w:?}"
+        );
+        let out = std::env::temp_dir().join(format!("laxc-plot-pos-{}", std::process::id()));
+        let written = plot(&curves, "lr", "lr", true, &out, (200, 150)).unwrap();
+        for f in written {
+            assert!(std::fs::metadata(&f).unwrap().len() > 0);
+            std::fs::remove_file(f).unwrap();
+        }
     }
 
     #[test]

@@ -123,12 +123,19 @@ impl Spec {
 
     /// Samples per optimizer step (batch × accum), where the train section sets `batch`.
     pub fn samples_per_step(&self) -> Option<u128> {
-        let entries = &self.train.as_ref()?.entries;
-        let get = |k: &str| match entries.get(k) {
+        Some(self.batch()? * self.train_int("accum").unwrap_or(1).max(1))
+    }
+
+    /// Samples per forward pass (one micro-batch), where the train section sets `batch`.
+    pub fn batch(&self) -> Option<u128> {
+        self.train_int("batch")
+    }
+
+    fn train_int(&self, key: &str) -> Option<u128> {
+        match self.train.as_ref()?.entries.get(key) {
             Some((TrainValue::Int(v), _)) => Some(*v as u128),
             _ => None,
-        };
-        Some(get("batch")? * get("accum").unwrap_or(1).max(1))
+        }
     }
 }
 

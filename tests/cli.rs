@@ -26,17 +26,172 @@ fn json_has_the_documented_fields() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], 2);
+    // Numbers are JSON numbers, every one an integer where the quantity is whole.
     for path in [
         "/params/total",
         "/params/trainable",
         "/memory/train_bytes_bf16",
         "/memory/activation_bytes_per_sample_fp32",
+        "/memory/activation_bytes_per_batch_fp32",
         "/flops/forward_per_token",
+        "/flops/lax_gemm_per_sample",
+        "/flops/lax_other_per_sample",
+        "/sites/0/factorization/rank",
     ] {
-        assert!(v.pointer(path).is_some(), "missing {path}");
+        assert!(
+            v.pointer(path).is_some_and(|x| x.is_u64()),
+            "{path} is not a whole number"
+        );
     }
+    // Schema 2 dropped the display string and the single LaX figure.
+    assert!(v.pointer("/sites/0/rank").is_none());
+    assert!(v.pointer("/flops/lax_per_sample").is_none());
+    // A language model's config has no image sizes; a ViT's has no vocabulary.
+    assert!(v.pointer("/model/config/vocab").is_some());
+    assert!(v.pointer("/model/config/image").is_none());
+    let vit = laxc()
+        .args(["check", "specs/tiny-vit-svd-lax.lax", "--format", "json"])
+        .output()
+        .unwrap();
+    let vit: serde_json::Value = serde_json::from_slice(&vit.stdout).unwrap();
+    assert!(vit
+        .pointer("/model/config/image")
+        .is_some_and(|x| x.is_u64()));
+    assert!(vit.pointer("/model/config/vocab").is_none());
+    // Activations at the spec's batch (8) are 8 times those of one sample.
+    let per_sample = v["memory"]["activation_bytes_per_sample_fp32"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        v["memory"]["activation_bytes_per_batch_fp32"].as_u64(),
+        Some(8 * per_sample)
+    );
     assert!(v["warnings"].is_array());
+}
+
+#[test]
+fn several_specs_are_compared_in_one_table_and_one_json_document() {
+    let specs = [
+        "specs/tiny-llama-svd.lax",
+        "specs/tiny-llama-svd-lax.lax",
+        "specs/tiny-llama-dense.lax",
+    ];
+    let out = laxc().arg("check").args(specs).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for s in specs {
+        assert_eq!(text.matches(s).count(), 1, "{text}");
+    }
+    assert!(
+        text.contains("of dense") && text.contains("100.0%"),
+        "{text}"
+    );
+    let out = laxc()
+        .arg("check")
+        .args(specs)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["specs"].as_array().unwrap().len(), 3);
+    assert_eq!(v["specs"][2]["params"]["ratio_to_dense"], 1.0);
+    // One bad spec among them: the others are still reported, and the exit code says 1.
+    let dir = tempdir();
+    let bad = dir.join("bad.lax");
+    std::fs::write(&bad, "model m: llama {}\n").unwrap();
+    let out = laxc()
+        .arg("check")
+        .arg(specs[0])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stdout).unwrap().contains(specs[0]));
+}
+
+#[test]
+fn check_set_tries_a_constant_a_size_and_a_train_key_without_editing_the_file() {
+    let json = |extra: &[&str]| -> serde_json::Value {
+        let out = laxc()
+            .args(["check", "specs/tiny-llama-svd-lax.lax", "--format", "json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let base = json(&[]);
+    assert_eq!(base["sites"][0]["factorization"]["rank"], 64);
+    let r32 = json(&["--set", "r=32"]);
+    assert_eq!(r32["sites"][0]["factorization"]["rank"], 32);
+    let deeper = json(&["--set", "layers=8"]);
+    assert_eq!(deeper["model"]["layers"], 8);
+    // `r = hidden / 4` follows a new hidden.
+    let wider = json(&["--set", "hidden=512"]);
+    assert_eq!(wider["sites"][0]["factorization"]["rank"], 128);
+    let batch = json(&["--set", "batch=16"]);
+    assert_eq!(batch["flops"]["samples_per_step"], 16);
+    let out = laxc()
+        .args([
+            "check",
+            "specs/tiny-llama-svd-lax.lax",
+            "--set",
+            "hiden=512",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("E0102") && err.contains("did you mean `hidden`?"),
+        "{err}"
+    );
+    // A value that breaks the spec is reported against the spec's text, with its line.
+    let out = laxc()
+        .args(["check", "specs/tiny-llama-svd-lax.lax", "--set", "r=1000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("E0703") && err.contains("rank 1000"), "{err}");
+}
+
+#[test]
+fn a_byte_order_mark_is_not_a_syntax_error() {
+    let dir = tempdir();
+    let spec = dir.join("bom.lax");
+    let text =
+        std::fs::read_to_string(common::root().join("specs/tiny-llama-svd-lax.lax")).unwrap();
+    std::fs::write(&spec, format!("\u{feff}{text}")).unwrap();
+    let out = laxc().arg("check").arg(&spec).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = laxc().args(["completions", shell]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let train = cfg!(feature = "train").then_some("train");
+        for sub in ["check", "explain", "new", "format"]
+            .into_iter()
+            .chain(train)
+        {
+            assert!(text.contains(sub), "{shell} completions lack {sub}");
+        }
+    }
 }
 
 #[test]
@@ -118,6 +273,59 @@ fn graph_is_dot_with_distinct_lax_edges() {
         "LaX edges are drawn distinctly"
     );
     assert!(dot.trim_end().ends_with('}'));
+}
+
+/// `laxc graph`'s DOT for a spec and extra arguments.
+fn dot_of(spec: &str, extra: &[&str]) -> String {
+    let out = laxc().args(["graph", spec]).args(extra).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn graph_draws_one_representative_block_by_default_and_every_block_on_request() {
+    let spec = "specs/paper/vit-b-svd-r256-lax-tensor.lax";
+    let clusters = |dot: &str| dot.matches("subgraph cluster_block").count();
+    let dot = dot_of(spec, &[]);
+    assert_eq!(clusters(&dot), 1);
+    assert!(
+        dot.contains("label=\"blocks[1], × 11 (every later block alike)\""),
+        "{dot}"
+    );
+    assert!(
+        dot.contains("blocks[2..12]: 10 blocks, each like blocks[1]"),
+        "{dot}"
+    );
+    // One node per linear site: six sites in a ViT block, each with its pathway from the
+    // previous block drawn as a loop.
+    let site_nodes = dot
+        .lines()
+        .filter(|l| l.trim_start().starts_with("site") && !l.contains("->"))
+        .count();
+    assert_eq!(site_nodes, 6, "{dot}");
+    assert_eq!(dot.matches("from the previous block").count(), 6, "{dot}");
+    assert!(
+        !dot.contains("dropout"),
+        "dropout is left out of the readable picture"
+    );
+    let all = dot_of(spec, &["--blocks", ".."]);
+    assert_eq!(clusters(&all), 12);
+    let some = dot_of(spec, &["--blocks", "3..=5"]);
+    assert_eq!(clusters(&some), 3);
+    assert!(some.contains("blocks[0..3]: 3 blocks, not drawn"), "{some}");
+    let full = dot_of(spec, &["--full", "--blocks", ".."]);
+    assert!(full.contains("dropout"), "--full draws every node");
+    let out = laxc()
+        .args(["graph", spec, "--blocks", "4..40"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("blocks 0..12"));
 }
 
 #[test]
@@ -322,4 +530,129 @@ fn check_reads_a_spec_from_standard_input() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("<stdin>:2:"), "{err}");
+}
+
+#[cfg(feature = "train")]
+/// The README's first-session commands, run as written (`laxc` is this build) in a folder
+/// outside the repository with an empty cache: every one exits 0 and leaves what it says.
+#[test]
+fn the_readme_first_session_works_from_a_folder_outside_the_repository() {
+    let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    let block = readme
+        .split("<!-- any-folder -->\n```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README.md has the any-folder block");
+    let dir = tempdir();
+    assert!(!dir.starts_with(common::root()));
+    for line in block.lines() {
+        let command = line.split('#').next().unwrap().trim();
+        let words: Vec<&str> = command.split_whitespace().collect();
+        assert_eq!(words[0], "laxc", "{line}");
+        let out = Command::new(env!("CARGO_BIN_EXE_laxc"))
+            .args(&words[1..])
+            .current_dir(&dir)
+            .env("XDG_CACHE_HOME", dir.join("cache"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "`{command}` in {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for made in [
+        "first-run/metrics.jsonl",
+        "first-run-loss.png",
+        "my-model.lax",
+        "my-model.dot",
+    ] {
+        assert!(dir.join(made).exists(), "{made} was not written");
+    }
+}
+
+#[cfg(feature = "train")]
+/// `laxc new FAMILY`: a starter that checks clean (no error, no warning), trains two steps on
+/// data put where its comments say, and is never written over an existing file.
+#[test]
+fn every_starter_checks_clean_and_trains() {
+    let root = common::root();
+    for family in ["llama", "gpt2", "vit"] {
+        let dir = tempdir();
+        let spec = dir.join("my.lax");
+        let out = laxc()
+            .args(["new", family, "-o"])
+            .arg(&spec)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{family}");
+        let out = laxc().arg("check").arg(&spec).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{family}: {err}");
+        assert!(!err.contains("warning"), "{family}: {err}");
+        // The data the starter names, in the starter's folder.
+        let text = std::fs::read_to_string(&spec).unwrap();
+        for (name, from) in [
+            ("train.txt", "data/brown-excerpt-train.txt"),
+            ("valid.txt", "data/brown-excerpt-valid.txt"),
+        ] {
+            if text.contains(&format!("\"{name}\"")) {
+                std::fs::copy(root.join(from), dir.join(name)).unwrap();
+            }
+        }
+        if family == "vit" {
+            copy_dir(
+                &root.join("data/mnist-excerpt"),
+                &dir.join(mnist_folder(&text)),
+            );
+        }
+        let out = laxc()
+            .arg("train")
+            .arg(&spec)
+            .args([
+                "--plain",
+                "--set",
+                "steps=2",
+                "--set",
+                "warmup=0",
+                "--set",
+                "eval_every=2",
+            ])
+            .args(["--set", "eval_batches=1", "--out"])
+            .arg(dir.join("run"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{family}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let again = laxc()
+            .args(["new", family, "-o"])
+            .arg(&spec)
+            .output()
+            .unwrap();
+        assert_eq!(
+            again.status.code(),
+            Some(2),
+            "an existing spec is never overwritten"
+        );
+    }
+}
+
+/// The folder a starter's `mnist("...")` names.
+fn mnist_folder(spec: &str) -> String {
+    let at = spec.find("mnist(\"").expect("the vit starter reads MNIST") + "mnist(\"".len();
+    spec[at..].split('"').next().unwrap().to_string()
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
 }

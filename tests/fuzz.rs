@@ -12,7 +12,7 @@ fn assert_well_behaved(text: &str) {
             // A spec that compiles also reports and draws.
             let r = c.report();
             assert!(r.params.total >= r.params.trainable);
-            let _ = laxc::dot::render_dot(&c.ir);
+            let _ = laxc::dot::render_dot(&c.ir, &laxc::dot::DotOptions::everything(&c.ir));
         }
         Err(diags) => {
             assert!(!diags.is_empty());

@@ -77,7 +77,8 @@ pub enum Input {
     Images,
 }
 
-/// Which initial distributions a family's reference code uses (DESIGN.md §3).
+/// Which initial distributions a family's reference code uses (docs/conventions.md
+/// §Initialization).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InitScheme {
     /// Dense weights and positions N(0, 0.02²); SVD/CoLA factors as CoLA's LLaMA code.

@@ -192,6 +192,13 @@ impl Builder<'_> {
             rule: a.span,
             rank: a.rank_span,
             modes: a.modes_span,
+            intra: self
+                .spec
+                .intra
+                .iter()
+                .rev()
+                .find(|p| p.site == site)
+                .map(|p| p.span),
         };
         output
     }
@@ -276,7 +283,8 @@ impl Builder<'_> {
         self.site_op(s, lat, "B", up)
     }
 
-    /// A 4-core tensor train (DESIGN.md §3), with intra-layer LaX where the spec asks.
+    /// A 4-core tensor train (docs/conventions.md §Tensor-train layers), with intra-layer LaX
+    /// where the spec asks.
     fn tt_site(
         &mut self,
         s: &mut SiteBuild,

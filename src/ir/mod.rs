@@ -64,6 +64,8 @@ pub struct SiteSpans {
     pub rule: Span,
     pub rank: Span,
     pub modes: Span,
+    /// The `lax intra` rule on the site, if any.
+    pub intra: Option<Span>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]

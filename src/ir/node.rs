@@ -47,7 +47,7 @@ impl Gate {
     }
 }
 
-/// The epsilon of LaX's norms (DESIGN.md §3) and of the LLaMA and timm ViT norms.
+/// The epsilon of LaX's norms (docs/conventions.md §Norms) and of the LLaMA and timm ViT norms.
 pub const NORM_EPS: f64 = 1e-6;
 
 /// The divisor pair of `r` closest to √r: `(s0, s1)` with `s0 ≤ s1` and `s0·s1 = r`.

@@ -1,5 +1,6 @@
 //! Initial values, drawn on the host from a seeded generator so that the same seed gives the
-//! same model on every backend. The distributions follow DESIGN.md §3 (the authors' code).
+//! same model on every backend. The distributions follow docs/conventions.md §Initialization
+//! (the authors' code).
 
 use burn::module::Param;
 use burn::tensor::{backend::Backend, Tensor, TensorData};

@@ -1,5 +1,6 @@
 //! The element-wise functions and the norm laxc composes itself, because Burn 0.21's own get a
-//! gradient wrong. Tensors are `(N, width)` with N = tokens; row vectors as in DESIGN.md §3.
+//! gradient wrong. Tensors are `(N, width)` with N = tokens; row vectors, as in
+//! docs/conventions.md §LaX equations.
 
 use crate::ir::Activation;
 use burn::module::{Module, Param};

@@ -18,7 +18,7 @@ pub struct LaxModel<B: Backend> {
     pub program: Program,
 }
 
-/// Builds the model from the IR, initialized from `seed` (DESIGN.md §3's distributions).
+/// Builds the model from the IR, initialized from `seed` (docs/conventions.md §Initialization).
 pub fn lower<B: Backend>(ir: &Ir, seed: u64, device: &B::Device) -> LaxModel<B> {
     let mut init = Init::new(seed);
     let mut nodes = Vec::new();

@@ -259,7 +259,8 @@ fn first_tokens<B: Backend>(x: Tensor<B, 2>, batch: usize) -> Tensor<B, 2> {
         .reshape([batch, w])
 }
 
-/// One core of a 4-core tensor train (DESIGN.md §3), on values kept 2-D:
+/// One core of a 4-core tensor train (docs/conventions.md §Tensor-train layers), on values
+/// kept 2-D:
 /// C0: x (N, m0·m1) → t1 (N, m1·r1); C1: t1 → t2 (N, R); C2: t2 → t3 (N, m2·r3);
 /// C3: t3 → y (N, m2·m3). `[left, mode, right, batch]` are the IR's.
 fn tt_core<B: Backend>(

@@ -1,6 +1,6 @@
 //! The parameters of IR nodes: one Burn module per kind of parametric op, and the initial values
-//! of each (DESIGN.md §3, the authors' code). Values are drawn node by node in node order, so a
-//! spec always gets the same weights from the same seed.
+//! of each (docs/conventions.md §Initialization, the authors' code). Values are drawn node by
+//! node in node order, so a spec always gets the same weights from the same seed.
 
 use super::init::Init;
 use super::layers::RmsNorm;

@@ -4,8 +4,8 @@
 mod json;
 mod table;
 
-pub use json::render_json;
-pub use table::{render_table, thousands};
+pub use json::{render_json, to_json};
+pub use table::{render_comparison, render_table, thousands};
 
 use crate::family::Family;
 use crate::ir::Factorization;
@@ -13,8 +13,9 @@ use crate::ir::{Gate, Ir, Op, Scope};
 use crate::spec::RuleMatch;
 use serde::Serialize;
 
-/// Bumped whenever a field of the JSON report changes meaning or disappears.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Bumped whenever a field of the JSON report changes meaning or disappears; README.md lists
+/// what each version changed.
+pub const SCHEMA_VERSION: u32 = 2;
 
 pub const CONVENTIONS: &[&str] = &[
     "params: every tensor counts (embeddings, biases, norms, LaX gates and norms, head); frozen = LoRA bases and, in a LoRA spec, everything but adapters and LaX",
@@ -46,8 +47,9 @@ pub struct ModelSummary {
     pub fine_tuning: bool,
     pub linear_sites: usize,
     pub factorized_sites: usize,
-    /// Every size of the model (vocab, ffn, image, patch, ...), for tools that rebuild it.
-    pub config: crate::family::ModelConfig,
+    /// Every size of the model that its family has (vocab and ffn for language models; image,
+    /// patch, channels, classes, ffn and mlp_norm for vit), for tools that rebuild it.
+    pub config: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,7 +61,9 @@ pub struct SiteRow {
     #[serde(rename = "in")]
     pub inp: usize,
     pub out: usize,
-    /// `r`, or the TT ranks `r1,R,r3`, or empty for dense.
+    /// For people: `r`, `r (α a)`, or the TT modes and ranks; empty for dense. JSON has the
+    /// numbers in `factorization` instead.
+    #[serde(skip)]
     pub rank: String,
     /// The factorization with all its arguments.
     pub factorization: Factorization,
@@ -107,17 +111,25 @@ pub struct Memory {
     pub weights_bytes_bf16: u128,
     /// fp32 activations one sample keeps for the backward pass (at least).
     pub activation_bytes_per_sample_fp32: u128,
+    /// The same for the spec's `batch` (one micro-batch), where the train section sets it.
+    pub activation_bytes_per_batch_fp32: Option<u128>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Flops {
     pub tokens_per_sample: usize,
-    pub forward_per_token: f64,
+    /// GEMM FLOPs per token, rounded to the nearest whole FLOP (exact where the sample's
+    /// FLOPs divide evenly, as they do for language models).
+    pub forward_per_token: u128,
     pub forward_per_sample: u128,
     pub train_per_sample: u128,
     pub other_forward_per_sample: u128,
+    /// Part of `forward_per_sample`: QKᵀ and AV.
     pub attention_per_sample: u128,
-    pub lax_per_sample: u128,
+    /// Part of `forward_per_sample`: the LaX gates' GEMMs.
+    pub lax_gemm_per_sample: u128,
+    /// Part of `other_forward_per_sample`: LaX adds and pathway norms.
+    pub lax_other_per_sample: u128,
     /// From the train section: samples per step = batch × accum.
     pub samples_per_step: Option<u128>,
     pub train_per_step: Option<u128>,
@@ -154,6 +166,8 @@ pub struct ReportContext<'a> {
     pub rules: &'a [RuleMatch],
     /// Samples per optimizer step (batch × accum), where the spec's train section sets `batch`.
     pub samples_per_step: Option<u128>,
+    /// Samples per micro-batch, where the spec's train section sets `batch`.
+    pub batch: Option<u128>,
 }
 
 pub fn report(ir: &Ir, ctx: &ReportContext) -> Report {
@@ -166,7 +180,8 @@ pub fn report(ir: &Ir, ctx: &ReportContext) -> Report {
     } = tally(ir, ctx.dense_reference);
     params.ratio_to_dense = params.total as f64 / params.dense_reference.max(1) as f64;
     params.trainable_share = params.trainable as f64 / params.total.max(1) as f64;
-    flops.forward_per_token = flops.forward_per_sample as f64 / n.max(1) as f64;
+    let n128 = n.max(1) as u128;
+    flops.forward_per_token = (flops.forward_per_sample + n128 / 2) / n128;
     if let Some(samples) = ctx.samples_per_step {
         flops.samples_per_step = Some(samples);
         flops.train_per_step = Some(flops.train_per_sample * samples);
@@ -178,6 +193,7 @@ pub fn report(ir: &Ir, ctx: &ReportContext) -> Report {
         train_gib_bf16: (8 * p + 2 * frozen) as f64 / GIB,
         train_gib_fp32: (16 * p + 4 * frozen) as f64 / GIB,
         weights_bytes_bf16: 2 * params.total,
+        activation_bytes_per_batch_fp32: ctx.batch.map(|b| b * 4 * kept_per_sample(ir)),
         activation_bytes_per_sample_fp32: 4 * kept_per_sample(ir),
     };
     Report {
@@ -219,12 +235,13 @@ fn tally(ir: &Ir, dense_reference: u128) -> Tally {
     };
     let mut f = Flops {
         tokens_per_sample: n,
-        forward_per_token: 0.0,
+        forward_per_token: 0,
         forward_per_sample: 0,
         train_per_sample: 0,
         other_forward_per_sample: 0,
         attention_per_sample: 0,
-        lax_per_sample: 0,
+        lax_gemm_per_sample: 0,
+        lax_other_per_sample: 0,
         samples_per_step: None,
         train_per_step: None,
     };
@@ -253,14 +270,15 @@ fn tally(ir: &Ir, dense_reference: u128) -> Tally {
                 row.2 += node.op.gemm_flops();
                 p.linear_sites += params;
                 if matches!(node.op, Op::LaxAdd { .. }) {
-                    f.lax_per_sample += other;
+                    f.lax_other_per_sample += other;
                 }
             }
             Scope::Pathway { pathway } => {
                 path_params[pathway].0 += params;
                 path_params[pathway].1 += node.op.gemm_flops();
                 p.lax += params;
-                f.lax_per_sample += fwd + other;
+                f.lax_gemm_per_sample += fwd;
+                f.lax_other_per_sample += other;
             }
             Scope::Stem | Scope::Block { .. } => match node.op {
                 Op::Norm { .. } => p.norms += params,
@@ -293,8 +311,42 @@ fn model_summary(ir: &Ir) -> ModelSummary {
             .iter()
             .filter(|s| s.fact != Factorization::Dense)
             .count(),
-        config: ir.model.clone(),
+        config: config_json(&ir.model),
     }
+}
+
+/// The sizes the model's family has, by their names in the language.
+fn config_json(m: &crate::family::ModelConfig) -> serde_json::Map<String, serde_json::Value> {
+    let mut c = serde_json::Map::new();
+    let mut put = |k: &str, v: serde_json::Value| {
+        c.insert(k.to_string(), v);
+    };
+    put("name", m.name.clone().into());
+    put("family", m.family.name().into());
+    for (k, v) in [
+        ("hidden", m.hidden),
+        ("heads", m.heads),
+        ("layers", m.layers),
+        ("ffn", m.ffn),
+        ("tokens", m.tokens),
+    ] {
+        put(k, v.into());
+    }
+    match m.family {
+        Family::Vit => {
+            for (k, v) in [
+                ("image", m.image),
+                ("patch", m.patch),
+                ("channels", m.channels),
+                ("classes", m.classes),
+            ] {
+                put(k, v.into());
+            }
+            put("mlp_norm", m.mlp_norm.into());
+        }
+        _ => put("vocab", m.vocab.into()),
+    }
+    c
 }
 
 fn site_rows(ir: &Ir, site_params: &[(u128, u128, u128)]) -> Vec<SiteRow> {
@@ -364,7 +416,7 @@ fn pathway_rows(ir: &Ir, path_params: &[(u128, u128)]) -> Vec<PathwayRow> {
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-fn rank_text(f: &Factorization) -> String {
+pub(crate) fn rank_text(f: &Factorization) -> String {
     match f {
         Factorization::Dense => String::new(),
         Factorization::Svd { rank } | Factorization::Cola { rank, .. } => rank.to_string(),

@@ -48,6 +48,7 @@ fn sites_table(out: &mut String, r: &Report) {
         "in → out",
         "rank",
         "params",
+        "of all",
         "fwd FLOPs/token",
     ]);
     for g in group_sites(r) {
@@ -65,10 +66,11 @@ fn sites_table(out: &mut String, r: &Report) {
             format!("{} → {}", s.inp, s.out),
             s.rank.clone(),
             params,
+            share(count as u128 * s.params, r.params.total),
             thousands(s.flops_forward_per_token),
         ]);
     }
-    right_align(&mut t, &[4, 5]);
+    right_align(&mut t, &[4, 5, 6]);
     let _ = writeln!(out, "{t}\n");
 }
 
@@ -156,28 +158,41 @@ fn totals_table(out: &mut String, r: &Report) {
                 r.memory.activation_bytes_per_sample_fp32 as f64 / (1u64 << 20) as f64
             ),
         ),
+    ];
+    let mut rows = rows;
+    if let Some(bytes) = r.memory.activation_bytes_per_batch_fp32 {
+        rows.push((
+            "activations fp32 at the spec's batch".into(),
+            format!("{:.1} MiB (at least)", bytes as f64 / (1u64 << 20) as f64),
+        ));
+    }
+    rows.extend([
         (
             "forward FLOPs per token".into(),
+            format!("{} (GEMM)", thousands(r.flops.forward_per_token)),
+        ),
+        (
+            "forward GEMM FLOPs per sample".into(),
             format!(
-                "{} (GEMM)",
-                thousands(r.flops.forward_per_token.round() as u128)
+                "{} (attention {}, LaX gates {})",
+                si(r.flops.forward_per_sample),
+                si(r.flops.attention_per_sample),
+                si(r.flops.lax_gemm_per_sample),
             ),
         ),
         (
-            "forward FLOPs per sample".into(),
+            "forward other FLOPs per sample".into(),
             format!(
-                "{} GEMM (attention {}, LaX {}) + {} other",
-                si(r.flops.forward_per_sample),
-                si(r.flops.attention_per_sample),
-                si(r.flops.lax_per_sample),
-                si(r.flops.other_forward_per_sample)
+                "{} (LaX adds and norms {})",
+                si(r.flops.other_forward_per_sample),
+                si(r.flops.lax_other_per_sample)
             ),
         ),
         (
             "training FLOPs per sample".into(),
             si(r.flops.train_per_sample),
         ),
-    ];
+    ]);
     for (k, v) in rows {
         t.add_row(vec![k, v]);
     }
@@ -357,6 +372,15 @@ fn block_label(first: usize, last: usize, name: &str) -> String {
     }
 }
 
+/// A row's parameters as a share of the model's: "12.3%", "<0.1%" for a sliver.
+fn share(part: u128, total: u128) -> String {
+    let pct = 100.0 * part as f64 / total.max(1) as f64;
+    match pct {
+        p if p > 0.0 && p < 0.05 => "<0.1%".to_string(),
+        p => format!("{p:.1}%"),
+    }
+}
+
 /// 44174056 → "44,174,056".
 pub fn thousands(v: u128) -> String {
     let s = v.to_string();
@@ -383,4 +407,37 @@ fn si(v: u128) -> String {
         }
     }
     format!("{v}")
+}
+
+/// `laxc check A.lax B.lax ...`: one row per spec, the figures a choice between them turns on.
+pub fn render_comparison(rows: &[(&str, &Report)]) -> String {
+    let mut t = new_table(&[
+        "spec",
+        "params",
+        "trainable",
+        "of dense",
+        "train FLOPs/sample",
+        "train memory bf16",
+        "activations/sample",
+    ]);
+    for (name, r) in rows {
+        t.add_row(vec![
+            name.to_string(),
+            thousands(r.params.total),
+            format!(
+                "{} ({:.1}%)",
+                thousands(r.params.trainable),
+                100.0 * r.params.trainable_share
+            ),
+            format!("{:.1}%", 100.0 * r.params.ratio_to_dense),
+            si(r.flops.train_per_sample),
+            format!("{:.3} GiB", r.memory.train_gib_bf16),
+            format!(
+                "{:.1} MiB",
+                r.memory.activation_bytes_per_sample_fp32 as f64 / (1u64 << 20) as f64
+            ),
+        ]);
+    }
+    right_align(&mut t, &[1, 2, 3, 4, 5, 6]);
+    format!("{t}\n")
 }

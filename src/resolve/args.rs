@@ -10,6 +10,8 @@ pub struct Args<'a> {
     pub call: &'a str,
     pub span: Span,
     named: Vec<(&'a str, Span, &'a Evaluated)>,
+    /// Names the call does not take, with where they are written.
+    unknown: Vec<(&'a str, Span)>,
 }
 
 impl<'a> Args<'a> {
@@ -23,6 +25,7 @@ impl<'a> Args<'a> {
         errors: &mut Vec<Diagnostic>,
     ) -> Self {
         let mut out: Vec<(&str, Span, &Evaluated)> = Vec::new();
+        let mut unknown = Vec::new();
         for (i, v) in positional.iter().enumerate() {
             match accepted.get(i) {
                 Some(name) => out.push((name, v.span(), v)),
@@ -54,19 +57,21 @@ impl<'a> Args<'a> {
                         out.push((a, *span, v));
                     }
                 }
-                None => errors.push(
+                None => errors.push({
+                    unknown.push((name.as_str(), *span));
                     Diagnostic::error("E0402", format!("`{call}` has no argument `{name}`"), *span)
                         .with_label("unknown argument")
                         .with_hint(did_you_mean(name, accepted.iter().copied()).unwrap_or_else(
                             || format!("`{call}` accepts: {}", accepted.join(", ")),
-                        )),
-                ),
+                        ))
+                }),
             }
         }
         Args {
             call,
             span,
             named: out,
+            unknown,
         }
     }
 
@@ -79,7 +84,7 @@ impl<'a> Args<'a> {
 
     pub fn require(&self, name: &str, errors: &mut Vec<Diagnostic>) -> Option<&'a Evaluated> {
         let v = self.get(name);
-        if v.is_none() {
+        if v.is_none() && !self.misspelt(name, errors) {
             errors.push(
                 Diagnostic::error(
                     "E0403",
@@ -91,6 +96,28 @@ impl<'a> Args<'a> {
             );
         }
         v
+    }
+
+    /// A missing `name` that an unknown argument misspells (`svd(r = 64)`) is one mistake: the
+    /// unknown argument's error says which name was meant, and no second error is added.
+    fn misspelt(&self, name: &str, errors: &mut [Diagnostic]) -> bool {
+        let meant = |u: &str| {
+            name.starts_with(u) || u.starts_with(name) || did_you_mean(u, [name]).is_some()
+        };
+        let Some((u, span)) = self.unknown.iter().find(|(u, _)| meant(u)) else {
+            return false;
+        };
+        let Some(d) = errors
+            .iter_mut()
+            .find(|d| d.code == "E0402" && d.span == *span)
+        else {
+            return false;
+        };
+        d.hint = Some(format!(
+            "did you mean `{name}`? `{}` needs `{name}`, and has no `{u}`",
+            self.call
+        ));
+        true
     }
 }
 

@@ -83,7 +83,8 @@ impl Scope {
             Num::Int(v) => Ok(v),
             Num::Dec(d) => Err(Diagnostic::error(
                 "E0103",
-                format!("{what} must be a whole number, found {d}"),
+                // `{:?}` keeps the decimal point: "found 1.0", never a puzzling "found 1".
+                format!("{what} must be a whole number, found {d:?}"),
                 expr.span(),
             )
             .with_label("not a whole number")),
@@ -165,7 +166,7 @@ impl Evaluated {
     pub fn describe(&self) -> String {
         match self {
             Evaluated::Num(Num::Int(i), _) => format!("the number {i}"),
-            Evaluated::Num(Num::Dec(d), _) => format!("the number {d}"),
+            Evaluated::Num(Num::Dec(d), _) => format!("the number {d:?}"),
             Evaluated::Str(s, _) => format!("the string \"{s}\""),
             Evaluated::Word(w, _) => format!("`{w}`"),
             Evaluated::List(..) => "a list".into(),

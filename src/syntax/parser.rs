@@ -45,7 +45,7 @@ fn check_nesting(text: &str) -> Result<(), Diagnostic> {
 /// Parses a whole file. On a syntax error, returns one diagnostic pointing at it.
 pub fn parse(text: &str) -> Result<File, Diagnostic> {
     check_nesting(text)?;
-    let mut pairs = LaxParser::parse(Rule::file, text).map_err(|e| syntax_error(text, e))?;
+    let mut pairs = LaxParser::parse(Rule::file, text).map_err(|e| file_error(text, e))?;
     let file = pairs.next().expect("the file rule always yields one pair");
     let mut items = Vec::new();
     for pair in file.into_inner() {
@@ -389,13 +389,218 @@ fn rule_words(rule: &Rule) -> Option<&'static str> {
     })
 }
 
-fn syntax_error(text: &str, err: pest::error::Error<Rule>) -> Diagnostic {
-    let pos = match err.location {
+/// Where pest stopped.
+fn error_pos(err: &pest::error::Error<Rule>) -> usize {
+    match err.location {
         InputLocation::Pos(p) => p,
         InputLocation::Span((s, _)) => s,
+    }
+}
+
+/// The items a file is made of, each with its rule and its form for hints.
+const ITEMS: &[(&str, Rule, &str)] = &[
+    (
+        "model",
+        Rule::model_decl,
+        "model NAME: FAMILY { key = value, ... }",
+    ),
+    ("let", Rule::let_decl, "let NAME = VALUE"),
+    (
+        "factorize",
+        Rule::factorize_rule,
+        "factorize SITES as KIND(args)",
+    ),
+    (
+        "lax",
+        Rule::lax_rule,
+        "lax inter SITES [from SITE] { gate = ..., norm = ... }, or lax intra SITES",
+    ),
+    ("train", Rule::train_block, "train { key = value, ... }"),
+];
+
+/// A syntax error in a whole file. pest gives up on an item at its first word (`model`, `lax`,
+/// ...) when anything inside it is wrong, so the item is parsed again on its own to find the
+/// real place; an item left unclosed is reported at its open bracket.
+fn file_error(text: &str, err: pest::error::Error<Rule>) -> Diagnostic {
+    let pos = error_pos(&err);
+    if let Some(d) = unclosed_bracket(text, pos) {
+        return d;
+    }
+    let item = item_start(text, pos);
+    let early = match item {
+        Some((start, "lax")) => lax_without_kind(text, start),
+        Some((start, "model")) => model_header(text, start),
+        _ => None,
+    };
+    if let Some(d) = early {
+        return d;
+    }
+    let Some((start, keyword)) = item.filter(|(start, _)| *start == pos) else {
+        return syntax_error(text, err);
+    };
+    let &(_, rule, form) = ITEMS
+        .iter()
+        .find(|(k, _, _)| *k == keyword)
+        .expect("an item");
+    match LaxParser::parse(rule, &text[start..]) {
+        Ok(_) => syntax_error(text, err),
+        Err(inner) => {
+            let mut d = syntax_error_at(text, start + error_pos(&inner), &inner.variant);
+            if d.hint.is_none() {
+                d.hint = Some(format!("{keyword} is written `{form}`"));
+            }
+            d
+        }
+    }
+}
+
+/// The item a position is in: the last line that starts with an item's keyword, at or
+/// before it.
+fn item_start(text: &str, pos: usize) -> Option<(usize, &'static str)> {
+    let pos = pos.min(text.len());
+    let line_start = |i: usize| text[..i].rfind('\n').map_or(0, |n| n + 1);
+    let mut end = pos;
+    loop {
+        let start = line_start(end);
+        let line = &text[start..];
+        let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+        let word: String = line[indent..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if let Some((k, _, _)) = ITEMS.iter().find(|(k, _, _)| *k == word) {
+            return Some((start + indent, k));
+        }
+        if start == 0 {
+            return None;
+        }
+        end = start - 1;
+    }
+}
+
+/// `model NAME: FAMILY {`: the first part of it that is missing or wrong.
+fn model_header(text: &str, start: usize) -> Option<Diagnostic> {
+    let mut at = start + "model".len();
+    let skip_ws = |at: usize| at + (text[at..].len() - text[at..].trim_start().len());
+    let word_end = |at: usize| {
+        at + text[at..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .map(char::len_utf8)
+            .sum::<usize>()
+    };
+    let expect = |at: usize, what: &str, label: &str| {
+        let (found, span) = token_at(text, at);
+        Some(
+            Diagnostic::error("E0001", format!("syntax error: expected {what}, found {found}"), span)
+                .with_label(label.to_string())
+                .with_hint("a model is written `model NAME: FAMILY { key = value, ... }`, e.g. `model tiny: llama { ... }`"),
+        )
+    };
+    at = skip_ws(at);
+    if word_end(at) == at {
+        return expect(at, "the model's name", "a name goes here");
+    }
+    at = skip_ws(word_end(at));
+    if !text[at..].starts_with(':') {
+        return expect(
+            at,
+            "`:` after the model's name",
+            "expected `:` before the family",
+        );
+    }
+    at = skip_ws(at + 1);
+    if word_end(at) == at {
+        return expect(
+            at,
+            "the model family (llama, gpt2 or vit)",
+            "a family goes here",
+        );
+    }
+    at = skip_ws(word_end(at));
+    if !text[at..].starts_with('{') {
+        return expect(at, "`{` to open the model's sizes", "expected `{`");
+    }
+    None
+}
+
+/// `lax attn.* {...}`: the word after `lax` must say which kind of pathway.
+fn lax_without_kind(text: &str, item: usize) -> Option<Diagnostic> {
+    let after = &text[item + "lax".len()..];
+    let start = item + "lax".len() + (after.len() - after.trim_start().len());
+    let word: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    let next = text[start + word.len()..].chars().next();
+    if word == "inter" || word == "intra" || next != Some('.') && next != Some('[') {
+        return None;
+    }
+    Some(
+        Diagnostic::error(
+            "E0001",
+            "syntax error: `lax` is followed by `inter` or `intra`, then the sites",
+            Span::new(start, start + word.len().max(1)),
+        )
+        .with_label("expected `inter` or `intra` before the sites")
+        .with_hint(format!(
+            "e.g. `lax inter {} {{ gate = identity }}`",
+            text[start..]
+                .split(|c: char| c.is_whitespace() || c == '{')
+                .next()
+                .unwrap_or("")
+        )),
+    )
+}
+
+/// A `(`, `[` or `{` still open where the parse failed at the end of the file or at the next
+/// item: the bracket is the mistake, not the place pest stopped.
+fn unclosed_bracket(text: &str, pos: usize) -> Option<Diagnostic> {
+    let rest = text.get(pos..).unwrap_or("");
+    let at_item = ITEMS.iter().any(|(k, _, _)| rest.starts_with(k));
+    if !(rest.trim().is_empty() || at_item) {
+        return None;
+    }
+    let mut open: Vec<(usize, char)> = Vec::new();
+    let (mut in_str, mut in_comment) = (false, false);
+    for (i, c) in text[..pos.min(text.len())].char_indices() {
+        match c {
+            '\n' => in_comment = false,
+            _ if in_comment => {}
+            '"' => in_str = !in_str,
+            '#' if !in_str => in_comment = true,
+            '(' | '[' | '{' if !in_str => open.push((i, c)),
+            ')' | ']' | '}' if !in_str => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    let &(at, bracket) = open.last()?;
+    let close = match bracket {
+        '(' => ')',
+        '[' => ']',
+        _ => '}',
     };
     let (found, span) = token_at(text, pos);
-    let message = match &err.variant {
+    Some(
+        Diagnostic::error(
+            "E0001",
+            format!("syntax error: this `{bracket}` is not closed"),
+            Span::new(at, at + 1),
+        )
+        .with_label(format!("not closed with `{close}`"))
+        .with_secondary(span, format!("expected `{close}` before {found}")),
+    )
+}
+
+fn syntax_error(text: &str, err: pest::error::Error<Rule>) -> Diagnostic {
+    syntax_error_at(text, error_pos(&err), &err.variant)
+}
+
+fn syntax_error_at(text: &str, pos: usize, variant: &ErrorVariant<Rule>) -> Diagnostic {
+    let (found, span) = token_at(text, pos);
+    let message = match variant {
         ErrorVariant::ParsingError { positives, .. } => {
             let mut words: Vec<&str> = positives.iter().filter_map(rule_words).collect();
             words.dedup();
@@ -442,7 +647,14 @@ fn hint_for(text: &str, pos: usize) -> Option<String> {
     let rest = text.get(pos..).unwrap_or("");
     // `key: value` is the commonest slip; pest reports it at the key, so look just past it.
     let after_word = rest.trim_start_matches(|c: char| c.is_alphanumeric() || c == '_');
-    if rest.starts_with(':') || rest.starts_with(';') || after_word.trim_start().starts_with(':') {
+    if rest.starts_with(';') {
+        return Some(
+            "`;` is not part of .lax: items end at a line break, and entries are separated by \
+             commas or line breaks; remove it"
+                .into(),
+        );
+    }
+    if rest.starts_with(':') || after_word.trim_start().starts_with(':') {
         return Some("write `key = value`; separate entries with commas or line breaks".into());
     }
     if rest.starts_with('"') && !rest[1..].contains('"') {

@@ -679,6 +679,13 @@ struct RunLog<'a> {
     last_val_step: Option<u64>,
 }
 
+/// A run that ends in an error or a panic leaves no half-drawn bar in the terminal.
+impl Drop for RunLog<'_> {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 impl<'a> RunLog<'a> {
     fn new(plan: &'a RunPlan<'a>, data: &Data, total: u64, start: u64) -> Self {
         let tokens_data = matches!(data, Data::Tokens(_));
@@ -686,12 +693,12 @@ impl<'a> RunLog<'a> {
             ProgressBar::hidden()
         } else {
             let b = ProgressBar::new(total);
+            // The bar takes what the terminal's width leaves: the line never wraps, which in
+            // an 80-column terminal would print a new line at every redraw.
             b.set_style(
-                ProgressStyle::with_template(
-                    "{bar:30.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
-                )
-                .expect("valid template")
-                .progress_chars("█▉▊▋▌▍▎▏ "),
+                ProgressStyle::with_template("{wide_bar:.cyan/blue} {pos}/{len} {msg} eta {eta}")
+                    .expect("valid template")
+                    .progress_chars("█▉▊▋▌▍▎▏ "),
             );
             b
         };
@@ -743,7 +750,7 @@ impl<'a> RunLog<'a> {
         let secs = self.window_start.elapsed().as_secs_f64().max(1e-9);
         let rate = self.window_items as f64 / secs;
         self.bar
-            .set_message(format!("loss {loss:.4} lr {lr:.2e} {rate:.0} {unit}/s"));
+            .set_message(format!("loss {loss:.4} {rate:.0} {unit}/s"));
         if self.plan.plain {
             self.say(format!(
                 "step {step}/{total} loss {loss:.4} lr {lr:.3e} {rate:.0} {unit}/s"
@@ -783,6 +790,7 @@ impl<'a> RunLog<'a> {
 
     /// The summary, also written to `summary.json`.
     fn finish(self, steps: u64, stopped: Option<Stop>) -> Result<Summary, String> {
+        // (Drop clears the bar too, for runs that end in an error.)
         self.bar.finish_and_clear();
         let seconds = self.began.elapsed().as_secs_f64();
         let run = &self.plan.out;

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Independent reference figures for laxc's reports.
 
-Plain arithmetic from the model definitions (docs/conventions.md, DESIGN.md §3); it never reads
-or calls laxc's code, and it does not parse .lax files: every configuration is written out again
-below. `tests/paper_counts.rs` asserts that `laxc check` agrees with every number here, and that
+Plain arithmetic from the model definitions (docs/conventions.md: §Parameters, §FLOPs, §Memory,
+§Tensor-train layers, §The authors' models, §Paper figures); it never reads or calls laxc's
+code, and it does not parse .lax files: every configuration is written out again below. `tests/paper_counts.rs` asserts that `laxc check` agrees with every number here, and that
 the paper's printed figures follow from laxc's exact counts with the paper's rounding.
 
 Regenerate: python3 tests/independent/expected.py   (writes tests/data/expected.json)
@@ -98,6 +98,7 @@ def model_figures(family, cfg, sites, pathways, batch=None, accum=1):
     lora = any(s.kind == "lora" for blk in sites for s in blk)
     trainable = frozen = 0
     fwd_train = fwd_frozen = other = 0  # per sample
+    lax_gemm = lax_other = 0  # the LaX parts of fwd and other
     if family == "llama":
         V, n = cfg["vocab"], cfg["seq"]
         stem = 2 * V * h + (2 * L + 1) * h  # embedding, head, norms
@@ -150,11 +151,15 @@ def model_figures(family, cfg, sites, pathways, batch=None, accum=1):
                 fwd_train += n * gt
             fwd_frozen += n * gf
             other += n * s.other()
+            if s.kind == "tt" and s.intra:
+                lax_other += n * s.modes[2] * s.ranks[2]  # the intra-layer add t3 + t1
     for src, dst, gate, norm in pathways:
         gp, gg, go = gate_cost(gate, src.latent(), dst.latent())
         trainable += gp + norm_params(norm, dst.latent())
         fwd_train += n * gg
         other += n * (go + norm_flops(norm, dst.latent()) + dst.latent())  # + the LaX add
+        lax_gemm += n * gg
+        lax_other += n * (go + norm_flops(norm, dst.latent()) + dst.latent())
     total = trainable + frozen
     fwd = fwd_train + fwd_frozen
     out = {
@@ -167,6 +172,8 @@ def model_figures(family, cfg, sites, pathways, batch=None, accum=1):
         "flops_forward_per_sample": fwd,
         "flops_train_per_sample": 3 * fwd_train + 2 * fwd_frozen,
         "flops_other_per_sample": other,
+        "flops_lax_gemm_per_sample": lax_gemm,
+        "flops_lax_other_per_sample": lax_other,
     }
     if batch:
         out["flops_train_per_step"] = out["flops_train_per_sample"] * batch * accum
@@ -262,7 +269,7 @@ T1 = {("b", "original"): (86.56, "truncate2"), ("b", "svd"): (44.17, "truncate2"
       ("l", "tt-lax"): (102.10, "truncate2"), ("l", "cola"): (115.77, "truncate2"),
       ("l", "cola-lax"): (115.92, "truncate2")}
 TYPO = ("the paper prints 41.18M; the released configuration gives 41.28M while its TT+LaX "
-        "count 41.44M reproduces: a typo (DESIGN.md §3)")
+        "count 41.44M reproduces: a typo (docs/conventions.md §Paper figures)")
 
 for k, cfg in VITS.items():
     add(f"vit-{k}-original", "vit", cfg, dense(True), paper=p("1", *T1[(k, "original")]))

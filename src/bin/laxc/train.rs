@@ -1,0 +1,465 @@
+//! The commands that run a model: `train`, `eval` and `bench`. Each takes `--device` and
+//! `--backend`, `--format text|json` and `-o/--out`.
+
+use crate::common::{self, Format, OutFile, IO_ERROR, SPEC_ERROR};
+use clap::ValueEnum;
+use laxc::options::{parse_override, Device, TrainOptions};
+use laxc::source::Source;
+use laxc::train::session::{self, Folder, Launch, Refusal};
+use laxc::train::{self, record, run_dir, Stop};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Where a model runs: `--device` and `--backend`, the same on every command that runs one.
+#[derive(clap::Args, Clone)]
+pub struct Placement {
+    /// `cpu` (default) or `cuda[:N]` (needs a build with `--features cuda`); overrides the
+    /// spec's `device` key.
+    #[arg(long)]
+    device: Option<String>,
+    /// CPU backend: flex (default, fastest here), ndarray or candle.
+    #[arg(long, value_enum, default_value_t = CpuBackend::Flex)]
+    backend: CpuBackend,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CpuBackend {
+    Flex,
+    Ndarray,
+    Candle,
+}
+
+impl From<CpuBackend> for session::CpuBackend {
+    fn from(b: CpuBackend) -> Self {
+        match b {
+            CpuBackend::Flex => session::CpuBackend::Flex,
+            CpuBackend::Ndarray => session::CpuBackend::Ndarray,
+            CpuBackend::Candle => session::CpuBackend::Candle,
+        }
+    }
+}
+
+#[derive(clap::Args, Clone)]
+pub struct TrainArgs {
+    /// The .lax spec, or `-` to read it from standard input (default: the embedded
+    /// specs/tiny-llama-svd-lax.lax).
+    spec: Option<PathBuf>,
+    /// Override a train key, e.g. `--set steps=100 --set lr=3e-3` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// The run folder (default: runs/<spec name>-<date>-<time>).
+    #[arg(short = 'o', long)]
+    out: Option<PathBuf>,
+    /// Replace an earlier laxc run in the --out folder (never a folder holding anything else).
+    #[arg(long)]
+    force: bool,
+    /// With --force: replace the earlier run even though it has checkpoints.
+    #[arg(long, requires = "force")]
+    discard_checkpoints: bool,
+    /// Continue the run in this folder from its latest checkpoint, with the spec and options it
+    /// recorded; `--set` may change the keys the docs mark as changeable on resume.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["out", "force"])]
+    resume: Option<PathBuf>,
+    #[command(flatten)]
+    placement: Placement,
+    /// Print a line per log step instead of a progress bar.
+    #[arg(long)]
+    plain: bool,
+    /// How the summary at the end is printed (the run folder has every figure either way).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// The .lax spec the checkpoint was trained from (default: the spec and options its run
+    /// recorded).
+    spec: Option<PathBuf>,
+    /// A run folder (its latest checkpoint) or a checkpoint folder.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Override a train key, e.g. `--set data=text(\"x.txt\")` or `--set eval_batches=50`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    #[command(flatten)]
+    placement: Placement,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    #[command(flatten)]
+    out: OutFile,
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// The .lax spec, or `-` to read it from standard input (default: the embedded
+    /// specs/tiny-llama-svd-lax.lax).
+    spec: Option<PathBuf>,
+    /// Timed training steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Untimed steps before them.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Samples per step (default: the spec's `batch`).
+    #[arg(long)]
+    batch: Option<usize>,
+    #[command(flatten)]
+    placement: Placement,
+    /// `json`: one line with every figure and each step's time (what bench/ scripts read).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    #[command(flatten)]
+    out: OutFile,
+}
+
+fn refused(r: Refusal) -> ExitCode {
+    eprintln!("error: {}", r.message());
+    ExitCode::from(r.exit_code())
+}
+
+/// Every `--set`, each rendered against its own text when it is wrong.
+fn overrides(set: &[String]) -> Result<Vec<(String, laxc::spec::TrainValue)>, ExitCode> {
+    let mut overrides = Vec::new();
+    for s in set {
+        match parse_override(s) {
+            Ok(kv) => overrides.push(kv),
+            Err(e) => {
+                common::print_diagnostics(&e.source, &[e.diagnostic]);
+                return Err(ExitCode::from(IO_ERROR));
+            }
+        }
+    }
+    Ok(overrides)
+}
+
+/// `--device`, checked, over the options' own.
+fn place(opts: &mut TrainOptions, device: Option<&str>) -> Result<(), ExitCode> {
+    let Some(d) = device else {
+        return Ok(());
+    };
+    if Device::parse(d).is_none() {
+        eprintln!("error: unknown device `{d}`: use cpu, cuda or cuda:N");
+        return Err(ExitCode::from(IO_ERROR));
+    }
+    opts.device = d.to_string();
+    Ok(())
+}
+
+/// The spec's train section, then every `--set`, then `--device`.
+fn options(
+    source: &Source,
+    c: &laxc::Compiled,
+    set: &[String],
+    device: Option<&str>,
+) -> Result<TrainOptions, ExitCode> {
+    let overrides = overrides(set)?;
+    let mut opts = session::options(source, c, &overrides).map_err(refused)?;
+    place(&mut opts, device)?;
+    Ok(opts)
+}
+
+pub fn run_train(args: TrainArgs) -> ExitCode {
+    let ToTrain {
+        source,
+        compiled,
+        options,
+        folder,
+        spec_dir,
+    } = match what_to_train(args.clone()) {
+        Ok(w) => w,
+        Err(c) => return c,
+    };
+    let _ = ctrlc::set_handler(|| {
+        // Said once, at once: a long step may take a while to finish. At a terminal the
+        // progress bar's line is cleared first, so the message does not end up inside it.
+        if !train::run::STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let clear = match std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                true => "\r\x1b[2K",
+                false => "",
+            };
+            eprintln!("{clear}stopping after this step; a checkpoint will be written");
+        }
+    });
+    let launch = Launch {
+        source: &source,
+        compiled: &compiled,
+        spec_dir,
+        options,
+        folder,
+        backend: args.placement.backend.into(),
+        plain: args.plain || !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    match session::train_spec(launch) {
+        Ok(s) => {
+            match args.format {
+                Format::Text => print!("{}", summary_text(&s)),
+                Format::Json => print!("{}", common::to_json_text(&serde_json::json!(s))),
+            }
+            match s.stopped {
+                None => ExitCode::SUCCESS,
+                Some(Stop::Diverged { .. }) => ExitCode::from(SPEC_ERROR),
+                Some(Stop::Interrupted) => ExitCode::from(130),
+            }
+        }
+        Err(r) => refused(r),
+    }
+}
+
+/// What `laxc train` trains: the spec, its options, where, and the folder its relative
+/// data paths start from.
+struct ToTrain {
+    source: Source,
+    compiled: laxc::Compiled,
+    options: TrainOptions,
+    folder: Folder,
+    spec_dir: PathBuf,
+}
+
+/// A new run: the spec given (or the embedded one) with its options and the `--set`s. A
+/// resume: the run's own spec and options, with the `--set`s that may change on resume.
+fn what_to_train(args: TrainArgs) -> Result<ToTrain, ExitCode> {
+    let device = args.placement.device.as_deref();
+    let Some(dir) = args.resume else {
+        let (source, compiled) = common::read_and_compile(args.spec.as_deref(), args.format)?;
+        let options = options(&source, &compiled, &args.set, device)?;
+        let replace = run_dir::Replace {
+            run: args.force,
+            checkpoints: args.discard_checkpoints,
+        };
+        let folder = Folder::New {
+            out: args.out,
+            replace,
+        };
+        let spec_dir = session::spec_dir(args.spec.as_deref()).map_err(refused)?;
+        return Ok(ToTrain {
+            source,
+            compiled,
+            options,
+            folder,
+            spec_dir,
+        });
+    };
+    if let Some(spec) = &args.spec {
+        eprintln!(
+            "error: --resume {} trains the run's own spec ({}) with the options it recorded; \
+             leave out {}, and change what may change with --set",
+            dir.display(),
+            dir.join("spec.lax").display(),
+            spec.display()
+        );
+        return Err(ExitCode::from(IO_ERROR));
+    }
+    let run = record::stored_run(&dir).map_err(refused)?;
+    let compiled = common::compile(&run.source, args.format)?;
+    let overrides = overrides(&args.set)?;
+    if !overrides.iter().any(|(key, _)| key == "data") {
+        run.data_paths_known().map_err(refused)?;
+    }
+    let mut options = run.last.resume_with(&overrides).map_err(|e| {
+        eprintln!("error: --resume {} with --set: {e}", dir.display());
+        ExitCode::from(SPEC_ERROR)
+    })?;
+    place(&mut options, device)?;
+    let source = run.source.clone();
+    // A `--set data=...` of the resume is relative to the working folder.
+    Ok(ToTrain {
+        source,
+        compiled,
+        options,
+        folder: Folder::Resume(Box::new(run)),
+        spec_dir: PathBuf::new(),
+    })
+}
+
+pub fn run_bench(args: BenchArgs) -> ExitCode {
+    use laxc::train::bench::BenchOptions;
+    if let Err(c) = args.out.refuse_existing() {
+        return c;
+    }
+    let (source, compiled) = match common::read_and_compile(args.spec.as_deref(), args.format) {
+        Ok(sc) => sc,
+        Err(c) => return c,
+    };
+    // The spec's optimizer settings (weight decay, clipping, betas) apply; its data does not.
+    let opts = match options(&source, &compiled, &[], args.placement.device.as_deref()) {
+        Ok(o) => o,
+        Err(c) => return c,
+    };
+    let bench_opts = BenchOptions {
+        steps: args.steps,
+        warmup: args.warmup,
+        batch: args.batch.unwrap_or(opts.batch),
+        seed: opts.seed,
+    };
+    let backend = args.placement.backend.into();
+    match session::bench_spec(&compiled, &source.name, &opts, &bench_opts, backend) {
+        Ok(result) => args.out.emit(&match args.format {
+            Format::Json => format!("{}\n", serde_json::to_string(&result).expect("serializes")),
+            Format::Text => bench_text(&result),
+        }),
+        Err(r) => refused(r),
+    }
+}
+
+fn bench_text(r: &train::bench::BenchResult) -> String {
+    let mut s = String::new();
+    let mut line = |k: &str, v: String| s.push_str(&format!("{k:<18}{v}\n"));
+    line("spec", r.spec.clone());
+    line("implementation", r.implementation.clone());
+    line("params", laxc::report::thousands(r.params as u128));
+    line(
+        "batch",
+        format!("{} × {} {}", r.batch, r.tokens_per_sample, r.unit),
+    );
+    line(
+        "steps",
+        format!("{} timed after {} warm-up", r.steps, r.warmup),
+    );
+    line(
+        "median step",
+        format!("{:.2} ms", 1e3 * r.median_step_seconds),
+    );
+    line(
+        "throughput",
+        format!("{:.0} {}/s", r.items_per_second, r.unit),
+    );
+    line("GFLOP/s", format!("{:.2}", r.gflops_per_second));
+    let mib = |b: f64| b / (1u64 << 20) as f64;
+    let estimate = (r.report_train_bytes_fp32 + r.report_activation_bytes_fp32) as f64;
+    line(
+        "memory estimate",
+        format!(
+            "{:.1} MiB (the report's fp32 training state + activations at this batch)",
+            mib(estimate)
+        ),
+    );
+    if let Some(b) = r.peak_rss_bytes {
+        line(
+            "peak RSS",
+            format!(
+                "{:.1} MiB ({:.2}× the estimate)",
+                mib(b as f64),
+                b as f64 / estimate
+            ),
+        );
+    }
+    line("final loss", format!("{:.4}", r.final_loss));
+    s
+}
+
+fn summary_text(s: &train::Summary) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<18}{v}\n"));
+    line("steps", s.steps.to_string());
+    line("final train loss", format!("{:.4}", s.final_loss));
+    if let Some(v) = s.val_loss {
+        line("validation loss", format!("{v:.4}"));
+    }
+    if let Some(p) = s.val_perplexity {
+        line("perplexity", format!("{p:.2}"));
+    }
+    if let Some(a) = s.val_accuracy {
+        line("accuracy", format!("{:.2}%", 100.0 * a));
+    }
+    line(
+        "throughput",
+        format!("{:.0} {}/s", s.items_per_second, s.unit),
+    );
+    line("time", format!("{:.1} s", s.seconds));
+    line("run folder", s.run_dir.display().to_string());
+    if let Some(r) = &s.stopped {
+        line("stopped early", r.to_string());
+    }
+    out
+}
+
+pub fn run_eval(a: EvalArgs) -> ExitCode {
+    if let Err(c) = a.out.refuse_existing() {
+        return c;
+    }
+    let ToEvaluate {
+        source,
+        compiled,
+        options: opts,
+        spec_dir: dir,
+    } = match what_to_evaluate(&a) {
+        Ok(w) => w,
+        Err(c) => return c,
+    };
+    // The whole validation set, unless this command says how many batches.
+    let batches = a
+        .set
+        .iter()
+        .filter_map(|s| parse_override(s).ok())
+        .any(|(key, _)| key == "eval_batches")
+        .then_some(opts.eval_batches);
+    let backend = a.placement.backend.into();
+    eprintln!("evaluating {} with {}", a.checkpoint.display(), source.name);
+    match session::eval_checkpoint(&compiled, &opts, &dir, &a.checkpoint, backend, batches) {
+        Ok((loss, acc)) => a.out.emit(&match a.format {
+            Format::Json => common::to_json_text(&serde_json::json!({
+                "checkpoint": a.checkpoint,
+                "spec": source.name,
+                "val_loss": loss,
+                "val_perplexity": acc.is_none().then(|| loss.exp()),
+                "val_accuracy": acc,
+            })),
+            Format::Text => {
+                let last = match acc {
+                    Some(a) => format!("accuracy          {:.2}%", 100.0 * a),
+                    None => format!("perplexity        {:.2}", loss.exp()),
+                };
+                format!("validation loss   {loss:.4}\n{last}\n")
+            }
+        }),
+        Err(r) => refused(r),
+    }
+}
+
+/// What `laxc eval` evaluates with: the spec, its options and the folder its relative data
+/// paths start from.
+struct ToEvaluate {
+    source: Source,
+    compiled: laxc::Compiled,
+    options: TrainOptions,
+    spec_dir: PathBuf,
+}
+
+/// The spec given, with its options and the `--set`s; without one, the spec and options the
+/// checkpoint's run recorded (else the embedded spec).
+fn what_to_evaluate(a: &EvalArgs) -> Result<ToEvaluate, ExitCode> {
+    let device = a.placement.device.as_deref();
+    let checkpoint: &Path = &a.checkpoint;
+    let run = match &a.spec {
+        None => record::run_folder_of(checkpoint),
+        Some(_) => None,
+    };
+    let Some(run) = run else {
+        let (source, compiled) = common::read_and_compile(a.spec.as_deref(), a.format)?;
+        let opts = options(&source, &compiled, &a.set, device)?;
+        let spec_dir = session::spec_dir(a.spec.as_deref()).map_err(refused)?;
+        return Ok(ToEvaluate {
+            source,
+            compiled,
+            options: opts,
+            spec_dir,
+        });
+    };
+    let run = record::stored_run(&run).map_err(refused)?;
+    let compiled = common::compile(&run.source, a.format)?;
+    let overrides = overrides(&a.set)?;
+    if !overrides.iter().any(|(key, _)| key == "data") {
+        run.data_paths_known().map_err(refused)?;
+    }
+    let mut opts = run.last.with(&overrides).map_err(|e| {
+        eprintln!("error: --set: {e}");
+        ExitCode::from(SPEC_ERROR)
+    })?;
+    place(&mut opts, device)?;
+    Ok(ToEvaluate {
+        source: run.source,
+        compiled,
+        options: opts,
+        spec_dir: PathBuf::new(),
+    })
+}
