@@ -109,7 +109,7 @@ pub enum KeyKind {
     Count { min: i64, max: i64 },
     /// A number in `range`.
     Number(Range),
-    /// `cpu`, `cuda` or `cuda:N`.
+    /// `cpu`, `cuda`, `cuda:N` or `wgpu`.
     Device,
     /// One of the named choices, each optionally called with the arguments it lists.
     Choice(&'static [Choice]),
@@ -479,7 +479,7 @@ pub fn docs_table() -> String {
             KeyKind::Number(Range::NonNegative) => "number ≥ 0".into(),
             KeyKind::Number(Range::Positive) => "number > 0".into(),
             KeyKind::Number(Range::Fraction) => "number in [0, 1)".into(),
-            KeyKind::Device => "`cpu`, `cuda` or `cuda:N`".into(),
+            KeyKind::Device => "`cpu`, `cuda`, `cuda:N` or `wgpu`".into(),
             KeyKind::Choice(choices) => choices
                 .iter()
                 .map(|c| match (c.path_of, c.args) {
@@ -511,14 +511,20 @@ fn key(name: &str) -> Option<&'static Key> {
 pub enum Device {
     Cpu,
     Cuda(usize),
+    /// wgpu's default adapter (Vulkan, Metal or DX12; a GPU when there is one).
+    Wgpu,
 }
 
 impl Device {
-    /// The one parser of device names: `cpu`, `cuda` (device 0) or `cuda:N`.
+    /// Every device name, for messages.
+    pub const NAMES: &'static str = "`cpu`, `cuda` (the first GPU), `cuda:N` or `wgpu`";
+
+    /// The one parser of device names: `cpu`, `cuda` (device 0), `cuda:N` or `wgpu`.
     pub fn parse(s: &str) -> Option<Device> {
         match s {
             "cpu" => Some(Device::Cpu),
             "cuda" => Some(Device::Cuda(0)),
+            "wgpu" => Some(Device::Wgpu),
             _ => s.strip_prefix("cuda:")?.parse().ok().map(Device::Cuda),
         }
     }
@@ -593,7 +599,7 @@ fn convert(key: &Key, v: &Evaluated) -> Result<TrainValue, Diagnostic> {
                 return Err(
                     Diagnostic::error("E0605", format!("unknown device `{s}`"), *span)
                         .with_label("not a device")
-                        .with_hint("`cpu`, `cuda` (the first GPU) or `cuda:N`"),
+                        .with_hint(Device::NAMES),
                 );
             }
             Ok(TrainValue::Str(s.clone()))

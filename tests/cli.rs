@@ -656,3 +656,16 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+/// A build without the wgpu back end says how to get it, in one line.
+#[cfg(all(feature = "train", not(feature = "wgpu")))]
+#[test]
+fn wgpu_without_the_feature_is_one_line() {
+    let out = laxc()
+        .args(["bench", "--device", "wgpu", "--steps", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--features wgpu"), "{err}");
+}

@@ -62,6 +62,14 @@ impl<B: Backend> LaxModel<B> {
         self
     }
 
+    /// The model with every dropout off, LoRA's included: a training pass that is a function
+    /// of the weights and the batch alone (back ends compared, finite differences).
+    pub fn without_dropout(mut self) -> Self {
+        self.program.dropout = 0.0;
+        self.program.fixed_dropout = false;
+        self
+    }
+
     /// The parameters of the IR node of this name.
     pub fn params_of(&self, name: &str) -> Option<&NodeParams<B>> {
         let node = self.program.node(name)?;
@@ -111,7 +119,7 @@ impl<B: Backend> LaxModel<B> {
     ) -> Option<Value<B>> {
         let program = &self.program;
         self.join_parameter_graphs();
-        let mut frame = Frame::new(batch, seq, program.dropout);
+        let mut frame = Frame::new(batch, seq, program.dropout, program.fixed_dropout);
         for step in &program.steps {
             // The input node has no inputs: it only ever has a value when fed.
             let fed_or_input = values[step.node].is_some() || step.node == program.input;

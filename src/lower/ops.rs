@@ -36,16 +36,19 @@ pub struct Frame<B: Backend> {
     pub seq: usize,
     /// The run's `dropout` option, for the model's own dropout nodes.
     pub dropout: f64,
+    /// Whether the rates the spec fixes (LoRA's) apply.
+    pub fixed_dropout: bool,
     rope: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
     causal: Option<Tensor<B, 4>>,
 }
 
 impl<B: Backend> Frame<B> {
-    pub fn new(batch: usize, seq: usize, dropout: f64) -> Self {
+    pub fn new(batch: usize, seq: usize, dropout: f64, fixed_dropout: bool) -> Self {
         Frame {
             batch,
             seq,
             dropout,
+            fixed_dropout,
             rope: None,
             causal: None,
         }
@@ -191,7 +194,8 @@ fn eval_float<B: Backend>(
         }
         Op::Dropout { rate, .. } => {
             let p = match rate {
-                DropRate::Fixed { p } => *p,
+                DropRate::Fixed { p } if frame.fixed_dropout => *p,
+                DropRate::Fixed { .. } => 0.0,
                 DropRate::Train => frame.dropout,
             };
             // Burn's dropout is the identity outside autodiff (evaluation) and at p = 0.
@@ -271,12 +275,16 @@ fn tt_core<B: Backend>(
 ) -> Tensor<B, 2> {
     let n = x.dims()[0];
     match index {
-        // t1[n, i1, a] = Σ_i0 x[n, i0, i1] C0[i0, a]
+        // t1[n, i1, a] = Σ_i0 x[n, i0, i1] C0[i0, a]. The first and last cores are small
+        // (m × r) matrices applied to every (n, i) row; they are multiplied as a batch of
+        // (batch × m) matrices against the broadcast core, not as one tall 2-D product: Burn
+        // 0.21's wgpu back end computes the input gradient of a tall 2-D product with an 8 × 8
+        // right side wrong (more than 512 rows; BENCHMARKS.md, "GPU"), and the batched form
+        // is the same sums.
         0 => x
             .reshape([n, mode, batch])
             .swap_dims(1, 2)
-            .reshape([n * batch, mode])
-            .matmul(core.reshape([mode, right]))
+            .matmul(core.reshape([1, mode, right]))
             .reshape([n, batch * right]),
         // t2[n, b] = Σ_{a, i1} t1[n, i1, a] C1[a, i1, b]
         1 => x
@@ -286,10 +294,10 @@ fn tt_core<B: Backend>(
             .matmul(core.reshape([left * mode, right])),
         // t3[n, j2, c] = Σ_b t2[n, b] C2[b, j2, c]
         2 => x.matmul(core.reshape([left, mode * right])),
-        // y[n, j2, j3] = Σ_c t3[n, j2, c] C3[c, j3]
+        // y[n, j2, j3] = Σ_c t3[n, j2, c] C3[c, j3], batched as the first core is.
         _ => x
-            .reshape([n * batch, left])
-            .matmul(core.reshape([left, mode]))
+            .reshape([n, batch, left])
+            .matmul(core.reshape([1, left, mode]))
             .reshape([n, batch * mode]),
     }
 }

@@ -36,6 +36,9 @@ pub struct Program {
     pub tokens: usize,
     /// The rate of the model's own dropout nodes while training (the run's `dropout`).
     pub dropout: f64,
+    /// Whether the rates the spec fixes (LoRA's `dropout`) apply while training; off for
+    /// passes that must be deterministic (comparing back ends, finite differences).
+    pub fixed_dropout: bool,
 }
 
 impl Program {
@@ -97,6 +100,7 @@ impl Program {
             output: output.expect("every model has an output node"),
             tokens: ir.model.tokens,
             dropout: 0.0,
+            fixed_dropout: true,
         }
     }
 

@@ -148,9 +148,42 @@ fn available_memory() -> Option<u128> {
 
 /// Refuses a device this build or machine cannot use, before anything is written.
 pub fn usable(device: Device) -> Result<(), Refusal> {
-    if device == Device::Cpu {
-        return Ok(());
+    match device {
+        Device::Cpu => Ok(()),
+        Device::Cuda(_) => cuda_usable(),
+        Device::Wgpu => wgpu_usable(),
     }
+}
+
+#[cfg(not(feature = "wgpu"))]
+const WGPU_NOT_BUILT: &str = "--device wgpu needs laxc built with `--features wgpu`";
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_usable() -> Result<(), Refusal> {
+    Err(Refusal::Io(WGPU_NOT_BUILT.into()))
+}
+
+/// wgpu panics when no adapter exists (no Vulkan, Metal or DX12 driver): one small tensor is
+/// made on the default adapter first, with the panic caught and said in one line.
+#[cfg(feature = "wgpu")]
+fn wgpu_usable() -> Result<(), Refusal> {
+    use burn::backend::wgpu::{Wgpu, WgpuDevice};
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let probe = std::panic::catch_unwind(|| {
+        burn::tensor::Tensor::<Wgpu, 1>::ones([1], &WgpuDevice::DefaultDevice).into_data()
+    });
+    std::panic::set_hook(quiet);
+    probe.map(|_| ()).map_err(|_| {
+        Refusal::Io(
+            "--device wgpu: no Vulkan, Metal or DX12 adapter on this machine (on Debian or \
+             Ubuntu, `apt-get install mesa-vulkan-drivers libvulkan1` gives a software one)"
+                .into(),
+        )
+    })
+}
+
+fn cuda_usable() -> Result<(), Refusal> {
     if !cfg!(feature = "cuda") {
         return Err(Refusal::Io(
             "--device cuda needs laxc built with `--features cuda`".into(),
@@ -174,6 +207,7 @@ pub fn device_label(device: Device, backend: CpuBackend) -> String {
     match device {
         Device::Cpu => format!("cpu ({})", backend.name()),
         Device::Cuda(i) => format!("cuda:{i}"),
+        Device::Wgpu => "wgpu".into(),
     }
 }
 
@@ -195,6 +229,7 @@ pub fn dispatch<J: OnBackend>(
     use burn::backend::{Autodiff, Candle, Flex, NdArray};
     Ok(match (device, backend) {
         (Device::Cuda(index), _) => return cuda(index, job),
+        (Device::Wgpu, _) => return wgpu(job),
         (Device::Cpu, CpuBackend::Flex) => job.run::<Autodiff<Flex>>(Default::default()),
         (Device::Cpu, CpuBackend::Ndarray) => job.run::<Autodiff<NdArray>>(Default::default()),
         (Device::Cpu, CpuBackend::Candle) => job.run::<Autodiff<Candle>>(Default::default()),
@@ -212,6 +247,17 @@ fn cuda<J: OnBackend>(_index: usize, _job: J) -> Result<J::Output, Refusal> {
     Err(Refusal::Io(
         "--device cuda needs laxc built with `--features cuda`".into(),
     ))
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu<J: OnBackend>(job: J) -> Result<J::Output, Refusal> {
+    use burn::backend::wgpu::{Wgpu, WgpuDevice};
+    Ok(job.run::<burn::backend::Autodiff<Wgpu>>(WgpuDevice::DefaultDevice))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu<J: OnBackend>(_job: J) -> Result<J::Output, Refusal> {
+    Err(Refusal::Io(WGPU_NOT_BUILT.into()))
 }
 
 /// Where a training run writes.

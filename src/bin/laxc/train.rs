@@ -13,8 +13,8 @@ use std::process::ExitCode;
 /// Where a model runs: `--device` and `--backend`, the same on every command that runs one.
 #[derive(clap::Args, Clone)]
 pub struct Placement {
-    /// `cpu` (default) or `cuda[:N]` (needs a build with `--features cuda`); overrides the
-    /// spec's `device` key.
+    /// `cpu` (default), `cuda[:N]` (a build with `--features cuda`) or `wgpu` (Vulkan, Metal or
+    /// DX12; a build with `--features wgpu`); overrides the spec's `device` key.
     #[arg(long)]
     device: Option<String>,
     /// CPU backend: flex (default, fastest here), ndarray or candle.
@@ -138,7 +138,7 @@ fn place(opts: &mut TrainOptions, device: Option<&str>) -> Result<(), ExitCode> 
         return Ok(());
     };
     if Device::parse(d).is_none() {
-        eprintln!("error: unknown device `{d}`: use cpu, cuda or cuda:N");
+        eprintln!("error: unknown device `{d}`: use {}", Device::NAMES);
         return Err(ExitCode::from(IO_ERROR));
     }
     opts.device = d.to_string();

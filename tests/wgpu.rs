@@ -1,0 +1,267 @@
+//! The GPU path without a GPU: every spec of `specs/` and `specs/bench/` runs forward and backward
+//! on Burn's wgpu back end (the burn-cubecl kernels CUDA runs too, compiled to WGSL/SPIR-V) and
+//! must agree with Flex, and the default spec trains 20 steps on it along Flex's loss curve.
+//! On CI the adapter is Mesa's software Vulkan device (llvmpipe); `LAXC_REQUIRE_WGPU=1` (set by
+//! .ci/run) makes a missing adapter a failure instead of a skip.
+//!
+//! `cargo test --release --features wgpu --test wgpu`
+#![cfg(feature = "wgpu")]
+
+mod common;
+
+use burn::backend::wgpu::{Wgpu, WgpuDevice};
+use burn::backend::{Autodiff, Flex};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Int, Tensor, TensorData};
+use laxc::lower::{lower, LaxModel};
+use std::process::Command;
+
+const SEED: u64 = 3;
+const BATCH: usize = 2;
+
+/// Whether wgpu has an adapter here; without one the tests say so and pass, unless CI asks
+/// for the adapter.
+fn adapter() -> bool {
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let probe = std::panic::catch_unwind(|| {
+        Tensor::<Wgpu, 1>::ones([1], &WgpuDevice::DefaultDevice).into_data()
+    });
+    std::panic::set_hook(quiet);
+    let found = probe.is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("LAXC_REQUIRE_WGPU").is_none(),
+            "LAXC_REQUIRE_WGPU is set but wgpu finds no adapter (apt-get install \
+             mesa-vulkan-drivers libvulkan1)"
+        );
+        eprintln!("no wgpu adapter on this machine: the wgpu tests are skipped");
+    }
+    found
+}
+
+/// Every parameter's gradient, flattened, in module order.
+struct Grads<'a, B: AutodiffBackend> {
+    grads: &'a B::Gradients,
+    out: Vec<Vec<f32>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Grads<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = param.val().grad(self.grads) {
+            self.out
+                .push(g.into_data().convert::<f32>().to_vec().unwrap());
+        }
+    }
+}
+
+/// The loss of the model on a fixed batch, and every parameter's gradient.
+fn loss_and_grads<B: AutodiffBackend>(c: &laxc::Compiled, dev: &B::Device) -> (f32, Vec<Vec<f32>>) {
+    // LoRA's dropout draws its masks from each back end's own generator: off.
+    let model: LaxModel<B> = lower(&c.ir, SEED, dev).without_dropout();
+    let m = &c.ir.model;
+    let (logits, targets) = if m.vocab > 0 {
+        let ids: Vec<i64> = (0..BATCH * m.tokens)
+            .map(|i| ((i * 7919 + 13) % m.vocab) as i64)
+            .collect();
+        let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [BATCH, m.tokens]), dev);
+        let logits = model
+            .forward_tokens(tokens)
+            .reshape([BATCH * m.tokens, m.vocab]);
+        let t: Vec<i64> = (0..BATCH * m.tokens)
+            .map(|i| ((i * 31 + 5) % m.vocab) as i64)
+            .collect();
+        (logits, t)
+    } else {
+        let n = BATCH * m.channels * m.image * m.image;
+        let pixels: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin()).collect();
+        let shape = [BATCH, m.channels, m.image, m.image];
+        let logits = model.forward_images(Tensor::from_data(TensorData::new(pixels, shape), dev));
+        let t: Vec<i64> = (0..BATCH)
+            .map(|i| ((i * 3 + 1) % m.classes) as i64)
+            .collect();
+        (logits, t)
+    };
+    let n = targets.len();
+    let targets = Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [n]), dev);
+    let loss = laxc::train::run::cross_entropy(logits, targets);
+    let grads = loss.backward();
+    let value = loss.into_data().convert::<f32>().to_vec::<f32>().unwrap()[0];
+    let mut visitor = Grads::<B> {
+        grads: &grads,
+        out: Vec::new(),
+    };
+    model.visit(&mut visitor);
+    (value, visitor.out)
+}
+
+fn norm(a: &[f32]) -> f64 {
+    a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
+}
+
+/// ‖a − b‖ / max(‖a‖, floor). The floor is a thousandth of the whole model's gradient norm: a
+/// gradient that is zero in exact arithmetic (a key bias: softmax cancels it) is rounding noise
+/// of 1e-11 on both back ends, whose relative difference means nothing.
+fn relative(a: &[f32], b: &[f32], floor: f64) -> f64 {
+    let d: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    d / norm(a).max(floor)
+}
+
+#[test]
+fn every_spec_runs_forward_and_backward_on_wgpu_as_on_flex() {
+    if !adapter() {
+        return;
+    }
+    let wgpu = WgpuDevice::DefaultDevice;
+    let mut worst = (0f64, String::new());
+    let mut losses = 0f64;
+    let began = std::time::Instant::now();
+    for dir in ["specs", "specs/bench"] {
+        for path in common::lax_files(dir) {
+            let c = laxc::compile(&common::source(&path)).unwrap();
+            let name = path.display().to_string();
+            let (l_flex, g_flex) = loss_and_grads::<Autodiff<Flex>>(&c, &Default::default());
+            let (l_wgpu, g_wgpu) = loss_and_grads::<Autodiff<Wgpu>>(&c, &wgpu);
+            let loss_err = ((l_flex - l_wgpu) / l_flex).abs() as f64;
+            assert!(
+                loss_err < 1e-5,
+                "{name}: loss {l_flex} on Flex, {l_wgpu} on wgpu"
+            );
+            assert_eq!(
+                g_flex.len(),
+                g_wgpu.len(),
+                "{name}: parameters with gradients"
+            );
+            let all: Vec<f32> = g_flex.iter().flatten().copied().collect();
+            let floor = 1e-3 * norm(&all);
+            for (i, (a, b)) in g_flex.iter().zip(&g_wgpu).enumerate() {
+                let e = relative(a, b, floor);
+                assert!(
+                    e < 1e-4,
+                    "{name}: gradient of parameter {i} differs by {e:.2e}"
+                );
+                if e > worst.0 {
+                    worst = (e, format!("{name}, parameter {i}"));
+                }
+            }
+            eprintln!("{name}: loss {l_flex} (Flex) vs {l_wgpu} (wgpu), rel {loss_err:.1e}");
+            losses = losses.max(loss_err);
+        }
+    }
+    eprintln!(
+        "largest loss difference {losses:.2e}; largest gradient difference {:.2e} ({}); {:.0} s",
+        worst.0,
+        worst.1,
+        began.elapsed().as_secs_f64()
+    );
+}
+
+/// The losses of `laxc train` of the default spec for 20 steps on `device`.
+fn losses(device: &str) -> Vec<f64> {
+    let dir = std::env::temp_dir().join(format!("laxc-wgpu-{}-{device}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(env!("CARGO_BIN_EXE_laxc"))
+        .current_dir(common::root())
+        .args([
+            "train", "--plain", "--device", device, "--set", "steps=20", "--set", "warmup=2",
+        ])
+        .args(["--set", "log_every=1", "--set", "eval_every=0", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{device}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["loss"].as_f64())
+        .collect()
+}
+
+#[test]
+fn the_default_spec_trains_on_wgpu_along_flexs_loss_curve() {
+    if !adapter() {
+        return;
+    }
+    let (flex, wgpu) = (losses("cpu"), losses("wgpu"));
+    assert_eq!(flex.len(), 20);
+    assert_eq!(wgpu.len(), 20);
+    for (step, (a, b)) in flex.iter().zip(&wgpu).enumerate() {
+        let e = ((a - b) / a).abs();
+        assert!(e < 1e-3, "step {}: loss {a} on Flex, {b} on wgpu", step + 1);
+    }
+    assert!(wgpu[19] < wgpu[0], "the loss falls on wgpu: {wgpu:?}");
+}
+
+/// Without a Vulkan driver (here: Vulkan pointed at a driver list that does not exist) the
+/// device is refused in one line, exit 2, before anything runs.
+#[test]
+fn a_machine_without_an_adapter_gets_one_line_not_a_panic() {
+    let out = Command::new(env!("CARGO_BIN_EXE_laxc"))
+        .current_dir(common::root())
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .args(["bench", "--device", "wgpu", "--steps", "1", "--warmup", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no Vulkan, Metal or DX12 adapter"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// `bench/gpu.sh --device wgpu --quick`: the GPU benchmark script runs end to end on the wgpu
+/// device and writes every figure it promises (MFU only where the adapter's peak is known).
+#[test]
+fn the_gpu_benchmark_script_runs_on_the_wgpu_device() {
+    if !adapter() {
+        return;
+    }
+    let out_file = std::env::temp_dir().join(format!("laxc-gpu-{}.json", std::process::id()));
+    let out = Command::new("bash")
+        .current_dir(common::root())
+        .arg("bench/gpu.sh")
+        .args([
+            "--device",
+            "wgpu",
+            "--quick",
+            "--laxc",
+            env!("CARGO_BIN_EXE_laxc"),
+            "--out",
+        ])
+        .arg(&out_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&out_file);
+    assert_eq!(v["device"], "wgpu");
+    let run = &v["train"][0];
+    assert_eq!(run["loss_curve"].as_array().unwrap().len(), 10);
+    assert!(run["tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(run["val_loss"].as_f64().unwrap().is_finite());
+    let benches = v["bench"].as_array().unwrap();
+    assert_eq!(benches.len(), 3);
+    for b in benches {
+        assert!(b["per_s"].as_f64().unwrap() > 0.0, "{b}");
+        assert!(b["gflops_per_s"].as_f64().unwrap() > 0.0, "{b}");
+        assert!(b["peak_rss_mib"].as_f64().unwrap() > 0.0, "{b}");
+    }
+}
