@@ -644,11 +644,13 @@ fn every_starter_checks_clean_and_trains() {
 }
 
 /// The folder a starter's `mnist("...")` names.
+#[cfg(feature = "train")]
 fn mnist_folder(spec: &str) -> String {
     let at = spec.find("mnist(\"").expect("the vit starter reads MNIST") + "mnist(\"".len();
     spec[at..].split('"').next().unwrap().to_string()
 }
 
+#[cfg(feature = "train")]
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
