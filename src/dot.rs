@@ -63,12 +63,13 @@ impl Shown {
 pub fn render_dot(ir: &Ir, o: &DotOptions) -> String {
     let mut out = String::new();
     header(&mut out, ir, o);
+    let alike = later_blocks_alike(ir, o);
     for block in o.blocks.clone() {
         let _ = writeln!(out, "  subgraph cluster_block{block} {{");
         let _ = writeln!(
             out,
             "    label=\"{}\"; style=rounded; color=\"#bbbbbb\";",
-            block_label(ir, o, block)
+            block_label(ir, o, block, alike)
         );
         for s in shown_nodes(ir, o, Some(block)) {
             let _ = writeln!(out, "    {}", node_line(ir, s));
@@ -82,7 +83,7 @@ pub fn render_dot(ir: &Ir, o: &DotOptions) -> String {
         let _ = writeln!(out, "  {}", node_line(ir, s));
     }
 
-    skipped_nodes(&mut out, ir, o);
+    skipped_nodes(&mut out, ir, o, alike);
     edges(&mut out, ir, o);
     let _ = writeln!(out, "}}");
     out
@@ -161,19 +162,25 @@ fn shown_nodes(ir: &Ir, o: &DotOptions, block: Option<usize>) -> Vec<Shown> {
 }
 
 /// A block's frame label; the last drawn block says how many undrawn ones are built like it.
-fn block_label(ir: &Ir, o: &DotOptions, block: usize) -> String {
-    let layers = ir.model.layers;
-    if block + 1 != o.blocks.end || o.blocks.end >= layers {
-        return format!("blocks[{block}]");
-    }
-    let alike = (o.blocks.end..layers).all(|b| signature(ir, b) == signature(ir, block));
-    match alike {
+/// `alike`: [`later_blocks_alike`].
+fn block_label(ir: &Ir, o: &DotOptions, block: usize, alike: bool) -> String {
+    match block + 1 == o.blocks.end && alike {
         true => format!(
             "blocks[{block}], × {} (every later block alike)",
-            layers - block
+            ir.model.layers - block
         ),
         false => format!("blocks[{block}]"),
     }
+}
+
+/// Whether there are blocks after the drawn ones, every one built like the last drawn block.
+fn later_blocks_alike(ir: &Ir, o: &DotOptions) -> bool {
+    let layers = ir.model.layers;
+    if o.blocks.is_empty() || o.blocks.end >= layers {
+        return false;
+    }
+    let drawn = signature(ir, o.blocks.end - 1);
+    (o.blocks.end..layers).all(|b| signature(ir, b) == drawn)
 }
 
 /// What a block is made of, without its index: equal for blocks built alike.
@@ -186,18 +193,13 @@ fn signature(ir: &Ir, block: usize) -> Vec<String> {
 }
 
 /// One node for the blocks before the drawn ones, one for those after.
-fn skipped_nodes(out: &mut String, ir: &Ir, o: &DotOptions) {
+fn skipped_nodes(out: &mut String, ir: &Ir, o: &DotOptions, alike: bool) {
     let layers = ir.model.layers;
     for (after, range) in [(false, 0..o.blocks.start), (true, o.blocks.end..layers)] {
         if range.is_empty() {
             continue;
         }
-        let alike = after
-            && !o.blocks.is_empty()
-            && range
-                .clone()
-                .all(|b| signature(ir, b) == signature(ir, o.blocks.end - 1));
-        let how = match alike {
+        let how = match after && alike {
             true => format!("each like blocks[{}]", o.blocks.end - 1),
             false => "not drawn".to_string(),
         };

@@ -753,7 +753,9 @@ fn path(v: &Evaluated) -> Result<TrainValue, Diagnostic> {
     }
 }
 
-/// An override that could not be taken, rendered against its own text.
+/// An override that could not be taken, rendered against its own text (or, for `check --set`,
+/// against the spec it was spliced into).
+#[derive(Debug)]
 pub struct OverrideError {
     pub source: Source,
     pub diagnostic: Diagnostic,
@@ -766,19 +768,9 @@ pub fn parse_override(text: &str) -> Result<(String, TrainValue), OverrideError>
         source: source.clone(),
         diagnostic: d,
     };
-    let Some((key, value)) = text.split_once('=') else {
-        return Err(fail(
-            Diagnostic::error(
-                "E0607",
-                "an override is `key=value`",
-                Span::new(0, text.len()),
-            )
-            .with_label("no `=`")
-            .with_hint("e.g. `--set steps=100 --set lr=3e-3`"),
-        ));
-    };
-    let key = key.trim();
-    let offset = text.find('=').unwrap() + 1;
+    let (key, value, offset) =
+        crate::syntax::split_assignment(text, "key", "e.g. `--set steps=100 --set lr=3e-3`")
+            .map_err(fail)?;
     // A device is a bare word on the command line too: `--set device=cuda:1`.
     let quoted;
     let value = match self::key(key) {
@@ -788,9 +780,7 @@ pub fn parse_override(text: &str) -> Result<(String, TrainValue), OverrideError>
         }
         _ => value,
     };
-    // Parsed with the key's width as padding, so spans point into the whole `key=value`.
-    let padded = format!("{}{value}", " ".repeat(offset));
-    let value_ast = crate::syntax::parse_value(&padded).map_err(fail)?;
+    let value_ast = crate::syntax::parse_value_at(value, offset).map_err(fail)?;
     let evaluated = Scope::default().eval_value(&value_ast).map_err(fail)?;
     let v = check_entry(key, Span::new(0, key.len()), &evaluated).map_err(fail)?;
     Ok((key.to_string(), v))

@@ -5,27 +5,20 @@
 
 use crate::diagnostic::{did_you_mean, Diagnostic};
 use crate::family::Family;
+use crate::options::OverrideError;
 use crate::source::{Source, Span};
 use crate::syntax::ast::{self, Item};
 
-/// A `--set` that cannot be applied: the diagnostic, rendered against the `--set` text itself
-/// (when the text is malformed) or against the spec.
-#[derive(Debug)]
-pub struct Refused {
-    pub source: Source,
-    pub diagnostic: Diagnostic,
-}
-
 /// The spec with every `NAME=VALUE` of `sets` applied in order; later ones win.
-pub fn apply(source: &Source, sets: &[String]) -> Result<Source, Refused> {
+pub fn apply(source: &Source, sets: &[String]) -> Result<Source, OverrideError> {
     let mut text = source.text.clone();
     for set in sets {
         let (name, value) = split(set)?;
-        let file = crate::syntax::parse(&text).map_err(|d| Refused {
+        let file = crate::syntax::parse(&text).map_err(|d| OverrideError {
             source: Source::new(source.name.clone(), text.clone()),
             diagnostic: d,
         })?;
-        let place = place(&file, name).map_err(|d| Refused {
+        let place = place(&file, name).map_err(|d| OverrideError {
             source: Source::new("--set", set.clone()),
             diagnostic: d,
         })?;
@@ -44,27 +37,15 @@ pub fn apply(source: &Source, sets: &[String]) -> Result<Source, Refused> {
 }
 
 /// `NAME=VALUE`, checked: a name, and a value that parses on its own.
-fn split(set: &str) -> Result<(&str, &str), Refused> {
-    let refuse = |d: Diagnostic| Refused {
+fn split(set: &str) -> Result<(&str, &str), OverrideError> {
+    let refuse = |d: Diagnostic| OverrideError {
         source: Source::new("--set", set.to_string()),
         diagnostic: d,
     };
-    let Some((name, value)) = set.split_once('=') else {
-        return Err(refuse(
-            Diagnostic::error(
-                "E0607",
-                "an override is `name=value`",
-                Span::new(0, set.len()),
-            )
-            .with_label("no `=`")
-            .with_hint("e.g. `--set r=32 --set hidden=512 --set batch=16`"),
-        ));
-    };
-    let name = name.trim();
-    let offset = set.find('=').expect("split at it") + 1;
-    // Parsed with the name's width as padding, so spans point into the whole `name=value`.
-    let padded = format!("{}{value}", " ".repeat(offset));
-    crate::syntax::parse_value(&padded).map_err(refuse)?;
+    let example = "e.g. `--set r=32 --set hidden=512 --set batch=16`";
+    let (name, value, offset) =
+        crate::syntax::split_assignment(set, "name", example).map_err(refuse)?;
+    crate::syntax::parse_value_at(value, offset).map_err(refuse)?;
     Ok((name, value.trim()))
 }
 

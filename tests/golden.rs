@@ -18,7 +18,6 @@ use laxc::lower::{lower, LaxModel};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 type B = NdArray<f64>;
 
@@ -170,46 +169,6 @@ fn logits_of_every_spec_match_the_golden_record() {
     assert!(bad.is_empty(), "logits moved:\n{}", bad.join("\n"));
 }
 
-/// The training loss of each of the first 20 steps, from `laxc train`'s metrics.
-fn losses_of_20_steps(spec: &Path) -> Vec<f64> {
-    let run = std::env::temp_dir().join(format!(
-        "laxc-golden-{}-{}",
-        std::process::id(),
-        common::stem(spec)
-    ));
-    let _ = std::fs::remove_dir_all(&run);
-    let out = Command::new(env!("CARGO_BIN_EXE_laxc"))
-        .current_dir(common::root())
-        .arg("train")
-        .arg(spec)
-        .args(["--plain", "--out"])
-        .arg(&run)
-        .args([
-            "--set",
-            "steps=20",
-            "--set",
-            "log_every=1",
-            "--set",
-            "eval_every=0",
-        ])
-        .args(["--set", "batch=2", "--set", "warmup=2", "--set", "seed=3"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    let losses = metrics
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter_map(|r| r["loss"].as_f64())
-        .collect();
-    std::fs::remove_dir_all(run).unwrap();
-    losses
-}
-
 /// 1e-5 relative for the first five steps; 1e-3 after. On the machine that recorded them all 20
 /// steps match to 1e-5, but later steps amplify rounding: another CPU's kernels (AVX2 or
 /// AVX-512, Intel or AMD) may round elementwise functions differently, and with batch 2 the tiny
@@ -227,7 +186,10 @@ fn loss_tolerance(step: usize) -> f64 {
 fn twenty_step_losses_of_every_tiny_spec_match_the_golden_record() {
     let mut now = BTreeMap::new();
     for path in common::lax_files("specs") {
-        now.insert(relative(&path), json!(losses_of_20_steps(&path)));
+        now.insert(
+            relative(&path),
+            json!(common::losses_of_20_steps(&path, &[])),
+        );
     }
     if recording() {
         return save("losses", now);

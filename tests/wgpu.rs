@@ -20,16 +20,10 @@ use std::process::Command;
 const SEED: u64 = 3;
 const BATCH: usize = 2;
 
-/// Whether wgpu has an adapter here; without one the tests say so and pass, unless CI asks
-/// for the adapter.
+/// Whether wgpu has an adapter here (laxc's own check, the one `--device wgpu` makes); without
+/// one the tests say so and pass, unless CI asks for the adapter.
 fn adapter() -> bool {
-    let quiet = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let probe = std::panic::catch_unwind(|| {
-        Tensor::<Wgpu, 1>::ones([1], &WgpuDevice::DefaultDevice).into_data()
-    });
-    std::panic::set_hook(quiet);
-    let found = probe.is_ok();
+    let found = laxc::train::session::usable(laxc::options::Device::Wgpu).is_ok();
     if !found {
         assert!(
             std::env::var_os("LAXC_REQUIRE_WGPU").is_none(),
@@ -162,39 +156,14 @@ fn every_spec_runs_forward_and_backward_on_wgpu_as_on_flex() {
     );
 }
 
-/// The losses of `laxc train` of the default spec for 20 steps on `device`.
-fn losses(device: &str) -> Vec<f64> {
-    let dir = std::env::temp_dir().join(format!("laxc-wgpu-{}-{device}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let out = Command::new(env!("CARGO_BIN_EXE_laxc"))
-        .current_dir(common::root())
-        .args([
-            "train", "--plain", "--device", device, "--set", "steps=20", "--set", "warmup=2",
-        ])
-        .args(["--set", "log_every=1", "--set", "eval_every=0", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{device}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    metrics
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["loss"].as_f64())
-        .collect()
-}
-
 #[test]
 fn the_default_spec_trains_on_wgpu_along_flexs_loss_curve() {
     if !adapter() {
         return;
     }
-    let (flex, wgpu) = (losses("cpu"), losses("wgpu"));
+    let spec = common::root().join(laxc::DEFAULT_SPEC_NAME);
+    let flex = common::losses_of_20_steps(&spec, &[]);
+    let wgpu = common::losses_of_20_steps(&spec, &["--device", "wgpu"]);
     assert_eq!(flex.len(), 20);
     assert_eq!(wgpu.len(), 20);
     for (step, (a, b)) in flex.iter().zip(&wgpu).enumerate() {

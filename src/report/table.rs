@@ -115,7 +115,7 @@ fn pathways_table(out: &mut String, r: &Report) {
 fn totals_table(out: &mut String, r: &Report) {
     let p = &r.params;
     let mut t = new_table(&["totals", ""]);
-    let rows: Vec<(String, String)> = vec![
+    let mut rows: Vec<(String, String)> = vec![
         (
             "params total".into(),
             format!("{} ({})", thousands(p.total), millions(p.total)),
@@ -159,7 +159,6 @@ fn totals_table(out: &mut String, r: &Report) {
             ),
         ),
     ];
-    let mut rows = rows;
     if let Some(bytes) = r.memory.activation_bytes_per_batch_fp32 {
         rows.push((
             "activations fp32 at the spec's batch".into(),

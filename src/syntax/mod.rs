@@ -3,4 +3,4 @@
 pub mod ast;
 mod parser;
 
-pub use parser::{parse, parse_value};
+pub use parser::{parse, parse_value, parse_value_at, split_assignment};

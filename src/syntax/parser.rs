@@ -70,6 +70,32 @@ pub fn parse_value(text: &str) -> Result<Value, Diagnostic> {
     Ok(value(only.into_inner().next().expect("a value")))
 }
 
+/// A command line's `NAME=VALUE` (`--set`): the trimmed name, the value's text and the byte
+/// offset it starts at. Without `=` it is E0607, with `example` as the hint; `what` names the
+/// left side in the message (`key`, `name`).
+pub fn split_assignment<'a>(
+    text: &'a str,
+    what: &str,
+    example: &str,
+) -> Result<(&'a str, &'a str, usize), Diagnostic> {
+    let Some((name, value)) = text.split_once('=') else {
+        return Err(Diagnostic::error(
+            "E0607",
+            format!("an override is `{what}=value`"),
+            Span::new(0, text.len()),
+        )
+        .with_label("no `=`")
+        .with_hint(example.to_string()));
+    };
+    Ok((name.trim(), value, name.len() + 1))
+}
+
+/// Parses the value of a `NAME=VALUE` that starts at byte `offset`, with spans into the whole
+/// `NAME=VALUE` (the name's width is padding).
+pub fn parse_value_at(value: &str, offset: usize) -> Result<Value, Diagnostic> {
+    parse_value(&format!("{}{value}", " ".repeat(offset)))
+}
+
 fn ident(pair: Pair<Rule>) -> Ident {
     Ident {
         name: pair.as_str().to_string(),

@@ -40,3 +40,48 @@ pub fn source(p: &Path) -> laxc::source::Source {
         std::fs::read_to_string(p).unwrap(),
     )
 }
+
+/// The training loss of each of the first 20 steps of `laxc train SPEC EXTRA...` (batch 2,
+/// warm-up 2, seed 3, no validation), read from the run's metrics.
+pub fn losses_of_20_steps(spec: &Path, extra: &[&str]) -> Vec<f64> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let run = std::env::temp_dir().join(format!(
+        "laxc-losses-{}-{}-{}",
+        std::process::id(),
+        stem(spec),
+        RUNS.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&run);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_laxc"))
+        .current_dir(root())
+        .arg("train")
+        .arg(spec)
+        .args(["--plain", "--out"])
+        .arg(&run)
+        .args([
+            "--set",
+            "steps=20",
+            "--set",
+            "log_every=1",
+            "--set",
+            "eval_every=0",
+        ])
+        .args(["--set", "batch=2", "--set", "warmup=2", "--set", "seed=3"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let losses = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|r| r["loss"].as_f64())
+        .collect();
+    std::fs::remove_dir_all(run).unwrap();
+    losses
+}

@@ -21,7 +21,7 @@ pub struct CheckArgs {
     out: OutFile,
 }
 
-/// What one spec gave: its report, or the exit code its errors gave (already printed).
+/// One spec and what compiling it gave: the compiled spec, or its diagnostics (already printed).
 struct Checked {
     source: Source,
     result: Result<laxc::Compiled, Vec<laxc::diagnostic::Diagnostic>>,

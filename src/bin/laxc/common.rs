@@ -178,6 +178,12 @@ pub fn diagnostics_json(source: &Source, d: &[Diagnostic]) -> serde_json::Value 
     })
 }
 
+/// One line of a command's text summary: the name in an 18-column field, then the value.
+#[cfg(feature = "train")]
+pub fn field(name: &str, value: &str) -> String {
+    format!("{name:<18}{value}\n")
+}
+
 /// Pretty JSON ending in a newline.
 pub fn to_json_text(v: &serde_json::Value) -> String {
     let mut s = serde_json::to_string_pretty(v).expect("serializes");

@@ -117,8 +117,11 @@ fn refused(r: Refusal) -> ExitCode {
     ExitCode::from(r.exit_code())
 }
 
+/// Train keys given with `--set`, in order.
+type Overrides = Vec<(String, laxc::spec::TrainValue)>;
+
 /// Every `--set`, each rendered against its own text when it is wrong.
-fn overrides(set: &[String]) -> Result<Vec<(String, laxc::spec::TrainValue)>, ExitCode> {
+fn overrides(set: &[String]) -> Result<Overrides, ExitCode> {
     let mut overrides = Vec::new();
     for s in set {
         match parse_override(s) {
@@ -249,12 +252,7 @@ fn what_to_train(args: TrainArgs) -> Result<ToTrain, ExitCode> {
         );
         return Err(ExitCode::from(IO_ERROR));
     }
-    let run = record::stored_run(&dir).map_err(refused)?;
-    let compiled = common::compile(&run.source, args.format)?;
-    let overrides = overrides(&args.set)?;
-    if !overrides.iter().any(|(key, _)| key == "data") {
-        run.data_paths_known().map_err(refused)?;
-    }
+    let (run, compiled, overrides) = recorded_run(&dir, args.format, &args.set)?;
     let mut options = run.last.resume_with(&overrides).map_err(|e| {
         eprintln!("error: --resume {} with --set: {e}", dir.display());
         ExitCode::from(SPEC_ERROR)
@@ -269,6 +267,22 @@ fn what_to_train(args: TrainArgs) -> Result<ToTrain, ExitCode> {
         folder: Folder::Resume(Box::new(run)),
         spec_dir: PathBuf::new(),
     })
+}
+
+/// A run folder's recorded spec (compiled) and options, and the `--set`s given with it. Its
+/// data must still be where it was recorded, unless a `--set data=...` names other data.
+fn recorded_run(
+    dir: &Path,
+    format: Format,
+    set: &[String],
+) -> Result<(record::StoredRun, laxc::Compiled, Overrides), ExitCode> {
+    let run = record::stored_run(dir).map_err(refused)?;
+    let compiled = common::compile(&run.source, format)?;
+    let overrides = overrides(set)?;
+    if !overrides.iter().any(|(key, _)| key == "data") {
+        run.data_paths_known().map_err(refused)?;
+    }
+    Ok((run, compiled, overrides))
 }
 
 pub fn run_bench(args: BenchArgs) -> ExitCode {
@@ -303,7 +317,7 @@ pub fn run_bench(args: BenchArgs) -> ExitCode {
 
 fn bench_text(r: &train::bench::BenchResult) -> String {
     let mut s = String::new();
-    let mut line = |k: &str, v: String| s.push_str(&format!("{k:<18}{v}\n"));
+    let mut line = |k: &str, v: String| s.push_str(&common::field(k, &v));
     line("spec", r.spec.clone());
     line("implementation", r.implementation.clone());
     line("params", laxc::report::thousands(r.params as u128));
@@ -349,7 +363,7 @@ fn bench_text(r: &train::bench::BenchResult) -> String {
 
 fn summary_text(s: &train::Summary) -> String {
     let mut out = String::new();
-    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<18}{v}\n"));
+    let mut line = |k: &str, v: String| out.push_str(&common::field(k, &v));
     line("steps", s.steps.to_string());
     line("final train loss", format!("{:.4}", s.final_loss));
     if let Some(v) = s.val_loss {
@@ -406,10 +420,10 @@ pub fn run_eval(a: EvalArgs) -> ExitCode {
             })),
             Format::Text => {
                 let last = match acc {
-                    Some(a) => format!("accuracy          {:.2}%", 100.0 * a),
-                    None => format!("perplexity        {:.2}", loss.exp()),
+                    Some(a) => common::field("accuracy", &format!("{:.2}%", 100.0 * a)),
+                    None => common::field("perplexity", &format!("{:.2}", loss.exp())),
                 };
-                format!("validation loss   {loss:.4}\n{last}\n")
+                common::field("validation loss", &format!("{loss:.4}")) + &last
             }
         }),
         Err(r) => refused(r),
@@ -445,12 +459,7 @@ fn what_to_evaluate(a: &EvalArgs) -> Result<ToEvaluate, ExitCode> {
             spec_dir,
         });
     };
-    let run = record::stored_run(&run).map_err(refused)?;
-    let compiled = common::compile(&run.source, a.format)?;
-    let overrides = overrides(&a.set)?;
-    if !overrides.iter().any(|(key, _)| key == "data") {
-        run.data_paths_known().map_err(refused)?;
-    }
+    let (run, compiled, overrides) = recorded_run(&run, a.format, &a.set)?;
     let mut opts = run.last.with(&overrides).map_err(|e| {
         eprintln!("error: --set: {e}");
         ExitCode::from(SPEC_ERROR)
