@@ -408,28 +408,29 @@ fn acyclic(ir: &Ir, out: &mut Vec<Diagnostic>) {
 /// The structural check: every edge's shape matches what the node it enters expects. A spec
 /// that passed the checks above cannot fail this; if it does, laxc has a bug.
 fn shapes(ir: &Ir, out: &mut Vec<Diagnostic>) {
-    use petgraph::visit::EdgeRef;
-    for e in ir.graph.edge_references() {
-        let target = &ir.graph[e.target()];
-        let Some(expected) = target.op.input_width() else {
-            continue;
-        };
-        // Attention takes q, k and v, each of the model's width; everything else one width.
-        let got = e.weight().width();
-        let fine = match target.op {
-            Op::PosEmbed { .. } => true,
-            _ => got == expected,
-        };
-        if !fine {
+    for target_index in ir.graph.node_indices() {
+        let target = &ir.graph[target_index];
+        for (port, source) in ir.inputs(target_index).into_iter().enumerate() {
+            let Some(expected) = target.op.input_width(port) else {
+                continue;
+            };
+            let edge = ir
+                .graph
+                .find_edge(source, target_index)
+                .expect("an input is joined by an edge");
+            let got = ir.graph[edge].width();
+            // Learned positions take the joined tokens of several inputs.
+            if matches!(target.op, Op::PosEmbed { .. }) || got == expected {
+                continue;
+            }
             out.push(
                 Diagnostic::error(
                     "E0900",
                     format!(
                         "internal error: {} receives width {got} from {} but expects {expected}",
-                        target.name,
-                        ir.graph[e.source()].name
+                        target.name, ir.graph[source].name
                     ),
-                    ir.spans.nodes[e.target().index()].unwrap_or_default(),
+                    ir.spans.nodes[target_index.index()].unwrap_or_default(),
                 )
                 .with_label("shapes do not line up")
                 .with_hint("this is a bug in laxc; please report it with this spec"),

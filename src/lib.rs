@@ -15,6 +15,9 @@ pub mod diagnostic;
 pub mod dot;
 pub mod family;
 pub mod files;
+#[cfg(feature = "train")]
+pub mod generate;
+pub mod import;
 pub mod ir;
 #[cfg(feature = "train")]
 pub mod lower;

@@ -590,15 +590,22 @@ fn sigmoid_and_silu_stay_finite_at_extreme_inputs() {
 
 /// RoPE in the (batch·seq, hidden) layout equals rotate-half RoPE written per head, per position,
 /// per pair: out[i] = x[i]·cos(t·θ_i) − x[i + d/2]·sin(t·θ_i) for i < d/2, and
-/// out[i] = x[i]·cos(t·θ_(i−d/2)) + x[i − d/2]·sin(t·θ_(i−d/2)) above, θ_j = 10000^(−2j/d).
+/// out[i] = x[i]·cos(t·θ_(i−d/2)) + x[i − d/2]·sin(t·θ_(i−d/2)) above, θ_j = base^(−2j/d), for
+/// LLaMA's base 10000 and SmolLM2's 100000.
 #[test]
 fn rope_rotates_each_head_by_its_position() {
+    for base in [10000.0, 100000.0] {
+        rope_with_base(base);
+    }
+}
+
+fn rope_with_base(base: f64) {
     use laxc::lower::attention::{rope, rope_tables};
     let (batch, seq, heads, hd) = (2, 5, 3, 4);
     let hidden = heads * hd;
     let mut rng = StdRng::seed_from_u64(7);
     let x = random(&mut rng, batch * seq * hidden);
-    let (cos, sin) = rope_tables::<B>(seq, heads, hidden, &dev());
+    let (cos, sin) = rope_tables::<B>([seq, heads, hidden], base, &dev());
     let got = to_vec(rope(
         tensor(x.clone(), [batch * seq, hidden]),
         batch,
@@ -613,7 +620,7 @@ fn rope_rotates_each_head_by_its_position() {
                 let at = |i: usize| x[(b * seq + t) * hidden + h * hd + i];
                 for i in 0..hd {
                     let j = i % half;
-                    let a = t as f64 * 10000f64.powf(-2.0 * j as f64 / hd as f64);
+                    let a = t as f64 * base.powf(-2.0 * j as f64 / hd as f64);
                     let want = if i < half {
                         at(i) * a.cos() - at(i + half) * a.sin()
                     } else {
@@ -628,6 +635,122 @@ fn rope_rotates_each_head_by_its_position() {
                 }
             }
         }
+    }
+}
+
+/// A one-block LLaMA with grouped-query attention: 4 query heads of width 4 share 2 key-value
+/// heads (k and v are 8 wide).
+const GQA: &str = "model t: llama { vocab = 11, hidden = 16, ffn = 8, heads = 4, kv_heads = 2, \
+                   layers = 1, seq = 5 }";
+
+/// Causal attention written per query head, position and key, with query head h reading
+/// key-value head h / (heads / kv_heads) (HF `repeat_kv`): softmax(q·k/√d) over t' ≤ t, times v.
+fn gqa_attention(
+    [q, k, v]: [&[f64]; 3],
+    [batch, seq, heads, kv_heads, hd]: [usize; 5],
+) -> Vec<f64> {
+    let (qw, kw) = (heads * hd, kv_heads * hd);
+    let mut out = vec![0.0; batch * seq * qw];
+    for b in 0..batch {
+        for h in 0..heads {
+            let g = h / (heads / kv_heads);
+            for t in 0..seq {
+                let qi = |i: usize| q[(b * seq + t) * qw + h * hd + i];
+                let key = |s: usize, i: usize| k[(b * seq + s) * kw + g * hd + i];
+                let scores: Vec<f64> = (0..=t)
+                    .map(|s| (0..hd).map(|i| qi(i) * key(s, i)).sum::<f64>() / (hd as f64).sqrt())
+                    .collect();
+                let top = scores.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = scores.iter().map(|x| (x - top).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for i in 0..hd {
+                    out[(b * seq + t) * qw + h * hd + i] = (0..=t)
+                        .map(|s| e[s] / z * v[(b * seq + s) * kw + g * hd + i])
+                        .sum();
+                }
+            }
+        }
+    }
+    out
+}
+
+const GQA_FEEDS: [&str; 3] = ["blocks[0].rope_q", "blocks[0].rope_k", "blocks[0].attn.v.W"];
+
+#[test]
+fn grouped_query_attention_shares_each_kv_head_among_its_query_heads() {
+    let m = model(GQA);
+    let (batch, seq, heads, kv_heads, hd) = (2, 5, 4, 2, 4);
+    let mut rng = StdRng::seed_from_u64(11);
+    let q = random(&mut rng, batch * seq * heads * hd);
+    let k = random(&mut rng, batch * seq * kv_heads * hd);
+    let v = random(&mut rng, batch * seq * kv_heads * hd);
+    let feeds = [
+        (GQA_FEEDS[0], tensor(q.clone(), [batch * seq, heads * hd])),
+        (
+            GQA_FEEDS[1],
+            tensor(k.clone(), [batch * seq, kv_heads * hd]),
+        ),
+        (
+            GQA_FEEDS[2],
+            tensor(v.clone(), [batch * seq, kv_heads * hd]),
+        ),
+    ];
+    let got = m
+        .run_part(&feeds, "blocks[0].attention", [batch, seq])
+        .unwrap()
+        .expect("attention is reached");
+    let want = gqa_attention([&q, &k, &v], [batch, seq, heads, kv_heads, hd]);
+    assert_close(&to_vec(got), &want, 1e-12, "grouped-query attention");
+}
+
+/// The gradient of grouped-query attention with respect to its keys and values sums over the
+/// query heads that share them: autodiff against central finite differences.
+#[test]
+fn grouped_query_attention_gradients_match_finite_differences() {
+    let c = laxc::compile(&laxc::source::Source::new("t.lax", GQA)).unwrap();
+    let m = lower::<AD>(&c.ir, 0, &Default::default()).without_dropout();
+    let (batch, seq, heads, kv_heads, hd) = (1, 4, 4, 2, 4);
+    let mut rng = StdRng::seed_from_u64(12);
+    let q = random(&mut rng, batch * seq * heads * hd);
+    let kv = random(&mut rng, 2 * batch * seq * kv_heads * hd);
+    let weights = random(&mut rng, batch * seq * heads * hd);
+    let rows = batch * seq;
+    let loss = |kv: &[f64]| {
+        let t = |v: &[f64], w: usize| {
+            Tensor::<AD, 2>::from_data(TensorData::new(v.to_vec(), [rows, w]), &Default::default())
+        };
+        let half = kv.len() / 2;
+        let kv_t = t(kv, 2 * kv_heads * hd).require_grad();
+        let k = kv_t.clone().narrow(1, 0, kv_heads * hd);
+        let v = kv_t.clone().narrow(1, kv_heads * hd, kv_heads * hd);
+        debug_assert_eq!(half, rows * kv_heads * hd);
+        let feeds = [
+            (GQA_FEEDS[0], t(&q, heads * hd)),
+            (GQA_FEEDS[1], k),
+            (GQA_FEEDS[2], v),
+        ];
+        let out = m
+            .run_part(&feeds, "blocks[0].attention", [batch, seq])
+            .unwrap()
+            .expect("attention is reached");
+        ((out * t(&weights, heads * hd)).sum(), kv_t)
+    };
+    // kv holds k and v side by side per row: (rows, 2 · kv width).
+    let (l, x) = loss(&kv);
+    let grads = l.backward();
+    let ad = to_vec_inner(x.grad(&grads).unwrap());
+    for i in 0..kv.len() {
+        let at = |d: f64| {
+            let mut p = kv.clone();
+            p[i] += d;
+            scalar(loss(&p).0)
+        };
+        let fd = (at(1e-6) - at(-1e-6)) / 2e-6;
+        assert!(
+            (fd - ad[i]).abs() < 1e-6 * (1.0 + fd.abs()),
+            "element {i}: autodiff {} vs finite differences {fd}",
+            ad[i]
+        );
     }
 }
 

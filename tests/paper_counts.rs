@@ -35,7 +35,7 @@ fn every_figure_matches_the_independent_computation() {
     for dir in common::SPEC_DIRS {
         for path in common::lax_files(dir) {
             let name = match dir {
-                "specs/bench" | "specs/claims" | "specs/gpt2" => {
+                "specs/bench" | "specs/claims" | "specs/gpt2" | "specs/pretrained" => {
                     format!("{}/{}", &dir[6..], common::stem(&path))
                 }
                 _ => common::stem(&path),

@@ -59,6 +59,7 @@ fn claims_specs() {
 #[test]
 fn gpt2_specs() {
     check_specs_in("specs/gpt2");
+    check_specs_in("specs/pretrained");
 }
 
 /// `# expect: CODE` on a spec's first line.

@@ -9,9 +9,8 @@ use super::{
     residual, AttentionHalf, FamilyDef, InitScheme, Input, ModelConfig, SiteDef, SizeError, Sizes,
     LANGUAGE_KEYS,
 };
-use crate::ir::build::Builder;
+use crate::ir::build::{ln, Builder};
 use crate::ir::Activation;
-use crate::ir::NormKind;
 use crate::ir::{DropRate, Op, Scope};
 use petgraph::graph::NodeIndex;
 
@@ -36,17 +35,18 @@ pub static GPT2: FamilyDef = FamilyDef {
     head,
 };
 
-/// GPT-2's LayerNorm: epsilon 1e-5 (HF `layer_norm_epsilon`).
-fn ln(width: usize) -> Op {
-    Op::Norm {
-        kind: NormKind::Layernorm,
-        width,
-        eps: 1e-5,
-    }
+/// GPT-2's LayerNorm epsilon (HF `layer_norm_epsilon`).
+const LN_EPS: f64 = 1e-5;
+
+fn norm(m: &ModelConfig, width: usize) -> Op {
+    ln(width, m.norm_eps)
 }
 
 fn config(s: &Sizes) -> Result<ModelConfig, SizeError> {
-    Ok(ModelConfig::language(s))
+    Ok(ModelConfig {
+        norm_eps: LN_EPS,
+        ..ModelConfig::language(s)
+    })
 }
 
 fn stem(b: &mut Builder) -> NodeIndex {
@@ -75,7 +75,7 @@ fn stem(b: &mut Builder) -> NodeIndex {
 
 const ATTENTION: AttentionHalf = AttentionHalf {
     norm: "ln_1",
-    norm_op: ln,
+    norm_op: norm,
     rope: false,
     causal: true,
     dropout: true,
@@ -84,7 +84,7 @@ const ATTENTION: AttentionHalf = AttentionHalf {
 fn block(b: &mut Builder, x: NodeIndex, block: usize) -> NodeIndex {
     let m = b.model().clone();
     let r1 = ATTENTION.build(b, x, block);
-    let n2 = b.block_op(r1, block, "ln_2", ln(m.hidden));
+    let n2 = b.block_op(r1, block, "ln_2", norm(&m, m.hidden));
     let fc = b.site(n2, block, "mlp.fc");
     let gelu = Op::Activation {
         act: Activation::GeluTanh,
@@ -97,7 +97,7 @@ fn block(b: &mut Builder, x: NodeIndex, block: usize) -> NodeIndex {
 
 fn head(b: &mut Builder, x: NodeIndex) {
     let m = b.model().clone();
-    let fin = b.then(x, "final_norm".into(), ln(m.hidden), Scope::Stem);
+    let fin = b.then(x, "final_norm".into(), norm(&m, m.hidden), Scope::Stem);
     let tied = Op::TiedHead {
         dim: m.hidden,
         vocab: m.vocab,

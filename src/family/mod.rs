@@ -87,7 +87,7 @@ pub enum InitScheme {
     Timm,
 }
 
-/// The sizes of a decoder language model (llama, gpt2).
+/// The sizes of a decoder language model (llama, gpt2); llama adds its own.
 pub(crate) const LANGUAGE_KEYS: &[KeySpec] = &[
     KeySpec::required("vocab"),
     KeySpec::required("hidden"),
@@ -113,6 +113,11 @@ pub(crate) mod dims {
     pub fn narrow(m: &ModelConfig) -> (usize, usize) {
         (m.ffn, m.hidden)
     }
+
+    /// hidden → the key-value heads' width (k and v under grouped-query attention).
+    pub fn kv(m: &ModelConfig) -> (usize, usize) {
+        (m.hidden, m.kv_width())
+    }
 }
 
 /// A linear site of a block: its name and its `(in, out)` widths.
@@ -129,6 +134,15 @@ impl SiteDef {
             group: "attn",
             name,
             dims: dims::square,
+        }
+    }
+
+    /// A key or value projection, hidden → kv_heads · head width.
+    pub(crate) const fn attn_kv(name: &'static str) -> SiteDef {
+        SiteDef {
+            group: "attn",
+            name,
+            dims: dims::kv,
         }
     }
 
@@ -166,32 +180,68 @@ pub struct FamilyDef {
 #[derive(Debug, Clone, Copy)]
 pub struct KeySpec {
     pub name: &'static str,
-    pub default: Option<i64>,
-    /// `true` / `false` rather than a number.
-    pub flag: bool,
+    pub kind: KeyKind,
+    pub default: KeyDefault,
+}
+
+/// What values a model key takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// A whole number from 1 to 2^24: a width, a count.
+    Size,
+    /// `true` or `false`, held as 1 or 0.
+    Flag,
+    /// A positive real number: an epsilon, a frequency base.
+    Real,
+}
+
+/// What a key is when the spec does not set it.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyDefault {
+    Required,
+    Int(i64),
+    Real(f64),
+    /// The value of another key of the model (`kv_heads` defaults to `heads`).
+    SameAs(&'static str),
 }
 
 impl KeySpec {
     pub const fn required(name: &'static str) -> Self {
         KeySpec {
             name,
-            default: None,
-            flag: false,
+            kind: KeyKind::Size,
+            default: KeyDefault::Required,
         }
     }
     pub const fn optional(name: &'static str, default: i64) -> Self {
         KeySpec {
             name,
-            default: Some(default),
-            flag: false,
+            kind: KeyKind::Size,
+            default: KeyDefault::Int(default),
+        }
+    }
+    /// A size that is another key's value unless set.
+    pub const fn same_as(name: &'static str, other: &'static str) -> Self {
+        KeySpec {
+            name,
+            kind: KeyKind::Size,
+            default: KeyDefault::SameAs(other),
+        }
+    }
+    /// A positive real number with a default.
+    pub const fn real(name: &'static str, default: f64) -> Self {
+        KeySpec {
+            name,
+            kind: KeyKind::Real,
+            default: KeyDefault::Real(default),
         }
     }
     /// A yes/no key, off unless set.
     pub const fn flag(name: &'static str) -> Self {
         KeySpec {
             name,
-            default: Some(0),
-            flag: true,
+            kind: KeyKind::Flag,
+            default: KeyDefault::Int(0),
         }
     }
 }
@@ -201,11 +251,17 @@ pub struct Sizes<'a> {
     pub name: &'a str,
     pub family: Family,
     pub values: std::collections::BTreeMap<&'static str, usize>,
+    /// The values of the family's real-valued keys.
+    pub reals: std::collections::BTreeMap<&'static str, f64>,
 }
 
 impl Sizes<'_> {
     pub fn get(&self, key: &str) -> usize {
         self.values.get(key).copied().unwrap_or(0)
+    }
+
+    pub fn real(&self, key: &str) -> f64 {
+        self.reals.get(key).copied().unwrap_or(0.0)
     }
 }
 
@@ -225,6 +281,9 @@ pub struct ModelConfig {
     pub family: Family,
     pub hidden: usize,
     pub heads: usize,
+    /// Heads of keys and values: `heads` unless grouped-query attention shares each k/v head
+    /// among `heads / kv_heads` query heads.
+    pub kv_heads: usize,
     pub layers: usize,
     /// Language models: the vocabulary; vit: 0.
     pub vocab: usize,
@@ -237,6 +296,12 @@ pub struct ModelConfig {
     pub channels: usize,
     pub classes: usize,
     pub mlp_norm: bool,
+    /// llama: the LM head is the token embedding (no parameters of its own).
+    pub tie_embeddings: bool,
+    /// llama: RoPE's frequency base θ (frequencies θ^(−2i/d)).
+    pub rope_theta: f64,
+    /// The epsilon of the family's block and final norms.
+    pub norm_eps: f64,
 }
 
 impl ModelConfig {
@@ -247,6 +312,7 @@ impl ModelConfig {
             family: s.family,
             hidden: s.get("hidden"),
             heads: s.get("heads"),
+            kv_heads: s.get("heads"),
             layers: s.get("layers"),
             vocab: s.get("vocab"),
             ffn: s.get("ffn"),
@@ -256,7 +322,20 @@ impl ModelConfig {
             channels: 0,
             classes: 0,
             mlp_norm: false,
+            tie_embeddings: false,
+            rope_theta: 0.0,
+            norm_eps: 0.0,
         }
+    }
+
+    /// The width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden / self.heads
+    }
+
+    /// The width of the keys (and of the values): `kv_heads` heads.
+    pub fn kv_width(&self) -> usize {
+        self.kv_heads * self.head_dim()
     }
 
     pub fn def(&self) -> &'static FamilyDef {
@@ -335,7 +414,7 @@ fn residual_add(
 /// has it, and the residual add.
 pub(crate) struct AttentionHalf {
     pub norm: &'static str,
-    pub norm_op: fn(usize) -> crate::ir::Op,
+    pub norm_op: fn(&ModelConfig, usize) -> crate::ir::Op,
     pub rope: bool,
     pub causal: bool,
     /// Whether the run's `dropout` acts on the half's output.
@@ -347,21 +426,23 @@ impl AttentionHalf {
         use crate::ir::Op;
         let m = b.model().clone();
         let h = m.hidden;
-        let n1 = b.block_op(x, block, self.norm, (self.norm_op)(h));
+        let n1 = b.block_op(x, block, self.norm, (self.norm_op)(&m, h));
         let mut q = b.site(n1, block, "attn.q");
         let mut k = b.site(n1, block, "attn.k");
         let v = b.site(n1, block, "attn.v");
         if self.rope {
-            let rope = Op::Rope {
-                width: h,
-                heads: m.heads,
+            let rope = |width, heads| Op::Rope {
+                width,
+                heads,
+                theta: m.rope_theta,
             };
-            q = b.block_op(q, block, "rope_q", rope.clone());
-            k = b.block_op(k, block, "rope_k", rope);
+            q = b.block_op(q, block, "rope_q", rope(h, m.heads));
+            k = b.block_op(k, block, "rope_k", rope(m.kv_width(), m.kv_heads));
         }
         let attention = Op::Attention {
             heads: m.heads,
-            head_dim: h / m.heads,
+            kv_heads: m.kv_heads,
+            head_dim: m.head_dim(),
             tokens: m.tokens,
             causal: self.causal,
         };

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::ir::build::{ln, Builder};
 use crate::ir::Activation;
-use crate::ir::{Op, Role, Scope, Tokens};
+use crate::ir::{Op, Role, Scope, Tokens, NORM_EPS};
 use petgraph::graph::NodeIndex;
 
 pub static VIT: FamilyDef = FamilyDef {
@@ -68,7 +68,16 @@ fn config(s: &Sizes) -> Result<ModelConfig, SizeError> {
         channels: s.get("channels"),
         classes: s.get("classes"),
         mlp_norm: s.get("mlp_norm") != 0,
+        kv_heads: s.get("heads"),
+        tie_embeddings: false,
+        rope_theta: 0.0,
+        norm_eps: NORM_EPS,
     })
+}
+
+/// timm's ViT LayerNorm (epsilon 1e-6).
+fn norm(m: &ModelConfig, width: usize) -> Op {
+    ln(width, m.norm_eps)
 }
 
 fn stem(b: &mut Builder) -> NodeIndex {
@@ -99,7 +108,7 @@ fn stem(b: &mut Builder) -> NodeIndex {
 
 const ATTENTION: AttentionHalf = AttentionHalf {
     norm: "norm1",
-    norm_op: ln,
+    norm_op: norm,
     rope: false,
     causal: false,
     // The authors' ViT drops out only in its MLP (after fc1's activation and after fc2).
@@ -109,7 +118,7 @@ const ATTENTION: AttentionHalf = AttentionHalf {
 fn block(b: &mut Builder, x: NodeIndex, block: usize) -> NodeIndex {
     let m = b.model().clone();
     let r1 = ATTENTION.build(b, x, block);
-    let n2 = b.block_op(r1, block, "norm2", ln(m.hidden));
+    let n2 = b.block_op(r1, block, "norm2", norm(&m, m.hidden));
     let fc1 = b.site(n2, block, "mlp.fc1");
     let gelu = Op::Activation {
         act: Activation::Gelu,
@@ -119,7 +128,7 @@ fn block(b: &mut Builder, x: NodeIndex, block: usize) -> NodeIndex {
     // timm's Mlp: dropout after the activation and after fc2, the norm between.
     let mut act = b.block_dropout(act, block, "act_dropout");
     if m.mlp_norm {
-        act = b.block_op(act, block, "mlp_norm", ln(m.ffn));
+        act = b.block_op(act, block, "mlp_norm", norm(&m, m.ffn));
     }
     let fc2 = b.site(act, block, "mlp.fc2");
     residual(b, r1, fc2, block, "mlp")
@@ -127,7 +136,7 @@ fn block(b: &mut Builder, x: NodeIndex, block: usize) -> NodeIndex {
 
 fn head(b: &mut Builder, x: NodeIndex) {
     let m = b.model().clone();
-    let fin = b.then(x, "final_norm".into(), ln(m.hidden), Scope::Stem);
+    let fin = b.then(x, "final_norm".into(), norm(&m, m.hidden), Scope::Stem);
     let linear = Op::Linear {
         inp: m.hidden,
         out: m.classes,

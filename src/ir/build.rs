@@ -481,20 +481,20 @@ fn pathway_name(spec: &Spec, p: &crate::spec::InterPathway, part: &str) -> Strin
     )
 }
 
-/// RMSNorm(width), epsilon 1e-6.
-pub fn rms(width: usize) -> Op {
+/// RMSNorm(width) with the given epsilon.
+pub fn rms(width: usize, eps: f64) -> Op {
     Op::Norm {
         kind: NormKind::Rmsnorm,
         width,
-        eps: NORM_EPS,
+        eps,
     }
 }
 
-/// LayerNorm(width), epsilon 1e-6.
-pub fn ln(width: usize) -> Op {
+/// LayerNorm(width) with the given epsilon.
+pub fn ln(width: usize, eps: f64) -> Op {
     Op::Norm {
         kind: NormKind::Layernorm,
         width,
-        eps: NORM_EPS,
+        eps,
     }
 }

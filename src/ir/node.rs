@@ -134,14 +134,18 @@ pub enum Op {
         act: Activation,
         width: usize,
     },
-    /// Rotate-half rotary positions on each of `heads` heads of `width / heads` channels.
+    /// Rotate-half rotary positions on each of `heads` heads of `width / heads` channels, with
+    /// frequencies `theta^(−2i/d)`.
     Rope {
         width: usize,
         heads: usize,
+        theta: f64,
     },
-    /// Scaled dot-product attention over `tokens` positions (QKᵀ, softmax, AV).
+    /// Scaled dot-product attention over `tokens` positions (QKᵀ, softmax, AV). Queries have
+    /// `heads` heads; keys and values `kv_heads`, each shared by `heads / kv_heads` queries.
     Attention {
         heads: usize,
+        kv_heads: usize,
         head_dim: usize,
         tokens: usize,
         causal: bool,
@@ -346,8 +350,9 @@ impl Op {
         }
     }
 
-    /// The width every incoming data edge must have, where the op fixes it.
-    pub fn input_width(&self) -> Option<u128> {
+    /// The width the op's `port`-th input (in the order the IR wires them) must have, where
+    /// the op fixes it.
+    pub fn input_width(&self, port: usize) -> Option<u128> {
         let u = |x: usize| x as u128;
         Some(match *self {
             Op::Embedding { .. } | Op::PatchEmbed { .. } => return None,
@@ -376,9 +381,13 @@ impl Op {
                 _ => u(left) * u(batch),
             },
             Op::Gate { src, .. } => u(src),
+            // q, then k and v.
             Op::Attention {
-                heads, head_dim, ..
-            } => u(heads) * u(head_dim),
+                heads,
+                kv_heads,
+                head_dim,
+                ..
+            } => u(if port == 0 { heads } else { kv_heads }) * u(head_dim),
             Op::ClsToken { dim } | Op::PosEmbed { dim, .. } => u(dim),
             Op::TokenInput { .. } | Op::ImageInput { .. } => return None,
         })
@@ -433,12 +442,18 @@ impl Op {
             Op::Rope { width, .. } => format!("rope({width})"),
             Op::Attention {
                 heads,
+                kv_heads,
                 head_dim,
                 causal,
                 ..
             } => format!(
-                "{}attention {heads}×{head_dim}",
-                if *causal { "causal " } else { "" }
+                "{}attention {heads}×{head_dim}{}",
+                if *causal { "causal " } else { "" },
+                if kv_heads < heads {
+                    format!(", {kv_heads} kv heads")
+                } else {
+                    String::new()
+                }
             ),
             Op::Mul { width } => format!("× ({width})"),
             Op::Add { width } => format!("residual + ({width})"),
@@ -505,12 +520,17 @@ impl Op {
         let u = |x: usize| x as u128;
         match *self {
             Op::TokenInput { .. } | Op::Latent { .. } | Op::Output { .. } | Op::Dropout { .. } => 0,
+            // Grouped-query attention also keeps k and v repeated to every query head.
             Op::Attention {
                 heads,
+                kv_heads,
                 head_dim,
                 tokens,
                 ..
-            } => u(heads) * u(head_dim) + 2 * u(heads) * u(tokens),
+            } => {
+                let repeated = if kv_heads < heads { 2 } else { 0 };
+                (1 + repeated) * u(heads) * u(head_dim) + 2 * u(heads) * u(tokens)
+            }
             _ => self.output_shape().iter().map(|&d| u(d)).product(),
         }
     }

@@ -3,23 +3,34 @@
 
 use burn::tensor::{activation, backend::Backend, Tensor, TensorData};
 
-/// Tables for rotate-half RoPE (base 10000) over a whole (seq, hidden) row, every head alike:
-/// `cos[t, i]` and `sin[t, i]`, with the sign of rotate-half folded into `sin` (negative on the
-/// first half of each head), so that `rope(x) = x·cos + swap_halves(x)·sin`.
+/// Tables for rotate-half RoPE (frequency base `theta`, 10000 in the original LLaMA) over a
+/// whole (seq, hidden) row, every head alike: `cos[t, i]` and `sin[t, i]`, with the sign of
+/// rotate-half folded into `sin` (negative on the first half of each head), so that
+/// `rope(x) = x·cos + swap_halves(x)·sin`.
 pub fn rope_tables<B: Backend>(
-    seq: usize,
-    heads: usize,
-    hidden: usize,
+    [seq, heads, hidden]: [usize; 3],
+    theta: f64,
+    device: &B::Device,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    rope_tables_at::<B>(0, [seq, heads, hidden], theta, device)
+}
+
+/// [`rope_tables`] for the positions `start .. start + seq` (a pass that continues a cached
+/// sequence).
+pub fn rope_tables_at<B: Backend>(
+    start: usize,
+    [seq, heads, hidden]: [usize; 3],
+    theta: f64,
     device: &B::Device,
 ) -> (Tensor<B, 2>, Tensor<B, 2>) {
     let hd = hidden / heads;
     let half = hd / 2;
     let mut cos = Vec::with_capacity(seq * hidden);
     let mut sin = Vec::with_capacity(seq * hidden);
-    for t in 0..seq {
+    for t in start..start + seq {
         for _ in 0..heads {
             for i in 0..hd {
-                let f = 1.0 / 10000f64.powf((2 * (i % half)) as f64 / hd as f64);
+                let f = 1.0 / theta.powf((2 * (i % half)) as f64 / hd as f64);
                 let a = t as f64 * f;
                 let sign = if i < half { -1.0 } else { 1.0 };
                 cos.push(a.cos() as f32);
@@ -76,6 +87,21 @@ pub fn causal_bias<B: Backend>([batch, heads, n]: [usize; 3], device: &B::Device
         row[i % n + 1..].fill(-1e30);
     }
     Tensor::from_data(TensorData::new(bias, [batch, heads, n, n]), device)
+}
+
+/// The mask of a pass over `seq` new queries that follow `offset` cached positions: query t
+/// (position offset + t) sees keys 0 ..= offset + t; 0 where it may look, −10³⁰ elsewhere.
+pub fn causal_bias_after<B: Backend>(
+    [batch, heads, seq]: [usize; 3],
+    offset: usize,
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let keys = offset + seq;
+    let mut bias = vec![0f32; batch * heads * seq * keys];
+    for (i, row) in bias.chunks_exact_mut(keys).enumerate() {
+        row[offset + i % seq + 1..].fill(-1e30);
+    }
+    Tensor::from_data(TensorData::new(bias, [batch, heads, seq, keys]), device)
 }
 
 /// Scaled dot-product attention, softmax(q kᵀ / √d + mask) v, over (batch, heads, seq, d).

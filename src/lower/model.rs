@@ -3,7 +3,7 @@
 //! kind is one arm of `ops::eval`.
 
 use super::init::Init;
-use super::ops::{eval, Frame, Value};
+use super::ops::{eval, Frame, KvCache, Value};
 use super::params::{init_node, NodeParams};
 use super::program::Program;
 use crate::ir::Ir;
@@ -82,9 +82,39 @@ impl<B: Backend> LaxModel<B> {
         let program = &self.program;
         let mut feeds: Vec<Option<Value<B>>> = (0..program.names.len()).map(|_| None).collect();
         feeds[program.input] = Some(input);
-        self.execute(feeds, batch, seq, program.output)
+        let mut frame = self.frame(batch, seq);
+        self.execute(feeds, &mut frame, program.output)
             .expect("the output depends on the input")
             .float()
+    }
+
+    fn frame(&self, batch: usize, seq: usize) -> Frame<B> {
+        let p = &self.program;
+        Frame::new(batch, seq, p.dropout, p.fixed_dropout)
+    }
+
+    /// Generation: the logits `(batch, seq, vocab)` of `tokens` that continue the sequence
+    /// `cache` holds (empty at first), and the cache with their keys and values appended. The
+    /// same graph as [`LaxModel::forward_tokens`]; attention reads the cached positions too.
+    pub fn forward_cached(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        cache: KvCache<B>,
+    ) -> (Tensor<B, 3>, KvCache<B>) {
+        let program = &self.program;
+        let [batch, seq] = tokens.dims();
+        let mut feeds: Vec<Option<Value<B>>> = (0..program.names.len()).map(|_| None).collect();
+        feeds[program.input] = Some(Value::Ids(tokens));
+        let mut frame = self.frame(batch, seq);
+        frame.cache = Some(cache);
+        let logits = self
+            .execute(feeds, &mut frame, program.output)
+            .expect("the output depends on the input")
+            .float();
+        let mut cache = frame.cache.take().expect("the pass keeps its cache");
+        cache.offset += seq;
+        let vocab = logits.dims()[1];
+        (logits.reshape([batch, seq, vocab]), cache)
     }
 
     /// Runs the part of the graph that the given values reach: `feeds` name nodes and the
@@ -103,8 +133,9 @@ impl<B: Backend> LaxModel<B> {
         for (name, t) in feeds {
             values[node(name)?] = Some(Value::Float(t.clone()));
         }
+        let mut frame = self.frame(batch, seq);
         Ok(self
-            .execute(values, batch, seq, node(read)?)
+            .execute(values, &mut frame, node(read)?)
             .map(Value::float))
     }
 
@@ -113,13 +144,11 @@ impl<B: Backend> LaxModel<B> {
     fn execute(
         &self,
         mut values: Vec<Option<Value<B>>>,
-        batch: usize,
-        seq: usize,
+        frame: &mut Frame<B>,
         read: usize,
     ) -> Option<Value<B>> {
         let program = &self.program;
         self.join_parameter_graphs();
-        let mut frame = Frame::new(batch, seq, program.dropout, program.fixed_dropout);
         for step in &program.steps {
             // The input node has no inputs: it only ever has a value when fed.
             let fed_or_input = values[step.node].is_some() || step.node == program.input;
@@ -139,7 +168,7 @@ impl<B: Backend> LaxModel<B> {
                 })
                 .collect();
             let params = program.params[step.node].map(|i| &self.nodes[i]);
-            values[step.node] = Some(eval(step, params, args, &mut frame));
+            values[step.node] = Some(eval(step, params, args, frame));
         }
         values[read].take()
     }

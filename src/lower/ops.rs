@@ -1,7 +1,7 @@
 //! What each IR op computes, as Burn tensor code: one arm per op kind. A value is `(N, width)`
 //! with N = batch × the tokens the node runs on (all tokens, the patches, or the cls token).
 
-use super::attention::{causal_bias, rope, rope_tables, sdpa};
+use super::attention::{causal_bias, causal_bias_after, rope, rope_tables_at, sdpa};
 use super::layers::apply_activation;
 use super::params::{add_bias, Linear, NodeParams, TensorGate};
 use super::program::Step;
@@ -29,6 +29,9 @@ impl<B: Backend> Value<B> {
     }
 }
 
+/// RoPE's cos and sin tables over every row of a pass.
+type RopeTables<B> = (Tensor<B, 2>, Tensor<B, 2>);
+
 /// What one forward pass shares between nodes: its batch and sequence, and tables built once.
 pub struct Frame<B: Backend> {
     pub batch: usize,
@@ -38,8 +41,55 @@ pub struct Frame<B: Backend> {
     pub dropout: f64,
     /// Whether the rates the spec fixes (LoRA's) apply.
     pub fixed_dropout: bool,
-    rope: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+    /// RoPE tables by the width they rotate (q and k differ under grouped-query attention).
+    rope: Vec<(usize, RopeTables<B>)>,
     causal: Option<Tensor<B, 4>>,
+    /// Generation: the keys and values of the positions before this pass, which it extends.
+    pub cache: Option<KvCache<B>>,
+}
+
+/// The keys and values every attention node has seen, for generating one token at a time
+/// without recomputing the prefix: per attention node, `(batch, kv_heads, positions, d)`.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    /// Positions already cached: where this pass's tokens start.
+    pub offset: usize,
+    entries: Vec<(usize, Tensor<B, 4>, Tensor<B, 4>)>,
+}
+
+impl<B: Backend> KvCache<B> {
+    pub fn new() -> Self {
+        KvCache {
+            offset: 0,
+            entries: Vec::new(),
+        }
+    }
+
+    /// The node's keys and values with this pass's appended; stores them.
+    fn extend(
+        &mut self,
+        node: usize,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        match self.entries.iter_mut().find(|(n, _, _)| *n == node) {
+            Some((_, ck, cv)) => {
+                *ck = Tensor::cat(vec![ck.clone(), k], 2);
+                *cv = Tensor::cat(vec![cv.clone(), v], 2);
+                (ck.clone(), cv.clone())
+            }
+            None => {
+                self.entries.push((node, k.clone(), v.clone()));
+                (k, v)
+            }
+        }
+    }
+}
+
+impl<B: Backend> Default for KvCache<B> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<B: Backend> Frame<B> {
@@ -49,23 +99,35 @@ impl<B: Backend> Frame<B> {
             seq,
             dropout,
             fixed_dropout,
-            rope: None,
+            rope: Vec::new(),
             causal: None,
+            cache: None,
         }
+    }
+
+    /// Where this pass's first token is in its sequence.
+    fn offset(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.offset)
     }
 
     /// RoPE tables for every row of the pass, `(batch·seq, width)`.
     fn rope(
         &mut self,
-        width: usize,
-        heads: usize,
+        [width, heads]: [usize; 2],
+        theta: f64,
         device: &B::Device,
-    ) -> &(Tensor<B, 2>, Tensor<B, 2>) {
-        let (batch, seq) = (self.batch, self.seq);
-        self.rope.get_or_insert_with(|| {
-            let (cos, sin) = rope_tables::<B>(seq, heads, width, device);
-            (cos.repeat_dim(0, batch), sin.repeat_dim(0, batch))
-        })
+    ) -> &RopeTables<B> {
+        let (batch, seq, offset) = (self.batch, self.seq, self.offset());
+        let at = match self.rope.iter().position(|(w, _)| *w == width) {
+            Some(at) => at,
+            None => {
+                let (cos, sin) = rope_tables_at::<B>(offset, [seq, heads, width], theta, device);
+                let tables = (cos.repeat_dim(0, batch), sin.repeat_dim(0, batch));
+                self.rope.push((width, tables));
+                self.rope.len() - 1
+            }
+        };
+        &self.rope[at].1
     }
 
     fn causal(&mut self, heads: usize, device: &B::Device) -> Tensor<B, 4> {
@@ -117,6 +179,14 @@ pub fn eval<B: Backend>(
                 unreachable!("positions are a table")
             };
             positions(args, table.val(), *dim, frame.batch)
+        }
+        Op::Attention {
+            heads, kv_heads, ..
+        } if frame.cache.is_some() => {
+            let mut qkv = args.into_iter().map(Value::float);
+            let mut next = || qkv.next().expect("attention reads q, k and v");
+            let qkv = [next(), next(), next()];
+            return attention_cached(step.node, qkv, [*heads, *kv_heads], frame);
         }
         op => {
             let floats = args.into_iter().map(Value::float).collect();
@@ -181,16 +251,25 @@ fn eval_float<B: Backend>(
         Op::Mul { .. } => arg() * arg(),
         Op::Gate { gate, .. } => self::gate(gate, p, arg()),
         Op::Activation { act, .. } => apply_activation(*act, arg()),
-        Op::Rope { width, heads } => {
+        Op::Rope {
+            width,
+            heads,
+            theta,
+        } => {
             let (x, batch) = (arg(), frame.batch);
             let device = x.device();
-            let (cos, sin) = frame.rope(*width, *heads, &device);
+            let (cos, sin) = frame.rope([*width, *heads], *theta, &device);
             rope(x, batch, *heads, cos, sin)
         }
-        Op::Attention { heads, causal, .. } => {
+        Op::Attention {
+            heads,
+            kv_heads,
+            causal,
+            ..
+        } => {
             let (q, k, v) = (arg(), arg(), arg());
             let mask = causal.then(|| frame.causal(*heads, &q.device()));
-            attention(q, k, v, *heads, frame, mask.as_ref())
+            attention([q, k, v], [*heads, *kv_heads], frame, mask.as_ref())
         }
         Op::Dropout { rate, .. } => {
             let p = match rate {
@@ -336,20 +415,66 @@ fn tensor_gate<B: Backend>(
 
 /// Multi-head attention on `(batch·seq, heads·d)` rows: split the heads, attend, merge.
 fn attention<B: Backend>(
-    q: Tensor<B, 2>,
-    k: Tensor<B, 2>,
-    v: Tensor<B, 2>,
-    heads: usize,
+    [q, k, v]: [Tensor<B, 2>; 3],
+    [heads, kv_heads]: [usize; 2],
     frame: &Frame<B>,
     mask: Option<&Tensor<B, 4>>,
 ) -> Tensor<B, 2> {
     let (batch, seq) = (frame.batch, frame.seq);
     let width = q.dims()[1];
-    let split = |t: Tensor<B, 2>| {
-        t.reshape([batch, seq, heads, width / heads])
-            .swap_dims(1, 2)
-    };
-    sdpa(split(q), split(k), split(v), mask)
+    let split = |t: Tensor<B, 2>, n: usize| split_heads(t, [batch, seq, n]);
+    let (k, v) = (
+        shared_heads(split(k, kv_heads), heads),
+        shared_heads(split(v, kv_heads), heads),
+    );
+    sdpa(split(q, heads), k, v, mask)
         .swap_dims(1, 2)
         .reshape([batch * seq, width])
+}
+
+/// `(batch·seq, n·d)` → `(batch, n, seq, d)`.
+fn split_heads<B: Backend>(t: Tensor<B, 2>, [batch, seq, n]: [usize; 3]) -> Tensor<B, 4> {
+    let d = t.dims()[1] / n;
+    t.reshape([batch, seq, n, d]).swap_dims(1, 2)
+}
+
+/// Key-value heads repeated to every query head: query head h reads key-value head
+/// h / (heads / kv_heads), as HF's `repeat_kv`.
+fn shared_heads<B: Backend>(t: Tensor<B, 4>, heads: usize) -> Tensor<B, 4> {
+    let [batch, kv_heads, seq, d] = t.dims();
+    if kv_heads == heads {
+        return t;
+    }
+    t.unsqueeze_dim::<5>(2)
+        .repeat_dim(2, heads / kv_heads)
+        .reshape([batch, heads, seq, d])
+}
+
+/// Causal attention of this pass's queries over the cached positions and its own: the pass's
+/// keys and values join the node's cache (always causal: only decoders generate).
+fn attention_cached<B: Backend>(
+    node: usize,
+    [q, k, v]: [Tensor<B, 2>; 3],
+    [heads, kv_heads]: [usize; 2],
+    frame: &mut Frame<B>,
+) -> Value<B> {
+    let (batch, seq) = (frame.batch, frame.seq);
+    let width = q.dims()[1];
+    let device = q.device();
+    let cache = frame.cache.as_mut().expect("called with a cache");
+    let offset = cache.offset;
+    let (k, v) = cache.extend(
+        node,
+        split_heads(k, [batch, seq, kv_heads]),
+        split_heads(v, [batch, seq, kv_heads]),
+    );
+    // One new query sees every position: no mask.
+    let mask = (seq > 1).then(|| causal_bias_after::<B>([batch, heads, seq], offset, &device));
+    let out = sdpa(
+        split_heads(q, [batch, seq, heads]),
+        shared_heads(k, heads),
+        shared_heads(v, heads),
+        mask.as_ref(),
+    );
+    Value::Float(out.swap_dims(1, 2).reshape([batch * seq, width]))
 }

@@ -34,6 +34,8 @@ pub struct Program {
     pub output: usize,
     /// Tokens per sample the model was built for (sequence, or patches + cls).
     pub tokens: usize,
+    /// The sizes of the model.
+    pub model: crate::family::ModelConfig,
     /// The rate of the model's own dropout nodes while training (the run's `dropout`).
     pub dropout: f64,
     /// Whether the rates the spec fixes (LoRA's `dropout`) apply while training; off for
@@ -99,6 +101,7 @@ impl Program {
             input: input.expect("every model has an input node"),
             output: output.expect("every model has an output node"),
             tokens: ir.model.tokens,
+            model: ir.model.clone(),
             dropout: 0.0,
             fixed_dropout: true,
         }

@@ -43,6 +43,8 @@ pub struct ModelSummary {
     pub layers: usize,
     pub hidden: usize,
     pub heads: usize,
+    /// Heads of keys and values (fewer than `heads` under grouped-query attention).
+    pub kv_heads: usize,
     pub tokens_per_sample: usize,
     pub fine_tuning: bool,
     pub linear_sites: usize,
@@ -303,6 +305,7 @@ fn model_summary(ir: &Ir) -> ModelSummary {
         layers: ir.model.layers,
         hidden: ir.model.hidden,
         heads: ir.model.heads,
+        kv_heads: ir.model.kv_heads,
         tokens_per_sample: ir.tokens_per_sample(),
         fine_tuning: ir.fine_tuning,
         linear_sites: ir.sites.len(),
@@ -344,7 +347,14 @@ fn config_json(m: &crate::family::ModelConfig) -> serde_json::Map<String, serde_
             }
             put("mlp_norm", m.mlp_norm.into());
         }
-        _ => put("vocab", m.vocab.into()),
+        Family::Gpt2 => put("vocab", m.vocab.into()),
+        Family::Llama => {
+            put("vocab", m.vocab.into());
+            put("kv_heads", m.kv_heads.into());
+            put("tie_embeddings", m.tie_embeddings.into());
+            put("rope_theta", m.rope_theta.into());
+            put("norm_eps", m.norm_eps.into());
+        }
     }
     c
 }

@@ -20,12 +20,17 @@ fn model_line(out: &mut String, r: &Report) {
     let m = &r.model;
     let _ = writeln!(
         out,
-        "model {} ({}): {} blocks, hidden {}, {} heads, {} tokens per sample{}",
+        "model {} ({}): {} blocks, hidden {}, {} heads{}, {} tokens per sample{}",
         m.name,
         m.family.name(),
         m.layers,
         m.hidden,
         m.heads,
+        if m.kv_heads < m.heads {
+            format!(" ({} key-value)", m.kv_heads)
+        } else {
+            String::new()
+        },
         m.tokens_per_sample,
         if m.fine_tuning {
             ", LoRA fine-tuning"

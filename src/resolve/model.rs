@@ -4,7 +4,7 @@
 use super::args;
 use super::eval::{Evaluated, Num, Scope};
 use crate::diagnostic::{did_you_mean, Diagnostic};
-use crate::family::{Family, KeySpec, ModelConfig, Sizes};
+use crate::family::{Family, KeyDefault, KeyKind, KeySpec, ModelConfig, Sizes};
 use crate::source::Span;
 use crate::syntax::ast::{self, Item};
 use std::collections::BTreeMap;
@@ -98,7 +98,7 @@ fn read_model(
         if let Some((spec, v)) = read_size(family, e, &values, scope, errors) {
             values.insert(spec.name, (v, e.key.span));
             // A size may use the sizes written before it: `mlp = 4 * hidden`.
-            scope.define(spec.name, Num::Int(v), e.key.span);
+            scope.define(spec.name, v, e.key.span);
         }
     }
     fill_defaults(family, m, &mut values, errors);
@@ -106,13 +106,13 @@ fn read_model(
         return None;
     }
     for (k, (v, span)) in &values {
-        scope.define(k, Num::Int(*v), *span);
+        scope.define(k, *v, *span);
     }
     sizes_fit(family, m, &values, errors)
 }
 
-/// The sizes read so far, with where each was written.
-type Values = BTreeMap<&'static str, (i64, Span)>;
+/// The keys read so far, with where each was written.
+type Values = BTreeMap<&'static str, (Num, Span)>;
 
 fn read_family(m: &ast::ModelDecl, errors: &mut Vec<Diagnostic>) -> Option<Family> {
     let family = Family::from_name(&m.family.name);
@@ -141,7 +141,7 @@ fn read_size(
     values: &Values,
     scope: &Scope,
     errors: &mut Vec<Diagnostic>,
-) -> Option<(&'static KeySpec, i64)> {
+) -> Option<(&'static KeySpec, Num)> {
     let specs = family.keys();
     let Some(spec) = specs.iter().find(|k| k.name == e.key.name) else {
         let names = || specs.iter().map(|k| k.name);
@@ -172,20 +172,25 @@ fn read_size(
         .eval_value(&e.value)
         .map_err(|d| errors.push(d))
         .ok()?;
-    let value = match (&evaluated, spec.flag) {
-        (Evaluated::Word(w, _), true) if w == "true" => Some(1),
-        (Evaluated::Word(w, _), true) if w == "false" => Some(0),
-        (Evaluated::Num(Num::Int(i), _), false) if *i > 0 && *i <= args::MAX_SIZE => Some(*i),
+    let value = match (&evaluated, spec.kind) {
+        (Evaluated::Word(w, _), KeyKind::Flag) if w == "true" => Some(Num::Int(1)),
+        (Evaluated::Word(w, _), KeyKind::Flag) if w == "false" => Some(Num::Int(0)),
+        (Evaluated::Num(Num::Int(i), _), KeyKind::Size) if *i > 0 && *i <= args::MAX_SIZE => {
+            Some(Num::Int(*i))
+        }
+        (Evaluated::Num(n, _), KeyKind::Real) if n.as_f64() > 0.0 && n.as_f64().is_finite() => {
+            Some(Num::Dec(n.as_f64()))
+        }
         _ => None,
     };
     if value.is_none() {
-        let (expected, label) = if spec.flag {
-            ("`true` or `false`", "expected true or false")
-        } else {
-            (
+        let (expected, label) = match spec.kind {
+            KeyKind::Flag => ("`true` or `false`", "expected true or false"),
+            KeyKind::Size => (
                 "a whole number from 1 to 2^24",
                 "expected a positive whole number",
-            )
+            ),
+            KeyKind::Real => ("a positive number", "expected a positive number"),
         };
         errors.push(
             Diagnostic::error(
@@ -214,7 +219,17 @@ fn fill_defaults(
         if values.contains_key(spec.name) {
             continue;
         }
-        match spec.default {
+        let default = match spec.default {
+            KeyDefault::Int(d) => Some(Num::Int(d)),
+            KeyDefault::Real(d) => Some(Num::Dec(d)),
+            // A missing `other` was reported already.
+            KeyDefault::SameAs(other) => match values.get(other) {
+                Some((v, _)) => Some(*v),
+                None => continue,
+            },
+            KeyDefault::Required => None,
+        };
+        match default {
             Some(d) => {
                 values.insert(spec.name, (d, m.span));
             }
@@ -241,7 +256,7 @@ fn sizes_fit(
     values: &Values,
     errors: &mut Vec<Diagnostic>,
 ) -> Option<ModelConfig> {
-    let get = |k: &str| values.get(k).map_or(0, |(v, _)| *v as usize);
+    let get = |k: &str| values.get(k).map_or(0, |(v, _)| v.as_f64() as usize);
     let span_of = |k: &str| values.get(k).map_or(m.span, |(_, s)| *s);
     let layers = get("layers");
     if layers > MAX_LAYERS {
@@ -271,7 +286,14 @@ fn sizes_fit(
     let sizes = Sizes {
         name: &m.name.name,
         family,
-        values: values.iter().map(|(k, (v, _))| (*k, *v as usize)).collect(),
+        values: values
+            .iter()
+            .filter_map(|(k, (v, _))| match v {
+                Num::Int(i) => Some((*k, *i as usize)),
+                Num::Dec(_) => None,
+            })
+            .collect(),
+        reals: values.iter().map(|(k, (v, _))| (*k, v.as_f64())).collect(),
     };
     (family.def().config)(&sizes)
         .map_err(|e| {

@@ -509,3 +509,75 @@ pub fn bench_spec(
     result.implementation = format!("laxc ({})", device_label(device, backend));
     Ok(result)
 }
+
+/// Where `laxc generate` takes its model's weights from.
+pub enum WeightsFrom<'a> {
+    /// A run folder or checkpoint folder of this spec.
+    Checkpoint(&'a Path),
+    /// A pretrained file (GGUF, HuggingFace directory, a dense laxc `model.safetensors`): the
+    /// dense spec's weights, or a LoRA spec's base.
+    Base(&'a Path),
+    /// The base the spec's LoRA sites name.
+    SpecBase,
+}
+
+/// Everything one generation needs once the prompt is token ids.
+pub struct GenerateRequest<'a> {
+    pub compiled: &'a Compiled,
+    pub device: Device,
+    pub backend: CpuBackend,
+    pub spec_dir: &'a Path,
+    pub weights: WeightsFrom<'a>,
+    pub prompt: &'a [u32],
+    pub sampling: &'a crate::generate::Sampling,
+    pub is_stop: &'a dyn Fn(u32) -> bool,
+    /// Called with each token as it is chosen (streaming).
+    pub on_token: &'a mut dyn FnMut(u32),
+}
+
+struct GenerateJob<'a>(GenerateRequest<'a>);
+
+impl OnBackend for GenerateJob<'_> {
+    type Output = Result<crate::generate::Stats, String>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        // Generation needs no gradients: the backend without autodiff.
+        let r = self.0;
+        let spec = &r.compiled.spec;
+        let fresh = crate::lower::lower::<B::InnerBackend>(&r.compiled.ir, 0, &device);
+        let lora_base = crate::lower::base::base_file(spec)?;
+        let model = match r.weights {
+            WeightsFrom::Checkpoint(run) => {
+                let ck = checkpoint::latest(run)?
+                    .ok_or_else(|| format!("{} holds no checkpoint", run.display()))?;
+                checkpoint::load_weights(&ck, fresh)?
+            }
+            WeightsFrom::Base(file) if lora_base.is_some() => {
+                crate::lower::base::load_lora_base(fresh, spec, file, &device)?
+            }
+            WeightsFrom::Base(file) => crate::lower::base::load_dense(fresh, file, &device)?,
+            WeightsFrom::SpecBase => {
+                let base = lora_base.ok_or(
+                    "the spec names no base and no --checkpoint or --base was given: its \
+                     weights would be random",
+                )?;
+                let file = data::locate(&base, r.spec_dir);
+                crate::lower::base::load_lora_base(fresh, spec, &file, &device)?
+            }
+        };
+        crate::generate::generate(&model, r.prompt, r.sampling, r.is_stop, r.on_token, &device)
+    }
+}
+
+/// Generates text from a language model (`laxc generate`), after the device and memory checks.
+pub fn generate_text(r: GenerateRequest) -> Result<crate::generate::Stats, Refusal> {
+    usable(r.device)?;
+    fits_in_memory(r.compiled, Need::Eval, r.device)?;
+    if r.compiled.ir.model.def().input != crate::family::Input::Tokens {
+        return Err(Refusal::Io(format!(
+            "{} is an image classifier: there is no text to generate",
+            r.compiled.ir.model.family.name()
+        )));
+    }
+    let (device, backend) = (r.device, r.backend);
+    dispatch(device, backend, GenerateJob(r))?.map_err(Refusal::Io)
+}

@@ -4,12 +4,13 @@
 use std::path::{Path, PathBuf};
 
 /// Every folder of shipped specs.
-pub const SPEC_DIRS: [&str; 5] = [
+pub const SPEC_DIRS: [&str; 6] = [
     "specs",
     "specs/paper",
     "specs/bench",
     "specs/claims",
     "specs/gpt2",
+    "specs/pretrained",
 ];
 
 pub fn root() -> PathBuf {

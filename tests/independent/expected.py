@@ -101,7 +101,10 @@ def model_figures(family, cfg, sites, pathways, batch=None, accum=1):
     lax_gemm = lax_other = 0  # the LaX parts of fwd and other
     if family == "llama":
         V, n = cfg["vocab"], cfg["seq"]
-        stem = 2 * V * h + (2 * L + 1) * h  # embedding, head, norms
+        kv = cfg.get("kv_heads", heads) * (h // heads)  # the keys' (and values') width
+        tied = cfg.get("tie_embeddings", False)
+        # embedding, head (none of its own when tied to the embedding), norms
+        stem = (1 if tied else 2) * V * h + (2 * L + 1) * h
         if lora:
             frozen += stem
         else:
@@ -113,7 +116,9 @@ def model_figures(family, cfg, sites, pathways, batch=None, accum=1):
             fwd_train += head_gemm
         attn = L * 4 * n * n * h
         fwd_train += attn
-        per_block_other = 2 * 4 * h + 6 * h + 3 * heads * n + 2 * cfg["ffn"] + 2 * h
+        # two RMSNorms, RoPE on q and on k (3 per element), softmax, SiLU and the SwiGLU
+        # product, two residual adds.
+        per_block_other = 2 * 4 * h + 3 * h + 3 * kv + 3 * heads * n + 2 * cfg["ffn"] + 2 * h
         other += n * (L * per_block_other + 4 * h)
     elif family == "gpt2":
         V, n = cfg["vocab"], cfg["seq"]
@@ -185,7 +190,8 @@ def model_figures(family, cfg, sites, pathways, batch=None, accum=1):
 def llama_sites(cfg, choose):
     """choose(block, name, inp, out) -> Site"""
     h, f = cfg["hidden"], cfg["ffn"]
-    dims = [("q", h, h), ("k", h, h), ("v", h, h), ("o", h, h), ("gate", h, f), ("up", h, f), ("down", f, h)]
+    kv = cfg.get("kv_heads", cfg["heads"]) * (h // cfg["heads"])
+    dims = [("q", h, h), ("k", h, kv), ("v", h, kv), ("o", h, h), ("gate", h, f), ("up", h, f), ("down", f, h)]
     return [[choose(b, nm, i, o) for nm, i, o in dims] for b in range(cfg["layers"])], [d[0] for d in dims]
 
 
@@ -425,6 +431,23 @@ assert EXPECTED["gpt2/gpt2-small"]["params_total"] == 124_439_808
 add("gpt2/gpt2-small-svd-r192-lax", "gpt2", GPT2_SMALL, svd(192, True), lax=("*", "identity", LN))
 TINY_GPT2 = dict(vocab=256, hidden=128, ffn=512, heads=4, layers=4, seq=128)
 add("tiny-gpt2-svd-lax", "gpt2", TINY_GPT2, svd(32, True), lax=("*", "identity", LN), batch=8)
+
+# ---- real checkpoints' sizes -----------------------------------------------------------------
+# SmolLM2-135M (its config.json): grouped-query attention, tied embeddings.
+SMOLLM2_135M = dict(vocab=49152, hidden=576, ffn=1536, heads=9, kv_heads=3, layers=30, seq=2048,
+                    tie_embeddings=True)
+add("pretrained/smollm2-135m", "llama", SMOLLM2_135M, dense())
+# HF's LlamaForCausalLM of that config has 134,515,008 parameters.
+assert EXPECTED["pretrained/smollm2-135m"]["params_total"] == 134_515_008
+TINY_GQA = dict(TINY, kv_heads=2, tie_embeddings=True)
+
+
+def tiny_gqa(b, nm, i, o):
+    return Site("svd", i, o, False, rank=32)
+
+
+add("tiny-llama-gqa-svd-lax", "llama", TINY_GQA, tiny_gqa,
+    lax=(["k", "v", "up"], "dense", LN), batch=8)
 
 if __name__ == "__main__":
     here = os.path.dirname(os.path.abspath(__file__))

@@ -4,7 +4,10 @@
 mod check;
 mod common;
 mod explain;
+#[cfg(feature = "train")]
+mod generate;
 mod graph;
+mod import;
 mod new;
 mod plot;
 #[cfg(feature = "train")]
@@ -34,6 +37,9 @@ enum Command {
     /// Evaluate a checkpoint on the spec's validation data.
     #[cfg(feature = "train")]
     Eval(train::EvalArgs),
+    /// Generate text from a language model: a run, a pretrained base (GGUF, HuggingFace).
+    #[cfg(feature = "train")]
+    Generate(generate::GenerateArgs),
     /// Time training steps on synthetic batches (see BENCHMARKS.md).
     #[cfg(feature = "train")]
     Bench(train::BenchArgs),
@@ -45,6 +51,8 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Write a commented starter spec for a model family.
     New(new::NewArgs),
+    /// Write the spec of a pretrained LLaMA: a GGUF file or a HuggingFace directory.
+    Import(import::ImportArgs),
     /// Print a shell completion script, e.g. `laxc completions bash > ~/.local/share/bash-completion/completions/laxc`.
     Completions { shell: clap_complete::Shell },
 }
@@ -56,6 +64,7 @@ fn main() -> ExitCode {
         Command::Plot(a) => plot::run(a),
         Command::Explain(a) => explain::run(a),
         Command::New(a) => new::run(a),
+        Command::Import(a) => import::run(a),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "laxc", &mut std::io::stdout());
             ExitCode::SUCCESS
@@ -66,5 +75,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => train::run_bench(a),
         #[cfg(feature = "train")]
         Command::Eval(a) => train::run_eval(a),
+        #[cfg(feature = "train")]
+        Command::Generate(a) => generate::run(a),
     }
 }

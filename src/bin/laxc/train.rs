@@ -16,10 +16,10 @@ pub struct Placement {
     /// `cpu` (default), `cuda[:N]` (a build with `--features cuda`) or `wgpu` (Vulkan, Metal or
     /// DX12; a build with `--features wgpu`); overrides the spec's `device` key.
     #[arg(long)]
-    device: Option<String>,
+    pub device: Option<String>,
     /// CPU backend: flex (default, fastest here), ndarray or candle.
     #[arg(long, value_enum, default_value_t = CpuBackend::Flex)]
-    backend: CpuBackend,
+    pub backend: CpuBackend,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -112,7 +112,7 @@ pub struct BenchArgs {
     out: OutFile,
 }
 
-fn refused(r: Refusal) -> ExitCode {
+pub(crate) fn refused(r: Refusal) -> ExitCode {
     eprintln!("error: {}", r.message());
     ExitCode::from(r.exit_code())
 }
@@ -149,7 +149,7 @@ fn place(opts: &mut TrainOptions, device: Option<&str>) -> Result<(), ExitCode> 
 }
 
 /// The spec's train section, then every `--set`, then `--device`.
-fn options(
+pub(crate) fn options(
     source: &Source,
     c: &laxc::Compiled,
     set: &[String],
@@ -432,26 +432,37 @@ pub fn run_eval(a: EvalArgs) -> ExitCode {
 
 /// What `laxc eval` evaluates with: the spec, its options and the folder its relative data
 /// paths start from.
-struct ToEvaluate {
-    source: Source,
-    compiled: laxc::Compiled,
-    options: TrainOptions,
-    spec_dir: PathBuf,
+pub(crate) struct ToEvaluate {
+    pub source: Source,
+    pub compiled: laxc::Compiled,
+    pub options: TrainOptions,
+    pub spec_dir: PathBuf,
 }
 
 /// The spec given, with its options and the `--set`s; without one, the spec and options the
 /// checkpoint's run recorded (else the embedded spec).
 fn what_to_evaluate(a: &EvalArgs) -> Result<ToEvaluate, ExitCode> {
     let device = a.placement.device.as_deref();
-    let checkpoint: &Path = &a.checkpoint;
-    let run = match &a.spec {
+    spec_of_checkpoint(a.spec.as_deref(), &a.checkpoint, &a.set, device, a.format)
+}
+
+/// The spec, options and spec folder of a checkpoint: the spec given, or the one its run
+/// recorded (with the options the run last used).
+pub(crate) fn spec_of_checkpoint(
+    spec: Option<&Path>,
+    checkpoint: &Path,
+    set: &[String],
+    device: Option<&str>,
+    format: Format,
+) -> Result<ToEvaluate, ExitCode> {
+    let run = match spec {
         None => record::run_folder_of(checkpoint),
         Some(_) => None,
     };
     let Some(run) = run else {
-        let (source, compiled) = common::read_and_compile(a.spec.as_deref(), a.format)?;
-        let opts = options(&source, &compiled, &a.set, device)?;
-        let spec_dir = session::spec_dir(a.spec.as_deref()).map_err(refused)?;
+        let (source, compiled) = common::read_and_compile(spec, format)?;
+        let opts = options(&source, &compiled, set, device)?;
+        let spec_dir = session::spec_dir(spec).map_err(refused)?;
         return Ok(ToEvaluate {
             source,
             compiled,
@@ -459,7 +470,7 @@ fn what_to_evaluate(a: &EvalArgs) -> Result<ToEvaluate, ExitCode> {
             spec_dir,
         });
     };
-    let (run, compiled, overrides) = recorded_run(&run, a.format, &a.set)?;
+    let (run, compiled, overrides) = recorded_run(&run, format, set)?;
     let mut opts = run.last.with(&overrides).map_err(|e| {
         eprintln!("error: --set: {e}");
         ExitCode::from(SPEC_ERROR)
