@@ -452,14 +452,15 @@ mod tests {
         let v = dequantize(8, &b, 32);
         assert_eq!(v[0], -1.5);
         assert_eq!(v[31], 14.0);
-        // Q4_1: d = 2, m = -1; byte j = (j + 1) | (15 - j) << 4.
+        // Q4_1: d = 2, m = -1; byte j = j | (15 - j) << 4 → element j is 2j − 1 and element
+        // 16 + j is 2(15 − j) − 1.
         let mut b = vec![0x00, 0x40, 0x00, 0xBC]; // 2.0, -1.0
-        b.extend((0..16u8).map(|j| (j + 1) | ((15 - j) << 4)));
+        b.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
         let v = dequantize(3, &b, 32);
-        assert_eq!(v[0], 1.0 * 2.0 - 1.0);
-        assert_eq!(v[15], 16.0 * 2.0 - 1.0);
-        assert_eq!(v[16], 15.0 * 2.0 - 1.0);
-        assert_eq!(v[31], 0.0 * 2.0 - 1.0);
+        for j in 0..16 {
+            assert_eq!(v[j], 2.0 * j as f32 - 1.0, "{j}");
+            assert_eq!(v[16 + j], 2.0 * (15 - j) as f32 - 1.0, "{}", 16 + j);
+        }
         // Q4_0: d = 1; byte j = j | j << 4 → (j − 8).
         let mut b = vec![0x00, 0x3C];
         b.extend((0..16u8).map(|j| j | (j << 4)));

@@ -50,6 +50,13 @@ pub fn read_config(dir: &Path) -> Result<Pretrained, String> {
         }
     };
     refuse("rope_scaling", "laxc's RoPE has no scaling")?;
+    // transformers 5 keeps RoPE's settings in `rope_parameters`.
+    let rope = &c["rope_parameters"];
+    if let Some(kind) = rope["rope_type"].as_str().filter(|k| *k != "default") {
+        return Err(at(format!(
+            "rope_parameters.rope_type is `{kind}`; laxc's RoPE has no scaling"
+        )));
+    }
     refuse("attention_bias", "laxc's llama has no biases")?;
     refuse("mlp_bias", "laxc's llama has no biases")?;
     if let Some(act) = c["hidden_act"].as_str().filter(|a| *a != "silu") {
@@ -89,7 +96,10 @@ pub fn read_config(dir: &Path) -> Result<Pretrained, String> {
         layers: size("num_hidden_layers")?,
         context,
         tie_embeddings: c["tie_word_embeddings"].as_bool().unwrap_or(false),
-        rope_theta: real("rope_theta", 10000.0)?,
+        rope_theta: match rope["rope_theta"].as_f64() {
+            Some(theta) if theta > 0.0 => theta,
+            _ => real("rope_theta", 10000.0)?,
+        },
         norm_eps: real("rms_norm_eps", 1e-6)?,
     })
 }

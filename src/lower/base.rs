@@ -136,16 +136,6 @@ fn load_pretrained<B: Backend>(
     w: &Weights,
     device: &B::Device,
 ) -> Result<LaxModel<B>, String> {
-    let cfg = model.program.model.clone();
-    let bad = config_mismatches(&cfg, &w.config);
-    if !bad.is_empty() {
-        return Err(format!(
-            "{} does not fit this spec: {} (`laxc import {}` writes the spec that fits)",
-            w.source.display(),
-            bad.join("; "),
-            w.source.display()
-        ));
-    }
     let mut loaded = vec![false; model.nodes.len()];
     for node in 0..model.program.names.len() {
         // A tied head reads the embedding's parameters: loaded once, as the embedding.
@@ -157,11 +147,27 @@ fn load_pretrained<B: Backend>(
         let key = name.strip_suffix(".W").unwrap_or(&name);
         let Some(t) = w.tensors.get(key) else {
             return Err(format!(
-                "{} has no tensor for the spec's `{name}`",
-                w.source.display()
+                "{} has no tensor for the spec's `{name}` (the file's model has {} blocks{})",
+                w.source.display(),
+                w.config.layers,
+                if w.config.tie_embeddings {
+                    " and a tied head"
+                } else {
+                    ""
+                }
             ));
         };
         model.nodes[index] = node_params(&model.nodes[index], t, &name, &w.source, device)?;
+    }
+    // What the shapes do not show: the depth, the heads, the tie, RoPE and the norms.
+    let bad = config_mismatches(&model.program.model, &w.config);
+    if !bad.is_empty() {
+        return Err(format!(
+            "{} does not fit this spec: {} (`laxc import {}` writes the spec that fits)",
+            w.source.display(),
+            bad.join("; "),
+            w.source.display()
+        ));
     }
     Ok(model)
 }

