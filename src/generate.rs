@@ -2,14 +2,11 @@
 //! the keys and values of earlier positions cached ([`crate::lower::ops::KvCache`]); greedy
 //! (temperature 0) or sampled with temperature, top-k and top-p from a seeded generator.
 
-use crate::import::tokenizer::PretrainedTokenizer;
-use crate::import::Format;
+pub use crate::import::tokenizer::TextCodec;
 use crate::lower::ops::KvCache;
 use crate::lower::LaxModel;
-use crate::options::DataSpec;
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use rand::{Rng, RngExt, SeedableRng};
-use std::path::Path;
 
 /// How the next token is chosen.
 #[derive(Debug, Clone)]
@@ -191,88 +188,6 @@ pub fn choose(logits: &[f32], s: &Sampling, rng: &mut impl Rng) -> u32 {
         }
     }
     order[keep - 1] as u32
-}
-
-/// How text becomes a model's token ids and back.
-pub enum TextCodec {
-    /// One token per byte (a `text(...)` run without a tokenizer; vocab 256).
-    Bytes,
-    Tokenizer(Box<PretrainedTokenizer>),
-}
-
-impl TextCodec {
-    /// The tokenizer of a pretrained base (GGUF or HuggingFace directory) where there is one,
-    /// otherwise that of the run's data: a tokenizer.json, or bytes.
-    pub fn for_model(
-        c: &crate::Compiled,
-        data: Option<&DataSpec>,
-        base: Option<&Path>,
-    ) -> Result<TextCodec, String> {
-        if let Some(base) = base.filter(|b| Format::of(b) != Format::Laxc) {
-            return Ok(TextCodec::Tokenizer(Box::new(
-                crate::import::tokenizer::read(base)?,
-            )));
-        }
-        match data {
-            Some(DataSpec::Text {
-                tokenizer: Some(t), ..
-            }) => Ok(TextCodec::Tokenizer(Box::new(
-                PretrainedTokenizer::from_file(t)?,
-            ))),
-            Some(DataSpec::Text {
-                tokenizer: None, ..
-            }) => Ok(TextCodec::Bytes),
-            None if c.ir.model.vocab == 256 => Ok(TextCodec::Bytes),
-            _ => Err(format!(
-                "laxc does not know this model's tokenizer (vocab {}): give a pretrained \
-                 --base, or train it on text(..., tokenizer = \"tokenizer.json\")",
-                c.ir.model.vocab
-            )),
-        }
-    }
-
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
-        match self {
-            TextCodec::Bytes => Ok(text.bytes().map(u32::from).collect()),
-            TextCodec::Tokenizer(t) => t.encode(text),
-        }
-    }
-
-    /// The text of `ids`; bytes that do not (yet) form UTF-8 are shown as U+FFFD.
-    pub fn decode(&self, ids: &[u32]) -> String {
-        match self {
-            TextCodec::Bytes => {
-                let bytes: Vec<u8> = ids.iter().map(|&i| i as u8).collect();
-                String::from_utf8_lossy(&bytes).into_owned()
-            }
-            TextCodec::Tokenizer(t) => t.decode(ids),
-        }
-    }
-
-    pub fn is_stop(&self, id: u32) -> bool {
-        match self {
-            TextCodec::Bytes => false,
-            TextCodec::Tokenizer(t) => t.is_stop(id),
-        }
-    }
-
-    /// The prompt laid out by the model's chat template, or why there is none.
-    pub fn chat(&self, user: &str) -> Result<String, String> {
-        let TextCodec::Tokenizer(t) = self else {
-            return Err("--chat: this model reads bytes and has no chat template".into());
-        };
-        let template = t
-            .chat_template
-            .as_deref()
-            .ok_or("--chat: this model's tokenizer has no chat template")?;
-        let name = |id: Option<u32>| id.and_then(|i| t.tokenizer.id_to_token(i));
-        chat_prompt(
-            template,
-            user,
-            name(t.bos).as_deref(),
-            name(t.eos).as_deref(),
-        )
-    }
 }
 
 /// The text `ids` add after `shown` characters were printed: decoding the whole answer each

@@ -20,6 +20,19 @@ pub enum DataSpec {
         valid: Option<PathBuf>,
         tokenizer: Option<PathBuf>,
     },
+    /// Prompt-response examples, one JSON object a line: the model learns the response given
+    /// the prompt (the loss is on response tokens only), one example a row, padded.
+    Jsonl {
+        train: PathBuf,
+        valid: Option<PathBuf>,
+        /// The fields holding the prompt and the response.
+        prompt: String,
+        response: String,
+        /// Lay each prompt out as a user turn of the tokenizer's chat template.
+        chat: bool,
+        /// A tokenizer.json, GGUF file or HuggingFace directory; default: the spec's LoRA base.
+        tokenizer: Option<PathBuf>,
+    },
     /// nanoGPT / llm.c token shards in a folder: `*train*.bin` and `*val*.bin`.
     Tokens {
         dir: PathBuf,
@@ -176,6 +189,12 @@ const DATA: &[Choice] = &[
         args: &["path", "valid", "tokenizer"],
         positional: 3,
         path_of: Some("training text"),
+    },
+    Choice {
+        name: "jsonl",
+        args: &["path", "valid", "prompt", "response", "chat", "tokenizer"],
+        positional: 2,
+        path_of: Some("training examples"),
     },
     Choice {
         name: "tokens",
@@ -732,12 +751,16 @@ fn choose(
 
 /// A named argument: `warmup` is a step count, the others are paths.
 fn argument(name: &str, v: &Evaluated) -> Result<TrainValue, Diagnostic> {
-    if name != "warmup" {
-        return path(v);
-    }
-    match v {
-        Evaluated::Num(Num::Int(i), _) if *i >= 0 => Ok(TrainValue::Int(*i)),
-        _ => Err(wrong("warmup", "a whole number >= 0", v)),
+    match (name, v) {
+        ("warmup", Evaluated::Num(Num::Int(i), _)) if *i >= 0 => Ok(TrainValue::Int(*i)),
+        ("warmup", _) => Err(wrong("warmup", "a whole number >= 0", v)),
+        ("chat", Evaluated::Word(w, _)) if w == "true" || w == "false" => {
+            Ok(TrainValue::Str(w.clone()))
+        }
+        ("chat", _) => Err(wrong("chat", "`true` or `false`", v)),
+        ("prompt" | "response", Evaluated::Str(s, _)) => Ok(TrainValue::Str(s.clone())),
+        ("prompt" | "response", _) => Err(wrong(name, "the name of a field, as a string", v)),
+        _ => path(v),
     }
 }
 
@@ -947,6 +970,20 @@ fn data_spec(v: &TrainValue) -> DataSpec {
             valid: path("valid", 1),
             tokenizer: path("tokenizer", 2),
         },
+        "jsonl" => {
+            let field = |key: &str, default: &str| match args.get(key) {
+                Some(TrainValue::Str(s)) => s.clone(),
+                _ => default.to_string(),
+            };
+            DataSpec::Jsonl {
+                train: first,
+                valid: path("valid", 1),
+                prompt: field("prompt", "prompt"),
+                response: field("response", "response"),
+                chat: field("chat", "false") == "true",
+                tokenizer: path("tokenizer", 99),
+            }
+        }
         "tokens" => DataSpec::Tokens { dir: first },
         "mnist" => DataSpec::Mnist { dir: first },
         _ => DataSpec::Cifar10 { dir: first },

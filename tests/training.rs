@@ -1290,3 +1290,61 @@ fn lora_without_a_base_is_said_and_the_banner_counts_trainable_params() {
     );
     std::fs::remove_dir_all(run).unwrap();
 }
+
+/// `jsonl(...)` examples: the default spec learns to answer (its loss is on the response only:
+/// the answer is a function of the prompt, so the validation loss falls well below that of
+/// the answers' bytes alone), and a broken record or an example longer than `seq` is refused
+/// with its file and line.
+#[test]
+fn jsonl_examples_train_on_their_responses() {
+    let dir = tempdir("jsonl");
+    std::fs::create_dir_all(&dir).unwrap();
+    // "a+b=" → the sum, reversed digits: learnable, and only from the prompt.
+    let mut lines = String::new();
+    for i in 0..400u32 {
+        let (a, b) = (i % 20, (i * 7) % 20);
+        lines += &format!("{{\"q\": \"{a}+{b}=\", \"a\": \"{}\"}}\n", a + b);
+    }
+    let file = dir.join("sums.jsonl");
+    std::fs::write(&file, &lines).unwrap();
+    let set = format!(
+        "data=jsonl(\"{}\", prompt = \"q\", response = \"a\")",
+        file.display()
+    );
+    let run = dir.join("run");
+    let args = [
+        "--set",
+        &set,
+        "--set",
+        "steps=150",
+        "--set",
+        "warmup=10",
+        "--set",
+        "eval_every=150",
+        "--set",
+        "batch=16",
+        "--set",
+        "lr=3e-3",
+    ];
+    let out = train(&args, &run);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let s = summary(&run);
+    let val = s["val_loss"].as_f64().unwrap();
+    // A response is one or two digit bytes: ln(10) ≈ 2.3 nats a byte for guessed digits.
+    assert!(val < 1.5, "validation loss {val} on the responses");
+    std::fs::write(&file, "{\"q\": \"1+1=\", \"a\": \"2\"}\n{\"q\": 5}\n").unwrap();
+    let out = train(&args, &dir.join("bad"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("sums.jsonl line 2") && err.contains("`q`"),
+        "{err}"
+    );
+    let long = format!("{{\"q\": \"{}\", \"a\": \"2\"}}\n", "x".repeat(200));
+    std::fs::write(&file, lines.clone() + &long).unwrap();
+    let out = train(&args, &dir.join("long"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 401") && err.contains("seq"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -5,6 +5,7 @@
 
 use super::gguf::{Gguf, MetaValue};
 use super::Format;
+use crate::options::DataSpec;
 use serde_json::json;
 use std::path::Path;
 use tokenizers::Tokenizer;
@@ -196,4 +197,124 @@ fn from_gguf(file: &Gguf) -> Result<PretrainedTokenizer, String> {
             Some(MetaValue::Bool(true))
         ),
     })
+}
+
+/// How text becomes a model's token ids and back.
+pub enum TextCodec {
+    /// One token per byte (a `text(...)` run without a tokenizer; vocab 256).
+    Bytes,
+    Tokenizer(Box<PretrainedTokenizer>),
+}
+
+impl TextCodec {
+    /// The tokenizer of a pretrained base (GGUF or HuggingFace directory) where there is one,
+    /// otherwise that of the run's data: a tokenizer.json, or bytes.
+    pub fn for_model(
+        c: &crate::Compiled,
+        data: Option<&DataSpec>,
+        base: Option<&Path>,
+    ) -> Result<TextCodec, String> {
+        if let Some(base) = base.filter(|b| Format::of(b) != Format::Laxc) {
+            return Ok(TextCodec::Tokenizer(Box::new(
+                crate::import::tokenizer::read(base)?,
+            )));
+        }
+        match data {
+            Some(DataSpec::Text {
+                tokenizer: Some(t), ..
+            }) => Ok(TextCodec::Tokenizer(Box::new(
+                PretrainedTokenizer::from_file(t)?,
+            ))),
+            Some(DataSpec::Text {
+                tokenizer: None, ..
+            }) => Ok(TextCodec::Bytes),
+            None if c.ir.model.vocab == 256 => Ok(TextCodec::Bytes),
+            _ => Err(format!(
+                "laxc does not know this model's tokenizer (vocab {}): give a pretrained \
+                 --base, or train it on text(..., tokenizer = \"tokenizer.json\")",
+                c.ir.model.vocab
+            )),
+        }
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+        match self {
+            TextCodec::Bytes => Ok(text.bytes().map(u32::from).collect()),
+            TextCodec::Tokenizer(t) => t.encode(text),
+        }
+    }
+
+    /// Text that continues a sequence: no begin-of-sequence token.
+    pub fn encode_continuation(&self, text: &str) -> Result<Vec<u32>, String> {
+        match self {
+            TextCodec::Bytes => self.encode(text),
+            TextCodec::Tokenizer(t) => t
+                .tokenizer
+                .encode(text, false)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| format!("cannot tokenize: {e}")),
+        }
+    }
+
+    /// The token that ends a text, where the tokenizer has one.
+    pub fn eos(&self) -> Option<u32> {
+        match self {
+            TextCodec::Bytes => None,
+            TextCodec::Tokenizer(t) => t.eos,
+        }
+    }
+
+    /// A tokenizer.json file, a GGUF file or a HuggingFace directory.
+    pub fn from_path(path: &Path) -> Result<TextCodec, String> {
+        Ok(TextCodec::Tokenizer(Box::new(match Format::of(path) {
+            Format::Laxc => PretrainedTokenizer::from_file(path)?,
+            _ => read(path)?,
+        })))
+    }
+
+    /// How the tokens were made, for a run's record.
+    pub fn describe(&self) -> String {
+        match self {
+            TextCodec::Bytes => "bytes".into(),
+            TextCodec::Tokenizer(t) => {
+                format!("BPE of {} tokens", t.tokenizer.get_vocab_size(true))
+            }
+        }
+    }
+
+    /// The text of `ids`; bytes that do not (yet) form UTF-8 are shown as U+FFFD.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        match self {
+            TextCodec::Bytes => {
+                let bytes: Vec<u8> = ids.iter().map(|&i| i as u8).collect();
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+            TextCodec::Tokenizer(t) => t.decode(ids),
+        }
+    }
+
+    pub fn is_stop(&self, id: u32) -> bool {
+        match self {
+            TextCodec::Bytes => false,
+            TextCodec::Tokenizer(t) => t.is_stop(id),
+        }
+    }
+
+    /// The prompt laid out by the model's chat template, or why there is none.
+    pub fn chat(&self, user: &str) -> Result<String, String> {
+        let TextCodec::Tokenizer(t) = self else {
+            return Err("--chat: this model reads bytes and has no chat template".into());
+        };
+        let template = t
+            .chat_template
+            .as_deref()
+            .ok_or("--chat: this model's tokenizer has no chat template")?;
+        let name = |id: Option<u32>| id.and_then(|i| t.tokenizer.id_to_token(i));
+        crate::generate::chat_prompt(
+            template,
+            user,
+            name(t.bos).as_deref(),
+            name(t.eos).as_deref(),
+        )
+    }
 }

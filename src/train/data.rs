@@ -38,6 +38,111 @@ impl ImageData {
 pub enum Data {
     Tokens(TokenData),
     Images(ImageData),
+    Examples(ExampleData),
+}
+
+/// Prompt-response examples for fine-tuning, tokenized.
+pub struct ExampleData {
+    pub train: Vec<Example>,
+    pub valid: Vec<Example>,
+    pub vocab_used: u32,
+    /// How the tokens were made, and from which file, for messages and the run record.
+    pub tokenizer: String,
+    pub file: PathBuf,
+}
+
+/// One example: prompt then response tokens (and the end-of-text token, where the tokenizer
+/// has one); the loss is on the tokens from `response_from` on.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub tokens: Vec<u32>,
+    pub response_from: usize,
+    /// Its line in its file (from 1), for messages.
+    pub line: usize,
+}
+
+/// Which fields of a jsonl record are the prompt and the response, and how the prompt is laid
+/// out.
+struct Fields<'a> {
+    prompt: &'a str,
+    response: &'a str,
+    chat: bool,
+}
+
+/// The examples of a jsonl file and its validation file; without one, the last tenth of the
+/// examples (at least one) validates and is not trained on.
+fn examples(
+    train: &Path,
+    valid: Option<&Path>,
+    fields: &Fields,
+    codec: &crate::import::tokenizer::TextCodec,
+) -> DataResult<Data> {
+    let mut train_set = jsonl_examples(train, fields, codec)?;
+    let valid_set = match valid {
+        Some(v) => jsonl_examples(v, fields, codec)?,
+        None => {
+            let keep = train_set.len() - (train_set.len() / 10).max(1).min(train_set.len() - 1);
+            train_set.split_off(keep)
+        }
+    };
+    let vocab_used = train_set
+        .iter()
+        .chain(&valid_set)
+        .flat_map(|e| e.tokens.iter())
+        .max()
+        .map_or(0, |m| m + 1);
+    Ok(Data::Examples(ExampleData {
+        train: train_set,
+        valid: valid_set,
+        vocab_used,
+        tokenizer: codec.describe(),
+        file: train.to_path_buf(),
+    }))
+}
+
+fn jsonl_examples(
+    path: &Path,
+    fields: &Fields,
+    codec: &crate::import::tokenizer::TextCodec,
+) -> DataResult<Vec<Example>> {
+    let text = String::from_utf8(read(path)?)
+        .map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = |what: String| format!("{} line {}: {what}", path.display(), i + 1);
+        let record: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| at(format!("not JSON: {e}")))?;
+        let field = |name: &str| {
+            record[name]
+                .as_str()
+                .map(String::from)
+                .ok_or_else(|| at(format!("no string field `{name}`")))
+        };
+        let (prompt, response) = (field(fields.prompt)?, field(fields.response)?);
+        let prompt = match fields.chat {
+            true => codec.chat(&prompt).map_err(at)?,
+            false => prompt,
+        };
+        let mut tokens = codec.encode(&prompt).map_err(at)?;
+        let response_from = tokens.len();
+        tokens.extend(codec.encode_continuation(&response).map_err(at)?);
+        tokens.extend(codec.eos());
+        if response_from == 0 || tokens.len() == response_from {
+            return Err(at("the prompt and the response must both have text".into()));
+        }
+        out.push(Example {
+            tokens,
+            response_from,
+            line: i + 1,
+        });
+    }
+    if out.is_empty() {
+        return Err(format!("{} has no examples", path.display()));
+    }
+    Ok(out)
 }
 
 fn read(path: &Path) -> DataResult<Vec<u8>> {
@@ -88,6 +193,21 @@ pub fn absolute(spec: &DataSpec, spec_dir: &Path) -> DataSpec {
             valid: valid.as_ref().map(at),
             tokenizer: tokenizer.as_ref().map(at),
         },
+        DataSpec::Jsonl {
+            train,
+            valid,
+            prompt,
+            response,
+            chat,
+            tokenizer,
+        } => DataSpec::Jsonl {
+            train: at(train),
+            valid: valid.as_ref().map(at),
+            prompt: prompt.clone(),
+            response: response.clone(),
+            chat: *chat,
+            tokenizer: tokenizer.as_ref().map(at),
+        },
         DataSpec::Tokens { dir } => DataSpec::Tokens { dir: at(dir) },
         DataSpec::Mnist { dir } => DataSpec::Mnist { dir: at(dir) },
         DataSpec::Cifar10 { dir } => DataSpec::Cifar10 { dir: at(dir) },
@@ -101,6 +221,12 @@ fn written_paths(spec: &DataSpec) -> Vec<&PathBuf> {
             train,
             valid,
             tokenizer,
+        }
+        | DataSpec::Jsonl {
+            train,
+            valid,
+            tokenizer,
+            ..
         } => [Some(train), valid.as_ref(), tokenizer.as_ref()]
             .into_iter()
             .flatten()
@@ -123,6 +249,14 @@ pub fn relative_path(spec: &DataSpec) -> Option<&Path> {
 pub fn files(spec: &DataSpec) -> DataResult<Vec<PathBuf>> {
     Ok(match spec {
         DataSpec::Text { .. } => written_paths(spec).into_iter().cloned().collect(),
+        // A HuggingFace directory's tokenizer is its tokenizer.json.
+        DataSpec::Jsonl { .. } => written_paths(spec)
+            .into_iter()
+            .map(|p| match p.is_dir() {
+                true => p.join("tokenizer.json"),
+                false => p.clone(),
+            })
+            .collect(),
         DataSpec::Tokens { dir } => {
             let mut all = shard_files(dir, "train")?;
             all.extend(shard_files(dir, "val")?);
@@ -155,6 +289,31 @@ pub fn load(spec: &DataSpec, spec_dir: &Path) -> DataResult<Data> {
             valid,
             tokenizer: Some(t),
         } => tokenized_text(&at(train), valid.as_ref().map(at).as_deref(), &at(t)),
+        DataSpec::Jsonl {
+            train,
+            valid,
+            prompt,
+            response,
+            chat,
+            tokenizer,
+        } => {
+            // Without a tokenizer (and no base to take it from), byte-level tokens, as text().
+            let codec = match tokenizer {
+                Some(t) => crate::import::tokenizer::TextCodec::from_path(&at(t))?,
+                None => crate::import::tokenizer::TextCodec::Bytes,
+            };
+            let fields = Fields {
+                prompt,
+                response,
+                chat: *chat,
+            };
+            examples(
+                &at(train),
+                valid.as_ref().map(at).as_deref(),
+                &fields,
+                &codec,
+            )
+        }
         DataSpec::Tokens { dir } => llmc_shards(&at(dir)),
         DataSpec::Mnist { dir } => mnist(&at(dir)),
         DataSpec::Cifar10 { dir } => cifar10(&at(dir)),

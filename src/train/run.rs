@@ -113,12 +113,30 @@ impl serde::Serialize for Stop {
 
 /// Cross-entropy, written out (log-sum-exp with the max subtracted) so its gradient is exact.
 pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    token_losses(logits, targets).mean()
+}
+
+/// Each row's cross-entropy, `(rows, 1)`.
+fn token_losses<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 2> {
     let max = logits.clone().detach().max_dim(1);
     let shifted = logits - max;
     let lse = shifted.clone().exp().sum_dim(1).log();
     let picked = shifted.gather(1, targets.unsqueeze_dim::<2>(1));
-    (lse - picked).mean()
+    lse - picked
 }
+
+/// Cross-entropy over the rows whose target is not [`IGNORED`] (a prompt or padding position).
+pub fn masked_cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    let scored = targets.clone().greater_equal_elem(0).float();
+    let losses = token_losses(logits, targets.clamp_min(0)).reshape([scored.dims()[0]]);
+    (losses * scored.clone()).sum() / scored.sum().clamp_min(1.0)
+}
+
+/// The target of a position that is not scored.
+pub const IGNORED: i64 = -1;
 
 /// Learning rate at `step`: linear warm-up, then constant, cosine or linear decay to `min_lr`.
 pub fn learning_rate(o: &TrainOptions, step: u64, total: u64) -> f64 {
@@ -216,6 +234,8 @@ pub(super) enum Batch<B: Backend> {
         input: Tensor<B, 2, Int>,
         target: Tensor<B, 1, Int>,
         count: usize,
+        /// Whether some targets are [`IGNORED`] (prompt-response examples).
+        masked: bool,
     },
     Images {
         x: Tensor<B, 4>,
@@ -248,6 +268,37 @@ pub(super) fn token_batch<B: Backend>(
         input: Tensor::from_data(TensorData::new(input, [batch, seq]), device),
         target: Tensor::from_data(TensorData::new(target, [batch * seq]), device),
         count: batch * seq,
+        masked: false,
+    }
+}
+
+/// Examples as rows of `seq` positions: each one's tokens from the left, padding after; the
+/// target of a position is the next token where that token is part of the response, else
+/// [`IGNORED`]. `count` is the number of scored positions.
+pub(super) fn example_batch<B: Backend>(
+    examples: &[&data::Example],
+    seq: usize,
+    device: &B::Device,
+) -> Batch<B> {
+    let rows = examples.len();
+    let mut input = vec![0i64; rows * seq];
+    let mut target = vec![IGNORED; rows * seq];
+    let mut count = 0;
+    for (r, e) in examples.iter().enumerate() {
+        let n = e.tokens.len().min(seq + 1);
+        for j in 0..n - 1 {
+            input[r * seq + j] = e.tokens[j] as i64;
+            if j + 1 >= e.response_from {
+                target[r * seq + j] = e.tokens[j + 1] as i64;
+                count += 1;
+            }
+        }
+    }
+    Batch::Tokens {
+        input: Tensor::from_data(TensorData::new(input, [rows, seq]), device),
+        target: Tensor::from_data(TensorData::new(target, [rows * seq]), device),
+        count,
+        masked: true,
     }
 }
 
@@ -281,10 +332,20 @@ pub(super) fn forward<B: Backend>(
     batch: Batch<B>,
 ) -> (Tensor<B, 1>, Option<Tensor<B, 1, Int>>) {
     match batch {
-        Batch::Tokens { input, target, .. } => {
+        Batch::Tokens {
+            input,
+            target,
+            masked,
+            ..
+        } => {
             let logits = model.forward_tokens(input);
             let [b, n, v] = logits.dims();
-            (cross_entropy(logits.reshape([b * n, v]), target), None)
+            let logits = logits.reshape([b * n, v]);
+            let loss = match masked {
+                true => masked_cross_entropy(logits, target),
+                false => cross_entropy(logits, target),
+            };
+            (loss, None)
         }
         Batch::Images { x, y, .. } => {
             let logits = model.forward_images(x);
@@ -337,6 +398,7 @@ pub fn check_data(data: &Data, c: &crate::Compiled) -> Result<(), String> {
             }
             Ok(())
         }
+        (Data::Examples(e), Input::Tokens) => check_examples(e, m),
         (Data::Images(d), Input::Images) => {
             if d.size != m.image || d.channels != m.channels || d.classes as usize > m.classes {
                 return Err(format!(
@@ -346,13 +408,49 @@ pub fn check_data(data: &Data, c: &crate::Compiled) -> Result<(), String> {
             }
             Ok(())
         }
-        (Data::Tokens(_), Input::Images) => Err(format!(
+        (Data::Tokens(_) | Data::Examples(_), Input::Images) => Err(format!(
             "a {family} model trains on images: use mnist(...) or cifar10(...)"
         )),
         (Data::Images(_), Input::Tokens) => Err(format!(
             "a {family} model trains on text: use text(...) or tokens(...)"
         )),
     }
+}
+
+/// Examples fit a language model: token ids within its vocabulary, each example within its
+/// `seq` + 1 tokens (one row; nothing is cut), both sets non-empty.
+fn check_examples(e: &data::ExampleData, m: &crate::family::ModelConfig) -> Result<(), String> {
+    if (e.vocab_used as usize) > m.vocab {
+        return Err(format!(
+            "{}: the examples use token ids up to {} ({}) but the model's vocab is {}",
+            e.file.display(),
+            e.vocab_used - 1,
+            e.tokenizer,
+            m.vocab
+        ));
+    }
+    if e.valid.is_empty() {
+        return Err(format!(
+            "{} has one example: give `valid = ...` or more examples (a tenth are held out)",
+            e.file.display()
+        ));
+    }
+    let longest = e
+        .train
+        .iter()
+        .chain(&e.valid)
+        .max_by_key(|x| x.tokens.len());
+    if let Some(x) = longest.filter(|x| x.tokens.len() > m.tokens + 1) {
+        return Err(format!(
+            "{} line {}: the example is {} tokens, longer than the model's `seq` = {} (+ 1): \
+             raise `seq` or shorten it (examples are never cut)",
+            e.file.display(),
+            x.line,
+            x.tokens.len(),
+            m.tokens
+        ));
+    }
+    Ok(())
 }
 
 /// Validation: mean loss over the first `eval_batches` batches, and accuracy for images.
@@ -386,6 +484,18 @@ pub fn evaluate<B: Backend>(
             }
             (loss_sum / weight as f64, None)
         }
+        Data::Examples(e) => {
+            let all: Vec<&data::Example> = e.valid.iter().collect();
+            for chunk in all.chunks(o.batch).take(max_batches) {
+                let batch = example_batch::<B>(chunk, seq, device);
+                let scored = batch.count();
+                let (l, _) = forward(model, batch);
+                let l: f64 = l.into_scalar().elem();
+                loss_sum += l * scored as f64;
+                weight += scored;
+            }
+            (loss_sum / weight.max(1) as f64, None)
+        }
         Data::Images(d) => {
             let n = d.test_y.len().min(max_batches * o.batch);
             let idx: Vec<usize> = (0..n).collect();
@@ -418,6 +528,7 @@ fn total_steps(o: &TrainOptions, data: &Data, seq: usize) -> Result<u64, String>
             e.saturating_mul(t.train.len() as u64) / per_step.saturating_mul(seq as u64)
         }
         (None, Some(e), Data::Images(d)) => e.saturating_mul(d.train_y.len() as u64) / per_step,
+        (None, Some(e), Data::Examples(x)) => e.saturating_mul(x.train.len() as u64) / per_step,
         (None, None, _) => {
             return Err("set `steps` or `epochs` in the train section or with --set".into())
         }
@@ -615,21 +726,30 @@ impl Sampler {
                 token_batch::<B>(flat, o.batch, seq, device)
             }
             Data::Images(d) => {
-                // Sample k takes positions k·batch .. of its epoch's shuffled order.
-                let n = d.train_y.len();
-                let per_epoch = (n / o.batch).max(1) as u64;
-                let epoch = k / per_epoch;
-                if self.order.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                    let mut v: Vec<usize> = (0..n).collect();
-                    v.shuffle(&mut StdRng::seed_from_u64(mix(o.seed, epoch ^ 0x5eed)));
-                    self.order = Some((epoch, v));
-                }
-                let order = &self.order.as_ref().expect("just set").1;
-                let at = ((k % per_epoch) as usize) * o.batch;
-                let idx = order[at..(at + o.batch).min(n)].to_vec();
+                let idx = self.epoch_positions(d.train_y.len(), o, k);
                 image_batch::<B>(&d.train_x, &d.train_y, &idx, d, device)
             }
+            Data::Examples(e) => {
+                let idx = self.epoch_positions(e.train.len(), o, k);
+                let rows: Vec<&data::Example> = idx.iter().map(|&i| &e.train[i]).collect();
+                example_batch::<B>(&rows, seq, device)
+            }
         }
+    }
+
+    /// The samples of micro-batch `k` among `n`: positions k·batch .. of its epoch's shuffled
+    /// order (each epoch its own order, from the run seed).
+    fn epoch_positions(&mut self, n: usize, o: &TrainOptions, k: u64) -> Vec<usize> {
+        let per_epoch = (n / o.batch).max(1) as u64;
+        let epoch = k / per_epoch;
+        if self.order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let mut v: Vec<usize> = (0..n).collect();
+            v.shuffle(&mut StdRng::seed_from_u64(mix(o.seed, epoch ^ 0x5eed)));
+            self.order = Some((epoch, v));
+        }
+        let order = &self.order.as_ref().expect("just set").1;
+        let at = ((k % per_epoch) as usize) * o.batch;
+        order[at..(at + o.batch).min(n)].to_vec()
     }
 }
 
@@ -688,7 +808,7 @@ impl Drop for RunLog<'_> {
 
 impl<'a> RunLog<'a> {
     fn new(plan: &'a RunPlan<'a>, data: &Data, total: u64, start: u64) -> Self {
-        let tokens_data = matches!(data, Data::Tokens(_));
+        let tokens_data = !matches!(data, Data::Images(_));
         let bar = if plan.plain {
             ProgressBar::hidden()
         } else {
@@ -811,5 +931,48 @@ impl<'a> RunLog<'a> {
         crate::files::write_atomically(&run.join("summary.json"), json.as_bytes())
             .map_err(|e| format!("cannot write the summary: {e}"))?;
         Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    type B = NdArray<f64>;
+
+    /// A row is the example's tokens, padding after; only positions whose next token is part
+    /// of the response are scored, and the masked loss is the mean over exactly those.
+    #[test]
+    fn examples_score_their_responses_only() {
+        let e = data::Example {
+            tokens: vec![5, 6, 7, 8, 9],
+            response_from: 3,
+            line: 1,
+        };
+        let Batch::Tokens {
+            input,
+            target,
+            count,
+            masked,
+        } = example_batch::<B>(&[&e], 6, &Default::default())
+        else {
+            unreachable!()
+        };
+        assert!(masked);
+        assert_eq!(count, 2);
+        let input: Vec<i64> = input.into_data().to_vec().unwrap();
+        let targets: Vec<i64> = target.clone().into_data().to_vec().unwrap();
+        assert_eq!(input, vec![5, 6, 7, 8, 0, 0]);
+        assert_eq!(targets, vec![-1, -1, 8, 9, -1, -1]);
+        // Logits favouring token 1 everywhere: the loss of scored rows only.
+        let vocab = 10;
+        let mut logits = vec![0.0f64; 6 * vocab];
+        for r in 0..6 {
+            logits[r * vocab + 1] = 2.0;
+        }
+        let t = Tensor::<B, 2>::from_data(TensorData::new(logits, [6, vocab]), &Default::default());
+        let got: f64 = masked_cross_entropy(t, target).into_scalar();
+        let z = (2f64).exp() + 9.0;
+        assert!((got - z.ln()).abs() < 1e-12, "{got}");
     }
 }

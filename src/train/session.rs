@@ -67,8 +67,15 @@ pub fn options(
         .flat_map(|t| t.entries.iter().map(|(k, (v, _))| (k.clone(), v.clone())))
         .collect();
     // The spec's own section passed its checks when it compiled: a conflict comes from --set.
-    TrainOptions::resolve(&entries, overrides)
-        .map_err(|e| Refusal::Spec(format!("{} with --set: {e}", source.name)))
+    let mut o = TrainOptions::resolve(&entries, overrides)
+        .map_err(|e| Refusal::Spec(format!("{} with --set: {e}", source.name)))?;
+    // Examples without a tokenizer of their own are tokenized as the pretrained base reads.
+    if let Some(crate::options::DataSpec::Jsonl { tokenizer, .. }) = &mut o.data {
+        if tokenizer.is_none() {
+            *tokenizer = crate::lower::base::base_file(&c.spec).map_err(Refusal::Spec)?;
+        }
+    }
+    Ok(o)
 }
 
 /// The folder a spec's relative data paths start from: the spec's own folder, or for the
@@ -528,17 +535,18 @@ pub struct GenerateRequest<'a> {
     pub backend: CpuBackend,
     pub spec_dir: &'a Path,
     pub weights: WeightsFrom<'a>,
-    pub prompt: &'a [u32],
+    /// One generation per prompt, from one loaded model.
+    pub prompts: &'a [Vec<u32>],
     pub sampling: &'a crate::generate::Sampling,
     pub is_stop: &'a dyn Fn(u32) -> bool,
-    /// Called with each token as it is chosen (streaming).
-    pub on_token: &'a mut dyn FnMut(u32),
+    /// Called with the prompt's index and each token as it is chosen (streaming).
+    pub on_token: &'a mut dyn FnMut(usize, u32),
 }
 
 struct GenerateJob<'a>(GenerateRequest<'a>);
 
 impl OnBackend for GenerateJob<'_> {
-    type Output = Result<crate::generate::Stats, String>;
+    type Output = Result<Vec<crate::generate::Stats>, String>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         // Generation needs no gradients: the backend without autodiff.
         let r = self.0;
@@ -564,12 +572,19 @@ impl OnBackend for GenerateJob<'_> {
                 crate::lower::base::load_lora_base(fresh, spec, &file, &device)?
             }
         };
-        crate::generate::generate(&model, r.prompt, r.sampling, r.is_stop, r.on_token, &device)
+        let mut stats = Vec::with_capacity(r.prompts.len());
+        for (i, prompt) in r.prompts.iter().enumerate() {
+            let on_token = |t| (r.on_token)(i, t);
+            stats.push(crate::generate::generate(
+                &model, prompt, r.sampling, r.is_stop, on_token, &device,
+            )?);
+        }
+        Ok(stats)
     }
 }
 
 /// Generates text from a language model (`laxc generate`), after the device and memory checks.
-pub fn generate_text(r: GenerateRequest) -> Result<crate::generate::Stats, Refusal> {
+pub fn generate_text(r: GenerateRequest) -> Result<Vec<crate::generate::Stats>, Refusal> {
     usable(r.device)?;
     fits_in_memory(r.compiled, Need::Eval, r.device)?;
     if r.compiled.ir.model.def().input != crate::family::Input::Tokens {

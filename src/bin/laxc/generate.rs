@@ -24,8 +24,15 @@ pub struct GenerateArgs {
     #[arg(long)]
     base: Option<PathBuf>,
     /// The text to continue (with --chat: the user's message).
+    #[arg(long, required_unless_present = "prompts", conflicts_with = "prompts")]
+    prompt: Option<String>,
+    /// A JSONL file of prompts (the `--field` of each line): one answer each, printed as JSONL
+    /// `{"prompt", "output", "tokens"}` lines, from one loaded model.
     #[arg(long)]
-    prompt: String,
+    prompts: Option<PathBuf>,
+    /// The field of each `--prompts` line that holds the prompt.
+    #[arg(long, default_value = "prompt")]
+    field: String,
     /// Stop after this many tokens (or at the model's end-of-text token, or its context).
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
@@ -97,6 +104,33 @@ fn model(a: &GenerateArgs) -> Result<Model, ExitCode> {
     Ok(Model { spec, base })
 }
 
+/// The prompt given, or the `--field` of every line of the `--prompts` file.
+fn prompt_texts(a: &GenerateArgs) -> Result<Vec<String>, String> {
+    let Some(file) = &a.prompts else {
+        return Ok(vec![a.prompt.clone().unwrap_or_default()]);
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let at = |what: String| format!("{} line {}: {what}", file.display(), i + 1);
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| at(format!("not JSON: {e}")))?;
+        let p = v[&a.field]
+            .as_str()
+            .ok_or_else(|| at(format!("no string field `{}`", a.field)))?;
+        out.push(p.to_string());
+    }
+    if out.is_empty() {
+        return Err(format!("{} has no prompts", file.display()));
+    }
+    Ok(out)
+}
+
 /// The base the spec's LoRA sites name, found as the spec's files are.
 fn lora_base(s: &ToEvaluate) -> Option<PathBuf> {
     let base = laxc::lower::base::base_file(&s.compiled.spec).ok()??;
@@ -120,17 +154,21 @@ pub fn run(a: GenerateArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let text = match a.chat {
-        true => match codec.chat(&a.prompt) {
-            Ok(t) => t,
-            Err(e) => return fail(e),
-        },
-        false => a.prompt.clone(),
-    };
-    let prompt = match codec.encode(&text) {
-        Ok(p) => p,
+    let texts = match prompt_texts(&a) {
+        Ok(t) => t,
         Err(e) => return fail(e),
     };
+    let mut prompts = Vec::with_capacity(texts.len());
+    for text in &texts {
+        let laid_out = match a.chat {
+            true => codec.chat(text),
+            false => Ok(text.clone()),
+        };
+        match laid_out.and_then(|t| codec.encode(&t)) {
+            Ok(p) => prompts.push(p),
+            Err(e) => return fail(e),
+        }
+    }
     let sampling = Sampling {
         max_tokens: a.max_tokens,
         temperature: a.temperature,
@@ -146,13 +184,14 @@ pub fn run(a: GenerateArgs) -> ExitCode {
         (None, Some(base)) => WeightsFrom::Base(base),
         (None, None) => WeightsFrom::SpecBase,
     };
-    let streaming = a.format == Format::Text;
+    // One prompt in text: the answer streams after the prompt.
+    let streaming = a.format == Format::Text && a.prompts.is_none();
     if streaming && !a.chat {
-        print!("{}", a.prompt);
+        print!("{}", texts[0]);
     }
-    let mut stream = Stream::new();
-    let mut on_token = |id: u32| {
-        let new = stream.push(&codec, id);
+    let mut streams: Vec<Stream> = texts.iter().map(|_| Stream::new()).collect();
+    let mut on_token = |i: usize, id: u32| {
+        let new = streams[i].push(&codec, id);
         if streaming {
             print!("{new}");
             let _ = std::io::stdout().flush();
@@ -164,7 +203,7 @@ pub fn run(a: GenerateArgs) -> ExitCode {
         backend: a.placement.backend.into(),
         spec_dir: &m.spec.spec_dir,
         weights,
-        prompt: &prompt,
+        prompts: &prompts,
         sampling: &sampling,
         is_stop: &|id| codec.is_stop(id),
         on_token: &mut on_token,
@@ -173,7 +212,26 @@ pub fn run(a: GenerateArgs) -> ExitCode {
         Ok(s) => s,
         Err(r) => return refused(r),
     };
-    let answer = codec.decode(stream.ids());
+    let answers: Vec<String> = streams.iter().map(|s| codec.decode(s.ids())).collect();
+    if a.prompts.is_some() {
+        for ((text, answer), st) in texts.iter().zip(&answers).zip(&stats) {
+            let line = serde_json::json!({
+                "prompt": text, "output": answer, "tokens": st.generated, "stopped": st.stopped,
+            });
+            println!("{line}");
+        }
+        let generated: usize = stats.iter().map(|s| s.generated).sum();
+        let seconds: f64 = stats
+            .iter()
+            .map(|s| s.prefill_seconds + s.decode_seconds)
+            .sum();
+        eprintln!(
+            "{} prompts, {generated} tokens in {seconds:.1} s",
+            stats.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let (stats, answer) = (&stats[0], &answers[0]);
     match a.format {
         Format::Text => {
             println!();
@@ -195,9 +253,9 @@ pub fn run(a: GenerateArgs) -> ExitCode {
             "{}",
             common::to_json_text(&serde_json::json!({
                 "spec": m.spec.source.name,
-                "prompt": a.prompt,
+                "prompt": texts[0],
                 "text": answer,
-                "tokens": stream.ids(),
+                "tokens": streams[0].ids(),
                 "prompt_tokens": stats.prompt_tokens,
                 "generated_tokens": stats.generated,
                 "stopped": stats.stopped,
