@@ -13,6 +13,8 @@
 pub mod check;
 pub mod diagnostic;
 pub mod dot;
+#[cfg(feature = "train")]
+pub mod export;
 pub mod family;
 pub mod files;
 #[cfg(feature = "train")]

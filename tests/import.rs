@@ -226,3 +226,115 @@ fn smollm2_imports_as_its_spec() {
     assert_eq!(c.report().params.total, 134_515_008);
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
+
+/// A LoRA model over the untied fixture whose adapters are not zero: every B drawn at random.
+fn trained_lora(extra: &str) -> (laxc::Compiled, LaxModel<B>) {
+    use burn::module::Param;
+    use laxc::lower::params::{Linear, NodeParams};
+    let path = fixture("untied");
+    let rule = format!(
+        "factorize attn.{{q,k,v}}, mlp.{{up,down}} as lora(rank = 4, alpha = 8, base = {:?})\n{extra}",
+        path.display().to_string()
+    );
+    let c = imported_spec(&path, &rule);
+    let mut m = load(&c, &path).unwrap();
+    let mut seed = 1u64;
+    for node in 0..m.program.names.len() {
+        if !m.program.names[node].ends_with(".lora_B") {
+            continue;
+        }
+        let index = m.program.params[node].unwrap();
+        let NodeParams::Linear(l) = &m.nodes[index] else {
+            unreachable!()
+        };
+        let dims = l.weight.val().dims();
+        let values: Vec<f64> = (0..dims[0] * dims[1])
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.2
+            })
+            .collect();
+        m.nodes[index] = NodeParams::Linear(Linear {
+            weight: Param::from_tensor(Tensor::from_data(
+                TensorData::new(values, dims),
+                &Default::default(),
+            )),
+            bias: None,
+        });
+    }
+    (c, m)
+}
+
+fn export_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("laxc-export-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn max_difference(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// `--format hf`: the LoRA sites merged (W₀ + α/r·A·B) into a HuggingFace directory that the
+/// import path reads back as a dense model with the LoRA model's logits.
+#[test]
+fn a_merged_hf_export_has_the_lora_models_logits() {
+    let (c, lora) = trained_lora("");
+    let ids = reference()["input_ids"].clone();
+    let want = logits(&lora, &ids);
+    let dir = export_dir("hf");
+    laxc::export::write_hf(&c, &lora, &dir).unwrap();
+    let dense = imported_spec(&dir, "");
+    let got = logits(&load(&dense, &dir).unwrap(), &ids);
+    let d = max_difference(&got, &want);
+    assert!(d < 1e-4, "merged logits differ by {d}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--format peft`: lora_A (r × in) and lora_B (out × r) under PEFT's names; read back into a
+/// fresh LoRA model on the same base they give the same logits. LaX-LoRA is refused, by name.
+#[test]
+fn a_peft_export_loads_back_into_the_same_model() {
+    let (c, lora) = trained_lora("");
+    let ids = reference()["input_ids"].clone();
+    let want = logits(&lora, &ids);
+    let dir = export_dir("peft");
+    laxc::export::write_peft(&c, &lora, &dir, "base").unwrap();
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["r"], 4);
+    assert_eq!(config["lora_alpha"], 8.0);
+    assert_eq!(config["peft_type"], "LORA");
+    assert_eq!(config["target_modules"].as_array().unwrap().len(), 2 * 5);
+    let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let a = st
+        .tensor("base_model.model.model.layers.1.mlp.down_proj.lora_A.weight")
+        .unwrap();
+    assert_eq!(a.shape(), [4, 96]);
+    let (_, fresh) = {
+        let path = fixture("untied");
+        let c2 = imported_spec(
+            &path,
+            &format!(
+                "factorize attn.{{q,k,v}}, mlp.{{up,down}} as lora(rank = 4, alpha = 8, base = {:?})\n",
+                path.display().to_string()
+            ),
+        );
+        let m = load(&c2, &path).unwrap();
+        (c2, m)
+    };
+    let back = laxc::export::load_peft(&c, fresh, &dir, &Default::default()).unwrap();
+    let d = max_difference(&logits(&back, &ids), &want);
+    assert!(d < 1e-4, "logits after the round trip differ by {d}");
+    let (c, lax) = trained_lora("lax inter attn.{q,v} { gate = identity, norm = none }\n");
+    let e = laxc::export::write_peft(&c, &lax, &export_dir("lax"), "base").unwrap_err();
+    assert!(e.contains("LaX pathways"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

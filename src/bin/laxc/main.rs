@@ -5,6 +5,8 @@ mod check;
 mod common;
 mod explain;
 #[cfg(feature = "train")]
+mod export;
+#[cfg(feature = "train")]
 mod generate;
 mod graph;
 mod import;
@@ -40,6 +42,9 @@ enum Command {
     /// Generate text from a language model: a run, a pretrained base (GGUF, HuggingFace).
     #[cfg(feature = "train")]
     Generate(generate::GenerateArgs),
+    /// Export a trained LLaMA: a PEFT LoRA adapter, or a HuggingFace directory (merged).
+    #[cfg(feature = "train")]
+    Export(export::ExportArgs),
     /// Time training steps on synthetic batches (see BENCHMARKS.md).
     #[cfg(feature = "train")]
     Bench(train::BenchArgs),
@@ -77,5 +82,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => train::run_eval(a),
         #[cfg(feature = "train")]
         Command::Generate(a) => generate::run(a),
+        #[cfg(feature = "train")]
+        Command::Export(a) => export::run(a),
     }
 }
