@@ -32,11 +32,11 @@ fn exportable(c: &Compiled, peft: bool) -> Result<(), String> {
     }
     for s in &c.ir.sites {
         // A dense site of a LoRA spec is the base's, which the adapter leaves as it is.
-        let fine = match (&s.fact, peft) {
-            (Factorization::Lora { .. } | Factorization::Dense, _) => true,
-            (Factorization::Svd { .. }, false) => true,
-            _ => false,
-        };
+        let fine = matches!(
+            (&s.fact, peft),
+            (Factorization::Lora { .. } | Factorization::Dense, _)
+                | (Factorization::Svd { .. }, false)
+        );
         if !fine {
             return Err(format!(
                 "{} is {}: {}",
