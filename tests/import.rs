@@ -338,3 +338,27 @@ fn a_peft_export_loads_back_into_the_same_model() {
     assert!(e.contains("LaX pathways"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An adapter HF PEFT itself wrote (tests/independent/llama_reference.py: rank 4, alpha 8, on q,
+/// k, v, up and down, both factors random) loads into the same LoRA spec over the same base
+/// and gives the logits PEFT computes: PEFT's names, layouts and α/r scale are laxc's.
+#[test]
+fn an_adapter_written_by_peft_gives_peft_logits() {
+    let path = fixture("untied");
+    let c = imported_spec(
+        &path,
+        &format!(
+            "factorize attn.{{q,k,v}}, mlp.{{up,down}} as lora(rank = 4, alpha = 8, base = {:?})\n",
+            path.display().to_string()
+        ),
+    );
+    let model = load(&c, &path).unwrap();
+    let model =
+        laxc::export::load_peft(&c, model, &fixture("untied-peft"), &Default::default()).unwrap();
+    let r = reference();
+    let d = max_difference(
+        &logits(&model, &r["input_ids"]),
+        &flatten(&r["logits"]["untied-peft"]),
+    );
+    assert!(d < 1e-4, "logits differ from PEFT's by {d}");
+}

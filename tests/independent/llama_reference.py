@@ -16,6 +16,9 @@ Every parameter is drawn from a fixed torch generator. For each:
                                               reads: token_embd Q8_0, attn_q/attn_k Q4_0,
                                               attn_v/attn_output Q4_1, ffn_* F16, output BF16,
                                               norms F32.
+  tests/data/llama-reference/untied-peft/     a LoRA adapter on `untied` written by HF PEFT itself
+                                              (rank 4, alpha 8, on q, k, v, up and down, both
+                                              factors drawn at random: init_lora_weights=False)
   tests/data/llama-reference/logits.json      the input ids (2 x 12) and, per file, the logits
                                               (2 x 12 x vocab) HF computes in float64: for the
                                               safetensors directories and the F32 GGUF the
@@ -25,7 +28,7 @@ Every parameter is drawn from a fixed torch generator. For each:
 
 Run:  ~/.cache/laxc-bench-venv/bin/python tests/independent/llama_reference.py
 (the venv: python3 -m venv ~/.cache/laxc-bench-venv &&
- ~/.cache/laxc-bench-venv/bin/pip install torch transformers gguf)
+ ~/.cache/laxc-bench-venv/bin/pip install torch transformers gguf peft)
 """
 import json
 import os
@@ -33,6 +36,7 @@ import shutil
 
 import gguf
 import numpy as np
+import peft
 import torch
 import transformers
 from gguf import GGMLQuantizationType as Q
@@ -164,6 +168,21 @@ def logits_of(model, ids, weights=None):
         return m(torch.tensor(ids)).logits.numpy().tolist()
 
 
+def peft_logits(model, ids, path):
+    """Writes a random LoRA adapter with PEFT and returns the adapted model's float64 logits."""
+    m = LlamaForCausalLM(model.config).eval()
+    m.load_state_dict(model.state_dict())
+    config = peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, init_lora_weights=False,
+                             target_modules=["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"])
+    torch.manual_seed(7)
+    adapted = peft.get_peft_model(m, config).eval()
+    adapted.save_pretrained(path, safe_serialization=True)
+    os.remove(os.path.join(path, "README.md"))  # a model card template, not the adapter
+    adapted = adapted.double()
+    with torch.no_grad():
+        return adapted(torch.tensor(ids)).logits.numpy().tolist()
+
+
 def main():
     shutil.rmtree(OUT, ignore_errors=True)
     os.makedirs(OUT)
@@ -176,10 +195,13 @@ def main():
         logits[case] = logits_of(model, ids)
         held = write_gguf(model, os.path.join(OUT, f"{case}.gguf"), types)
         logits[f"{case}.gguf"] = logits_of(model, ids, held)
+        if case == "untied":
+            logits["untied-peft"] = peft_logits(model, ids, os.path.join(OUT, "untied-peft"))
     with open(os.path.join(OUT, "logits.json"), "w") as fh:
         json.dump({"input_ids": ids, "logits": logits,
                    "transformers_version": transformers.__version__,
-                   "torch_version": torch.__version__, "gguf_version": gguf.__version__
+                   "torch_version": torch.__version__, "peft_version": peft.__version__,
+                   "gguf_version": gguf.__version__
                    if hasattr(gguf, "__version__") else "0.19"}, fh)
     for name in sorted(os.listdir(OUT)):
         print(name)
