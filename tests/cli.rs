@@ -671,3 +671,135 @@ fn wgpu_without_the_feature_is_one_line() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("--features wgpu"), "{err}");
 }
+
+/// `laxc import`, `laxc generate` and `laxc export` as a user runs them: a HuggingFace
+/// directory with its own tokenizer.json generates text with the spec imported on the fly; a
+/// byte-level run generates from its checkpoint; exporting a run without LoRA as PEFT, or into
+/// a folder with files, is refused in one line; a file that is not a model is refused by name.
+#[cfg(feature = "train")]
+#[test]
+fn pretrained_models_import_generate_and_export_from_the_command_line() {
+    let dir = tempdir();
+    let model = dir.join("model");
+    copy_dir(
+        &common::root().join("tests/data/llama-reference/untied"),
+        &model,
+    );
+    // A word-level tokenizer of the fixture's 80 ids, "</s>" its end of text.
+    let words: Vec<String> = (0..80)
+        .map(|i| match i {
+            2 => "\"</s>\": 2".to_string(),
+            i => format!("\"w{i}\": {i}"),
+        })
+        .collect();
+    let tokenizer = format!(
+        r###"{{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {{"type": "Whitespace"}}, "post_processor": null,
+        "decoder": {{"type": "WordPiece", "prefix": "##", "cleanup": true}},
+        "model": {{"type": "WordLevel", "vocab": {{{}}}, "unk_token": "w0"}}}}"###,
+        words.join(", ")
+    );
+    std::fs::write(model.join("tokenizer.json"), tokenizer).unwrap();
+    std::fs::write(
+        model.join("tokenizer_config.json"),
+        r#"{"eos_token": "</s>"}"#,
+    )
+    .unwrap();
+    let out = laxc()
+        .args(["generate", "--base"])
+        .arg(&model)
+        .args([
+            "--prompt",
+            "w5 w17 w3",
+            "--max-tokens",
+            "6",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["prompt_tokens"], 3);
+    assert!(v["generated_tokens"].as_u64().unwrap() >= 1, "{v}");
+    // The import writes a spec that checks clean.
+    let spec = dir.join("model.lax");
+    let out = laxc()
+        .arg("import")
+        .arg(&model)
+        .arg("-o")
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = laxc().arg("check").arg(&spec).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Not a model: one line naming the file.
+    let out = laxc()
+        .args(["import", "data/brown-excerpt-train.txt"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr.contains("brown-excerpt-train.txt"), "{stderr}");
+    // A byte-level run of the default spec generates from its checkpoint.
+    let run = dir.join("run");
+    let out = laxc()
+        .args([
+            "train", "--plain", "--set", "steps=2", "--set", "warmup=0", "--set",
+        ])
+        .args(["eval_every=0", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = laxc()
+        .args(["generate", "--checkpoint"])
+        .arg(&run)
+        .args([
+            "--prompt",
+            "The ",
+            "--max-tokens",
+            "5",
+            "--temperature",
+            "1",
+            "--seed",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("The "));
+    // The default spec has no LoRA: there is no adapter to export.
+    let out = laxc()
+        .arg("export")
+        .arg(&run)
+        .args(["--format", "peft", "-o"])
+        .arg(dir.join("adapter"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("LaX pathways") || stderr.contains("LoRA"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

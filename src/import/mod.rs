@@ -303,13 +303,14 @@ fn gguf_pretrained(file: &gguf::Gguf) -> Result<Pretrained, String> {
         Some(_) => size("llama.vocab_size")?,
         None => embed.shape()[0],
     };
+    // `smollm2` + `135M` reads better than a release's long `general.name`.
+    let meta = |key: &str| file.meta.get(key).and_then(gguf::MetaValue::as_str);
+    let name = match (meta("general.basename"), meta("general.size_label")) {
+        (Some(base), Some(size)) => format!("{base}_{size}"),
+        _ => meta("general.name").unwrap_or("pretrained").to_string(),
+    };
     Ok(Pretrained {
-        name: spec_name(
-            file.meta
-                .get("general.name")
-                .and_then(gguf::MetaValue::as_str)
-                .unwrap_or("pretrained"),
-        ),
+        name: spec_name(&name),
         vocab,
         hidden,
         ffn: size("llama.feed_forward_length")?,
@@ -342,6 +343,8 @@ pub fn spec_name(raw: &str) -> String {
     match s.chars().next() {
         None => "pretrained".into(),
         Some(c) if c.is_ascii_digit() => format!("m_{s}"),
+        // `model model: llama` would not parse.
+        Some(_) if crate::syntax::KEYWORDS.contains(&s.as_str()) => format!("{s}_pretrained"),
         Some(_) => s,
     }
 }
@@ -425,6 +428,7 @@ mod tests {
         assert_eq!(spec_name("Smollm2 135M 8k"), "smollm2_135m_8k");
         assert_eq!(spec_name("135M"), "m_135m");
         assert_eq!(spec_name("--"), "pretrained");
+        assert_eq!(spec_name("Model"), "model_pretrained");
         assert_eq!(real_text(100000.0), "100000");
         assert_eq!(real_text(9.999999747378752e-6), "1e-5");
         assert_eq!(real_text(1e-6), "1e-6");
