@@ -140,14 +140,22 @@ fn a_spec_that_does_not_fit_the_file_is_refused_by_name() {
 }
 
 /// Greedy generation with the KV cache picks, at every step, the argmax of the logits of the
-/// whole sequence so far computed without a cache.
+/// whole sequence so far computed without a cache: for the GQA LLaMA fixture (RoPE from the
+/// cached offset) and for a GPT-2 (learned positions from the cached offset).
 #[test]
 fn cached_generation_equals_recomputing_the_sequence() {
-    use laxc::generate::{generate, Sampling};
     let path = fixture("untied");
     let c = imported_spec(&path, "");
-    let model = load(&c, &path).unwrap();
-    let prompt = [5u32, 17, 3, 60, 42];
+    cached_equals_recomputed(&load(&c, &path).unwrap(), "llama");
+    let gpt2 =
+        "model t: gpt2 { vocab = 50, hidden = 32, ffn = 64, heads = 4, layers = 2, seq = 24 }";
+    let c = laxc::compile(&laxc::source::Source::new("g.lax", gpt2)).unwrap();
+    cached_equals_recomputed(&lower::<B>(&c.ir, 3, &Default::default()), "gpt2");
+}
+
+fn cached_equals_recomputed(model: &LaxModel<B>, what: &str) {
+    use laxc::generate::{generate, Sampling};
+    let prompt = [5u32, 17, 3, 41, 42];
     let sampling = Sampling {
         max_tokens: 12,
         temperature: 0.0,
@@ -157,7 +165,7 @@ fn cached_generation_equals_recomputing_the_sequence() {
     };
     let mut cached = Vec::new();
     generate(
-        &model,
+        model,
         &prompt,
         &sampling,
         |_| false,
@@ -165,7 +173,7 @@ fn cached_generation_equals_recomputing_the_sequence() {
         &Default::default(),
     )
     .unwrap();
-    assert_eq!(cached.len(), 12);
+    assert_eq!(cached.len(), 12, "{what}");
     let mut seq: Vec<u32> = prompt.to_vec();
     for (n, &t) in cached.iter().enumerate() {
         let ids: Vec<i64> = seq.iter().map(|&x| x as i64).collect();
@@ -182,7 +190,7 @@ fn cached_generation_equals_recomputing_the_sequence() {
             .to_vec()
             .unwrap();
         let best = (0..vocab).fold(0, |b, i| if last[i] > last[b] { i } else { b });
-        assert_eq!(t as usize, best, "token {n}");
+        assert_eq!(t as usize, best, "{what}: token {n}");
         seq.push(t);
     }
 }

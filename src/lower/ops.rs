@@ -178,7 +178,7 @@ pub fn eval<B: Backend>(
             let NodeParams::Table(table) = params(p) else {
                 unreachable!("positions are a table")
             };
-            positions(args, table.val(), *dim, frame.batch)
+            positions(args, table.val(), *dim, [frame.batch, frame.offset()])
         }
         Op::Attention {
             heads, kv_heads, ..
@@ -305,12 +305,13 @@ fn patchify<B: Backend>(images: Tensor<B, 4>, p: usize) -> Tensor<B, 2> {
 }
 
 /// Joins the inputs' tokens per sample, in input order (the cls token, then the patches), and
-/// adds the learned positions of the first `seq` places.
+/// adds the learned positions of the `seq` places from `offset` (0 but in a pass that continues
+/// a cached sequence).
 fn positions<B: Backend>(
     args: Vec<Value<B>>,
     table: Tensor<B, 2>,
     dim: usize,
-    batch: usize,
+    [batch, offset]: [usize; 2],
 ) -> Tensor<B, 2> {
     let mut parts: Vec<Tensor<B, 3>> = args
         .into_iter()
@@ -326,10 +327,10 @@ fn positions<B: Backend>(
         Tensor::cat(parts, 1)
     };
     let seq = x.dims()[1];
-    let table = if table.dims()[0] == seq {
+    let table = if table.dims()[0] == seq && offset == 0 {
         table
     } else {
-        table.narrow(0, 0, seq)
+        table.narrow(0, offset, seq)
     };
     (x + table.unsqueeze::<3>()).reshape([batch * seq, dim])
 }
