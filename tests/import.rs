@@ -370,3 +370,41 @@ fn an_adapter_written_by_peft_gives_peft_logits() {
     );
     assert!(d < 1e-4, "logits differ from PEFT's by {d}");
 }
+
+/// A HuggingFace directory whose weights are sharded (`model.safetensors.index.json` and two
+/// files, as `save_pretrained` writes large models) loads as the single file does.
+#[test]
+fn a_sharded_huggingface_directory_loads_as_one_file() {
+    let dir = export_dir("sharded");
+    std::fs::create_dir_all(&dir).unwrap();
+    let from = fixture("untied");
+    std::fs::copy(from.join("config.json"), dir.join("config.json")).unwrap();
+    let bytes = std::fs::read(from.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    let mut weight_map = serde_json::Map::new();
+    for (shard, part) in names.chunks(names.len() / 2 + 1).enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", shard + 1);
+        let views: Vec<(String, safetensors::tensor::TensorView)> = part
+            .iter()
+            .map(|n| (n.clone(), st.tensor(n).unwrap()))
+            .collect();
+        for n in part {
+            weight_map.insert(n.clone(), Value::String(file.clone()));
+        }
+        std::fs::write(
+            dir.join(&file),
+            safetensors::serialize(views, None).unwrap(),
+        )
+        .unwrap();
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let r = reference();
+    let c = imported_spec(&dir, "");
+    let got = logits(&load(&c, &dir).unwrap(), &r["input_ids"]);
+    let d = max_difference(&got, &flatten(&r["logits"]["untied"]));
+    assert!(d < 1e-4, "sharded logits differ by {d}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
