@@ -408,3 +408,36 @@ fn a_sharded_huggingface_directory_loads_as_one_file() {
     assert!(d < 1e-4, "sharded logits differ by {d}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A LoRA model's base loaded from a pretrained file stays frozen: no gradient for W₀, the
+/// embedding or the norms; the adapters train.
+#[test]
+fn a_pretrained_base_stays_frozen_under_autodiff() {
+    use laxc::lower::params::NodeParams;
+    type AD = burn::backend::Autodiff<B>;
+    let path = fixture("tied.gguf");
+    let rule = format!(
+        "factorize attn.{{q,v}} as lora(rank = 4, alpha = 8, base = {:?})\n",
+        path.display().to_string()
+    );
+    let c = imported_spec(&path, &rule);
+    let fresh = lower::<AD>(&c.ir, 0, &Default::default());
+    let m = laxc::lower::base::load_lora_base(fresh, &c.spec, &path, &Default::default()).unwrap();
+    let grad_of = |name: &str| match m.params_of(name) {
+        Some(NodeParams::Linear(l)) => l.weight.val().is_require_grad(),
+        Some(NodeParams::Table(t)) => t.val().is_require_grad(),
+        Some(NodeParams::RmsNorm(n)) => n.gamma.val().is_require_grad(),
+        _ => panic!("no {name}"),
+    };
+    for frozen in [
+        "blocks[0].attn.q.W0",
+        "blocks[1].attn.k.W",
+        "embed",
+        "final_norm",
+    ] {
+        assert!(!grad_of(frozen), "{frozen} would train");
+    }
+    for trained in ["blocks[0].attn.q.lora_A", "blocks[1].attn.v.lora_B"] {
+        assert!(grad_of(trained), "{trained} would not train");
+    }
+}

@@ -52,6 +52,12 @@ pub fn load_lora_base<B: Backend>(
     file: &Path,
     device: &B::Device,
 ) -> Result<LaxModel<B>, String> {
+    // A pretrained file's tensors go straight into the frozen nodes: no second copy of the model.
+    if Format::of(file) != Format::Laxc {
+        let weights = crate::import::read_weights(file)?;
+        let m = load_pretrained(model, &weights, Nodes::Frozen, device)?;
+        return Ok(m.with_sequential_ids());
+    }
     let twin = crate::dense_twin(spec);
     let dense: LaxModel<B> = load_dense(lower(&twin, 0, device).no_grad(), file, device)?;
     let mut m = model;
@@ -82,7 +88,7 @@ pub fn load_dense<B: Backend>(
         Format::Laxc => crate::lower::weights::load_safetensors(file, model),
         Format::Gguf | Format::HfDir => {
             let weights = crate::import::read_weights(file)?;
-            Ok(load_pretrained(model, &weights, device)?.with_sequential_ids())
+            Ok(load_pretrained(model, &weights, Nodes::All, device)?.with_sequential_ids())
         }
     }
 }
@@ -129,11 +135,23 @@ fn config_mismatches(m: &crate::family::ModelConfig, p: &Pretrained) -> Vec<Stri
     bad
 }
 
-/// Puts a checkpoint's tensors into the nodes of a lowered dense model, after checking that
-/// the spec's sizes are the checkpoint's and that every tensor has the node's shape.
+/// Which nodes take a checkpoint's tensors.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Nodes {
+    /// Every node with parameters: a dense model.
+    All,
+    /// The frozen ones (a LoRA model's base); adapters and LaX keep their init.
+    Frozen,
+}
+
+/// Puts a checkpoint's tensors into the nodes of a lowered model (a site's weight node `.W`,
+/// or a LoRA site's frozen `.W0`, takes the site's tensor), after checking that the spec's
+/// sizes are the checkpoint's and that every tensor has the node's shape. A node keeps its
+/// parameter ids and frozen state.
 fn load_pretrained<B: Backend>(
     mut model: LaxModel<B>,
     w: &Weights,
+    which: Nodes,
     device: &B::Device,
 ) -> Result<LaxModel<B>, String> {
     let mut loaded = vec![false; model.nodes.len()];
@@ -143,8 +161,14 @@ fn load_pretrained<B: Backend>(
             continue;
         };
         loaded[index] = true;
+        if which == Nodes::Frozen && !model.program.frozen[node] {
+            continue;
+        }
         let name = model.program.names[node].clone();
-        let key = name.strip_suffix(".W").unwrap_or(&name);
+        let key = name
+            .strip_suffix(".W")
+            .or_else(|| name.strip_suffix(".W0"))
+            .unwrap_or(&name);
         let Some(t) = w.tensors.get(key) else {
             return Err(format!(
                 "{} has no tensor for the spec's `{name}` (the file's model has {} blocks{})",
@@ -157,7 +181,8 @@ fn load_pretrained<B: Backend>(
                 }
             ));
         };
-        model.nodes[index] = node_params(&model.nodes[index], t, &name, &w.source, device)?;
+        let values = node_params(&model.nodes[index], t, &name, &w.source, device)?;
+        model.nodes[index] = model.nodes[index].clone().load_record(values.into_record());
     }
     // What the shapes do not show: the depth, the heads, the tie, RoPE and the norms.
     let bad = config_mismatches(&model.program.model, &w.config);
