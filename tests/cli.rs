@@ -723,6 +723,32 @@ fn pretrained_models_import_generate_and_export_from_the_command_line() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["prompt_tokens"], 3);
     assert!(v["generated_tokens"].as_u64().unwrap() >= 1, "{v}");
+    // With a PEFT adapter over it, its LoRA sites taken from the adapter's config.
+    let out = laxc()
+        .args(["generate", "--base"])
+        .arg(&model)
+        .arg("--adapter")
+        .arg(common::root().join("tests/data/llama-reference/untied-peft"))
+        .args([
+            "--prompt",
+            "w5 w17 w3",
+            "--max-tokens",
+            "6",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let adapted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        adapted["spec"].as_str().unwrap().contains("imported"),
+        "{adapted}"
+    );
     // The import writes a spec that checks clean.
     let spec = dir.join("model.lax");
     let out = laxc()

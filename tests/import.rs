@@ -353,13 +353,16 @@ fn a_peft_export_loads_back_into_the_same_model() {
 #[test]
 fn an_adapter_written_by_peft_gives_peft_logits() {
     let path = fixture("untied");
-    let c = imported_spec(
-        &path,
-        &format!(
-            "factorize attn.{{q,k,v}}, mlp.{{up,down}} as lora(rank = 4, alpha = 8, base = {:?})\n",
-            path.display().to_string()
+    // The spec's LoRA rule is the one the adapter's config says.
+    let rule =
+        laxc::import::peft_rule(&fixture("untied-peft"), &path.display().to_string()).unwrap();
+    assert!(
+        rule.starts_with(
+            "factorize attn.k, attn.q, attn.v, mlp.down, mlp.up as lora(rank = 4, alpha = 8,"
         ),
+        "{rule}"
     );
+    let c = imported_spec(&path, &rule);
     let model = load(&c, &path).unwrap();
     let model =
         laxc::export::load_peft(&c, model, &fixture("untied-peft"), &Default::default()).unwrap();

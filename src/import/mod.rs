@@ -433,4 +433,94 @@ mod tests {
         assert_eq!(real_text(9.999999747378752e-6), "1e-5");
         assert_eq!(real_text(1e-6), "1e-6");
     }
+
+    #[test]
+    fn peft_module_names_map_to_sites() {
+        assert_eq!(site_of_module("q_proj"), Some(("attn.q", None)));
+        assert_eq!(site_of_module("down_proj"), Some(("mlp.down", None)));
+        assert_eq!(
+            site_of_module("model.layers.3.self_attn.o_proj"),
+            Some(("attn.o", Some(3)))
+        );
+        assert_eq!(site_of_module("lm_head"), None);
+    }
+}
+
+/// The laxc site of a HF LLaMA module name (`q_proj`, or a full `model.layers.3.mlp.up_proj`):
+/// the site's group and name, and its block when the name has one.
+fn site_of_module(module: &str) -> Option<(&'static str, Option<usize>)> {
+    let short = module.rsplit('.').next()?;
+    let site = BLOCK_TENSORS
+        .iter()
+        .find(|t| t.hf.split('.').nth(4) == Some(short))?
+        .laxc
+        .trim_start_matches("blocks[{i}].");
+    let block = module
+        .split('.')
+        .collect::<Vec<_>>()
+        .windows(2)
+        .find(|w| w[0] == "layers")
+        .and_then(|w| w[1].parse().ok());
+    Some((site, block))
+}
+
+/// The `factorize ... as lora(...)` rule of a PEFT adapter's `adapter_config.json` (rank, alpha,
+/// dropout, target modules), on `base`: what makes a LoRA spec of an imported one.
+pub fn peft_rule(adapter: &Path, base: &str) -> Result<String, String> {
+    let path = adapter.join("adapter_config.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let c: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+    let at = |what: String| format!("{}: {what}", path.display());
+    if c["peft_type"].as_str() != Some("LORA") {
+        return Err(at(format!(
+            "peft_type is {}; laxc reads LORA adapters",
+            c["peft_type"]
+        )));
+    }
+    for key in ["rank_pattern", "alpha_pattern"] {
+        if c[key].as_object().is_some_and(|m| !m.is_empty()) {
+            return Err(at(format!(
+                "`{key}` is set; laxc reads one rank and alpha for all"
+            )));
+        }
+    }
+    for (key, why) in [
+        ("use_dora", "DoRA is not LoRA"),
+        ("use_rslora", "rsLoRA scales by α/√r"),
+        ("layers_to_transform", "name the modules instead"),
+    ] {
+        if !matches!(
+            c[key],
+            serde_json::Value::Null | serde_json::Value::Bool(false)
+        ) {
+            return Err(at(format!("`{key}` is {}: {why}", c[key])));
+        }
+    }
+    let rank = c["r"].as_u64().ok_or_else(|| at("no `r`".into()))?;
+    let alpha = c["lora_alpha"].as_f64().unwrap_or(rank as f64);
+    let dropout = c["lora_dropout"].as_f64().unwrap_or(0.0);
+    let modules: Vec<&str> = match &c["target_modules"] {
+        serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str()).collect(),
+        serde_json::Value::String(s) => vec![s.as_str()],
+        _ => return Err(at("no `target_modules` list".into())),
+    };
+    let mut sites = Vec::new();
+    for m in &modules {
+        let (site, block) = site_of_module(m)
+            .ok_or_else(|| at(format!("`{m}` is not a linear layer of a LLaMA block")))?;
+        sites.push(match block {
+            Some(b) => format!("blocks[{b}].{site}"),
+            None => site.to_string(),
+        });
+    }
+    sites.sort();
+    sites.dedup();
+    Ok(format!(
+        "factorize {} as lora(rank = {rank}, alpha = {}, dropout = {}, base = {base:?})\n",
+        sites.join(", "),
+        real_text(alpha),
+        real_text(dropout)
+    ))
 }

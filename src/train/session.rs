@@ -535,6 +535,8 @@ pub struct GenerateRequest<'a> {
     pub backend: CpuBackend,
     pub spec_dir: &'a Path,
     pub weights: WeightsFrom<'a>,
+    /// A PEFT adapter for the spec's LoRA sites, loaded over the weights.
+    pub adapter: Option<&'a Path>,
     /// One generation per prompt, from one loaded model.
     pub prompts: &'a [Vec<u32>],
     pub sampling: &'a crate::generate::Sampling,
@@ -571,6 +573,10 @@ impl OnBackend for GenerateJob<'_> {
                 let file = data::locate(&base, r.spec_dir);
                 crate::lower::base::load_lora_base(fresh, spec, &file, &device)?
             }
+        };
+        let model = match r.adapter {
+            Some(dir) => crate::export::load_peft(r.compiled, model, dir, &device)?,
+            None => model,
         };
         let mut stats = Vec::with_capacity(r.prompts.len());
         for (i, prompt) in r.prompts.iter().enumerate() {

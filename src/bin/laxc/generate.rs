@@ -23,6 +23,10 @@ pub struct GenerateArgs {
     /// model.safetensors.
     #[arg(long)]
     base: Option<PathBuf>,
+    /// A PEFT LoRA adapter (adapter_config.json, adapter_model.safetensors) over the --base:
+    /// without a spec, its LoRA sites come from the adapter's config.
+    #[arg(long, requires = "base")]
+    adapter: Option<PathBuf>,
     /// The text to continue (with --chat: the user's message).
     #[arg(long, required_unless_present = "prompts", conflicts_with = "prompts")]
     prompt: Option<String>,
@@ -79,7 +83,14 @@ fn model(a: &GenerateArgs) -> Result<Model, ExitCode> {
                 eprintln!("error: {e}");
                 ExitCode::from(IO_ERROR)
             })?;
-            let text = laxc::import::spec_text(&pretrained, &base.display().to_string());
+            let base_text = base.display().to_string();
+            let mut text = laxc::import::spec_text(&pretrained, &base_text);
+            if let Some(adapter) = &a.adapter {
+                text += &laxc::import::peft_rule(adapter, &base_text).map_err(|e| {
+                    eprintln!("error: {e}");
+                    ExitCode::from(IO_ERROR)
+                })?;
+            }
             let source = laxc::source::Source::new(format!("{} (imported)", base.display()), &text);
             let compiled = common::compile(&source, a.format)?;
             (source, compiled)
@@ -203,6 +214,7 @@ pub fn run(a: GenerateArgs) -> ExitCode {
         backend: a.placement.backend.into(),
         spec_dir: &m.spec.spec_dir,
         weights,
+        adapter: a.adapter.as_deref(),
         prompts: &prompts,
         sampling: &sampling,
         is_stop: &|id| codec.is_stop(id),
