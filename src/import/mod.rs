@@ -403,49 +403,6 @@ pub fn spec_text(p: &Pretrained, base: &str) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn llama_cpp_permutation_is_undone() {
-        // One head of width 4 over one column: HF rows [a0, a1, b0, b1] (two halves) are
-        // stored by llama.cpp as pairs [a0, b0, a1, b1].
-        let gguf = [10.0, 20.0, 11.0, 21.0];
-        assert_eq!(
-            rotate_half_rows(&gguf, 1, 4, 1),
-            vec![10.0, 11.0, 20.0, 21.0]
-        );
-        // Two heads, two columns: each head on its own, rows whole.
-        let gguf: Vec<f32> = (0..16).map(|x| x as f32).collect();
-        let hf = rotate_half_rows(&gguf, 2, 4, 2);
-        assert_eq!(&hf[0..8], &[0.0, 1.0, 4.0, 5.0, 2.0, 3.0, 6.0, 7.0]);
-        assert_eq!(&hf[8..16], &[8.0, 9.0, 12.0, 13.0, 10.0, 11.0, 14.0, 15.0]);
-    }
-
-    #[test]
-    fn names_and_numbers_are_written_as_a_spec_reads_them() {
-        assert_eq!(spec_name("Smollm2 135M 8k"), "smollm2_135m_8k");
-        assert_eq!(spec_name("135M"), "m_135m");
-        assert_eq!(spec_name("--"), "pretrained");
-        assert_eq!(spec_name("Model"), "model_pretrained");
-        assert_eq!(real_text(100000.0), "100000");
-        assert_eq!(real_text(9.999999747378752e-6), "1e-5");
-        assert_eq!(real_text(1e-6), "1e-6");
-    }
-
-    #[test]
-    fn peft_module_names_map_to_sites() {
-        assert_eq!(site_of_module("q_proj"), Some(("attn.q", None)));
-        assert_eq!(site_of_module("down_proj"), Some(("mlp.down", None)));
-        assert_eq!(
-            site_of_module("model.layers.3.self_attn.o_proj"),
-            Some(("attn.o", Some(3)))
-        );
-        assert_eq!(site_of_module("lm_head"), None);
-    }
-}
-
 /// The laxc site of a HF LLaMA module name (`q_proj`, or a full `model.layers.3.mlp.up_proj`):
 /// the site's group and name, and its block when the name has one.
 fn site_of_module(module: &str) -> Option<(&'static str, Option<usize>)> {
@@ -523,4 +480,47 @@ pub fn peft_rule(adapter: &Path, base: &str) -> Result<String, String> {
         real_text(alpha),
         real_text(dropout)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama_cpp_permutation_is_undone() {
+        // One head of width 4 over one column: HF rows [a0, a1, b0, b1] (two halves) are
+        // stored by llama.cpp as pairs [a0, b0, a1, b1].
+        let gguf = [10.0, 20.0, 11.0, 21.0];
+        assert_eq!(
+            rotate_half_rows(&gguf, 1, 4, 1),
+            vec![10.0, 11.0, 20.0, 21.0]
+        );
+        // Two heads, two columns: each head on its own, rows whole.
+        let gguf: Vec<f32> = (0..16).map(|x| x as f32).collect();
+        let hf = rotate_half_rows(&gguf, 2, 4, 2);
+        assert_eq!(&hf[0..8], &[0.0, 1.0, 4.0, 5.0, 2.0, 3.0, 6.0, 7.0]);
+        assert_eq!(&hf[8..16], &[8.0, 9.0, 12.0, 13.0, 10.0, 11.0, 14.0, 15.0]);
+    }
+
+    #[test]
+    fn names_and_numbers_are_written_as_a_spec_reads_them() {
+        assert_eq!(spec_name("Smollm2 135M 8k"), "smollm2_135m_8k");
+        assert_eq!(spec_name("135M"), "m_135m");
+        assert_eq!(spec_name("--"), "pretrained");
+        assert_eq!(spec_name("Model"), "model_pretrained");
+        assert_eq!(real_text(100000.0), "100000");
+        assert_eq!(real_text(9.999999747378752e-6), "1e-5");
+        assert_eq!(real_text(1e-6), "1e-6");
+    }
+
+    #[test]
+    fn peft_module_names_map_to_sites() {
+        assert_eq!(site_of_module("q_proj"), Some(("attn.q", None)));
+        assert_eq!(site_of_module("down_proj"), Some(("mlp.down", None)));
+        assert_eq!(
+            site_of_module("model.layers.3.self_attn.o_proj"),
+            Some(("attn.o", Some(3)))
+        );
+        assert_eq!(site_of_module("lm_head"), None);
+    }
 }
