@@ -723,6 +723,36 @@ fn pretrained_models_import_generate_and_export_from_the_command_line() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["prompt_tokens"], 3);
     assert!(v["generated_tokens"].as_u64().unwrap() >= 1, "{v}");
+    // The fixture itself has no tokenizer: refused by name, unless --tokenizer names one.
+    let bare = common::root().join("tests/data/llama-reference/untied");
+    let ask = |extra: &[&std::ffi::OsStr]| {
+        laxc()
+            .args([
+                "generate",
+                "--prompt",
+                "w5 w17",
+                "--max-tokens",
+                "2",
+                "--base",
+            ])
+            .arg(&bare)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = ask(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("tokenizer.json"), "{stderr}");
+    let out = ask(&[
+        "--tokenizer".as_ref(),
+        model.join("tokenizer.json").as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // With a PEFT adapter over it, its LoRA sites taken from the adapter's config.
     let out = laxc()
         .args(["generate", "--base"])

@@ -230,8 +230,8 @@ impl TextCodec {
             }) => Ok(TextCodec::Bytes),
             None if c.ir.model.vocab == 256 => Ok(TextCodec::Bytes),
             _ => Err(format!(
-                "laxc does not know this model's tokenizer (vocab {}): give a pretrained \
-                 --base, or train it on text(..., tokenizer = \"tokenizer.json\")",
+                "laxc does not know this model's tokenizer (vocab {}): name it with \
+                 --tokenizer (a tokenizer.json, GGUF file or HuggingFace directory)",
                 c.ir.model.vocab
             )),
         }

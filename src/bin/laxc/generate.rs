@@ -27,6 +27,11 @@ pub struct GenerateArgs {
     /// without a spec, its LoRA sites come from the adapter's config.
     #[arg(long, requires = "base")]
     adapter: Option<PathBuf>,
+    /// The tokenizer: a tokenizer.json, GGUF file or HuggingFace directory (default: the
+    /// base's, else the run's data's: bytes or its tokenizer.json). E.g. GPT-2's tokenizer.json
+    /// for a model trained on llm.c token shards.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
     /// The text to continue (with --chat: the user's message).
     #[arg(long, required_unless_present = "prompts", conflicts_with = "prompts")]
     prompt: Option<String>,
@@ -157,11 +162,15 @@ pub fn run(a: GenerateArgs) -> ExitCode {
         eprintln!("error: {e}");
         ExitCode::from(IO_ERROR)
     };
-    let codec = match TextCodec::for_model(
-        &m.spec.compiled,
-        m.spec.options.data.as_ref(),
-        m.base.as_deref(),
-    ) {
+    let codec = match &a.tokenizer {
+        Some(t) => TextCodec::from_path(t),
+        None => TextCodec::for_model(
+            &m.spec.compiled,
+            m.spec.options.data.as_ref(),
+            m.base.as_deref(),
+        ),
+    };
+    let codec = match codec {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
