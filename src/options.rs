@@ -956,34 +956,33 @@ fn data_spec(v: &TrainValue) -> DataSpec {
     else {
         unreachable!("checked against the schema")
     };
-    let path = |key: &str, pos: usize| -> Option<PathBuf> {
-        match args.get(key).or_else(|| positional.get(pos)) {
-            Some(TrainValue::Str(s)) => Some(PathBuf::from(s)),
-            _ => None,
-        }
+    // An argument by name, or by its place: unnamed arguments come in the schema's order.
+    let choice = DATA.iter().find(|c| c.name == name).expect("checked");
+    let arg = |key: &str| {
+        let place = choice.args.iter().position(|a| *a == key);
+        args.get(key).or_else(|| positional.get(place?))
     };
+    let text = |key: &str| match arg(key) {
+        Some(TrainValue::Str(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let path = |key: &str| text(key).map(PathBuf::from);
     // A missing path reads as the empty path, which the data loader refuses by name.
-    let first = path("path", 0).unwrap_or_default();
+    let first = path("path").unwrap_or_default();
     match name.as_str() {
         "text" => DataSpec::Text {
             train: first,
-            valid: path("valid", 1),
-            tokenizer: path("tokenizer", 2),
+            valid: path("valid"),
+            tokenizer: path("tokenizer"),
         },
-        "jsonl" => {
-            let field = |key: &str, default: &str| match args.get(key) {
-                Some(TrainValue::Str(s)) => s.clone(),
-                _ => default.to_string(),
-            };
-            DataSpec::Jsonl {
-                train: first,
-                valid: path("valid", 1),
-                prompt: field("prompt", "prompt"),
-                response: field("response", "response"),
-                chat: field("chat", "false") == "true",
-                tokenizer: path("tokenizer", 99),
-            }
-        }
+        "jsonl" => DataSpec::Jsonl {
+            train: first,
+            valid: path("valid"),
+            prompt: text("prompt").unwrap_or_else(|| "prompt".into()),
+            response: text("response").unwrap_or_else(|| "response".into()),
+            chat: text("chat").is_some_and(|c| c == "true"),
+            tokenizer: path("tokenizer"),
+        },
         "tokens" => DataSpec::Tokens { dir: first },
         "mnist" => DataSpec::Mnist { dir: first },
         _ => DataSpec::Cifar10 { dir: first },

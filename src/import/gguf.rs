@@ -1,10 +1,12 @@
 //! GGUF, llama.cpp's file format (version 2 and 3): a header of typed metadata, a table of
-//! tensors (name, dimensions, element type, offset) and the aligned tensor data. Tensors of the
-//! types F32, F16, BF16, Q8_0, Q4_0 and Q4_1 are read as f32; any other type is refused by name.
-//! Every read is bounds-checked: a truncated or damaged file is an error naming the file and
-//! what was being read, never a panic.
+//! tensors (name, dimensions, element type, offset) and the aligned tensor data. Opening a file
+//! reads its header only; a tensor's data is read when asked for. Tensors of the types F32, F16,
+//! BF16, Q8_0, Q4_0 and Q4_1 are read as f32; any other type is refused by name. Every read is
+//! bounds-checked: a truncated or damaged file is an error naming the file and what was being
+//! read, never a panic.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// A metadata value. Integers of every width are held as i128, floats as f64.
@@ -70,14 +72,15 @@ impl TensorInfo {
     }
 }
 
-/// A GGUF file, read whole.
+/// A GGUF file's header; tensors are read from the file on demand.
 pub struct Gguf {
     pub path: PathBuf,
     pub version: u32,
     pub meta: BTreeMap<String, MetaValue>,
     pub tensors: Vec<TensorInfo>,
-    bytes: Vec<u8>,
-    data_start: usize,
+    /// The file's length, and where its tensor data starts.
+    len: u64,
+    data_start: u64,
 }
 
 /// ggml's type ids and names, of every type a GGUF file may hold (so a refusal can name it).
@@ -134,28 +137,33 @@ const READABLE: &[(u32, usize, usize)] = &[
     (3, 32, 20),
 ];
 
-/// A cursor over the file's bytes that reports where it ran out.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// A cursor over the file that reports where it ran out.
+struct Reader<'a, R: Read> {
+    from: R,
+    /// The file's length, and how far the cursor is.
+    len: u64,
+    at: u64,
     path: &'a Path,
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
+impl<'a, R: Read> Reader<'a, R> {
+    fn take(&mut self, n: usize, what: &str) -> Result<Vec<u8>, String> {
+        let end = self.at.checked_add(n as u64).filter(|&e| e <= self.len);
         let Some(end) = end else {
             return Err(format!(
                 "{}: the file ends at byte {} while reading {what} (needs {n} bytes at byte {}); \
                  is it truncated?",
                 self.path.display(),
-                self.bytes.len(),
+                self.len,
                 self.at
             ));
         };
-        let s = &self.bytes[self.at..end];
+        let mut buf = vec![0; n];
+        self.from
+            .read_exact(&mut buf)
+            .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
         self.at = end;
-        Ok(s)
+        Ok(buf)
     }
 
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
@@ -174,7 +182,7 @@ impl<'a> Reader<'a> {
     /// A count, refused when it could not fit in what is left of the file.
     fn count(&mut self, what: &str, min_bytes_each: usize) -> Result<usize, String> {
         let n = self.u64(what)?;
-        let left = (self.bytes.len() - self.at) as u64;
+        let left = self.len - self.at;
         if n.saturating_mul(min_bytes_each as u64) > left {
             return Err(format!(
                 "{}: {what} is {n}, more than the {left} bytes left in the file hold; is the \
@@ -188,8 +196,7 @@ impl<'a> Reader<'a> {
     fn string(&mut self, what: &str) -> Result<String, String> {
         let n = self.count(what, 1)?;
         let s = self.take(n, what)?;
-        String::from_utf8(s.to_vec())
-            .map_err(|_| format!("{}: {what} is not UTF-8", self.path.display()))
+        String::from_utf8(s).map_err(|_| format!("{}: {what} is not UTF-8", self.path.display()))
     }
 
     fn value(&mut self, kind: u32, what: &str) -> Result<MetaValue, String> {
@@ -227,16 +234,22 @@ impl<'a> Reader<'a> {
 }
 
 impl Gguf {
+    /// Reads the header and tensor table of a GGUF file.
     pub fn open(path: &Path) -> Result<Gguf, String> {
-        let bytes =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Gguf::parse(path, bytes)
+        let file = std::fs::File::open(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let len = file
+            .metadata()
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .len();
+        Gguf::parse(path, std::io::BufReader::with_capacity(1 << 20, file), len)
     }
 
-    /// Parses the header and tensor table of a GGUF file held in memory.
-    pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Gguf, String> {
+    /// Parses the header and tensor table from `from`, the start of a GGUF file of `len` bytes.
+    fn parse(path: &Path, from: impl Read, len: u64) -> Result<Gguf, String> {
         let mut r = Reader {
-            bytes: &bytes,
+            from,
+            len,
             at: 0,
             path,
         };
@@ -286,7 +299,7 @@ impl Gguf {
             });
         }
         let alignment = match meta.get("general.alignment").and_then(MetaValue::as_int) {
-            Some(a) if a > 0 && (a as u64).is_power_of_two() => a as usize,
+            Some(a) if a > 0 && (a as u64).is_power_of_two() => a as u64,
             Some(a) => {
                 return Err(format!(
                     "{}: general.alignment is {a}, not a power of two",
@@ -301,7 +314,7 @@ impl Gguf {
             version,
             meta,
             tensors,
-            bytes,
+            len,
             data_start,
         })
     }
@@ -338,9 +351,11 @@ impl Gguf {
             ));
         }
         let size = n / block * block_bytes;
-        let start = self.data_start.checked_add(t.offset as usize);
-        let range = start.and_then(|s| Some(s..s.checked_add(size)?));
-        let Some(bytes) = range.and_then(|r| self.bytes.get(r)) else {
+        let start = self.data_start.checked_add(t.offset);
+        let inside = start
+            .and_then(|s| s.checked_add(size as u64))
+            .is_some_and(|e| e <= self.len);
+        let (Some(start), true) = (start, inside) else {
             return Err(format!(
                 "{}: the data of tensor `{}` ({size} bytes at offset {}) runs past the end of the \
                  file; is it truncated?",
@@ -349,7 +364,15 @@ impl Gguf {
                 t.offset
             ));
         };
-        Ok(dequantize(t.kind, bytes, n))
+        let read = || -> std::io::Result<Vec<u8>> {
+            let mut file = std::fs::File::open(&self.path)?;
+            file.seek(SeekFrom::Start(start))?;
+            let mut bytes = vec![0; size];
+            file.read_exact(&mut bytes)?;
+            Ok(bytes)
+        };
+        let bytes = read().map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+        Ok(dequantize(t.kind, &bytes, n))
     }
 }
 
@@ -472,19 +495,14 @@ mod tests {
     #[test]
     fn a_damaged_file_is_an_error_not_a_panic() {
         let p = Path::new("x.gguf");
-        assert!(Gguf::parse(p, b"GGUF".to_vec())
-            .err()
-            .unwrap()
-            .contains("truncated"));
-        assert!(Gguf::parse(p, b"PK\x03\x04....".to_vec())
-            .err()
-            .unwrap()
-            .contains("not a GGUF file"));
+        let parse = |b: &[u8]| Gguf::parse(p, b, b.len() as u64).err().unwrap();
+        assert!(parse(b"GGUF").contains("truncated"));
+        assert!(parse(b"PK\x03\x04....").contains("not a GGUF file"));
         // Version 3, a tensor count far beyond the file.
         let mut b = b"GGUF".to_vec();
         b.extend(3u32.to_le_bytes());
         b.extend(u64::MAX.to_le_bytes());
         b.extend(0u64.to_le_bytes());
-        assert!(Gguf::parse(p, b).err().unwrap().contains("damaged"));
+        assert!(parse(&b).contains("damaged"));
     }
 }

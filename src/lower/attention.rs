@@ -82,15 +82,12 @@ pub fn rope<B: Backend>(
 /// `mask_fill` with a broadcast mask, sends the CPU backends down an element-by-element strided
 /// path (BENCHMARKS.md, attempt 3).
 pub fn causal_bias<B: Backend>([batch, heads, n]: [usize; 3], device: &B::Device) -> Tensor<B, 4> {
-    let mut bias = vec![0f32; batch * heads * n * n];
-    for (i, row) in bias.chunks_exact_mut(n).enumerate() {
-        row[i % n + 1..].fill(-1e30);
-    }
-    Tensor::from_data(TensorData::new(bias, [batch, heads, n, n]), device)
+    causal_bias_after::<B>([batch, heads, n], 0, device)
 }
 
-/// The mask of a pass over `seq` new queries that follow `offset` cached positions: query t
-/// (position offset + t) sees keys 0 ..= offset + t; 0 where it may look, −10³⁰ elsewhere.
+/// The mask of a pass over `seq` new queries that follow `offset` cached positions (0: a whole
+/// sequence, [`causal_bias`]): query t (position offset + t) sees keys 0 ..= offset + t; 0
+/// where it may look, −10³⁰ elsewhere, in the full (batch, heads, seq, offset + seq) shape.
 pub fn causal_bias_after<B: Backend>(
     [batch, heads, seq]: [usize; 3],
     offset: usize,

@@ -55,11 +55,12 @@ pub fn load_lora_base<B: Backend>(
     // A pretrained file's tensors go straight into the frozen nodes: no second copy of the model.
     if Format::of(file) != Format::Laxc {
         let weights = crate::import::read_weights(file)?;
-        let m = load_pretrained(model, &weights, Nodes::Frozen, device)?;
+        let m = load_pretrained(model, weights, Nodes::Frozen, device)?;
         return Ok(m.with_sequential_ids());
     }
     let twin = crate::dense_twin(spec);
-    let dense: LaxModel<B> = load_dense(lower(&twin, 0, device).no_grad(), file, device)?;
+    let dense = lower(&twin, 0, device).no_grad();
+    let dense: LaxModel<B> = crate::lower::weights::load_safetensors(file, dense)?;
     let mut m = model;
     for (node, name) in m.program.names.clone().iter().enumerate() {
         let Some(index) = m.program.params[node] else {
@@ -88,7 +89,7 @@ pub fn load_dense<B: Backend>(
         Format::Laxc => crate::lower::weights::load_safetensors(file, model),
         Format::Gguf | Format::HfDir => {
             let weights = crate::import::read_weights(file)?;
-            Ok(load_pretrained(model, &weights, Nodes::All, device)?.with_sequential_ids())
+            Ok(load_pretrained(model, weights, Nodes::All, device)?.with_sequential_ids())
         }
     }
 }
@@ -147,10 +148,10 @@ enum Nodes {
 /// Puts a checkpoint's tensors into the nodes of a lowered model (a site's weight node `.W`,
 /// or a LoRA site's frozen `.W0`, takes the site's tensor), after checking that the spec's
 /// sizes are the checkpoint's and that every tensor has the node's shape. A node keeps its
-/// parameter ids and frozen state.
+/// parameter ids and frozen state. Each tensor moves into its node: no copy of the values.
 fn load_pretrained<B: Backend>(
     mut model: LaxModel<B>,
-    w: &Weights,
+    mut w: Weights,
     which: Nodes,
     device: &B::Device,
 ) -> Result<LaxModel<B>, String> {
@@ -169,7 +170,7 @@ fn load_pretrained<B: Backend>(
             .strip_suffix(".W")
             .or_else(|| name.strip_suffix(".W0"))
             .unwrap_or(&name);
-        let Some(t) = w.tensors.get(key) else {
+        let Some(t) = w.tensors.remove(key) else {
             return Err(format!(
                 "{} has no tensor for the spec's `{name}` (the file's model has {} blocks{})",
                 w.source.display(),
@@ -201,14 +202,11 @@ fn load_pretrained<B: Backend>(
 /// linear weight transposed (PyTorch stores `out × in`, laxc `in × out`).
 fn node_params<B: Backend>(
     current: &NodeParams<B>,
-    t: &HostTensor,
+    t: HostTensor,
     name: &str,
     source: &Path,
     device: &B::Device,
 ) -> Result<NodeParams<B>, String> {
-    let tensor2 = |shape: [usize; 2]| {
-        Tensor::<B, 2>::from_data(TensorData::new(t.values.clone(), shape), device)
-    };
     let fits = |want: &[usize]| {
         if t.shape == want {
             Ok(())
@@ -226,21 +224,22 @@ fn node_params<B: Backend>(
         NodeParams::Table(p) => {
             let [rows, cols] = p.val().dims();
             fits(&[rows, cols])?;
-            NodeParams::Table(Param::from_tensor(tensor2([rows, cols])))
+            let table = TensorData::new(t.values, [rows, cols]);
+            NodeParams::Table(Param::from_tensor(Tensor::from_data(table, device)))
         }
         NodeParams::Linear(l) if l.bias.is_none() => {
             let [inp, out] = l.weight.val().dims();
             fits(&[out, inp])?;
+            let torch = Tensor::<B, 2>::from_data(TensorData::new(t.values, [out, inp]), device);
             NodeParams::Linear(Linear {
-                weight: Param::from_tensor(tensor2([out, inp]).transpose()),
+                weight: Param::from_tensor(torch.transpose()),
                 bias: None,
             })
         }
         NodeParams::RmsNorm(n) => {
             let [width] = n.gamma.val().dims();
             fits(&[width])?;
-            let gamma =
-                Tensor::<B, 1>::from_data(TensorData::new(t.values.clone(), [width]), device);
+            let gamma = Tensor::<B, 1>::from_data(TensorData::new(t.values, [width]), device);
             NodeParams::RmsNorm(RmsNorm {
                 gamma: Param::from_tensor(gamma),
                 epsilon: n.epsilon,

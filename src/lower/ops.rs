@@ -422,15 +422,27 @@ fn attention<B: Backend>(
     mask: Option<&Tensor<B, 4>>,
 ) -> Tensor<B, 2> {
     let (batch, seq) = (frame.batch, frame.seq);
-    let width = q.dims()[1];
     let split = |t: Tensor<B, 2>, n: usize| split_heads(t, [batch, seq, n]);
-    let (k, v) = (
-        shared_heads(split(k, kv_heads), heads),
-        shared_heads(split(v, kv_heads), heads),
-    );
-    sdpa(split(q, heads), k, v, mask)
+    attend(
+        split(q, heads),
+        split(k, kv_heads),
+        split(v, kv_heads),
+        mask,
+    )
+}
+
+/// Attention of split queries `(batch, heads, seq, d)` over split keys and values
+/// `(batch, kv_heads, keys, d)`, merged back to `(batch·seq, heads·d)` rows.
+fn attend<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: Option<&Tensor<B, 4>>,
+) -> Tensor<B, 2> {
+    let [batch, heads, seq, d] = q.dims();
+    sdpa(q, shared_heads(k, heads), shared_heads(v, heads), mask)
         .swap_dims(1, 2)
-        .reshape([batch * seq, width])
+        .reshape([batch * seq, heads * d])
 }
 
 /// `(batch·seq, n·d)` → `(batch, n, seq, d)`.
@@ -460,7 +472,6 @@ fn attention_cached<B: Backend>(
     frame: &mut Frame<B>,
 ) -> Value<B> {
     let (batch, seq) = (frame.batch, frame.seq);
-    let width = q.dims()[1];
     let device = q.device();
     let cache = frame.cache.as_mut().expect("called with a cache");
     let offset = cache.offset;
@@ -471,11 +482,6 @@ fn attention_cached<B: Backend>(
     );
     // One new query sees every position: no mask.
     let mask = (seq > 1).then(|| causal_bias_after::<B>([batch, heads, seq], offset, &device));
-    let out = sdpa(
-        split_heads(q, [batch, seq, heads]),
-        shared_heads(k, heads),
-        shared_heads(v, heads),
-        mask.as_ref(),
-    );
-    Value::Float(out.swap_dims(1, 2).reshape([batch * seq, width]))
+    let q = split_heads(q, [batch, seq, heads]);
+    Value::Float(attend(q, k, v, mask.as_ref()))
 }
