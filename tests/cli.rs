@@ -748,11 +748,7 @@ fn pretrained_models_import_generate_and_export_from_the_command_line() {
         "--tokenizer".as_ref(),
         model.join("tokenizer.json").as_os_str(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     // With a PEFT adapter over it, its LoRA sites taken from the adapter's config.
     let out = laxc()
         .args(["generate", "--base"])
@@ -769,11 +765,7 @@ fn pretrained_models_import_generate_and_export_from_the_command_line() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let adapted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         adapted["spec"].as_str().unwrap().contains("imported"),
@@ -788,17 +780,9 @@ fn pretrained_models_import_generate_and_export_from_the_command_line() {
         .arg(&spec)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let out = laxc().arg("check").arg(&spec).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     // Not a model: one line naming the file.
     let out = laxc()
         .args(["import", "data/brown-excerpt-train.txt"])
@@ -817,11 +801,7 @@ fn pretrained_models_import_generate_and_export_from_the_command_line() {
         .arg(&run)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let out = laxc()
         .args(["generate", "--checkpoint"])
         .arg(&run)
@@ -837,11 +817,7 @@ fn pretrained_models_import_generate_and_export_from_the_command_line() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("The "));
     // The default spec has no LoRA: there is no adapter to export.
     let out = laxc()

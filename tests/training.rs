@@ -69,11 +69,7 @@ fn default_spec_learns_below_the_unigram_entropy() {
         .args(["--set", "eval_batches=8"])
         .output()
         .unwrap();
-    assert!(
-        ev.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ev.stderr)
-    );
+    common::assert_success(&ev);
     let text = String::from_utf8(ev.stdout).unwrap();
     assert!(text.contains("perplexity"), "{text}");
 
@@ -118,11 +114,7 @@ fn resuming_gives_the_same_run() {
             c.args(common_args).args(["--set", steps, "--out"]).arg(dir);
         }
         let out = c.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_success(&out);
     };
     run(&straight, "steps=6", false);
     run(&split, "steps=3", false);
@@ -202,11 +194,7 @@ fn vit_learns_mnist_well_above_chance() {
         ],
         &run,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let acc = summary(&run)["val_accuracy"].as_f64().unwrap();
     assert!(
         acc > 0.4,
@@ -349,11 +337,7 @@ fn huggingface_tokenizer_json_is_used_for_text() {
         ],
         &run,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let resolved = std::fs::read_to_string(run.join("resolved.json")).unwrap();
     assert!(resolved.contains("tokenizer.json"), "{resolved}");
     // A file that is not a tokenizer fails with one line naming it.
@@ -411,11 +395,7 @@ fn token_shards_train_and_bad_shards_are_refused() {
         ],
         &dir.join("run"),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     write_shard(&dir.join("data_val_000.bin"), &tokens[..1000], 12345);
     let out = train(
         &["--set", &set, "--set", "steps=2", "--set", "warmup=1"],
@@ -467,11 +447,7 @@ fn cifar10_binary_batches_train_a_vit() {
         .arg(dir.join("run"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     assert!(summary(&dir.join("run"))["val_accuracy"].is_number());
     // A truncated batch file is refused by name.
     std::fs::write(dir.join("test_batch.bin"), vec![0u8; 100]).unwrap();
@@ -589,11 +565,7 @@ fn bench_prints_one_json_line_about_the_spec() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let report = laxc::compile(&common::source(&common::root().join(spec)))
         .unwrap()
@@ -636,11 +608,7 @@ fn bench_peak_memory_is_within_a_stated_factor_of_the_report() {
             ])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_success(&out);
         let text = String::from_utf8(out.stdout).unwrap();
         assert!(
             text.contains("memory estimate") && text.contains("median step"),
@@ -743,11 +711,7 @@ fn force_replaces_a_run_and_its_checkpoints_only_when_told_twice() {
     assert!(err.contains("--discard-checkpoints"), "{err}");
     assert!(run.join("checkpoints/latest").exists());
     let out = again(&["--force", "--discard-checkpoints"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     // A note the user added makes the folder theirs: not even both flags remove it.
     std::fs::write(run.join("notes.md"), "mine").unwrap();
     let out = again(&["--force", "--discard-checkpoints"]);
@@ -782,11 +746,7 @@ fn learns_below_the_unigram_entropy(spec: &[&str], run: &std::path::Path) {
         "seed=1",
     ]);
     let out = train(&args, run);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let val = summary(run)["val_loss"].as_f64().unwrap();
     let entropy = byte_unigram_entropy("data/brown-excerpt-valid.txt");
     assert!(
@@ -814,11 +774,7 @@ fn the_dropout_key_changes_training_and_bad_values_are_refused() {
             ],
             &run,
         );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_success(&out);
         let loss = summary(&run)["final_loss"].as_f64().unwrap();
         let _ = std::fs::remove_dir_all(run);
         loss
@@ -857,11 +813,7 @@ fn eval_refuses_another_specs_checkpoint_and_takes_eval_batches() {
     let err = String::from_utf8_lossy(&other.stderr);
     assert!(err.contains("does not fit this spec"), "{err}");
     let loss = |out: std::process::Output| {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_success(&out);
         let text = String::from_utf8(out.stdout).unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix("validation loss"))
@@ -936,11 +888,7 @@ fn a_resume_goes_on_with_the_runs_spec_options_and_data() {
         ])
         .output()
         .unwrap();
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    common::assert_success(&first);
     // From another folder, without the spec: the data paths were recorded absolute.
     let elsewhere = tempdir("resume-elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
@@ -967,11 +915,7 @@ fn a_resume_goes_on_with_the_runs_spec_options_and_data() {
         .unwrap();
     assert_eq!(with_spec.status.code(), Some(2));
     let out = resume(&["--set", "steps=6"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let resumed: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("resolved-resume.json")).unwrap())
             .unwrap();
@@ -1014,11 +958,7 @@ fn a_resume_goes_on_with_the_runs_spec_options_and_data() {
         .arg(&run)
         .output()
         .unwrap();
-    assert!(
-        eval.status.success(),
-        "{}",
-        String::from_utf8_lossy(&eval.stderr)
-    );
+    common::assert_success(&eval);
     for d in [proj, elsewhere] {
         std::fs::remove_dir_all(d).unwrap();
     }
@@ -1097,11 +1037,7 @@ fn keep_prunes_to_the_newest_and_the_best() {
         ],
         &run,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let vals: Vec<(u64, f64)> = std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
@@ -1254,11 +1190,7 @@ fn the_default_spec_trains_outside_the_repository() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let cached = outside.join("cache/laxc/default-spec/data/brown-excerpt-train.txt");
     let shipped = common::root().join("data/brown-excerpt-train.txt");
     assert_eq!(
@@ -1277,11 +1209,7 @@ fn lora_without_a_base_is_said_and_the_banner_counts_trainable_params() {
     let mut args = vec!["specs/tiny-llama-lora-lax.lax"];
     args.extend(ONE_STEP);
     let out = train(&args, &run);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("warning[W0703]"), "{err}");
     assert!(

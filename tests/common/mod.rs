@@ -72,11 +72,7 @@ pub fn losses_of_20_steps(spec: &Path, extra: &[&str]) -> Vec<f64> {
         .args(extra)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let losses = metrics
         .lines()
@@ -111,4 +107,13 @@ pub fn smollm2() -> Option<PathBuf> {
         path.display()
     );
     None
+}
+
+/// Fails with the command's standard error unless it succeeded.
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
