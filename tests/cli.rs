@@ -674,8 +674,8 @@ fn wgpu_without_the_feature_is_one_line() {
 
 /// `laxc import`, `laxc generate` and `laxc export` as a user runs them: a HuggingFace
 /// directory with its own tokenizer.json generates text with the spec imported on the fly; a
-/// byte-level run generates from its checkpoint; exporting a run without LoRA as PEFT, or into
-/// a folder with files, is refused in one line; a file that is not a model is refused by name.
+/// byte-level run generates from its checkpoint; exporting a run with LaX pathways is refused in
+/// one line; a file that is not a model is refused by name.
 #[cfg(feature = "train")]
 #[test]
 fn pretrained_models_import_generate_and_export_from_the_command_line() {
