@@ -4,6 +4,7 @@
 use super::attention::{causal_bias, causal_bias_after, rope, rope_tables_at, sdpa};
 use super::layers::apply_activation;
 use super::params::{add_bias, Linear, NodeParams, TensorGate};
+use super::product::rows_times;
 use super::program::Step;
 use crate::ir::{DropRate, Gate, Op};
 use burn::nn::DropoutConfig;
@@ -355,17 +356,13 @@ fn tt_core<B: Backend>(
 ) -> Tensor<B, 2> {
     let n = x.dims()[0];
     match index {
-        // t1[n, i1, a] = Σ_i0 x[n, i0, i1] C0[i0, a]. The first and last cores are small
-        // (m × r) matrices applied to every (n, i) row; they are multiplied as a batch of
-        // (batch × m) matrices against the broadcast core, not as one tall 2-D product: Burn
-        // 0.21's wgpu back end computes the input gradient of a tall 2-D product with an 8 × 8
-        // right side wrong (more than 512 rows; BENCHMARKS.md, "GPU"), and the batched form
-        // is the same sums.
-        0 => x
-            .reshape([n, mode, batch])
-            .swap_dims(1, 2)
-            .matmul(core.reshape([1, mode, right]))
-            .reshape([n, batch * right]),
+        // t1[n, i1, a] = Σ_i0 x[n, i0, i1] C0[i0, a]: the first and last cores are small
+        // (m × r) matrices applied to every (n, i) row.
+        0 => {
+            let rows = x.reshape([n, mode, batch]).swap_dims(1, 2);
+            rows_times(rows.reshape([n * batch, mode]), core.reshape([mode, right]))
+                .reshape([n, batch * right])
+        }
         // t2[n, b] = Σ_{a, i1} t1[n, i1, a] C1[a, i1, b]
         1 => x
             .reshape([n, mode, left])
@@ -374,10 +371,8 @@ fn tt_core<B: Backend>(
             .matmul(core.reshape([left * mode, right])),
         // t3[n, j2, c] = Σ_b t2[n, b] C2[b, j2, c]
         2 => x.matmul(core.reshape([left, mode * right])),
-        // y[n, j2, j3] = Σ_c t3[n, j2, c] C3[c, j3], batched as the first core is.
-        _ => x
-            .reshape([n, batch, left])
-            .matmul(core.reshape([1, left, mode]))
+        // y[n, j2, j3] = Σ_c t3[n, j2, c] C3[c, j3]
+        _ => rows_times(x.reshape([n * batch, left]), core.reshape([left, mode]))
             .reshape([n, batch * mode]),
     }
 }
@@ -404,13 +399,10 @@ fn tensor_gate<B: Backend>(
 ) -> Tensor<B, 2> {
     let n = h.dims()[0];
     // R G0: (N·s0, s1)(s1, t1) → (N, s0, t1)
-    let r = h.reshape([n * s0, s1]).matmul(g.g0.val());
+    let r = rows_times(h.reshape([n * s0, s1]), g.g0.val());
     // G1ᵀ (R G0): contract s0 with G1 (s0, t0) → (N, t1, t0) → (N, t0, t1)
-    let r = r
-        .reshape([n, s0, t1])
-        .swap_dims(1, 2)
-        .reshape([n * t1, s0])
-        .matmul(g.g1.val());
+    let r = r.reshape([n, s0, t1]).swap_dims(1, 2).reshape([n * t1, s0]);
+    let r = rows_times(r, g.g1.val());
     r.reshape([n, t1, t0]).swap_dims(1, 2).reshape([n, t0 * t1])
 }
 

@@ -4,6 +4,7 @@
 
 use super::init::Init;
 use super::layers::RmsNorm;
+use super::product::rows_times;
 use crate::family::InitScheme;
 use crate::ir::NormKind;
 use crate::ir::{Gate, Ir, Node, Op, Role, Scope};
@@ -22,7 +23,7 @@ pub struct Linear<B: Backend> {
 
 impl<B: Backend> Linear<B> {
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        add_bias(x.matmul(self.weight.val()), &self.bias)
+        add_bias(rows_times(x, self.weight.val()), &self.bias)
     }
 }
 
