@@ -1,6 +1,7 @@
-//! The GPU path without a GPU: every spec of `specs/` and `specs/bench/` runs forward and backward
-//! on Burn's wgpu back end (the burn-cubecl kernels CUDA runs too, compiled to WGSL/SPIR-V) and
-//! must agree with Flex, and the default spec trains 20 steps on it along Flex's loss curve.
+//! The GPU path without a GPU: every layer formula holds on Burn's wgpu back end (the
+//! burn-cubecl kernels CUDA runs too, compiled to WGSL/SPIR-V), every spec of `specs/` and
+//! `specs/bench/` runs forward and backward on it and must agree with Flex, and the default spec
+//! trains 20 steps on it along Flex's loss curve.
 //! On CI the adapter is Mesa's software Vulkan device (llvmpipe); `LAXC_REQUIRE_WGPU=1` (set by
 //! .ci/run) makes a missing adapter a failure instead of a skip.
 //!
@@ -8,6 +9,7 @@
 #![cfg(feature = "wgpu")]
 
 mod common;
+mod formulas;
 
 use burn::backend::wgpu::{Wgpu, WgpuDevice};
 use burn::backend::{Autodiff, Flex};
@@ -226,6 +228,20 @@ fn small_weights_are_right_even_with_the_wrong_kernel_pinned() {
     } else {
         eprintln!("not llvmpipe: the kernel was not pinned for this adapter");
     }
+}
+
+/// Every layer formula of tests/formulas (the ones tests/lowering.rs checks in f64 on NdArray:
+/// SVD, CoLA, TT with and without intra-layer LaX, the tensor, linear, dense and identity gates,
+/// a LaX pathway, RoPE, grouped-query attention, tanh GELU) on wgpu, at f32 tolerance.
+#[test]
+fn every_layer_formula_holds_on_wgpu() {
+    if !adapter() {
+        return;
+    }
+    formulas::all(&formulas::On::<Wgpu> {
+        dev: WgpuDevice::DefaultDevice,
+        single: true,
+    });
 }
 
 #[test]
