@@ -672,6 +672,34 @@ fn wgpu_without_the_feature_is_one_line() {
     assert!(err.contains("--features wgpu"), "{err}");
 }
 
+/// `--threads` sizes the CPU backend's pool (the implementation line says how many threads ran),
+/// is refused at 0, and is refused on a GPU device instead of being ignored there.
+#[cfg(feature = "train")]
+#[test]
+fn threads_are_applied_or_refused() {
+    let bench = |extra: &[&str]| {
+        laxc()
+            .args(["bench", "--steps", "1", "--warmup", "0", "--batch", "1"])
+            .args(["--format", "json"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    for (threads, label) in [("1", "1 thread)"), ("3", "3 threads)")] {
+        let out = bench(&["--threads", threads]);
+        common::assert_success(&out);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let implementation = json["implementation"].as_str().unwrap();
+        assert!(implementation.contains(label), "{implementation}");
+    }
+    let out = bench(&["--threads", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = bench(&["--threads", "1", "--device", "cuda:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--threads") && err.contains("cuda:0"), "{err}");
+}
+
 /// `laxc import`, `laxc generate` and `laxc export` as a user runs them: a HuggingFace
 /// directory with its own tokenizer.json generates text with the spec imported on the fly; a
 /// byte-level run generates from its checkpoint; exporting a run with LaX pathways is refused in

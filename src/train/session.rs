@@ -212,7 +212,12 @@ fn cuda_usable() -> Result<(), Refusal> {
 /// How a device and backend are named in messages.
 pub fn device_label(device: Device, backend: CpuBackend) -> String {
     match device {
-        Device::Cpu => format!("cpu ({})", backend.name()),
+        Device::Cpu => {
+            // rayon's global pool: one thread per core, or `--threads`.
+            let threads = rayon::current_num_threads();
+            let s = if threads == 1 { "" } else { "s" };
+            format!("cpu ({}, {threads} thread{s})", backend.name())
+        }
         Device::Cuda(i) => format!("cuda:{i}"),
         Device::Wgpu => "wgpu".into(),
     }

@@ -158,6 +158,9 @@ pub fn run(a: GenerateArgs) -> ExitCode {
         Ok(m) => m,
         Err(c) => return c,
     };
+    if let Err(c) = a.placement.start_threads(m.spec.options.device()) {
+        return c;
+    }
     let fail = |e: String| {
         eprintln!("error: {e}");
         ExitCode::from(IO_ERROR)

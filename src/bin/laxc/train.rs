@@ -20,6 +20,37 @@ pub struct Placement {
     /// CPU backend: flex (default, fastest here), ndarray or candle.
     #[arg(long, value_enum, default_value_t = CpuBackend::Flex)]
     pub backend: CpuBackend,
+    /// Threads of the CPU backend (default: one per core). Small models can run faster on fewer
+    /// (BENCHMARKS.md). Only with the CPU device.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+}
+
+impl Placement {
+    /// Sizes the CPU backend's thread pool as `--threads` says, once the device is known (from
+    /// `--device`, the spec or the run): refused on a GPU device, where it would be ignored.
+    pub fn start_threads(&self, device: Device) -> Result<(), ExitCode> {
+        let Some(n) = self.threads else {
+            return Ok(());
+        };
+        if device != Device::Cpu {
+            eprintln!(
+                "error: --threads sizes the CPU backend's thread pool, but this model runs on \
+                 {}: leave --threads out, or use --device cpu",
+                session::device_label(device, self.backend.into())
+            );
+            return Err(ExitCode::from(IO_ERROR));
+        }
+        // Every backend (Flex's GEMM and element-wise loops, ndarray, candle) runs its parallel
+        // work on rayon's global pool; it is built here, before the first tensor op.
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.into())
+            .build_global()
+            .map_err(|e| {
+                eprintln!("error: cannot start {n} threads: {e}");
+                ExitCode::from(IO_ERROR)
+            })
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -172,6 +203,9 @@ pub fn run_train(args: TrainArgs) -> ExitCode {
         Ok(w) => w,
         Err(c) => return c,
     };
+    if let Err(c) = args.placement.start_threads(options.device()) {
+        return c;
+    }
     let _ = ctrlc::set_handler(|| {
         // Said once, at once: a long step may take a while to finish. At a terminal the
         // progress bar's line is cleared first, so the message does not end up inside it.
@@ -299,6 +333,9 @@ pub fn run_bench(args: BenchArgs) -> ExitCode {
         Ok(o) => o,
         Err(c) => return c,
     };
+    if let Err(c) = args.placement.start_threads(opts.device()) {
+        return c;
+    }
     let bench_opts = BenchOptions {
         steps: args.steps,
         warmup: args.warmup,
@@ -400,6 +437,9 @@ pub fn run_eval(a: EvalArgs) -> ExitCode {
         Ok(w) => w,
         Err(c) => return c,
     };
+    if let Err(c) = a.placement.start_threads(opts.device()) {
+        return c;
+    }
     // The whole validation set, unless this command says how many batches.
     let batches = a
         .set
