@@ -861,5 +861,49 @@ fn pretrained_models_import_generate_and_export_from_the_command_line() {
         stderr.contains("LaX pathways") || stderr.contains("LoRA"),
         "{stderr}"
     );
+    // A folder that holds anything is never written into without --force; with it, only the
+    // export's own files are replaced.
+    let dense = dir.join("dense-run");
+    let out = laxc()
+        .args([
+            "train",
+            "specs/tiny-llama-dense.lax",
+            "--plain",
+            "--set",
+            "steps=1",
+        ])
+        .args(["--set", "warmup=0", "--set", "eval_every=0", "--out"])
+        .arg(&dense)
+        .output()
+        .unwrap();
+    common::assert_success(&out);
+    let occupied = dir.join("occupied");
+    std::fs::create_dir_all(&occupied).unwrap();
+    std::fs::write(occupied.join("notes.txt"), "mine").unwrap();
+    let export = |force: bool| {
+        let mut cmd = laxc();
+        cmd.arg("export")
+            .arg(&dense)
+            .args(["--format", "hf", "-o"])
+            .arg(&occupied);
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().unwrap()
+    };
+    let out = export(false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is not empty") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert!(!occupied.join("config.json").exists());
+    common::assert_success(&export(true));
+    assert!(occupied.join("config.json").exists());
+    assert_eq!(
+        std::fs::read_to_string(occupied.join("notes.txt")).unwrap(),
+        "mine"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
