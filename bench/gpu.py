@@ -29,13 +29,16 @@ FP32_PEAK_TFLOPS = [
 ]
 
 FULL = {
-    "train": [("specs/tiny-llama-svd-lax.lax", 300), ("specs/paper/llama-60m-svd-r128-lax-identity.lax", 300)],
+    # The 60M spec twice: f32, and bf16 activations and matmuls (f32 weights; CUDA only).
+    "train": [("specs/tiny-llama-svd-lax.lax", 300, "f32"),
+              ("specs/paper/llama-60m-svd-r128-lax-identity.lax", 300, "f32"),
+              ("specs/paper/llama-60m-svd-r128-lax-identity.lax", 300, "bf16")],
     "bench": [f"specs/paper/llama-{size}-{kind}.lax" for size, r in (("60m", 128), ("130m", 256), ("350m", 256))
               for kind in ("full", f"svd-r{r}", f"svd-r{r}-lax-identity")],
     "bench_steps": (20, 3),
 }
 QUICK = {
-    "train": [("specs/tiny-llama-svd-lax.lax", 10)],
+    "train": [("specs/tiny-llama-svd-lax.lax", 10, "f32")],
     "bench": ["specs/tiny-llama-dense.lax", "specs/tiny-llama-svd.lax", "specs/tiny-llama-svd-lax.lax"],
     "bench_steps": (2, 1),
 }
@@ -101,16 +104,16 @@ def run(cmd):
     return done.stdout
 
 
-def train(laxc, device, spec, steps, workdir):
-    out = os.path.join(workdir, os.path.basename(spec)[:-4])
+def train(laxc, device, spec, steps, dtype, workdir):
+    out = os.path.join(workdir, f"{os.path.basename(spec)[:-4]}-{dtype}")
     cmd = [laxc, "train", spec, "--plain", "--device", device, "--format", "json", "--out", out,
-           "--set", f"steps={steps}", "--set", f"warmup={max(1, steps // 10)}",
+           "--set", f"steps={steps}", "--set", f"warmup={max(1, steps // 10)}", "--set", f"dtype={dtype}",
            "--set", f"eval_every={steps}", "--set", "log_every=1", "--set", f"data={BROWN}"]
     with GpuMemory(device) as mem:
         summary = json.loads(run(cmd))
     curve = [[r["step"], r["loss"]] for r in map(json.loads, open(os.path.join(out, "metrics.jsonl")))
              if "loss" in r]
-    return {"spec": spec, "steps": summary["steps"], "tokens_per_s": summary["items_per_second"],
+    return {"spec": spec, "dtype": dtype, "steps": summary["steps"], "tokens_per_s": summary["items_per_second"],
             "seconds": summary["seconds"], "val_loss": summary["val_loss"],
             "peak_gpu_mib": mem.peak, "loss_curve": curve}
 
@@ -144,9 +147,10 @@ def main():
               "adapter": name, "peak_tflops_fp32": peak, "quick": a.quick,
               "train": [], "bench": []}
     with tempfile.TemporaryDirectory() as work:
-        for spec, steps in plan["train"]:
-            result["train"].append(train(a.laxc, a.device, spec, steps, work))
-            print(f"trained {spec}: {result['train'][-1]['tokens_per_s']:.0f} tokens/s", flush=True)
+        for spec, steps, dtype in plan["train"]:
+            result["train"].append(train(a.laxc, a.device, spec, steps, dtype, work))
+            print(f"trained {spec} ({dtype}): {result['train'][-1]['tokens_per_s']:.0f} tokens/s",
+                  flush=True)
     steps, warmup = plan["bench_steps"]
     for spec in plan["bench"]:
         result["bench"].append(bench(a.laxc, a.device, spec, steps, warmup, peak))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU figures from a fresh clone, in one command: builds laxc for the device, trains the default
-# spec and the paper's LLaMA-60M SVD+LaX spec for 300 steps, runs `laxc bench` on the paper's
+# spec and the paper's LLaMA-60M SVD+LaX spec for 300 steps (the latter in f32 and in bf16), runs `laxc bench` on the paper's
 # LLaMA-60M / 130M / 350M full, SVD and SVD+LaX specs, and writes one JSON file
 # (bench/results/gpu-<date>.json: tokens/s, MFU, peak GPU memory, loss curves).
 #

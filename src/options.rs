@@ -53,6 +53,26 @@ pub enum Schedule {
     Linear,
 }
 
+/// The precision of a training pass's activations and matrix products. Weights, gradients and
+/// optimizer state stay f32 in every case (each use of a weight casts it); norms, softmax and the
+/// loss run in f32 too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
 /// Every field is a key of [`KEYS`]; a run records them in `resolved.json` and a resume reads
 /// them back from there.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -80,6 +100,7 @@ pub struct TrainOptions {
     pub checkpoint_every: u64,
     pub keep: u64,
     pub device: String,
+    pub dtype: Precision,
 }
 
 impl Default for TrainOptions {
@@ -107,6 +128,7 @@ impl Default for TrainOptions {
             checkpoint_every: 0,
             keep: 3,
             device: "cpu".into(),
+            dtype: Precision::F32,
         }
     }
 }
@@ -213,6 +235,21 @@ const DATA: &[Choice] = &[
         args: &["path"],
         positional: 1,
         path_of: Some("binary batch folder"),
+    },
+];
+
+const PRECISIONS: &[Choice] = &[
+    Choice {
+        name: "f32",
+        args: &[],
+        positional: 0,
+        path_of: None,
+    },
+    Choice {
+        name: "bf16",
+        args: &[],
+        positional: 0,
+        path_of: None,
     },
 ];
 
@@ -471,6 +508,24 @@ pub const KEYS: &[Key] = &[
         set: |o, v| o.keep = count(v),
     },
     Key {
+        name: "dtype",
+        kind: KeyKind::Choice(PRECISIONS),
+        meaning: "precision of activations and matrix products: f32, or bf16 with f32 weights, \
+                  gradients, optimizer state, norms, softmax and loss (CPU `flex` and CUDA; not \
+                  wgpu, ndarray or candle). No f16: its range needs loss scaling",
+        hint: "",
+        on_resume: Some("applies to the rest of the run"),
+        set: |o, v| {
+            let TrainValue::Choice { name, .. } = v else {
+                unreachable!("checked against the schema")
+            };
+            o.dtype = match name.as_str() {
+                "bf16" => Precision::Bf16,
+                _ => Precision::F32,
+            };
+        },
+    },
+    Key {
         name: "device",
         kind: KeyKind::Device,
         meaning: "where training runs (`laxc train --device` overrides it)",
@@ -502,6 +557,7 @@ pub fn docs_table() -> String {
             KeyKind::Choice(choices) => choices
                 .iter()
                 .map(|c| match (c.path_of, c.args) {
+                    (None, []) => format!("`{}`", c.name),
                     (None, args) => format!("`{}` or `{}({} = N)`", c.name, c.name, args[0]),
                     (Some(_), args) => format!("`{}({})`", c.name, args.join(", ")),
                 })
@@ -1153,6 +1209,7 @@ mod tests {
             "log_every=3",
             "checkpoint_every=2",
             "keep=5",
+            "dtype=bf16",
             "device=cuda:1",
         ];
         let layer: Vec<_> = all.iter().map(|t| set(t)).collect();
@@ -1163,7 +1220,8 @@ mod tests {
             "steps": 7, "epochs": null, "batch": 3, "accum": 2, "lr": 0.5, "min_lr": 0.25,
             "schedule": "linear", "warmup": 4, "weight_decay": 0.2, "beta1": 0.8, "beta2": 0.9,
             "eps": 0.001, "clip": 2.0, "dropout": 0.1, "seed": 9, "eval_every": 5,
-            "eval_batches": 6, "log_every": 3, "checkpoint_every": 2, "keep": 5, "device": "cuda:1"
+            "eval_batches": 6, "log_every": 3, "checkpoint_every": 2, "keep": 5, "dtype": "bf16",
+            "device": "cuda:1"
         });
         assert_eq!(got, want);
         // What a run records in resolved.json, a resume reads back.

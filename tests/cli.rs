@@ -700,6 +700,35 @@ fn threads_are_applied_or_refused() {
     assert!(err.contains("--threads") && err.contains("cuda:0"), "{err}");
 }
 
+/// `dtype = bf16` trains on Flex (recorded in the run) and is refused, before anything is
+/// written, where it cannot run (ndarray; wgpu and candle likewise).
+#[cfg(feature = "train")]
+#[test]
+fn bf16_trains_on_flex_and_is_refused_where_it_cannot_run() {
+    let dir = tempdir();
+    let train = |run: &str, extra: &[&str]| {
+        laxc()
+            .args(["train", "--plain", "--set", "steps=3", "--set", "warmup=0"])
+            .args(["--set", "eval_every=0", "--set", "dtype=bf16", "--out"])
+            .arg(dir.join(run))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    common::assert_success(&train("flex", &[]));
+    let resolved = std::fs::read_to_string(dir.join("flex/resolved.json")).unwrap();
+    assert!(resolved.contains("\"dtype\": \"bf16\""), "{resolved}");
+    let out = train("ndarray", &["--backend", "ndarray"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("dtype = bf16") && err.contains("ndarray"),
+        "{err}"
+    );
+    assert!(!dir.join("ndarray").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `laxc import`, `laxc generate` and `laxc export` as a user runs them: a HuggingFace
 /// directory with its own tokenizer.json generates text with the spec imported on the fly; a
 /// byte-level run generates from its checkpoint; exporting a run with LaX pathways is refused in

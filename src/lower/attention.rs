@@ -1,6 +1,7 @@
 //! Attention's pieces: rotate-half RoPE, the causal mask and scaled dot-product attention.
 //! The IR keeps RoPE and attention as single coarse nodes; these are their Burn functions.
 
+use super::precision::{cast_like, widen};
 use burn::tensor::{activation, backend::Backend, Tensor, TensorData};
 
 /// Tables for rotate-half RoPE (frequency base `theta`, 10000 in the original LLaMA) over a
@@ -114,9 +115,12 @@ pub fn sdpa<B: Backend>(
     let scores = q
         .matmul(k.swap_dims(2, 3))
         .mul_scalar(1.0 / (d as f64).sqrt());
+    // The mask and the softmax in f32, whatever the scores were computed in.
+    let scores = widen(scores);
     let scores = match causal_bias {
         Some(bias) => scores + bias.clone(),
         None => scores,
     };
-    activation::softmax(scores, 3).matmul(v)
+    let probabilities = cast_like(activation::softmax(scores, 3), &v);
+    probabilities.matmul(v)
 }

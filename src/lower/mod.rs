@@ -9,6 +9,7 @@ pub mod layers;
 pub mod model;
 pub mod ops;
 pub mod params;
+pub mod precision;
 pub mod product;
 pub mod program;
 pub mod weights;

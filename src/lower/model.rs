@@ -5,6 +5,7 @@
 use super::init::Init;
 use super::ops::{eval, Frame, KvCache, Value};
 use super::params::{init_node, NodeParams};
+use super::precision::widen;
 use super::program::Program;
 use crate::ir::Ir;
 use burn::module::{Module, ModuleVisitor, Param};
@@ -35,6 +36,7 @@ pub fn lower<B: Backend>(ir: &Ir, seed: u64, device: &B::Device) -> LaxModel<B> 
         program: Program::new(ir, params),
     }
     .with_sequential_ids()
+    .with_compute(super::precision::native::<B>())
 }
 
 struct SequentialIds {
@@ -70,6 +72,13 @@ impl<B: Backend> LaxModel<B> {
         self
     }
 
+    /// The model computing its activations and matrix products in `dtype` (the run's `dtype`;
+    /// `lower::precision`). Its parameters stay f32.
+    pub fn with_compute(mut self, dtype: burn::tensor::FloatDType) -> Self {
+        self.program.compute = dtype;
+        self
+    }
+
     /// The parameters of the IR node of this name.
     pub fn params_of(&self, name: &str) -> Option<&NodeParams<B>> {
         let node = self.program.node(name)?;
@@ -83,14 +92,17 @@ impl<B: Backend> LaxModel<B> {
         let mut feeds: Vec<Option<Value<B>>> = (0..program.names.len()).map(|_| None).collect();
         feeds[program.input] = Some(input);
         let mut frame = self.frame(batch, seq);
-        self.execute(feeds, &mut frame, program.output)
+        let logits = self
+            .execute(feeds, &mut frame, program.output)
             .expect("the output depends on the input")
-            .float()
+            .float();
+        // The loss reads f32 logits whatever the pass computed in.
+        widen(logits)
     }
 
     fn frame(&self, batch: usize, seq: usize) -> Frame<B> {
         let p = &self.program;
-        Frame::new(batch, seq, p.dropout, p.fixed_dropout)
+        Frame::new(batch, seq, p.dropout, p.fixed_dropout, p.compute)
     }
 
     /// Generation: the logits `(batch, seq, vocab)` of `tokens` that continue the sequence
@@ -111,6 +123,7 @@ impl<B: Backend> LaxModel<B> {
             .execute(feeds, &mut frame, program.output)
             .expect("the output depends on the input")
             .float();
+        let logits = widen(logits);
         let mut cache = frame.cache.take().expect("the pass keeps its cache");
         cache.offset += seq;
         let vocab = logits.dims()[1];

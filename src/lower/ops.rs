@@ -4,11 +4,12 @@
 use super::attention::{causal_bias, causal_bias_after, rope, rope_tables_at, sdpa};
 use super::layers::apply_activation;
 use super::params::{add_bias, Linear, NodeParams, TensorGate};
+use super::precision::{cast_like, widen};
 use super::product::rows_times;
 use super::program::Step;
 use crate::ir::{DropRate, Gate, Op};
 use burn::nn::DropoutConfig;
-use burn::tensor::{backend::Backend, Int, Tensor};
+use burn::tensor::{backend::Backend, FloatDType, Int, Tensor};
 
 /// A value flowing on an IR edge.
 #[derive(Debug, Clone)]
@@ -47,6 +48,8 @@ pub struct Frame<B: Backend> {
     causal: Option<Tensor<B, 4>>,
     /// Generation: the keys and values of the positions before this pass, which it extends.
     pub cache: Option<KvCache<B>>,
+    /// The dtype of activations and matrix products (`lower::precision`).
+    pub dtype: FloatDType,
 }
 
 /// The keys and values every attention node has seen, for generating one token at a time
@@ -94,7 +97,13 @@ impl<B: Backend> Default for KvCache<B> {
 }
 
 impl<B: Backend> Frame<B> {
-    pub fn new(batch: usize, seq: usize, dropout: f64, fixed_dropout: bool) -> Self {
+    pub fn new(
+        batch: usize,
+        seq: usize,
+        dropout: f64,
+        fixed_dropout: bool,
+        dtype: FloatDType,
+    ) -> Self {
         Frame {
             batch,
             seq,
@@ -103,6 +112,7 @@ impl<B: Backend> Frame<B> {
             rope: Vec::new(),
             causal: None,
             cache: None,
+            dtype,
         }
     }
 
@@ -123,7 +133,11 @@ impl<B: Backend> Frame<B> {
             Some(at) => at,
             None => {
                 let (cos, sin) = rope_tables_at::<B>(offset, [seq, heads, width], theta, device);
-                let tables = (cos.repeat_dim(0, batch), sin.repeat_dim(0, batch));
+                let dtype = self.dtype;
+                let tables = (
+                    cos.repeat_dim(0, batch).cast(dtype),
+                    sin.repeat_dim(0, batch).cast(dtype),
+                );
                 self.rope.push((width, tables));
                 self.rope.len() - 1
             }
@@ -167,19 +181,23 @@ pub fn eval<B: Backend>(
                 unreachable!("an embedding reads token ids")
             };
             let [b, n] = ids.dims();
-            table.val().select(0, ids.reshape([b * n]))
+            table
+                .val()
+                .select(0, ids.reshape([b * n]))
+                .cast(frame.dtype)
         }
         Op::PatchEmbed { patch, .. } => {
             let Value::Images(images) = args.swap_remove(0) else {
                 unreachable!("a patch embedding reads images")
             };
-            linear(p).forward(patchify(images, *patch))
+            linear(p).forward(patchify(images, *patch).cast(frame.dtype))
         }
         Op::PosEmbed { dim, .. } => {
             let NodeParams::Table(table) = params(p) else {
                 unreachable!("positions are a table")
             };
-            positions(args, table.val(), *dim, [frame.batch, frame.offset()])
+            let table = table.val().cast(frame.dtype);
+            positions(args, table, *dim, [frame.batch, frame.offset()])
         }
         Op::Attention {
             heads, kv_heads, ..
@@ -212,12 +230,14 @@ fn eval_float<B: Backend>(
             let NodeParams::Vector(cls) = params(p) else {
                 unreachable!("the cls token is a vector")
             };
-            cls.val().reshape([1, *dim]).repeat_dim(0, frame.batch)
+            let cls = cls.val().cast(frame.dtype);
+            cls.reshape([1, *dim]).repeat_dim(0, frame.batch)
         }
         Op::Norm { .. } => match p {
             None => arg(),
-            Some(NodeParams::LayerNorm(n)) => n.forward(arg()),
-            Some(NodeParams::RmsNorm(n)) => n.forward(arg()),
+            // Norms in f32, their output back in the pass's dtype.
+            Some(NodeParams::LayerNorm(n)) => n.forward(widen(arg())).cast(frame.dtype),
+            Some(NodeParams::RmsNorm(n)) => n.forward(widen(arg())).cast(frame.dtype),
             Some(_) => unreachable!("a norm has norm parameters"),
         },
         Op::Linear { .. } => {
@@ -231,7 +251,9 @@ fn eval_float<B: Backend>(
             let NodeParams::Table(table) = params(p) else {
                 unreachable!("a tied head reads the embedding table")
             };
-            arg().matmul(table.val().transpose())
+            let x = arg();
+            let table = cast_like(table.val(), &x);
+            x.matmul(table.transpose())
         }
         Op::TtCore {
             index,
@@ -244,7 +266,9 @@ fn eval_float<B: Backend>(
             let NodeParams::TtCore(c) = params(p) else {
                 unreachable!("a TT core has a core")
             };
-            let y = tt_core(arg(), c.core.val(), *index, [*left, *mode, *right, *batch]);
+            let x = arg();
+            let core = cast_like(c.core.val(), &x);
+            let y = tt_core(x, core, *index, [*left, *mode, *right, *batch]);
             add_bias(y, &c.bias)
         }
         Op::Latent { .. } | Op::Output { .. } => arg(),
@@ -381,7 +405,10 @@ fn tt_core<B: Backend>(
 pub fn gate<B: Backend>(gate: &Gate, p: Option<&NodeParams<B>>, h: Tensor<B, 2>) -> Tensor<B, 2> {
     match (gate, p) {
         (Gate::Identity, _) => h,
-        (Gate::Linear, Some(NodeParams::Vector(alpha))) => h * alpha.val().unsqueeze::<2>(),
+        (Gate::Linear, Some(NodeParams::Vector(alpha))) => {
+            let alpha = cast_like(alpha.val(), &h);
+            h * alpha.unsqueeze::<2>()
+        }
         (Gate::Tensor { input, output }, Some(NodeParams::TensorGate(g))) => {
             tensor_gate(h, g, *input, *output)
         }
@@ -399,10 +426,11 @@ fn tensor_gate<B: Backend>(
 ) -> Tensor<B, 2> {
     let n = h.dims()[0];
     // R G0: (N·s0, s1)(s1, t1) → (N, s0, t1)
-    let r = rows_times(h.reshape([n * s0, s1]), g.g0.val());
+    let (g0, g1) = (cast_like(g.g0.val(), &h), cast_like(g.g1.val(), &h));
+    let r = rows_times(h.reshape([n * s0, s1]), g0);
     // G1ᵀ (R G0): contract s0 with G1 (s0, t0) → (N, t1, t0) → (N, t0, t1)
     let r = r.reshape([n, s0, t1]).swap_dims(1, 2).reshape([n * t1, s0]);
-    let r = rows_times(r, g.g1.val());
+    let r = rows_times(r, g1);
     r.reshape([n, t1, t0]).swap_dims(1, 2).reshape([n, t0 * t1])
 }
 

@@ -4,6 +4,7 @@
 
 use super::init::Init;
 use super::layers::RmsNorm;
+use super::precision::cast_like;
 use super::product::rows_times;
 use crate::family::InitScheme;
 use crate::ir::NormKind;
@@ -23,7 +24,8 @@ pub struct Linear<B: Backend> {
 
 impl<B: Backend> Linear<B> {
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        add_bias(rows_times(x, self.weight.val()), &self.bias)
+        let weight = cast_like(self.weight.val(), &x);
+        add_bias(rows_times(x, weight), &self.bias)
     }
 }
 
@@ -60,7 +62,10 @@ pub enum NodeParams<B: Backend> {
 
 pub fn add_bias<B: Backend>(y: Tensor<B, 2>, bias: &Option<Param<Tensor<B, 1>>>) -> Tensor<B, 2> {
     match bias {
-        Some(b) => y + b.val().unsqueeze::<2>(),
+        Some(b) => {
+            let b = cast_like(b.val(), &y);
+            y + b.unsqueeze::<2>()
+        }
         None => y,
     }
 }

@@ -41,6 +41,8 @@ pub struct Program {
     /// Whether the rates the spec fixes (LoRA's `dropout`) apply while training; off for
     /// passes that must be deterministic (comparing back ends, finite differences).
     pub fixed_dropout: bool,
+    /// The dtype activations and matrix products are computed in (the run's `dtype`).
+    pub compute: burn::tensor::FloatDType,
 }
 
 impl Program {
@@ -104,6 +106,7 @@ impl Program {
             model: ir.model.clone(),
             dropout: 0.0,
             fixed_dropout: true,
+            compute: burn::tensor::FloatDType::F32, // lower() sets the backend's own
         }
     }
 

@@ -7,6 +7,7 @@
 
 use super::run::{adamw, clip_global, forward, token_batch, Batch};
 use crate::family::Input;
+use crate::lower::precision::compute_dtype;
 use crate::lower::{lower, LaxModel};
 use crate::options::TrainOptions;
 use burn::module::Module;
@@ -137,7 +138,9 @@ pub fn bench<B: AutodiffBackend>(
     device: B::Device,
 ) -> BenchResult {
     B::seed(&device, o.seed);
-    let mut model: LaxModel<B> = lower(&c.ir, o.seed, &device).with_dropout(train.dropout);
+    let mut model: LaxModel<B> = lower(&c.ir, o.seed, &device)
+        .with_dropout(train.dropout)
+        .with_compute(compute_dtype::<B>(train.dtype));
     let params = model.num_params();
     let mut optim = adamw::<B>(train);
     let host = synthetic_batches(c, o, o.warmup + o.steps);

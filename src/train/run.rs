@@ -5,6 +5,7 @@
 use super::checkpoint;
 use super::data::{self, Data, ImageData};
 use crate::family::Input;
+use crate::lower::precision::compute_dtype;
 use crate::lower::{lower, LaxModel};
 use crate::options::{Schedule, TrainOptions};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
@@ -683,7 +684,9 @@ fn starting_point<B: AutodiffBackend>(
 ) -> Result<(LaxModel<B>, Adam<B>, u64), String> {
     let (c, o) = (plan.compiled, &plan.options);
     B::seed(device, o.seed);
-    let mut model: LaxModel<B> = lower(&c.ir, o.seed, device).with_dropout(o.dropout);
+    let mut model: LaxModel<B> = lower(&c.ir, o.seed, device)
+        .with_dropout(o.dropout)
+        .with_compute(compute_dtype::<B>(o.dtype));
     let optim = adamw::<B>(o);
     let Some(resumed) = &plan.resume else {
         // Without a base, `laxc check`'s W0703 has said that the frozen weights start random.

@@ -5,7 +5,8 @@
 use super::bench::{bench, BenchOptions, BenchResult};
 use super::run::{self, already_there, Resumed, RunPlan, Summary};
 use super::{checkpoint, data, record, run_dir};
-use crate::options::{Device, TrainOptions};
+use crate::lower::precision::compute_dtype;
+use crate::options::{Device, Precision, TrainOptions};
 use crate::source::Source;
 use crate::spec::TrainValue;
 use crate::Compiled;
@@ -162,6 +163,27 @@ pub fn usable(device: Device) -> Result<(), Refusal> {
     }
 }
 
+/// bf16 (the `dtype` key) runs where Burn 0.21 computes it: on the CPU with Flex, and on CUDA.
+/// wgpu's WGSL has no bf16; ndarray and candle do not take it. Refused before anything is written rather than failing inside a kernel.
+pub fn precision_usable(options: &TrainOptions, backend: CpuBackend) -> Result<(), Refusal> {
+    let device = options.device();
+    let computes = match device {
+        _ if options.dtype == Precision::F32 => true,
+        Device::Cpu => backend == CpuBackend::Flex,
+        Device::Cuda(_) => true,
+        Device::Wgpu => false,
+    };
+    if computes {
+        return Ok(());
+    }
+    Err(Refusal::Io(format!(
+        "dtype = {} runs on the CPU with the flex backend or on CUDA, not on {}: use dtype = f32 \
+         there",
+        options.dtype.name(),
+        device_label(device, backend)
+    )))
+}
+
 #[cfg(not(feature = "wgpu"))]
 const WGPU_NOT_BUILT: &str = "--device wgpu needs laxc built with `--features wgpu`";
 
@@ -310,6 +332,7 @@ impl OnBackend for TrainJob<'_> {
 pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
     let device = l.options.device();
     usable(device)?;
+    precision_usable(&l.options, l.backend)?;
     fits_in_memory(
         l.compiled,
         Need::Train {
@@ -445,7 +468,8 @@ impl OnBackend for EvalJob<'_> {
         let ck = checkpoint::latest(self.checkpoint)?
             .ok_or_else(|| format!("{} holds no checkpoint", self.checkpoint.display()))?;
         let fresh = crate::lower::lower::<B::InnerBackend>(&c.ir, o.seed, &device);
-        let model = checkpoint::load_weights(&ck, fresh)?;
+        let model = checkpoint::load_weights(&ck, fresh)?
+            .with_compute(compute_dtype::<B::InnerBackend>(o.dtype));
         let data_spec = o
             .data
             .as_ref()
@@ -469,6 +493,7 @@ pub fn eval_checkpoint(
 ) -> Result<(f64, Option<f64>), Refusal> {
     let device = options.device();
     usable(device)?;
+    precision_usable(options, backend)?;
     fits_in_memory(c, Need::Eval, device)?;
     let job = EvalJob {
         compiled: c,
@@ -507,6 +532,7 @@ pub fn bench_spec(
     }
     let device = train.device();
     usable(device)?;
+    precision_usable(train, backend)?;
     let need = Need::Train {
         batch: bench_options.batch,
     };
