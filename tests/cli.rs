@@ -726,6 +726,22 @@ fn bf16_trains_on_flex_and_is_refused_where_it_cannot_run() {
         "{err}"
     );
     assert!(!dir.join("ndarray").exists());
+    // wgpu and candle the same way (checked on the options: the device needs its own build).
+    use laxc::options::{Precision, TrainOptions};
+    use laxc::train::session::{precision_usable, CpuBackend};
+    let on = |device: &str, dtype: Precision, backend: CpuBackend| {
+        let options = TrainOptions {
+            device: device.into(),
+            dtype,
+            ..TrainOptions::default()
+        };
+        precision_usable(&options, backend).map_err(|r| r.message().to_string())
+    };
+    let refused = on("wgpu", Precision::Bf16, CpuBackend::Flex).unwrap_err();
+    assert!(refused.contains("wgpu"), "{refused}");
+    assert!(on("cpu", Precision::Bf16, CpuBackend::Candle).is_err());
+    assert!(on("cuda:0", Precision::Bf16, CpuBackend::Flex).is_ok());
+    assert!(on("wgpu", Precision::F32, CpuBackend::Flex).is_ok());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
