@@ -512,7 +512,8 @@ pub const KEYS: &[Key] = &[
         kind: KeyKind::Choice(PRECISIONS),
         meaning: "precision of activations and matrix products: f32, or bf16 with f32 weights, \
                   gradients, optimizer state, norms, softmax and loss (CPU `flex` and CUDA; not \
-                  wgpu, ndarray or candle). No f16: its range needs loss scaling",
+                  wgpu, ndarray or candle; `laxc generate` runs in f32). No f16: its range needs \
+                  loss scaling",
         hint: "",
         on_resume: Some("applies to the rest of the run"),
         set: |o, v| {

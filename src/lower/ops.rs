@@ -388,13 +388,15 @@ fn tt_core<B: Backend>(
                 .reshape([n, batch * right])
         }
         // t2[n, b] = Σ_{a, i1} t1[n, i1, a] C1[a, i1, b]
-        1 => x
-            .reshape([n, mode, left])
-            .swap_dims(1, 2)
-            .reshape([n, left * mode])
-            .matmul(core.reshape([left * mode, right])),
+        1 => {
+            let rows = x.reshape([n, mode, left]).swap_dims(1, 2);
+            rows_times(
+                rows.reshape([n, left * mode]),
+                core.reshape([left * mode, right]),
+            )
+        }
         // t3[n, j2, c] = Σ_b t2[n, b] C2[b, j2, c]
-        2 => x.matmul(core.reshape([left, mode * right])),
+        2 => rows_times(x, core.reshape([left, mode * right])),
         // y[n, j2, j3] = Σ_c t3[n, j2, c] C3[c, j3]
         _ => rows_times(x.reshape([n * batch, left]), core.reshape([left, mode]))
             .reshape([n, batch * mode]),

@@ -7,16 +7,16 @@
 //! own norm on the next (BENCHMARKS.md, "GPU"; tests/wgpu.rs pins the kernel and shows both).
 //! Autotune only tries the double-buffered kernels on products with a side of 512 or more
 //! (cubek-matmul's `should_tune_double_buffering`), so a small weight is applied to the rows in
-//! groups of at most `GROUP`, `(M/g, g, k) · (1, k, n)`: the same sums, as a batch of products
-//! that kernel is never given.
+//! groups of `GROUP`, `(M/g, g, k) · (1, k, n)`, and to the fewer than `GROUP` rows left over as
+//! one plain product: the same sums, in products that kernel is never given.
 
 use burn::tensor::{backend::Backend, Tensor};
 
 /// A weight with both sides at most this is small: 8 × 8 is the size known wrong; 4 × 4 and
 /// 16 × 16 (tensor gates of rank 16 and 256) take the same path for margin.
 pub const SMALL: usize = 16;
-/// Most rows per group of the batched product: under 512, and large, so that a CPU back end
-/// runs few products (groups of 16 cost Flex 5% of a tensor-gate spec's step).
+/// Rows per group of the batched product: under 512, and large, so that a CPU back end runs
+/// few products (groups of 16 cost Flex 5% of a tensor-gate spec's step).
 pub const GROUP: usize = 256;
 
 /// `x · w` for `x (M, k)` and `w (k, n)`.
@@ -26,18 +26,17 @@ pub fn rows_times<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> 
     if k > SMALL || n > SMALL || m <= GROUP {
         return x.matmul(w);
     }
-    let g = gcd(m, GROUP);
-    x.reshape([m / g, g, k])
-        .matmul(w.reshape([1, k, n]))
-        .reshape([m, n])
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
+    let whole = m / GROUP * GROUP;
+    let grouped = |x: Tensor<B, 2>| {
+        x.reshape([whole / GROUP, GROUP, k])
+            .matmul(w.clone().reshape([1, k, n]))
+            .reshape([whole, n])
+    };
+    if whole == m {
+        return grouped(x);
     }
+    let rest = x.clone().narrow(0, whole, m - whole).matmul(w.clone());
+    Tensor::cat(vec![grouped(x.narrow(0, 0, whole)), rest], 0)
 }
 
 #[cfg(test)]
@@ -52,8 +51,8 @@ mod tests {
         (0..len).map(|i| ((i as f32) * 0.61 + seed).sin()).collect()
     }
 
-    /// The grouped product and its gradients are the plain product's, for row counts with
-    /// every kind of common factor with GROUP (odd rows make groups of one).
+    /// The grouped product and its gradients are the plain product's, for row counts that are
+    /// and are not a multiple of GROUP (the rows left over are one plain product).
     #[test]
     fn grouped_product_equals_the_plain_one_with_its_gradients() {
         let dev = Default::default();

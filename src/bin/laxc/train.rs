@@ -41,8 +41,10 @@ impl Placement {
             );
             return Err(ExitCode::from(IO_ERROR));
         }
-        // Every backend (Flex's GEMM and element-wise loops, ndarray, candle) runs its parallel
-        // work on rayon's global pool; it is built here, before the first tensor op.
+        // Flex's GEMM and loops and candle's GEMM run their parallel work on rayon's global
+        // pool, built here before the first tensor op; ndarray's matrix products run on
+        // matrixmultiply's own threads, which read this variable at their first product.
+        std::env::set_var("MATMUL_NUM_THREADS", n.to_string());
         rayon::ThreadPoolBuilder::new()
             .num_threads(n.into())
             .build_global()
