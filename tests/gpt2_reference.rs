@@ -7,6 +7,9 @@
 #![cfg(feature = "train")]
 
 mod common;
+mod formulas;
+
+use formulas::set;
 
 use burn::backend::NdArray;
 use burn::module::Param;
@@ -82,15 +85,6 @@ impl Fixture {
 
 fn dev() -> burn::tensor::Device<B> {
     Default::default()
-}
-
-fn set(m: &mut LaxModel<B>, name: &str, p: NodeParams<B>) {
-    let node = m
-        .program
-        .node(name)
-        .unwrap_or_else(|| panic!("no node {name}"));
-    let index = m.program.params[node].unwrap_or_else(|| panic!("{name} has no parameters"));
-    m.nodes[index] = p;
 }
 
 /// HF's LayerNorm weights into laxc's LayerNorm node, which keeps its own epsilon.

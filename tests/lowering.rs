@@ -138,12 +138,6 @@ fn scalar(t: Tensor<AD, 1>) -> f64 {
 const PATHWAY_GATE: &str = "lax[blocks[0].attn.q -> blocks[1].attn.q].gate";
 const SOURCE_DOWN: &str = "blocks[0].attn.q.A";
 
-fn set_ad(m: &mut LaxModel<AD>, name: &str, p: NodeParams<AD>) {
-    let node = m.program.node(name).unwrap();
-    let index = m.program.params[node].unwrap();
-    m.nodes[index] = p;
-}
-
 #[test]
 fn gradients_through_a_pathway_match_finite_differences() {
     let (_, model) = tiny_model(7);
@@ -161,7 +155,7 @@ fn gradients_through_a_pathway_match_finite_differences() {
             TensorData::new(vec![v], [1]),
             &Default::default(),
         ));
-        set_ad(&mut m, PATHWAY_GATE, NodeParams::Vector(alpha));
+        formulas::set(&mut m, PATHWAY_GATE, NodeParams::Vector(alpha));
         scalar(loss(&m))
     };
     let a0 = to_vec_inner(alpha.val().inner())[0];
@@ -190,7 +184,7 @@ fn gradients_through_a_pathway_match_finite_differences() {
                 &Default::default(),
             ));
             let down = laxc::lower::params::Linear { weight, bias: None };
-            set_ad(&mut m, SOURCE_DOWN, NodeParams::Linear(down));
+            formulas::set(&mut m, SOURCE_DOWN, NodeParams::Linear(down));
             scalar(loss(&m))
         };
         let fd = (with_a(eps) - with_a(-eps)) / (2.0 * eps);
