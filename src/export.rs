@@ -292,11 +292,7 @@ pub fn load_peft<B: Backend>(
                     view.shape()
                 ));
             }
-            let v: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
+            let v = crate::import::hf::float_values(&view).expect("F32, checked above");
             let w = Tensor::<B, 2>::from_data(TensorData::new(v, [out, inp]), device).transpose();
             let index = m
                 .program

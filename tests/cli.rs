@@ -778,19 +778,24 @@ fn pretrained_models_import_generate_and_export_from_the_command_line() {
         r#"{"eos_token": "</s>"}"#,
     )
     .unwrap();
-    let out = laxc()
-        .args(["generate", "--base"])
-        .arg(&model)
-        .args([
-            "--prompt",
-            "w5 w17 w3",
-            "--max-tokens",
-            "6",
-            "--format",
-            "json",
-        ])
-        .output()
-        .unwrap();
+    // Six tokens after a three-word prompt, as JSON, from the directory (and `extra`).
+    let generate = |extra: &[&std::ffi::OsStr]| {
+        laxc()
+            .args(["generate", "--base"])
+            .arg(&model)
+            .args(extra)
+            .args([
+                "--prompt",
+                "w5 w17 w3",
+                "--max-tokens",
+                "6",
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = generate(&[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -823,21 +828,8 @@ fn pretrained_models_import_generate_and_export_from_the_command_line() {
     ]);
     common::assert_success(&out);
     // With a PEFT adapter over it, its LoRA sites taken from the adapter's config.
-    let out = laxc()
-        .args(["generate", "--base"])
-        .arg(&model)
-        .arg("--adapter")
-        .arg(common::root().join("tests/data/llama-reference/untied-peft"))
-        .args([
-            "--prompt",
-            "w5 w17 w3",
-            "--max-tokens",
-            "6",
-            "--format",
-            "json",
-        ])
-        .output()
-        .unwrap();
+    let adapter = common::root().join("tests/data/llama-reference/untied-peft");
+    let out = generate(&["--adapter".as_ref(), adapter.as_os_str()]);
     common::assert_success(&out);
     let adapted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(

@@ -135,9 +135,37 @@ fn weight_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
     ))
 }
 
+/// A safetensors tensor's values as f32, from F32, F64, F16 or BF16; any other dtype is
+/// returned as the error.
+pub(crate) fn float_values(
+    view: &safetensors::tensor::TensorView,
+) -> Result<Vec<f32>, safetensors::Dtype> {
+    use safetensors::Dtype;
+    let data = view.data();
+    Ok(match view.dtype() {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|b| super::gguf::f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+            .collect(),
+        other => return Err(other),
+    })
+}
+
 /// Every tensor of the model, by laxc's names.
 pub fn read_weights(dir: &Path) -> Result<super::Weights, String> {
-    use safetensors::{Dtype, SafeTensors};
+    use safetensors::SafeTensors;
     let config = read_config(dir)?;
     let wanted = super::tensor_names(config.layers, config.tie_embeddings);
     let mut tensors = std::collections::BTreeMap::new();
@@ -148,31 +176,12 @@ pub fn read_weights(dir: &Path) -> Result<super::Weights, String> {
             .map_err(|e| format!("{}: not a safetensors file: {e}", file.display()))?;
         for (laxc, hf, _) in &wanted {
             let Ok(view) = st.tensor(hf) else { continue };
-            let data = view.data();
-            let values: Vec<f32> = match view.dtype() {
-                Dtype::F32 => data
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-                Dtype::F64 => data
-                    .chunks_exact(8)
-                    .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
-                    .collect(),
-                Dtype::F16 => data
-                    .chunks_exact(2)
-                    .map(|b| super::gguf::f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-                    .collect(),
-                Dtype::BF16 => data
-                    .chunks_exact(2)
-                    .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
-                    .collect(),
-                other => {
-                    return Err(format!(
-                        "{}: tensor `{hf}` is {other:?}; laxc reads F32, F16, BF16 and F64",
-                        file.display()
-                    ))
-                }
-            };
+            let values = float_values(&view).map_err(|other| {
+                format!(
+                    "{}: tensor `{hf}` is {other:?}; laxc reads F32, F16, BF16 and F64",
+                    file.display()
+                )
+            })?;
             tensors.insert(
                 laxc.clone(),
                 super::HostTensor {
