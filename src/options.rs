@@ -529,7 +529,9 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "device",
         kind: KeyKind::Device,
-        meaning: "where training runs (`laxc train --device` overrides it)",
+        meaning: "where training runs: one device, or several of one kind (`cpu,cpu`, \
+                  `cuda:0,cuda:1`) for a data-parallel replica on each (`laxc train --device` \
+                  overrides it; eval, generate and bench use the first)",
         hint: "",
         on_resume: Some("where the rest of the run trains"),
         set: |o, v| {
@@ -593,7 +595,9 @@ pub enum Device {
 
 impl Device {
     /// Every device name, for messages.
-    pub const NAMES: &'static str = "`cpu`, `cuda` (the first GPU), `cuda:N` or `wgpu`";
+    pub const NAMES: &'static str = "`cpu`, `cuda` (the first GPU), `cuda:N` or `wgpu`, or \
+                                     several of one kind for data parallelism (`cpu,cpu`, \
+                                     `cuda:0,cuda:1`)";
 
     /// The one parser of device names: `cpu`, `cuda` (device 0), `cuda:N` or `wgpu`.
     pub fn parse(s: &str) -> Option<Device> {
@@ -602,6 +606,46 @@ impl Device {
             "cuda" => Some(Device::Cuda(0)),
             "wgpu" => Some(Device::Wgpu),
             _ => s.strip_prefix("cuda:")?.parse().ok().map(Device::Cuda),
+        }
+    }
+
+    /// One device, or several of one kind separated by commas (`cpu,cpu`, `cuda:0,cuda:1`):
+    /// a replica of the model on each, trained data-parallel.
+    pub fn parse_list(s: &str) -> Result<Vec<Device>, String> {
+        let devices = s
+            .split(',')
+            .map(|d| {
+                Device::parse(d.trim()).ok_or_else(|| format!("unknown device `{}`", d.trim()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = devices[0];
+        let kind = std::mem::discriminant(&first);
+        if devices.iter().any(|d| std::mem::discriminant(d) != kind) {
+            return Err(format!(
+                "`{s}` mixes kinds of device: replicas run on devices of one kind (`cpu,cpu` or \
+                 `cuda:0,cuda:1`)"
+            ));
+        }
+        if first == Device::Wgpu && devices.len() > 1 {
+            return Err(
+                "wgpu has one device (its default adapter): several replicas run on \
+                        `cpu,cpu` or `cuda:0,cuda:1`"
+                    .into(),
+            );
+        }
+        for (i, d) in devices.iter().enumerate() {
+            if matches!(d, Device::Cuda(_)) && devices[..i].contains(d) {
+                return Err(format!("`{s}` names cuda:{} twice", d.index()));
+            }
+        }
+        Ok(devices)
+    }
+
+    /// The GPU's index (0 for the CPU and wgpu).
+    fn index(self) -> usize {
+        match self {
+            Device::Cuda(i) => i,
+            _ => 0,
         }
     }
 }
@@ -671,12 +715,14 @@ fn convert(key: &Key, v: &Evaluated) -> Result<TrainValue, Diagnostic> {
         }
         (KeyKind::Number(range), _) => Err(wrong(name, range.describe(), v)),
         (KeyKind::Device, Evaluated::Str(s, span) | Evaluated::Word(s, span)) => {
-            if Device::parse(s).is_none() {
-                return Err(
-                    Diagnostic::error("E0605", format!("unknown device `{s}`"), *span)
-                        .with_label("not a device")
-                        .with_hint(Device::NAMES),
-                );
+            if let Err(why) = Device::parse_list(s) {
+                let label = match why.starts_with("unknown") {
+                    true => "not a device",
+                    false => "not one kind of device",
+                };
+                return Err(Diagnostic::error("E0605", why, *span)
+                    .with_label(label)
+                    .with_hint(Device::NAMES));
             }
             Ok(TrainValue::Str(s.clone()))
         }
@@ -998,8 +1044,15 @@ impl TrainOptions {
         Ok(o)
     }
 
+    /// The device training runs on: the first of `devices()` (where evaluation, generation
+    /// and benchmarks run).
     pub fn device(&self) -> Device {
-        Device::parse(&self.device).expect("checked against the schema")
+        self.devices()[0]
+    }
+
+    /// One device per replica.
+    pub fn devices(&self) -> Vec<Device> {
+        Device::parse_list(&self.device).expect("checked against the schema")
     }
 }
 

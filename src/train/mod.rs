@@ -2,9 +2,11 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod cluster;
 pub mod data;
 pub mod default_data;
 pub mod digest;
+pub mod parallel;
 pub mod record;
 pub mod run;
 pub mod run_dir;

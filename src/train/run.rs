@@ -4,6 +4,7 @@
 
 use super::checkpoint;
 use super::data::{self, Data, ImageData};
+use super::parallel::{self, GradientSync, Replica, Topology};
 use crate::family::Input;
 use crate::lower::precision::compute_dtype;
 use crate::lower::{lower, LaxModel};
@@ -18,6 +19,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -34,6 +36,8 @@ pub struct RunPlan<'a> {
     pub resume: Option<Resumed>,
     /// Print a line per log step instead of drawing a bar (tests, pipes).
     pub plain: bool,
+    /// The replicas this run trains with, on this node and others.
+    pub topology: Topology,
 }
 
 /// What a resume goes on from.
@@ -284,23 +288,31 @@ pub(super) fn example_batch<B: Backend>(
     let rows = examples.len();
     let mut input = vec![0i64; rows * seq];
     let mut target = vec![IGNORED; rows * seq];
-    let mut count = 0;
     for (r, e) in examples.iter().enumerate() {
         let n = e.tokens.len().min(seq + 1);
         for j in 0..n - 1 {
             input[r * seq + j] = e.tokens[j] as i64;
             if j + 1 >= e.response_from {
                 target[r * seq + j] = e.tokens[j + 1] as i64;
-                count += 1;
             }
         }
     }
+    let count = examples.iter().map(|e| scored_positions(e, seq)).sum();
     Batch::Tokens {
         input: Tensor::from_data(TensorData::new(input, [rows, seq]), device),
         target: Tensor::from_data(TensorData::new(target, [rows * seq]), device),
         count,
         masked: true,
     }
+}
+
+/// How many positions of an example's row are scored: those whose next token is part of the
+/// response.
+fn scored_positions(e: &data::Example, seq: usize) -> usize {
+    let n = e.tokens.len().min(seq + 1);
+    (0..n.saturating_sub(1))
+        .filter(|j| j + 1 >= e.response_from)
+        .count()
 }
 
 fn image_batch<B: Backend>(
@@ -585,8 +597,21 @@ fn append_jsonl(path: &Path, v: serde_json::Value) -> std::io::Result<()> {
     writeln!(f, "{v}")
 }
 
-/// Trains the compiled spec on backend `B`. Returns the summary, or a one-line error.
-pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Summary, String> {
+/// What every replica of a run trains on, loaded once.
+struct Course {
+    data: Data,
+    /// The run's length in optimizer steps.
+    total: u64,
+    /// The length its learning-rate schedule was made for (a resumed run keeps its first).
+    schedule_total: u64,
+}
+
+/// Trains the compiled spec on backend `B`, one replica per device (and per device of every
+/// other node). Returns this node's first replica's summary, or a one-line error.
+pub fn train<B: AutodiffBackend>(
+    plan: &RunPlan,
+    devices: Vec<B::Device>,
+) -> Result<Summary, String> {
     let c = plan.compiled;
     let o = &plan.options;
     let seq = c.ir.model.tokens;
@@ -602,52 +627,84 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
         Some(resumed) => total_steps(&resumed.first, &data, seq)?,
         None => total,
     };
-    let (mut model, mut optim, start) = starting_point::<B>(plan, total, &device)?;
-    let mut log = RunLog::new(plan, &data, total, start);
+    let course = Course {
+        data,
+        total,
+        schedule_total,
+    };
+    parallel::replicate::<B, _>(&plan.topology, devices, |replica, device, sync| {
+        train_replica::<B>(plan, &course, replica, device, sync)
+    })
+}
+
+/// One replica's training loop. Every replica computes its slice of each batch and takes the
+/// same step from the summed gradients; the first one also logs, validates and checkpoints.
+fn train_replica<B: AutodiffBackend>(
+    plan: &RunPlan,
+    course: &Course,
+    replica: Replica,
+    device: B::Device,
+    sync: &GradientSync,
+) -> Result<Summary, String> {
+    let o = &plan.options;
+    let (data, total) = (&course.data, course.total);
+    let seq = plan.compiled.ir.model.tokens;
+    let (mut model, mut optim, start) = starting_point::<B>(plan, total, &device, replica)?;
+    parallel::same_start(sync, &model, replica)?;
+    let mut log = RunLog::new(plan, data, total, start, replica.leads());
     let mut sampler = Sampler::default();
     let mut step = start;
     let mut stopped = None;
     while step < total {
-        if STOP.load(Ordering::SeqCst) {
-            stopped = Some(Stop::Interrupted);
-            break;
-        }
-        let lr = learning_rate(o, step, schedule_total);
-        // Dropout masks come from the backend's generator: seeded per step, a resumed run draws
-        // the masks the uninterrupted run would have.
-        B::seed(&device, mix(o.seed, DROPOUT_STREAM ^ step));
-        let (loss, mut grads, items) = accumulate(&model, &data, o, step, &mut sampler, &device);
+        let lr = learning_rate(o, step, course.schedule_total);
+        // Dropout masks come from the backend's generator: seeded per step (and replica), a
+        // resumed run draws the masks the uninterrupted run would have.
+        B::seed(
+            &device,
+            mix(o.seed, DROPOUT_STREAM ^ step ^ replica.stream()),
+        );
+        let (loss, grads, items) =
+            accumulate(&model, data, o, step, &mut sampler, &device, replica);
+        let stop_asked = STOP.load(Ordering::SeqCst);
+        let (mut grads, agreed) = sync.all_reduce(&model, grads, loss, stop_asked)?;
         log.items(items);
         let grad_norm = clip_global(&model, &mut grads, o.clip);
-        // A step that would write NaN or infinity into the weights is not taken.
-        if !loss.is_finite() || !grad_norm.is_finite() {
-            stopped = Some(if loss.is_finite() {
+        // A step that would write NaN or infinity into the weights is not taken (by any
+        // replica: they all see the same summed loss and gradients).
+        if !agreed.loss.is_finite() || !grad_norm.is_finite() {
+            stopped = Some(if agreed.loss.is_finite() {
                 diverged(step + 1, "gradient norm", grad_norm)
             } else {
-                diverged(step + 1, "loss", loss)
+                diverged(step + 1, "loss", agreed.loss)
             });
             break;
         }
         model = optim.step(lr, model, grads);
         step += 1;
-        log.step(step, loss, lr, grad_norm)?;
-        if (o.eval_every > 0 && step.is_multiple_of(o.eval_every)) || step == total {
-            let (vl, acc) = evaluate(&model.valid(), &data, o, seq, &device, o.eval_batches);
+        log.step(step, agreed.loss, lr, grad_norm)?;
+        let validates = (o.eval_every > 0 && step.is_multiple_of(o.eval_every)) || step == total;
+        if validates && replica.leads() {
+            let (vl, acc) = evaluate(&model.valid(), data, o, seq, &device, o.eval_batches);
             log.validation(step, vl, acc)?;
         }
         if o.checkpoint_every > 0 && step.is_multiple_of(o.checkpoint_every) && step < total {
-            let losses = (step, loss, log.val_loss_at(step));
-            stopped = checkpoint_unless_diverged(plan, losses, &model, &optim)?;
+            let losses = (step, agreed.loss, log.val_loss_at(step));
+            stopped = checkpoint_unless_diverged(plan, losses, &model, &optim, replica)?;
             if stopped.is_some() {
                 break;
             }
+        }
+        // Ctrl-C or SIGTERM on any replica (or node): every replica stops after this step.
+        if agreed.stop {
+            stopped = Some(Stop::Interrupted);
+            break;
         }
     }
     // Leave a checkpoint of where the run got to, at the end and on Ctrl-C. After a divergence
     // the weights are not worth keeping: the last periodic checkpoint stays the latest.
     if step > start && (stopped.is_none() || stopped == Some(Stop::Interrupted)) {
         let losses = (step, log.last_loss, log.val_loss_at(step));
-        stopped = checkpoint_unless_diverged(plan, losses, &model, &optim)?.or(stopped);
+        stopped = checkpoint_unless_diverged(plan, losses, &model, &optim, replica)?.or(stopped);
     }
     log.finish(step, stopped)
 }
@@ -655,16 +712,21 @@ pub fn train<B: AutodiffBackend>(plan: &RunPlan, device: B::Device) -> Result<Su
 /// Saves a checkpoint of `(step, loss, validation loss)`, unless the weights are no longer
 /// finite: then the run stops as diverged, and `latest` stays the last good checkpoint. (Checked
 /// only here, where it matters, not after every step.)
+/// Every replica checks (their weights are the same, so they stop together); the first one
+/// writes.
 fn checkpoint_unless_diverged<B: AutodiffBackend>(
     plan: &RunPlan,
     losses: (u64, f64, Option<f64>),
     model: &LaxModel<B>,
     optim: &Adam<B>,
+    replica: Replica,
 ) -> Result<Option<Stop>, String> {
     if !all_finite(model) {
         return Ok(Some(diverged(losses.0, "weights", f64::NAN)));
     }
-    checkpoint::save(&plan.out, losses, model, optim, plan.options.keep)?;
+    if replica.leads() {
+        checkpoint::save(&plan.out, losses, model, optim, plan.options.keep)?;
+    }
     Ok(None)
 }
 
@@ -681,6 +743,7 @@ fn starting_point<B: AutodiffBackend>(
     plan: &RunPlan,
     total: u64,
     device: &B::Device,
+    replica: Replica,
 ) -> Result<(LaxModel<B>, Adam<B>, u64), String> {
     let (c, o) = (plan.compiled, &plan.options);
     B::seed(device, o.seed);
@@ -697,7 +760,9 @@ fn starting_point<B: AutodiffBackend>(
         return Ok((model, optim, 0));
     };
     let (model, optim, state) = checkpoint::load(&resumed.checkpoint, model, optim, device)?;
-    forget_metrics_after(&plan.out.join("metrics.jsonl"), state.step)?;
+    if replica.leads() {
+        forget_metrics_after(&plan.out.join("metrics.jsonl"), state.step)?;
+    }
     if state.step >= total {
         return Err(already_there(state.step, total));
     }
@@ -713,29 +778,34 @@ struct Sampler {
 }
 
 impl Sampler {
-    /// Micro-batch `k` of the run (step × accum + micro).
+    /// Rows `rows` of micro-batch `k` of the run (step × accum + micro), and how many items
+    /// (scored tokens, images) the whole micro-batch has.
     fn micro_batch<B: AutodiffBackend>(
         &mut self,
         data: &Data,
         o: &TrainOptions,
         seq: usize,
         k: u64,
+        rows: Range<usize>,
         device: &B::Device,
-    ) -> Batch<B> {
+    ) -> (Batch<B>, usize) {
         match data {
             Data::Tokens(t) => {
-                let first = k * o.batch as u64;
-                let flat = data::token_batch(&t.train, first, o.batch, seq, |w| mix(o.seed, w));
-                token_batch::<B>(flat, o.batch, seq, device)
+                let first = k * o.batch as u64 + rows.start as u64;
+                let n = rows.len();
+                let flat = data::token_batch(&t.train, first, n, seq, |w| mix(o.seed, w));
+                (token_batch::<B>(flat, n, seq, device), o.batch * seq)
             }
             Data::Images(d) => {
                 let idx = self.epoch_positions(d.train_y.len(), o, k);
-                image_batch::<B>(&d.train_x, &d.train_y, &idx, d, device)
+                let batch = image_batch::<B>(&d.train_x, &d.train_y, &idx[rows], d, device);
+                (batch, idx.len())
             }
             Data::Examples(e) => {
                 let idx = self.epoch_positions(e.train.len(), o, k);
-                let rows: Vec<&data::Example> = idx.iter().map(|&i| &e.train[i]).collect();
-                example_batch::<B>(&rows, seq, device)
+                let all: Vec<&data::Example> = idx.iter().map(|&i| &e.train[i]).collect();
+                let whole = all.iter().map(|x| scored_positions(x, seq)).sum();
+                (example_batch::<B>(&all[rows], seq, device), whole)
             }
         }
     }
@@ -757,7 +827,9 @@ impl Sampler {
 }
 
 /// One optimizer step's gradients, accumulated over `accum` micro-batches: the mean loss, the
-/// gradients and how many samples (tokens or images) went in.
+/// gradients and how many samples (tokens or images) the step has. A replica computes its rows
+/// of each micro-batch, its loss weighted by their share of the micro-batch's items, so that
+/// the replicas' sums are the whole batch's mean.
 fn accumulate<B: AutodiffBackend>(
     model: &LaxModel<B>,
     data: &Data,
@@ -765,15 +837,22 @@ fn accumulate<B: AutodiffBackend>(
     step: u64,
     sampler: &mut Sampler,
     device: &B::Device,
+    replica: Replica,
 ) -> (f64, GradientsParams, usize) {
     let seq = model.program.tokens;
     let mut acc = GradientsAccumulator::<LaxModel<B>>::new();
     let (mut loss_sum, mut items) = (0.0, 0);
     for micro in 0..o.accum {
         let k = step * o.accum as u64 + micro as u64;
-        let batch = sampler.micro_batch::<B>(data, o, seq, k, device);
-        items += batch.count();
+        let rows = replica.rows(o.batch);
+        let (batch, whole) = sampler.micro_batch::<B>(data, o, seq, k, rows, device);
+        items += whole;
+        let share = batch.count() as f64 / whole.max(1) as f64;
         let (loss, _) = forward(model, batch);
+        let loss = match replica.world {
+            1 => loss,
+            _ => loss.mul_scalar(share),
+        };
         let loss = loss.div_scalar(o.accum as f64);
         let l: f64 = loss.clone().into_scalar().elem();
         loss_sum += l;
@@ -787,6 +866,8 @@ fn accumulate<B: AutodiffBackend>(
 /// figures of its summary.
 struct RunLog<'a> {
     plan: &'a RunPlan<'a>,
+    /// Whether this replica tells (the first one does; the others only keep figures).
+    tells: bool,
     metrics: PathBuf,
     bar: ProgressBar,
     total: u64,
@@ -810,9 +891,9 @@ impl Drop for RunLog<'_> {
 }
 
 impl<'a> RunLog<'a> {
-    fn new(plan: &'a RunPlan<'a>, data: &Data, total: u64, start: u64) -> Self {
+    fn new(plan: &'a RunPlan<'a>, data: &Data, total: u64, start: u64, tells: bool) -> Self {
         let tokens_data = !matches!(data, Data::Images(_));
-        let bar = if plan.plain {
+        let bar = if plan.plain || !tells {
             ProgressBar::hidden()
         } else {
             let b = ProgressBar::new(total);
@@ -828,6 +909,7 @@ impl<'a> RunLog<'a> {
         bar.set_position(start);
         RunLog {
             plan,
+            tells,
             metrics: plan.out.join("metrics.jsonl"),
             bar,
             total,
@@ -844,6 +926,9 @@ impl<'a> RunLog<'a> {
     }
 
     fn say(&self, line: String) {
+        if !self.tells {
+            return;
+        }
         if self.plan.plain {
             eprintln!("{line}");
         } else {
@@ -857,6 +942,9 @@ impl<'a> RunLog<'a> {
     }
 
     fn record(&self, rec: serde_json::Value) -> Result<(), String> {
+        if !self.tells {
+            return Ok(());
+        }
         append_jsonl(&self.metrics, rec)
             .map_err(|e| format!("cannot write {}: {e}", self.metrics.display()))
     }
@@ -874,7 +962,7 @@ impl<'a> RunLog<'a> {
         let rate = self.window_items as f64 / secs;
         self.bar
             .set_message(format!("loss {loss:.4} {rate:.0} {unit}/s"));
-        if self.plan.plain {
+        if self.plan.plain && self.tells {
             self.say(format!(
                 "step {step}/{total} loss {loss:.4} lr {lr:.3e} {rate:.0} {unit}/s"
             ));
@@ -930,6 +1018,9 @@ impl<'a> RunLog<'a> {
             stopped,
             run_dir: run.clone(),
         };
+        if !self.tells {
+            return Ok(summary);
+        }
         let json = serde_json::to_string_pretty(&summary).expect("serializes");
         crate::files::write_atomically(&run.join("summary.json"), json.as_bytes())
             .map_err(|e| format!("cannot write the summary: {e}"))?;

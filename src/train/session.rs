@@ -3,8 +3,9 @@
 //! one dispatch to a backend), so that the command line and a Rust user of laxc share them.
 
 use super::bench::{bench, BenchOptions, BenchResult};
+use super::parallel::Topology;
 use super::run::{self, already_there, Resumed, RunPlan, Summary};
-use super::{checkpoint, data, record, run_dir};
+use super::{checkpoint, cluster, data, record, run_dir};
 use crate::lower::precision::compute_dtype;
 use crate::options::{Device, Precision, TrainOptions};
 use crate::source::Source;
@@ -92,9 +93,10 @@ pub fn spec_dir(path: Option<&Path>) -> Result<PathBuf, Refusal> {
 /// What a command keeps in memory, by laxc check's estimate.
 #[derive(Debug, Clone, Copy)]
 pub enum Need {
-    /// Training with micro-batches of `batch` samples: fp32 weights, gradients and Adam state,
-    /// and the activations the micro-batch keeps for the backward pass.
-    Train { batch: usize },
+    /// Training `replicas` replicas in this process, each with micro-batches of `batch`
+    /// samples: fp32 weights, gradients and Adam state, and the activations the micro-batch
+    /// keeps for the backward pass, for each replica.
+    Train { batch: usize, replicas: usize },
     /// Evaluation: the fp32 weights (a forward pass without gradients keeps no activations
     /// beyond the few it is computing).
     Eval,
@@ -110,15 +112,19 @@ pub fn fits_in_memory(c: &Compiled, need: Need, device: Device) -> Result<(), Re
     let m = &report.memory;
     let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
     let (total, what) = match need {
-        Need::Train { batch } => {
+        Need::Train { batch, replicas } => {
             let activations = m.activation_bytes_per_sample_fp32 * batch as u128;
+            let each = match replicas {
+                1 => String::new(),
+                n => format!(", for each of {n} replicas"),
+            };
             let what = format!(
                 "{:.2} GiB for fp32 weights, gradients and Adam state and {:.2} GiB for the \
-                 activations of a batch of {batch}",
+                 activations of a batch of {batch}{each}",
                 gib(m.train_bytes_fp32),
                 gib(activations)
             );
-            (m.train_bytes_fp32 + activations, what)
+            (replicas as u128 * (m.train_bytes_fp32 + activations), what)
         }
         Need::Eval => {
             let weights = 4 * report.params.total;
@@ -248,36 +254,57 @@ pub fn device_label(device: Device, backend: CpuBackend) -> String {
 /// Work that runs on whichever backend the user chose.
 pub trait OnBackend {
     type Output;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+    /// Runs on `devices` (one, unless the job trains replicas).
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output;
+}
+
+/// The first of a job's devices: where a job that is not training runs.
+fn first<D>(devices: Vec<D>) -> D {
+    devices.into_iter().next().expect("one device at least")
 }
 
 /// The one dispatch from a device and CPU backend to a Burn backend type.
 // Candle is deprecated in Burn 0.21 but kept selectable: the CPU backends are compared side by
 // side in BENCHMARKS.md.
 #[allow(deprecated)]
+/// `devices` are of one kind (`Device::parse_list`).
+#[allow(deprecated)]
 pub fn dispatch<J: OnBackend>(
-    device: Device,
+    devices: &[Device],
     backend: CpuBackend,
     job: J,
 ) -> Result<J::Output, Refusal> {
     use burn::backend::{Autodiff, Candle, Flex, NdArray};
-    Ok(match (device, backend) {
-        (Device::Cuda(index), _) => return cuda(index, job),
+    let n = devices.len();
+    Ok(match (devices[0], backend) {
+        (Device::Cuda(_), _) => return cuda(devices, job),
         (Device::Wgpu, _) => return wgpu(job),
-        (Device::Cpu, CpuBackend::Flex) => job.run::<Autodiff<Flex>>(Default::default()),
-        (Device::Cpu, CpuBackend::Ndarray) => job.run::<Autodiff<NdArray>>(Default::default()),
-        (Device::Cpu, CpuBackend::Candle) => job.run::<Autodiff<Candle>>(Default::default()),
+        (Device::Cpu, CpuBackend::Flex) => job.run::<Autodiff<Flex>>(cpus(n)),
+        (Device::Cpu, CpuBackend::Ndarray) => job.run::<Autodiff<NdArray>>(cpus(n)),
+        (Device::Cpu, CpuBackend::Candle) => job.run::<Autodiff<Candle>>(cpus(n)),
     })
 }
 
+/// `n` replicas on the CPU: the CPU backends have one device, which they share.
+fn cpus<D: Default + Clone>(n: usize) -> Vec<D> {
+    vec![D::default(); n]
+}
+
 #[cfg(feature = "cuda")]
-fn cuda<J: OnBackend>(index: usize, job: J) -> Result<J::Output, Refusal> {
+fn cuda<J: OnBackend>(devices: &[Device], job: J) -> Result<J::Output, Refusal> {
     use burn::backend::cuda::{Cuda, CudaDevice};
-    Ok(job.run::<burn::backend::Autodiff<Cuda>>(CudaDevice::new(index)))
+    let gpus = devices
+        .iter()
+        .map(|d| match d {
+            Device::Cuda(i) => CudaDevice::new(*i),
+            _ => unreachable!("devices of one kind"),
+        })
+        .collect();
+    Ok(job.run::<burn::backend::Autodiff<Cuda>>(gpus))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda<J: OnBackend>(_index: usize, _job: J) -> Result<J::Output, Refusal> {
+fn cuda<J: OnBackend>(_devices: &[Device], _job: J) -> Result<J::Output, Refusal> {
     Err(Refusal::Io(
         "--device cuda needs laxc built with `--features cuda`".into(),
     ))
@@ -286,7 +313,7 @@ fn cuda<J: OnBackend>(_index: usize, _job: J) -> Result<J::Output, Refusal> {
 #[cfg(feature = "wgpu")]
 fn wgpu<J: OnBackend>(job: J) -> Result<J::Output, Refusal> {
     use burn::backend::wgpu::{Wgpu, WgpuDevice};
-    Ok(job.run::<burn::backend::Autodiff<Wgpu>>(WgpuDevice::DefaultDevice))
+    Ok(job.run::<burn::backend::Autodiff<Wgpu>>(vec![WgpuDevice::DefaultDevice]))
 }
 
 #[cfg(not(feature = "wgpu"))]
@@ -315,93 +342,222 @@ pub struct Launch<'a> {
     pub backend: CpuBackend,
     /// A line per log step instead of a progress bar.
     pub plain: bool,
+    /// This node's place among several (`--nodes`); None for one machine.
+    pub cluster: Option<cluster::NodePlan>,
 }
 
 struct TrainJob<'a>(&'a RunPlan<'a>);
 
 impl OnBackend for TrainJob<'_> {
     type Output = Result<Summary, String>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        run::train::<B>(self.0, device)
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        run::train::<B>(self.0, devices)
     }
 }
 
-/// Trains a spec: checks the device and memory, claims (and locks) the run folder, records
-/// the spec and its resolved options, trains, and returns the summary. A new run that fails
-/// before its first checkpoint leaves nothing behind.
+/// Trains a spec: checks the devices and memory, meets the other nodes (if any), claims (and
+/// locks) the run folder, records the spec and its resolved options, trains, and returns the
+/// summary. A new run that fails before its first checkpoint leaves nothing behind. Only node
+/// rank 0 writes; the other nodes read the run folder only to resume.
 pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
-    let device = l.options.device();
-    usable(device)?;
+    let devices = l.options.devices();
+    for d in &devices {
+        usable(*d)?;
+    }
     precision_usable(&l.options, l.backend)?;
-    fits_in_memory(
-        l.compiled,
-        Need::Train {
-            batch: l.options.batch,
-        },
-        device,
-    )?;
-    let mut options = l.options;
+    let nodes = l.cluster.as_ref().map_or(1, |c| c.nodes);
+    if nodes > 1 && devices.len() > 1 {
+        // Each all-reduce between nodes is a registration of its own (cluster::Link); with
+        // several replicas on a node they would have to leave and rejoin together.
+        return Err(Refusal::Io(format!(
+            "with --nodes, each node trains one replica (--device {} names {}): run one node \
+             (process) per device, each with its own --node-rank",
+            l.options.device,
+            devices.len()
+        )));
+    }
+    let world = devices.len() * nodes;
+    if l.options.batch < world {
+        return Err(Refusal::Spec(format!(
+            "batch = {} cannot be split over {world} replicas (each computes at least one sample \
+             of every batch): raise `batch` or use fewer devices",
+            l.options.batch
+        )));
+    }
+    let need = Need::Train {
+        batch: l.options.batch.div_ceil(world),
+        replicas: devices.len(),
+    };
+    fits_in_memory(l.compiled, need, devices[0])?;
+    let mut options = l.options.clone();
     // Recorded absolute, so that a resume or an evaluation from anywhere finds the same files;
     // hashed once, before anything is written.
     options.data = options.data.map(|d| data::absolute(&d, &l.spec_dir));
     let sums = record::data_sums(&options.data)?;
-    let (out, resume, created, _lock) = match l.folder {
-        Folder::Resume(run) => {
-            if !run_dir::has_checkpoints(&run.dir) {
-                let why = format!("{} has no checkpoint to resume from", run.dir.display());
-                return Err(Refusal::Io(why));
-            }
-            let lock = run_dir::lock(&run.dir).map_err(Refusal::Io)?;
-            run.same_data(&sums)?;
-            let checkpoint = resumable_checkpoint(&run.dir, options.steps)?;
-            let resumed = Resumed {
-                first: run.first,
-                checkpoint,
-            };
-            (run.dir, Some(resumed), false, lock)
-        }
-        Folder::New {
-            out: Some(out),
-            replace,
-        } => {
-            let claimed = run_dir::claim(&out, replace).map_err(Refusal::Io)?;
-            (out, None, claimed.created, claimed.lock)
-        }
-        Folder::New { out: None, replace } => {
-            let out = new_default_run_dir(&l.source.name).map_err(Refusal::Io)?;
-            let claimed = run_dir::claim(&out, replace).map_err(Refusal::Io)?;
-            (out, None, true, claimed.lock)
-        }
+    let Some(plan) = &l.cluster else {
+        let topology = Topology::local(devices.len());
+        return train_here(&l, options, &sums, topology);
     };
+    let identity = cluster::Identity {
+        nodes,
+        replicas: devices.len(),
+        fingerprint: fingerprint(&l, &sums),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let joined = cluster::join(plan, identity).map_err(Refusal::Io)?;
+    let topology = Topology {
+        node_rank: plan.rank,
+        nodes,
+        per_node: devices.len(),
+        collective: Some(joined.link.config().map_err(Refusal::Io)?),
+        link: Some(joined.link.clone()),
+    };
+    let result = train_here(&l, options, &sums, topology);
+    match &result {
+        Ok(_) => joined.done(),
+        Err(r) => joined.failed(r.message()),
+    }
+    result
+}
+
+/// What must be the same on every node: the spec, its options as given (devices aside: each
+/// node names its own) and the data files' contents (their paths may differ between machines).
+fn fingerprint(l: &Launch, sums: &record::DataSums) -> String {
+    let mut options = l.options.clone();
+    options.device = String::new();
+    let options = serde_json::to_string(&options).expect("serializes");
+    let contents: Vec<&str> = sums.iter().map(|(_, sum)| sum.as_str()).collect();
+    let all = format!("{}\n{options}\n{contents:?}", l.source.text);
+    super::digest::of_bytes(all.as_bytes())
+}
+
+/// This node's part of a run: the folder (written by node rank 0 only), then its replicas.
+fn train_here(
+    l: &Launch,
+    options: TrainOptions,
+    sums: &record::DataSums,
+    topology: Topology,
+) -> Result<Summary, Refusal> {
+    let writes = topology.node_rank == 0;
+    let (out, resume, created, _lock) =
+        claim_folder(&l.folder, &l.source.name, options.steps, sums, writes)?;
     let is_new = resume.is_none();
     let cleanup = |e: String| {
-        if is_new && !run_dir::has_checkpoints(&out) {
+        if writes && is_new && !run_dir::has_checkpoints(&out) {
             let _ = run_dir::remove_run_entries(&out, created);
         }
         Refusal::Io(e)
     };
-    record::write(&out, l.source, l.compiled, &options, &sums, is_new).map_err(cleanup)?;
+    if writes {
+        record::write(&out, l.source, l.compiled, &options, sums, is_new).map_err(cleanup)?;
+    }
     let params = &l.compiled.report().params;
     let frozen = match params.frozen {
         0 => String::new(),
         n => format!(", {} frozen", crate::report::thousands(n)),
     };
+    let devices = options.devices();
     eprintln!(
-        "training {} ({} trainable params{frozen}) on {} → {}",
+        "training {} ({} trainable params{frozen}) on {}{} → {}",
         l.source.name,
         crate::report::thousands(params.trainable),
-        device_label(device, l.backend),
+        devices_label(&devices, l.backend),
+        replicas_label(&topology, options.batch),
         out.display()
     );
     let plan = RunPlan {
         compiled: l.compiled,
-        spec_dir: l.spec_dir,
+        spec_dir: l.spec_dir.clone(),
         options,
         out: out.clone(),
         resume,
         plain: l.plain,
+        topology,
     };
-    dispatch(device, l.backend, TrainJob(&plan))?.map_err(cleanup)
+    dispatch(&devices, l.backend, TrainJob(&plan))?.map_err(cleanup)
+}
+
+/// The run folder: a new one claimed, or the run resumed (locked) with its checkpoint. A node
+/// that does not write claims nothing and locks nothing: it reads the checkpoint to resume.
+fn claim_folder(
+    folder: &Folder,
+    spec_name: &str,
+    steps: Option<u64>,
+    sums: &record::DataSums,
+    writes: bool,
+) -> Result<(PathBuf, Option<Resumed>, bool, Option<run_dir::RunLock>), Refusal> {
+    match folder {
+        Folder::Resume(run) => {
+            if !run_dir::has_checkpoints(&run.dir) {
+                let why = format!("{} has no checkpoint to resume from", run.dir.display());
+                return Err(Refusal::Io(why));
+            }
+            let lock = match writes {
+                true => Some(run_dir::lock(&run.dir).map_err(Refusal::Io)?),
+                false => None,
+            };
+            run.same_data(sums)?;
+            let checkpoint = resumable_checkpoint(&run.dir, steps)?;
+            let resumed = Resumed {
+                first: run.first.clone(),
+                checkpoint,
+            };
+            Ok((run.dir.clone(), Some(resumed), false, lock))
+        }
+        Folder::New { out, .. } if !writes => {
+            let out = out.clone().unwrap_or_else(|| PathBuf::from("runs"));
+            Ok((out, None, false, None))
+        }
+        Folder::New {
+            out: Some(out),
+            replace,
+        } => {
+            let claimed = run_dir::claim(out, *replace).map_err(Refusal::Io)?;
+            Ok((out.clone(), None, claimed.created, Some(claimed.lock)))
+        }
+        Folder::New { out: None, replace } => {
+            let out = new_default_run_dir(spec_name).map_err(Refusal::Io)?;
+            let claimed = run_dir::claim(&out, *replace).map_err(Refusal::Io)?;
+            Ok((out, None, true, Some(claimed.lock)))
+        }
+    }
+}
+
+/// How the devices are named in the banner: `cpu (flex, 2 threads)`, `cpu (flex, …) × 2`,
+/// `cuda:0, cuda:1`.
+fn devices_label(devices: &[Device], backend: CpuBackend) -> String {
+    let one = device_label(devices[0], backend);
+    match devices {
+        [_] => one,
+        [Device::Cpu, ..] => format!("{one} × {}", devices.len()),
+        _ => {
+            let names: Vec<String> = devices.iter().map(|d| device_label(*d, backend)).collect();
+            names.join(", ")
+        }
+    }
+}
+
+/// ", replicas 0–1 of 4 (node rank 0 of 2), 4 samples each" where there are several.
+fn replicas_label(t: &Topology, batch: usize) -> String {
+    let world = t.world();
+    if world == 1 {
+        return String::new();
+    }
+    let first = t.node_rank * t.per_node;
+    let last = first + t.per_node - 1;
+    let mine = match first == last {
+        true => format!("replica {first}"),
+        false => format!("replicas {first}–{last}"),
+    };
+    let node = match t.nodes {
+        1 => String::new(),
+        n => format!(" (node rank {} of {n})", t.node_rank),
+    };
+    let each = match batch % world {
+        0 => format!("{} samples each", batch / world),
+        _ => format!("{}–{} samples each", batch / world, batch / world + 1),
+    };
+    format!(", {mine} of {world}{node}, {each}")
 }
 
 /// The checkpoint a resume goes on from (the newest intact one, found once, so that its
@@ -462,7 +618,8 @@ struct EvalJob<'a> {
 
 impl OnBackend for EvalJob<'_> {
     type Output = Result<(f64, Option<f64>), String>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        let device = first(devices);
         // Evaluation needs no gradients: the backend without autodiff.
         let (c, o) = (self.compiled, self.options);
         let ck = checkpoint::latest(self.checkpoint)?
@@ -502,7 +659,7 @@ pub fn eval_checkpoint(
         checkpoint,
         batches: batches.unwrap_or(usize::MAX),
     };
-    dispatch(device, backend, job)?.map_err(Refusal::Io)
+    dispatch(&[device], backend, job)?.map_err(Refusal::Io)
 }
 
 struct BenchJob<'a> {
@@ -514,8 +671,14 @@ struct BenchJob<'a> {
 
 impl OnBackend for BenchJob<'_> {
     type Output = BenchResult;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> BenchResult {
-        bench::<B>(self.compiled, self.name, self.train, self.bench, device)
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> BenchResult {
+        bench::<B>(
+            self.compiled,
+            self.name,
+            self.train,
+            self.bench,
+            first(devices),
+        )
     }
 }
 
@@ -535,6 +698,7 @@ pub fn bench_spec(
     precision_usable(train, backend)?;
     let need = Need::Train {
         batch: bench_options.batch,
+        replicas: 1,
     };
     fits_in_memory(c, need, device)?;
     let job = BenchJob {
@@ -543,7 +707,7 @@ pub fn bench_spec(
         train,
         bench: bench_options,
     };
-    let mut result = dispatch(device, backend, job)?;
+    let mut result = dispatch(&[device], backend, job)?;
     result.implementation = format!("laxc ({})", device_label(device, backend));
     Ok(result)
 }
@@ -580,7 +744,8 @@ struct GenerateJob<'a>(GenerateRequest<'a>);
 
 impl OnBackend for GenerateJob<'_> {
     type Output = Result<Vec<crate::generate::Stats>, String>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        let device = first(devices);
         // Generation needs no gradients: the backend without autodiff.
         let r = self.0;
         let spec = &r.compiled.spec;
@@ -631,5 +796,5 @@ pub fn generate_text(r: GenerateRequest) -> Result<Vec<crate::generate::Stats>, 
         )));
     }
     let (device, backend) = (r.device, r.backend);
-    dispatch(device, backend, GenerateJob(r))?.map_err(Refusal::Io)
+    dispatch(&[device], backend, GenerateJob(r))?.map_err(Refusal::Io)
 }

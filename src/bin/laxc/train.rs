@@ -14,8 +14,10 @@ use std::process::ExitCode;
 #[derive(clap::Args, Clone)]
 pub struct Placement {
     /// `cpu` (default), `cuda[:N]` (a build with `--features cuda`) or `wgpu` (Vulkan, Metal or
-    /// DX12; a build with `--features wgpu`); overrides the spec's `device` key.
-    #[arg(long)]
+    /// DX12; a build with `--features wgpu`); overrides the spec's `device` key. For `laxc
+    /// train`, several of one kind (`cpu,cpu`, `cuda:0,cuda:1`) train a data-parallel replica
+    /// on each.
+    #[arg(long, visible_alias = "devices")]
     pub device: Option<String>,
     /// CPU backend: flex (default, fastest here), ndarray or candle.
     #[arg(long, value_enum, default_value_t = CpuBackend::Flex)]
@@ -95,12 +97,59 @@ pub struct TrainArgs {
     resume: Option<PathBuf>,
     #[command(flatten)]
     placement: Placement,
+    #[command(flatten)]
+    nodes: NodeArgs,
     /// Print a line per log step instead of a progress bar.
     #[arg(long)]
     plain: bool,
     /// How the summary at the end is printed (the run folder has every figure either way).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+}
+
+/// Training on several machines (as torchrun's `--nnodes`, `--node-rank`, `--master-addr`):
+/// the same command on every node, with its own `--node-rank`.
+#[derive(clap::Args, Clone)]
+pub struct NodeArgs {
+    /// How many machines train together (each with the replicas its `--device` lists).
+    #[arg(long, requires_all = ["node_rank", "coordinator"], value_parser = clap::value_parser!(u16).range(1..))]
+    nodes: Option<u16>,
+    /// This machine's rank, 0 to nodes − 1. Node rank 0 is the coordinator: it listens at
+    /// `--coordinator` and writes the run folder.
+    #[arg(long, requires = "nodes")]
+    node_rank: Option<u16>,
+    /// HOST:PORT where node rank 0 listens and every node reaches it.
+    #[arg(long, requires = "nodes", value_name = "HOST:PORT")]
+    coordinator: Option<String>,
+    /// Seconds the nodes wait for each other to start and register.
+    #[arg(
+        long,
+        default_value_t = 300,
+        value_name = "SECONDS",
+        requires = "nodes"
+    )]
+    node_wait: u64,
+}
+
+impl NodeArgs {
+    fn plan(&self) -> Result<Option<train::cluster::NodePlan>, ExitCode> {
+        let (Some(nodes), Some(rank), Some(at)) = (self.nodes, self.node_rank, &self.coordinator)
+        else {
+            return Ok(None);
+        };
+        if rank >= nodes {
+            eprintln!(
+                "error: --node-rank {rank} is not below --nodes {nodes} (ranks count from 0)"
+            );
+            return Err(ExitCode::from(IO_ERROR));
+        }
+        Ok(Some(train::cluster::NodePlan {
+            nodes: nodes.into(),
+            rank: rank.into(),
+            coordinator: at.clone(),
+            wait: std::time::Duration::from_secs(self.node_wait),
+        }))
+    }
 }
 
 #[derive(clap::Args)]
@@ -173,8 +222,8 @@ fn place(opts: &mut TrainOptions, device: Option<&str>) -> Result<(), ExitCode> 
     let Some(d) = device else {
         return Ok(());
     };
-    if Device::parse(d).is_none() {
-        eprintln!("error: unknown device `{d}`: use {}", Device::NAMES);
+    if let Err(why) = Device::parse_list(d) {
+        eprintln!("error: {why}: use {}", Device::NAMES);
         return Err(ExitCode::from(IO_ERROR));
     }
     opts.device = d.to_string();
@@ -208,6 +257,10 @@ pub fn run_train(args: TrainArgs) -> ExitCode {
     if let Err(c) = args.placement.start_threads(options.device()) {
         return c;
     }
+    let cluster = match args.nodes.plan() {
+        Ok(c) => c,
+        Err(c) => return c,
+    };
     let _ = ctrlc::set_handler(|| {
         // Said once, at once: a long step may take a while to finish. At a terminal the
         // progress bar's line is cleared first, so the message does not end up inside it.
@@ -227,6 +280,7 @@ pub fn run_train(args: TrainArgs) -> ExitCode {
         folder,
         backend: args.placement.backend.into(),
         plain: args.plain || !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        cluster,
     };
     match session::train_spec(launch) {
         Ok(s) => {
