@@ -45,7 +45,17 @@ fn every_figure_matches_the_independent_computation() {
                 .unwrap_or_else(|| panic!("{name}: no independent figures in expected.json"));
             let src = common::source(&path);
             let r = laxc::compile(&src).expect("compiles").report();
-            let checks: [(&str, u128); 10] = [
+            let ring8 = &r.data_parallel.replicas[2];
+            assert_eq!(ring8.replicas, 8, "{name}");
+            let checks: [(&str, u128); 12] = [
+                (
+                    "gradient_bytes_per_step",
+                    r.data_parallel.gradient_bytes_per_step,
+                ),
+                (
+                    "ring_bytes_sent_per_replica_8",
+                    ring8.ring_bytes_sent_per_replica,
+                ),
                 ("params_total", r.params.total),
                 ("params_trainable", r.params.trainable),
                 ("params_frozen", r.params.frozen),
@@ -59,6 +69,21 @@ fn every_figure_matches_the_independent_computation() {
             ];
             for (key, got) in checks {
                 assert_eq!(got, int(e, key), "{name}: {key}");
+            }
+            // Each replica: the whole training state and its rows of the batch (rounded up).
+            let batch = r
+                .memory
+                .activation_bytes_per_batch_fp32
+                .map(|b| b / r.memory.activation_bytes_per_sample_fp32.max(1));
+            for c in &r.data_parallel.replicas {
+                let rows = batch
+                    .filter(|&b| b >= c.replicas)
+                    .map(|b| (b + c.replicas - 1) / c.replicas);
+                assert_eq!(c.batch_per_replica, rows, "{name}");
+                let each = rows.map(|n| {
+                    int(e, "train_bytes_fp32") + n * r.memory.activation_bytes_per_sample_fp32
+                });
+                assert_eq!(c.train_bytes_fp32_per_replica, each, "{name}");
             }
             assert_eq!(
                 r.flops.tokens_per_sample as u128,

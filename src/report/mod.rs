@@ -31,6 +31,7 @@ pub struct Report {
     pub pathways: Vec<PathwayRow>,
     pub params: Params,
     pub memory: Memory,
+    pub data_parallel: DataParallel,
     pub flops: Flops,
     pub rules: Vec<RuleMatch>,
     pub conventions: Vec<String>,
@@ -117,6 +118,29 @@ pub struct Memory {
     pub activation_bytes_per_batch_fp32: Option<u128>,
 }
 
+/// What data-parallel training costs (`laxc train --device cpu,cpu`, `--nodes`): every replica
+/// holds the whole training state and sums its gradients with the others' every step.
+#[derive(Debug, Clone, Serialize)]
+pub struct DataParallel {
+    /// fp32 gradients of the trainable parameters: the tensor all-reduced every step.
+    pub gradient_bytes_per_step: u128,
+    /// For 2, 4 and 8 replicas.
+    pub replicas: Vec<ReplicaCost>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaCost {
+    pub replicas: u128,
+    /// Bytes each replica sends a step in a ring all-reduce (and receives as many):
+    /// 2 (N − 1) / N of the gradients.
+    pub ring_bytes_sent_per_replica: u128,
+    /// Rows of the spec's batch each replica computes (the larger share where it does not
+    /// divide), where the train section sets `batch` and it is at least N.
+    pub batch_per_replica: Option<u128>,
+    /// fp32 weights, gradients and Adam state, and the activations of that share of the batch.
+    pub train_bytes_fp32_per_replica: Option<u128>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Flops {
     pub tokens_per_sample: usize,
@@ -198,6 +222,7 @@ pub fn report(ir: &Ir, ctx: &ReportContext) -> Report {
         activation_bytes_per_batch_fp32: ctx.batch.map(|b| b * 4 * kept_per_sample(ir)),
         activation_bytes_per_sample_fp32: 4 * kept_per_sample(ir),
     };
+    let data_parallel = data_parallel(&params, &memory, ctx.batch);
     Report {
         schema_version: SCHEMA_VERSION,
         model: model_summary(ir),
@@ -205,9 +230,34 @@ pub fn report(ir: &Ir, ctx: &ReportContext) -> Report {
         pathways: pathway_rows(ir, &pathways),
         params,
         memory,
+        data_parallel,
         flops,
         rules: ctx.rules.to_vec(),
         conventions: CONVENTIONS.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// Gradient traffic and per-replica memory for 2, 4 and 8 replicas.
+fn data_parallel(params: &Params, memory: &Memory, batch: Option<u128>) -> DataParallel {
+    let gradients = 4 * params.trainable;
+    let replicas = [2u128, 4, 8]
+        .into_iter()
+        .map(|n| {
+            let share = batch.filter(|b| *b >= n).map(|b| b.div_ceil(n));
+            ReplicaCost {
+                replicas: n,
+                // 2 (N − 1) / N × 4 B × trainable, exact for N dividing 8.
+                ring_bytes_sent_per_replica: 8 * params.trainable * (n - 1) / n,
+                batch_per_replica: share,
+                train_bytes_fp32_per_replica: share.map(|rows| {
+                    memory.train_bytes_fp32 + rows * memory.activation_bytes_per_sample_fp32
+                }),
+            }
+        })
+        .collect();
+    DataParallel {
+        gradient_bytes_per_step: gradients,
+        replicas,
     }
 }
 

@@ -116,6 +116,32 @@ fn pathways_table(out: &mut String, r: &Report) {
     }
 }
 
+/// Data parallelism: the gradients all-reduced per step, and per replica for 2, 4 and 8.
+fn data_parallel_rows(d: &crate::report::DataParallel) -> Vec<(String, String)> {
+    let mib = |b: u128| b as f64 / (1u64 << 20) as f64;
+    let mut rows = vec![(
+        "all-reduced per step, data-parallel".into(),
+        format!("{:.1} MiB (fp32 gradients)", mib(d.gradient_bytes_per_step)),
+    )];
+    for c in &d.replicas {
+        let memory = match (c.batch_per_replica, c.train_bytes_fp32_per_replica) {
+            (Some(rows), Some(bytes)) => format!(
+                "; {:.2} GiB each at {rows} samples",
+                bytes as f64 / (1u64 << 30) as f64
+            ),
+            _ => String::new(),
+        };
+        rows.push((
+            format!("  {} replicas", c.replicas),
+            format!(
+                "{:.1} MiB sent per replica per step (ring){memory}",
+                mib(c.ring_bytes_sent_per_replica)
+            ),
+        ));
+    }
+    rows
+}
+
 /// Parameters, memory and FLOPs.
 fn totals_table(out: &mut String, r: &Report) {
     let p = &r.params;
@@ -170,6 +196,7 @@ fn totals_table(out: &mut String, r: &Report) {
             format!("{:.1} MiB (at least)", bytes as f64 / (1u64 << 20) as f64),
         ));
     }
+    rows.extend(data_parallel_rows(&r.data_parallel));
     rows.extend([
         (
             "forward FLOPs per token".into(),

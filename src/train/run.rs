@@ -344,6 +344,21 @@ pub(super) fn forward<B: Backend>(
     model: &LaxModel<B>,
     batch: Batch<B>,
 ) -> (Tensor<B, 1>, Option<Tensor<B, 1, Int>>) {
+    forward_over(model, batch, None)
+}
+
+/// As [`forward`], the loss summed over the batch's items and divided by `items` where given
+/// (a replica's rows of a batch with that many items in all), else averaged over them: the
+/// replicas' losses then add up to the whole batch's mean in the order a single process sums.
+fn forward_over<B: Backend>(
+    model: &LaxModel<B>,
+    batch: Batch<B>,
+    items: Option<usize>,
+) -> (Tensor<B, 1>, Option<Tensor<B, 1, Int>>) {
+    let reduce = |losses: Tensor<B, 2>| match items {
+        Some(n) => losses.sum() / n.max(1) as f64,
+        None => losses.mean(),
+    };
     match batch {
         Batch::Tokens {
             input,
@@ -354,9 +369,18 @@ pub(super) fn forward<B: Backend>(
             let logits = model.forward_tokens(input);
             let [b, n, v] = logits.dims();
             let logits = logits.reshape([b * n, v]);
-            let loss = match masked {
-                true => masked_cross_entropy(logits, target),
-                false => cross_entropy(logits, target),
+            let loss = match (masked, items) {
+                (true, None) => masked_cross_entropy(logits, target),
+                (true, Some(n)) => {
+                    let scored = target
+                        .clone()
+                        .greater_equal_elem(0)
+                        .float()
+                        .unsqueeze_dim(1);
+                    let losses = token_losses(logits, target.clamp_min(0));
+                    (losses * scored).sum() / n.max(1) as f64
+                }
+                (false, _) => reduce(token_losses(logits, target)),
             };
             (loss, None)
         }
@@ -369,7 +393,7 @@ pub(super) fn forward<B: Backend>(
                 .equal(y.clone())
                 .int()
                 .sum();
-            (cross_entropy(logits, y), Some(correct))
+            (reduce(token_losses(logits, y)), Some(correct))
         }
     }
 }
@@ -826,10 +850,15 @@ impl Sampler {
     }
 }
 
-/// One optimizer step's gradients, accumulated over `accum` micro-batches: the mean loss, the
-/// gradients and how many samples (tokens or images) the step has. A replica computes its rows
-/// of each micro-batch, its loss weighted by their share of the micro-batch's items, so that
-/// the replicas' sums are the whole batch's mean.
+/// One optimizer step's gradients, accumulated over `accum` micro-batches: the step's mean
+/// loss, the gradients and how many items (tokens or images) the step has.
+///
+/// Where the items of a micro-batch vary (examples score their responses only) or the
+/// micro-batch is split among replicas, each loss is its rows' summed loss over the whole
+/// step's item count, so that the micro-batches' and replicas' losses add up to the mean over
+/// every item of the step: `accum` and the number of replicas leave the objective as it is.
+/// A single replica of fixed-size micro-batches averages each and divides by `accum`, which
+/// is the same mean.
 fn accumulate<B: AutodiffBackend>(
     model: &LaxModel<B>,
     data: &Data,
@@ -840,20 +869,22 @@ fn accumulate<B: AutodiffBackend>(
     replica: Replica,
 ) -> (f64, GradientsParams, usize) {
     let seq = model.program.tokens;
+    let rows = replica.rows(o.batch);
+    let micro_batches: Vec<(Batch<B>, usize)> = (0..o.accum as u64)
+        .map(|micro| {
+            let k = step * o.accum as u64 + micro;
+            sampler.micro_batch::<B>(data, o, seq, k, rows.clone(), device)
+        })
+        .collect();
+    let items: usize = micro_batches.iter().map(|(_, whole)| whole).sum();
+    let over_items = replica.world > 1 || matches!(data, Data::Examples(_));
     let mut acc = GradientsAccumulator::<LaxModel<B>>::new();
-    let (mut loss_sum, mut items) = (0.0, 0);
-    for micro in 0..o.accum {
-        let k = step * o.accum as u64 + micro as u64;
-        let rows = replica.rows(o.batch);
-        let (batch, whole) = sampler.micro_batch::<B>(data, o, seq, k, rows, device);
-        items += whole;
-        let share = batch.count() as f64 / whole.max(1) as f64;
-        let (loss, _) = forward(model, batch);
-        let loss = match replica.world {
-            1 => loss,
-            _ => loss.mul_scalar(share),
+    let mut loss_sum = 0.0;
+    for (batch, _) in micro_batches {
+        let loss = match over_items {
+            true => forward_over(model, batch, Some(items)).0,
+            false => forward(model, batch).0.div_scalar(o.accum as f64),
         };
-        let loss = loss.div_scalar(o.accum as f64);
         let l: f64 = loss.clone().into_scalar().elem();
         loss_sum += l;
         let grads = GradientsParams::from_grads(loss.backward(), model);

@@ -173,6 +173,10 @@ def model_figures(family, cfg, sites, pathways, batch=None, accum=1):
         "params_frozen": frozen,
         "train_bytes_bf16": 8 * trainable + 2 * frozen,
         "train_bytes_fp32": 16 * trainable + 4 * frozen,
+        # Data parallelism: the fp32 gradients every replica all-reduces each step, and what a
+        # ring all-reduce sends from each of 8 replicas: 2 (8 - 1) / 8 of them.
+        "gradient_bytes_per_step": 4 * trainable,
+        "ring_bytes_sent_per_replica_8": 2 * 7 * 4 * trainable // 8,
         "tokens_per_sample": n,
         "flops_forward_per_sample": fwd,
         "flops_train_per_sample": 3 * fwd_train + 2 * fwd_frozen,

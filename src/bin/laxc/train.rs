@@ -263,14 +263,17 @@ pub fn run_train(args: TrainArgs) -> ExitCode {
     };
     let _ = ctrlc::set_handler(|| {
         // Said once, at once: a long step may take a while to finish. At a terminal the
-        // progress bar's line is cleared first, so the message does not end up inside it.
-        if !train::run::STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            let clear = match std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-                true => "\r\x1b[2K",
-                false => "",
-            };
-            eprintln!("{clear}stopping after this step; a checkpoint will be written");
+        // progress bar's line is cleared first, so the message does not end up inside it. A
+        // second signal stops at once (the latest checkpoint stays the latest).
+        let clear = match std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            true => "\r\x1b[2K",
+            false => "",
+        };
+        if train::run::STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("{clear}stopped at once (a second signal); no checkpoint of this step");
+            std::process::exit(130);
         }
+        eprintln!("{clear}stopping after this step; a checkpoint will be written");
     });
     let launch = Launch {
         source: &source,
