@@ -533,7 +533,7 @@ pub const KEYS: &[Key] = &[
                   `cuda:0,cuda:1`) for a data-parallel replica on each (`laxc train --device` \
                   overrides it; eval, generate and bench use the first)",
         hint: "",
-        on_resume: Some("where the rest of the run trains"),
+        on_resume: Some("where the rest of the run trains, on as many replicas as it lists"),
         set: |o, v| {
             if let TrainValue::Str(s) = v {
                 o.device = s.clone();
@@ -556,7 +556,7 @@ pub fn docs_table() -> String {
             KeyKind::Number(Range::NonNegative) => "number ≥ 0".into(),
             KeyKind::Number(Range::Positive) => "number > 0".into(),
             KeyKind::Number(Range::Fraction) => "number in [0, 1)".into(),
-            KeyKind::Device => "`cpu`, `cuda`, `cuda:N` or `wgpu`".into(),
+            KeyKind::Device => "`cpu`, `cuda`, `cuda:N` or `wgpu`, or a list (`cpu,cpu`)".into(),
             KeyKind::Choice(choices) => choices
                 .iter()
                 .map(|c| match (c.path_of, c.args) {

@@ -125,16 +125,19 @@ fn data_parallel_rows(d: &crate::report::DataParallel) -> Vec<(String, String)> 
     )];
     for c in &d.replicas {
         let memory = match (c.batch_per_replica, c.train_bytes_fp32_per_replica) {
-            (Some(rows), Some(bytes)) => format!(
-                "; {:.2} GiB each at {rows} samples",
-                bytes as f64 / (1u64 << 30) as f64
-            ),
+            (Some(rows), Some(bytes)) => {
+                let s = if rows == 1 { "" } else { "s" };
+                format!(
+                    ", {:.2} GiB at {rows} sample{s}",
+                    bytes as f64 / (1u64 << 30) as f64
+                )
+            }
             _ => String::new(),
         };
         rows.push((
-            format!("  {} replicas", c.replicas),
+            format!("  each of {} replicas", c.replicas),
             format!(
-                "{:.1} MiB sent per replica per step (ring){memory}",
+                "sends {:.1} MiB a step (ring){memory}",
                 mib(c.ring_bytes_sent_per_replica)
             ),
         ));

@@ -690,7 +690,9 @@ fn train_replica<B: AutodiffBackend>(
         let (loss, grads, items) =
             accumulate(&model, data, o, step, &mut sampler, &device, replica);
         let stop_asked = STOP.load(Ordering::SeqCst);
+        let exchanging = Instant::now();
         let (mut grads, agreed) = sync.all_reduce(&model, grads, loss, stop_asked)?;
+        log.exchanged(exchanging.elapsed().as_secs_f64(), replica.world > 1);
         log.items(items);
         let grad_norm = clip_global(&model, &mut grads, o.clip);
         // A step that would write NaN or infinity into the weights is not taken (by any
@@ -907,6 +909,9 @@ struct RunLog<'a> {
     began: Instant,
     window_items: usize,
     window_start: Instant,
+    /// Seconds spent in the replicas' all-reduce since the last record, and how many steps;
+    /// None for a run of one replica.
+    window_exchange: Option<(f64, u64)>,
     items_total: usize,
     last_loss: f64,
     last_val: (Option<f64>, Option<f64>),
@@ -949,6 +954,7 @@ impl<'a> RunLog<'a> {
             began: Instant::now(),
             window_items: 0,
             window_start: Instant::now(),
+            window_exchange: None,
             items_total: 0,
             last_loss: f64::NAN,
             last_val: (None, None),
@@ -964,6 +970,15 @@ impl<'a> RunLog<'a> {
             eprintln!("{line}");
         } else {
             self.bar.println(line);
+        }
+    }
+
+    /// A step's all-reduce took `seconds` (waiting for the slowest replica included).
+    fn exchanged(&mut self, seconds: f64, replicated: bool) {
+        if replicated {
+            let (s, n) = self.window_exchange.get_or_insert((0.0, 0));
+            *s += seconds;
+            *n += 1;
         }
     }
 
@@ -998,10 +1013,15 @@ impl<'a> RunLog<'a> {
                 "step {step}/{total} loss {loss:.4} lr {lr:.3e} {rate:.0} {unit}/s"
             ));
         }
-        self.record(serde_json::json!({
+        let mut record = serde_json::json!({
             "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
             format!("{unit}_per_s"): rate, "elapsed_s": self.began.elapsed().as_secs_f64(),
-        }))?;
+        });
+        if let Some((seconds, steps)) = self.window_exchange.take() {
+            record["allreduce_s_per_step"] = (seconds / steps.max(1) as f64).into();
+            record["allreduce_share"] = (seconds / secs).into();
+        }
+        self.record(record)?;
         self.window_items = 0;
         self.window_start = Instant::now();
         Ok(())
