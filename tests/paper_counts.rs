@@ -78,7 +78,7 @@ fn every_figure_matches_the_independent_computation() {
             for c in &r.data_parallel.replicas {
                 let rows = batch
                     .filter(|&b| b >= c.replicas)
-                    .map(|b| (b + c.replicas - 1) / c.replicas);
+                    .map(|b| b.div_ceil(c.replicas));
                 assert_eq!(c.batch_per_replica, rows, "{name}");
                 let each = rows.map(|n| {
                     int(e, "train_bytes_fp32") + n * r.memory.activation_bytes_per_sample_fp32

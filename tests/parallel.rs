@@ -65,8 +65,8 @@ fn curve(run: &Path) -> (Vec<f64>, f64) {
     let losses = records.iter().filter_map(|r| r["loss"].as_f64()).collect();
     let val = records
         .iter()
-        .filter_map(|r| r["val_loss"].as_f64())
-        .last()
+        .rev()
+        .find_map(|r| r["val_loss"].as_f64())
         .unwrap();
     (losses, val)
 }

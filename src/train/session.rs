@@ -263,11 +263,10 @@ fn first<D>(devices: Vec<D>) -> D {
     devices.into_iter().next().expect("one device at least")
 }
 
-/// The one dispatch from a device and CPU backend to a Burn backend type.
+/// The one dispatch from devices (of one kind: `Device::parse_list`) and a CPU backend to a
+/// Burn backend type.
 // Candle is deprecated in Burn 0.21 but kept selectable: the CPU backends are compared side by
 // side in BENCHMARKS.md.
-#[allow(deprecated)]
-/// `devices` are of one kind (`Device::parse_list`).
 #[allow(deprecated)]
 pub fn dispatch<J: OnBackend>(
     devices: &[Device],
