@@ -158,6 +158,21 @@ fn replicas_in_one_process_follow_the_one_process_run() {
         );
         assert_same_curve(&one, &curve(&run), devices);
     }
+    // Dropout masks come from one generator per process: refused with replicas in one.
+    let run = dir.join("dropout");
+    let out = train(
+        &[&SHORT[..], &["--device", "cpu,cpu", "--set", "dropout=0.1"]].concat(),
+        &run,
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("run one process per replica with --nodes"),
+        "{err}"
+    );
+    assert!(!run.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -270,6 +285,10 @@ fn a_killed_node_stops_the_other_within_30_s() {
             _ => "error: the coordinator, node rank 0 (127.0.0.1:",
         };
         assert!(err.contains(said) && err.contains("stopped"), "{err}");
+        if killed == 1 {
+            // Lost before its first checkpoint, node rank 0's new run leaves nothing behind.
+            assert!(!run.exists(), "{} is left", run.display());
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -371,5 +390,48 @@ fn a_two_replica_checkpoint_resumes_on_one() {
         .args(["--set", "steps=20", "--device", "cpu", "--threads", "1"]);
     finished(resume);
     assert_same_curve(&one, &curve(&run), "two replicas, then one");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SIGTERM (a scheduler's stop) on node rank 0: every node stops after the same step, node
+/// rank 0 writes a checkpoint of it, both exit 130. (Burn's orchestrator, which stops on that
+/// signal, runs in a process group of its own.)
+#[test]
+fn a_signal_on_one_node_stops_every_node_with_a_checkpoint() {
+    let dir = tempdir("signal");
+    let long = [
+        "--set",
+        "steps=100000",
+        "--set",
+        "warmup=2",
+        "--threads",
+        "1",
+    ];
+    let at = format!("127.0.0.1:{}", free_port());
+    let run = dir.join("run");
+    let mut zero = spawn(node(&long, &run, 2, 0, &at));
+    let mut one = spawn(node(&long, &run, 2, 1, &at));
+    let until = Instant::now() + Duration::from_secs(120);
+    while !run.join("metrics.jsonl").exists() {
+        assert!(Instant::now() < until, "the nodes did not start training");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &zero.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    for (rank, child) in [(0, &mut zero), (1, &mut one)] {
+        let status = wait_at_most(child, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("node rank {rank} still ran 30 s after SIGTERM"));
+        assert_eq!(status.code(), Some(130), "node rank {rank}");
+    }
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    let state = run
+        .join("checkpoints")
+        .join(latest.trim())
+        .join("state.json");
+    let state = std::fs::read_to_string(state).unwrap();
+    assert!(state.contains("\"step\""), "{state}");
     let _ = std::fs::remove_dir_all(&dir);
 }

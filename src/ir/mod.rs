@@ -87,6 +87,18 @@ pub struct Ir {
 }
 
 impl Ir {
+    /// Whether a training pass drops anything: a dropout node at the run's rate `train_rate`
+    /// above 0, or at a rate of its own (LoRA's) above 0.
+    pub fn has_dropout(&self, train_rate: f64) -> bool {
+        self.graph.node_weights().any(|n| match n.op {
+            Op::Dropout { rate, .. } => match rate {
+                DropRate::Fixed { p } => p > 0.0,
+                DropRate::Train => train_rate > 0.0,
+            },
+            _ => false,
+        })
+    }
+
     pub fn site(&self, s: SiteRef) -> &SiteInfo {
         &self.sites[self.model.site_index(s)]
     }

@@ -223,11 +223,10 @@ impl Joined {
 /// Stops this process with one line if `what` has not happened within `wait` (Burn's
 /// registration retries an unreachable orchestrator forever): met when the guard is dropped.
 pub fn deadline(what: &'static str, wait: Duration) -> Deadline {
-    let met = Arc::new(AtomicBool::new(false));
-    let flag = met.clone();
+    let (met, watched) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
-        std::thread::sleep(wait);
-        if !flag.load(Ordering::SeqCst) {
+        // Met (or the guard dropped) ends the wait at once: no sleeping thread is left behind.
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watched.recv_timeout(wait) {
             stop_process(&format!(
                 "{what} did not happen within {} s",
                 wait.as_secs()
@@ -238,29 +237,27 @@ pub fn deadline(what: &'static str, wait: Duration) -> Deadline {
 }
 
 /// Met when dropped.
-pub struct Deadline(Arc<AtomicBool>);
-
-impl Drop for Deadline {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
+pub struct Deadline(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
 
 /// Meets the other nodes: the coordinator admits them, a node asks to be admitted.
 pub fn join(plan: &NodePlan, identity: Identity) -> Result<Joined, String> {
-    // Burn's servers install a subscriber that logs at INFO to stdout unless one exists.
-    // They log a node's expected end as errors (closed sockets); laxc says what went wrong
-    // in its own words. RUST_LOG=burn_collective=info shows what they say.
+    quiet_logs();
+    match plan.rank {
+        0 => coordinate(plan, identity),
+        _ => ask(plan, identity),
+    }
+}
+
+/// Burn's servers install a subscriber that logs at INFO to stdout unless one exists, and they
+/// log a node's expected end as errors (closed sockets): laxc says what went wrong in its own
+/// words. RUST_LOG=burn_collective=info shows what they say, on stderr.
+fn quiet_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
         .try_init();
-    match plan.rank {
-        0 => coordinate(plan, identity),
-        _ => ask(plan, identity),
-    }
 }
 
 fn coordinate(plan: &NodePlan, identity: Identity) -> Result<Joined, String> {
@@ -534,6 +531,10 @@ fn watch(
             if finished.load(Ordering::SeqCst) {
                 return;
             }
+            // The coordinator's word that another node was lost.
+            if let Some(line) = why.strip_prefix("LOST ") {
+                stop_process(line);
+            }
             if !coordinator {
                 stop_process(&format!(
                     "the coordinator, node rank 0 ({address}), stopped: {why}"
@@ -575,7 +576,7 @@ fn listen(reader: TcpStream, done: &AtomicBool, rounds: &Rounds, slot: usize) ->
             }
             Some(Message::Failed { why }) => return Some(why),
             Some(Message::Lost { rank, address, why }) => {
-                stop_process(&format!("node rank {rank} ({address}) stopped: {why}"))
+                return Some(format!("LOST node rank {rank} ({address}) stopped: {why}"))
             }
             Some(Message::Round { round } | Message::Go { round }) => rounds.set(slot, round),
             _ => continue,
@@ -586,6 +587,7 @@ fn listen(reader: TcpStream, done: &AtomicBool, rounds: &Rounds, slot: usize) ->
 /// Ends this process at once with one line: its replicas may be waiting in an all-reduce that
 /// will never complete. (Checkpoints are written atomically: none is left half-written.)
 fn stop_process(why: &str) -> ! {
+    super::run_dir::clean_up_before_abrupt_exit();
     let clear = match std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         true => "\r\x1b[2K",
         false => "",
@@ -662,16 +664,45 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("cannot find a free port: {e}"))
 }
 
-/// Burn's orchestrator, where the nodes' collectives register, in a thread of its own.
+/// Burn's orchestrator, where the nodes' collectives register, in a process of its own: Burn
+/// stops its server on SIGINT or SIGTERM, which would strand every node, while laxc stops a run
+/// on those signals after a step, all nodes together. In a process group of its own, a
+/// terminal's Ctrl-C does not reach it; it ends when this process does (its stdin closes).
 fn start_orchestrator(port: u16) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    use std::os::unix::process::CommandExt;
+    static CHILD: Mutex<Option<std::process::Child>> = Mutex::new(None);
+    let exe = std::env::current_exe().map_err(|e| format!("cannot start the orchestrator: {e}"))?;
+    let child = std::process::Command::new(exe)
+        .args(["__orchestrator", &port.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start the orchestrator: {e}"))?;
+    // Held (and its stdin open) for the life of this process.
+    *CHILD.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+    Ok(())
+}
+
+/// Runs Burn's orchestrator on `port` until standard input closes (`laxc __orchestrator`,
+/// started by [`start_orchestrator`]).
+pub fn serve_orchestrator(port: u16) {
+    quiet_logs();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the orchestrator: {e}"))?;
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the orchestrator: {e}");
+            return;
+        }
+    };
     std::thread::spawn(move || {
         runtime.block_on(burn_collective::start_global_orchestrator(port));
     });
-    Ok(())
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
 }
 
 #[cfg(test)]

@@ -19,7 +19,6 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::io::Write;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -651,6 +650,18 @@ pub fn train<B: AutodiffBackend>(
         Some(resumed) => total_steps(&resumed.first, &data, seq)?,
         None => total,
     };
+    let world = plan.topology.world();
+    let samples = match &data {
+        Data::Images(d) => d.train_y.len(),
+        Data::Examples(e) => e.train.len(),
+        Data::Tokens(_) => usize::MAX,
+    };
+    if samples.min(o.batch) < world {
+        return Err(format!(
+            "the training data has {samples} samples, fewer than the {world} replicas: each \
+             replica needs one of every batch"
+        ));
+    }
     let course = Course {
         data,
         total,
@@ -721,7 +732,7 @@ fn train_replica<B: AutodiffBackend>(
             }
         }
         // Ctrl-C or SIGTERM on any replica (or node): every replica stops after this step.
-        if agreed.stop {
+        if agreed.stop && step < total {
             stopped = Some(Stop::Interrupted);
             break;
         }
@@ -804,19 +815,20 @@ struct Sampler {
 }
 
 impl Sampler {
-    /// Rows `rows` of micro-batch `k` of the run (step × accum + micro), and how many items
-    /// (scored tokens, images) the whole micro-batch has.
+    /// The replica's rows of micro-batch `k` of the run (step × accum + micro), and how many
+    /// items (scored tokens, images) the whole micro-batch has.
     fn micro_batch<B: AutodiffBackend>(
         &mut self,
         data: &Data,
         o: &TrainOptions,
         seq: usize,
         k: u64,
-        rows: Range<usize>,
+        replica: Replica,
         device: &B::Device,
     ) -> (Batch<B>, usize) {
         match data {
             Data::Tokens(t) => {
+                let rows = replica.rows(o.batch);
                 let first = k * o.batch as u64 + rows.start as u64;
                 let n = rows.len();
                 let flat = data::token_batch(&t.train, first, n, seq, |w| mix(o.seed, w));
@@ -824,6 +836,7 @@ impl Sampler {
             }
             Data::Images(d) => {
                 let idx = self.epoch_positions(d.train_y.len(), o, k);
+                let rows = replica.rows(idx.len());
                 let batch = image_batch::<B>(&d.train_x, &d.train_y, &idx[rows], d, device);
                 (batch, idx.len())
             }
@@ -831,6 +844,7 @@ impl Sampler {
                 let idx = self.epoch_positions(e.train.len(), o, k);
                 let all: Vec<&data::Example> = idx.iter().map(|&i| &e.train[i]).collect();
                 let whole = all.iter().map(|x| scored_positions(x, seq)).sum();
+                let rows = replica.rows(all.len());
                 (example_batch::<B>(&all[rows], seq, device), whole)
             }
         }
@@ -871,11 +885,10 @@ fn accumulate<B: AutodiffBackend>(
     replica: Replica,
 ) -> (f64, GradientsParams, usize) {
     let seq = model.program.tokens;
-    let rows = replica.rows(o.batch);
     let micro_batches: Vec<(Batch<B>, usize)> = (0..o.accum as u64)
         .map(|micro| {
             let k = step * o.accum as u64 + micro;
-            sampler.micro_batch::<B>(data, o, seq, k, rows.clone(), device)
+            sampler.micro_batch::<B>(data, o, seq, k, replica, device)
         })
         .collect();
     let items: usize = micro_batches.iter().map(|(_, whole)| whole).sum();

@@ -242,6 +242,29 @@ fn allowed(dir: &Path, replace: Replace) -> Result<bool, String> {
 
 /// Removes what laxc wrote into `dir`, and with `and_folder` `dir` itself if that leaves it
 /// empty. Anything else in it stays.
+/// A new run this process trains, to be removed if the process must end at once before the
+/// run's first checkpoint (a node of a data-parallel run lost, a second Ctrl-C): a new run that
+/// fails before its first checkpoint leaves nothing behind.
+static NEW_RUN: std::sync::Mutex<Option<(std::path::PathBuf, bool)>> = std::sync::Mutex::new(None);
+
+/// Marks `dir` as this process's new run (`created`: laxc made the folder), or, with None,
+/// no longer.
+pub fn remove_on_abrupt_exit(run: Option<(&Path, bool)>) {
+    let mut slot = NEW_RUN.lock().unwrap_or_else(|e| e.into_inner());
+    *slot = run.map(|(dir, created)| (dir.to_path_buf(), created));
+}
+
+/// Removes the marked new run if it has no checkpoint yet; called just before the process
+/// exits without returning.
+pub fn clean_up_before_abrupt_exit() {
+    let run = NEW_RUN.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some((dir, created)) = run {
+        if !has_checkpoints(&dir) {
+            let _ = remove_run_entries(&dir, created);
+        }
+    }
+}
+
 pub fn remove_run_entries(dir: &Path, and_folder: bool) -> Result<(), String> {
     remove_entries(dir, None)?;
     if and_folder {

@@ -375,6 +375,16 @@ pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
             devices.len()
         )));
     }
+    if devices.len() > 1 && l.compiled.ir.has_dropout(l.options.dropout) {
+        // Burn's backends draw dropout masks from one generator per process: replicas in one
+        // process would take turns on it in whatever order their threads run.
+        return Err(Refusal::Spec(format!(
+            "dropout with {} replicas in one process would make their masks depend on thread \
+             timing (Burn draws them from one generator per process): set dropout = 0, or run \
+             one process per replica with --nodes",
+            devices.len()
+        )));
+    }
     let world = devices.len() * nodes;
     if l.options.batch < world {
         return Err(Refusal::Spec(format!(
@@ -420,13 +430,18 @@ pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
 }
 
 /// What must be the same on every node: the spec, its options as given (devices aside: each
-/// node names its own) and the data files' contents (their paths may differ between machines).
+/// node names its own; data paths as written, relative to each node's spec), the data files'
+/// contents and the CPU backend (backends round differently).
 fn fingerprint(l: &Launch, sums: &record::DataSums) -> String {
     let mut options = l.options.clone();
     options.device = String::new();
     let options = serde_json::to_string(&options).expect("serializes");
     let contents: Vec<&str> = sums.iter().map(|(_, sum)| sum.as_str()).collect();
-    let all = format!("{}\n{options}\n{contents:?}", l.source.text);
+    let all = format!(
+        "{}\n{options}\n{contents:?}\n{}",
+        l.source.text,
+        l.backend.name()
+    );
     super::digest::of_bytes(all.as_bytes())
 }
 
@@ -449,6 +464,9 @@ fn train_here(
     };
     if writes {
         record::write(&out, l.source, l.compiled, &options, sums, is_new).map_err(cleanup)?;
+        if is_new {
+            run_dir::remove_on_abrupt_exit(Some((&out, created)));
+        }
     }
     let params = &l.compiled.report().params;
     let frozen = match params.frozen {
@@ -473,7 +491,9 @@ fn train_here(
         plain: l.plain,
         topology,
     };
-    dispatch(&devices, l.backend, TrainJob(&plan))?.map_err(cleanup)
+    let trained = dispatch(&devices, l.backend, TrainJob(&plan));
+    run_dir::remove_on_abrupt_exit(None);
+    trained?.map_err(cleanup)
 }
 
 /// The run folder: a new one claimed, or the run resumed (locked) with its checkpoint. A node

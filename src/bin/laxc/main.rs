@@ -60,6 +60,11 @@ enum Command {
     Import(import::ImportArgs),
     /// Print a shell completion script, e.g. `laxc completions bash > ~/.local/share/bash-completion/completions/laxc`.
     Completions { shell: clap_complete::Shell },
+    /// Burn's collective orchestrator for `laxc train --nodes`, started by node rank 0; it
+    /// ends when its standard input closes.
+    #[cfg(feature = "train")]
+    #[command(hide = true, name = "__orchestrator")]
+    Orchestrator { port: u16 },
 }
 
 fn main() -> ExitCode {
@@ -84,5 +89,10 @@ fn main() -> ExitCode {
         Command::Generate(a) => generate::run(a),
         #[cfg(feature = "train")]
         Command::Export(a) => export::run(a),
+        #[cfg(feature = "train")]
+        Command::Orchestrator { port } => {
+            laxc::train::cluster::serve_orchestrator(port);
+            ExitCode::SUCCESS
+        }
     }
 }

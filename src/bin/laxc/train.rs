@@ -112,7 +112,7 @@ pub struct TrainArgs {
 #[derive(clap::Args, Clone)]
 pub struct NodeArgs {
     /// How many machines train together (each with the replicas its `--device` lists).
-    #[arg(long, requires_all = ["node_rank", "coordinator"], value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, requires_all = ["node_rank", "coordinator"], value_parser = clap::value_parser!(u16).range(2..))]
     nodes: Option<u16>,
     /// This machine's rank, 0 to nodes − 1. Node rank 0 is the coordinator: it listens at
     /// `--coordinator` and writes the run folder.
@@ -271,6 +271,7 @@ pub fn run_train(args: TrainArgs) -> ExitCode {
         };
         if train::run::STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
             eprintln!("{clear}stopped at once (a second signal); no checkpoint of this step");
+            run_dir::clean_up_before_abrupt_exit();
             std::process::exit(130);
         }
         eprintln!("{clear}stopping after this step; a checkpoint will be written");
