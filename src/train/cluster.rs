@@ -415,14 +415,27 @@ fn missing(plan: &NodePlan, members: &[(usize, TcpStream, SocketAddr)]) -> Strin
 
 fn ask(plan: &NodePlan, identity: Identity) -> Result<Joined, String> {
     let at = &plan.coordinator;
-    let address = at
+    let addresses = at
         .to_socket_addrs()
         .map_err(|e| format!("--coordinator {at}: {e} (expected HOST:PORT)"))?
-        .next()
-        .ok_or_else(|| format!("--coordinator {at} names no address"))?;
+        .collect::<Vec<SocketAddr>>();
+    if addresses.is_empty() {
+        return Err(format!("--coordinator {at} names no address"));
+    }
     let deadline = Instant::now() + plan.wait;
-    let stream = loop {
-        match TcpStream::connect_timeout(&address, Duration::from_secs(2)) {
+    // Every address the name resolves to (`localhost`: ::1 and 127.0.0.1), in turn.
+    let dial = || {
+        let mut last = None;
+        for a in &addresses {
+            match TcpStream::connect_timeout(a, Duration::from_secs(2)) {
+                Ok(s) => return Ok((s, *a)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("one address at least"))
+    };
+    let (stream, address) = loop {
+        match dial() {
             Ok(s) => break s,
             Err(e) if Instant::now() > deadline => {
                 return Err(format!(
@@ -642,10 +655,14 @@ fn host_of(at: &str) -> Result<String, String> {
         .ok_or_else(|| format!("--coordinator {at} is not HOST:PORT"))?;
     port.parse::<u16>()
         .map_err(|_| format!("--coordinator {at}: `{port}` is not a port"))?;
-    Ok(host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string())
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    // The other nodes reach node rank 0 (and Burn's orchestrator) at this host.
+    if host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
+        return Err(format!(
+            "--coordinator {at}: give the address the other nodes reach node rank 0 by, not {host}"
+        ));
+    }
+    Ok(host.to_string())
 }
 
 /// A host as a URL writes it: an IPv6 address in brackets.
@@ -717,5 +734,6 @@ mod tests {
         assert_eq!(url_host("node0"), "node0");
         assert!(host_of("node0").is_err());
         assert!(host_of("node0:http").is_err());
+        assert!(host_of("0.0.0.0:29500").is_err());
     }
 }
