@@ -247,9 +247,9 @@ fn two_processes_follow_the_one_process_run() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn a_killed_node_stops_the_other_within_30_s() {
-    let dir = tempdir("killed");
+/// Two nodes on loopback training a long run into `run`, returned once training has begun (the
+/// first step is logged).
+fn two_training_nodes(run: &Path) -> (Child, Child) {
     let long = [
         "--set",
         "steps=100000",
@@ -258,17 +258,23 @@ fn a_killed_node_stops_the_other_within_30_s() {
         "--threads",
         "1",
     ];
+    let at = format!("127.0.0.1:{}", free_port());
+    let zero = spawn(node(&long, run, 2, 0, &at));
+    let one = spawn(node(&long, run, 2, 1, &at));
+    let until = Instant::now() + Duration::from_secs(120);
+    while !run.join("metrics.jsonl").exists() {
+        assert!(Instant::now() < until, "the nodes did not start training");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (zero, one)
+}
+
+#[test]
+fn a_killed_node_stops_the_other_within_30_s() {
+    let dir = tempdir("killed");
     for killed in [1u16, 0] {
-        let at = format!("127.0.0.1:{}", free_port());
         let run = dir.join(format!("run-{killed}"));
-        let mut zero = spawn(node(&long, &run, 2, 0, &at));
-        let mut one = spawn(node(&long, &run, 2, 1, &at));
-        // Training has begun once the first step is logged.
-        let until = Instant::now() + Duration::from_secs(120);
-        while !run.join("metrics.jsonl").exists() {
-            assert!(Instant::now() < until, "the nodes did not start training");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let (mut zero, mut one) = two_training_nodes(&run);
         let (victim, survivor) = match killed {
             1 => (&mut one, zero),
             _ => (&mut zero, one),
@@ -399,23 +405,8 @@ fn a_two_replica_checkpoint_resumes_on_one() {
 #[test]
 fn a_signal_on_one_node_stops_every_node_with_a_checkpoint() {
     let dir = tempdir("signal");
-    let long = [
-        "--set",
-        "steps=100000",
-        "--set",
-        "warmup=2",
-        "--threads",
-        "1",
-    ];
-    let at = format!("127.0.0.1:{}", free_port());
     let run = dir.join("run");
-    let mut zero = spawn(node(&long, &run, 2, 0, &at));
-    let mut one = spawn(node(&long, &run, 2, 1, &at));
-    let until = Instant::now() + Duration::from_secs(120);
-    while !run.join("metrics.jsonl").exists() {
-        assert!(Instant::now() < until, "the nodes did not start training");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut zero, mut one) = two_training_nodes(&run);
     let term = Command::new("kill")
         .args(["-TERM", &zero.id().to_string()])
         .status()
