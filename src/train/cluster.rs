@@ -78,7 +78,6 @@ enum Message {
 
 /// A node admitted among the others, connected to them until it is done.
 pub struct Joined {
-    plan: NodePlan,
     /// What the node's replicas need to meet the other nodes' in Burn's collective.
     pub link: Arc<Link>,
     peers: Vec<Peer>,
@@ -189,6 +188,36 @@ struct Peer {
 }
 
 impl Joined {
+    /// A node admitted: its control connections watched, and what its replicas need to meet
+    /// the others' (`orchestrator`; `host`, the address the others reach this node by).
+    fn new(
+        plan: &NodePlan,
+        replicas: usize,
+        orchestrator: String,
+        host: String,
+        connections: Vec<(Peer, TcpStream)>,
+    ) -> Joined {
+        let coordinator = plan.rank == 0;
+        let finished = Arc::new(AtomicBool::new(false));
+        let rounds = Rounds::new(connections.len());
+        let peers = watch(connections, &finished, coordinator, &rounds);
+        let link = Link {
+            nodes: plan.nodes,
+            replicas,
+            orchestrator,
+            host,
+            wait: plan.wait,
+            coordinator,
+            outs: peers.iter().map(|p| p.out.clone()).collect(),
+            rounds,
+        };
+        Joined {
+            link: Arc::new(link),
+            peers,
+            finished,
+        }
+    }
+
     /// Tells the others this node finished normally; the coordinator then waits (a bounded
     /// time) for every node to say the same, keeping Burn's orchestrator up until they have.
     pub fn done(self) {
@@ -196,7 +225,7 @@ impl Joined {
         for p in &self.peers {
             let _ = send(&p.out, &Message::Done);
         }
-        if self.plan.rank == 0 {
+        if self.link.coordinator {
             let until = Instant::now() + SILENCE;
             while Instant::now() < until
                 && !self.peers.iter().all(|p| p.done.load(Ordering::SeqCst))
@@ -273,37 +302,24 @@ fn coordinate(plan: &NodePlan, identity: Identity) -> Result<Joined, String> {
     let orchestrator_port = free_port()?;
     start_orchestrator(orchestrator_port)?;
     let members = admit(&listener, plan, &identity)?;
+    let orchestrator = format!("ws://{}:{orchestrator_port}", url_host(&host));
     let welcome = Message::Welcome {
-        orchestrator: format!("ws://{}:{orchestrator_port}", url_host(&host)),
+        orchestrator: orchestrator.clone(),
     };
     for (_, stream, _) in &members {
         send_on(stream, &welcome)?;
     }
-    let orchestrator = format!("ws://{}:{orchestrator_port}", url_host(&host));
-    let finished = Arc::new(AtomicBool::new(false));
     let connections = members
         .into_iter()
         .map(|(rank, stream, address)| connect(rank, stream, address))
         .collect::<Result<Vec<_>, _>>()?;
-    let rounds = Rounds::new(connections.len());
-    watch(&connections, &finished, true, &rounds);
-    let peers: Vec<Peer> = connections.into_iter().map(|(p, _)| p).collect();
-    let link = Link {
-        nodes: plan.nodes,
-        replicas: identity.replicas,
+    Ok(Joined::new(
+        plan,
+        identity.replicas,
         orchestrator,
         host,
-        wait: plan.wait,
-        coordinator: true,
-        outs: peers.iter().map(|p| p.out.clone()).collect(),
-        rounds,
-    };
-    Ok(Joined {
-        link: Arc::new(link),
-        plan: plan.clone(),
-        peers,
-        finished,
-    })
+        connections,
+    ))
 }
 
 /// Accepts the other nodes' hellos until all have come, each checked against this node's
@@ -470,27 +486,14 @@ fn ask(plan: &NodePlan, identity: Identity) -> Result<Joined, String> {
         .local_addr()
         .map_err(|e| format!("this node's address: {e}"))?
         .ip();
-    let finished = Arc::new(AtomicBool::new(false));
     let connection = connect(0, stream, address)?;
-    let rounds = Rounds::new(1);
-    watch(std::slice::from_ref(&connection), &finished, false, &rounds);
-    let peer = connection.0;
-    let link = Link {
-        nodes: plan.nodes,
-        replicas: identity.replicas,
+    Ok(Joined::new(
+        plan,
+        identity.replicas,
         orchestrator,
-        host: node_ip.to_string(),
-        wait: plan.wait,
-        coordinator: false,
-        outs: vec![peer.out.clone()],
-        rounds,
-    };
-    Ok(Joined {
-        link: Arc::new(link),
-        plan: plan.clone(),
-        peers: vec![peer],
-        finished,
-    })
+        node_ip.to_string(),
+        vec![connection],
+    ))
 }
 
 /// One control connection: the stream this node writes to (pings, done, failed, lost) and a
@@ -518,36 +521,36 @@ fn connect(
 /// other end is lost or says it failed (unless this node has finished). The coordinator first
 /// tells every other node which node was lost, so that all of them say the same line.
 fn watch(
-    peers: &[(Peer, TcpStream)],
+    connections: Vec<(Peer, TcpStream)>,
     finished: &Arc<AtomicBool>,
     coordinator: bool,
     rounds: &Arc<Rounds>,
-) {
-    let all: Vec<(usize, Arc<Mutex<TcpStream>>)> =
-        peers.iter().map(|(p, _)| (p.rank, p.out.clone())).collect();
-    for (slot, (peer, reader)) in peers.iter().enumerate() {
-        let rounds = rounds.clone();
+) -> Vec<Peer> {
+    let all: Vec<(usize, Arc<Mutex<TcpStream>>)> = connections
+        .iter()
+        .map(|(p, _)| (p.rank, p.out.clone()))
+        .collect();
+    let mut peers = Vec::with_capacity(connections.len());
+    for (slot, (peer, reader)) in connections.into_iter().enumerate() {
         let pinger = peer.out.clone();
         std::thread::spawn(move || {
             while send(&pinger, &Message::Ping).is_ok() {
                 std::thread::sleep(PING_EVERY);
             }
         });
-        let reader = reader.try_clone().expect("cloned once already");
         let (rank, address, done) = (peer.rank, peer.address, peer.done.clone());
-        let (finished, all) = (finished.clone(), all.clone());
+        let (finished, all, rounds) = (finished.clone(), all.clone(), rounds.clone());
         std::thread::spawn(move || {
-            let why = match listen(reader, &done, &rounds, slot) {
-                None => return,
-                Some(why) => why,
-            };
+            let ending = listen(reader, &done, &rounds, slot);
             if finished.load(Ordering::SeqCst) {
                 return;
             }
-            // The coordinator's word that another node was lost.
-            if let Some(line) = why.strip_prefix("LOST ") {
-                stop_process(line);
-            }
+            let why = match ending {
+                Ending::Done => return,
+                // The coordinator's word that another node was lost.
+                Ending::Relayed(line) => stop_process(&line),
+                Ending::Lost(why) => why,
+            };
             if !coordinator {
                 stop_process(&format!(
                     "the coordinator, node rank 0 ({address}), stopped: {why}"
@@ -565,31 +568,42 @@ fn watch(
             }
             stop_process(&format!("node rank {rank} ({address}) stopped: {why}"));
         });
+        peers.push(peer);
     }
+    peers
 }
 
-/// Reads one control connection until the other end is done (None) or lost (why). A node
-/// told by the coordinator that another node was lost stops here.
-fn listen(reader: TcpStream, done: &AtomicBool, rounds: &Rounds, slot: usize) -> Option<String> {
+/// How a control connection ended.
+enum Ending {
+    /// The other end finished normally.
+    Done,
+    /// The other end was lost, or failed: why.
+    Lost(String),
+    /// The coordinator told of another node lost: the line to say.
+    Relayed(String),
+}
+
+/// Reads one control connection until it ends, recording the rounds the other end reports.
+fn listen(reader: TcpStream, done: &AtomicBool, rounds: &Rounds, slot: usize) -> Ending {
     let mut lines = BufReader::new(reader);
     loop {
         let mut line = String::new();
         let message = match lines.read_line(&mut line) {
-            Ok(0) => return Some("its process ended (killed, or its machine lost)".into()),
+            Ok(0) => return Ending::Lost("its process ended (killed, or its machine lost)".into()),
             Ok(_) => serde_json::from_str::<Message>(&line).ok(),
             Err(e) if is_timeout(&e) => {
-                return Some(format!("no word from it for {} s", SILENCE.as_secs()))
+                return Ending::Lost(format!("no word from it for {} s", SILENCE.as_secs()))
             }
-            Err(e) => return Some(format!("its connection failed ({e})")),
+            Err(e) => return Ending::Lost(format!("its connection failed ({e})")),
         };
         match message {
             Some(Message::Done) => {
                 done.store(true, Ordering::SeqCst);
-                return None;
+                return Ending::Done;
             }
-            Some(Message::Failed { why }) => return Some(why),
+            Some(Message::Failed { why }) => return Ending::Lost(why),
             Some(Message::Lost { rank, address, why }) => {
-                return Some(format!("LOST node rank {rank} ({address}) stopped: {why}"))
+                return Ending::Relayed(format!("node rank {rank} ({address}) stopped: {why}"))
             }
             Some(Message::Round { round } | Message::Go { round }) => rounds.set(slot, round),
             _ => continue,

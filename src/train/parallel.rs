@@ -3,9 +3,10 @@
 //! all-reduce sums their gradients before every optimizer step, so every replica takes the same
 //! step from the same weights and they stay identical without ever exchanging weights.
 //!
-//! Each replica's loss is its slice's loss weighted by the slice's share of the batch's scored
-//! items, so the summed gradient is the gradient of the whole batch's mean loss: N replicas with
-//! a batch of B follow the one-process run with a batch of B (to rounding), whatever N divides.
+//! Each replica's loss is its rows' summed loss over the whole step's item count (run.rs,
+//! `accumulate`), so the summed gradient is the gradient of the step's mean loss: N replicas
+//! with a batch of B follow the one-process run with a batch of B (to rounding), whatever N
+//! divides.
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;

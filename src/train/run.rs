@@ -134,9 +134,19 @@ pub fn masked_cross_entropy<B: Backend>(
     logits: Tensor<B, 2>,
     targets: Tensor<B, 1, Int>,
 ) -> Tensor<B, 1> {
+    let (losses, scored) = scored_losses(logits, targets);
+    losses.sum() / scored.sum().clamp_min(1.0)
+}
+
+/// Each row's cross-entropy where its target is scored and 0 where it is [`IGNORED`], and
+/// which rows are scored (1) or not (0).
+fn scored_losses<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
     let scored = targets.clone().greater_equal_elem(0).float();
     let losses = token_losses(logits, targets.clamp_min(0)).reshape([scored.dims()[0]]);
-    (losses * scored.clone()).sum() / scored.sum().clamp_min(1.0)
+    (losses * scored.clone(), scored)
 }
 
 /// The target of a position that is not scored.
@@ -370,15 +380,7 @@ fn forward_over<B: Backend>(
             let logits = logits.reshape([b * n, v]);
             let loss = match (masked, items) {
                 (true, None) => masked_cross_entropy(logits, target),
-                (true, Some(n)) => {
-                    let scored = target
-                        .clone()
-                        .greater_equal_elem(0)
-                        .float()
-                        .unsqueeze_dim(1);
-                    let losses = token_losses(logits, target.clamp_min(0));
-                    (losses * scored).sum() / n.max(1) as f64
-                }
+                (true, Some(n)) => scored_losses(logits, target).0.sum() / n.max(1) as f64,
                 (false, _) => reduce(token_losses(logits, target)),
             };
             (loss, None)

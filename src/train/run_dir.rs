@@ -259,9 +259,15 @@ pub fn remove_on_abrupt_exit(run: Option<(&Path, bool)>) {
 pub fn clean_up_before_abrupt_exit() {
     let run = NEW_RUN.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some((dir, created)) = run {
-        if !has_checkpoints(&dir) {
-            let _ = remove_run_entries(&dir, created);
-        }
+        remove_unless_checkpointed(&dir, created);
+    }
+}
+
+/// Removes a new run that failed before its first checkpoint (and its folder, if laxc
+/// `created` it and nothing else is in it): it leaves nothing behind.
+pub fn remove_unless_checkpointed(dir: &Path, created: bool) {
+    if !has_checkpoints(dir) {
+        let _ = remove_run_entries(dir, created);
     }
 }
 

@@ -365,34 +365,8 @@ pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
     }
     precision_usable(&l.options, l.backend)?;
     let nodes = l.cluster.as_ref().map_or(1, |c| c.nodes);
-    if nodes > 1 && devices.len() > 1 {
-        // Each all-reduce between nodes is a registration of its own (cluster::Link); with
-        // several replicas on a node they would have to leave and rejoin together.
-        return Err(Refusal::Io(format!(
-            "with --nodes, each node trains one replica (--device {} names {}): run one node \
-             (process) per device, each with its own --node-rank",
-            l.options.device,
-            devices.len()
-        )));
-    }
-    if devices.len() > 1 && l.compiled.ir.has_dropout(l.options.dropout) {
-        // Burn's backends draw dropout masks from one generator per process: replicas in one
-        // process would take turns on it in whatever order their threads run.
-        return Err(Refusal::Spec(format!(
-            "dropout with {} replicas in one process would make their masks depend on thread \
-             timing (Burn draws them from one generator per process): set dropout = 0, or run \
-             one process per replica with --nodes",
-            devices.len()
-        )));
-    }
+    replicas_possible(&l, devices.len(), nodes)?;
     let world = devices.len() * nodes;
-    if l.options.batch < world {
-        return Err(Refusal::Spec(format!(
-            "batch = {} cannot be split over {world} replicas (each computes at least one sample \
-             of every batch): raise `batch` or use fewer devices",
-            l.options.batch
-        )));
-    }
     let need = Need::Train {
         batch: l.options.batch.div_ceil(world),
         replicas: devices.len(),
@@ -429,6 +403,39 @@ pub fn train_spec(l: Launch) -> Result<Summary, Refusal> {
     result
 }
 
+/// Refuses replicas this run cannot have: several per node across nodes, dropout with several
+/// in one process, more of them than the batch has samples.
+fn replicas_possible(l: &Launch, replicas: usize, nodes: usize) -> Result<(), Refusal> {
+    if nodes > 1 && replicas > 1 {
+        // Each all-reduce between nodes is a registration of its own (cluster::Link); with
+        // several replicas on a node they would have to leave and rejoin together.
+        return Err(Refusal::Io(format!(
+            "with --nodes, each node trains one replica (--device {} names {}): run one node \
+             (process) per device, each with its own --node-rank",
+            l.options.device, replicas
+        )));
+    }
+    if replicas > 1 && l.compiled.ir.has_dropout(l.options.dropout) {
+        // Burn's backends draw dropout masks from one generator per process: replicas in one
+        // process would take turns on it in whatever order their threads run.
+        return Err(Refusal::Spec(format!(
+            "dropout with {} replicas in one process would make their masks depend on thread \
+             timing (Burn draws them from one generator per process): set dropout = 0, or run \
+             one process per replica with --nodes",
+            replicas
+        )));
+    }
+    let world = replicas * nodes;
+    if l.options.batch < world {
+        return Err(Refusal::Spec(format!(
+            "batch = {} cannot be split over {world} replicas (each computes at least one sample \
+             of every batch): raise `batch` or use fewer devices",
+            l.options.batch
+        )));
+    }
+    Ok(())
+}
+
 /// What must be the same on every node: the spec, its options as given (devices aside: each
 /// node names its own; data paths as written, relative to each node's spec), the data files'
 /// contents and the CPU backend (backends round differently).
@@ -457,8 +464,8 @@ fn train_here(
         claim_folder(&l.folder, &l.source.name, options.steps, sums, writes)?;
     let is_new = resume.is_none();
     let cleanup = |e: String| {
-        if writes && is_new && !run_dir::has_checkpoints(&out) {
-            let _ = run_dir::remove_run_entries(&out, created);
+        if writes && is_new {
+            run_dir::remove_unless_checkpointed(&out, created);
         }
         Refusal::Io(e)
     };
