@@ -1,6 +1,6 @@
 """GPU figures in one JSON file: training runs with their loss curves, and `laxc bench` of the
 paper's LLaMA-60M / 130M / 350M full, SVD and SVD+LaX specs, each with tokens/s, model FLOPs
-utilization (the report's training FLOPs over the GPU's fp32 peak) and peak GPU memory.
+utilization (the report's training FLOPs over the GPU's fp32 and TF32 peaks) and peak GPU memory.
 Run through bench/gpu.sh, which builds laxc first.
 
 --quick runs the tiny specs (the default spec and tiny-llama dense / SVD / SVD+LaX) for a few
@@ -20,12 +20,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BROWN = (f'text("{ROOT}/data/brown-excerpt-train.txt", '
          f'valid = "{ROOT}/data/brown-excerpt-valid.txt")')
 
-# Dense fp32 peaks (TFLOP/s, no tensor cores: laxc trains in fp32), from the vendors' data
-# sheets, by a part of the name nvidia-smi prints. --peak-tflops overrides.
-FP32_PEAK_TFLOPS = [
-    ("H200", 66.9), ("H100 SXM", 66.9), ("H100 NVL", 60.0), ("H100 PCIe", 51.2), ("H100", 51.2),
-    ("A100", 19.5), ("L40S", 91.6), ("L4", 30.3), ("A10", 31.2), ("RTX 4090", 82.6),
-    ("RTX 3090", 35.6), ("V100", 15.7), ("T4", 8.1),
+# Dense peaks (TFLOP/s, no sparsity) from the vendors' data sheets, by a part of the name
+# nvidia-smi prints, first match wins: fp32 on the CUDA cores, and TF32 on the tensor cores. laxc
+# keeps f32 tensors, but Burn 0.21's CUDA matmul (cubek-matmul) stages f32 operands as TF32
+# whenever it picks a tensor-core kernel, so a product may run at either rate: both MFUs are given.
+# --peak-tflops and --peak-tflops-tf32 override.
+PEAK_TFLOPS = [  # (name part, fp32, tf32 or None)
+    ("H200", 66.9, 494.7), ("H100 80GB HBM3", 66.9, 494.7), ("H100 SXM", 66.9, 494.7),
+    ("H100 NVL", 60.0, 417.5), ("H100", 51.2, 378.0), ("A100", 19.5, 156.0),
+    ("L40S", 91.6, 183.0), ("L4", 30.3, 60.0), ("A10", 31.2, 62.5), ("RTX 4090", 82.6, 82.6),
+    ("RTX 3090", 35.6, 35.6), ("V100", 15.7, None), ("T4", 8.1, None),
 ]
 
 FULL = {
@@ -57,13 +61,10 @@ def gpu_name(device):
     return None
 
 
-def peak_tflops(name, given):
-    if given:
-        return given
-    for part, tflops in FP32_PEAK_TFLOPS:
-        if name and part in name:
-            return tflops
-    return None
+def peak_tflops(name, fp32, tf32):
+    """The (fp32, tf32) peaks: given ones first, else the table's row for this name."""
+    row = next((r for r in PEAK_TFLOPS if name and r[0] in name), (None, None, None))
+    return fp32 or row[1], tf32 or row[2]
 
 
 class GpuMemory:
@@ -97,37 +98,48 @@ class GpuMemory:
             self.thread.join()
 
 
-def run(cmd):
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+class Failed(Exception):
+    """A laxc command that failed or ran out of time: recorded in the JSON, the others go on."""
+
+
+def run(cmd, timeout):
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise Failed(f"{' '.join(cmd)}: still running after {timeout} s, stopped")
     if done.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        raise Failed(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
     return done.stdout
 
 
-def train(laxc, device, spec, steps, dtype, workdir):
+def train(laxc, device, spec, steps, dtype, workdir, timeout):
     out = os.path.join(workdir, f"{os.path.basename(spec)[:-4]}-{dtype}")
     cmd = [laxc, "train", spec, "--plain", "--device", device, "--format", "json", "--out", out,
            "--set", f"steps={steps}", "--set", f"warmup={max(1, steps // 10)}", "--set", f"dtype={dtype}",
            "--set", f"eval_every={steps}", "--set", "log_every=1", "--set", f"data={BROWN}"]
     with GpuMemory(device) as mem:
-        summary = json.loads(run(cmd))
-    curve = [[r["step"], r["loss"]] for r in map(json.loads, open(os.path.join(out, "metrics.jsonl")))
-             if "loss" in r]
+        summary = json.loads(run(cmd, timeout))
+    records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    curve = [[r["step"], r["loss"]] for r in records if "loss" in r]
+    # The first step's end, from the start: on a GPU mostly the compilation of its kernels.
+    first = next((r["elapsed_s"] for r in records if r.get("step") == 1 and "elapsed_s" in r), None)
     return {"spec": spec, "dtype": dtype, "steps": summary["steps"], "tokens_per_s": summary["items_per_second"],
             "seconds": summary["seconds"], "val_loss": summary["val_loss"],
-            "peak_gpu_mib": mem.peak, "loss_curve": curve}
+            "first_step_s": first, "peak_gpu_mib": mem.peak, "loss_curve": curve}
 
 
-def bench(laxc, device, spec, steps, warmup, peak):
+def bench(laxc, device, spec, steps, warmup, peaks, batch, timeout):
     cmd = [laxc, "bench", spec, "--device", device, "--format", "json", "--steps", str(steps),
-           "--warmup", str(warmup)]
+           "--warmup", str(warmup)] + (["--batch", str(batch)] if batch else [])
     with GpuMemory(device) as mem:
-        r = json.loads(run(cmd))
+        r = json.loads(run(cmd, timeout))
     achieved = r["gflops_per_second"] * 1e9
+    mfu = {f"mfu_{kind}": achieved / (peak * 1e12) if peak else None
+           for kind, peak in zip(("fp32", "tf32"), peaks)}
     return {"spec": spec, "params": r["params"], "batch": r["batch"],
             "unit": r["unit"], "per_s": r["items_per_second"],
-            "median_step_s": r["median_step_seconds"], "gflops_per_s": r["gflops_per_second"],
-            "mfu": achieved / (peak * 1e12) if peak else None,
+            "median_step_s": r["median_step_seconds"], "warmup_step_s": r["warmup_step_seconds"],
+            "gflops_per_s": r["gflops_per_second"], **mfu,
             "peak_gpu_mib": mem.peak, "peak_rss_mib": (r["peak_rss_bytes"] or 0) / 2**20,
             "final_loss": r["final_loss"]}
 
@@ -138,31 +150,59 @@ def main():
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--peak-tflops", type=float, help="the GPU's fp32 peak, TFLOP/s")
+    ap.add_argument("--peak-tflops-tf32", type=float, help="its dense TF32 tensor-core peak")
+    ap.add_argument("--batch", type=int, help="`laxc bench`'s batch (default: each spec's own)")
+    ap.add_argument("--timeout-s", type=float, help="stop any one laxc command after this long")
+    ap.add_argument("--deadline-s", type=float,
+                    help="start no command after this long; the rest are recorded as skipped")
     ap.add_argument("--out", help="the JSON file (default bench/results/gpu-<date>.json)")
     a = ap.parse_args()
+    started = time.monotonic()
     plan = QUICK if a.quick else FULL
     name = gpu_name(a.device)
-    peak = peak_tflops(name, a.peak_tflops)
-    result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "device": a.device,
-              "adapter": name, "peak_tflops_fp32": peak, "quick": a.quick,
-              "train": [], "bench": []}
-    with tempfile.TemporaryDirectory() as work:
-        for spec, steps, dtype in plan["train"]:
-            result["train"].append(train(a.laxc, a.device, spec, steps, dtype, work))
-            print(f"trained {spec} ({dtype}): {result['train'][-1]['tokens_per_s']:.0f} tokens/s",
-                  flush=True)
-    steps, warmup = plan["bench_steps"]
-    for spec in plan["bench"]:
-        result["bench"].append(bench(a.laxc, a.device, spec, steps, warmup, peak))
-        r = result["bench"][-1]
-        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "unknown peak"
-        print(f"bench {spec}: {r['per_s']:.0f} {r['unit']}/s, MFU {mfu}", flush=True)
+    peaks = peak_tflops(name, a.peak_tflops, a.peak_tflops_tf32)
     out = a.out or os.path.join(ROOT, "bench", "results", f"gpu-{datetime.date.today()}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
+    result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "device": a.device,
+              "adapter": name, "peak_tflops_fp32": peaks[0],
+              "peak_tflops_tf32": peaks[1], "quick": a.quick, "bench_batch": a.batch,
+              "train": [], "bench": []}
+
+    def record(part, what, measure, describe):
+        """Runs one item unless past the deadline; a failure is recorded and the rest go on. The
+        file is rewritten after each item, so a run cut short keeps what it measured."""
+        if a.deadline_s is not None and time.monotonic() - started > a.deadline_s:
+            entry = dict(what, skipped=f"past the {a.deadline_s:.0f} s deadline")
+        else:
+            try:
+                entry = measure()
+                print(describe(entry), flush=True)
+            except Failed as failure:
+                entry = dict(what, error=str(failure))
+                print(f"FAILED {what}: {failure}", flush=True)
+        result[part].append(entry)
+        with open(out, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+
+    with tempfile.TemporaryDirectory() as work:
+        for spec, steps, dtype in plan["train"]:
+            record("train", {"spec": spec, "dtype": dtype},
+                   lambda: train(a.laxc, a.device, spec, steps, dtype, work, a.timeout_s),
+                   lambda r: f"trained {r['spec']} ({r['dtype']}): {r['tokens_per_s']:.0f} tokens/s")
+    steps, warmup = plan["bench_steps"]
+    for spec in plan["bench"]:
+        def describe(r):
+            mfu = " / ".join(f"{100 * r[k]:.1f}%" if r[k] is not None else "unknown peak"
+                             for k in ("mfu_fp32", "mfu_tf32"))
+            return f"bench {r['spec']}: {r['per_s']:.0f} {r['unit']}/s, MFU fp32 / tf32 {mfu}"
+        record("bench", {"spec": spec},
+               lambda: bench(a.laxc, a.device, spec, steps, warmup, peaks, a.batch, a.timeout_s),
+               describe)
     print(f"wrote {out}")
+    failed = [e["spec"] for part in ("train", "bench") for e in result[part] if "error" in e]
+    if failed:
+        raise SystemExit(f"{len(failed)} failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -572,6 +572,7 @@ fn bench_prints_one_json_line_about_the_spec() {
         .report();
     assert_eq!(v["params"].as_u64().unwrap() as u128, report.params.total);
     assert_eq!(v["step_seconds"].as_array().unwrap().len(), 2);
+    assert_eq!(v["warmup_step_seconds"].as_array().unwrap().len(), 1);
     assert_eq!(
         v["train_flops_per_step"].as_u64().unwrap() as u128,
         4 * report.flops.train_per_sample

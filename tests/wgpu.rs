@@ -371,11 +371,13 @@ fn the_gpu_benchmark_script_runs_on_the_wgpu_device() {
     assert_eq!(run["loss_curve"].as_array().unwrap().len(), 10);
     assert!(run["tokens_per_s"].as_f64().unwrap() > 0.0);
     assert!(run["val_loss"].as_f64().unwrap().is_finite());
+    assert!(run["first_step_s"].as_f64().unwrap() > 0.0);
     let benches = v["bench"].as_array().unwrap();
     assert_eq!(benches.len(), 3);
     for b in benches {
         assert!(b["per_s"].as_f64().unwrap() > 0.0, "{b}");
         assert!(b["gflops_per_s"].as_f64().unwrap() > 0.0, "{b}");
         assert!(b["peak_rss_mib"].as_f64().unwrap() > 0.0, "{b}");
+        assert_eq!(b["warmup_step_s"].as_array().unwrap().len(), 1, "{b}");
     }
 }

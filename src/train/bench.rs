@@ -43,6 +43,8 @@ pub struct BenchResult {
     pub params: usize,
     /// Every timed step, in seconds.
     pub step_seconds: Vec<f64>,
+    /// Every warm-up step, in seconds: on a GPU the first ones include compiling its kernels.
+    pub warmup_step_seconds: Vec<f64>,
     pub median_step_seconds: f64,
     /// Samples (`unit`) per second at the median step time.
     pub items_per_second: f64,
@@ -145,6 +147,7 @@ pub fn bench<B: AutodiffBackend>(
     let mut optim = adamw::<B>(train);
     let host = synthetic_batches(c, o, o.warmup + o.steps);
     let mut step_seconds = Vec::with_capacity(o.steps);
+    let mut warmup_step_seconds = Vec::with_capacity(o.warmup);
     let mut final_loss = f64::NAN;
     for (i, hb) in host.iter().enumerate() {
         let began = Instant::now();
@@ -157,8 +160,10 @@ pub fn bench<B: AutodiffBackend>(
         clip_global(&model, &mut grads, train.clip);
         model = optim.step(train.lr, model, grads);
         B::sync(&device).ok();
-        if i >= o.warmup {
-            step_seconds.push(began.elapsed().as_secs_f64());
+        let took = began.elapsed().as_secs_f64();
+        match i < o.warmup {
+            true => warmup_step_seconds.push(took),
+            false => step_seconds.push(took),
         }
     }
     let report = c.report();
@@ -185,6 +190,7 @@ pub fn bench<B: AutodiffBackend>(
         gflops_per_second: flops_per_step as f64 / med / 1e9,
         train_flops_per_step: flops_per_step,
         step_seconds,
+        warmup_step_seconds,
         final_loss,
         peak_rss_bytes: peak_rss_bytes(),
         report_train_bytes_fp32: report.memory.train_bytes_fp32,

@@ -498,9 +498,21 @@ fn train_here(
         plain: l.plain,
         topology,
     };
+    note_gpu_compilation(&devices);
     let trained = dispatch(&devices, l.backend, TrainJob(&plan));
     run_dir::remove_on_abrupt_exit(None);
     trained?.map_err(cleanup)
+}
+
+/// Said before the first steps on a GPU, which compile its kernels, so that minutes of
+/// compilation on a fresh machine are not taken for a hang (BENCHMARKS.md, "On a GPU").
+fn note_gpu_compilation(devices: &[Device]) {
+    if devices.iter().any(|d| *d != Device::Cpu) {
+        eprintln!(
+            "note: the first steps compile the GPU kernels: minutes on a fresh machine (200 s \
+             for the default spec on an H100), much less once the driver's cache holds them"
+        );
+    }
 }
 
 /// The run folder: a new one claimed, or the run resumed (locked) with its checkpoint. A node
@@ -733,6 +745,7 @@ pub fn bench_spec(
         train,
         bench: bench_options,
     };
+    note_gpu_compilation(&[device]);
     let mut result = dispatch(&[device], backend, job)?;
     result.implementation = format!("laxc ({})", device_label(device, backend));
     Ok(result)
