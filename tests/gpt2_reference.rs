@@ -94,7 +94,7 @@ fn set_norm(m: &mut LaxModel<B>, name: &str, f: &Fixture, hf: &str) {
     };
     let mut n = n.clone();
     n.gamma = f.vector(&format!("{hf}.weight"));
-    n.beta = Some(f.vector(&format!("{hf}.bias")));
+    n.beta = f.vector(&format!("{hf}.bias"));
     set(m, name, NodeParams::LayerNorm(n));
 }
 

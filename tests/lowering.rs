@@ -242,16 +242,114 @@ fn activations_have_correct_gradients() {
         });
         assert!(err < 1e-7, "{act:?}: gradient error {err}");
     }
-    // Norms: RMSNorm (laxc's own) and LayerNorm (Burn's).
+    // Norms: laxc's RMSNorm and LayerNorm modules.
     let rms = laxc::lower::layers::RmsNorm::<AD>::new(6, 1e-6, &Default::default());
-    let layer = burn::nn::LayerNormConfig::new(6)
-        .with_epsilon(1e-6)
-        .init::<AD>(&Default::default());
+    let layer = laxc::lower::layers::LayerNorm::<AD>::new(6, 1e-6, &Default::default());
     let cube = |y: Tensor<AD, 2>| (y.clone() * y.clone() * y).sum();
     let err = max_gradient_error(&|x| cube(rms.forward(x)));
     assert!(err < 1e-6, "RMSNorm: gradient error {err}");
     let err = max_gradient_error(&|x| cube(layer.forward(x)));
     assert!(err < 1e-6, "LayerNorm: gradient error {err}");
+}
+
+/// The one-node ops of `lower::fused` (σ, softmax, cross-entropy, LayerNorm, RMSNorm) on the f64
+/// autodiff backend, whose nodes they are: each value equals the same formula composed of Burn's
+/// ops, each input's gradient equals the composed graph's, and the gradient with respect to
+/// the activations equals central finite differences.
+#[test]
+fn fused_nodes_match_their_composed_formulas_and_finite_differences() {
+    use laxc::lower::fused::{self, composed};
+    assert!(fused::has_nodes::<AD>() && fused::has_nodes::<Autodiff<burn::backend::Flex>>());
+    assert!(
+        !fused::has_nodes::<B>(),
+        "a plain backend computes the composed formula"
+    );
+    let mut rng = StdRng::seed_from_u64(11);
+    let dev = Default::default();
+    let leaf = |v: Vec<f64>, shape: [usize; 2]| {
+        Tensor::<AD, 2>::from_data(TensorData::new(v, shape), &dev).require_grad()
+    };
+    // Three times the input, to reach the saturated ends of σ and softmax too.
+    let x = leaf(
+        random(&mut rng, 24).iter().map(|v| 3.0 * v).collect(),
+        [4, 6],
+    );
+    let gamma = leaf(random(&mut rng, 6), [1, 6]);
+    let beta = leaf(random(&mut rng, 6), [1, 6]);
+    let weights = Tensor::<AD, 2>::from_data(TensorData::new(random(&mut rng, 24), [4, 6]), &dev);
+    let targets = || {
+        Tensor::<AD, 1, burn::tensor::Int>::from_data(
+            TensorData::new(vec![0i64, 5, 2, 5], [4]),
+            &dev,
+        )
+    };
+    let eps = 1e-5;
+    // (name, the node, the composed formula) on the same inputs.
+    type Op<'a> = Box<dyn Fn(Tensor<AD, 2>, Tensor<AD, 2>, Tensor<AD, 2>) -> Tensor<AD, 2> + 'a>;
+    let ops: Vec<(&str, Op, Op)> = vec![
+        (
+            "sigmoid",
+            Box::new(|x, _, _| fused::sigmoid(x)),
+            Box::new(|x, _, _| composed::sigmoid(x)),
+        ),
+        (
+            "softmax",
+            Box::new(|x, _, _| fused::softmax(x)),
+            Box::new(|x, _, _| burn::tensor::activation::softmax(x, 1)),
+        ),
+        (
+            "cross-entropy",
+            Box::new(|x, _, _| fused::cross_entropy(x, targets())),
+            Box::new(|x, _, _| composed::cross_entropy(x, targets().reshape([4, 1]))),
+        ),
+        (
+            "LayerNorm",
+            Box::new(|x, g: Tensor<AD, 2>, b: Tensor<AD, 2>| {
+                fused::layer_norm(x, g.reshape([6]), b.reshape([6]), eps)
+            }),
+            Box::new(|x, g, b| composed::layer_norm(x, g, b, eps)),
+        ),
+        (
+            "RMSNorm",
+            Box::new(|x, g: Tensor<AD, 2>, _| fused::rms_norm(x, g.reshape([6]), eps)),
+            Box::new(|x, g, _| composed::rms_norm(x, g, eps)),
+        ),
+    ];
+    for (name, node, reference) in &ops {
+        // A loss that weighs every output differently, so that no gradient term cancels.
+        let loss = |y: Tensor<AD, 2>| (y.clone() * y * weights.clone()).sum();
+        // Each graph built and run on its own: a backward pass frees the graph behind it.
+        let got = node(x.clone(), gamma.clone(), beta.clone());
+        let got_values = to_vec(got.clone());
+        let g_got = loss(got).backward();
+        let want = reference(x.clone(), gamma.clone(), beta.clone());
+        assert_close(&got_values, &to_vec(want.clone()), 1e-12, name);
+        let g_want = loss(want).backward();
+        for (input, what) in [(&x, "x"), (&gamma, "γ"), (&beta, "β")] {
+            match (input.grad(&g_got), input.grad(&g_want)) {
+                (Some(a), Some(b)) => assert_close(
+                    &to_vec_inner(a),
+                    &to_vec_inner(b),
+                    1e-10,
+                    &format!("{name} d{what}"),
+                ),
+                (None, None) => {}
+                (a, b) => panic!(
+                    "{name} d{what}: node {:?}, composed {:?}",
+                    a.is_some(),
+                    b.is_some()
+                ),
+            }
+        }
+        let err = max_gradient_error(&|x| {
+            let y = node(x, gamma.clone().detach(), beta.clone().detach());
+            (y.clone() * y * weights.clone()).sum()
+        });
+        assert!(
+            err < 1e-6,
+            "{name}: gradient error {err} against finite differences"
+        );
+    }
 }
 
 /// A LoRA model whose base comes from a dense model's weights starts equal to that model: B is
@@ -441,7 +539,7 @@ fn tensors_of(m: &LaxModel<B>, name: &str) -> Vec<(&'static str, Vec<f64>)> {
         NodeParams::TensorGate(g) => vec![("g0", v2(&g.g0)), ("g1", v2(&g.g1))],
         NodeParams::LayerNorm(n) => vec![
             ("gamma", v1(&n.gamma)),
-            ("beta", v1(n.beta.as_ref().unwrap())),
+            ("beta", v1(&n.beta)),
         ],
         NodeParams::RmsNorm(n) => vec![("gamma", v1(&n.gamma))],
     }

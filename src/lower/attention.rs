@@ -1,8 +1,9 @@
 //! Attention's pieces: rotate-half RoPE, the causal mask and scaled dot-product attention.
 //! The IR keeps RoPE and attention as single coarse nodes; these are their Burn functions.
 
+use super::fused;
 use super::precision::{cast_like, widen};
-use burn::tensor::{activation, backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Tensor, TensorData};
 
 /// Tables for rotate-half RoPE (frequency base `theta`, 10000 in the original LLaMA) over a
 /// whole (seq, hidden) row, every head alike: `cos[t, i]` and `sin[t, i]`, with the sign of
@@ -121,6 +122,6 @@ pub fn sdpa<B: Backend>(
         Some(bias) => scores + bias.clone(),
         None => scores,
     };
-    let probabilities = cast_like(activation::softmax(scores, 3), &v);
+    let probabilities = cast_like(fused::softmax(scores), &v);
     probabilities.matmul(v)
 }

@@ -1,7 +1,8 @@
-//! The element-wise functions and the norm laxc composes itself, because Burn 0.21's own get a
-//! gradient wrong. Tensors are `(N, width)` with N = tokens; row vectors, as in
+//! The element-wise functions and the norms, laxc's own because Burn 0.21's get a gradient
+//! wrong or cannot be one autodiff node. Tensors are `(N, width)` with N = tokens; row vectors, as in
 //! docs/conventions.md §LaX equations.
 
+use super::fused;
 use crate::ir::Activation;
 use burn::module::{Module, Param};
 use burn::tensor::{activation, backend::Backend, Tensor};
@@ -9,7 +10,7 @@ use burn::tensor::{activation, backend::Backend, Tensor};
 /// The activations, composed from primitives whose gradients are right. Burn 0.21's own
 /// `sigmoid`, `silu` and `gelu` have backward passes that disagree with finite differences
 /// (errors of 1e-2 to 1e-4 on the f64 ndarray backend; see tests/lowering.rs), so laxc does not
-/// use them.
+/// use them; σ is a node of laxc's own (`fused::sigmoid`).
 pub fn apply_activation<B: Backend, const D: usize>(
     act: Activation,
     x: Tensor<B, D>,
@@ -24,12 +25,9 @@ pub fn apply_activation<B: Backend, const D: usize>(
     }
 }
 
-/// σ(x) = 1 / (1 + e^(−x)), with x clamped to ±80 first so that e^(−x) stays finite in f32 and
-/// the backward pass never meets ∞ · 0 (σ(±80) is 0 or 1 to f32 precision anyway). Written with
-/// `exp` rather than as (1 + tanh(x / 2)) / 2: the CPU backends evaluate tanh element by element
-/// through libm's tanhf, which took 11 % of a tiny LLaMA's training step (perf, BENCHMARKS.md).
+/// σ(x) = 1 / (1 + e^(−x)): one autodiff node in training (`fused::sigmoid`).
 pub fn sigmoid<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    (x.clamp(-80.0, 80.0).neg().exp() + 1.0).recip()
+    fused::sigmoid(x)
 }
 
 pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
@@ -49,9 +47,10 @@ pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     (inner.tanh() + 1.0).mul_scalar(0.5) * x
 }
 
-/// RMSNorm, `x / √(mean(x²) + ε) · γ`. laxc's own: burn-nn 0.21's RmsNorm computes the root
-/// mean square through an f32 cast whose backward drops the gradient (found by the
-/// finite-difference test in tests/lowering.rs).
+/// RMSNorm, `x / √(mean(x²) + ε) · γ`, over the last dimension. laxc's own: burn-nn 0.21's
+/// RmsNorm computes the root mean square through an f32 cast whose backward drops the gradient
+/// (found by the finite-difference test in tests/lowering.rs). One autodiff node in training
+/// (`fused::rms_norm`).
 #[derive(Module, Debug)]
 pub struct RmsNorm<B: Backend> {
     pub gamma: Param<Tensor<B, 1>>,
@@ -67,8 +66,32 @@ impl<B: Backend> RmsNorm<B> {
         }
     }
 
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let rms = (x.clone().square().mean_dim(D - 1) + self.epsilon).sqrt();
-        (x / rms) * self.gamma.val().unsqueeze()
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        fused::rms_norm(x, self.gamma.val(), self.epsilon)
+    }
+}
+
+/// LayerNorm, `(x − mean) / √(var + ε) · γ + β` with the biased variance, over the last
+/// dimension: burn-nn's parameters (`gamma`, `beta`, so checkpoints read the same), with the
+/// epsilon readable and one autodiff node in training (`fused::layer_norm`).
+#[derive(Module, Debug)]
+pub struct LayerNorm<B: Backend> {
+    pub gamma: Param<Tensor<B, 1>>,
+    pub beta: Param<Tensor<B, 1>>,
+    #[module(skip)]
+    pub epsilon: f64,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    pub fn new(width: usize, epsilon: f64, device: &B::Device) -> Self {
+        LayerNorm {
+            gamma: Param::from_tensor(Tensor::ones([width], device)),
+            beta: Param::from_tensor(Tensor::zeros([width], device)),
+            epsilon,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        fused::layer_norm(x, self.gamma.val(), self.beta.val(), self.epsilon)
     }
 }

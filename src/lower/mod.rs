@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod base;
+pub mod fused;
 pub mod init;
 pub mod layers;
 pub mod model;

@@ -3,14 +3,13 @@
 //! node in node order, so a spec always gets the same weights from the same seed.
 
 use super::init::Init;
-use super::layers::RmsNorm;
+use super::layers::{LayerNorm, RmsNorm};
 use super::precision::cast_like;
 use super::product::rows_times;
 use crate::family::InitScheme;
 use crate::ir::NormKind;
 use crate::ir::{Gate, Ir, Node, Op, Role, Scope};
 use burn::module::{Module, Param};
-use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::{backend::Backend, Tensor};
 
 /// `y = x W (+ b)`: every linear op (dense sites, factors, LoRA, the head), the patch
@@ -102,9 +101,7 @@ pub fn init_node<B: Backend>(
             InitScheme::Timm => init.trunc_normal([*tokens, *dim], 0.02, device),
         }),
         Op::Norm { kind, width, eps } => match kind {
-            NormKind::Layernorm => {
-                NodeParams::LayerNorm(LayerNormConfig::new(*width).with_epsilon(*eps).init(device))
-            }
+            NormKind::Layernorm => NodeParams::LayerNorm(LayerNorm::new(*width, *eps, device)),
             NormKind::Rmsnorm => NodeParams::RmsNorm(RmsNorm::new(*width, *eps, device)),
             NormKind::None => return None,
         },

@@ -1,5 +1,6 @@
 //! Training and evaluation of a lowered spec.
 
+pub mod allocator;
 pub mod bench;
 pub mod checkpoint;
 pub mod cluster;

@@ -115,18 +115,15 @@ impl serde::Serialize for Stop {
     }
 }
 
-/// Cross-entropy, written out (log-sum-exp with the max subtracted) so its gradient is exact.
+/// Mean cross-entropy: log-sum-exp with the max subtracted, one autodiff node in training
+/// (`fused::cross_entropy`).
 pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
     token_losses(logits, targets).mean()
 }
 
 /// Each row's cross-entropy, `(rows, 1)`.
 fn token_losses<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 2> {
-    let max = logits.clone().detach().max_dim(1);
-    let shifted = logits - max;
-    let lse = shifted.clone().exp().sum_dim(1).log();
-    let picked = shifted.gather(1, targets.unsqueeze_dim::<2>(1));
-    lse - picked
+    crate::lower::fused::cross_entropy(logits, targets)
 }
 
 /// Cross-entropy over the rows whose target is not [`IGNORED`] (a prompt or padding position).

@@ -68,6 +68,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "train")]
+    laxc::train::allocator::keep_freed_memory();
     match Cli::parse().command {
         Command::Check(a) => check::run(a),
         Command::Graph(a) => graph::run(a),

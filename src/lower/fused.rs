@@ -1,0 +1,451 @@
+//! Ops with a backward pass of their own: σ, softmax, cross-entropy, LayerNorm and RMSNorm.
+//!
+//! Under autodiff, Burn 0.21 records a composed op as one graph node per primitive: a
+//! LayerNorm is seven forward nodes and about twice as many backward passes, each a trip
+//! through memory, the allocator and the thread pool, where PyTorch runs one kernel each way.
+//! Here each op is one autodiff node: its forward runs on the inner backend (Flex's fused
+//! softmax and LayerNorm kernels where it has them) and its backward is the closed-form
+//! gradient in a few passes.
+//!
+//! laxc's autodiff backends (`Autodiff` over Flex, NdArray, Candle, CUDA and wgpu) take that
+//! path; any other backend (a plain one, in evaluation and generation) computes the composed
+//! formula (`composed`), which is also the reference the tests hold each node to, values and
+//! gradients alike (tests/lowering.rs, "fused").
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{DType, Int, Shape, Tensor, TensorMetadata, TensorPrimitive};
+use std::any::{Any, TypeId};
+
+/// Each row's cross-entropy, `logsumexp(x) − x[target]`, as a (rows, 1) column. Targets
+/// must be valid class indices (masked rows are clamped by the caller).
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+    let rows = targets.dims()[0];
+    let targets = targets.reshape([rows, 1]);
+    let op = CrossEntropy {
+        targets: Box::new(targets.clone().into_primitive()),
+    };
+    match as_node::<B, _, 1>(op, [logits.into_primitive().tensor()]) {
+        Ok(out) => float(out),
+        Err([logits]) => composed::cross_entropy(float(logits), targets),
+    }
+}
+
+/// σ(x) = 1 / (1 + e^(−x)). The node's forward is the backend's own sigmoid on f32 (one pass
+/// on Flex, overflow-free); on other dtypes the clamped formula, because Burn's default
+/// computes through f32 (1e-4 off finite differences in f64). Its backward is σ(1 − σ) from
+/// the output, where the composed formula was five nodes each way.
+pub fn sigmoid<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    match as_node::<B, _, 1>(Sigmoid, [x.into_primitive().tensor()]) {
+        Ok(out) => float(out),
+        Err([x]) => composed::sigmoid(float(x)),
+    }
+}
+
+/// Softmax over the last dimension.
+pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    match as_node::<B, _, 1>(Softmax { dim: D - 1 }, [x.into_primitive().tensor()]) {
+        Ok(out) => float(out),
+        Err([x]) => burn::tensor::activation::softmax(float(x), D - 1),
+    }
+}
+
+/// LayerNorm over the last dimension, `(x − mean) / √(var + ε) · γ + β` (biased variance).
+pub fn layer_norm<B: Backend>(
+    x: Tensor<B, 2>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    epsilon: f64,
+) -> Tensor<B, 2> {
+    let inputs = [x, gamma.unsqueeze(), beta.unsqueeze()].map(|t| t.into_primitive().tensor());
+    match as_node::<B, _, 3>(LayerNorm { epsilon }, inputs) {
+        Ok(out) => float(out),
+        Err([x, gamma, beta]) => composed::layer_norm(float(x), float(gamma), float(beta), epsilon),
+    }
+}
+
+/// RMSNorm over the last dimension, `x / √(mean(x²) + ε) · γ`.
+pub fn rms_norm<B: Backend>(x: Tensor<B, 2>, gamma: Tensor<B, 1>, epsilon: f64) -> Tensor<B, 2> {
+    let inputs = [x, gamma.unsqueeze()].map(|t| t.into_primitive().tensor());
+    match as_node::<B, _, 2>(RmsNorm { epsilon }, inputs) {
+        Ok(out) => float(out),
+        Err([x, gamma]) => composed::rms_norm(float(x), float(gamma), epsilon),
+    }
+}
+
+/// The same formulas composed of Burn's ops: what a backend without the nodes runs, and the
+/// reference for the nodes' values and gradients. γ and β come as (1, width) rows.
+pub mod composed {
+    use burn::tensor::backend::Backend;
+    use burn::tensor::{Int, Tensor};
+
+    /// With x clamped to ±80 so that e^(−x) stays finite and the backward pass never meets
+    /// ∞ · 0 (σ(±80) is 0 or 1 in f32 anyway).
+    pub fn sigmoid<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+        (x.clamp(-80.0, 80.0).neg().exp() + 1.0).recip()
+    }
+
+    pub fn cross_entropy<B: Backend>(
+        logits: Tensor<B, 2>,
+        targets: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 2> {
+        let max = logits.clone().detach().max_dim(1);
+        let shifted = logits - max;
+        let lse = shifted.clone().exp().sum_dim(1).log();
+        lse - shifted.gather(1, targets)
+    }
+
+    pub fn layer_norm<B: Backend>(
+        x: Tensor<B, 2>,
+        gamma: Tensor<B, 2>,
+        beta: Tensor<B, 2>,
+        epsilon: f64,
+    ) -> Tensor<B, 2> {
+        let centered = x.clone() - x.mean_dim(1);
+        let var = centered.clone().square().mean_dim(1);
+        centered / (var + epsilon).sqrt() * gamma + beta
+    }
+
+    pub fn rms_norm<B: Backend>(
+        x: Tensor<B, 2>,
+        gamma: Tensor<B, 2>,
+        epsilon: f64,
+    ) -> Tensor<B, 2> {
+        let rms = (x.clone().square().mean_dim(1) + epsilon).sqrt();
+        x / rms * gamma
+    }
+}
+
+fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// An op that is one autodiff node over `N` float inputs, on any inner backend `I`.
+trait Node<const N: usize> {
+    fn run<I: Backend>(self, inputs: [FloatTensor<Autodiff<I>>; N]) -> FloatTensor<Autodiff<I>>;
+}
+
+/// `value` as a `U` when it is one (`T` and `U` the same type), else `value` back.
+fn same_type<T: 'static, U: 'static>(value: T) -> Result<U, T> {
+    if TypeId::of::<T>() != TypeId::of::<U>() {
+        return Err(value);
+    }
+    let boxed: Box<dyn Any> = Box::new(value);
+    Ok(*boxed.downcast::<U>().expect("the type was checked"))
+}
+
+/// Calls `$then!(I)` for each inner backend `I` whose `Autodiff<I>` laxc trains on (and the
+/// tests' f64 one): the one list of backends that have the nodes.
+macro_rules! for_each_inner_backend {
+    ($then:ident) => {
+        $then!(burn::backend::Flex);
+        $then!(burn::backend::NdArray);
+        // The f64 backend of the formula and finite-difference tests, so that they check the
+        // nodes themselves.
+        $then!(burn::backend::NdArray<f64>);
+        $then!(burn::backend::Candle);
+        #[cfg(feature = "cuda")]
+        $then!(burn::backend::cuda::Cuda);
+        #[cfg(feature = "wgpu")]
+        $then!(burn::backend::wgpu::Wgpu);
+    };
+}
+
+/// Runs `op` as one node when `B` is one of laxc's autodiff backends (whose tensors are then
+/// `Autodiff<I>`'s own); otherwise gives the inputs back for the composed formula.
+#[allow(deprecated)] // burn-candle, one of the CPU backends laxc offers
+fn as_node<B: Backend, Op: Node<N>, const N: usize>(
+    op: Op,
+    inputs: [FloatTensor<B>; N],
+) -> Result<FloatTensor<B>, [FloatTensor<B>; N]> {
+    let mut inputs = Some(inputs);
+    macro_rules! try_on {
+        ($inner:ty) => {
+            if TypeId::of::<B>() == TypeId::of::<Autodiff<$inner>>() {
+                let own =
+                    same_type::<_, [FloatTensor<Autodiff<$inner>>; N]>(inputs.take().unwrap());
+                let out =
+                    op.run::<$inner>(own.unwrap_or_else(|_| unreachable!("B is Autodiff<I>")));
+                return Ok(same_type(out).unwrap_or_else(|_| unreachable!("B is Autodiff<I>")));
+            }
+        };
+    }
+    for_each_inner_backend!(try_on);
+    Err(inputs.take().expect("not taken"))
+}
+
+/// Whether `B` runs these ops as nodes of their own (the tests check that training does).
+#[allow(deprecated)] // burn-candle
+pub fn has_nodes<B: Backend>() -> bool {
+    macro_rules! is {
+        ($inner:ty) => {
+            if TypeId::of::<B>() == TypeId::of::<Autodiff<$inner>>() {
+                return true;
+            }
+        };
+    }
+    for_each_inner_backend!(is);
+    false
+}
+
+/// Registers `grad` for `parent` when it takes gradients.
+fn give<I: Backend>(
+    grads: &mut Gradients,
+    parent: Option<NodeId>,
+    grad: impl FnOnce() -> FloatTensor<I>,
+) {
+    if let Some(id) = parent {
+        grads.register::<I>(id, grad());
+    }
+}
+
+/// A (rows, width) tensor's sum over its rows, as a (1, width) row.
+fn column_sums<I: Backend>(t: FloatTensor<I>) -> FloatTensor<I> {
+    I::float_sum_dim(t, 0)
+}
+
+fn mean_last<I: Backend>(t: FloatTensor<I>) -> FloatTensor<I> {
+    let last = t.shape().num_dims() - 1;
+    I::float_mean_dim(t, last)
+}
+
+/// 1 / √(v + ε).
+fn inverse_root<I: Backend>(v: FloatTensor<I>, epsilon: f64) -> FloatTensor<I> {
+    I::float_recip(I::float_sqrt(I::float_add_scalar(v, epsilon.into())))
+}
+
+struct CrossEntropy {
+    /// The (rows, 1) targets: the backend's own int tensor, whose type is known once `I` is.
+    targets: Box<dyn Any>,
+}
+
+/// Backward: `(softmax(x) − onehot(target)) · g`, from the saved `e = exp(x − max)` and its
+/// row sums `z`: one pass over the logits instead of the composed graph's seven.
+#[derive(Debug)]
+struct CrossEntropyBackward;
+
+impl<I: Backend> Backward<I, 1> for CrossEntropyBackward {
+    type State = (FloatTensor<I>, FloatTensor<I>, IntTensor<I>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (e, z, targets) = ops.state;
+        unary::<I, _>(ops.parents, ops.node, grads, |g| {
+            let softmax_times_g = I::float_mul(e, I::float_div(g.clone(), z));
+            I::float_scatter_add(1, softmax_times_g, targets, I::float_neg(g))
+        });
+    }
+}
+
+impl Node<1> for CrossEntropy {
+    fn run<I: Backend>(self, [x]: [FloatTensor<Autodiff<I>>; 1]) -> FloatTensor<Autodiff<I>> {
+        let targets = *self
+            .targets
+            .downcast::<IntTensor<I>>()
+            .expect("targets of the logits' backend");
+        let max = I::float_max_dim(x.primitive.clone(), 1);
+        let e = I::float_exp(I::float_sub(x.primitive.clone(), max.clone()));
+        let z = I::float_sum_dim(e.clone(), 1);
+        let picked = I::float_gather(1, x.primitive, targets.clone());
+        let loss = I::float_sub(I::float_add(I::float_log(z.clone()), max), picked);
+        match CrossEntropyBackward
+            .prepare::<NoCheckpointing>([x.node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((e, z, targets), loss),
+            OpsKind::UnTracked(prep) => prep.finish(loss),
+        }
+    }
+}
+
+struct Sigmoid;
+
+#[derive(Debug)]
+struct SigmoidBackward;
+
+impl<I: Backend> Backward<I, 1> for SigmoidBackward {
+    type State = FloatTensor<I>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let y = ops.state;
+        unary::<I, _>(ops.parents, ops.node, grads, |g| I::sigmoid_backward(y, g));
+    }
+}
+
+impl Node<1> for Sigmoid {
+    fn run<I: Backend>(self, [x]: [FloatTensor<Autodiff<I>>; 1]) -> FloatTensor<Autodiff<I>> {
+        let y = match x.primitive.dtype() {
+            DType::F32 => I::sigmoid(x.primitive),
+            _ => {
+                let clamped = I::float_clamp(x.primitive, (-80.0).into(), 80.0.into());
+                let e = I::float_exp(I::float_neg(clamped));
+                I::float_recip(I::float_add_scalar(e, 1.0.into()))
+            }
+        };
+        match SigmoidBackward
+            .prepare::<NoCheckpointing>([x.node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+struct Softmax {
+    dim: usize,
+}
+
+/// Backward: `y ⊙ (g − Σ g ⊙ y)` from the saved output.
+#[derive(Debug)]
+struct SoftmaxBackward {
+    dim: usize,
+}
+
+impl<I: Backend> Backward<I, 1> for SoftmaxBackward {
+    type State = FloatTensor<I>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let y = ops.state;
+        unary::<I, _>(ops.parents, ops.node, grads, |g| {
+            let along = I::float_sum_dim(I::float_mul(g.clone(), y.clone()), self.dim);
+            I::float_mul(y, I::float_sub(g, along))
+        });
+    }
+}
+
+impl Node<1> for Softmax {
+    fn run<I: Backend>(self, [x]: [FloatTensor<Autodiff<I>>; 1]) -> FloatTensor<Autodiff<I>> {
+        let y = I::softmax(x.primitive, self.dim);
+        match (SoftmaxBackward { dim: self.dim })
+            .prepare::<NoCheckpointing>([x.node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+struct LayerNorm {
+    epsilon: f64,
+}
+
+/// Backward, with `x̂ = (x − mean) · r` and `r = 1/√(var + ε)` recomputed from the saved
+/// input: `dβ = Σrows g`, `dγ = Σrows g ⊙ x̂`, and with `h = g ⊙ γ`,
+/// `dx = r · (h − mean(h) − x̂ ⊙ mean(h ⊙ x̂))`.
+#[derive(Debug)]
+struct LayerNormBackward {
+    epsilon: f64,
+}
+
+impl<I: Backend> Backward<I, 3> for LayerNormBackward {
+    type State = (FloatTensor<I>, FloatTensor<I>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, gamma) = ops.state;
+        let g = grads.consume::<I>(&ops.node);
+        let centered = I::float_sub(x.clone(), mean_last::<I>(x));
+        let variance = mean_last::<I>(I::float_mul(centered.clone(), centered.clone()));
+        let r = inverse_root::<I>(variance, self.epsilon);
+        let normalized = I::float_mul(centered, r.clone());
+        let [x_node, gamma_node, beta_node] =
+            ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
+        give::<I>(grads, beta_node, || column_sums::<I>(g.clone()));
+        give::<I>(grads, gamma_node, || {
+            column_sums::<I>(I::float_mul(g.clone(), normalized.clone()))
+        });
+        give::<I>(grads, x_node, || {
+            let h = I::float_mul(g, gamma);
+            let mean_h = mean_last::<I>(h.clone());
+            let mean_hx = mean_last::<I>(I::float_mul(h.clone(), normalized.clone()));
+            let inner = I::float_sub(I::float_sub(h, mean_h), I::float_mul(normalized, mean_hx));
+            I::float_mul(inner, r)
+        });
+    }
+}
+
+impl Node<3> for LayerNorm {
+    fn run<I: Backend>(
+        self,
+        [x, gamma, beta]: [FloatTensor<Autodiff<I>>; 3],
+    ) -> FloatTensor<Autodiff<I>> {
+        let width = gamma.primitive.shape().num_elements();
+        let vector = |t: FloatTensor<I>| I::float_reshape(t, Shape::new([width]));
+        let y = I::layer_norm(
+            x.primitive.clone(),
+            vector(gamma.primitive.clone()),
+            Some(vector(beta.primitive)),
+            self.epsilon,
+        );
+        let node = LayerNormBackward {
+            epsilon: self.epsilon,
+        };
+        match node
+            .prepare::<NoCheckpointing>([x.node, gamma.node, beta.node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x.primitive, gamma.primitive), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+struct RmsNorm {
+    epsilon: f64,
+}
+
+/// Backward, with `r = 1/√(mean(x²) + ε)` saved and `x̂ = x · r`: `dγ = Σrows g ⊙ x̂`, and
+/// with `h = g ⊙ γ`, `dx = r · (h − x̂ ⊙ mean(h ⊙ x̂))`.
+#[derive(Debug)]
+struct RmsNormBackward;
+
+impl<I: Backend> Backward<I, 2> for RmsNormBackward {
+    type State = (FloatTensor<I>, FloatTensor<I>, FloatTensor<I>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, gamma, r) = ops.state;
+        let g = grads.consume::<I>(&ops.node);
+        let normalized = I::float_mul(x, r.clone());
+        let [x_node, gamma_node] = ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
+        give::<I>(grads, gamma_node, || {
+            column_sums::<I>(I::float_mul(g.clone(), normalized.clone()))
+        });
+        give::<I>(grads, x_node, || {
+            let h = I::float_mul(g, gamma);
+            let mean_hx = mean_last::<I>(I::float_mul(h.clone(), normalized.clone()));
+            I::float_mul(I::float_sub(h, I::float_mul(normalized, mean_hx)), r)
+        });
+    }
+}
+
+impl Node<2> for RmsNorm {
+    fn run<I: Backend>(
+        self,
+        [x, gamma]: [FloatTensor<Autodiff<I>>; 2],
+    ) -> FloatTensor<Autodiff<I>> {
+        let square = I::float_mul(x.primitive.clone(), x.primitive.clone());
+        let r = inverse_root::<I>(mean_last::<I>(square), self.epsilon);
+        let y = I::float_mul(
+            I::float_mul(x.primitive.clone(), r.clone()),
+            gamma.primitive.clone(),
+        );
+        match RmsNormBackward
+            .prepare::<NoCheckpointing>([x.node, gamma.node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x.primitive, gamma.primitive, r), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
