@@ -537,10 +537,7 @@ fn tensors_of(m: &LaxModel<B>, name: &str) -> Vec<(&'static str, Vec<f64>)> {
             v
         }
         NodeParams::TensorGate(g) => vec![("g0", v2(&g.g0)), ("g1", v2(&g.g1))],
-        NodeParams::LayerNorm(n) => vec![
-            ("gamma", v1(&n.gamma)),
-            ("beta", v1(&n.beta)),
-        ],
+        NodeParams::LayerNorm(n) => vec![("gamma", v1(&n.gamma)), ("beta", v1(&n.beta))],
         NodeParams::RmsNorm(n) => vec![("gamma", v1(&n.gamma))],
     }
 }
