@@ -182,7 +182,7 @@ class Model(nn.Module):
         self.norm1 = nn.ModuleList(make_norm(norm, h, eps) for _ in range(layers))
         self.norm2 = nn.ModuleList(make_norm(norm, h, eps) for _ in range(layers))
         self.mlp_norm = nn.ModuleList(
-            make_norm("layernorm", cfg["ffn"], eps) for _ in range(layers) if cfg["mlp_norm"]
+            make_norm("layernorm", cfg["ffn"], eps) for _ in range(layers) if cfg.get("mlp_norm", False)
         )
         self.final_norm = make_norm(norm, h, eps)
         if llama:
@@ -245,7 +245,7 @@ class Model(nn.Module):
         for b in range(self.cfg["layers"]):
             x = self.attention(b, x, batch, seq, False, latents)
             a = F.gelu(self.site(b, 4, self.norm2[b](x), latents))
-            if self.cfg["mlp_norm"]:
+            if self.cfg.get("mlp_norm", False):
                 a = self.mlp_norm[b](a)
             x = x + self.site(b, 5, a, latents)
         x = self.final_norm(x).reshape(batch, seq, h)
