@@ -1,4 +1,4 @@
-//! Ops with a backward pass of their own: σ, softmax, cross-entropy, LayerNorm and RMSNorm.
+//! Ops with a backward pass of their own: σ, GELU, softmax, cross-entropy, LayerNorm, RMSNorm.
 //!
 //! Under autodiff, Burn 0.21 records a composed op as one graph node per primitive: a
 //! LayerNorm is seven forward nodes and about twice as many backward passes, each a trip
@@ -13,12 +13,14 @@
 //! formulas are also the reference the tests hold each node to, values and gradients alike
 //! (tests/lowering.rs, "fused").
 
+use super::flex_kernels;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
-use burn::backend::Autodiff;
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, Int, Shape, Tensor, TensorMetadata, TensorPrimitive};
@@ -46,6 +48,16 @@ pub fn sigmoid<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     match as_node::<B, _, 1>(Sigmoid, [x.into_primitive().tensor()]) {
         Ok(out) => float(out),
         Err([x]) => composed::sigmoid(float(x)),
+    }
+}
+
+/// GELU with the exact Φ, `x (1 + erf(x/√2)) / 2`. On Flex in f32, the node's forward and
+/// backward are one vectorized pass each (`flex_kernels`); elsewhere the formula from the inner
+/// backend's ops. Its backward is `g (Φ(x) + x φ(x))`.
+pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    match as_node::<B, _, 1>(Gelu, [x.into_primitive().tensor()]) {
+        Ok(out) => float(out),
+        Err([x]) => composed::gelu(float(x)),
     }
 }
 
@@ -95,6 +107,10 @@ pub mod composed {
     /// ∞ · 0 (σ(±80) is 0 or 1 in f32 anyway).
     pub fn sigmoid<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
         (x.clamp(-80.0, 80.0).neg().exp() + 1.0).recip()
+    }
+
+    pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+        (x.clone().mul_scalar(std::f64::consts::FRAC_1_SQRT_2).erf() + 1.0).mul_scalar(0.5) * x
     }
 
     pub fn cross_entropy<B: Backend>(
@@ -303,6 +319,76 @@ impl Node<1> for Sigmoid {
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
+}
+
+struct Gelu;
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl<I: Backend> Backward<I, 1> for GeluBackward {
+    type State = FloatTensor<I>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let x = ops.state;
+        unary::<I, _>(ops.parents, ops.node, grads, |g| {
+            on_flex::<I, 2>([&x, &g], |[x, g]| flex_kernels::gelu_backward(x, g)).unwrap_or_else(
+                || {
+                    // Φ(x) + x φ(x), φ(x) = e^(−x²/2) / √(2π).
+                    let cdf = normal_cdf::<I>(x.clone());
+                    let square = I::float_mul(x.clone(), x.clone());
+                    let density = I::float_mul_scalar(
+                        I::float_exp(I::float_mul_scalar(square, (-0.5).into())),
+                        (1.0 / (2.0 * std::f64::consts::PI).sqrt()).into(),
+                    );
+                    I::float_mul(g, I::float_add(cdf, I::float_mul(x, density)))
+                },
+            )
+        });
+    }
+}
+
+/// Φ(x) = (1 + erf(x/√2)) / 2 from the backend's ops.
+fn normal_cdf<I: Backend>(x: FloatTensor<I>) -> FloatTensor<I> {
+    let scaled = I::float_mul_scalar(x, std::f64::consts::FRAC_1_SQRT_2.into());
+    I::float_mul_scalar(
+        I::float_add_scalar(I::float_erf(scaled), 1.0.into()),
+        0.5.into(),
+    )
+}
+
+impl Node<1> for Gelu {
+    fn run<I: Backend>(self, [x]: [FloatTensor<Autodiff<I>>; 1]) -> FloatTensor<Autodiff<I>> {
+        let y = on_flex::<I, 1>([&x.primitive], |[x]| flex_kernels::gelu(x)).unwrap_or_else(|| {
+            I::float_mul(x.primitive.clone(), normal_cdf::<I>(x.primitive.clone()))
+        });
+        match GeluBackward
+            .prepare::<NoCheckpointing>([x.node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(x.primitive, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+/// A Flex kernel's result when `I` is Flex and the kernel takes these tensors (contiguous
+/// f32); `None` otherwise, for the caller to compose the formula.
+fn on_flex<I: Backend, const N: usize>(
+    inputs: [&FloatTensor<I>; N],
+    kernel: impl FnOnce([&FlexTensor; N]) -> Option<FlexTensor>,
+) -> Option<FloatTensor<I>> {
+    if TypeId::of::<I>() != TypeId::of::<Flex>() {
+        return None;
+    }
+    let own = inputs.map(|t| {
+        (t as &dyn Any)
+            .downcast_ref::<FlexTensor>()
+            .expect("Flex's tensors")
+    });
+    let out = kernel(own)?;
+    Some(same_type(out).unwrap_or_else(|_| unreachable!("I is Flex")))
 }
 
 struct Softmax {

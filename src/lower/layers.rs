@@ -34,9 +34,9 @@ pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     x.clone() * sigmoid(x)
 }
 
-/// The exact (erf) GELU, PyTorch's default.
+/// The exact (erf) GELU, PyTorch's default: one autodiff node in training (`fused::gelu`).
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    (x.clone().mul_scalar(std::f64::consts::FRAC_1_SQRT_2).erf() + 1.0).mul_scalar(0.5) * x
+    fused::gelu(x)
 }
 
 /// GELU's tanh approximation, `x/2 · (1 + tanh(√(2/π) (x + 0.044715 x³)))`: GPT-2's `gelu_new`
