@@ -252,7 +252,7 @@ fn activations_have_correct_gradients() {
     assert!(err < 1e-6, "LayerNorm: gradient error {err}");
 }
 
-/// The one-node ops of `lower::fused` (σ, GELU, softmax, cross-entropy, LayerNorm, RMSNorm) on the f64
+/// The one-node ops of `lower::fused` (σ, SiLU, GELU, softmax, cross-entropy, LayerNorm, RMSNorm) on the f64
 /// autodiff backend, whose nodes they are: each value equals the same formula composed of Burn's
 /// ops, each input's gradient equals the composed graph's, and the gradient with respect to
 /// the activations equals central finite differences.
@@ -296,6 +296,11 @@ fn fused_nodes_match_their_composed_formulas_and_finite_differences() {
             "GELU",
             Box::new(|x, _, _| fused::gelu(x)),
             Box::new(|x, _, _| composed::gelu(x)),
+        ),
+        (
+            "SiLU",
+            Box::new(|x, _, _| fused::silu(x)),
+            Box::new(|x, _, _| composed::silu(x)),
         ),
         (
             "softmax",
@@ -357,31 +362,40 @@ fn fused_nodes_match_their_composed_formulas_and_finite_differences() {
     }
 }
 
-/// GELU's Flex kernels (`lower::flex_kernels`: its own `erf` and `exp`, vectorized) in f32
-/// against the exact GELU and its derivative computed in f64 by the composed formula, over
-/// [−10, 10] and the points where the approximations change regime.
+/// The Flex kernels of GELU and SiLU (`lower::flex_kernels`: their own `erf` and `exp`,
+/// vectorized) in f32 against the exact functions and derivatives computed in f64 by the
+/// composed formulas, over [−10, 10] and the points where the approximations change regime.
 #[test]
-fn gelu_on_flex_matches_the_exact_formula() {
+fn gelu_and_silu_on_flex_match_the_exact_formulas() {
+    use laxc::lower::fused::{self, composed};
     type F = Autodiff<burn::backend::Flex>;
     let mut xs: Vec<f64> = (-2000..=2000).map(|i| i as f64 / 200.0).collect();
-    xs.extend([1e-4, -1e-4, 1e-8, 87.0, -87.0, 200.0, -200.0]);
+    xs.extend([1e-4, -1e-4, 1e-8, 87.0, -87.0, 100.0, -100.0]);
     let n = xs.len();
     let weights: Vec<f64> = (0..n)
         .map(|i| ((i * 7919) % 13) as f64 / 13.0 - 0.5)
         .collect();
     let on = |xs: &Vec<f64>| TensorData::new(xs.clone(), [n]);
-    let x32 =
-        Tensor::<F, 1>::from_data(on(&xs).convert::<f32>(), &Default::default()).require_grad();
-    let w32 = Tensor::<F, 1>::from_data(on(&weights).convert::<f32>(), &Default::default());
-    let y32 = laxc::lower::fused::gelu(x32.clone());
-    let g32 = x32.grad(&(y32.clone() * w32).sum().backward()).unwrap();
-    let x64 = Tensor::<AD, 1>::from_data(on(&xs), &Default::default()).require_grad();
-    let w64 = Tensor::<AD, 1>::from_data(on(&weights), &Default::default());
-    let y64 = laxc::lower::fused::composed::gelu(x64.clone());
-    let g64 = x64.grad(&(y64.clone() * w64).sum().backward()).unwrap();
-    assert_close(&to_vec(y32), &to_vec(y64), 1e-6, "GELU on Flex against f64");
-    let (g32, g64) = (to_vec(g32), to_vec_inner(g64));
-    assert_close(&g32, &g64, 1e-6, "GELU's gradient on Flex against f64");
+    type Kernel = fn(Tensor<F, 1>) -> Tensor<F, 1>;
+    type Exact = fn(Tensor<AD, 1>) -> Tensor<AD, 1>;
+    let cases: [(&str, Kernel, Exact); 2] = [
+        ("GELU", fused::gelu, composed::gelu),
+        ("SiLU", fused::silu, composed::silu),
+    ];
+    for (name, kernel, exact) in cases {
+        let x32 =
+            Tensor::<F, 1>::from_data(on(&xs).convert::<f32>(), &Default::default()).require_grad();
+        let w32 = Tensor::<F, 1>::from_data(on(&weights).convert::<f32>(), &Default::default());
+        let y32 = kernel(x32.clone());
+        let g32 = x32.grad(&(y32.clone() * w32).sum().backward()).unwrap();
+        let x64 = Tensor::<AD, 1>::from_data(on(&xs), &Default::default()).require_grad();
+        let w64 = Tensor::<AD, 1>::from_data(on(&weights), &Default::default());
+        let y64 = exact(x64.clone());
+        let g64 = x64.grad(&(y64.clone() * w64).sum().backward()).unwrap();
+        assert_close(&to_vec(y32), &to_vec(y64), 1e-6, &format!("{name} on Flex"));
+        let what = format!("{name}'s gradient on Flex");
+        assert_close(&to_vec(g32), &to_vec_inner(g64), 1e-6, &what);
+    }
 }
 
 /// A LoRA model whose base comes from a dense model's weights starts equal to that model: B is

@@ -593,10 +593,11 @@ fn bench_prints_one_json_line_about_the_spec() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
-/// The report's memory (fp32 training state + activations at the batch) is a lower bound that
-/// the measured peak stays close to: 1.2–1.9× on every bench spec (BENCHMARKS.md, "Memory:
-/// the report against the measured peak"); here the default spec and the tiny ViT, within
-/// [1, 2.5]. The text form says the same in words.
+/// The report's memory (fp32 training state + activations at the batch) is an estimate that
+/// the measured peak stays close to: 0.94–1.26× on every bench spec since laxc's one-node ops
+/// keep fewer intermediates than the report's one-node-per-op count (BENCHMARKS.md, "The
+/// report's estimate at the spec's batch against the measured peak"); here the default spec and
+/// the tiny ViT, within [0.8, 1.6]. The text form says the same in words.
 #[test]
 fn bench_peak_memory_is_within_a_stated_factor_of_the_report() {
     for (spec, batch) in [
@@ -625,7 +626,7 @@ fn bench_peak_memory_is_within_a_stated_factor_of_the_report() {
         };
         let ratio: f64 = ratio.parse().unwrap();
         assert!(
-            (1.0..=2.5).contains(&ratio),
+            (0.8..=1.6).contains(&ratio),
             "{spec}: peak RSS is {ratio}× the report's estimate"
         );
     }

@@ -1,6 +1,6 @@
 //! Element-wise kernels on Flex's own buffers, for the ops where Burn 0.21's Flex calls libm one
 //! element at a time: GELU's `erf` (libm's `erff`, 15 % of a tiny ViT's training step in its
-//! forward pass alone) and its derivative.
+//! forward pass alone) and SiLU's `exp` (libm's `expf`), forward and backward.
 //!
 //! Each kernel reads contiguous f32 tensors (otherwise it declines and the caller composes the
 //! formula from Burn's ops), splits the elements into chunks over rayon's pool (Flex's own), and
@@ -30,6 +30,21 @@ pub fn gelu_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
     Some(like(x, map(GeluGradientAt, xs, gs)))
 }
 
+/// SiLU, `x σ(x)`.
+pub fn silu(x: &FlexTensor) -> Option<FlexTensor> {
+    let xs = f32s(x)?;
+    Some(like(x, map(SiluAt, xs, xs)))
+}
+
+/// SiLU's input gradient, `g σ(x) (1 + x (1 − σ(x)))`.
+pub fn silu_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
+    let (xs, gs) = (f32s(x)?, f32s(g)?);
+    if xs.len() != gs.len() {
+        return None;
+    }
+    Some(like(x, map(SiluGradientAt, xs, gs)))
+}
+
 /// A function of one or two elements. Named types with `#[inline(always)]` methods rather
 /// than closures, so that each is inlined into the loop and the loop vectorized.
 trait Elementwise: Sync {
@@ -51,6 +66,25 @@ impl Elementwise for GeluGradientAt {
     #[inline(always)]
     fn at(&self, x: f32, g: f32) -> f32 {
         g * (normal_cdf(x) + x * normal_pdf(x))
+    }
+}
+
+struct SiluAt;
+
+impl Elementwise for SiluAt {
+    #[inline(always)]
+    fn at(&self, x: f32, _: f32) -> f32 {
+        x * sigmoid(x)
+    }
+}
+
+struct SiluGradientAt;
+
+impl Elementwise for SiluGradientAt {
+    #[inline(always)]
+    fn at(&self, x: f32, g: f32) -> f32 {
+        let s = sigmoid(x);
+        g * s * (1.0 + x * (1.0 - s))
     }
 }
 
@@ -101,6 +135,12 @@ fn each(f: &impl Elementwise, out: &mut [f32], xs: &[f32], ys: &[f32]) {
     for ((o, &x), &y) in out.iter_mut().zip(xs).zip(ys) {
         *o = f.at(x, y);
     }
+}
+
+/// 1 / (1 + e^(−x)); `exp`'s clamp keeps e^(−x) finite, so σ is 0, never NaN, far below 0.
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
 }
 
 #[inline(always)]

@@ -1,4 +1,5 @@
-//! Ops with a backward pass of their own: σ, GELU, softmax, cross-entropy, LayerNorm, RMSNorm.
+//! Ops with a backward pass of their own: σ, SiLU, GELU, softmax, cross-entropy, LayerNorm and
+//! RMSNorm.
 //!
 //! Under autodiff, Burn 0.21 records a composed op as one graph node per primitive: a
 //! LayerNorm is seven forward nodes and about twice as many backward passes, each a trip
@@ -48,6 +49,15 @@ pub fn sigmoid<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     match as_node::<B, _, 1>(Sigmoid, [x.into_primitive().tensor()]) {
         Ok(out) => float(out),
         Err([x]) => composed::sigmoid(float(x)),
+    }
+}
+
+/// SiLU, `x σ(x)` (SwiGLU's gate). On Flex in f32 one vectorized pass each way
+/// (`flex_kernels`); elsewhere σ from the inner backend. Its backward is `g σ (1 + x (1 − σ))`.
+pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    match as_node::<B, _, 1>(Silu, [x.into_primitive().tensor()]) {
+        Ok(out) => float(out),
+        Err([x]) => composed::silu(float(x)),
     }
 }
 
@@ -107,6 +117,10 @@ pub mod composed {
     /// ∞ · 0 (σ(±80) is 0 or 1 in f32 anyway).
     pub fn sigmoid<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
         (x.clamp(-80.0, 80.0).neg().exp() + 1.0).recip()
+    }
+
+    pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+        x.clone() * sigmoid(x)
     }
 
     pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
@@ -300,22 +314,68 @@ impl<I: Backend> Backward<I, 1> for SigmoidBackward {
     }
 }
 
+/// σ on the inner backend: its own op in f32 (one pass on Flex), the clamped formula in
+/// other dtypes (Burn's default computes through f32).
+fn sigmoid_inner<I: Backend>(x: FloatTensor<I>) -> FloatTensor<I> {
+    match x.dtype() {
+        DType::F32 => I::sigmoid(x),
+        _ => {
+            let clamped = I::float_clamp(x, (-80.0).into(), 80.0.into());
+            let e = I::float_exp(I::float_neg(clamped));
+            I::float_recip(I::float_add_scalar(e, 1.0.into()))
+        }
+    }
+}
+
 impl Node<1> for Sigmoid {
     fn run<I: Backend>(self, [x]: [FloatTensor<Autodiff<I>>; 1]) -> FloatTensor<Autodiff<I>> {
-        let y = match x.primitive.dtype() {
-            DType::F32 => I::sigmoid(x.primitive),
-            _ => {
-                let clamped = I::float_clamp(x.primitive, (-80.0).into(), 80.0.into());
-                let e = I::float_exp(I::float_neg(clamped));
-                I::float_recip(I::float_add_scalar(e, 1.0.into()))
-            }
-        };
+        let y = sigmoid_inner::<I>(x.primitive);
         match SigmoidBackward
             .prepare::<NoCheckpointing>([x.node])
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+struct Silu;
+
+/// Backward: `g σ (1 + x (1 − σ))`.
+#[derive(Debug)]
+struct SiluBackward;
+
+impl<I: Backend> Backward<I, 1> for SiluBackward {
+    type State = FloatTensor<I>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let x = ops.state;
+        unary::<I, _>(ops.parents, ops.node, grads, |g| {
+            on_flex::<I, 2>([&x, &g], |[x, g]| flex_kernels::silu_backward(x, g)).unwrap_or_else(
+                || {
+                    let s = sigmoid_inner::<I>(x.clone());
+                    let one_minus = I::float_add_scalar(I::float_neg(s.clone()), 1.0.into());
+                    let slope = I::float_add_scalar(I::float_mul(x, one_minus), 1.0.into());
+                    I::float_mul(g, I::float_mul(s, slope))
+                },
+            )
+        });
+    }
+}
+
+impl Node<1> for Silu {
+    fn run<I: Backend>(self, [x]: [FloatTensor<Autodiff<I>>; 1]) -> FloatTensor<Autodiff<I>> {
+        let y = on_flex::<I, 1>([&x.primitive], |[x]| flex_kernels::silu(x)).unwrap_or_else(|| {
+            I::float_mul(x.primitive.clone(), sigmoid_inner::<I>(x.primitive.clone()))
+        });
+        match SiluBackward
+            .prepare::<NoCheckpointing>([x.node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(x.primitive, y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }

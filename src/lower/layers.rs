@@ -30,8 +30,9 @@ pub fn sigmoid<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     fused::sigmoid(x)
 }
 
+/// SiLU, `x σ(x)`: one autodiff node in training (`fused::silu`).
 pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    x.clone() * sigmoid(x)
+    fused::silu(x)
 }
 
 /// The exact (erf) GELU, PyTorch's default: one autodiff node in training (`fused::gelu`).

@@ -19,7 +19,7 @@ pub const SCHEMA_VERSION: u32 = 2;
 
 pub const CONVENTIONS: &[&str] = &[
     "params: every tensor counts (embeddings, biases, norms, LaX gates and norms, head); frozen = LoRA bases and, in a LoRA spec, everything but adapters and LaX",
-    "memory: bf16 = 8 B per trainable param (weight, grad, 2 Adam moments; the LaX/CoLA/GaLore tables' convention) + 2 B per frozen; fp32 = 16 B + 4 B; GiB = 2^30 B; activations apart: per sample, 4 B for every value of every op's output kept for the backward pass, attention scores and probabilities included (a lower bound: the backend keeps intermediates inside ops too)",
+    "memory: bf16 = 8 B per trainable param (weight, grad, 2 Adam moments; the LaX/CoLA/GaLore tables' convention) + 2 B per frozen; fp32 = 16 B + 4 B; GiB = 2^30 B; activations apart: per sample, 4 B for every value of every op's output kept for the backward pass, attention scores and probabilities included (an estimate: laxc's one-node ops keep less, the backend's allocator more; a CPU training step's measured peak is 0.94–1.26× the training state plus this on the bench specs)",
     "FLOPs: a GEMM (M×K)(K×N) is 2MKN; attention QKᵀ+AV is 4·n²·hidden per block, not halved for causal masks; train = 3× forward GEMM (2× for frozen layers); norms, activations, softmax and LaX adds are counted apart as `other`",
 ];
 
@@ -112,7 +112,7 @@ pub struct Memory {
     pub train_gib_bf16: f64,
     pub train_gib_fp32: f64,
     pub weights_bytes_bf16: u128,
-    /// fp32 activations one sample keeps for the backward pass (at least).
+    /// fp32 activations one sample keeps for the backward pass (an estimate: docs/conventions.md).
     pub activation_bytes_per_sample_fp32: u128,
     /// The same for the spec's `batch` (one micro-batch), where the train section sets it.
     pub activation_bytes_per_batch_fp32: Option<u128>,

@@ -188,7 +188,7 @@ fn totals_table(out: &mut String, r: &Report) {
         (
             "activations fp32 per sample".into(),
             format!(
-                "{:.1} MiB (at least; times the batch)",
+                "{:.1} MiB (estimate; times the batch)",
                 r.memory.activation_bytes_per_sample_fp32 as f64 / (1u64 << 20) as f64
             ),
         ),
@@ -196,7 +196,7 @@ fn totals_table(out: &mut String, r: &Report) {
     if let Some(bytes) = r.memory.activation_bytes_per_batch_fp32 {
         rows.push((
             "activations fp32 at the spec's batch".into(),
-            format!("{:.1} MiB (at least)", bytes as f64 / (1u64 << 20) as f64),
+            format!("{:.1} MiB (estimate)", bytes as f64 / (1u64 << 20) as f64),
         ));
     }
     rows.extend(data_parallel_rows(&r.data_parallel));

@@ -56,7 +56,7 @@ pub struct BenchResult {
     pub peak_rss_bytes: Option<u64>,
     /// The report's fp32 estimate for weights, gradients and Adam moments, bytes.
     pub report_train_bytes_fp32: u128,
-    /// The report's lower bound on the activations a batch keeps for the backward pass, bytes.
+    /// The report's estimate of the activations a batch keeps for the backward pass, bytes.
     pub report_activation_bytes_fp32: u128,
 }
 
