@@ -168,7 +168,7 @@ fn erf(x: f32) -> f32 {
     let far = 1.0 - poly * exp(-a * a);
     let s = a * a;
     // 2/√π (a − a³/3 + a⁵/10 − a⁷/42 + a⁹/216 − a¹¹/1320)
-    let near = 1.128_379_2
+    let near = std::f32::consts::FRAC_2_SQRT_PI
         * a
         * (1.0
             + s * (-1.0 / 3.0
@@ -184,7 +184,7 @@ fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     const LN2_HIGH: f32 = 0.693_359_4;
     const LN2_LOW: f32 = -2.121_944_4e-4;
-    let x = x.max(-87.0).min(88.0);
+    let x = x.clamp(-87.0, 88.0);
     let shifted = x * std::f32::consts::LOG2_E + ROUND;
     let n = shifted - ROUND;
     let k = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
@@ -218,6 +218,11 @@ mod tests {
             let got = erf(x) as f64;
             assert!((got - want).abs() < 3e-7, "erf({x}) = {got}, want {want}");
         }
+    }
+
+    #[test]
+    fn not_a_number_stays_not_a_number() {
+        assert!(exp(f32::NAN).is_nan() && erf(f32::NAN).is_nan());
     }
 
     /// erf by its Maclaurin series (|x| < 3) or the asymptotic series of erfc (|x| ≥ 3, where
