@@ -17,32 +17,32 @@ use rayon::prelude::*;
 
 /// GELU, `x Φ(x)` with `Φ(x) = (1 + erf(x/√2)) / 2`.
 pub fn gelu(x: &FlexTensor) -> Option<FlexTensor> {
-    let xs = f32s(x)?;
-    Some(like(x, map(GeluAt, xs, xs)))
+    elementwise(GeluAt, x, x)
 }
 
 /// GELU's input gradient, `g (Φ(x) + x φ(x))` with `φ` the standard normal density.
 pub fn gelu_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
-    let (xs, gs) = (f32s(x)?, f32s(g)?);
-    if xs.len() != gs.len() {
-        return None;
-    }
-    Some(like(x, map(GeluGradientAt, xs, gs)))
+    elementwise(GeluGradientAt, x, g)
 }
 
 /// SiLU, `x σ(x)`.
 pub fn silu(x: &FlexTensor) -> Option<FlexTensor> {
-    let xs = f32s(x)?;
-    Some(like(x, map(SiluAt, xs, xs)))
+    elementwise(SiluAt, x, x)
 }
 
 /// SiLU's input gradient, `g σ(x) (1 + x (1 − σ(x)))`.
 pub fn silu_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
-    let (xs, gs) = (f32s(x)?, f32s(g)?);
-    if xs.len() != gs.len() {
+    elementwise(SiluGradientAt, x, g)
+}
+
+/// `f` at each pair of elements of `x` and `y` (the same tensor twice for a function of one),
+/// as a new tensor shaped as `x`; `None` unless both are contiguous f32 of one size.
+fn elementwise(f: impl Elementwise, x: &FlexTensor, y: &FlexTensor) -> Option<FlexTensor> {
+    let (xs, ys) = (f32s(x)?, f32s(y)?);
+    if xs.len() != ys.len() {
         return None;
     }
-    Some(like(x, map(SiluGradientAt, xs, gs)))
+    Some(like(x, map(f, xs, ys)))
 }
 
 /// A function of one or two elements. Named types with `#[inline(always)]` methods rather

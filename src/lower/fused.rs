@@ -55,7 +55,7 @@ pub fn sigmoid<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// SiLU, `x σ(x)` (SwiGLU's gate). On Flex in f32 one vectorized pass each way
 /// (`flex_kernels`); elsewhere σ from the inner backend. Its backward is `g σ (1 + x (1 − σ))`.
 pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    match as_node::<B, _, 1>(Silu, [x.into_primitive().tensor()]) {
+    match as_node::<B, _, 1>(ActivationNode(Silu), [x.into_primitive().tensor()]) {
         Ok(out) => float(out),
         Err([x]) => composed::silu(float(x)),
     }
@@ -65,7 +65,7 @@ pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// backward are one vectorized pass each (`flex_kernels`); elsewhere the formula from the inner
 /// backend's ops. Its backward is `g (Φ(x) + x φ(x))`.
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    match as_node::<B, _, 1>(Gelu, [x.into_primitive().tensor()]) {
+    match as_node::<B, _, 1>(ActivationNode(Gelu), [x.into_primitive().tensor()]) {
         Ok(out) => float(out),
         Err([x]) => composed::gelu(float(x)),
     }
@@ -287,16 +287,9 @@ impl Node<1> for CrossEntropy {
         let max = I::float_max_dim(x.primitive.clone(), 1);
         let e = I::float_exp(I::float_sub(x.primitive.clone(), max.clone()));
         let z = I::float_sum_dim(e.clone(), 1);
-        let picked = I::float_gather(1, x.primitive, targets.clone());
+        let picked = I::float_gather(1, x.primitive.clone(), targets.clone());
         let loss = I::float_sub(I::float_add(I::float_log(z.clone()), max), picked);
-        match CrossEntropyBackward
-            .prepare::<NoCheckpointing>([x.node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((e, z, targets), loss),
-            OpsKind::UnTracked(prep) => prep.finish(loss),
-        }
+        record(CrossEntropyBackward, [&x], (e, z, targets), loss)
     }
 }
 
@@ -329,82 +322,71 @@ fn sigmoid_inner<I: Backend>(x: FloatTensor<I>) -> FloatTensor<I> {
 
 impl Node<1> for Sigmoid {
     fn run<I: Backend>(self, [x]: [FloatTensor<Autodiff<I>>; 1]) -> FloatTensor<Autodiff<I>> {
-        let y = sigmoid_inner::<I>(x.primitive);
-        match SigmoidBackward
-            .prepare::<NoCheckpointing>([x.node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        let y = sigmoid_inner::<I>(x.primitive.clone());
+        record(SigmoidBackward, [&x], y.clone(), y)
     }
 }
 
+/// An element-wise activation whose backward pass needs its input only: its Flex kernels, and
+/// its formula from any backend's ops for everything else.
+trait Activation: Send + Sync + std::fmt::Debug + 'static {
+    fn flex(x: &FlexTensor) -> Option<FlexTensor>;
+    fn flex_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor>;
+    fn forward<I: Backend>(x: FloatTensor<I>) -> FloatTensor<I>;
+    /// `g` times the derivative at `x`.
+    fn backward<I: Backend>(x: FloatTensor<I>, g: FloatTensor<I>) -> FloatTensor<I>;
+}
+
+/// SiLU, `x σ(x)`; its derivative `σ (1 + x (1 − σ))`.
+#[derive(Debug)]
 struct Silu;
 
-/// Backward: `g σ (1 + x (1 − σ))`.
+impl Activation for Silu {
+    fn flex(x: &FlexTensor) -> Option<FlexTensor> {
+        flex_kernels::silu(x)
+    }
+
+    fn flex_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
+        flex_kernels::silu_backward(x, g)
+    }
+
+    fn forward<I: Backend>(x: FloatTensor<I>) -> FloatTensor<I> {
+        I::float_mul(x.clone(), sigmoid_inner::<I>(x))
+    }
+
+    fn backward<I: Backend>(x: FloatTensor<I>, g: FloatTensor<I>) -> FloatTensor<I> {
+        let s = sigmoid_inner::<I>(x.clone());
+        let one_minus = I::float_add_scalar(I::float_neg(s.clone()), 1.0.into());
+        let slope = I::float_add_scalar(I::float_mul(x, one_minus), 1.0.into());
+        I::float_mul(g, I::float_mul(s, slope))
+    }
+}
+
+/// GELU, `x Φ(x)`; its derivative `Φ(x) + x φ(x)`, `φ(x) = e^(−x²/2) / √(2π)`.
 #[derive(Debug)]
-struct SiluBackward;
-
-impl<I: Backend> Backward<I, 1> for SiluBackward {
-    type State = FloatTensor<I>;
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let x = ops.state;
-        unary::<I, _>(ops.parents, ops.node, grads, |g| {
-            on_flex::<I, 2>([&x, &g], |[x, g]| flex_kernels::silu_backward(x, g)).unwrap_or_else(
-                || {
-                    let s = sigmoid_inner::<I>(x.clone());
-                    let one_minus = I::float_add_scalar(I::float_neg(s.clone()), 1.0.into());
-                    let slope = I::float_add_scalar(I::float_mul(x, one_minus), 1.0.into());
-                    I::float_mul(g, I::float_mul(s, slope))
-                },
-            )
-        });
-    }
-}
-
-impl Node<1> for Silu {
-    fn run<I: Backend>(self, [x]: [FloatTensor<Autodiff<I>>; 1]) -> FloatTensor<Autodiff<I>> {
-        let y = on_flex::<I, 1>([&x.primitive], |[x]| flex_kernels::silu(x)).unwrap_or_else(|| {
-            I::float_mul(x.primitive.clone(), sigmoid_inner::<I>(x.primitive.clone()))
-        });
-        match SiluBackward
-            .prepare::<NoCheckpointing>([x.node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(x.primitive, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
-    }
-}
-
 struct Gelu;
 
-#[derive(Debug)]
-struct GeluBackward;
+impl Activation for Gelu {
+    fn flex(x: &FlexTensor) -> Option<FlexTensor> {
+        flex_kernels::gelu(x)
+    }
 
-impl<I: Backend> Backward<I, 1> for GeluBackward {
-    type State = FloatTensor<I>;
+    fn flex_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
+        flex_kernels::gelu_backward(x, g)
+    }
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let x = ops.state;
-        unary::<I, _>(ops.parents, ops.node, grads, |g| {
-            on_flex::<I, 2>([&x, &g], |[x, g]| flex_kernels::gelu_backward(x, g)).unwrap_or_else(
-                || {
-                    // Φ(x) + x φ(x), φ(x) = e^(−x²/2) / √(2π).
-                    let cdf = normal_cdf::<I>(x.clone());
-                    let square = I::float_mul(x.clone(), x.clone());
-                    let density = I::float_mul_scalar(
-                        I::float_exp(I::float_mul_scalar(square, (-0.5).into())),
-                        (1.0 / (2.0 * std::f64::consts::PI).sqrt()).into(),
-                    );
-                    I::float_mul(g, I::float_add(cdf, I::float_mul(x, density)))
-                },
-            )
-        });
+    fn forward<I: Backend>(x: FloatTensor<I>) -> FloatTensor<I> {
+        I::float_mul(x.clone(), normal_cdf::<I>(x))
+    }
+
+    fn backward<I: Backend>(x: FloatTensor<I>, g: FloatTensor<I>) -> FloatTensor<I> {
+        let cdf = normal_cdf::<I>(x.clone());
+        let square = I::float_mul(x.clone(), x.clone());
+        let density = I::float_mul_scalar(
+            I::float_exp(I::float_mul_scalar(square, (-0.5).into())),
+            (1.0 / (2.0 * std::f64::consts::PI).sqrt()).into(),
+        );
+        I::float_mul(g, I::float_add(cdf, I::float_mul(x, density)))
     }
 }
 
@@ -417,19 +399,47 @@ fn normal_cdf<I: Backend>(x: FloatTensor<I>) -> FloatTensor<I> {
     )
 }
 
-impl Node<1> for Gelu {
-    fn run<I: Backend>(self, [x]: [FloatTensor<Autodiff<I>>; 1]) -> FloatTensor<Autodiff<I>> {
-        let y = on_flex::<I, 1>([&x.primitive], |[x]| flex_kernels::gelu(x)).unwrap_or_else(|| {
-            I::float_mul(x.primitive.clone(), normal_cdf::<I>(x.primitive.clone()))
+/// An activation as one node: the Flex kernel where it applies, else the formula.
+struct ActivationNode<A>(A);
+
+#[derive(Debug)]
+struct ActivationBackward<A>(A);
+
+impl<I: Backend, A: Activation> Backward<I, 1> for ActivationBackward<A> {
+    type State = FloatTensor<I>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let x = ops.state;
+        unary::<I, _>(ops.parents, ops.node, grads, |g| {
+            on_flex::<I, 2>([&x, &g], |[x, g]| A::flex_backward(x, g))
+                .unwrap_or_else(|| A::backward::<I>(x, g))
         });
-        match GeluBackward
-            .prepare::<NoCheckpointing>([x.node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(x.primitive, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+    }
+}
+
+impl<A: Activation> Node<1> for ActivationNode<A> {
+    fn run<I: Backend>(self, [x]: [FloatTensor<Autodiff<I>>; 1]) -> FloatTensor<Autodiff<I>> {
+        let y = on_flex::<I, 1>([&x.primitive], |[x]| A::flex(x))
+            .unwrap_or_else(|| A::forward::<I>(x.primitive.clone()));
+        record(ActivationBackward(self.0), [&x], x.primitive.clone(), y)
+    }
+}
+
+/// `y` as the output of one autodiff node over `parents`, whose backward pass gets `state`.
+fn record<I: Backend, Op: Backward<I, N>, const N: usize>(
+    backward: Op,
+    parents: [&FloatTensor<Autodiff<I>>; N],
+    state: Op::State,
+    y: FloatTensor<I>,
+) -> FloatTensor<Autodiff<I>> {
+    let nodes = parents.map(|p| p.node.clone());
+    match backward
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
     }
 }
 
@@ -475,15 +485,8 @@ impl<I: Backend> Backward<I, 1> for SoftmaxBackward {
 
 impl Node<1> for Softmax {
     fn run<I: Backend>(self, [x]: [FloatTensor<Autodiff<I>>; 1]) -> FloatTensor<Autodiff<I>> {
-        let y = I::softmax(x.primitive, self.dim);
-        match (SoftmaxBackward { dim: self.dim })
-            .prepare::<NoCheckpointing>([x.node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        let y = I::softmax(x.primitive.clone(), self.dim);
+        record(SoftmaxBackward { dim: self.dim }, [&x], y.clone(), y)
     }
 }
 
@@ -535,20 +538,18 @@ impl Node<3> for LayerNorm {
         let y = I::layer_norm(
             x.primitive.clone(),
             vector(gamma.primitive.clone()),
-            Some(vector(beta.primitive)),
+            Some(vector(beta.primitive.clone())),
             self.epsilon,
         );
         let node = LayerNormBackward {
             epsilon: self.epsilon,
         };
-        match node
-            .prepare::<NoCheckpointing>([x.node, gamma.node, beta.node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((x.primitive, gamma.primitive), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        record(
+            node,
+            [&x, &gamma, &beta],
+            (x.primitive.clone(), gamma.primitive.clone()),
+            y,
+        )
     }
 }
 
@@ -591,13 +592,11 @@ impl Node<2> for RmsNorm {
             I::float_mul(x.primitive.clone(), r.clone()),
             gamma.primitive.clone(),
         );
-        match RmsNormBackward
-            .prepare::<NoCheckpointing>([x.node, gamma.node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((x.primitive, gamma.primitive, r), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        record(
+            RmsNormBackward,
+            [&x, &gamma],
+            (x.primitive.clone(), gamma.primitive.clone(), r),
+            y,
+        )
     }
 }
