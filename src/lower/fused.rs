@@ -8,8 +8,9 @@
 //! softmax and LayerNorm kernels where it has them) and its backward is the closed-form
 //! gradient in a few passes.
 //!
-//! laxc's autodiff backends (`Autodiff` over Flex, NdArray, Candle, CUDA and wgpu) take that
-//! path; any other backend (a plain one, in evaluation and generation) computes the composed
+//! laxc's CPU autodiff backends (`Autodiff` over Flex, NdArray and Candle) take that path (not
+//! yet the GPU ones: `for_each_inner_backend` says why); any other backend (a GPU one, or a
+//! plain one in evaluation and generation) computes the composed
 //! formula (`composed`) or the backend's own op for it (softmax, LayerNorm). The composed
 //! formulas are also the reference the tests hold each node to, values and gradients alike
 //! (tests/lowering.rs, "fused").
@@ -176,7 +177,7 @@ fn same_type<T: 'static, U: 'static>(value: T) -> Result<U, T> {
     Ok(*boxed.downcast::<U>().expect("the type was checked"))
 }
 
-/// Calls `$then!(I)` for each inner backend `I` whose `Autodiff<I>` laxc trains on (and the
+/// Calls `$then!(I)` for each CPU backend `I` whose `Autodiff<I>` laxc trains on (and the
 /// tests' f64 one): the one list of backends that have the nodes.
 macro_rules! for_each_inner_backend {
     ($then:ident) => {
@@ -186,10 +187,11 @@ macro_rules! for_each_inner_backend {
         // nodes themselves.
         $then!(burn::backend::NdArray<f64>);
         $then!(burn::backend::Candle);
-        #[cfg(feature = "cuda")]
-        $then!(burn::backend::cuda::Cuda);
-        #[cfg(feature = "wgpu")]
-        $then!(burn::backend::wgpu::Wgpu);
+        // Not the GPU back ends (CUDA, wgpu) yet: on wgpu the grouped-query spec's embedding
+        // gradient came out 0.126 of its norm off Flex's in two of three runs of tests/wgpu.rs
+        // with the nodes (autotune picks matmul kernels by timing, and one of them is known to
+        // be wrong: BENCHMARKS.md "GPU"); they keep the composed formulas until that is
+        // understood.
     };
 }
 
