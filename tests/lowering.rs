@@ -398,6 +398,39 @@ fn gelu_and_silu_on_flex_match_the_exact_formulas() {
     }
 }
 
+/// The swap of attention's middle axes as one node: on Flex (its row-copy kernel) and on the f64
+/// backend, the values and the input's gradient equal `swap_dims(1, 2)`'s.
+#[test]
+fn swapping_the_middle_axes_equals_swap_dims() {
+    fn check<T: burn::tensor::backend::AutodiffBackend>(what: &str) {
+        let dev = Default::default();
+        let values: Vec<f32> = (0..2 * 3 * 4 * 5)
+            .map(|i| (i * 37 % 23) as f32 - 11.0)
+            .collect();
+        let x = || {
+            Tensor::<T, 4>::from_data(TensorData::new(values.clone(), [2, 3, 4, 5]), &dev)
+                .require_grad()
+        };
+        let weights = Tensor::<T, 4>::from_data(
+            TensorData::new(
+                (0..120).map(|i| (i % 7) as f32).collect::<Vec<_>>(),
+                [2, 4, 3, 5],
+            ),
+            &dev,
+        );
+        let (a, b) = (x(), x());
+        let node = laxc::lower::fused::swap_middle_axes(a.clone());
+        let view = b.clone().swap_dims(1, 2);
+        assert_eq!(node.dims(), [2, 4, 3, 5]);
+        assert_close(&to_vec(node.clone()), &to_vec(view.clone()), 0.0, what);
+        let ga = a.grad(&(node * weights.clone()).sum().backward()).unwrap();
+        let gb = b.grad(&(view * weights).sum().backward()).unwrap();
+        assert_close(&to_vec(ga), &to_vec(gb), 0.0, &format!("{what}: gradient"));
+    }
+    check::<Autodiff<burn::backend::Flex>>("Flex");
+    check::<AD>("f64");
+}
+
 /// A LoRA model whose base comes from a dense model's weights starts equal to that model: B is
 /// zero at init, so neither the adapter nor the LaX pathways between adapters change the output.
 #[test]

@@ -2,6 +2,9 @@
 //! element at a time: GELU's `erf` (libm's `erff`, 15 % of a tiny ViT's training step in its
 //! forward pass alone) and SiLU's `exp` (libm's `expf`), forward and backward.
 //!
+//! Also the swap of a 4-D tensor's middle axes around attention's heads, which Flex copies one
+//! element at a time.
+//!
 //! Each kernel reads contiguous f32 tensors (otherwise it declines and the caller composes the
 //! formula from Burn's ops), splits the elements into chunks over rayon's pool (Flex's own), and
 //! evaluates with `exp` and `erf` written without branches or library calls so that the compiler
@@ -33,6 +36,32 @@ pub fn silu(x: &FlexTensor) -> Option<FlexTensor> {
 /// SiLU's input gradient, `g σ(x) (1 + x (1 − σ(x)))`.
 pub fn silu_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
     elementwise(SiluGradientAt, x, g)
+}
+
+/// A contiguous (a, b, c, d) tensor with its axes 1 and 2 swapped, as a contiguous (a, c, b, d)
+/// one: rows of d elements copied whole, where Flex's own copy of a permuted view walks it one
+/// element at a time (~7 % of a LLaMA step around the attention heads).
+pub fn swap_middle_axes(x: &FlexTensor) -> Option<FlexTensor> {
+    let xs = f32s(x)?;
+    let shape = x.shape();
+    if shape.num_dims() != 4 {
+        return None;
+    }
+    let [a, b, c, d] = shape.dims::<4>();
+    let mut out = vec![0.0; xs.len()];
+    if !out.is_empty() {
+        // Output block (i, k) holds input rows (i, 0..b, k).
+        out.par_chunks_mut(b * d)
+            .enumerate()
+            .for_each(|(ik, block)| {
+                let (i, k) = (ik / c, ik % c);
+                for (j, row) in block.chunks_mut(d).enumerate() {
+                    let from = ((i * b + j) * c + k) * d;
+                    row.copy_from_slice(&xs[from..from + d]);
+                }
+            });
+    }
+    Some(FlexTensor::from_data(TensorData::new(out, [a, c, b, d])))
 }
 
 /// `f` at each pair of elements of `x` and `y` (the same tensor twice for a function of one),

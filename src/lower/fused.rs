@@ -72,6 +72,15 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     }
 }
 
+/// A 4-D tensor with axes 1 and 2 swapped (attention's heads and positions): on Flex a
+/// contiguous copy each way, made by rows (`flex_kernels`); elsewhere a view, as `swap_dims`.
+pub fn swap_middle_axes<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    match as_node::<B, _, 1>(SwapMiddleAxes, [x.into_primitive().tensor()]) {
+        Ok(out) => float(out),
+        Err([x]) => float::<B, 4>(x).swap_dims(1, 2),
+    }
+}
+
 /// Softmax over the last dimension.
 pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     match as_node::<B, _, 1>(Softmax { dim: D - 1 }, [x.into_primitive().tensor()]) {
@@ -461,6 +470,33 @@ fn on_flex<I: Backend, const N: usize>(
     });
     let out = kernel(own)?;
     Some(same_type(out).unwrap_or_else(|_| unreachable!("I is Flex")))
+}
+
+struct SwapMiddleAxes;
+
+/// The swap on the inner backend: Flex's kernel where it applies, else a view.
+fn swap_middle_axes_inner<I: Backend>(x: FloatTensor<I>) -> FloatTensor<I> {
+    on_flex::<I, 1>([&x], |[x]| flex_kernels::swap_middle_axes(x))
+        .unwrap_or_else(|| I::float_swap_dims(x, 1, 2))
+}
+
+/// Backward: the same swap of the gradient.
+#[derive(Debug)]
+struct SwapMiddleAxesBackward;
+
+impl<I: Backend> Backward<I, 1> for SwapMiddleAxesBackward {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        unary::<I, _>(ops.parents, ops.node, grads, swap_middle_axes_inner::<I>);
+    }
+}
+
+impl Node<1> for SwapMiddleAxes {
+    fn run<I: Backend>(self, [x]: [FloatTensor<Autodiff<I>>; 1]) -> FloatTensor<Autodiff<I>> {
+        let y = swap_middle_axes_inner::<I>(x.primitive.clone());
+        record(SwapMiddleAxesBackward, [&x], (), y)
+    }
 }
 
 struct Softmax {

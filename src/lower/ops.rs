@@ -2,6 +2,7 @@
 //! with N = batch × the tokens the node runs on (all tokens, the patches, or the cls token).
 
 use super::attention::{causal_bias, causal_bias_after, rope, rope_tables_at, sdpa};
+use super::fused;
 use super::layers::apply_activation;
 use super::params::{add_bias, Linear, NodeParams, TensorGate};
 use super::precision::{cast_like, widen};
@@ -462,15 +463,14 @@ fn attend<B: Backend>(
     mask: Option<&Tensor<B, 4>>,
 ) -> Tensor<B, 2> {
     let [batch, heads, seq, d] = q.dims();
-    sdpa(q, shared_heads(k, heads), shared_heads(v, heads), mask)
-        .swap_dims(1, 2)
-        .reshape([batch * seq, heads * d])
+    let out = sdpa(q, shared_heads(k, heads), shared_heads(v, heads), mask);
+    fused::swap_middle_axes(out).reshape([batch * seq, heads * d])
 }
 
 /// `(batch·seq, n·d)` → `(batch, n, seq, d)`.
 fn split_heads<B: Backend>(t: Tensor<B, 2>, [batch, seq, n]: [usize; 3]) -> Tensor<B, 4> {
     let d = t.dims()[1] / n;
-    t.reshape([batch, seq, n, d]).swap_dims(1, 2)
+    fused::swap_middle_axes(t.reshape([batch, seq, n, d]))
 }
 
 /// Key-value heads repeated to every query head: query head h reads key-value head
