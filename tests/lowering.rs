@@ -431,6 +431,80 @@ fn swapping_the_middle_axes_equals_swap_dims() {
     check::<AD>("f64");
 }
 
+/// The matrix product as one node (`fused::matmul`, on Flex gemm writing its own output) on
+/// Flex and on the f64 backend: values and both operands' gradients equal Burn's `matmul` times
+/// the scale, for plain, transposed-view and batched operands, with products small, large
+/// enough to share out one product, and a batch shared out one product per thread; broadcast
+/// batch axes take Burn's product. In f64 the gradients also equal finite differences.
+#[test]
+fn the_matrix_product_node_matches_burns_matmul() {
+    fn check<T: burn::tensor::backend::AutodiffBackend>(what: &str, tol: f64) {
+        let dev = Default::default();
+        let tensor = |shape: &[usize], seed: usize| {
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n)
+                .map(|i| (((i * 37 + seed * 11) % 29) as f32 - 14.0) / 9.0)
+                .collect();
+            Tensor::<T, 3>::from_data(TensorData::new(v, shape.to_vec()), &dev).require_grad()
+        };
+        // (a's shape, b's shape as stored, b read transposed, scale)
+        let cases: [([usize; 3], [usize; 3], bool, f64); 6] = [
+            ([1, 5, 7], [1, 7, 3], false, 1.0),
+            ([1, 5, 7], [1, 3, 7], true, 0.5),
+            ([6, 6, 4], [6, 5, 4], true, 0.5),
+            ([8, 64, 64], [8, 64, 64], false, 1.0),
+            ([1, 200, 200], [1, 200, 200], true, 0.125),
+            ([3, 5, 4], [1, 4, 3], false, 2.0),
+        ];
+        for (i, (sa, sb, transposed, scale)) in cases.into_iter().enumerate() {
+            let (a1, b1, a2, b2) = (
+                tensor(&sa, 1),
+                tensor(&sb, 2),
+                tensor(&sa, 1),
+                tensor(&sb, 2),
+            );
+            let read = |b: Tensor<T, 3>| if transposed { b.swap_dims(1, 2) } else { b };
+            let node = laxc::lower::fused::matmul(a1.clone(), read(b1.clone()), scale);
+            let plain = a2.clone().matmul(read(b2.clone())).mul_scalar(scale);
+            let case = format!("{what}, case {i}");
+            assert_eq!(node.dims(), plain.dims(), "{case}");
+            assert_close(&to_vec(node.clone()), &to_vec(plain.clone()), tol, &case);
+            let weights = tensor(&node.dims(), 3).detach();
+            let g1 = (node * weights.clone()).sum().backward();
+            let g2 = (plain * weights).sum().backward();
+            for (x, y, operand) in [(&a1, &a2, "a"), (&b1, &b2, "b")] {
+                let (gx, gy) = (x.grad(&g1).unwrap(), y.grad(&g2).unwrap());
+                let label = format!("{case}: gradient of {operand}");
+                assert_close(&to_vec(gx), &to_vec(gy), tol, &label);
+            }
+        }
+    }
+    check::<Autodiff<burn::backend::Flex>>("Flex", 1e-5);
+    check::<AD>("f64", 1e-12);
+    // Finite differences of a weighted sum of the batched, transposed, scaled product in f64.
+    let err = max_gradient_error(&|x| {
+        let b = Tensor::<AD, 2>::from_data(
+            TensorData::new(random(&mut StdRng::seed_from_u64(4), 30), [5, 6]),
+            &Default::default(),
+        );
+        let w = Tensor::<AD, 3>::from_data(
+            TensorData::new(random(&mut StdRng::seed_from_u64(5), 20), [2, 2, 5]),
+            &Default::default(),
+        );
+        let x = x.reshape([2, 2, 6]);
+        let y = laxc::lower::fused::matmul(
+            x,
+            b.unsqueeze::<3>().repeat_dim(0, 2).swap_dims(1, 2),
+            0.25,
+        );
+        (y.clone() * y * w).sum()
+    });
+    assert!(
+        err < 1e-6,
+        "gradient error {err} against finite differences"
+    );
+}
+
 /// A LoRA model whose base comes from a dense model's weights starts equal to that model: B is
 /// zero at init, so neither the adapter nor the LaX pathways between adapters change the output.
 #[test]

@@ -113,9 +113,7 @@ pub fn sdpa<B: Backend>(
     causal_bias: Option<&Tensor<B, 4>>,
 ) -> Tensor<B, 4> {
     let d = q.dims()[3];
-    let scores = q
-        .matmul(k.swap_dims(2, 3))
-        .mul_scalar(1.0 / (d as f64).sqrt());
+    let scores = fused::matmul(q, k.swap_dims(2, 3), 1.0 / (d as f64).sqrt());
     // The mask and the softmax in f32, whatever the scores were computed in.
     let scores = widen(scores);
     let scores = match causal_bias {
@@ -123,5 +121,5 @@ pub fn sdpa<B: Backend>(
         None => scores,
     };
     let probabilities = cast_like(fused::softmax(scores), &v);
-    probabilities.matmul(v)
+    fused::matmul(probabilities, v, 1.0)
 }

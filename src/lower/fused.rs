@@ -1,5 +1,5 @@
-//! Ops with a backward pass of their own: σ, SiLU, GELU, softmax, cross-entropy, LayerNorm and
-//! RMSNorm.
+//! Ops with a backward pass of their own: the matrix product, σ, SiLU, GELU, softmax,
+//! cross-entropy, LayerNorm and RMSNorm.
 //!
 //! Under autodiff, Burn 0.21 records a composed op as one graph node per primitive: a
 //! LayerNorm is seven forward nodes and about twice as many backward passes, each a trip
@@ -15,11 +15,11 @@
 //! formulas are also the reference the tests hold each node to, values and gradients alike
 //! (tests/lowering.rs, "fused").
 
-use super::flex_kernels;
+use super::{flex_gemm, flex_kernels};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{binary, unary, Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
@@ -27,6 +27,25 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, Int, Shape, Tensor, TensorMetadata, TensorPrimitive};
 use std::any::{Any, TypeId};
+
+/// `scale · a · b` over the last two axes (the scale is 1 but for attention's scores, where it
+/// is 1/√d). On Flex in f32, gemm writes the output directly, scale included (`flex_gemm`);
+/// elsewhere, or with broadcast batch axes, the backend's matmul. Backward: `scale · g · bᵀ`
+/// and `scale · aᵀ · g`, read through transposed views.
+pub fn matmul<B: Backend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+    scale: f64,
+) -> Tensor<B, D> {
+    if a.dims()[..D - 2] != b.dims()[..D - 2] {
+        return composed::matmul(a, b, scale);
+    }
+    let inputs = [a, b].map(|t| t.into_primitive().tensor());
+    match as_node::<B, _, 2>(MatMul { scale }, inputs) {
+        Ok(out) => float(out),
+        Err([a, b]) => composed::matmul(float(a), float(b), scale),
+    }
+}
 
 /// Each row's cross-entropy, `logsumexp(x) − x[target]`, as a (rows, 1) column. Targets
 /// must be valid class indices (masked rows are clamped by the caller).
@@ -122,6 +141,19 @@ pub fn rms_norm<B: Backend>(x: Tensor<B, 2>, gamma: Tensor<B, 1>, epsilon: f64) 
 pub mod composed {
     use burn::tensor::backend::Backend;
     use burn::tensor::{Int, Tensor};
+
+    pub fn matmul<B: Backend, const D: usize>(
+        a: Tensor<B, D>,
+        b: Tensor<B, D>,
+        scale: f64,
+    ) -> Tensor<B, D> {
+        let product = a.matmul(b);
+        if scale == 1.0 {
+            product
+        } else {
+            product.mul_scalar(scale)
+        }
+    }
 
     /// With x clamped to ±80 so that e^(−x) stays finite and the backward pass never meets
     /// ∞ · 0 (σ(±80) is 0 or 1 in f32 anyway).
@@ -470,6 +502,53 @@ fn on_flex<I: Backend, const N: usize>(
     });
     let out = kernel(own)?;
     Some(same_type(out).unwrap_or_else(|_| unreachable!("I is Flex")))
+}
+
+struct MatMul {
+    scale: f64,
+}
+
+/// The product on the inner backend: gemm on Flex's buffers where it applies, else the
+/// backend's matmul.
+fn matmul_inner<I: Backend>(a: FloatTensor<I>, b: FloatTensor<I>, scale: f64) -> FloatTensor<I> {
+    on_flex::<I, 2>([&a, &b], |[a, b]| flex_gemm::matmul(a, b, scale as f32)).unwrap_or_else(|| {
+        let product = I::float_matmul(a, b);
+        if scale == 1.0 {
+            product
+        } else {
+            I::float_mul_scalar(product, scale.into())
+        }
+    })
+}
+
+/// Backward: `scale · g · bᵀ` and `scale · aᵀ · g`, from the saved operands.
+#[derive(Debug)]
+struct MatMulBackward {
+    scale: f64,
+}
+
+impl<I: Backend> Backward<I, 2> for MatMulBackward {
+    type State = (FloatTensor<I>, FloatTensor<I>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (a, b) = ops.state;
+        let scale = self.scale;
+        binary::<I, _, _>(
+            ops.parents,
+            ops.node,
+            grads,
+            |g| matmul_inner::<I>(g, I::float_transpose(b), scale),
+            |g| matmul_inner::<I>(I::float_transpose(a), g, scale),
+        );
+    }
+}
+
+impl Node<2> for MatMul {
+    fn run<I: Backend>(self, [a, b]: [FloatTensor<Autodiff<I>>; 2]) -> FloatTensor<Autodiff<I>> {
+        let y = matmul_inner::<I>(a.primitive.clone(), b.primitive.clone(), self.scale);
+        let state = (a.primitive.clone(), b.primitive.clone());
+        record(MatMulBackward { scale: self.scale }, [&a, &b], state, y)
+    }
 }
 
 struct SwapMiddleAxes;

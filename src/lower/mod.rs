@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod base;
+pub mod flex_gemm;
 pub mod flex_kernels;
 pub mod fused;
 pub mod init;

@@ -254,7 +254,7 @@ fn eval_float<B: Backend>(
             };
             let x = arg();
             let table = cast_like(table.val(), &x);
-            x.matmul(table.transpose())
+            fused::matmul(x, table.transpose(), 1.0)
         }
         Op::TtCore {
             index,

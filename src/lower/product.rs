@@ -8,8 +8,11 @@
 //! Autotune only tries the double-buffered kernels on products with a side of 512 or more
 //! (cubek-matmul's `should_tune_double_buffering`), so a small weight is applied to the rows in
 //! groups of `GROUP`, `(M/g, g, k) · (1, k, n)`, and to the fewer than `GROUP` rows left over as
-//! one plain product: the same sums, in products that kernel is never given.
+//! one plain product: the same sums, in products that kernel is never given. The CPU backends
+//! (those with laxc's own autodiff nodes) skip the grouping: it would only cost them a batched
+//! product and a sum over its groups for the weight's gradient.
 
+use super::fused;
 use burn::tensor::{backend::Backend, Tensor};
 
 /// A weight with both sides at most this is small: 8 × 8 is the size known wrong; 4 × 4 and
@@ -23,8 +26,8 @@ pub const GROUP: usize = 256;
 pub fn rows_times<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
     let [m, k] = x.dims();
     let n = w.dims()[1];
-    if k > SMALL || n > SMALL || m <= GROUP {
-        return x.matmul(w);
+    if k > SMALL || n > SMALL || m <= GROUP || fused::has_nodes::<B>() {
+        return fused::matmul(x, w, 1.0);
     }
     let whole = m / GROUP * GROUP;
     let grouped = |x: Tensor<B, 2>| {
