@@ -398,37 +398,40 @@ fn gelu_and_silu_on_flex_match_the_exact_formulas() {
     }
 }
 
-/// The swap of attention's middle axes as one node: on Flex (its row-copy kernel) and on the f64
-/// backend, the values and the input's gradient equal `swap_dims(1, 2)`'s.
+/// The swap of the middle axes as one node (attention's heads, tensor-train cores, tensor
+/// gates): on Flex (its copy kernel) and on the f64 backend, 3-D and 4-D, the values and the
+/// input's gradient equal `swap_dims(1, 2)`'s, including a tensor of many small slabs.
 #[test]
 fn swapping_the_middle_axes_equals_swap_dims() {
-    fn check<T: burn::tensor::backend::AutodiffBackend>(what: &str) {
+    fn check<T: burn::tensor::backend::AutodiffBackend, const D: usize>(
+        what: &str,
+        shape: [usize; D],
+    ) {
         let dev = Default::default();
-        let values: Vec<f32> = (0..2 * 3 * 4 * 5)
-            .map(|i| (i * 37 % 23) as f32 - 11.0)
-            .collect();
-        let x = || {
-            Tensor::<T, 4>::from_data(TensorData::new(values.clone(), [2, 3, 4, 5]), &dev)
-                .require_grad()
-        };
-        let weights = Tensor::<T, 4>::from_data(
-            TensorData::new(
-                (0..120).map(|i| (i % 7) as f32).collect::<Vec<_>>(),
-                [2, 4, 3, 5],
-            ),
-            &dev,
-        );
+        let n: usize = shape.iter().product();
+        let values =
+            |m: usize| -> Vec<f32> { (0..n).map(|i| ((i * 37 + m) % 23) as f32 - 11.0).collect() };
+        let x =
+            || Tensor::<T, D>::from_data(TensorData::new(values(0), shape), &dev).require_grad();
+        let mut swapped = shape;
+        swapped.swap(1, 2);
+        let weights = Tensor::<T, D>::from_data(TensorData::new(values(5), swapped), &dev);
         let (a, b) = (x(), x());
         let node = laxc::lower::fused::swap_middle_axes(a.clone());
         let view = b.clone().swap_dims(1, 2);
-        assert_eq!(node.dims(), [2, 4, 3, 5]);
-        assert_close(&to_vec(node.clone()), &to_vec(view.clone()), 0.0, what);
+        let what = format!("{what} {shape:?}");
+        assert_eq!(node.dims(), swapped, "{what}");
+        assert_close(&to_vec(node.clone()), &to_vec(view.clone()), 0.0, &what);
         let ga = a.grad(&(node * weights.clone()).sum().backward()).unwrap();
         let gb = b.grad(&(view * weights).sum().backward()).unwrap();
         assert_close(&to_vec(ga), &to_vec(gb), 0.0, &format!("{what}: gradient"));
     }
-    check::<Autodiff<burn::backend::Flex>>("Flex");
-    check::<AD>("f64");
+    type F = Autodiff<burn::backend::Flex>;
+    check::<F, 4>("Flex", [2, 3, 4, 5]);
+    check::<F, 3>("Flex", [2, 3, 5]);
+    check::<F, 3>("Flex", [300, 16, 7]);
+    check::<AD, 4>("f64", [2, 3, 4, 5]);
+    check::<AD, 3>("f64", [3, 4, 2]);
 }
 
 /// The matrix product as one node (`fused::matmul`, on Flex gemm writing its own output) on

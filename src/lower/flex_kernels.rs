@@ -2,8 +2,8 @@
 //! element at a time: GELU's `erf` (libm's `erff`, 15 % of a tiny ViT's training step in its
 //! forward pass alone) and SiLU's `exp` (libm's `expf`), forward and backward.
 //!
-//! Also the swap of a 4-D tensor's middle axes around attention's heads, which Flex copies one
-//! element at a time.
+//! Also the swap of a 3-D or 4-D tensor's middle axes (attention's heads, the tensor-train
+//! cores and the tensor gates), which Flex copies one element at a time.
 //!
 //! Each kernel reads contiguous f32 tensors (otherwise it declines and the caller composes the
 //! formula from Burn's ops), splits the elements into chunks over rayon's pool (Flex's own), and
@@ -38,30 +38,52 @@ pub fn silu_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
     elementwise(SiluGradientAt, x, g)
 }
 
-/// A contiguous (a, b, c, d) tensor with its axes 1 and 2 swapped, as a contiguous (a, c, b, d)
-/// one: rows of d elements copied whole, where Flex's own copy of a permuted view walks it one
-/// element at a time (~7 % of a LLaMA step around the attention heads).
+/// A contiguous 3-D (a, b, c) or 4-D (a, b, c, d) tensor with its axes 1 and 2 swapped, as a
+/// contiguous (a, c, b) or (a, c, b, d) one, where Flex's own copy of a permuted view walks it
+/// one element at a time through a general strided iterator (~7 % of a LLaMA step around the
+/// attention heads; 40 % of a tensor-train step). Each of the `a` slabs is copied on its own
+/// (in parallel): whole rows of d elements, or for 3-D a plain transpose of each (b × c) matrix.
 pub fn swap_middle_axes(x: &FlexTensor) -> Option<FlexTensor> {
     let xs = f32s(x)?;
-    let shape = x.shape();
-    if shape.num_dims() != 4 {
-        return None;
-    }
-    let [a, b, c, d] = shape.dims::<4>();
+    let dims = x.shape();
+    let (swapped, [b, c, d]) = match dims.num_dims() {
+        3 => {
+            let [a, b, c] = dims.dims::<3>();
+            (vec![a, c, b], [b, c, 1])
+        }
+        4 => {
+            let [a, b, c, d] = dims.dims::<4>();
+            (vec![a, c, b, d], [b, c, d])
+        }
+        _ => return None,
+    };
+    let slab = b * c * d;
     let mut out = vec![0.0; xs.len()];
-    if !out.is_empty() {
-        // Output block (i, k) holds input rows (i, 0..b, k).
-        out.par_chunks_mut(b * d)
-            .enumerate()
-            .for_each(|(ik, block)| {
-                let (i, k) = (ik / c, ik % c);
-                for (j, row) in block.chunks_mut(d).enumerate() {
-                    let from = ((i * b + j) * c + k) * d;
-                    row.copy_from_slice(&xs[from..from + d]);
-                }
-            });
+    if slab > 0 {
+        out.par_chunks_mut(slab)
+            .zip(xs.par_chunks(slab))
+            .with_min_len(CHUNK.div_ceil(slab))
+            .for_each(|(to, from)| swap_slab(to, from, [b, c, d]));
     }
-    Some(FlexTensor::from_data(TensorData::new(out, [a, c, b, d])))
+    Some(FlexTensor::from_data(TensorData::new(out, swapped)))
+}
+
+/// `to[k, j] = from[j, k]` for j < b, k < c, each element a row of d values.
+fn swap_slab(to: &mut [f32], from: &[f32], [b, c, d]: [usize; 3]) {
+    if d == 1 {
+        for (k, row) in to.chunks_exact_mut(b).enumerate() {
+            for (j, value) in row.iter_mut().enumerate() {
+                *value = from[j * c + k];
+            }
+        }
+        return;
+    }
+    for (k, rows) in to.chunks_exact_mut(b * d).enumerate() {
+        for (j, row) in rows.chunks_exact_mut(d).enumerate() {
+            let at = (j * c + k) * d;
+            row.copy_from_slice(&from[at..at + d]);
+        }
+    }
 }
 
 /// `f` at each pair of elements of `x` and `y` (the same tensor twice for a function of one),

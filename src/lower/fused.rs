@@ -91,12 +91,14 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     }
 }
 
-/// A 4-D tensor with axes 1 and 2 swapped (attention's heads and positions): on Flex a
-/// contiguous copy each way, made by rows (`flex_kernels`); elsewhere a view, as `swap_dims`.
-pub fn swap_middle_axes<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+/// A 3-D or 4-D tensor with axes 1 and 2 swapped (attention's heads and positions, the
+/// tensor-train cores' and tensor gates' contractions): on Flex a contiguous copy each way
+/// (`flex_kernels`), so that the reshape after it is free; elsewhere a view, as `swap_dims`.
+pub fn swap_middle_axes<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    assert!(D == 3 || D == 4, "the middle axes of a 3-D or 4-D tensor");
     match as_node::<B, _, 1>(SwapMiddleAxes, [x.into_primitive().tensor()]) {
         Ok(out) => float(out),
-        Err([x]) => float::<B, 4>(x).swap_dims(1, 2),
+        Err([x]) => float::<B, D>(x).swap_dims(1, 2),
     }
 }
 

@@ -384,13 +384,13 @@ fn tt_core<B: Backend>(
         // t1[n, i1, a] = Σ_i0 x[n, i0, i1] C0[i0, a]: the first and last cores are small
         // (m × r) matrices applied to every (n, i) row.
         0 => {
-            let rows = x.reshape([n, mode, batch]).swap_dims(1, 2);
+            let rows = fused::swap_middle_axes(x.reshape([n, mode, batch]));
             rows_times(rows.reshape([n * batch, mode]), core.reshape([mode, right]))
                 .reshape([n, batch * right])
         }
         // t2[n, b] = Σ_{a, i1} t1[n, i1, a] C1[a, i1, b]
         1 => {
-            let rows = x.reshape([n, mode, left]).swap_dims(1, 2);
+            let rows = fused::swap_middle_axes(x.reshape([n, mode, left]));
             rows_times(
                 rows.reshape([n, left * mode]),
                 core.reshape([left * mode, right]),
@@ -432,9 +432,9 @@ fn tensor_gate<B: Backend>(
     let (g0, g1) = (cast_like(g.g0.val(), &h), cast_like(g.g1.val(), &h));
     let r = rows_times(h.reshape([n * s0, s1]), g0);
     // G1ᵀ (R G0): contract s0 with G1 (s0, t0) → (N, t1, t0) → (N, t0, t1)
-    let r = r.reshape([n, s0, t1]).swap_dims(1, 2).reshape([n * t1, s0]);
+    let r = fused::swap_middle_axes(r.reshape([n, s0, t1])).reshape([n * t1, s0]);
     let r = rows_times(r, g1);
-    r.reshape([n, t1, t0]).swap_dims(1, 2).reshape([n, t0 * t1])
+    fused::swap_middle_axes(r.reshape([n, t1, t0])).reshape([n, t0 * t1])
 }
 
 /// Multi-head attention on `(batch·seq, heads·d)` rows: split the heads, attend, merge.
