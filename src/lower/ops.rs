@@ -421,6 +421,11 @@ pub fn gate<B: Backend>(gate: &Gate, p: Option<&NodeParams<B>>, h: Tensor<B, 2>)
 }
 
 /// `G1ᵀ R G0` with R the row-major `s0 × s1` fold of h: equal to `h · kron(G1, G0)`.
+///
+/// Computed as that one product when the dense `kron(G1, G0)` costs at most
+/// `KRON_FACTOR` times the factored form's multiply-adds (rank 64's 8 × 8 cores: the same
+/// count): one GEMM instead of two small ones and two axis swaps, forward and backward
+/// (BENCHMARKS.md, attempt 16). Larger gates keep the factored form.
 fn tensor_gate<B: Backend>(
     h: Tensor<B, 2>,
     g: &TensorGate<B>,
@@ -428,14 +433,23 @@ fn tensor_gate<B: Backend>(
     [t0, t1]: [usize; 2],
 ) -> Tensor<B, 2> {
     let n = h.dims()[0];
-    // R G0: (N·s0, s1)(s1, t1) → (N, s0, t1)
     let (g0, g1) = (cast_like(g.g0.val(), &h), cast_like(g.g1.val(), &h));
+    if s0 * s1 * t0 * t1 <= KRON_FACTOR * (s0 * s1 * t1 + s0 * t1 * t0) {
+        // kron(G1, G0)[(i, j), (a, b)] = G1[i, a] G0[j, b]
+        let kron = g1.reshape([s0, 1, t0, 1]) * g0.reshape([1, s1, 1, t1]);
+        return rows_times(h, kron.reshape([s0 * s1, t0 * t1]));
+    }
+    // R G0: (N·s0, s1)(s1, t1) → (N, s0, t1)
     let r = rows_times(h.reshape([n * s0, s1]), g0);
     // G1ᵀ (R G0): contract s0 with G1 (s0, t0) → (N, t1, t0) → (N, t0, t1)
     let r = fused::swap_middle_axes(r.reshape([n, s0, t1])).reshape([n * t1, s0]);
     let r = rows_times(r, g1);
     fused::swap_middle_axes(r.reshape([n, t1, t0])).reshape([n, t0 * t1])
 }
+
+/// How many times the factored tensor gate's multiply-adds the dense product may cost and
+/// still be used (measured at rank 64, where the two are equal; BENCHMARKS.md, attempt 16).
+const KRON_FACTOR: usize = 4;
 
 /// Multi-head attention on `(batch·seq, heads·d)` rows: split the heads, attend, merge.
 fn attention<B: Backend>(

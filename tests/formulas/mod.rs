@@ -292,8 +292,10 @@ fn kron(a: &[f64], ar: usize, ac: usize, b: &[f64], br: usize, bc: usize) -> Vec
 pub fn tensor_gate_is_h_times_kron_g1_g0<B: Backend>(on: &On<B>) {
     let mut rng = StdRng::seed_from_u64(4);
     // Source folded 2×3, target 4×5: G0 is 3×5, G1 is 2×4. Then rank 64's 8 × 8 cores on 300
-    // rows: 2,400 rows per core product, which lower::product::rows_times groups.
-    for (s0, s1, t0, t1, n) in [(2, 3, 4, 5, 3), (8, 8, 8, 8, 300)] {
+    // rows (both computed as one product with kron(G1, G0)), and rank 256's 16 × 16 cores,
+    // computed factored: 320 rows per core product, which lower::product::rows_times groups
+    // on a GPU.
+    for (s0, s1, t0, t1, n) in [(2, 3, 4, 5, 3), (8, 8, 8, 8, 300), (16, 16, 16, 16, 20)] {
         let g0 = random(&mut rng, s1 * t1);
         let g1 = random(&mut rng, s0 * t0);
         let h = random(&mut rng, n * s0 * s1);
