@@ -434,6 +434,51 @@ fn swapping_the_middle_axes_equals_swap_dims() {
     check::<AD, 3>("f64", [3, 4, 2]);
 }
 
+/// RoPE as one node (`fused::rope`): on Flex (its one-pass kernel) and on the f64 backend,
+/// values and the input's gradient equal the composed form's (`attention::rope_composed`),
+/// for tables of one sequence applied to a batch of three; in f64 the gradient also equals
+/// finite differences.
+#[test]
+fn the_rope_node_matches_its_composed_form() {
+    use laxc::lower::attention::{rope_composed, rope_tables};
+    fn check<T: burn::tensor::backend::AutodiffBackend>(what: &str, tol: f64) {
+        let dev = Default::default();
+        let (batch, seq, heads, hidden) = (3, 5, 2, 8);
+        let (cos, sin) = rope_tables::<T>([seq, heads, hidden], 10_000.0, &dev);
+        let n = batch * seq * hidden;
+        let values: Vec<f32> = (0..n).map(|i| ((i * 31 % 17) as f32 - 8.0) / 5.0).collect();
+        let x = || {
+            Tensor::<T, 2>::from_data(TensorData::new(values.clone(), [batch * seq, hidden]), &dev)
+                .require_grad()
+        };
+        let weights: Vec<f32> = (0..n).map(|i| (i % 7) as f32 - 3.0).collect();
+        let weights =
+            Tensor::<T, 2>::from_data(TensorData::new(weights, [batch * seq, hidden]), &dev);
+        let (a, b) = (x(), x());
+        let node = laxc::lower::fused::rope(a.clone(), heads, [&cos, &sin]);
+        let composed = rope_composed(b.clone(), heads, [cos.clone(), sin.clone()], false);
+        assert_close(&to_vec(node.clone()), &to_vec(composed.clone()), tol, what);
+        let ga = a.grad(&(node * weights.clone()).sum().backward()).unwrap();
+        let gb = b.grad(&(composed * weights).sum().backward()).unwrap();
+        assert_close(&to_vec(ga), &to_vec(gb), tol, &format!("{what}: gradient"));
+    }
+    check::<Autodiff<burn::backend::Flex>>("Flex", 1e-6);
+    check::<AD>("f64", 1e-12);
+    let (cos, sin) = rope_tables::<AD>([2, 2, 12], 10_000.0, &Default::default());
+    let weights = Tensor::<AD, 2>::from_data(
+        TensorData::new(random(&mut StdRng::seed_from_u64(8), 24), [2, 12]),
+        &Default::default(),
+    );
+    let err = max_gradient_error(&|x| {
+        let y = laxc::lower::fused::rope(x.reshape([2, 12]), 2, [&cos, &sin]);
+        (y.clone() * y * weights.clone()).sum()
+    });
+    assert!(
+        err < 1e-6,
+        "RoPE: gradient error {err} against finite differences"
+    );
+}
+
 /// The matrix product as one node (`fused::matmul`, on Flex gemm writing its own output) on
 /// Flex and on the f64 backend: values and both operands' gradients equal Burn's `matmul` times
 /// the scale, for plain, transposed-view and batched operands, with products small, large

@@ -48,35 +48,56 @@ pub fn rope_tables_at<B: Backend>(
 
 /// Rotate-half RoPE of q or k in the (batch·seq, hidden) layout: per head, `x·cos +
 /// rotate_half(x)·sin` with `rotate_half([x1, x2]) = [−x2, x1]` (the sign lives in `sin`).
+/// One autodiff node on the CPU backends (`fused::rope`).
 pub fn rope<B: Backend>(
     x: Tensor<B, 2>,
-    batch: usize,
     heads: usize,
     cos: &Tensor<B, 2>,
     sin: &Tensor<B, 2>,
 ) -> Tensor<B, 2> {
+    fused::rope(x, heads, [cos, sin])
+}
+
+/// [`rope`] composed of Burn's ops, and with `transposed` its transpose
+/// `x·cos + swap_halves(x·sin)` (the input gradient, `swap_halves` being its own inverse).
+pub fn rope_composed<B: Backend>(
+    x: Tensor<B, 2>,
+    heads: usize,
+    [cos, sin]: [Tensor<B, 2>; 2],
+    transposed: bool,
+) -> Tensor<B, 2> {
+    let n = x.dims()[0];
+    // Tables of the full (batch·seq, hidden) shape: a broadcast operand would send the product
+    // down the backends' strided path again.
+    let full = |t: Tensor<B, 2>| {
+        let seq = t.dims()[0];
+        if seq == n {
+            t
+        } else {
+            t.repeat_dim(0, n / seq)
+        }
+    };
+    let (cos, sin) = (full(cos), full(sin));
+    if transposed {
+        x.clone() * cos + swap_halves(x * sin, heads)
+    } else {
+        x.clone() * cos + swap_halves(x, heads) * sin
+    }
+}
+
+/// Each head's two halves swapped, `[x1, x2] → [x2, x1]`.
+fn swap_halves<B: Backend>(x: Tensor<B, 2>, heads: usize) -> Tensor<B, 2> {
     let [n, hidden] = x.dims();
-    let hd = hidden / heads;
-    let half = hd / 2;
-    let per_head = x.clone().reshape([n * heads, hd]);
-    let swapped = Tensor::cat(
+    let half = hidden / heads / 2;
+    let per_head = x.reshape([n * heads, 2 * half]);
+    Tensor::cat(
         vec![
             per_head.clone().narrow(1, half, half),
             per_head.narrow(1, 0, half),
         ],
         1,
-    );
-    // Tables of the full (batch·seq, hidden) shape: a broadcast operand would send the product
-    // down the backends' strided path again.
-    let (cos, sin) = if cos.dims()[0] == n {
-        (cos.clone(), sin.clone())
-    } else {
-        (
-            cos.clone().repeat_dim(0, batch),
-            sin.clone().repeat_dim(0, batch),
-        )
-    };
-    x * cos + swapped.reshape([n, hidden]) * sin
+    )
+    .reshape([n, hidden])
 }
 
 /// The causal mask as an additive bias, 0 on and below the diagonal and −10³⁰ above, in the

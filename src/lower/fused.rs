@@ -15,6 +15,7 @@
 //! formulas are also the reference the tests hold each node to, values and gradients alike
 //! (tests/lowering.rs, "fused").
 
+use super::attention::rope_composed;
 use super::{flex_gemm, flex_kernels};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -99,6 +100,23 @@ pub fn swap_middle_axes<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B
     match as_node::<B, _, 1>(SwapMiddleAxes, [x.into_primitive().tensor()]) {
         Ok(out) => float(out),
         Err([x]) => float::<B, D>(x).swap_dims(1, 2),
+    }
+}
+
+/// Rotate-half RoPE of (batch·seq, hidden) rows with `attention::rope_tables`' (seq, hidden)
+/// tables: forward `x·cos + P(x)·sin`, backward `g·cos + P(g·sin)`, with `P` the swap of each
+/// head's halves (its own inverse). On Flex in f32 one pass each way that reads the tables
+/// by position (`flex_kernels::rope`), where the composed form repeats them over the batch
+/// and makes seven passes; elsewhere `attention::rope_composed`.
+pub fn rope<B: Backend>(
+    x: Tensor<B, 2>,
+    heads: usize,
+    [cos, sin]: [&Tensor<B, 2>; 2],
+) -> Tensor<B, 2> {
+    let inputs = [x, cos.clone(), sin.clone()].map(|t| t.into_primitive().tensor());
+    match as_node::<B, _, 3>(Rope { heads }, inputs) {
+        Ok(out) => float(out),
+        Err([x, cos, sin]) => rope_composed(float(x), heads, [float(cos), float(sin)], false),
     }
 }
 
@@ -550,6 +568,57 @@ impl Node<2> for MatMul {
         let y = matmul_inner::<I>(a.primitive.clone(), b.primitive.clone(), self.scale);
         let state = (a.primitive.clone(), b.primitive.clone());
         record(MatMulBackward { scale: self.scale }, [&a, &b], state, y)
+    }
+}
+
+struct Rope {
+    heads: usize,
+}
+
+/// RoPE (or with `transposed` its transpose) on the inner backend: Flex's one-pass kernel
+/// where it applies, else the composed form.
+fn rope_inner<I: Backend>(
+    x: FloatTensor<I>,
+    heads: usize,
+    [cos, sin]: &[FloatTensor<I>; 2],
+    transposed: bool,
+) -> FloatTensor<I> {
+    on_flex::<I, 3>([&x, cos, sin], |[x, cos, sin]| {
+        flex_kernels::rope(x, [cos, sin], heads, transposed)
+    })
+    .unwrap_or_else(|| {
+        let tables = [cos.clone(), sin.clone()].map(float);
+        rope_composed::<I>(float(x), heads, tables, transposed)
+            .into_primitive()
+            .tensor()
+    })
+}
+
+/// Backward: the transpose, from the saved tables (constants: no gradient of their own).
+#[derive(Debug)]
+struct RopeBackward {
+    heads: usize,
+}
+
+impl<I: Backend> Backward<I, 1> for RopeBackward {
+    type State = [FloatTensor<I>; 2];
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let tables = ops.state;
+        unary::<I, _>(ops.parents, ops.node, grads, |g| {
+            rope_inner::<I>(g, self.heads, &tables, true)
+        });
+    }
+}
+
+impl Node<3> for Rope {
+    fn run<I: Backend>(
+        self,
+        [x, cos, sin]: [FloatTensor<Autodiff<I>>; 3],
+    ) -> FloatTensor<Autodiff<I>> {
+        let tables = [cos.primitive, sin.primitive];
+        let y = rope_inner::<I>(x.primitive.clone(), self.heads, &tables, false);
+        record(RopeBackward { heads: self.heads }, [&x], tables, y)
     }
 }
 

@@ -282,10 +282,10 @@ fn eval_float<B: Backend>(
             heads,
             theta,
         } => {
-            let (x, batch) = (arg(), frame.batch);
+            let x = arg();
             let device = x.device();
             let (cos, sin) = frame.rope([*width, *heads], *theta, &device);
-            rope(x, batch, *heads, cos, sin)
+            rope(x, *heads, cos, sin)
         }
         Op::Attention {
             heads,

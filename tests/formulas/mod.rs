@@ -410,7 +410,6 @@ fn rope_with_base<B: Backend>(on: &On<B>, base: f64) {
     let (cos, sin) = rope_tables::<B>([seq, heads, hidden], base, &on.dev);
     let got = to_vec(rope(
         on.tensor(x.clone(), [batch * seq, hidden]),
-        batch,
         heads,
         &cos,
         &sin,
