@@ -512,6 +512,15 @@ fn on_flex<I: Backend, const N: usize>(
     inputs: [&FloatTensor<I>; N],
     kernel: impl FnOnce([&FlexTensor; N]) -> Option<FlexTensor>,
 ) -> Option<FloatTensor<I>> {
+    let [out] = on_flex_many::<I, N, 1>(inputs, |inputs| kernel(inputs).map(|out| [out]))?;
+    Some(out)
+}
+
+/// [`on_flex`] for a kernel with `M` outputs.
+fn on_flex_many<I: Backend, const N: usize, const M: usize>(
+    inputs: [&FloatTensor<I>; N],
+    kernel: impl FnOnce([&FlexTensor; N]) -> Option<[FlexTensor; M]>,
+) -> Option<[FloatTensor<I>; M]> {
     if TypeId::of::<I>() != TypeId::of::<Flex>() {
         return None;
     }
@@ -521,7 +530,7 @@ fn on_flex<I: Backend, const N: usize>(
             .expect("Flex's tensors")
     });
     let out = kernel(own)?;
-    Some(same_type(out).unwrap_or_else(|_| unreachable!("I is Flex")))
+    Some(out.map(|t| same_type(t).unwrap_or_else(|_| unreachable!("I is Flex"))))
 }
 
 struct MatMul {
@@ -696,12 +705,20 @@ impl<I: Backend> Backward<I, 3> for LayerNormBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (x, gamma) = ops.state;
         let g = grads.consume::<I>(&ops.node);
+        let [x_node, gamma_node, beta_node] =
+            ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
+        let kernel =
+            |inputs: [&FlexTensor; 3]| flex_kernels::norm_backward(inputs, self.epsilon, true);
+        if let Some([dx, d_gamma, d_beta]) = on_flex_many::<I, 3, 3>([&x, &gamma, &g], kernel) {
+            give::<I>(grads, x_node, || dx);
+            give::<I>(grads, gamma_node, || d_gamma);
+            give::<I>(grads, beta_node, || d_beta);
+            return;
+        }
         let centered = I::float_sub(x.clone(), mean_last::<I>(x));
         let variance = mean_last::<I>(I::float_mul(centered.clone(), centered.clone()));
         let r = inverse_root::<I>(variance, self.epsilon);
         let normalized = I::float_mul(centered, r.clone());
-        let [x_node, gamma_node, beta_node] =
-            ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
         give::<I>(grads, beta_node, || column_sums::<I>(g.clone()));
         give::<I>(grads, gamma_node, || {
             column_sums::<I>(I::float_mul(g.clone(), normalized.clone()))
@@ -748,7 +765,9 @@ struct RmsNorm {
 /// Backward, with `r = 1/√(mean(x²) + ε)` saved and `x̂ = x · r`: `dγ = Σrows g ⊙ x̂`, and
 /// with `h = g ⊙ γ`, `dx = r · (h − x̂ ⊙ mean(h ⊙ x̂))`.
 #[derive(Debug)]
-struct RmsNormBackward;
+struct RmsNormBackward {
+    epsilon: f64,
+}
 
 impl<I: Backend> Backward<I, 2> for RmsNormBackward {
     type State = (FloatTensor<I>, FloatTensor<I>, FloatTensor<I>);
@@ -756,8 +775,15 @@ impl<I: Backend> Backward<I, 2> for RmsNormBackward {
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (x, gamma, r) = ops.state;
         let g = grads.consume::<I>(&ops.node);
-        let normalized = I::float_mul(x, r.clone());
         let [x_node, gamma_node] = ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
+        let kernel =
+            |inputs: [&FlexTensor; 3]| flex_kernels::norm_backward(inputs, self.epsilon, false);
+        if let Some([dx, d_gamma, _]) = on_flex_many::<I, 3, 3>([&x, &gamma, &g], kernel) {
+            give::<I>(grads, x_node, || dx);
+            give::<I>(grads, gamma_node, || d_gamma);
+            return;
+        }
+        let normalized = I::float_mul(x, r.clone());
         give::<I>(grads, gamma_node, || {
             column_sums::<I>(I::float_mul(g.clone(), normalized.clone()))
         });
@@ -774,14 +800,21 @@ impl Node<2> for RmsNorm {
         self,
         [x, gamma]: [FloatTensor<Autodiff<I>>; 2],
     ) -> FloatTensor<Autodiff<I>> {
-        let square = I::float_mul(x.primitive.clone(), x.primitive.clone());
-        let r = inverse_root::<I>(mean_last::<I>(square), self.epsilon);
-        let y = I::float_mul(
-            I::float_mul(x.primitive.clone(), r.clone()),
-            gamma.primitive.clone(),
-        );
+        let kernel = |[x, gamma]: [&FlexTensor; 2]| flex_kernels::rms_norm(x, gamma, self.epsilon);
+        let [y, r] = on_flex_many::<I, 2, 2>([&x.primitive, &gamma.primitive], kernel)
+            .unwrap_or_else(|| {
+                let square = I::float_mul(x.primitive.clone(), x.primitive.clone());
+                let r = inverse_root::<I>(mean_last::<I>(square), self.epsilon);
+                let y = I::float_mul(
+                    I::float_mul(x.primitive.clone(), r.clone()),
+                    gamma.primitive.clone(),
+                );
+                [y, r]
+            });
         record(
-            RmsNormBackward,
+            RmsNormBackward {
+                epsilon: self.epsilon,
+            },
             [&x, &gamma],
             (x.primitive.clone(), gamma.primitive.clone(), r),
             y,
