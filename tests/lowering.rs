@@ -499,6 +499,58 @@ fn norm_kernels_on_flex_match_the_composed_formulas() {
     }
 }
 
+/// Softmax on Flex (`flex_kernels::softmax`, its own vectorized `exp`), alone and with the
+/// causal mask as an additive bias: values and the input's gradient equal Burn's softmax of
+/// `x + bias` on Flex, masked places exactly 0, over rows of ordinary, large and equal scores.
+#[test]
+fn softmax_kernels_on_flex_match_burns_softmax() {
+    use laxc::lower::attention::causal_bias;
+    use laxc::lower::fused;
+    type F = Autodiff<burn::backend::Flex>;
+    let dev = Default::default();
+    let (batch, heads, seq) = (2, 3, 40);
+    let n = batch * heads * seq * seq;
+    let values: Vec<f32> = (0..n)
+        .map(|i| match i / (seq * seq) {
+            0 => 60.0 * (((i * 13) % 29) as f32 / 29.0 - 0.5),
+            1 => 1.5,
+            _ => ((i * 7) % 17) as f32 / 4.0 - 2.0,
+        })
+        .collect();
+    let shape = [batch, heads, seq, seq];
+    let x =
+        || Tensor::<F, 4>::from_data(TensorData::new(values.clone(), shape), &dev).require_grad();
+    let weights: Vec<f32> = (0..n).map(|i| ((i * 5) % 11) as f32 - 5.0).collect();
+    let weights = Tensor::<F, 4>::from_data(TensorData::new(weights, shape), &dev);
+    let bias = causal_bias::<F>([batch, heads, seq], &dev);
+    for masked in [false, true] {
+        let (a, b) = (x(), x());
+        let (got, want) = if masked {
+            let want = burn::tensor::activation::softmax(b.clone() + bias.clone(), 3);
+            (fused::softmax_with_bias(a.clone(), &bias), want)
+        } else {
+            (
+                fused::softmax(a.clone()),
+                burn::tensor::activation::softmax(b.clone(), 3),
+            )
+        };
+        let what = if masked { "masked softmax" } else { "softmax" };
+        let got_values = to_vec(got.clone());
+        assert_close(&got_values, &to_vec(want.clone()), 1e-6, what);
+        if masked {
+            // Row i of each (batch, head) may see keys 0..=i only.
+            for (i, p) in got_values.iter().enumerate() {
+                if i % seq > i / seq % seq {
+                    assert_eq!(*p, 0.0, "{what}: masked place {i}");
+                }
+            }
+        }
+        let ga = a.grad(&(got * weights.clone()).sum().backward()).unwrap();
+        let gb = b.grad(&(want * weights.clone()).sum().backward()).unwrap();
+        assert_close(&to_vec(ga), &to_vec(gb), 1e-5, &format!("{what}: gradient"));
+    }
+}
+
 /// RoPE as one node (`fused::rope`): on Flex (its one-pass kernel) and on the f64 backend,
 /// values and the input's gradient equal the composed form's (`attention::rope_composed`),
 /// for tables of one sequence applied to a batch of three; in f64 the gradient also equals

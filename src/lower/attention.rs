@@ -137,10 +137,10 @@ pub fn sdpa<B: Backend>(
     let scores = fused::matmul(q, k.swap_dims(2, 3), 1.0 / (d as f64).sqrt());
     // The mask and the softmax in f32, whatever the scores were computed in.
     let scores = widen(scores);
-    let scores = match causal_bias {
-        Some(bias) => scores + bias.clone(),
-        None => scores,
+    let probabilities = match causal_bias {
+        Some(bias) => fused::softmax_with_bias(scores, bias),
+        None => fused::softmax(scores),
     };
-    let probabilities = cast_like(fused::softmax(scores), &v);
+    let probabilities = cast_like(probabilities, &v);
     fused::matmul(probabilities, v, 1.0)
 }

@@ -120,11 +120,25 @@ pub fn rope<B: Backend>(
     }
 }
 
-/// Softmax over the last dimension.
+/// Softmax over the last dimension. On Flex in f32 one pass a row each way with a vectorized
+/// `exp` (`flex_kernels::softmax`); elsewhere the backend's softmax.
 pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     match as_node::<B, _, 1>(Softmax { dim: D - 1 }, [x.into_primitive().tensor()]) {
         Ok(out) => float(out),
         Err([x]) => burn::tensor::activation::softmax(float(x), D - 1),
+    }
+}
+
+/// `softmax(x + bias)` over the last dimension, the bias a constant (attention's causal mask):
+/// on Flex the addition happens inside the softmax's pass instead of a pass of its own.
+pub fn softmax_with_bias<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    bias: &Tensor<B, D>,
+) -> Tensor<B, D> {
+    let inputs = [x, bias.clone()].map(|t| t.into_primitive().tensor());
+    match as_node::<B, _, 2>(Softmax { dim: D - 1 }, inputs) {
+        Ok(out) => float(out),
+        Err([x, bias]) => burn::tensor::activation::softmax(float::<B, D>(x) + float(bias), D - 1),
     }
 }
 
@@ -662,7 +676,7 @@ struct Softmax {
     dim: usize,
 }
 
-/// Backward: `y ⊙ (g − Σ g ⊙ y)` from the saved output.
+/// Backward: `y ⊙ (g − Σ g ⊙ y)` from the saved output; on Flex one pass a row.
 #[derive(Debug)]
 struct SoftmaxBackward {
     dim: usize,
@@ -674,15 +688,47 @@ impl<I: Backend> Backward<I, 1> for SoftmaxBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let y = ops.state;
         unary::<I, _>(ops.parents, ops.node, grads, |g| {
-            let along = I::float_sum_dim(I::float_mul(g.clone(), y.clone()), self.dim);
-            I::float_mul(y, I::float_sub(g, along))
+            on_flex::<I, 2>([&y, &g], |[y, g]| flex_kernels::softmax_backward(y, g)).unwrap_or_else(
+                || {
+                    let along = I::float_sum_dim(I::float_mul(g.clone(), y.clone()), self.dim);
+                    I::float_mul(y, I::float_sub(g, along))
+                },
+            )
         });
     }
 }
 
+/// The softmax of `x` (plus a constant bias) on the inner backend: Flex's kernel where it
+/// applies, else the backend's softmax.
+fn softmax_inner<I: Backend>(
+    x: FloatTensor<I>,
+    bias: Option<FloatTensor<I>>,
+    dim: usize,
+) -> FloatTensor<I> {
+    let on_flex = match &bias {
+        Some(b) => on_flex::<I, 2>([&x, b], |[x, b]| flex_kernels::softmax(x, Some(b))),
+        None => on_flex::<I, 1>([&x], |[x]| flex_kernels::softmax(x, None)),
+    };
+    on_flex.unwrap_or_else(|| {
+        let biased = match bias {
+            Some(b) => I::float_add(x, b),
+            None => x,
+        };
+        I::softmax(biased, dim)
+    })
+}
+
 impl Node<1> for Softmax {
     fn run<I: Backend>(self, [x]: [FloatTensor<Autodiff<I>>; 1]) -> FloatTensor<Autodiff<I>> {
-        let y = I::softmax(x.primitive.clone(), self.dim);
+        let y = softmax_inner::<I>(x.primitive.clone(), None, self.dim);
+        record(SoftmaxBackward { dim: self.dim }, [&x], y.clone(), y)
+    }
+}
+
+/// With a bias: a constant, so the node's one parent is `x`.
+impl Node<2> for Softmax {
+    fn run<I: Backend>(self, [x, bias]: [FloatTensor<Autodiff<I>>; 2]) -> FloatTensor<Autodiff<I>> {
+        let y = softmax_inner::<I>(x.primitive.clone(), Some(bias.primitive), self.dim);
         record(SoftmaxBackward { dim: self.dim }, [&x], y.clone(), y)
     }
 }
