@@ -1,12 +1,12 @@
-//! Ops with a backward pass of their own: the matrix product, σ, SiLU, GELU, softmax,
-//! cross-entropy, LayerNorm and RMSNorm.
+//! Ops with a backward pass of their own: the matrix product, σ, SiLU, GELU, RoPE, the swap of
+//! two middle axes, softmax (with an additive mask), cross-entropy, LayerNorm and RMSNorm.
 //!
 //! Under autodiff, Burn 0.21 records a composed op as one graph node per primitive: a
 //! LayerNorm is seven forward nodes and about twice as many backward passes, each a trip
 //! through memory, the allocator and the thread pool, where PyTorch runs one kernel each way.
-//! Here each op is one autodiff node: its forward runs on the inner backend (Flex's fused
-//! softmax and LayerNorm kernels where it has them) and its backward is the closed-form
-//! gradient in a few passes.
+//! Here each op is one autodiff node: its forward runs on the inner backend and its backward
+//! is the closed-form gradient. On Flex in f32 most of them run laxc's own kernels on Flex's
+//! buffers (`flex_kernels`, `flex_gemm`); on other inner backends, the backend's ops.
 //!
 //! laxc's CPU autodiff backends (`Autodiff` over Flex, NdArray and Candle) take that path (not
 //! yet the GPU ones: `for_each_inner_backend` says why); any other backend (a GPU one, or a

@@ -1,0 +1,114 @@
+//! GELU (exact Φ) and SiLU, forward and backward: one vectorized pass each, where Flex calls
+//! libm's `erff` (15 % of a tiny ViT's step in GELU's forward alone) and `expf` per element.
+//! GELU and its derivative are within 1e-6 of f64 on [−10, 10] (tests/lowering.rs).
+
+use super::math::{normal_cdf, normal_pdf, sigmoid};
+use super::{f32s, like, CHUNK};
+use burn::backend::flex::FlexTensor;
+use rayon::prelude::*;
+
+/// GELU, `x Φ(x)` with `Φ(x) = (1 + erf(x/√2)) / 2`.
+pub fn gelu(x: &FlexTensor) -> Option<FlexTensor> {
+    elementwise(GeluAt, x, x)
+}
+
+/// GELU's input gradient, `g (Φ(x) + x φ(x))` with `φ` the standard normal density.
+pub fn gelu_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
+    elementwise(GeluGradientAt, x, g)
+}
+
+/// SiLU, `x σ(x)`.
+pub fn silu(x: &FlexTensor) -> Option<FlexTensor> {
+    elementwise(SiluAt, x, x)
+}
+
+/// SiLU's input gradient, `g σ(x) (1 + x (1 − σ(x)))`.
+pub fn silu_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
+    elementwise(SiluGradientAt, x, g)
+}
+
+/// `f` at each pair of elements of `x` and `y` (the same tensor twice for a function of one),
+/// as a new tensor shaped as `x`; `None` unless both are contiguous f32 of one size.
+fn elementwise(f: impl Elementwise, x: &FlexTensor, y: &FlexTensor) -> Option<FlexTensor> {
+    let (xs, ys) = (f32s(x)?, f32s(y)?);
+    if xs.len() != ys.len() {
+        return None;
+    }
+    Some(like(x, map(f, xs, ys)))
+}
+
+/// A function of one or two elements. Named types with `#[inline(always)]` methods rather
+/// than closures, so that each is inlined into the loop and the loop vectorized.
+trait Elementwise: Sync {
+    fn at(&self, x: f32, y: f32) -> f32;
+}
+
+struct GeluAt;
+
+impl Elementwise for GeluAt {
+    #[inline(always)]
+    fn at(&self, x: f32, _: f32) -> f32 {
+        x * normal_cdf(x)
+    }
+}
+
+struct GeluGradientAt;
+
+impl Elementwise for GeluGradientAt {
+    #[inline(always)]
+    fn at(&self, x: f32, g: f32) -> f32 {
+        g * (normal_cdf(x) + x * normal_pdf(x))
+    }
+}
+
+struct SiluAt;
+
+impl Elementwise for SiluAt {
+    #[inline(always)]
+    fn at(&self, x: f32, _: f32) -> f32 {
+        x * sigmoid(x)
+    }
+}
+
+struct SiluGradientAt;
+
+impl Elementwise for SiluGradientAt {
+    #[inline(always)]
+    fn at(&self, x: f32, g: f32) -> f32 {
+        let s = sigmoid(x);
+        g * s * (1.0 + x * (1.0 - s))
+    }
+}
+
+/// `f` at each pair of elements, in chunks over rayon's pool.
+fn map(f: impl Elementwise, xs: &[f32], ys: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0; xs.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(xs.par_chunks(CHUNK).zip(ys.par_chunks(CHUNK)))
+        .for_each(|(out, (xs, ys))| vectorized(&f, out, xs, ys));
+    out
+}
+
+/// `out[i] = f(xs[i], ys[i])`, compiled a second time for AVX2 + FMA and run so when the
+/// processor has them.
+fn vectorized(f: &impl Elementwise, out: &mut [f32], xs: &[f32], ys: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: both features were just detected on this processor.
+        return unsafe { with_avx2(f, out, xs, ys) };
+    }
+    each(f, out, xs, ys)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn with_avx2(f: &impl Elementwise, out: &mut [f32], xs: &[f32], ys: &[f32]) {
+    each(f, out, xs, ys)
+}
+
+#[inline(always)]
+fn each(f: &impl Elementwise, out: &mut [f32], xs: &[f32], ys: &[f32]) {
+    for ((o, &x), &y) in out.iter_mut().zip(xs).zip(ys) {
+        *o = f.at(x, y);
+    }
+}
