@@ -25,9 +25,8 @@ pub fn rms_norm(x: &FlexTensor, gamma: &FlexTensor, epsilon: f64) -> Option<[Fle
                 *y = x * *r * g;
             }
         });
-    let shape = x.shape();
     Some([
-        FlexTensor::from_data(TensorData::new(y, shape)),
+        like(x, y),
         FlexTensor::from_data(TensorData::new(r, [rows, 1])),
     ])
 }
