@@ -3,8 +3,10 @@
 //! The pipeline, one module a stage:
 //! ```text
 //! .lax text ─syntax─▶ AST ─resolve─▶ Spec ─ir::build─▶ IR ─check─▶ checked IR ─▶ report / dot
+//!                                                        └─passes─▶ optimized IR ─lower─▶ Burn
 //! ```
-//! [`compile`] runs it and is the only entry point the command line uses.
+//! [`compile`] runs it up to the checked IR and is the only entry point the command line uses;
+//! `lower::lower` runs the passes (`passes::optimize`) on the way to a model.
 
 // Diagnostics are returned by value on the error path only, which runs once per mistake in a
 // spec; boxing them would buy nothing measurable.
@@ -25,6 +27,7 @@ pub mod ir;
 pub mod lower;
 pub mod options;
 pub mod overrides;
+pub mod passes;
 pub mod plot;
 pub mod report;
 pub mod resolve;

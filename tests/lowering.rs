@@ -1104,3 +1104,130 @@ fn half_precision_passes_keep_f32_weights_and_track_the_f32_loss() {
         }
     }
 }
+
+/// The add-norm nodes (`fused::add_layer_norm`, `add_rms_norm`: a LaX pathway's `Norm(z + g)`
+/// after `passes::fuse_lax_norms`) against the composed norm of the sum: values and the
+/// gradients of both addends, γ and β. On NdArray in f64 (the node over the backend's ops),
+/// also against finite differences; on Flex in f32 (one kernel each way, `flex_kernels::
+/// add_norm` and `norm_backward`), over enough rows that dγ and dβ are split between tasks.
+#[test]
+fn add_norm_nodes_match_the_norm_of_the_sum() {
+    use laxc::lower::fused::{self, composed};
+    fn check<E: burn::tensor::backend::Backend>(
+        [rows, width]: [usize; 2],
+        [value_tol, grad_tol]: [f64; 2],
+    ) where
+        E::FloatElem: burn::tensor::Element,
+    {
+        type G<E> = Autodiff<E>;
+        let dev = Default::default();
+        let mut rng = StdRng::seed_from_u64(23);
+        let mut leaf = |scale: f64, shape: [usize; 2]| {
+            let v: Vec<f64> = random(&mut rng, shape[0] * shape[1]);
+            let v: Vec<f64> = v.iter().map(|v| scale * v + 0.2).collect();
+            Tensor::<G<E>, 2>::from_data(TensorData::new(v, shape).convert::<E::FloatElem>(), &dev)
+                .require_grad()
+        };
+        let (x, addend) = (leaf(2.0, [rows, width]), leaf(1.5, [rows, width]));
+        let (gamma, beta, weights) = (
+            leaf(1.0, [1, width]),
+            leaf(1.0, [1, width]),
+            leaf(1.0, [rows, width]),
+        );
+        let weights = weights.detach();
+        let eps = 1e-6;
+        for centered in [true, false] {
+            let name = if centered {
+                "LayerNorm of a sum"
+            } else {
+                "RMSNorm of a sum"
+            };
+            let (g, b) = (gamma.clone(), beta.clone());
+            let got = if centered {
+                fused::add_layer_norm(
+                    x.clone(),
+                    addend.clone(),
+                    g.reshape([width]),
+                    b.reshape([width]),
+                    eps,
+                )
+            } else {
+                fused::add_rms_norm(x.clone(), addend.clone(), g.reshape([width]), eps)
+            };
+            let sum = x.clone() + addend.clone();
+            let want = if centered {
+                composed::layer_norm(sum, gamma.clone(), beta.clone(), eps)
+            } else {
+                composed::rms_norm(sum, gamma.clone(), eps)
+            };
+            assert_close(&to_vec(got.clone()), &to_vec(want.clone()), value_tol, name);
+            let loss = |y: Tensor<G<E>, 2>| (y.clone() * y * weights.clone()).sum();
+            let (g_got, g_want) = (loss(got).backward(), loss(want).backward());
+            for (input, what) in [(&x, "x"), (&addend, "addend"), (&gamma, "γ"), (&beta, "β")] {
+                match (input.grad(&g_got), input.grad(&g_want)) {
+                    (Some(a), Some(b)) => {
+                        assert_close(&to_vec(a), &to_vec(b), grad_tol, &format!("{name} d{what}"))
+                    }
+                    (None, None) => {}
+                    (a, b) => panic!(
+                        "{name} d{what}: {:?} against {:?}",
+                        a.is_some(),
+                        b.is_some()
+                    ),
+                }
+            }
+        }
+    }
+    check::<NdArray<f64>>([5, 6], [1e-12, 1e-10]);
+    check::<burn::backend::Flex>([700, 96], [1e-5, 1e-4]);
+
+    // Finite differences through the node in f64, in each addend.
+    let mut rng = StdRng::seed_from_u64(29);
+    let dev = Default::default();
+    let fixed = |v: Vec<f64>, shape: [usize; 2]| {
+        Tensor::<AD, 2>::from_data(TensorData::new(v, shape), &dev)
+    };
+    let other = fixed(random(&mut rng, 24), [4, 6]);
+    let gamma = fixed(random(&mut rng, 6), [1, 6]).reshape([6]);
+    let beta = fixed(random(&mut rng, 6), [1, 6]).reshape([6]);
+    let weights = fixed(random(&mut rng, 24), [4, 6]);
+    let loss = |y: Tensor<AD, 2>| (y.clone() * y * weights.clone()).sum();
+    type Loss<'a> = Box<dyn Fn(Tensor<AD, 2>) -> Tensor<AD, 1> + 'a>;
+    let cases: [(&str, Loss); 3] = [
+        (
+            "LayerNorm, first addend",
+            Box::new(|x| {
+                loss(fused::add_layer_norm(
+                    x,
+                    other.clone(),
+                    gamma.clone(),
+                    beta.clone(),
+                    1e-6,
+                ))
+            }),
+        ),
+        (
+            "LayerNorm, second addend",
+            Box::new(|x| {
+                loss(fused::add_layer_norm(
+                    other.clone(),
+                    x,
+                    gamma.clone(),
+                    beta.clone(),
+                    1e-6,
+                ))
+            }),
+        ),
+        (
+            "RMSNorm, first addend",
+            Box::new(|x| loss(fused::add_rms_norm(x, other.clone(), gamma.clone(), 1e-6))),
+        ),
+    ];
+    for (name, f) in &cases {
+        let err = max_gradient_error(f.as_ref());
+        assert!(
+            err < 1e-6,
+            "{name}: gradient error {err} against finite differences"
+        );
+    }
+}

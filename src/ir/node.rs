@@ -125,6 +125,13 @@ pub enum Op {
     LaxAdd {
         width: usize,
     },
+    /// `Norm(z + g(h))`: a pathway's add and its norm as one op, made by the pass
+    /// `passes::fuse_lax_norms` (never by the builder); it counts what the two count.
+    LaxAddNorm {
+        kind: NormKind,
+        width: usize,
+        eps: f64,
+    },
     Gate {
         gate: Gate,
         src: usize,
@@ -253,7 +260,7 @@ impl Op {
             } => u(channels) * u(patch) * u(patch) * u(dim) + u(dim),
             Op::ClsToken { dim } => u(dim),
             Op::PosEmbed { tokens, dim } => u(tokens) * u(dim),
-            Op::Norm { kind, width, .. } => match kind {
+            Op::Norm { kind, width, .. } | Op::LaxAddNorm { kind, width, .. } => match kind {
                 NormKind::Layernorm => 2 * u(width),
                 NormKind::Rmsnorm => u(width),
                 NormKind::None => 0,
@@ -325,6 +332,10 @@ impl Op {
                 NormKind::Rmsnorm => 4 * u(width),
                 NormKind::None => 0,
             },
+            Op::LaxAddNorm { kind, width, eps } => {
+                let norm = Op::Norm { kind, width, eps };
+                Op::LaxAdd { width }.other_flops() + norm.other_flops()
+            }
             Op::Linear {
                 out, bias: true, ..
             } => u(out),
@@ -362,6 +373,7 @@ impl Op {
             | Op::Mul { width }
             | Op::Add { width }
             | Op::LaxAdd { width }
+            | Op::LaxAddNorm { width, .. }
             | Op::LoraMerge { width, .. }
             | Op::Latent { width }
             | Op::Dropout { width, .. }
@@ -431,6 +443,7 @@ impl Op {
             } => format!("C{index} {left}×{mode}×{right}"),
             Op::Latent { width } => format!("latent {width}"),
             Op::LaxAdd { width } => format!("+ ({width})"),
+            Op::LaxAddNorm { kind, width, .. } => format!("+ → {}({width})", kind.name()),
             Op::Gate { gate, src, dst } => match gate {
                 Gate::Tensor { input, output } => format!(
                     "tensor gate {}×{}→{}×{}",
@@ -482,6 +495,7 @@ impl Op {
             Op::Norm { width, .. }
             | Op::Latent { width }
             | Op::LaxAdd { width }
+            | Op::LaxAddNorm { width, .. }
             | Op::Activation { width, .. }
             | Op::Rope { width, .. }
             | Op::Mul { width }
@@ -520,6 +534,8 @@ impl Op {
         let u = |x: usize| x as u128;
         match *self {
             Op::TokenInput { .. } | Op::Latent { .. } | Op::Output { .. } | Op::Dropout { .. } => 0,
+            // The sum it normalizes and its output, as the add and the norm it stands for.
+            Op::LaxAddNorm { width, .. } => 2 * u(width),
             // Grouped-query attention also keeps k and v repeated to every query head.
             Op::Attention {
                 heads,

@@ -70,6 +70,11 @@ impl<B: Backend> RmsNorm<B> {
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         fused::rms_norm(x, self.gamma.val(), self.epsilon)
     }
+
+    /// RMSNorm of `x + addend`, the two added inside the norm's own pass.
+    pub fn forward_sum(&self, x: Tensor<B, 2>, addend: Tensor<B, 2>) -> Tensor<B, 2> {
+        fused::add_rms_norm(x, addend, self.gamma.val(), self.epsilon)
+    }
 }
 
 /// LayerNorm, `(x − mean) / √(var + ε) · γ + β` with the biased variance, over the last
@@ -94,5 +99,11 @@ impl<B: Backend> LayerNorm<B> {
 
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         fused::layer_norm(x, self.gamma.val(), self.beta.val(), self.epsilon)
+    }
+
+    /// LayerNorm of `x + addend`, the two added inside the norm's own pass.
+    pub fn forward_sum(&self, x: Tensor<B, 2>, addend: Tensor<B, 2>) -> Tensor<B, 2> {
+        let (gamma, beta) = (self.gamma.val(), self.beta.val());
+        fused::add_layer_norm(x, addend, gamma, beta, self.epsilon)
     }
 }

@@ -1,6 +1,7 @@
-//! Lowering: the checked IR becomes a Burn module (`LaxModel<B>`) for any backend. Each IR node
-//! with weights gets its parameters (`params`), and the forward pass runs the graph's nodes in
-//! a topological order (`program`), each op kind computed by one arm of `ops::eval`.
+//! Lowering: the checked IR, after the passes (`crate::passes`), becomes a Burn module
+//! (`LaxModel<B>`) for any backend. Each IR node with weights gets its parameters (`params`),
+//! and the forward pass runs the graph's nodes in a topological order (`program`), each op kind
+//! computed by one arm of `ops::eval`.
 
 pub mod attention;
 pub mod base;
@@ -17,4 +18,4 @@ pub mod product;
 pub mod program;
 pub mod weights;
 
-pub use model::{lower, LaxModel};
+pub use model::{lower, lower_as_written, LaxModel};

@@ -19,8 +19,15 @@ pub struct LaxModel<B: Backend> {
     pub program: Program,
 }
 
-/// Builds the model from the IR, initialized from `seed` (docs/conventions.md §Initialization).
+/// Builds the model from the checked IR after the passes (`passes::optimize`), initialized from
+/// `seed` (docs/conventions.md §Initialization).
 pub fn lower<B: Backend>(ir: &Ir, seed: u64, device: &B::Device) -> LaxModel<B> {
+    lower_as_written(&crate::passes::optimize(ir), seed, device)
+}
+
+/// The model of `ir` exactly as it is, without the passes: what they are tested against. The
+/// passes keep every parameter in its order, so the two take the same weights.
+pub fn lower_as_written<B: Backend>(ir: &Ir, seed: u64, device: &B::Device) -> LaxModel<B> {
     let mut init = Init::new(seed);
     let mut nodes = Vec::new();
     let mut params = vec![None; ir.graph.node_count()];

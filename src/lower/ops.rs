@@ -241,6 +241,14 @@ fn eval_float<B: Backend>(
             Some(NodeParams::RmsNorm(n)) => n.forward(widen(arg())).cast(frame.dtype),
             Some(_) => unreachable!("a norm has norm parameters"),
         },
+        Op::LaxAddNorm { .. } => {
+            let (z, gated) = (widen(arg()), widen(arg()));
+            match p {
+                Some(NodeParams::LayerNorm(n)) => n.forward_sum(z, gated).cast(frame.dtype),
+                Some(NodeParams::RmsNorm(n)) => n.forward_sum(z, gated).cast(frame.dtype),
+                _ => unreachable!("the pass fuses only norms with parameters"),
+            }
+        }
         Op::Linear { .. } => {
             let mut x = arg();
             if first_token_only {

@@ -100,7 +100,7 @@ pub fn init_node<B: Backend>(
             InitScheme::Gpt => init.normal([*tokens, *dim], 0.02, device),
             InitScheme::Timm => init.trunc_normal([*tokens, *dim], 0.02, device),
         }),
-        Op::Norm { kind, width, eps } => match kind {
+        Op::Norm { kind, width, eps } | Op::LaxAddNorm { kind, width, eps } => match kind {
             NormKind::Layernorm => NodeParams::LayerNorm(LayerNorm::new(*width, *eps, device)),
             NormKind::Rmsnorm => NodeParams::RmsNorm(RmsNorm::new(*width, *eps, device)),
             NormKind::None => return None,

@@ -17,6 +17,11 @@ pub struct GraphArgs {
     /// Draw every IR node (factors, latents, gates, norms, adds), not one node per linear site.
     #[arg(long)]
     full: bool,
+    /// Draw the IR the lowering runs: after the passes that fuse nodes (a LaX pathway's add
+    /// and norm as one node), every node as with `--full`. Parameters and FLOPs are those of
+    /// the spec as written.
+    #[arg(long)]
+    optimized: bool,
     #[command(flatten)]
     out: OutFile,
 }
@@ -29,9 +34,15 @@ pub fn run(a: GraphArgs) -> ExitCode {
         Ok(sc) => sc,
         Err(c) => return c,
     };
-    let ir = &compiled.ir;
+    let optimized;
+    let ir = if a.optimized {
+        optimized = laxc::passes::optimize(&compiled.ir);
+        &optimized
+    } else {
+        &compiled.ir
+    };
     let mut options = DotOptions::readable(ir);
-    options.full = a.full;
+    options.full = a.full || a.optimized;
     if let Some(text) = &a.blocks {
         match block_range(text, ir.model.layers) {
             Ok(r) => options.blocks = r,

@@ -3,7 +3,7 @@
 //! GELU and its derivative are within 1e-6 of f64 on [−10, 10] (tests/lowering.rs).
 
 use super::math::{normal_cdf, normal_pdf, sigmoid};
-use super::{f32s, like, CHUNK};
+use super::{f32s, like, vectorized, Kernel, CHUNK};
 use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
@@ -85,30 +85,25 @@ fn map(f: impl Elementwise, xs: &[f32], ys: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0; xs.len()];
     out.par_chunks_mut(CHUNK)
         .zip(xs.par_chunks(CHUNK).zip(ys.par_chunks(CHUNK)))
-        .for_each(|(out, (xs, ys))| vectorized(&f, out, xs, ys));
+        .for_each(|(out, (xs, ys))| vectorized(Map { f: &f, out, xs, ys }));
     out
 }
 
-/// `out[i] = f(xs[i], ys[i])`, compiled a second time for AVX2 + FMA and run so when the
-/// processor has them.
-fn vectorized(f: &impl Elementwise, out: &mut [f32], xs: &[f32], ys: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: both features were just detected on this processor.
-        return unsafe { with_avx2(f, out, xs, ys) };
-    }
-    each(f, out, xs, ys)
+/// `out[i] = f(xs[i], ys[i])`.
+struct Map<'a, F> {
+    f: &'a F,
+    out: &'a mut [f32],
+    xs: &'a [f32],
+    ys: &'a [f32],
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn with_avx2(f: &impl Elementwise, out: &mut [f32], xs: &[f32], ys: &[f32]) {
-    each(f, out, xs, ys)
-}
+impl<F: Elementwise> Kernel for Map<'_, F> {
+    type Output = ();
 
-#[inline(always)]
-fn each(f: &impl Elementwise, out: &mut [f32], xs: &[f32], ys: &[f32]) {
-    for ((o, &x), &y) in out.iter_mut().zip(xs).zip(ys) {
-        *o = f.at(x, y);
+    #[inline(always)]
+    fn run(self) {
+        for ((o, &x), &y) in self.out.iter_mut().zip(self.xs).zip(self.ys) {
+            *o = self.f.at(x, y);
+        }
     }
 }

@@ -1,41 +1,81 @@
-//! RMSNorm's forward and the LayerNorm and RMSNorm backward passes, row by row while each row
-//! is in cache.
+//! LayerNorm and RMSNorm row by row while each row is in cache: RMSNorm's forward, the forward
+//! of either after an addition (LaX's `Norm(z + g(h))`), and both backward passes. Every pass
+//! over a row is a loop the compiler vectorizes (sums on `LANES` accumulators).
 
-use super::{f32s, like, CHUNK};
+use super::{f32s, like, sum_by, sum_by_pairs, vectorized, Kernel, CHUNK};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{TensorData, TensorMetadata};
 use rayon::prelude::*;
 
-/// RMSNorm of (rows, width) `x` with scale `gamma` (width elements): `[y, r]` with
-/// `r = 1/√(mean(x²) + ε)` per row (rows, 1) and `y = x · r · γ`, one pass over `x` where the
-/// composed form makes seven. `None` unless contiguous f32 of matching widths.
-pub fn rms_norm(x: &FlexTensor, gamma: &FlexTensor, epsilon: f64) -> Option<[FlexTensor; 2]> {
+/// RMSNorm of (rows, width) `x` with scale `gamma` (width elements): `y = x · r · γ` with
+/// `r = 1/√(mean(x²) + ε)` per row, one pass over `x` where the composed form makes seven.
+/// `None` unless contiguous f32 of matching widths.
+pub fn rms_norm(x: &FlexTensor, gamma: &FlexTensor, epsilon: f64) -> Option<FlexTensor> {
     let (xs, gs) = (f32s(x)?, f32s(gamma)?);
     let width = rows_of(x, gs.len())?;
-    let rows = xs.len() / width;
-    let (mut y, mut r) = (vec![0.0; xs.len()], vec![0.0; rows]);
-    let per_task = CHUNK.div_ceil(width);
-    y.par_chunks_mut(width)
-        .zip(r.par_iter_mut())
-        .zip(xs.par_chunks(width))
-        .with_min_len(per_task)
-        .for_each(|((y, r), x)| {
-            *r = inverse_rms(x, epsilon as f32);
-            for ((y, &x), &g) in y.iter_mut().zip(x).zip(gs) {
-                *y = x * *r * g;
-            }
+    let mut y = vec![0.0; xs.len()];
+    let eps = epsilon as f32;
+    let per_task = CHUNK.div_ceil(width) * width;
+    y.par_chunks_mut(per_task)
+        .zip(xs.par_chunks(per_task))
+        .for_each(|(y, x)| {
+            vectorized(NormRows {
+                y,
+                x,
+                add: None,
+                params: [gs, &[]],
+                eps,
+                centered: false,
+                width,
+            })
         });
-    Some([
-        like(x, y),
-        FlexTensor::from_data(TensorData::new(r, [rows, 1])),
-    ])
+    Some(like(x, y))
+}
+
+/// LayerNorm (with its shift `beta`) or RMSNorm (`beta` None) of `x + addend`, both
+/// (rows, width), with scale `gamma`: `[y, x + addend]`, the sum kept for the backward pass.
+/// One pass over the inputs where the composed form adds them in a pass of its own first.
+/// `None` unless contiguous f32 of matching shapes.
+pub fn add_norm(
+    [x, addend]: [&FlexTensor; 2],
+    gamma: &FlexTensor,
+    beta: Option<&FlexTensor>,
+    epsilon: f64,
+) -> Option<[FlexTensor; 2]> {
+    let (xs, adds, gammas) = (f32s(x)?, f32s(addend)?, f32s(gamma)?);
+    let betas = match beta {
+        Some(b) => f32s(b)?,
+        None => &[],
+    };
+    let width = rows_of(x, gammas.len())?;
+    if addend.shape() != x.shape() || (beta.is_some() && betas.len() != width) {
+        return None;
+    }
+    let eps = epsilon as f32;
+    let (mut y, mut sum) = (vec![0.0; xs.len()], vec![0.0; xs.len()]);
+    let per_task = CHUNK.div_ceil(width) * width;
+    y.par_chunks_mut(per_task)
+        .zip(sum.par_chunks_mut(per_task))
+        .zip(xs.par_chunks(per_task).zip(adds.par_chunks(per_task)))
+        .for_each(|((y, sum), (x, add))| {
+            vectorized(NormRows {
+                y,
+                x,
+                add: Some((add, sum)),
+                params: [gammas, betas],
+                eps,
+                centered: beta.is_some(),
+                width,
+            })
+        });
+    Some([like(x, y), like(x, sum)])
 }
 
 /// The gradients of LayerNorm (`centered`) or RMSNorm over (rows, width) `x` with scale
 /// `gamma`, given the output gradient `g`: `[dx, dγ, dβ]`, with `x̂` the normalized row,
 /// `r` its inverse deviation (inverse RMS), `h = g ⊙ γ`:
 /// `dx = r (h − mean(h) − x̂ mean(h ⊙ x̂))` (RMSNorm: without `mean(h)`), `dγ = Σrows g ⊙ x̂`,
-/// `dβ = Σrows g`, the last two as (1, width). Each row is read three times while in cache,
+/// `dβ = Σrows g`, the last two as (1, width). Each row is read a few times while in cache,
 /// where the composed backward makes about fourteen passes over the whole tensor. `None`
 /// unless contiguous f32 of matching shapes.
 pub fn norm_backward(
@@ -56,15 +96,15 @@ pub fn norm_backward(
         .zip(xs.par_chunks(per_task).zip(gs.par_chunks(per_task)))
         .map(|(dx, (x, g))| {
             let mut sums = ColumnSums::new(width);
-            let rows = dx.chunks_exact_mut(width).zip(x.chunks_exact(width));
-            for ((dx, x), g) in rows.zip(g.chunks_exact(width)) {
-                norm_row_backward(
-                    [dx, &mut sums.gamma, &mut sums.beta],
-                    [x, gammas, g],
-                    eps,
-                    centered,
-                );
-            }
+            vectorized(NormGradientRows {
+                dx,
+                x,
+                g,
+                gammas,
+                sums: &mut sums,
+                eps,
+                centered,
+            });
             sums
         })
         .reduce(|| ColumnSums::new(width), ColumnSums::add);
@@ -81,14 +121,98 @@ fn rows_of(x: &FlexTensor, width: usize) -> Option<usize> {
     (dims.num_dims() == 2 && dims.dims::<2>()[1] == width && width > 0).then_some(width)
 }
 
-/// 1/√(mean(x²) + ε) of a row.
-#[inline(always)]
-fn inverse_rms(x: &[f32], eps: f32) -> f32 {
-    let squares: f32 = x.iter().map(|v| v * v).sum();
-    1.0 / (squares / x.len() as f32 + eps).sqrt()
+/// Rows of a norm's forward pass: `y` = the norm of `x`, or of `x + addend` with the sum
+/// written to `sum` (`add: Some((addend, sum))`); `params` are γ and β (empty for none).
+struct NormRows<'a> {
+    y: &'a mut [f32],
+    x: &'a [f32],
+    add: Option<(&'a [f32], &'a mut [f32])>,
+    params: [&'a [f32]; 2],
+    eps: f32,
+    centered: bool,
+    width: usize,
 }
 
-/// One row of [`norm_backward`]: its `dx`, and its terms added to the column sums.
+impl Kernel for NormRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let w = self.width;
+        let (eps, centered) = (self.eps, self.centered);
+        let rows = self.y.chunks_exact_mut(w).zip(self.x.chunks_exact(w));
+        match self.add {
+            None => {
+                for (y, x) in rows {
+                    normalize_row(y, x, self.params, eps, centered);
+                }
+            }
+            Some((addend, sum)) => {
+                let sums = addend.chunks_exact(w).zip(sum.chunks_exact_mut(w));
+                for ((y, x), (a, sum)) in rows.zip(sums) {
+                    for ((s, &x), &a) in sum.iter_mut().zip(x).zip(a) {
+                        *s = x + a;
+                    }
+                    normalize_row(y, sum, self.params, eps, centered);
+                }
+            }
+        }
+    }
+}
+
+/// Rows of a norm's backward pass: `dx`, with the rows' terms of dγ and dβ added to `sums`.
+struct NormGradientRows<'a> {
+    dx: &'a mut [f32],
+    x: &'a [f32],
+    g: &'a [f32],
+    gammas: &'a [f32],
+    sums: &'a mut ColumnSums,
+    eps: f32,
+    centered: bool,
+}
+
+impl Kernel for NormGradientRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let w = self.gammas.len();
+        let rows = self.dx.chunks_exact_mut(w).zip(self.x.chunks_exact(w));
+        for ((dx, x), g) in rows.zip(self.g.chunks_exact(w)) {
+            norm_row_backward(
+                [dx, &mut self.sums.gamma, &mut self.sums.beta],
+                [x, self.gammas, g],
+                self.eps,
+                self.centered,
+            );
+        }
+    }
+}
+
+/// A row's mean (0 for RMSNorm, not `centered`) and inverse deviation
+/// `1/√(mean((x − mean)²) + ε)`.
+#[inline(always)]
+fn row_statistics(x: &[f32], eps: f32, centered: bool) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = if centered { sum_by(x, |v| v) / n } else { 0.0 };
+    let spread = sum_by(x, |v| (v - mean) * (v - mean));
+    (mean, 1.0 / (spread / n + eps).sqrt())
+}
+
+/// `y = (x − mean) · r · γ (+ β)` for one row, `betas` empty for none.
+#[inline(always)]
+fn normalize_row(y: &mut [f32], x: &[f32], [gammas, betas]: [&[f32]; 2], eps: f32, centered: bool) {
+    let (mean, r) = row_statistics(x, eps, centered);
+    for ((y, &x), &g) in y.iter_mut().zip(x).zip(gammas) {
+        *y = (x - mean) * r * g;
+    }
+    for (y, &b) in y.iter_mut().zip(betas) {
+        *y += b;
+    }
+}
+
+/// One row of [`norm_backward`]: its `dx`, and its terms added to the column sums. `h = g ⊙ γ`
+/// is formed in `dx` first, then turned into the gradient in place.
 #[inline(always)]
 fn norm_row_backward(
     [dx, d_gamma, d_beta]: [&mut [f32]; 3],
@@ -97,27 +221,20 @@ fn norm_row_backward(
     centered: bool,
 ) {
     let n = x.len() as f32;
-    let mean = if centered {
-        x.iter().sum::<f32>() / n
-    } else {
-        0.0
-    };
-    let spread: f32 = x.iter().map(|v| (v - mean) * (v - mean)).sum();
-    let r = 1.0 / (spread / n + eps).sqrt();
-    let (mut sum_h, mut sum_hx) = (0.0f32, 0.0f32);
-    for j in 0..x.len() {
-        let normalized = (x[j] - mean) * r;
-        let h = g[j] * gamma[j];
-        sum_h += h;
-        sum_hx += h * normalized;
-        d_gamma[j] += g[j] * normalized;
-        d_beta[j] += g[j];
+    let (mean, r) = row_statistics(x, eps, centered);
+    for ((h, &g), &gamma) in dx.iter_mut().zip(g).zip(gamma) {
+        *h = g * gamma;
     }
-    let mean_h = if centered { sum_h / n } else { 0.0 };
-    let mean_hx = sum_hx / n;
-    for j in 0..x.len() {
-        let normalized = (x[j] - mean) * r;
-        dx[j] = r * (g[j] * gamma[j] - mean_h - normalized * mean_hx);
+    let mean_h = if centered { sum_by(dx, |h| h) / n } else { 0.0 };
+    // Σ h ⊙ x̂ = r · Σ h ⊙ (x − mean)
+    let mean_hx = r * sum_by_pairs(dx, x, |h, x| h * (x - mean)) / n;
+    for (((dg, db), &g), &x) in d_gamma.iter_mut().zip(d_beta.iter_mut()).zip(g).zip(x) {
+        *dg += g * (x - mean) * r;
+        *db += g;
+    }
+    for (dx, &x) in dx.iter_mut().zip(x) {
+        let normalized = (x - mean) * r;
+        *dx = r * (*dx - mean_h - normalized * mean_hx);
     }
 }
 

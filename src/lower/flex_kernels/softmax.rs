@@ -2,7 +2,7 @@
 //! on the vectorized `exp` of `math`.
 
 use super::math::exp;
-use super::{f32s, like, CHUNK};
+use super::{f32s, like, max_of, sum_by, sum_by_pairs, vectorized, Kernel, CHUNK};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::TensorMetadata;
 use rayon::prelude::*;
@@ -24,13 +24,12 @@ pub fn softmax(x: &FlexTensor, bias: Option<&FlexTensor>) -> Option<FlexTensor> 
     let per_task = CHUNK.div_ceil(width) * width;
     out.par_chunks_mut(per_task).enumerate().for_each(|(i, y)| {
         let at = i * per_task..i * per_task + y.len();
-        let rows = SoftmaxRows {
+        vectorized(SoftmaxRows {
             out: y,
             x: &xs[at.clone()],
             bias: bs.map(|b| &b[at]),
             width,
-        };
-        rows.run()
+        })
     });
     Some(like(x, out))
 }
@@ -45,15 +44,10 @@ pub fn softmax_backward(y: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
         return None;
     }
     let mut out = vec![0.0; ys.len()];
-    out.par_chunks_mut(width)
-        .zip(ys.par_chunks(width).zip(gs.par_chunks(width)))
-        .with_min_len(CHUNK.div_ceil(width))
-        .for_each(|(dx, (y, g))| {
-            let along: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
-            for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
-                *dx = y * (g - along);
-            }
-        });
+    let per_task = CHUNK.div_ceil(width) * width;
+    out.par_chunks_mut(per_task)
+        .zip(ys.par_chunks(per_task).zip(gs.par_chunks(per_task)))
+        .for_each(|(dx, (y, g))| vectorized(SoftmaxGradientRows { dx, y, g, width }));
     Some(like(y, out))
 }
 
@@ -72,24 +66,11 @@ struct SoftmaxRows<'a> {
     width: usize,
 }
 
-impl SoftmaxRows<'_> {
-    fn run(self) {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: both features were just detected on this processor.
-            return unsafe { self.with_avx2() };
-        }
-        self.each()
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn with_avx2(self) {
-        self.each()
-    }
+impl Kernel for SoftmaxRows<'_> {
+    type Output = ();
 
     #[inline(always)]
-    fn each(self) {
+    fn run(self) {
         let w = self.width;
         for (r, y) in self.out.chunks_exact_mut(w).enumerate() {
             let x = &self.x[r * w..(r + 1) * w];
@@ -102,16 +83,38 @@ impl SoftmaxRows<'_> {
                 }
                 None => y.copy_from_slice(x),
             }
-            let max = y.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let mut sum = 0.0;
+            let max = max_of(y);
             for y in y.iter_mut() {
                 let d = *y - max;
                 *y = if d < -87.0 { 0.0 } else { exp(d) };
-                sum += *y;
             }
-            let inverse = 1.0 / sum;
+            let inverse = 1.0 / sum_by(y, |v| v);
             for y in y.iter_mut() {
                 *y *= inverse;
+            }
+        }
+    }
+}
+
+/// Rows of softmax's input gradient: `dx` from the output `y` and its gradient `g`.
+struct SoftmaxGradientRows<'a> {
+    dx: &'a mut [f32],
+    y: &'a [f32],
+    g: &'a [f32],
+    width: usize,
+}
+
+impl Kernel for SoftmaxGradientRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let w = self.width;
+        let rows = self.dx.chunks_exact_mut(w).zip(self.y.chunks_exact(w));
+        for ((dx, y), g) in rows.zip(self.g.chunks_exact(w)) {
+            let along = sum_by_pairs(y, g, |y, g| y * g);
+            for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+                *dx = y * (g - along);
             }
         }
     }
