@@ -33,6 +33,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--laxc", default="target/release/laxc")
     ap.add_argument("--families", nargs="*", default=["llama", "vit"])
+    ap.add_argument("--pairs", nargs="*", default=[w for w, _ in PAIRS],
+                    help="the LaX variants to time (default: all), e.g. svd-lax-identity")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
@@ -41,7 +43,7 @@ def main():
           "| extra train FLOPs |")
     print("|---|---|---|---|---|---|")
     for family in args.families:
-        for with_lax, without in PAIRS:
+        for with_lax, without in [p for p in PAIRS if p[0] in args.pairs]:
             w, wo = f"{family}-{with_lax}", f"{family}-{without}"
             times = {w: [], wo: []}
             ratios, flops = [], None

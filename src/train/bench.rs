@@ -46,6 +46,9 @@ pub struct BenchResult {
     /// Every warm-up step, in seconds: on a GPU the first ones include compiling its kernels.
     pub warmup_step_seconds: Vec<f64>,
     pub median_step_seconds: f64,
+    /// Where the timed steps' time went, each phase's median: the forward pass with the loss
+    /// (and the batch's upload), the backward pass, and the optimizer (clipping and AdamW).
+    pub median_phase_seconds: Phases,
     /// Samples (`unit`) per second at the median step time.
     pub items_per_second: f64,
     /// The report's training FLOPs of one step, over the median step time.
@@ -131,6 +134,14 @@ fn device_batch<B: AutodiffBackend>(
     }
 }
 
+/// The parts of a training step, in seconds.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Phases {
+    pub forward: f64,
+    pub backward: f64,
+    pub optimizer: f64,
+}
+
 /// Runs `warmup + steps` training steps and times each of the last `steps`.
 pub fn bench<B: AutodiffBackend>(
     c: &crate::Compiled,
@@ -148,24 +159,37 @@ pub fn bench<B: AutodiffBackend>(
     let host = synthetic_batches(c, o, o.warmup + o.steps);
     let mut step_seconds = Vec::with_capacity(o.steps);
     let mut warmup_step_seconds = Vec::with_capacity(o.warmup);
+    let mut phases = Vec::with_capacity(o.steps);
     let mut final_loss = f64::NAN;
     for (i, hb) in host.iter().enumerate() {
         let began = Instant::now();
         let batch = device_batch::<B>(c, hb, o.batch, &device);
         let (loss, _) = forward(&model, batch);
-        // Reading the loss waits for the forward pass on asynchronous devices; the optimizer
-        // step below is waited for by the next step's read, and by the last one here.
+        // Reading the loss waits for the forward pass on asynchronous devices, and a sync for
+        // the backward pass and the optimizer (on a CPU each call returns when done).
         final_loss = loss.clone().into_scalar().elem();
+        let forwarded = Instant::now();
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        B::sync(&device).ok();
+        let backwarded = Instant::now();
         clip_global(&model, &mut grads, train.clip);
         model = optim.step(train.lr, model, grads);
         B::sync(&device).ok();
-        let took = began.elapsed().as_secs_f64();
+        let done = Instant::now();
+        let took = (done - began).as_secs_f64();
         match i < o.warmup {
             true => warmup_step_seconds.push(took),
-            false => step_seconds.push(took),
+            false => {
+                step_seconds.push(took);
+                phases.push(Phases {
+                    forward: (forwarded - began).as_secs_f64(),
+                    backward: (backwarded - forwarded).as_secs_f64(),
+                    optimizer: (done - backwarded).as_secs_f64(),
+                });
+            }
         }
     }
+    let phase = |f: fn(&Phases) -> f64| median(&phases.iter().map(f).collect::<Vec<_>>());
     let report = c.report();
     let samples = o.batch as f64;
     let flops_per_step = report.flops.train_per_sample * o.batch as u128;
@@ -183,6 +207,11 @@ pub fn bench<B: AutodiffBackend>(
         warmup: o.warmup,
         params,
         median_step_seconds: med,
+        median_phase_seconds: Phases {
+            forward: phase(|p| p.forward),
+            backward: phase(|p| p.backward),
+            optimizer: phase(|p| p.optimizer),
+        },
         items_per_second: match c.ir.model.def().input {
             Input::Tokens => samples * c.ir.model.tokens as f64 / med,
             Input::Images => samples / med,

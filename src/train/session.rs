@@ -257,6 +257,12 @@ pub trait OnBackend {
     type Output;
     /// Runs on `devices` (one, unless the job trains replicas).
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output;
+
+    /// Whether the job computes alone: no replica or other node whose tensor work it waits
+    /// for (an all-reduce), which could not run while the job holds a thread of the pool.
+    fn alone(&self) -> bool {
+        true
+    }
 }
 
 /// The first of a job's devices: where a job that is not training runs.
@@ -269,20 +275,39 @@ fn first<D>(devices: Vec<D>) -> D {
 // Candle is deprecated in Burn 0.21 but kept selectable: the CPU backends are compared side by
 // side in BENCHMARKS.md.
 #[allow(deprecated)]
-pub fn dispatch<J: OnBackend>(
+pub fn dispatch<J: OnBackend + Send>(
     devices: &[Device],
     backend: CpuBackend,
     job: J,
-) -> Result<J::Output, Refusal> {
+) -> Result<J::Output, Refusal>
+where
+    J::Output: Send,
+{
     use burn::backend::{Autodiff, Candle, Flex, NdArray};
     let n = devices.len();
     Ok(match (devices[0], backend) {
         (Device::Cuda(_), _) => return cuda(devices, job),
         (Device::Wgpu, _) => return wgpu(job),
-        (Device::Cpu, CpuBackend::Flex) => job.run::<Autodiff<Flex>>(cpus(n)),
-        (Device::Cpu, CpuBackend::Ndarray) => job.run::<Autodiff<NdArray>>(cpus(n)),
-        (Device::Cpu, CpuBackend::Candle) => job.run::<Autodiff<Candle>>(cpus(n)),
+        (Device::Cpu, CpuBackend::Flex) => on_pool(job, |j| j.run::<Autodiff<Flex>>(cpus(n))),
+        (Device::Cpu, CpuBackend::Ndarray) => on_pool(job, |j| j.run::<Autodiff<NdArray>>(cpus(n))),
+        (Device::Cpu, CpuBackend::Candle) => on_pool(job, |j| j.run::<Autodiff<Candle>>(cpus(n))),
     })
+}
+
+/// Runs a one-replica CPU job on a thread of rayon's global pool, the pool that Flex's loops,
+/// gemm and laxc's kernels fork their parallel work into. Forked from a thread outside the
+/// pool, each parallel op is a round trip through the pool's queue, a wake-up and a sleep
+/// (12 µs on this project's 2-core machine, hundreds of times a step); forked from inside, it
+/// is a push onto the thread's own deque (0.3 µs), and with one thread it runs in place
+/// (BENCHMARKS.md, attempt 24). A job that waits for other replicas or nodes stays outside:
+/// their all-reduces fork into the same pool, and with `--threads 1` the job would hold its
+/// only thread while waiting for them.
+fn on_pool<J: OnBackend + Send, R: Send>(job: J, run: impl FnOnce(J) -> R + Send) -> R {
+    if job.alone() {
+        rayon::scope(|_| run(job))
+    } else {
+        run(job)
+    }
 }
 
 /// `n` replicas on the CPU: the CPU backends have one device, which they share.
@@ -352,6 +377,11 @@ impl OnBackend for TrainJob<'_> {
     type Output = Result<Summary, String>;
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
         run::train::<B>(self.0, devices)
+    }
+
+    fn alone(&self) -> bool {
+        let t = &self.0.topology;
+        t.nodes == 1 && t.per_node == 1
     }
 }
 
@@ -775,9 +805,9 @@ pub struct GenerateRequest<'a> {
     /// One generation per prompt, from one loaded model.
     pub prompts: &'a [Vec<u32>],
     pub sampling: &'a crate::generate::Sampling,
-    pub is_stop: &'a dyn Fn(u32) -> bool,
+    pub is_stop: &'a (dyn Fn(u32) -> bool + Sync),
     /// Called with the prompt's index and each token as it is chosen (streaming).
-    pub on_token: &'a mut dyn FnMut(usize, u32),
+    pub on_token: &'a mut (dyn FnMut(usize, u32) + Send),
 }
 
 struct GenerateJob<'a>(GenerateRequest<'a>);

@@ -32,10 +32,7 @@ impl Placement {
     /// Sizes the CPU backend's thread pool as `--threads` says, once the device is known (from
     /// `--device`, the spec or the run): refused on a GPU device, where it would be ignored.
     pub fn start_threads(&self, device: Device) -> Result<(), ExitCode> {
-        let Some(n) = self.threads else {
-            return Ok(());
-        };
-        if device != Device::Cpu {
+        if let (Some(_), false) = (self.threads, device == Device::Cpu) {
             eprintln!(
                 "error: --threads sizes the CPU backend's thread pool, but this model runs on \
                  {}: leave --threads out, or use --device cpu",
@@ -43,19 +40,28 @@ impl Placement {
             );
             return Err(ExitCode::from(IO_ERROR));
         }
-        // Flex's GEMM and loops and candle's GEMM run their parallel work on rayon's global
-        // pool, built here before the first tensor op; ndarray's matrix products run on
-        // matrixmultiply's own threads, which read this variable at their first product.
-        std::env::set_var("MATMUL_NUM_THREADS", n.to_string());
+        if let Some(n) = self.threads {
+            // ndarray's matrix products run on matrixmultiply's own threads, which read this
+            // variable at their first product.
+            std::env::set_var("MATMUL_NUM_THREADS", n.to_string());
+        }
+        // Flex's GEMM and loops, candle's GEMM and laxc's kernels run their parallel work on
+        // rayon's global pool, built here before the first tensor op: `--threads` of them (0:
+        // one per core). A one-replica CPU job runs on one of them (`session::dispatch`), with
+        // the main thread's stack, not a pool thread's default 2 MiB.
         rayon::ThreadPoolBuilder::new()
-            .num_threads(n.into())
+            .num_threads(self.threads.map_or(0, usize::from))
+            .stack_size(MAIN_THREAD_STACK)
             .build_global()
             .map_err(|e| {
-                eprintln!("error: cannot start {n} threads: {e}");
+                eprintln!("error: cannot start the CPU backend's threads: {e}");
                 ExitCode::from(IO_ERROR)
             })
     }
 }
+
+/// The stack of the thread a job runs on: Linux's default for a main thread.
+const MAIN_THREAD_STACK: usize = 8 << 20;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum CpuBackend {
@@ -429,6 +435,16 @@ fn bench_text(r: &train::bench::BenchResult) -> String {
     line(
         "median step",
         format!("{:.2} ms", 1e3 * r.median_step_seconds),
+    );
+    let p = &r.median_phase_seconds;
+    line(
+        "phases",
+        format!(
+            "forward {:.2} ms, backward {:.2} ms, optimizer {:.2} ms (medians)",
+            1e3 * p.forward,
+            1e3 * p.backward,
+            1e3 * p.optimizer
+        ),
     );
     line(
         "throughput",
