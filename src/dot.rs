@@ -387,7 +387,7 @@ fn ir_node_line(ir: &Ir, i: NodeIndex) -> String {
     };
     let shape = match node.op {
         Op::Latent { .. } | Op::LaxAdd { .. } | Op::Add { .. } | Op::Mul { .. } => "ellipse",
-        Op::LaxAddNorm { .. } => "octagon",
+        Op::LaxAddNorm { .. } | Op::SwiGlu { .. } => "octagon",
         _ => "box",
     };
     format!(

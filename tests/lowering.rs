@@ -1231,3 +1231,68 @@ fn add_norm_nodes_match_the_norm_of_the_sum() {
         );
     }
 }
+
+/// The SwiGLU node (`fused::swiglu`, after `passes::fuse_swiglu`) against `silu(gate) ⊙ up`
+/// composed: values and both inputs' gradients, on NdArray in f64 (the node over the backend's
+/// ops; also finite differences) and on Flex in f32 (`flex_kernels::swiglu`, one pass each
+/// way), over inputs that reach σ's saturated ends.
+#[test]
+fn swiglu_node_matches_silu_times_up() {
+    use laxc::lower::fused::{self, composed};
+    fn check<E: burn::tensor::backend::Backend>(n: usize, [value_tol, grad_tol]: [f64; 2])
+    where
+        E::FloatElem: burn::tensor::Element,
+    {
+        let dev = Default::default();
+        let mut rng = StdRng::seed_from_u64(31);
+        let mut leaf = |scale: f64| {
+            let v: Vec<f64> = random(&mut rng, n).iter().map(|v| scale * v).collect();
+            Tensor::<Autodiff<E>, 2>::from_data(
+                TensorData::new(v, [n / 8, 8]).convert::<E::FloatElem>(),
+                &dev,
+            )
+            .require_grad()
+        };
+        let (gate, up, weights) = (leaf(12.0), leaf(2.0), leaf(1.0));
+        let weights = weights.detach();
+        let got = fused::swiglu(gate.clone(), up.clone());
+        let want = composed::silu(gate.clone()) * up.clone();
+        assert_close(
+            &to_vec(got.clone()),
+            &to_vec(want.clone()),
+            value_tol,
+            "SwiGLU",
+        );
+        let loss = |y: Tensor<Autodiff<E>, 2>| (y.clone() * y * weights.clone()).sum();
+        let (g_got, g_want) = (loss(got).backward(), loss(want).backward());
+        for (input, what) in [(&gate, "gate"), (&up, "up")] {
+            let (a, b) = (input.grad(&g_got).unwrap(), input.grad(&g_want).unwrap());
+            assert_close(&to_vec(a), &to_vec(b), grad_tol, &format!("SwiGLU d{what}"));
+        }
+    }
+    check::<NdArray<f64>>(48, [1e-12, 1e-10]);
+    check::<burn::backend::Flex>(8 * 40_000, [1e-6, 1e-5]);
+
+    let up = Tensor::<AD, 2>::from_data(
+        TensorData::new(random(&mut StdRng::seed_from_u64(37), 24), [4, 6]),
+        &Default::default(),
+    );
+    let through_gate = |x: Tensor<AD, 2>| {
+        let y = fused::swiglu(x, up.clone());
+        (y.clone() * y).sum()
+    };
+    let through_up = |x: Tensor<AD, 2>| {
+        let y = fused::swiglu(up.clone(), x);
+        (y.clone() * y).sum()
+    };
+    for (what, f) in [
+        ("gate", &through_gate as &dyn Fn(_) -> _),
+        ("up", &through_up),
+    ] {
+        let err = max_gradient_error(f);
+        assert!(
+            err < 1e-6,
+            "SwiGLU d{what}: {err} against finite differences"
+        );
+    }
+}

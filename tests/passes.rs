@@ -66,21 +66,31 @@ fn with_norm(ir: &laxc::ir::Ir) -> usize {
         .count()
 }
 
+/// Nodes of `ir` whose op is of the kind `is` says.
+fn count(ir: &laxc::ir::Ir, is: fn(&Op) -> bool) -> usize {
+    ir.graph.node_weights().filter(|n| is(&n.op)).count()
+}
+
 #[test]
-fn the_lax_norm_pass_fuses_each_pathway_with_a_norm_and_nothing_else() {
+fn the_passes_fuse_each_pathway_with_a_norm_and_each_swiglu_and_nothing_else() {
     for (name, text) in SPECS {
         let c = compiled(name, text);
         let optimized = laxc::passes::optimize(&c.ir);
-        let fused = optimized
-            .graph
-            .node_weights()
-            .filter(|n| matches!(n.op, Op::LaxAddNorm { .. }))
-            .count();
-        assert_eq!(fused, with_norm(&c.ir), "{name}: fused nodes");
+        let fused = count(&optimized, |op| matches!(op, Op::LaxAddNorm { .. }));
+        assert_eq!(fused, with_norm(&c.ir), "{name}: fused pathways");
+        let swiglu = count(&optimized, |op| matches!(op, Op::SwiGlu { .. }));
+        let products = count(&c.ir, |op| matches!(op, Op::Mul { .. }));
+        assert_eq!(swiglu, products, "{name}: every SwiGLU product fused");
+        let blocks = if c.ir.model.family == laxc::family::Family::Llama {
+            3
+        } else {
+            0
+        };
+        assert_eq!(swiglu, blocks, "{name}: one SwiGLU a LLaMA block");
         assert_eq!(
             optimized.graph.node_count(),
-            c.ir.graph.node_count() - fused,
-            "{name}: one node fewer per fused pathway"
+            c.ir.graph.node_count() - fused - swiglu,
+            "{name}: one node fewer per fusion"
         );
         // The adds that remain: pathways without a norm, and intra-layer adds.
         let adds = |ir: &laxc::ir::Ir| {

@@ -161,6 +161,11 @@ pub enum Op {
     Mul {
         width: usize,
     },
+    /// `silu(gate) ⊙ up`: SwiGLU's SiLU and product as one op, made by the pass
+    /// `passes::fuse_swiglu` (never by the builder); it counts what the two count.
+    SwiGlu {
+        width: usize,
+    },
     /// Residual add.
     Add {
         width: usize,
@@ -344,6 +349,8 @@ impl Op {
             Op::PosEmbed { dim, .. } => u(dim),
             Op::Activation { width, .. } => u(width),
             Op::Mul { width } | Op::Add { width } | Op::LaxAdd { width } => u(width),
+            // The SiLU's and the product's.
+            Op::SwiGlu { width } => 2 * u(width),
             Op::Rope { width, .. } => 3 * u(width),
             Op::Attention { heads, tokens, .. } => 3 * u(heads) * u(tokens),
             Op::LoraMerge { width, .. } => 2 * u(width),
@@ -371,6 +378,7 @@ impl Op {
             | Op::Activation { width, .. }
             | Op::Rope { width, .. }
             | Op::Mul { width }
+            | Op::SwiGlu { width }
             | Op::Add { width }
             | Op::LaxAdd { width }
             | Op::LaxAddNorm { width, .. }
@@ -469,6 +477,7 @@ impl Op {
                 }
             ),
             Op::Mul { width } => format!("× ({width})"),
+            Op::SwiGlu { width } => format!("silu(gate) × up ({width})"),
             Op::Add { width } => format!("residual + ({width})"),
             Op::Dropout { rate, .. } => match rate {
                 DropRate::Fixed { p } => format!("dropout({p})"),
@@ -499,6 +508,7 @@ impl Op {
             | Op::Activation { width, .. }
             | Op::Rope { width, .. }
             | Op::Mul { width }
+            | Op::SwiGlu { width }
             | Op::Add { width }
             | Op::LoraMerge { width, .. }
             | Op::Dropout { width, .. }
@@ -536,6 +546,8 @@ impl Op {
             Op::TokenInput { .. } | Op::Latent { .. } | Op::Output { .. } | Op::Dropout { .. } => 0,
             // The sum it normalizes and its output, as the add and the norm it stands for.
             Op::LaxAddNorm { width, .. } => 2 * u(width),
+            // The SiLU's output and the product, as the two ops it stands for.
+            Op::SwiGlu { width } => 2 * u(width),
             // Grouped-query attention also keeps k and v repeated to every query head.
             Op::Attention {
                 heads,

@@ -1,6 +1,6 @@
 //! Ops with a backward pass of their own: the matrix product, σ, SiLU, GELU, RoPE, the swap of
 //! two middle axes, softmax (with an additive mask), cross-entropy, LayerNorm and RMSNorm (also
-//! of a sum, for LaX pathways).
+//! of a sum, for LaX pathways), SwiGLU.
 //!
 //! Under autodiff, Burn 0.21 records a composed op as one graph node per primitive: a
 //! LayerNorm is seven forward nodes and about twice as many backward passes, each a trip
@@ -90,6 +90,18 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     match as_node::<B, _, 1>(ActivationNode(Gelu), [x.into_primitive().tensor()]) {
         Ok(out) => float(out),
         Err([x]) => composed::gelu(float(x)),
+    }
+}
+
+/// SwiGLU's `silu(gate) ⊙ up` (`passes::fuse_swiglu`). On Flex in f32 one pass each way
+/// (`flex_kernels::swiglu`), where the composed form makes two forward (keeping `silu(gate)`)
+/// and three backward; elsewhere SiLU from the inner backend's σ. Backward:
+/// `d gate = g ⊙ up ⊙ σ (1 + gate (1 − σ))` and `d up = g ⊙ silu(gate)`, with σ = σ(gate).
+pub fn swiglu<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
+    let inputs = [gate, up].map(|t| t.into_primitive().tensor());
+    match as_node::<B, _, 2>(SwiGlu, inputs) {
+        Ok(out) => float(out),
+        Err([gate, up]) => composed::silu(float::<B, D>(gate)) * float(up),
     }
 }
 
@@ -920,6 +932,43 @@ fn rms_norm_inner<I: Backend>(
         let r = inverse_root::<I>(mean_last::<I>(square), epsilon);
         I::float_mul(I::float_mul(x, r), gamma)
     })
+}
+
+struct SwiGlu;
+
+/// Backward from the kept `gate` and `up`.
+#[derive(Debug)]
+struct SwiGluBackward;
+
+impl<I: Backend> Backward<I, 2> for SwiGluBackward {
+    type State = (FloatTensor<I>, FloatTensor<I>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (gate, up) = ops.state;
+        let g = grads.consume::<I>(&ops.node);
+        let [gate_node, up_node] = ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
+        let kernel = |[gate, up, g]: [&FlexTensor; 3]| flex_kernels::swiglu_backward(gate, up, g);
+        let [d_gate, d_up] =
+            on_flex_many::<I, 3, 2>([&gate, &up, &g], kernel).unwrap_or_else(|| {
+                let d_up = I::float_mul(g.clone(), Silu::forward::<I>(gate.clone()));
+                let d_gate = Silu::backward::<I>(gate, I::float_mul(g, up));
+                [d_gate, d_up]
+            });
+        give::<I>(grads, gate_node, || d_gate);
+        give::<I>(grads, up_node, || d_up);
+    }
+}
+
+impl Node<2> for SwiGlu {
+    fn run<I: Backend>(
+        self,
+        [gate, up]: [FloatTensor<Autodiff<I>>; 2],
+    ) -> FloatTensor<Autodiff<I>> {
+        let (g, u) = (gate.primitive.clone(), up.primitive.clone());
+        let y = on_flex::<I, 2>([&g, &u], |[g, u]| flex_kernels::swiglu(g, u))
+            .unwrap_or_else(|| I::float_mul(Silu::forward::<I>(g.clone()), u.clone()));
+        record(SwiGluBackward, [&gate, &up], (g, u), y)
+    }
 }
 
 /// A norm of a sum: LayerNorm over `[x, addend, γ, β]`, RMSNorm over `[x, addend, γ]`.

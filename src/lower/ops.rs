@@ -283,6 +283,7 @@ fn eval_float<B: Backend>(
         Op::Latent { .. } | Op::Output { .. } => arg(),
         Op::LaxAdd { .. } | Op::Add { .. } => arg() + arg(),
         Op::Mul { .. } => arg() * arg(),
+        Op::SwiGlu { .. } => fused::swiglu(arg(), arg()),
         Op::Gate { gate, .. } => self::gate(gate, p, arg()),
         Op::Activation { act, .. } => apply_activation(*act, arg()),
         Op::Rope {

@@ -3,7 +3,7 @@
 //! backward pass of a dozen passes over memory, and copies a permuted view through a general
 //! strided iterator. One module per kind of op:
 //!
-//! - `activation`: GELU and SiLU, forward and backward;
+//! - `activation`: GELU, SiLU and SwiGLU, forward and backward;
 //! - `softmax`: softmax with an additive mask, and its backward;
 //! - `norm`: RMSNorm forward, LayerNorm's and RMSNorm's backward;
 //! - `rope`: rotate-half RoPE and its transpose;
@@ -24,7 +24,7 @@ mod norm;
 mod rope;
 mod softmax;
 
-pub use activation::{gelu, gelu_backward, silu, silu_backward};
+pub use activation::{gelu, gelu_backward, silu, silu_backward, swiglu, swiglu_backward};
 pub use layout::swap_middle_axes;
 pub use norm::{add_norm, norm_backward, rms_norm};
 pub use rope::rope;
