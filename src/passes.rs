@@ -6,9 +6,12 @@
 //! - [`fuse_lax_norms`]: a pathway's add and the norm after it become one `LaxAddNorm` node.
 //! - [`fuse_swiglu`]: SwiGLU's SiLU and product become one `SwiGlu` node.
 //!
-//! Each fused op runs as one node each way (`lower::fused`), one kernel on Flex.
+//! Each fused op runs as one node each way (`lower::fused`), one kernel on Flex. In f32 (and
+//! f64) the fused ops compute what the ops they replace compute, up to the order of sums; in a
+//! half-precision pass (`dtype = bf16`) the lowering keeps the LaX add in that precision, as
+//! written (`lower::ops`).
 
-use crate::ir::{Activation, Ir, NormKind, Op};
+use crate::ir::{Activation, Edge, Ir, NormKind, Op};
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
@@ -86,42 +89,57 @@ struct Merge {
     op: Op,
 }
 
-/// `ir` with each merge made: the removed node's inputs become inputs of the node it fed, in
-/// the place of the edge between them (every node keeps the order it reads its inputs in,
-/// which is the order of their edges), and every other node and index stays as it was, in
-/// order.
+/// `ir` with each merge made: a node that reads a removed node reads the removed node's inputs
+/// in its place, in their order, and keeps the order of its other inputs; every other node and
+/// every index into the graph stays as it was, in order. Merges must not chain (no removed node
+/// reads another).
 fn merge(ir: &Ir, merges: Vec<Merge>) -> Ir {
     if merges.is_empty() {
         return ir.clone();
     }
     let g = &ir.graph;
-    let removed_into = |i: NodeIndex| merges.iter().find(|m| m.removed == i).map(|m| m.into);
-    let mut out = DiGraph::with_capacity(g.node_count() - merges.len(), g.edge_count());
+    // Per node of `ir`: the node it is merged into (removed nodes), the op it becomes.
+    let mut merged_into = vec![None; g.node_count()];
+    let mut becomes = vec![None; g.node_count()];
+    for m in merges {
+        debug_assert_eq!(only_reader(ir, m.removed), Some(m.into), "one reader");
+        debug_assert_eq!(g[m.removed].op.params(), 0, "no parameters to move");
+        merged_into[m.removed.index()] = Some(m.into);
+        becomes[m.into.index()] = Some(m.op);
+    }
+    let removed = |i: NodeIndex| merged_into[i.index()].is_some();
+    debug_assert!(
+        g.node_indices()
+            .filter(|&i| removed(i))
+            .all(|i| becomes[i.index()].is_none() && !ir.inputs(i).into_iter().any(removed)),
+        "merges do not chain"
+    );
+
+    let mut out = DiGraph::with_capacity(g.node_count(), g.edge_count());
     let mut index: Vec<Option<NodeIndex>> = vec![None; g.node_count()];
     let mut spans = Vec::with_capacity(g.node_count());
-    for i in g.node_indices() {
-        if removed_into(i).is_some() {
-            continue;
-        }
+    for i in g.node_indices().filter(|&i| !removed(i)) {
         let mut node = g[i].clone();
-        if let Some(m) = merges.iter().find(|m| m.into == i) {
-            node.op = m.op.clone();
+        if let Some(op) = becomes[i.index()].take() {
+            node.op = op;
         }
         index[i.index()] = Some(out.add_node(node));
         spans.push(ir.spans.nodes[i.index()]);
     }
     let new = |i: NodeIndex| index[i.index()].expect("a node that was kept");
-    // In the old edge order, an edge into a removed node now goes to the node it fed, and the
-    // edge between the two goes.
-    for e in g.edge_references() {
-        if removed_into(e.source()).is_some() {
-            continue;
+    for i in g.node_indices().filter(|&i| !removed(i)) {
+        for e in incoming(ir, i) {
+            let edges = match removed(e.source()) {
+                true => incoming(ir, e.source()),
+                false => vec![e],
+            };
+            for e in edges {
+                out.add_edge(new(e.source()), new(i), e.weight().clone());
+            }
         }
-        let to = removed_into(e.target()).unwrap_or(e.target());
-        out.add_edge(new(e.source()), new(to), e.weight().clone());
     }
 
-    let moved = |i: NodeIndex| new(removed_into(i).unwrap_or(i));
+    let moved = |i: NodeIndex| new(merged_into[i.index()].unwrap_or(i));
     let mut merged = ir.clone();
     merged.graph = out;
     merged.spans.nodes = spans;
@@ -134,4 +152,11 @@ fn merge(ir: &Ir, merges: Vec<Merge>) -> Ir {
         p.norm_node = moved(p.norm_node);
     }
     merged
+}
+
+/// The edges into `node` in the order it reads them (`Ir::inputs`).
+fn incoming(ir: &Ir, node: NodeIndex) -> Vec<petgraph::graph::EdgeReference<'_, Edge>> {
+    let mut edges: Vec<_> = ir.graph.edges_directed(node, Direction::Incoming).collect();
+    edges.sort_by_key(|e| e.id());
+    edges
 }

@@ -1179,7 +1179,8 @@ fn add_norm_nodes_match_the_norm_of_the_sum() {
         }
     }
     check::<NdArray<f64>>([5, 6], [1e-12, 1e-10]);
-    check::<burn::backend::Flex>([700, 96], [1e-5, 1e-4]);
+    // 100 wide: the kernels' row loops end in a partial chunk of lanes.
+    check::<burn::backend::Flex>([700, 100], [1e-5, 1e-4]);
 
     // Finite differences through the node in f64, in each addend.
     let mut rng = StdRng::seed_from_u64(29);

@@ -24,7 +24,8 @@ pub struct SiteInfo {
     pub out: usize,
     /// The node that carries the latent a pathway leaves from (None for dense layers).
     pub latent: Option<NodeIndex>,
-    /// The add node where an inter-layer pathway arrives.
+    /// The add node where an inter-layer pathway arrives (after `passes::fuse_lax_norms`, the
+    /// add-and-norm node that replaced it).
     pub lax_add: Option<NodeIndex>,
     /// Intra-layer LaX (TT only): t1 is added to t3.
     pub intra: bool,

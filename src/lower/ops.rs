@@ -5,7 +5,7 @@ use super::attention::{causal_bias, causal_bias_after, rope, rope_tables_at, sdp
 use super::fused;
 use super::layers::apply_activation;
 use super::params::{add_bias, Linear, NodeParams, TensorGate};
-use super::precision::{cast_like, widen};
+use super::precision::{cast_like, native, widen};
 use super::product::rows_times;
 use super::program::Step;
 use crate::ir::{DropRate, Gate, Op};
@@ -241,14 +241,7 @@ fn eval_float<B: Backend>(
             Some(NodeParams::RmsNorm(n)) => n.forward(widen(arg())).cast(frame.dtype),
             Some(_) => unreachable!("a norm has norm parameters"),
         },
-        Op::LaxAddNorm { .. } => {
-            let (z, gated) = (widen(arg()), widen(arg()));
-            match p {
-                Some(NodeParams::LayerNorm(n)) => n.forward_sum(z, gated).cast(frame.dtype),
-                Some(NodeParams::RmsNorm(n)) => n.forward_sum(z, gated).cast(frame.dtype),
-                _ => unreachable!("the pass fuses only norms with parameters"),
-            }
-        }
+        Op::LaxAddNorm { .. } => lax_add_norm(p, [arg(), arg()], frame.dtype),
         Op::Linear { .. } => {
             let mut x = arg();
             if first_token_only {
@@ -426,6 +419,24 @@ pub fn gate<B: Backend>(gate: &Gate, p: Option<&NodeParams<B>>, h: Tensor<B, 2>)
         }
         (Gate::Dense, Some(NodeParams::Linear(l))) => l.forward(h),
         _ => unreachable!("a gate has the parameters of its kind"),
+    }
+}
+
+/// A pathway's `Norm(z + g(h))` (`passes::fuse_lax_norms`): one node that adds inside the
+/// norm. In a half-precision pass the add stays in that precision, as the IR as written has
+/// it, and the norm runs on its widened sum as a `Norm` node does.
+fn lax_add_norm<B: Backend>(
+    p: Option<&NodeParams<B>>,
+    [z, gated]: [Tensor<B, 2>; 2],
+    dtype: FloatDType,
+) -> Tensor<B, 2> {
+    let half = dtype != native::<B>();
+    match (params(p), half) {
+        (NodeParams::LayerNorm(n), false) => n.forward_sum(z, gated),
+        (NodeParams::RmsNorm(n), false) => n.forward_sum(z, gated),
+        (NodeParams::LayerNorm(n), true) => n.forward(widen(z + gated)).cast(dtype),
+        (NodeParams::RmsNorm(n), true) => n.forward(widen(z + gated)).cast(dtype),
+        _ => unreachable!("the pass fuses only norms with parameters"),
     }
 }
 

@@ -259,10 +259,9 @@ pub trait OnBackend {
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output;
 
     /// Whether the job computes alone: no replica or other node whose tensor work it waits
-    /// for (an all-reduce), which could not run while the job holds a thread of the pool.
-    fn alone(&self) -> bool {
-        true
-    }
+    /// for (an all-reduce), which could not run while the job holds a thread of the pool. No
+    /// default: a job that gets this wrong can hang with `--threads 1`.
+    fn alone(&self) -> bool;
 }
 
 /// The first of a job's devices: where a job that is not training runs.
@@ -301,7 +300,8 @@ where
 /// is a push onto the thread's own deque (0.3 µs), and with one thread it runs in place
 /// (BENCHMARKS.md, attempt 24). A job that waits for other replicas or nodes stays outside:
 /// their all-reduces fork into the same pool, and with `--threads 1` the job would hold its
-/// only thread while waiting for them.
+/// only thread while waiting for them. The job runs on the pool's stack: `laxc` builds the
+/// pool with a main thread's 8 MiB; a library caller that never built it gets rayon's 2 MiB.
 fn on_pool<J: OnBackend + Send, R: Send>(job: J, run: impl FnOnce(J) -> R + Send) -> R {
     if job.alone() {
         rayon::scope(|_| run(job))
@@ -380,8 +380,7 @@ impl OnBackend for TrainJob<'_> {
     }
 
     fn alone(&self) -> bool {
-        let t = &self.0.topology;
-        t.nodes == 1 && t.per_node == 1
+        self.0.topology.world() == 1
     }
 }
 
@@ -705,6 +704,11 @@ impl OnBackend for EvalJob<'_> {
         let seq = c.ir.model.tokens;
         Ok(run::evaluate(&model, &data, o, seq, &device, self.batches))
     }
+
+    /// One model on one device.
+    fn alone(&self) -> bool {
+        true
+    }
 }
 
 /// Validation loss (and accuracy, for images) of a checkpoint on the spec's validation data:
@@ -748,6 +752,11 @@ impl OnBackend for BenchJob<'_> {
             self.bench,
             first(devices),
         )
+    }
+
+    /// One model on one device.
+    fn alone(&self) -> bool {
+        true
     }
 }
 
@@ -852,6 +861,11 @@ impl OnBackend for GenerateJob<'_> {
             )?);
         }
         Ok(stats)
+    }
+
+    /// One model on one device.
+    fn alone(&self) -> bool {
+        true
     }
 }
 

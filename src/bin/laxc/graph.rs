@@ -18,8 +18,8 @@ pub struct GraphArgs {
     #[arg(long)]
     full: bool,
     /// Draw the IR the lowering runs: after the passes that fuse nodes (a LaX pathway's add
-    /// and norm as one node), every node as with `--full`. Parameters and FLOPs are those of
-    /// the spec as written.
+    /// and norm as one node, SwiGLU's SiLU and product as one), every node as with `--full`.
+    /// Parameters and FLOPs are those of the spec as written.
     #[arg(long)]
     optimized: bool,
     #[command(flatten)]

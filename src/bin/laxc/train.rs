@@ -32,13 +32,16 @@ impl Placement {
     /// Sizes the CPU backend's thread pool as `--threads` says, once the device is known (from
     /// `--device`, the spec or the run): refused on a GPU device, where it would be ignored.
     pub fn start_threads(&self, device: Device) -> Result<(), ExitCode> {
-        if let (Some(_), false) = (self.threads, device == Device::Cpu) {
+        if self.threads.is_some() && device != Device::Cpu {
             eprintln!(
                 "error: --threads sizes the CPU backend's thread pool, but this model runs on \
                  {}: leave --threads out, or use --device cpu",
                 session::device_label(device, self.backend.into())
             );
             return Err(ExitCode::from(IO_ERROR));
+        }
+        if device != Device::Cpu {
+            return Ok(());
         }
         if let Some(n) = self.threads {
             // ndarray's matrix products run on matrixmultiply's own threads, which read this
@@ -49,14 +52,19 @@ impl Placement {
         // rayon's global pool, built here before the first tensor op: `--threads` of them (0:
         // one per core). A one-replica CPU job runs on one of them (`session::dispatch`), with
         // the main thread's stack, not a pool thread's default 2 MiB.
-        rayon::ThreadPoolBuilder::new()
+        let built = rayon::ThreadPoolBuilder::new()
             .num_threads(self.threads.map_or(0, usize::from))
             .stack_size(MAIN_THREAD_STACK)
-            .build_global()
-            .map_err(|e| {
-                eprintln!("error: cannot start the CPU backend's threads: {e}");
-                ExitCode::from(IO_ERROR)
-            })
+            .build_global();
+        match (built, self.threads) {
+            (Ok(()), _) => Ok(()),
+            // Without --threads, a pool built before (by an earlier op) serves as it is.
+            (Err(_), None) => Ok(()),
+            (Err(e), Some(n)) => {
+                eprintln!("error: cannot start {n} threads: {e}");
+                Err(ExitCode::from(IO_ERROR))
+            }
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //!
 //! - `activation`: GELU, SiLU and SwiGLU, forward and backward;
 //! - `softmax`: softmax with an additive mask, and its backward;
-//! - `norm`: RMSNorm forward, LayerNorm's and RMSNorm's backward;
+//! - `norm`: RMSNorm forward, either norm of a sum (`add_norm`), both norms' backward;
 //! - `rope`: rotate-half RoPE and its transpose;
 //! - `layout`: the swap of a 3-D or 4-D tensor's middle axes;
 //! - `math`: `exp` and `erf` without branches or library calls.
