@@ -26,7 +26,6 @@ pub fn rms_norm(x: &FlexTensor, gamma: &FlexTensor, epsilon: f64) -> Option<Flex
                 params: [gs, &[]],
                 eps,
                 centered: false,
-                width,
             })
         });
     Some(like(x, y))
@@ -65,7 +64,6 @@ pub fn add_norm(
                 params: [gammas, betas],
                 eps,
                 centered: beta.is_some(),
-                width,
             })
         });
     Some([like(x, y), like(x, sum)])
@@ -122,7 +120,8 @@ fn rows_of(x: &FlexTensor, width: usize) -> Option<usize> {
 }
 
 /// Rows of a norm's forward pass: `y` = the norm of `x`, or of `x + addend` with the sum
-/// written to `sum` (`add: Some((addend, sum))`); `params` are γ and β (empty for none).
+/// written to `sum` (`add: Some((addend, sum))`); `params` are γ (a row's width) and β (empty
+/// for none).
 struct NormRows<'a> {
     y: &'a mut [f32],
     x: &'a [f32],
@@ -130,7 +129,6 @@ struct NormRows<'a> {
     params: [&'a [f32]; 2],
     eps: f32,
     centered: bool,
-    width: usize,
 }
 
 impl Kernel for NormRows<'_> {
@@ -138,7 +136,7 @@ impl Kernel for NormRows<'_> {
 
     #[inline(always)]
     fn run(self) {
-        let w = self.width;
+        let w = self.params[0].len();
         let (eps, centered) = (self.eps, self.centered);
         let rows = self.y.chunks_exact_mut(w).zip(self.x.chunks_exact(w));
         match self.add {

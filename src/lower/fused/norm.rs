@@ -1,5 +1,5 @@
 //! LayerNorm and RMSNorm as one autodiff node each, alone and of a sum (a LaX pathway's
-//! `Norm(z + g(h))`, `passes::fuse_lax_norms`); both backward passes share `norm_gradients`.
+//! `Norm(z + g(h))`, `passes::fuse_lax_norms`), all with one backward (`NormBackward`).
 
 use super::{
     as_node, column_sums, composed, float, give, inverse_root, mean_last, on_flex, on_flex_many,
@@ -25,12 +25,7 @@ pub fn layer_norm<B: Backend>(
     let inputs = [x, gamma.unsqueeze(), beta.unsqueeze()].map(|t| t.into_primitive().tensor());
     match as_node::<B, _, 3>(LayerNorm { epsilon }, inputs) {
         Ok(out) => float(out),
-        // A plain backend's own op: one pass on Flex.
-        Err([x, gamma, beta]) => {
-            let width = gamma.shape().num_elements();
-            let vector = |t: FloatTensor<B>| B::float_reshape(t, Shape::new([width]));
-            float(B::layer_norm(x, vector(gamma), Some(vector(beta)), epsilon))
-        }
+        Err([x, gamma, beta]) => float(layer_norm_inner::<B>(x, gamma, beta, epsilon)),
     }
 }
 
@@ -60,15 +55,8 @@ pub fn add_layer_norm<B: Backend>(
     ) {
         Ok(out) => float(out),
         Err([x, addend, gamma, beta]) => {
-            let width = gamma.shape().num_elements();
-            let vector =
-                |t: FloatTensor<B>| float::<B, 1>(B::float_reshape(t, Shape::new([width])));
-            layer_norm(
-                float::<B, 2>(x) + float(addend),
-                vector(gamma),
-                vector(beta),
-                epsilon,
-            )
+            let sum = B::float_add(x, addend);
+            float(layer_norm_inner::<B>(sum, gamma, beta, epsilon))
         }
     }
 }
@@ -93,26 +81,37 @@ struct LayerNorm {
     epsilon: f64,
 }
 
-/// Backward, with `x̂ = (x − mean) · r` and `r = 1/√(var + ε)` recomputed from the saved
-/// input: `dβ = Σrows g`, `dγ = Σrows g ⊙ x̂`, and with `h = g ⊙ γ`,
-/// `dx = r · (h − mean(h) − x̂ ⊙ mean(h ⊙ x̂))`.
+/// Backward of every norm node here: the norm's gradients at the saved input
+/// (`norm_gradients`), given to the node's parents in their order: the input's gradient to each
+/// of the first `inputs` (the input, or both addends of a sum), dγ to the next, and dβ to the
+/// last where there is one (LayerNorm, whose node has a parent more).
 #[derive(Debug)]
-struct LayerNormBackward {
+struct NormBackward {
     epsilon: f64,
+    inputs: usize,
 }
 
-impl<I: Backend> Backward<I, 3> for LayerNormBackward {
+impl<I: Backend, const N: usize> Backward<I, N> for NormBackward {
+    /// The normalized input (the sum, for a norm of a sum) and γ.
     type State = (FloatTensor<I>, FloatTensor<I>);
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (x, gamma) = ops.state;
         let g = grads.consume::<I>(&ops.node);
-        let [x_node, gamma_node, beta_node] =
-            ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
-        let (dx, d_gamma, d_beta) = norm_gradients::<I>([x, gamma, g], self.epsilon, true);
-        give::<I>(grads, x_node, || dx);
-        give::<I>(grads, gamma_node, || d_gamma);
-        give::<I>(grads, beta_node, || d_beta.expect("LayerNorm's dβ"));
+        let parents = ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
+        let centered = N == self.inputs + 2;
+        let (dx, d_gamma, d_beta) = norm_gradients::<I>([x, gamma, g], self.epsilon, centered);
+        let (last, others) = parents[..self.inputs]
+            .split_last()
+            .expect("a norm has an input");
+        for &parent in others {
+            give::<I>(grads, parent, || dx.clone());
+        }
+        give::<I>(grads, *last, || dx);
+        give::<I>(grads, parents[self.inputs], || d_gamma);
+        if let Some(d_beta) = d_beta {
+            give::<I>(grads, parents[self.inputs + 1], || d_beta);
+        }
     }
 }
 
@@ -156,48 +155,35 @@ impl Node<3> for LayerNorm {
         self,
         [x, gamma, beta]: [FloatTensor<Autodiff<I>>; 3],
     ) -> FloatTensor<Autodiff<I>> {
-        let width = gamma.primitive.shape().num_elements();
-        let vector = |t: FloatTensor<I>| I::float_reshape(t, Shape::new([width]));
-        let y = I::layer_norm(
-            x.primitive.clone(),
-            vector(gamma.primitive.clone()),
-            Some(vector(beta.primitive.clone())),
+        let (input, g) = (x.primitive.clone(), gamma.primitive.clone());
+        let y = layer_norm_inner::<I>(
+            input.clone(),
+            g.clone(),
+            beta.primitive.clone(),
             self.epsilon,
         );
-        let node = LayerNormBackward {
+        let backward = NormBackward {
             epsilon: self.epsilon,
+            inputs: 1,
         };
-        record(
-            node,
-            [&x, &gamma, &beta],
-            (x.primitive.clone(), gamma.primitive.clone()),
-            y,
-        )
+        record(backward, [&x, &gamma, &beta], (input, g), y)
     }
+}
+
+/// LayerNorm on a backend from (1, width) γ and β: the backend's own op (one pass on Flex).
+fn layer_norm_inner<I: Backend>(
+    x: FloatTensor<I>,
+    gamma: FloatTensor<I>,
+    beta: FloatTensor<I>,
+    epsilon: f64,
+) -> FloatTensor<I> {
+    let width = gamma.shape().num_elements();
+    let vector = |t: FloatTensor<I>| I::float_reshape(t, Shape::new([width]));
+    I::layer_norm(x, vector(gamma), Some(vector(beta)), epsilon)
 }
 
 struct RmsNorm {
     epsilon: f64,
-}
-
-/// Backward (`norm_gradients`), with `r = 1/√(mean(x²) + ε)` recomputed from the saved `x`
-/// and `x̂ = x · r`: `dγ = Σrows g ⊙ x̂`, and with `h = g ⊙ γ`, `dx = r · (h − x̂ ⊙ mean(h ⊙ x̂))`.
-#[derive(Debug)]
-struct RmsNormBackward {
-    epsilon: f64,
-}
-
-impl<I: Backend> Backward<I, 2> for RmsNormBackward {
-    type State = (FloatTensor<I>, FloatTensor<I>);
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (x, gamma) = ops.state;
-        let g = grads.consume::<I>(&ops.node);
-        let [x_node, gamma_node] = ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
-        let (dx, d_gamma, _) = norm_gradients::<I>([x, gamma, g], self.epsilon, false);
-        give::<I>(grads, x_node, || dx);
-        give::<I>(grads, gamma_node, || d_gamma);
-    }
 }
 
 impl Node<2> for RmsNorm {
@@ -205,15 +191,13 @@ impl Node<2> for RmsNorm {
         self,
         [x, gamma]: [FloatTensor<Autodiff<I>>; 2],
     ) -> FloatTensor<Autodiff<I>> {
-        let y = rms_norm_inner::<I>(x.primitive.clone(), gamma.primitive.clone(), self.epsilon);
-        record(
-            RmsNormBackward {
-                epsilon: self.epsilon,
-            },
-            [&x, &gamma],
-            (x.primitive.clone(), gamma.primitive.clone()),
-            y,
-        )
+        let (input, g) = (x.primitive.clone(), gamma.primitive.clone());
+        let y = rms_norm_inner::<I>(input.clone(), g.clone(), self.epsilon);
+        let backward = NormBackward {
+            epsilon: self.epsilon,
+            inputs: 1,
+        };
+        record(backward, [&x, &gamma], (input, g), y)
     }
 }
 
@@ -233,12 +217,6 @@ fn rms_norm_inner<I: Backend>(
 
 /// A norm of a sum: LayerNorm over `[x, addend, γ, β]`, RMSNorm over `[x, addend, γ]`.
 struct AddNorm {
-    epsilon: f64,
-}
-
-/// Backward: the norm's gradients at the kept sum, the sum's given to both addends.
-#[derive(Debug)]
-struct AddNormBackward {
     epsilon: f64,
 }
 
@@ -262,46 +240,11 @@ impl AddNorm {
         fused.unwrap_or_else(|| {
             let sum = I::float_add(x, addend);
             let y = match beta {
-                Some(beta) => {
-                    let width = gamma.shape().num_elements();
-                    let vector = |t: FloatTensor<I>| I::float_reshape(t, Shape::new([width]));
-                    I::layer_norm(sum.clone(), vector(gamma), Some(vector(beta)), eps)
-                }
+                Some(beta) => layer_norm_inner::<I>(sum.clone(), gamma, beta, eps),
                 None => rms_norm_inner::<I>(sum.clone(), gamma, eps),
             };
             [y, sum]
         })
-    }
-}
-
-impl<I: Backend> Backward<I, 4> for AddNormBackward {
-    type State = (FloatTensor<I>, FloatTensor<I>);
-
-    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (sum, gamma) = ops.state;
-        let g = grads.consume::<I>(&ops.node);
-        let [x_node, addend_node, gamma_node, beta_node] =
-            ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
-        let (d_sum, d_gamma, d_beta) = norm_gradients::<I>([sum, gamma, g], self.epsilon, true);
-        give::<I>(grads, x_node, || d_sum.clone());
-        give::<I>(grads, addend_node, || d_sum);
-        give::<I>(grads, gamma_node, || d_gamma);
-        give::<I>(grads, beta_node, || d_beta.expect("LayerNorm's dβ"));
-    }
-}
-
-impl<I: Backend> Backward<I, 3> for AddNormBackward {
-    type State = (FloatTensor<I>, FloatTensor<I>);
-
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (sum, gamma) = ops.state;
-        let g = grads.consume::<I>(&ops.node);
-        let [x_node, addend_node, gamma_node] =
-            ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
-        let (d_sum, d_gamma, _) = norm_gradients::<I>([sum, gamma, g], self.epsilon, false);
-        give::<I>(grads, x_node, || d_sum.clone());
-        give::<I>(grads, addend_node, || d_sum);
-        give::<I>(grads, gamma_node, || d_gamma);
     }
 }
 
@@ -313,8 +256,9 @@ impl Node<4> for AddNorm {
         let inputs = [x.primitive.clone(), addend.primitive.clone()];
         let g = gamma.primitive.clone();
         let [y, sum] = self.forward::<I>(inputs, g.clone(), Some(beta.primitive.clone()));
-        let backward = AddNormBackward {
+        let backward = NormBackward {
             epsilon: self.epsilon,
+            inputs: 2,
         };
         record(backward, [&x, &addend, &gamma, &beta], (sum, g), y)
     }
@@ -328,8 +272,9 @@ impl Node<3> for AddNorm {
         let inputs = [x.primitive.clone(), addend.primitive.clone()];
         let g = gamma.primitive.clone();
         let [y, sum] = self.forward::<I>(inputs, g.clone(), None);
-        let backward = AddNormBackward {
+        let backward = NormBackward {
             epsilon: self.epsilon,
+            inputs: 2,
         };
         record(backward, [&x, &addend, &gamma], (sum, g), y)
     }
