@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod data;
 pub mod default_data;
 pub mod digest;
+pub mod optimizer;
 pub mod parallel;
 pub mod record;
 pub mod run;

@@ -4,6 +4,7 @@
 
 use super::checkpoint;
 use super::data::{self, Data, ImageData};
+use super::optimizer::AdamW;
 use super::parallel::{self, GradientSync, Replica, Topology};
 use crate::family::Input;
 use crate::lower::precision::compute_dtype;
@@ -11,7 +12,7 @@ use crate::lower::{lower, LaxModel};
 use crate::options::{Schedule, TrainOptions};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -400,12 +401,13 @@ fn forward_over<B: Backend>(
 pub(super) fn adamw<B: AutodiffBackend>(
     o: &TrainOptions,
 ) -> OptimizerAdaptor<AdamW, LaxModel<B>, B> {
-    AdamWConfig::new()
-        .with_beta_1(o.beta1 as f32)
-        .with_beta_2(o.beta2 as f32)
-        .with_epsilon(o.eps as f32)
-        .with_weight_decay(o.weight_decay as f32)
-        .init::<B, LaxModel<B>>()
+    let adamw = AdamW::new(
+        o.beta1 as f32,
+        o.beta2 as f32,
+        o.eps as f32,
+        o.weight_decay as f32,
+    );
+    OptimizerAdaptor::from(adamw)
 }
 
 /// Checks that the data fits the model before any compute is spent.

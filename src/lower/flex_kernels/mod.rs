@@ -3,6 +3,7 @@
 //! backward pass of a dozen passes over memory, and copies a permuted view through a general
 //! strided iterator. One module per kind of op:
 //!
+//! - `adamw`: one AdamW step of a parameter (the optimizer's, `train::optimizer`);
 //! - `activation`: GELU, SiLU and SwiGLU, forward and backward;
 //! - `softmax`: softmax with an additive mask, and its backward;
 //! - `norm`: RMSNorm forward, either norm of a sum (`add_norm`), both norms' backward;
@@ -18,6 +19,7 @@
 //! and, for `exp` and `erf`, against f64 (`math`).
 
 mod activation;
+mod adamw;
 mod layout;
 mod math;
 mod norm;
@@ -25,6 +27,7 @@ mod rope;
 mod softmax;
 
 pub use activation::{gelu, gelu_backward, silu, silu_backward, swiglu, swiglu_backward};
+pub use adamw::{adamw, AdamWStep};
 pub use layout::swap_middle_axes;
 pub use norm::{add_norm, norm_backward, rms_norm};
 pub use rope::rope;

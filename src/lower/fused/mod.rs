@@ -519,7 +519,7 @@ fn on_flex<I: Backend, const N: usize>(
 }
 
 /// [`on_flex`] for a kernel with `M` outputs.
-fn on_flex_many<I: Backend, const N: usize, const M: usize>(
+pub(crate) fn on_flex_many<I: Backend, const N: usize, const M: usize>(
     inputs: [&FloatTensor<I>; N],
     kernel: impl FnOnce([&FlexTensor; N]) -> Option<[FlexTensor; M]>,
 ) -> Option<[FloatTensor<I>; M]> {

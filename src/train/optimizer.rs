@@ -1,0 +1,272 @@
+//! The optimizer laxc trains with: Burn's AdamW, with Burn's state, records and checkpoints,
+//! whose step over a parameter runs as one pass on Flex (`flex_kernels::adamw`) instead of
+//! Burn's fourteen element-wise ops. Same f32 operations in the same order: equal to Burn's bit
+//! for bit (tested below), so a run's curve does not move and a checkpoint written by either
+//! loads in the other. Every other backend, and any state this kernel does not take, runs
+//! Burn's own step.
+
+use crate::lower::flex_kernels::{self, AdamWStep};
+use crate::lower::fused::on_flex_many;
+use burn::optim::{
+    AdamW as BurnAdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate,
+    SimpleOptimizer,
+};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorPrimitive};
+
+/// AdamW (decoupled weight decay, bias-corrected moments; no AMSGrad, no cautious decay).
+#[derive(Clone)]
+pub struct AdamW {
+    /// Burn's AdamW of the same configuration: the step wherever the kernel does not apply.
+    reference: BurnAdamW,
+    beta_1: f32,
+    beta_2: f32,
+    epsilon: f32,
+    weight_decay: f32,
+}
+
+impl AdamW {
+    /// AdamW with the moments' decay rates `beta_1` and `beta_2`, `epsilon` added to the
+    /// second moment's root, and decoupled weight decay `weight_decay`.
+    pub fn new(beta_1: f32, beta_2: f32, epsilon: f32, weight_decay: f32) -> AdamW {
+        let reference = AdamWConfig::new()
+            .with_beta_1(beta_1)
+            .with_beta_2(beta_2)
+            .with_epsilon(epsilon)
+            .with_weight_decay(weight_decay)
+            .build();
+        AdamW {
+            reference,
+            beta_1,
+            beta_2,
+            epsilon,
+            weight_decay,
+        }
+    }
+
+    /// The step's constants as Burn's AdamW computes them (in f32, the decay rate in f64).
+    fn constants(&self, lr: LearningRate, time: usize) -> AdamWStep {
+        let t = time as i32;
+        let decay_rate = lr * self.weight_decay as f64;
+        AdamWStep {
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            rest_1: 1.0 - self.beta_1,
+            rest_2: 1.0 - self.beta_2,
+            correction_1: 1.0 - self.beta_1.powi(t),
+            correction_2: 1.0 - self.beta_2.powi(t),
+            epsilon: self.epsilon,
+            lr: lr as f32,
+            decay: (decay_rate != 0.0).then_some((1.0 - decay_rate) as f32),
+        }
+    }
+
+    /// The step as one kernel, where `B` is Flex and the tensors are contiguous f32.
+    fn fused<B: Backend, const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: &Tensor<B, D>,
+        grad: &Tensor<B, D>,
+        state: Option<&AdamWState<B, D>>,
+    ) -> Option<(Tensor<B, D>, AdamWState<B, D>)> {
+        let primitive = |t: &Tensor<B, D>| t.clone().into_primitive().tensor();
+        let (param, g) = (primitive(tensor), primitive(grad));
+        let time = state.map_or(0, |s| s.momentum.time) + 1;
+        let step = self.constants(lr, time);
+        let [param, m, v] = match state {
+            None => on_flex_many::<B, 2, 3>([&param, &g], |[p, g]| {
+                flex_kernels::adamw(p, g, None, &step)
+            })?,
+            Some(state) => {
+                if state.momentum.max_moment_2.is_some() {
+                    return None;
+                }
+                let (m, v) = (
+                    primitive(&state.momentum.moment_1),
+                    primitive(&state.momentum.moment_2),
+                );
+                on_flex_many::<B, 4, 3>([&param, &g, &m, &v], |[p, g, m, v]| {
+                    flex_kernels::adamw(p, g, Some([m, v]), &step)
+                })?
+            }
+        };
+        let float = |t| Tensor::from_primitive(TensorPrimitive::Float(t));
+        let momentum = AdaptiveMomentumState {
+            time,
+            moment_1: float(m),
+            moment_2: float(v),
+            max_moment_2: None,
+        };
+        Some((float(param), AdamWState { momentum }))
+    }
+}
+
+impl<B: Backend> SimpleOptimizer<B> for AdamW {
+    type State<const D: usize> = AdamWState<B, D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<B, D>,
+        grad: Tensor<B, D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<B, D>, Option<Self::State<D>>) {
+        match self.fused(lr, &tensor, &grad, state.as_ref()) {
+            Some((tensor, state)) => (tensor, Some(state)),
+            None => self.reference.step(lr, tensor, grad, state),
+        }
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {
+        <BurnAdamW as SimpleOptimizer<B>>::to_device(state, device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex, NdArray};
+    use burn::module::{Module, Param};
+    use burn::optim::adaptor::OptimizerAdaptor;
+    use burn::optim::{GradientsParams, Optimizer};
+    use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+    use burn::tensor::{Distribution, TensorData};
+
+    fn config(weight_decay: f32) -> AdamWConfig {
+        AdamWConfig::new()
+            .with_beta_1(0.9)
+            .with_beta_2(0.95)
+            .with_epsilon(1e-8)
+            .with_weight_decay(weight_decay)
+    }
+
+    fn ours(weight_decay: f32) -> AdamW {
+        AdamW::new(0.9, 0.95, 1e-8, weight_decay)
+    }
+
+    fn values<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Vec<f32> {
+        t.to_data().to_vec::<f32>().expect("f32")
+    }
+
+    /// Twelve steps of both optimizers from the same parameter and gradients (a new gradient
+    /// each step, some of them zero, tiny or large), on a tensor larger than one kernel task
+    /// and one smaller: parameters and both moments equal bit for bit at every step.
+    fn same_as_burn<B: Backend>(weight_decay: f32) {
+        let device = Default::default();
+        let fused = ours(weight_decay);
+        let burns = config(weight_decay).build();
+        for shape in [[3, 5], [181, 97]] {
+            let start = Tensor::<B, 2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let (mut a, mut b) = (start.clone(), start);
+            let (mut sa, mut sb) = (None, None);
+            for step in 0..12 {
+                let scale = [1.0, 1e-6, 30.0, 0.0][step % 4];
+                let grad = Tensor::<B, 2>::random(shape, Distribution::Normal(0.0, 1.0), &device)
+                    .mul_scalar(scale);
+                let lr = 3e-3 * (1.0 + step as f64) / 7.0;
+                (a, sa) = fused.step(lr, a, grad.clone(), sa);
+                (b, sb) = burns.step(lr, b, grad, sb);
+                let (ma, mb) = (sa.as_ref().unwrap(), sb.as_ref().unwrap());
+                assert_eq!(values(&a), values(&b), "parameter, step {step}, {shape:?}");
+                assert_eq!(ma.momentum.time, mb.momentum.time);
+                assert_eq!(values(&ma.momentum.moment_1), values(&mb.momentum.moment_1));
+                assert_eq!(values(&ma.momentum.moment_2), values(&mb.momentum.moment_2));
+            }
+        }
+    }
+
+    #[test]
+    fn flex_steps_equal_burns_adamw_bit_for_bit() {
+        same_as_burn::<Flex>(0.01);
+        same_as_burn::<Flex>(0.0);
+    }
+
+    #[test]
+    fn other_backends_take_burns_step() {
+        same_as_burn::<NdArray>(0.01);
+    }
+
+    /// The kernel itself against AdamW's defining formula, in f64, over three steps.
+    #[test]
+    fn flex_steps_follow_the_formula() {
+        let (b1, b2, eps, wd) = (0.9f64, 0.95f64, 1e-8f64, 0.1f64);
+        let fused = ours(wd as f32);
+        let device = Default::default();
+        let x0 = [0.5f32, -1.25, 2.0, 0.0, -0.003];
+        let grads = [
+            [0.1f32, -0.2, 0.0, 4.0, 1e-4],
+            [-0.3, 0.2, 0.5, -4.0, 2e-4],
+            [0.0; 5],
+        ];
+        let (mut x, mut state) = (
+            Tensor::<Flex, 1>::from_data(TensorData::from(x0), &device),
+            None,
+        );
+        let (mut xr, mut m, mut v) = (x0.map(f64::from), [0.0f64; 5], [0.0f64; 5]);
+        for (t, g) in grads.iter().enumerate() {
+            let lr = 0.01 * (t + 1) as f64;
+            let g_tensor = Tensor::<Flex, 1>::from_data(TensorData::from(*g), &device);
+            (x, state) = fused.step(lr, x, g_tensor, state);
+            let t = (t + 1) as i32;
+            for i in 0..5 {
+                let gi = f64::from(g[i]);
+                m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                let (mh, vh) = (m[i] / (1.0 - b1.powi(t)), v[i] / (1.0 - b2.powi(t)));
+                xr[i] = xr[i] * (1.0 - lr * wd) - lr * mh / (vh.sqrt() + eps);
+            }
+            for (got, want) in values(&x).iter().zip(xr) {
+                assert!((f64::from(*got) - want).abs() <= 1e-6 * want.abs().max(1.0));
+            }
+        }
+    }
+
+    #[derive(Module, Debug)]
+    struct TwoWeights<B: Backend> {
+        matrix: Param<Tensor<B, 2>>,
+        vector: Param<Tensor<B, 1>>,
+    }
+
+    type Trained = Autodiff<Flex>;
+
+    /// One step of `optim` on a squared loss of both weights.
+    fn step<O: Optimizer<TwoWeights<Trained>, Trained>>(
+        model: TwoWeights<Trained>,
+        optim: &mut O,
+        x: &Tensor<Trained, 2>,
+    ) -> TwoWeights<Trained> {
+        let y = x.clone().matmul(model.matrix.val()) + model.vector.val().unsqueeze();
+        let loss = y.powi_scalar(2).sum();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        optim.step(1e-2, model, grads)
+    }
+
+    /// A checkpoint's optimizer state written by Burn's AdamW (runs before this optimizer) loads
+    /// into laxc's, and laxc's into Burn's: the record is the same type of record. After two
+    /// steps each and an exchange of states, a third step gives the same weights either way.
+    #[test]
+    fn optimizer_states_load_across_burns_adamw_and_this_one() {
+        let device = Default::default();
+        let normal = Distribution::Normal(0.0, 1.0);
+        let model = TwoWeights::<Trained> {
+            matrix: Param::from_tensor(Tensor::random([6, 4], normal, &device)),
+            vector: Param::from_tensor(Tensor::random([4], normal, &device)),
+        };
+        let x = Tensor::<Trained, 2>::random([5, 6], normal, &device);
+        let mut fused = OptimizerAdaptor::<AdamW, TwoWeights<Trained>, Trained>::from(ours(0.01));
+        let mut burns = config(0.01).init::<Trained, TwoWeights<Trained>>();
+        let (mut a, mut b) = (model.clone(), model);
+        for _ in 0..2 {
+            a = step(a, &mut fused, &x);
+            b = step(b, &mut burns, &x);
+        }
+        let recorder = BinBytesRecorder::<FullPrecisionSettings>::new();
+        let from_fused = recorder.record(fused.to_record(), ()).expect("recorded");
+        let from_burns = recorder.record(burns.to_record(), ()).expect("recorded");
+        let mut burns = burns.load_record(recorder.load(from_fused, &device).expect("loads"));
+        let mut fused = fused.load_record(recorder.load(from_burns, &device).expect("loads"));
+        let (a, b) = (step(a, &mut fused, &x), step(b, &mut burns, &x));
+        assert_eq!(values(&a.matrix.val()), values(&b.matrix.val()));
+        assert_eq!(values(&a.vector.val()), values(&b.vector.val()));
+    }
+}
