@@ -35,6 +35,7 @@ pub use softmax::{softmax, softmax_backward};
 
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, TensorData, TensorMetadata};
+use std::mem::{ManuallyDrop, MaybeUninit};
 
 /// The elements of a contiguous f32 tensor.
 pub(super) fn f32s(t: &FlexTensor) -> Option<&[f32]> {
@@ -42,6 +43,39 @@ pub(super) fn f32s(t: &FlexTensor) -> Option<&[f32]> {
         DType::F32 => t.as_slice::<f32>(),
         _ => None,
     }
+}
+
+/// An output buffer of `len` elements for a kernel to write whole, not zeroed first: a
+/// `vec![0.0; len]` is a pass over memory of its own (`memset`, 2–3 % of a training step in
+/// `perf`). [`written`] makes it a `Vec<f32>` once every element is written.
+pub(super) fn output(len: usize) -> Vec<MaybeUninit<f32>> {
+    let mut out = Vec::with_capacity(len);
+    // SAFETY: the capacity is `len`, and `MaybeUninit` elements need no initialization.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// An [`output`] buffer as the f32 it now holds.
+///
+/// # Safety
+/// Every element of `out` has been written.
+pub(super) unsafe fn written(out: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+    let mut out = ManuallyDrop::new(out);
+    let (ptr, len, capacity) = (out.as_mut_ptr(), out.len(), out.capacity());
+    // SAFETY: `MaybeUninit<f32>` has f32's size and alignment, the buffer came from a Vec of
+    // this capacity, and the caller vouches that all `len` elements are initialized.
+    unsafe { Vec::from_raw_parts(ptr.cast::<f32>(), len, capacity) }
+}
+
+/// A part of an [`output`] buffer, once written, as f32 (for a kernel that reads back what it
+/// wrote, as the norms' passes over a row do).
+///
+/// # Safety
+/// Every element of `part` has been written.
+#[inline(always)]
+pub(super) unsafe fn written_part(part: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: same layout, and the caller vouches that every element is initialized.
+    unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// A new tensor of `values`, shaped as `t`.
@@ -85,6 +119,72 @@ pub(super) fn sum_by_pairs(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> f32) 
     let pairs = xc.remainder().iter().zip(yc.remainder());
     let tail: f32 = pairs.map(|(&x, &y)| f(x, y)).sum();
     total(lanes) + tail
+}
+
+/// [`sum_by`] of four rows of one length at once, `f` given the row's index (0 to 3). Each
+/// row's sum is the same additions in the same order as alone; the four chains interleave,
+/// which a processor overlaps. (A row's sum is a chain of dependent additions and a total
+/// across lanes: on a 64-wide row that latency, not the elements, sets the time.)
+#[inline(always)]
+pub(super) fn sum4_by(rows: [&[f32]; 4], f: impl Fn(usize, f32) -> f32) -> [f32; 4] {
+    let [r0, r1, r2, r3] = rows;
+    debug_assert!(rows.iter().all(|row| row.len() == r0.len()));
+    let lane = |chunk: &[f32]| -> [f32; LANES] { chunk.try_into().expect("LANES elements") };
+    let (mut l0, mut l1, mut l2, mut l3) =
+        ([0.0f32; LANES], [0.0; LANES], [0.0; LANES], [0.0; LANES]);
+    let [c0, c1, c2, c3] = rows.map(|row| row.chunks_exact(LANES));
+    for (((c0, c1), c2), c3) in c0.zip(c1).zip(c2).zip(c3) {
+        let (c0, c1, c2, c3) = (lane(c0), lane(c1), lane(c2), lane(c3));
+        for i in 0..LANES {
+            l0[i] += f(0, c0[i]);
+            l1[i] += f(1, c1[i]);
+            l2[i] += f(2, c2[i]);
+            l3[i] += f(3, c3[i]);
+        }
+    }
+    let full = r0.len() - r0.len() % LANES;
+    let tail = |k: usize, row: &[f32]| -> f32 { row[full..].iter().map(|&x| f(k, x)).sum() };
+    [
+        total(l0) + tail(0, r0),
+        total(l1) + tail(1, r1),
+        total(l2) + tail(2, r2),
+        total(l3) + tail(3, r3),
+    ]
+}
+
+/// [`sum_by_pairs`] of four pairs of rows at once, as [`sum4_by`].
+#[inline(always)]
+pub(super) fn sum4_by_pairs(
+    xs: [&[f32]; 4],
+    ys: [&[f32]; 4],
+    f: impl Fn(usize, f32, f32) -> f32,
+) -> [f32; 4] {
+    let len = xs[0].len();
+    debug_assert!(xs.iter().chain(&ys).all(|row| row.len() == len));
+    let lane = |chunk: &[f32]| -> [f32; LANES] { chunk.try_into().expect("LANES elements") };
+    let mut lanes = [[0.0f32; LANES]; 4];
+    let [x0, x1, x2, x3] = xs.map(|row| row.chunks_exact(LANES));
+    let [y0, y1, y2, y3] = ys.map(|row| row.chunks_exact(LANES));
+    let (mut l0, mut l1, mut l2, mut l3) = (lanes[0], lanes[1], lanes[2], lanes[3]);
+    for ((((a0, b0), (a1, b1)), (a2, b2)), (a3, b3)) in
+        x0.zip(y0).zip(x1.zip(y1)).zip(x2.zip(y2)).zip(x3.zip(y3))
+    {
+        let (a0, a1, a2, a3) = (lane(a0), lane(a1), lane(a2), lane(a3));
+        let (b0, b1, b2, b3) = (lane(b0), lane(b1), lane(b2), lane(b3));
+        for i in 0..LANES {
+            l0[i] += f(0, a0[i], b0[i]);
+            l1[i] += f(1, a1[i], b1[i]);
+            l2[i] += f(2, a2[i], b2[i]);
+            l3[i] += f(3, a3[i], b3[i]);
+        }
+    }
+    lanes = [l0, l1, l2, l3];
+    let full = len - len % LANES;
+    std::array::from_fn(|k| {
+        let pairs = xs[k][full..].iter().zip(&ys[k][full..]);
+        let tail: f32 = pairs.map(|(&x, &y)| f(k, x, y)).sum();
+        total(lanes[k]) + tail
+    })
 }
 
 /// The largest of `xs` (−∞ for none), on [`LANES`] running maxima.

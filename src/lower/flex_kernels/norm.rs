@@ -2,10 +2,14 @@
 //! of either after an addition (LaX's `Norm(z + g(h))`), and both backward passes. Every pass
 //! over a row is a loop the compiler vectorizes (sums on `LANES` accumulators).
 
-use super::{f32s, like, sum_by, sum_by_pairs, vectorized, Kernel, CHUNK};
+use super::{
+    f32s, like, output, sum4_by, sum4_by_pairs, sum_by, sum_by_pairs, vectorized, written,
+    written_part, Kernel, CHUNK,
+};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{TensorData, TensorMetadata};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// RMSNorm of (rows, width) `x` with scale `gamma` (width elements): `y = x · r · γ` with
 /// `r = 1/√(mean(x²) + ε)` per row, one pass over `x` where the composed form makes seven.
@@ -13,7 +17,7 @@ use rayon::prelude::*;
 pub fn rms_norm(x: &FlexTensor, gamma: &FlexTensor, epsilon: f64) -> Option<FlexTensor> {
     let (xs, gs) = (f32s(x)?, f32s(gamma)?);
     let width = rows_of(x, gs.len())?;
-    let mut y = vec![0.0; xs.len()];
+    let mut y = output(xs.len());
     let eps = epsilon as f32;
     let per_task = CHUNK.div_ceil(width) * width;
     y.par_chunks_mut(per_task)
@@ -28,7 +32,8 @@ pub fn rms_norm(x: &FlexTensor, gamma: &FlexTensor, epsilon: f64) -> Option<Flex
                 centered: false,
             })
         });
-    Some(like(x, y))
+    // SAFETY: `NormRows` writes every element of its `y`, and the tasks' `y` cover the buffer.
+    Some(like(x, unsafe { written(y) }))
 }
 
 /// LayerNorm (with its shift `beta`) or RMSNorm (`beta` None) of `x + addend`, both
@@ -51,7 +56,7 @@ pub fn add_norm(
         return None;
     }
     let eps = epsilon as f32;
-    let (mut y, mut sum) = (vec![0.0; xs.len()], vec![0.0; xs.len()]);
+    let (mut y, mut sum) = (output(xs.len()), output(xs.len()));
     let per_task = CHUNK.div_ceil(width) * width;
     y.par_chunks_mut(per_task)
         .zip(sum.par_chunks_mut(per_task))
@@ -66,6 +71,8 @@ pub fn add_norm(
                 centered: beta.is_some(),
             })
         });
+    // SAFETY: `NormRows` writes every element of its `y` and `sum`, which the tasks cover.
+    let (y, sum) = unsafe { (written(y), written(sum)) };
     Some([like(x, y), like(x, sum)])
 }
 
@@ -87,7 +94,7 @@ pub fn norm_backward(
         return None;
     }
     let eps = epsilon as f32;
-    let mut dx = vec![0.0; xs.len()];
+    let mut dx = output(xs.len());
     let per_task = CHUNK.div_ceil(width) * width;
     let sums = dx
         .par_chunks_mut(per_task)
@@ -106,6 +113,8 @@ pub fn norm_backward(
             sums
         })
         .reduce(|| ColumnSums::new(width), ColumnSums::add);
+    // SAFETY: `NormGradientRows` writes every element of its `dx`, which the tasks cover.
+    let dx = unsafe { written(dx) };
     Some([
         like(x, dx),
         FlexTensor::from_data(TensorData::new(sums.gamma, [1, width])),
@@ -123,9 +132,9 @@ fn rows_of(x: &FlexTensor, width: usize) -> Option<usize> {
 /// written to `sum` (`add: Some((addend, sum))`); `params` are γ (a row's width) and β (empty
 /// for none).
 struct NormRows<'a> {
-    y: &'a mut [f32],
+    y: &'a mut [MaybeUninit<f32>],
     x: &'a [f32],
-    add: Option<(&'a [f32], &'a mut [f32])>,
+    add: Option<(&'a [f32], &'a mut [MaybeUninit<f32>])>,
     params: [&'a [f32]; 2],
     eps: f32,
     centered: bool,
@@ -137,30 +146,57 @@ impl Kernel for NormRows<'_> {
     #[inline(always)]
     fn run(self) {
         let w = self.params[0].len();
-        let (eps, centered) = (self.eps, self.centered);
-        let rows = self.y.chunks_exact_mut(w).zip(self.x.chunks_exact(w));
+        let (eps, centered, params) = (self.eps, self.centered, self.params);
+        let blocks = self.y.chunks_mut(4 * w).zip(self.x.chunks(4 * w));
         match self.add {
             None => {
-                for (y, x) in rows {
-                    normalize_row(y, x, self.params, eps, centered);
+                for (y, x) in blocks {
+                    normalize_rows(y, x, params, eps, centered);
                 }
             }
             Some((addend, sum)) => {
-                let sums = addend.chunks_exact(w).zip(sum.chunks_exact_mut(w));
-                for ((y, x), (a, sum)) in rows.zip(sums) {
+                let sums = addend.chunks(4 * w).zip(sum.chunks_mut(4 * w));
+                for ((y, x), (a, sum)) in blocks.zip(sums) {
                     for ((s, &x), &a) in sum.iter_mut().zip(x).zip(a) {
-                        *s = x + a;
+                        s.write(x + a);
                     }
-                    normalize_row(y, sum, self.params, eps, centered);
+                    // SAFETY: the loop above wrote the whole block.
+                    let sum = unsafe { written_part(sum) };
+                    normalize_rows(y, sum, params, eps, centered);
                 }
             }
         }
     }
 }
 
+/// [`normalize_row`] over up to four rows (`x` holds `y`'s rows, of γ's width): four at a
+/// time, their statistics side by side ([`sum4_by`]).
+#[inline(always)]
+fn normalize_rows(
+    y: &mut [MaybeUninit<f32>],
+    x: &[f32],
+    params: [&[f32]; 2],
+    eps: f32,
+    centered: bool,
+) {
+    let w = params[0].len();
+    if x.len() != 4 * w {
+        for (y, x) in y.chunks_exact_mut(w).zip(x.chunks_exact(w)) {
+            let statistics = row_statistics(x, eps, centered);
+            write_normalized(y, x, params, statistics);
+        }
+        return;
+    }
+    let xs = four_rows(x, w);
+    let statistics = four_rows_statistics(xs, eps, centered);
+    for ((y, x), statistics) in y.chunks_exact_mut(w).zip(xs).zip(statistics) {
+        write_normalized(y, x, params, statistics);
+    }
+}
+
 /// Rows of a norm's backward pass: `dx`, with the rows' terms of dγ and dβ added to `sums`.
 struct NormGradientRows<'a> {
-    dx: &'a mut [f32],
+    dx: &'a mut [MaybeUninit<f32>],
     x: &'a [f32],
     g: &'a [f32],
     gammas: &'a [f32],
@@ -175,10 +211,11 @@ impl Kernel for NormGradientRows<'_> {
     #[inline(always)]
     fn run(self) {
         let w = self.gammas.len();
-        let rows = self.dx.chunks_exact_mut(w).zip(self.x.chunks_exact(w));
-        for ((dx, x), g) in rows.zip(self.g.chunks_exact(w)) {
-            norm_row_backward(
-                [dx, &mut self.sums.gamma, &mut self.sums.beta],
+        let blocks = self.dx.chunks_mut(4 * w).zip(self.x.chunks(4 * w));
+        for ((dx, x), g) in blocks.zip(self.g.chunks(4 * w)) {
+            norm_rows_backward(
+                dx,
+                [&mut self.sums.gamma, &mut self.sums.beta],
                 [x, self.gammas, g],
                 self.eps,
                 self.centered,
@@ -197,35 +234,114 @@ fn row_statistics(x: &[f32], eps: f32, centered: bool) -> (f32, f32) {
     (mean, 1.0 / (spread / n + eps).sqrt())
 }
 
-/// `y = (x − mean) · r · γ (+ β)` for one row, `betas` empty for none.
+/// The four rows of width `w` that `t` holds.
 #[inline(always)]
-fn normalize_row(y: &mut [f32], x: &[f32], [gammas, betas]: [&[f32]; 2], eps: f32, centered: bool) {
-    let (mean, r) = row_statistics(x, eps, centered);
+fn four_rows(t: &[f32], w: usize) -> [&[f32]; 4] {
+    std::array::from_fn(|k| &t[k * w..(k + 1) * w])
+}
+
+/// [`row_statistics`] of four rows, side by side: each row's the same operations as alone.
+#[inline(always)]
+fn four_rows_statistics(xs: [&[f32]; 4], eps: f32, centered: bool) -> [(f32, f32); 4] {
+    let n = xs[0].len() as f32;
+    let means = if centered {
+        sum4_by(xs, |_, v| v).map(|sum| sum / n)
+    } else {
+        [0.0; 4]
+    };
+    let spreads = sum4_by(xs, |k, v| (v - means[k]) * (v - means[k]));
+    std::array::from_fn(|k| (means[k], 1.0 / (spreads[k] / n + eps).sqrt()))
+}
+
+/// `y = (x − mean) · r · γ (+ β)` for one row of statistics `(mean, r)`, `betas` empty for
+/// none.
+#[inline(always)]
+fn write_normalized(
+    y: &mut [MaybeUninit<f32>],
+    x: &[f32],
+    [gammas, betas]: [&[f32]; 2],
+    (mean, r): (f32, f32),
+) {
     for ((y, &x), &g) in y.iter_mut().zip(x).zip(gammas) {
-        *y = (x - mean) * r * g;
+        y.write((x - mean) * r * g);
     }
+    // SAFETY: the loop above wrote the whole row.
+    let y = unsafe { written_part(y) };
     for (y, &b) in y.iter_mut().zip(betas) {
         *y += b;
     }
 }
 
-/// One row of [`norm_backward`]: its `dx`, and its terms added to the column sums. `h = g ⊙ γ`
-/// is formed in `dx` first, then turned into the gradient in place.
+/// [`norm_backward`] over up to four rows (`x`, `g` and `dx` of as many rows of γ's width),
+/// their dγ and dβ terms added to `sums` in row order: four at a time, their sums side by side
+/// ([`sum4_by`]), each row's arithmetic the same as alone.
 #[inline(always)]
-fn norm_row_backward(
-    [dx, d_gamma, d_beta]: [&mut [f32]; 3],
+fn norm_rows_backward(
+    dx: &mut [MaybeUninit<f32>],
+    sums: [&mut [f32]; 2],
     [x, gamma, g]: [&[f32]; 3],
     eps: f32,
     centered: bool,
 ) {
-    let n = x.len() as f32;
-    let (mean, r) = row_statistics(x, eps, centered);
-    for ((h, &g), &gamma) in dx.iter_mut().zip(g).zip(gamma) {
-        *h = g * gamma;
+    let w = gamma.len();
+    if x.len() != 4 * w {
+        let [d_gamma, d_beta] = sums;
+        let rows = dx.chunks_exact_mut(w).zip(x.chunks_exact(w));
+        for ((dx, x), g) in rows.zip(g.chunks_exact(w)) {
+            let statistics = row_statistics(x, eps, centered);
+            let dx = write_h(dx, g, gamma);
+            let n = w as f32;
+            let mean_h = if centered { sum_by(dx, |h| h) / n } else { 0.0 };
+            let along = sum_by_pairs(dx, x, |h, x| h * (x - statistics.0));
+            let means = (mean_h, statistics.1 * along / n);
+            finish_row_backward(dx, [d_gamma, d_beta], [x, g], statistics, means);
+        }
+        return;
     }
-    let mean_h = if centered { sum_by(dx, |h| h) / n } else { 0.0 };
-    // Σ h ⊙ x̂ = r · Σ h ⊙ (x − mean)
-    let mean_hx = r * sum_by_pairs(dx, x, |h, x| h * (x - mean)) / n;
+    let n = w as f32;
+    let (xs, gs) = (four_rows(x, w), four_rows(g, w));
+    let statistics = four_rows_statistics(xs, eps, centered);
+    let dx = write_h(dx, g, gamma);
+    let hs = four_rows(dx, w);
+    let mean_h = if centered {
+        sum4_by(hs, |_, h| h).map(|sum| sum / n)
+    } else {
+        [0.0; 4]
+    };
+    let along = sum4_by_pairs(hs, xs, |k, h, x| h * (x - statistics[k].0));
+    let [d_gamma, d_beta] = sums;
+    for (k, dx) in dx.chunks_exact_mut(w).enumerate() {
+        let means = (mean_h[k], statistics[k].1 * along[k] / n);
+        let sums = [&mut *d_gamma, &mut *d_beta];
+        finish_row_backward(dx, sums, [xs[k], gs[k]], statistics[k], means);
+    }
+}
+
+/// `h = g ⊙ γ` written into `dx`, row by row (`γ` one row's width), which the backward pass
+/// then turns into the gradient in place.
+#[inline(always)]
+fn write_h<'a>(dx: &'a mut [MaybeUninit<f32>], g: &[f32], gamma: &[f32]) -> &'a mut [f32] {
+    let w = gamma.len();
+    for (dx, g) in dx.chunks_exact_mut(w).zip(g.chunks_exact(w)) {
+        for ((h, &g), &gamma) in dx.iter_mut().zip(g).zip(gamma) {
+            h.write(g * gamma);
+        }
+    }
+    // SAFETY: the loops above wrote every row (`dx` holds whole rows, as `g`).
+    unsafe { written_part(dx) }
+}
+
+/// The end of one row's backward pass, given its statistics `(mean, r)` and the means of `h`
+/// and of `h ⊙ x̂` (`mean(h ⊙ x̂) = r · mean(h ⊙ (x − mean))`): its terms of dγ and dβ, and
+/// `dx = r (h − mean(h) − x̂ mean(h ⊙ x̂))` in place of `h`.
+#[inline(always)]
+fn finish_row_backward(
+    dx: &mut [f32],
+    [d_gamma, d_beta]: [&mut [f32]; 2],
+    [x, g]: [&[f32]; 2],
+    (mean, r): (f32, f32),
+    (mean_h, mean_hx): (f32, f32),
+) {
     for (((dg, db), &g), &x) in d_gamma.iter_mut().zip(d_beta.iter_mut()).zip(g).zip(x) {
         *dg += g * (x - mean) * r;
         *db += g;

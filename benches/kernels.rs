@@ -1,0 +1,71 @@
+//! The Flex kernels on a LaX pathway's latent, alone: nanoseconds per element of each, on one
+//! thread, for a profile-free comparison of two builds (`cargo bench --bench kernels`; the
+//! step-level comparison is `bench/ab.py`). Shapes: tokens × width, the tiny bench specs' 1024
+//! tokens at a pathway's rank (64) and at the hidden width (256).
+
+use burn::backend::flex::FlexTensor;
+use burn::tensor::TensorData;
+use laxc::lower::flex_kernels;
+use std::hint::black_box;
+use std::time::Instant;
+
+fn tensor(rows: usize, width: usize, seed: u32) -> FlexTensor {
+    let values = (0..rows * width)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32 / 16_777_216.0
+                - 0.5
+        })
+        .collect::<Vec<f32>>();
+    FlexTensor::from_data(TensorData::new(values, [rows, width]))
+}
+
+/// Median of `rounds` timings of `calls` calls of `f`, in ns per element.
+fn time(elements: usize, mut f: impl FnMut()) -> f64 {
+    let (rounds, calls) = (15, 40);
+    let mut per_element: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..calls {
+                f();
+            }
+            start.elapsed().as_nanos() as f64 / (calls * elements) as f64
+        })
+        .collect();
+    per_element.sort_by(f64::total_cmp);
+    per_element[rounds / 2]
+}
+
+fn main() {
+    // laxc's allocator settings: without them every output of these sizes is a fresh `mmap`,
+    // and the page faults of its first touch outweigh the kernel.
+    laxc::train::allocator::keep_freed_memory();
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build_global()
+        .expect("one thread");
+    for width in [64, 256] {
+        let rows = 1024;
+        let (x, a, g) = (
+            tensor(rows, width, 1),
+            tensor(rows, width, 2),
+            tensor(rows, width, 3),
+        );
+        let (gamma, beta) = (tensor(1, width, 4), tensor(1, width, 5));
+        let n = rows * width;
+        let add_norm = time(n, || {
+            black_box(flex_kernels::add_norm([&x, &a], &gamma, Some(&beta), 1e-5));
+        });
+        let add_rms = time(n, || {
+            black_box(flex_kernels::add_norm([&x, &a], &gamma, None, 1e-5));
+        });
+        let rms = time(n, || {
+            black_box(flex_kernels::rms_norm(&x, &gamma, 1e-5));
+        });
+        let backward = time(n, || {
+            black_box(flex_kernels::norm_backward([&x, &gamma, &g], 1e-5, true));
+        });
+        println!(
+            "{rows} x {width}: add_norm {add_norm:.3} ns/element, add_rms {add_rms:.3}, rms_norm {rms:.3}, norm_backward {backward:.3}"
+        );
+    }
+}
