@@ -4,9 +4,10 @@
 //! GELU and its derivative are within 1e-6 of f64 on [−10, 10] (tests/lowering.rs).
 
 use super::math::{normal_cdf, normal_pdf, sigmoid};
-use super::{f32s, like, vectorized, Kernel, CHUNK};
+use super::{f32s, like, output, vectorized, written, Kernel, CHUNK};
 use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// GELU, `x Φ(x)` with `Φ(x) = (1 + erf(x/√2)) / 2`.
 pub fn gelu(x: &FlexTensor) -> Option<FlexTensor> {
@@ -44,7 +45,7 @@ pub fn swiglu_backward(
     if ups.len() != gates.len() || gs.len() != gates.len() {
         return None;
     }
-    let (mut d_gate, mut d_up) = (vec![0.0; gates.len()], vec![0.0; gates.len()]);
+    let (mut d_gate, mut d_up) = (output(gates.len()), output(gates.len()));
     let inputs = gates
         .par_chunks(CHUNK)
         .zip(ups.par_chunks(CHUNK).zip(gs.par_chunks(CHUNK)));
@@ -61,6 +62,8 @@ pub fn swiglu_backward(
                 g,
             })
         });
+    // SAFETY: `SwiGluGradient` writes every element of its chunks, which cover both buffers.
+    let (d_gate, d_up) = unsafe { (written(d_gate), written(d_up)) };
     Some([like(gate, d_gate), like(gate, d_up)])
 }
 
@@ -128,8 +131,8 @@ impl Elementwise for SwiGluAt {
 
 /// A chunk of [`swiglu_backward`].
 struct SwiGluGradient<'a> {
-    d_gate: &'a mut [f32],
-    d_up: &'a mut [f32],
+    d_gate: &'a mut [MaybeUninit<f32>],
+    d_up: &'a mut [MaybeUninit<f32>],
     gate: &'a [f32],
     up: &'a [f32],
     g: &'a [f32],
@@ -144,25 +147,26 @@ impl Kernel for SwiGluGradient<'_> {
         let inputs = self.gate.iter().zip(self.up).zip(self.g);
         for ((d_gate, d_up), ((&x, &up), &g)) in outputs.zip(inputs) {
             let s = sigmoid(x);
-            *d_up = g * x * s;
-            *d_gate = g * up * s * (1.0 + x * (1.0 - s));
+            d_up.write(g * x * s);
+            d_gate.write(g * up * s * (1.0 + x * (1.0 - s)));
         }
     }
 }
 
 /// `f` at each pair of elements, in chunks over rayon's pool.
 fn map(f: impl Elementwise, xs: &[f32], ys: &[f32]) -> Vec<f32> {
-    let mut out = vec![0.0; xs.len()];
+    let mut out = output(xs.len());
     out.par_chunks_mut(CHUNK)
         .zip(xs.par_chunks(CHUNK).zip(ys.par_chunks(CHUNK)))
         .for_each(|(out, (xs, ys))| vectorized(Map { f: &f, out, xs, ys }));
-    out
+    // SAFETY: `Map` writes every element of its `out`, and the tasks cover the buffer.
+    unsafe { written(out) }
 }
 
 /// `out[i] = f(xs[i], ys[i])`.
 struct Map<'a, F> {
     f: &'a F,
-    out: &'a mut [f32],
+    out: &'a mut [MaybeUninit<f32>],
     xs: &'a [f32],
     ys: &'a [f32],
 }
@@ -173,7 +177,7 @@ impl<F: Elementwise> Kernel for Map<'_, F> {
     #[inline(always)]
     fn run(self) {
         for ((o, &x), &y) in self.out.iter_mut().zip(self.xs).zip(self.ys) {
-            *o = self.f.at(x, y);
+            o.write(self.f.at(x, y));
         }
     }
 }

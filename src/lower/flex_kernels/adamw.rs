@@ -3,10 +3,11 @@
 //! for each. Every operation is Burn's, in Burn's order and in f32, so the results are equal bit
 //! for bit (`train::optimizer` tests it).
 
-use super::{f32s, like, vectorized, Kernel, CHUNK};
+use super::{f32s, like, output, vectorized, written, written_part, Kernel, CHUNK};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::TensorMetadata;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// The step's constants, as Burn's AdamW turns them into f32.
 #[derive(Clone, Copy, Debug)]
@@ -46,7 +47,7 @@ pub fn adamw(
         None => (&[][..], &[][..]),
     };
     let n = ps.len();
-    let (mut p_out, mut m_out, mut v_out) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+    let (mut p_out, mut m_out, mut v_out) = (output(n), output(n), output(n));
     let outs = p_out
         .par_chunks_mut(CHUNK)
         .zip(m_out.par_chunks_mut(CHUNK))
@@ -77,12 +78,14 @@ pub fn adamw(
             })
         }),
     }
+    // SAFETY: `AdamWChunk` writes every element of its three chunks, which cover the buffers.
+    let [p_out, m_out, v_out] = [p_out, m_out, v_out].map(|out| unsafe { written(out) });
     Some([like(param, p_out), like(param, m_out), like(param, v_out)])
 }
 
 /// One task's elements of [`adamw`].
 struct AdamWChunk<'a> {
-    out: [&'a mut [f32]; 3],
+    out: [&'a mut [MaybeUninit<f32>]; 3],
     param: &'a [f32],
     grad: &'a [f32],
     moments: Option<[&'a [f32]; 2]>,
@@ -100,21 +103,23 @@ impl Kernel for AdamWChunk<'_> {
         match self.moments {
             Some([m, v]) => {
                 for ((out, &m), &g) in m_out.iter_mut().zip(m).zip(self.grad) {
-                    *out = m * s.beta_1 + g * s.rest_1;
+                    out.write(m * s.beta_1 + g * s.rest_1);
                 }
                 for ((out, &v), &g) in v_out.iter_mut().zip(v).zip(self.grad) {
-                    *out = v * s.beta_2 + (g * g) * s.rest_2;
+                    out.write(v * s.beta_2 + (g * g) * s.rest_2);
                 }
             }
             None => {
                 for (out, &g) in m_out.iter_mut().zip(self.grad) {
-                    *out = g * s.rest_1;
+                    out.write(g * s.rest_1);
                 }
                 for (out, &g) in v_out.iter_mut().zip(self.grad) {
-                    *out = (g * g) * s.rest_2;
+                    out.write((g * g) * s.rest_2);
                 }
             }
         }
+        // SAFETY: the loops above wrote both moments whole.
+        let (m_out, v_out) = unsafe { (written_part(m_out), written_part(v_out)) };
         // The parameter: `x·(1 − lr·λ) − lr · m̂ / (√v̂ + ε)`.
         let moments = m_out.iter().zip(v_out.iter());
         for ((out, &x), (&m, &v)) in p_out.iter_mut().zip(self.param).zip(moments) {
@@ -123,7 +128,7 @@ impl Kernel for AdamWChunk<'_> {
                 Some(d) => x * d,
                 None => x,
             };
-            *out = decayed - delta * s.lr;
+            out.write(decayed - delta * s.lr);
         }
     }
 }

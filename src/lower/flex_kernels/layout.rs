@@ -1,9 +1,10 @@
 //! The swap of two middle axes as a contiguous copy made by rows or small transposes.
 
-use super::{f32s, CHUNK};
+use super::{f32s, output, written, CHUNK};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{TensorData, TensorMetadata};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// A contiguous 3-D (a, b, c) or 4-D (a, b, c, d) tensor with its axes 1 and 2 swapped, as a
 /// contiguous (a, c, b) or (a, c, b, d) one, where Flex's own copy of a permuted view walks it
@@ -25,22 +26,24 @@ pub fn swap_middle_axes(x: &FlexTensor) -> Option<FlexTensor> {
         _ => return None,
     };
     let slab = b * c * d;
-    let mut out = vec![0.0; xs.len()];
+    let mut out = output(xs.len());
     if slab > 0 {
         out.par_chunks_mut(slab)
             .zip(xs.par_chunks(slab))
             .with_min_len(CHUNK.div_ceil(slab))
             .for_each(|(to, from)| swap_slab(to, from, [b, c, d]));
     }
+    // SAFETY: `swap_slab` writes every element of its slab, and the slabs cover the buffer.
+    let out = unsafe { written(out) };
     Some(FlexTensor::from_data(TensorData::new(out, swapped)))
 }
 
 /// `to[k, j] = from[j, k]` for j < b, k < c, each element a row of d values.
-fn swap_slab(to: &mut [f32], from: &[f32], [b, c, d]: [usize; 3]) {
+fn swap_slab(to: &mut [MaybeUninit<f32>], from: &[f32], [b, c, d]: [usize; 3]) {
     if d == 1 {
         for (k, row) in to.chunks_exact_mut(b).enumerate() {
             for (j, value) in row.iter_mut().enumerate() {
-                *value = from[j * c + k];
+                value.write(from[j * c + k]);
             }
         }
         return;
@@ -48,7 +51,9 @@ fn swap_slab(to: &mut [f32], from: &[f32], [b, c, d]: [usize; 3]) {
     for (k, rows) in to.chunks_exact_mut(b * d).enumerate() {
         for (j, row) in rows.chunks_exact_mut(d).enumerate() {
             let at = (j * c + k) * d;
-            row.copy_from_slice(&from[at..at + d]);
+            for (value, &v) in row.iter_mut().zip(&from[at..at + d]) {
+                value.write(v);
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Rotate-half RoPE in one pass each way, the tables read by position.
 
-use super::{f32s, like, CHUNK};
+use super::{f32s, like, output, written, CHUNK};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::TensorMetadata;
 use rayon::prelude::*;
@@ -27,10 +27,7 @@ pub fn rope(
         return None;
     }
     let half = hidden / heads / 2;
-    let mut out = vec![0.0; xs.len()];
-    if hidden == 0 {
-        return Some(like(x, out));
-    }
+    let mut out = output(xs.len());
     out.par_chunks_mut(hidden)
         .zip(xs.par_chunks(hidden))
         .enumerate()
@@ -46,10 +43,12 @@ pub fn rope(
                     } else {
                         (s[a], s[b])
                     };
-                    y[a] = x[a] * c[a] + x[b] * sa;
-                    y[b] = x[b] * c[b] + x[a] * sb;
+                    y[a].write(x[a] * c[a] + x[b] * sa);
+                    y[b].write(x[b] * c[b] + x[a] * sb);
                 }
             }
         });
-    Some(like(x, out))
+    // SAFETY: each row's heads, `2 · half` wide, tile it (`hidden` is a multiple of
+    // `2 · heads`), and every index of a head is written as `a` or as `b`.
+    Some(like(x, unsafe { written(out) }))
 }

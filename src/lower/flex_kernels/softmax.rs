@@ -2,10 +2,14 @@
 //! on the vectorized `exp` of `math`.
 
 use super::math::exp;
-use super::{f32s, like, max_of, sum_by, sum_by_pairs, vectorized, Kernel, CHUNK};
+use super::{
+    f32s, like, max_of, output, sum_by, sum_by_pairs, vectorized, written, written_part, Kernel,
+    CHUNK,
+};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::TensorMetadata;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Softmax over the last axis of `x + bias` (attention's causal mask, −10³⁰ above the
 /// diagonal; or no bias), each row in one pass after its maximum: `e = exp(x + b − max)` with
@@ -20,7 +24,7 @@ pub fn softmax(x: &FlexTensor, bias: Option<&FlexTensor>) -> Option<FlexTensor> 
         None => None,
     };
     let width = last_axis(x)?;
-    let mut out = vec![0.0; xs.len()];
+    let mut out = output(xs.len());
     let per_task = CHUNK.div_ceil(width) * width;
     out.par_chunks_mut(per_task).enumerate().for_each(|(i, y)| {
         let at = i * per_task..i * per_task + y.len();
@@ -31,7 +35,8 @@ pub fn softmax(x: &FlexTensor, bias: Option<&FlexTensor>) -> Option<FlexTensor> 
             width,
         })
     });
-    Some(like(x, out))
+    // SAFETY: `SoftmaxRows` writes every element of its `out`, and the tasks cover the buffer.
+    Some(like(x, unsafe { written(out) }))
 }
 
 /// Softmax's input gradient from its output `y` and the output gradient `g`, per row
@@ -43,12 +48,13 @@ pub fn softmax_backward(y: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
     if gs.len() != ys.len() {
         return None;
     }
-    let mut out = vec![0.0; ys.len()];
+    let mut out = output(ys.len());
     let per_task = CHUNK.div_ceil(width) * width;
     out.par_chunks_mut(per_task)
         .zip(ys.par_chunks(per_task).zip(gs.par_chunks(per_task)))
         .for_each(|(dx, (y, g))| vectorized(SoftmaxGradientRows { dx, y, g, width }));
-    Some(like(y, out))
+    // SAFETY: `SoftmaxGradientRows` writes every element of its `dx`, which the tasks cover.
+    Some(like(y, unsafe { written(out) }))
 }
 
 /// The length of `x`'s last axis, when it has one that is not empty.
@@ -60,7 +66,7 @@ fn last_axis(x: &FlexTensor) -> Option<usize> {
 
 /// Rows of a softmax: `out` from `x` (and `bias`), `width` elements each.
 struct SoftmaxRows<'a> {
-    out: &'a mut [f32],
+    out: &'a mut [MaybeUninit<f32>],
     x: &'a [f32],
     bias: Option<&'a [f32]>,
     width: usize,
@@ -78,11 +84,17 @@ impl Kernel for SoftmaxRows<'_> {
             match self.bias {
                 Some(b) => {
                     for ((y, &x), &b) in y.iter_mut().zip(x).zip(&b[r * w..(r + 1) * w]) {
-                        *y = x + b;
+                        y.write(x + b);
                     }
                 }
-                None => y.copy_from_slice(x),
+                None => {
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        y.write(x);
+                    }
+                }
             }
+            // SAFETY: either arm above wrote the whole row.
+            let y = unsafe { written_part(y) };
             let max = max_of(y);
             for y in y.iter_mut() {
                 let d = *y - max;
@@ -98,7 +110,7 @@ impl Kernel for SoftmaxRows<'_> {
 
 /// Rows of softmax's input gradient: `dx` from the output `y` and its gradient `g`.
 struct SoftmaxGradientRows<'a> {
-    dx: &'a mut [f32],
+    dx: &'a mut [MaybeUninit<f32>],
     y: &'a [f32],
     g: &'a [f32],
     width: usize,
@@ -114,7 +126,7 @@ impl Kernel for SoftmaxGradientRows<'_> {
         for ((dx, y), g) in rows.zip(self.g.chunks_exact(w)) {
             let along = sum_by_pairs(y, g, |y, g| y * g);
             for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
-                *dx = y * (g - along);
+                dx.write(y * (g - along));
             }
         }
     }
