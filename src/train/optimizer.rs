@@ -145,7 +145,7 @@ mod tests {
     }
 
     fn values<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Vec<f32> {
-        t.to_data().to_vec::<f32>().expect("f32")
+        t.to_data().convert::<f32>().to_vec::<f32>().expect("f32")
     }
 
     /// Twelve steps of both optimizers from the same parameter and gradients (a new gradient
@@ -181,9 +181,11 @@ mod tests {
         same_as_burn::<Flex>(0.0);
     }
 
+    /// In f64 on NdArray: the f32 NdArray would share its device, and so the default float
+    /// type of a bool tensor's `.float()`, with the f64 one of other tests in this process.
     #[test]
     fn other_backends_take_burns_step() {
-        same_as_burn::<NdArray>(0.01);
+        same_as_burn::<NdArray<f64>>(0.01);
     }
 
     /// The kernel itself against AdamW's defining formula, in f64, over three steps.
