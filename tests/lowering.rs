@@ -497,6 +497,73 @@ fn norm_kernels_give_a_row_the_same_bits_in_a_block_as_alone() {
     }
 }
 
+/// The linear gate's node, `h · α` for one scalar α, against the broadcast product composed:
+/// the value and the gradients of `h` and α, on NdArray in f64 (the node over the backend's
+/// ops; also finite differences) and on Flex in f32 (`flex_kernels::scale`, one pass each way),
+/// over more elements than one kernel task so that dα is a sum of tasks' sums.
+#[test]
+fn scale_node_matches_the_broadcast_product() {
+    use laxc::lower::fused;
+    fn check<E: burn::tensor::backend::Backend>(n: usize, [value_tol, grad_tol]: [f64; 2])
+    where
+        E::FloatElem: burn::tensor::Element,
+    {
+        let dev = Default::default();
+        let mut rng = StdRng::seed_from_u64(41);
+        let mut leaf = |shape: [usize; 2]| {
+            let v: Vec<f64> = random(&mut rng, shape[0] * shape[1]);
+            Tensor::<Autodiff<E>, 2>::from_data(
+                TensorData::new(v, shape).convert::<E::FloatElem>(),
+                &dev,
+            )
+            .require_grad()
+        };
+        let (h, weights) = (leaf([n / 8, 8]), leaf([n / 8, 8]).detach());
+        let alpha = Tensor::<Autodiff<E>, 1>::from_data(
+            TensorData::new(vec![-0.7], [1]).convert::<E::FloatElem>(),
+            &dev,
+        )
+        .require_grad();
+        let got = fused::scale(h.clone(), alpha.clone());
+        let want = h.clone() * alpha.clone().unsqueeze::<2>();
+        assert_close(
+            &to_vec(got.clone()),
+            &to_vec(want.clone()),
+            value_tol,
+            "h · α",
+        );
+        let loss = |y: Tensor<Autodiff<E>, 2>| (y.clone() * y * weights.clone()).sum();
+        let (g_got, g_want) = (loss(got).backward(), loss(want).backward());
+        let (a, b) = (h.grad(&g_got).unwrap(), h.grad(&g_want).unwrap());
+        assert_close(&to_vec(a), &to_vec(b), grad_tol, "dh");
+        let (a, b) = (alpha.grad(&g_got).unwrap(), alpha.grad(&g_want).unwrap());
+        assert_close(&to_vec(a), &to_vec(b), grad_tol, "dα");
+    }
+    check::<NdArray<f64>>(48, [1e-12, 1e-10]);
+    check::<burn::backend::Flex>(8 * 20_000, [1e-6, 1e-4]);
+
+    let dev = Default::default();
+    let h = Tensor::<AD, 2>::from_data(
+        TensorData::new(random(&mut StdRng::seed_from_u64(43), 24), [4, 6]),
+        &dev,
+    );
+    let alpha = Tensor::<AD, 1>::from_data(TensorData::new(vec![0.7], [1]), &dev);
+    let through_h = |x: Tensor<AD, 2>| {
+        let y = fused::scale(x, alpha.clone());
+        (y.clone() * y).sum()
+    };
+    // α from every element of the input (their sum scaled), so that each finite difference
+    // moves α and checks dα.
+    let through_alpha = |x: Tensor<AD, 2>| {
+        let y = fused::scale(h.clone(), x.sum() * 0.05);
+        (y.clone() * y).sum()
+    };
+    let err = max_gradient_error(&through_h);
+    assert!(err < 1e-6, "dh: {err} against finite differences");
+    let err = max_gradient_error(&through_alpha);
+    assert!(err < 1e-6, "dα: {err} against finite differences");
+}
+
 /// The LayerNorm and RMSNorm nodes on Flex, whose RMSNorm forward and both backward passes are
 /// Flex kernels of laxc's own (`flex_kernels::rms_norm`, `norm_backward`): values and the
 /// gradients of x, γ and β equal the composed formulas' on Flex in f32, over enough rows that

@@ -412,7 +412,7 @@ pub fn gate<B: Backend>(gate: &Gate, p: Option<&NodeParams<B>>, h: Tensor<B, 2>)
         (Gate::Identity, _) => h,
         (Gate::Linear, Some(NodeParams::Vector(alpha))) => {
             let alpha = cast_like(alpha.val(), &h);
-            h * alpha.unsqueeze::<2>()
+            fused::scale(h, alpha)
         }
         (Gate::Tensor { input, output }, Some(NodeParams::TensorGate(g))) => {
             tensor_gate(h, g, *input, *output)

@@ -8,6 +8,7 @@
 //! - `softmax`: softmax with an additive mask, and its backward;
 //! - `norm`: RMSNorm forward, either norm of a sum (`add_norm`), both norms' backward;
 //! - `rope`: rotate-half RoPE and its transpose;
+//! - `scale`: the linear gate's product by a scalar, and its backward;
 //! - `layout`: the swap of a 3-D or 4-D tensor's middle axes;
 //! - `math`: `exp` and `erf` without branches or library calls.
 //!
@@ -24,6 +25,7 @@ mod layout;
 mod math;
 mod norm;
 mod rope;
+mod scale;
 mod softmax;
 
 pub use activation::{gelu, gelu_backward, silu, silu_backward, swiglu, swiglu_backward};
@@ -31,6 +33,7 @@ pub use adamw::{adamw, AdamWStep};
 pub use layout::swap_middle_axes;
 pub use norm::{add_norm, norm_backward, rms_norm};
 pub use rope::rope;
+pub use scale::{scale, scale_backward};
 pub use softmax::{softmax, softmax_backward};
 
 use burn::backend::flex::FlexTensor;

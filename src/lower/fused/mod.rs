@@ -1,6 +1,6 @@
 //! Ops with a backward pass of their own: the matrix product, σ, SiLU, GELU, RoPE, the swap of
 //! two middle axes, softmax (with an additive mask), cross-entropy, LayerNorm and RMSNorm (also
-//! of a sum, for LaX pathways), SwiGLU.
+//! of a sum, for LaX pathways), SwiGLU, the linear gate's product by a scalar.
 //!
 //! Under autodiff, Burn 0.21 records a composed op as one graph node per primitive: a
 //! LayerNorm is seven forward nodes and about twice as many backward passes, each a trip
@@ -20,6 +20,7 @@ use super::attention::rope_composed;
 use super::{flex_gemm, flex_kernels};
 
 mod norm;
+mod scale;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -31,6 +32,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, Int, Tensor, TensorMetadata, TensorPrimitive};
 pub use norm::{add_layer_norm, add_rms_norm, layer_norm, rms_norm};
+pub use scale::scale;
 use std::any::{Any, TypeId};
 
 /// `scale · a · b` over the last two axes (the scale is 1 but for attention's scores, where it
