@@ -165,10 +165,10 @@ pub(super) fn sum4_by_pairs(
     let len = xs[0].len();
     debug_assert!(xs.iter().chain(&ys).all(|row| row.len() == len));
     let lane = |chunk: &[f32]| -> [f32; LANES] { chunk.try_into().expect("LANES elements") };
-    let mut lanes = [[0.0f32; LANES]; 4];
+    let (mut l0, mut l1, mut l2, mut l3) =
+        ([0.0f32; LANES], [0.0; LANES], [0.0; LANES], [0.0; LANES]);
     let [x0, x1, x2, x3] = xs.map(|row| row.chunks_exact(LANES));
     let [y0, y1, y2, y3] = ys.map(|row| row.chunks_exact(LANES));
-    let (mut l0, mut l1, mut l2, mut l3) = (lanes[0], lanes[1], lanes[2], lanes[3]);
     for ((((a0, b0), (a1, b1)), (a2, b2)), (a3, b3)) in
         x0.zip(y0).zip(x1.zip(y1)).zip(x2.zip(y2)).zip(x3.zip(y3))
     {
@@ -181,13 +181,17 @@ pub(super) fn sum4_by_pairs(
             l3[i] += f(3, a3[i], b3[i]);
         }
     }
-    lanes = [l0, l1, l2, l3];
     let full = len - len % LANES;
-    std::array::from_fn(|k| {
+    let tail = |k: usize| -> f32 {
         let pairs = xs[k][full..].iter().zip(&ys[k][full..]);
-        let tail: f32 = pairs.map(|(&x, &y)| f(k, x, y)).sum();
-        total(lanes[k]) + tail
-    })
+        pairs.map(|(&x, &y)| f(k, x, y)).sum()
+    };
+    [
+        total(l0) + tail(0),
+        total(l1) + tail(1),
+        total(l2) + tail(2),
+        total(l3) + tail(3),
+    ]
 }
 
 /// The largest of `xs` (−∞ for none), on [`LANES`] running maxima.
