@@ -41,10 +41,10 @@ pub fn adamw(
     if grad.shape() != shape {
         return None;
     }
-    let (ms, vs) = match moments {
-        Some([m, v]) if m.shape() == shape && v.shape() == shape => (f32s(m)?, f32s(v)?),
+    let before = match moments {
+        Some([m, v]) if m.shape() == shape && v.shape() == shape => Some([f32s(m)?, f32s(v)?]),
         Some(_) => return None,
-        None => (&[][..], &[][..]),
+        None => None,
     };
     let n = ps.len();
     let (mut p_out, mut m_out, mut v_out) = (output(n), output(n), output(n));
@@ -53,31 +53,18 @@ pub fn adamw(
         .zip(m_out.par_chunks_mut(CHUNK))
         .zip(v_out.par_chunks_mut(CHUNK));
     let ins = ps.par_chunks(CHUNK).zip(gs.par_chunks(CHUNK));
-    match moments {
-        Some(_) => {
-            let before = ms.par_chunks(CHUNK).zip(vs.par_chunks(CHUNK));
-            outs.zip(ins)
-                .zip(before)
-                .for_each(|((((p, m), v), (x, g)), (mb, vb))| {
-                    vectorized(AdamWChunk {
-                        out: [p, m, v],
-                        param: x,
-                        grad: g,
-                        moments: Some([mb, vb]),
-                        step,
-                    })
-                });
-        }
-        None => outs.zip(ins).for_each(|(((p, m), v), (x, g))| {
+    outs.zip(ins)
+        .enumerate()
+        .for_each(|(i, (((p, m), v), (x, g)))| {
+            let at = i * CHUNK..i * CHUNK + x.len();
             vectorized(AdamWChunk {
                 out: [p, m, v],
                 param: x,
                 grad: g,
-                moments: None,
+                moments: before.map(|[m, v]| [&m[at.clone()], &v[at]]),
                 step,
             })
-        }),
-    }
+        });
     // SAFETY: `AdamWChunk` writes every element of its three chunks, which cover the buffers.
     let [p_out, m_out, v_out] = [p_out, m_out, v_out].map(|out| unsafe { written(out) });
     Some([like(param, p_out), like(param, m_out), like(param, v_out)])

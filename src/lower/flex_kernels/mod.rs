@@ -130,32 +130,11 @@ pub(super) fn sum_by_pairs(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> f32) 
 /// across lanes: on a 64-wide row that latency, not the elements, sets the time.)
 #[inline(always)]
 pub(super) fn sum4_by(rows: [&[f32]; 4], f: impl Fn(usize, f32) -> f32) -> [f32; 4] {
-    let [r0, r1, r2, r3] = rows;
-    debug_assert!(rows.iter().all(|row| row.len() == r0.len()));
-    let lane = |chunk: &[f32]| -> [f32; LANES] { chunk.try_into().expect("LANES elements") };
-    let (mut l0, mut l1, mut l2, mut l3) =
-        ([0.0f32; LANES], [0.0; LANES], [0.0; LANES], [0.0; LANES]);
-    let [c0, c1, c2, c3] = rows.map(|row| row.chunks_exact(LANES));
-    for (((c0, c1), c2), c3) in c0.zip(c1).zip(c2).zip(c3) {
-        let (c0, c1, c2, c3) = (lane(c0), lane(c1), lane(c2), lane(c3));
-        for i in 0..LANES {
-            l0[i] += f(0, c0[i]);
-            l1[i] += f(1, c1[i]);
-            l2[i] += f(2, c2[i]);
-            l3[i] += f(3, c3[i]);
-        }
-    }
-    let full = r0.len() - r0.len() % LANES;
-    let tail = |k: usize, row: &[f32]| -> f32 { row[full..].iter().map(|&x| f(k, x)).sum() };
-    [
-        total(l0) + tail(0, r0),
-        total(l1) + tail(1, r1),
-        total(l2) + tail(2, r2),
-        total(l3) + tail(3, r3),
-    ]
+    sum4_by_pairs(rows, rows, |k, x, _| f(k, x))
 }
 
-/// [`sum_by_pairs`] of four pairs of rows at once, as [`sum4_by`].
+/// [`sum_by_pairs`] of four pairs of rows at once, each pair's sum the same additions in the
+/// same order as alone, the four chains interleaved as [`sum4_by`] says.
 #[inline(always)]
 pub(super) fn sum4_by_pairs(
     xs: [&[f32]; 4],

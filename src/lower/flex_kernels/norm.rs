@@ -284,13 +284,13 @@ fn norm_rows_backward(
     centered: bool,
 ) {
     let w = gamma.len();
+    let n = w as f32;
     if x.len() != 4 * w {
         let [d_gamma, d_beta] = sums;
         let rows = dx.chunks_exact_mut(w).zip(x.chunks_exact(w));
         for ((dx, x), g) in rows.zip(g.chunks_exact(w)) {
             let statistics = row_statistics(x, eps, centered);
             let dx = write_h(dx, g, gamma);
-            let n = w as f32;
             let mean_h = if centered { sum_by(dx, |h| h) / n } else { 0.0 };
             let along = sum_by_pairs(dx, x, |h, x| h * (x - statistics.0));
             let means = (mean_h, statistics.1 * along / n);
@@ -298,7 +298,6 @@ fn norm_rows_backward(
         }
         return;
     }
-    let n = w as f32;
     let (xs, gs) = (four_rows(x, w), four_rows(g, w));
     let statistics = four_rows_statistics(xs, eps, centered);
     let dx = write_h(dx, g, gamma);
