@@ -4,8 +4,10 @@
 //! tokens at a pathway's rank (64) and at the hidden width (256).
 
 use burn::backend::flex::FlexTensor;
+use burn::backend::Flex;
+use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::TensorData;
-use laxc::lower::flex_kernels;
+use laxc::lower::{flex_gemm, flex_kernels};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -67,5 +69,44 @@ fn main() {
         println!(
             "{rows} x {width}: add_norm {add_norm:.3} ns/element, add_rms {add_rms:.3}, rms_norm {rms:.3}, norm_backward {backward:.3}"
         );
+    }
+    products();
+}
+
+/// GFLOP/s of the products of a LaX gate (tokens × rank by rank × rank) and, for scale, of a
+/// factor of the hidden width, forward and both gradients (read through transposed views, as
+/// the backward pass reads them), on one thread and on two.
+fn products() {
+    let rows = 1024;
+    for (k, n) in [(64, 64), (256, 64), (64, 256)] {
+        let (x, w, g) = (tensor(rows, k, 6), tensor(k, n, 7), tensor(rows, n, 8));
+        let flops = 2 * rows * k * n;
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("a pool");
+            let gflops = |f: &(dyn Fn() + Sync)| pool.install(|| 1.0 / time(flops, f));
+            let forward = gflops(&|| {
+                black_box(flex_gemm::matmul(&x, &w, 1.0));
+            });
+            let input = gflops(&|| {
+                black_box(flex_gemm::matmul(
+                    &g,
+                    &Flex::float_transpose(w.clone()),
+                    1.0,
+                ));
+            });
+            let weight = gflops(&|| {
+                black_box(flex_gemm::matmul(
+                    &Flex::float_transpose(x.clone()),
+                    &g,
+                    1.0,
+                ));
+            });
+            println!(
+                "{rows} x {k} by {k} x {n}, {threads} thread(s): forward {forward:.1} GFLOP/s, input gradient {input:.1}, weight gradient {weight:.1}"
+            );
+        }
     }
 }

@@ -564,6 +564,167 @@ fn scale_node_matches_the_broadcast_product() {
     assert!(err < 1e-6, "dα: {err} against finite differences");
 }
 
+/// The tensor gate's `kron(G1, G0)` node against the broadcast product composed: the value
+/// and the gradients of both cores, on NdArray in f64 (the node over the backend's ops; also
+/// finite differences) and on Flex in f32 (`flex_kernels::kron`, `kron_backward`), for square
+/// cores (a rank-64 gate's 8 × 8) and for cores that align two widths.
+#[test]
+fn kron_node_matches_the_broadcast_product() {
+    use laxc::lower::fused;
+    fn check<E: burn::tensor::backend::Backend>(
+        [g1_shape, g0_shape]: [[usize; 2]; 2],
+        [value_tol, grad_tol]: [f64; 2],
+    ) where
+        E::FloatElem: burn::tensor::Element,
+    {
+        let dev = Default::default();
+        let mut rng = StdRng::seed_from_u64(47);
+        let mut leaf = |shape: [usize; 2]| {
+            let v: Vec<f64> = random(&mut rng, shape[0] * shape[1]);
+            Tensor::<Autodiff<E>, 2>::from_data(
+                TensorData::new(v, shape).convert::<E::FloatElem>(),
+                &dev,
+            )
+            .require_grad()
+        };
+        let (g1, g0) = (leaf(g1_shape), leaf(g0_shape));
+        let out = [g1_shape[0] * g0_shape[0], g1_shape[1] * g0_shape[1]];
+        let weights = leaf(out).detach();
+        let got = fused::kron(g1.clone(), g0.clone());
+        let want = fused::composed::kron(g1.clone(), g0.clone());
+        let what = format!("kron {g1_shape:?} {g0_shape:?}");
+        assert_eq!(got.dims(), out, "{what}");
+        assert_close(
+            &to_vec(got.clone()),
+            &to_vec(want.clone()),
+            value_tol,
+            &what,
+        );
+        let loss = |y: Tensor<Autodiff<E>, 2>| (y.clone() * y * weights.clone()).sum();
+        let (g_got, g_want) = (loss(got).backward(), loss(want).backward());
+        for (core, name) in [(&g1, "dG1"), (&g0, "dG0")] {
+            let (a, b) = (core.grad(&g_got).unwrap(), core.grad(&g_want).unwrap());
+            assert_close(&to_vec(a), &to_vec(b), grad_tol, &format!("{what}: {name}"));
+        }
+    }
+    for shapes in [[[8, 8], [8, 8]], [[3, 5], [4, 2]], [[1, 4], [6, 1]]] {
+        check::<NdArray<f64>>(shapes, [1e-12, 1e-10]);
+        check::<burn::backend::Flex>(shapes, [0.0, 1e-5]);
+    }
+
+    let dev = Default::default();
+    let fixed = |shape: [usize; 2], seed| {
+        let v = random(&mut StdRng::seed_from_u64(seed), shape[0] * shape[1]);
+        Tensor::<AD, 2>::from_data(TensorData::new(v, shape), &dev)
+    };
+    let (other_g0, other_g1) = (fixed([2, 3], 51), fixed([3, 2], 53));
+    let weights = |shape: [usize; 2]| fixed(shape, 55);
+    let w_g1 = weights([8, 18]);
+    let through_g1 = |x: Tensor<AD, 2>| {
+        let y = fused::kron(x, other_g0.clone());
+        (y.clone() * y * w_g1.clone()).sum()
+    };
+    let w_g0 = weights([12, 12]);
+    let through_g0 = |x: Tensor<AD, 2>| {
+        let y = fused::kron(other_g1.clone(), x);
+        (y.clone() * y * w_g0.clone()).sum()
+    };
+    let err = max_gradient_error(&through_g1);
+    assert!(err < 1e-6, "dG1: {err} against finite differences");
+    let err = max_gradient_error(&through_g0);
+    assert!(err < 1e-6, "dG0: {err} against finite differences");
+}
+
+/// Products too small for gemm's own threads run in blocks of rows or columns, one per thread
+/// (`flex_gemm`): every element has the same bits as in one call on one thread, for the LaX
+/// gates' shapes forward and both gradients (through transposed views), blocks of rows and of
+/// columns, and sides that do not divide evenly.
+#[test]
+fn products_in_blocks_equal_one_call_bit_for_bit() {
+    use burn::backend::flex::FlexTensor;
+    use burn::backend::Flex;
+    use burn::tensor::ops::FloatTensorOps;
+    use laxc::lower::flex_gemm;
+    let flex = |rows: usize, cols: usize, seed: u64| {
+        let v: Vec<f32> = random(&mut StdRng::seed_from_u64(seed), rows * cols)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        FlexTensor::from_data(TensorData::new(v, [rows, cols]))
+    };
+    let t = |x: &FlexTensor| Flex::float_transpose(x.clone());
+    let bits = |t: FlexTensor| -> Vec<u32> {
+        let v = t.into_data().to_vec::<f32>().expect("f32");
+        v.iter().map(|v| v.to_bits()).collect()
+    };
+    for (m, k, n) in [
+        (1024, 64, 64),
+        (1000, 64, 72),
+        (64, 1024, 64),
+        (72, 999, 136),
+    ] {
+        let (x, w, g) = (flex(m, k, 1), flex(k, n, 2), flex(m, n, 3));
+        let cases: [(&str, FlexTensor, FlexTensor); 3] = [
+            ("x · w", x.clone(), w.clone()),
+            ("g · wᵀ", g.clone(), t(&w)),
+            ("xᵀ · g", t(&x), g.clone()),
+        ];
+        for (what, a, b) in cases {
+            let in_pool = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("a pool");
+                pool.install(|| bits(flex_gemm::matmul(&a, &b, 0.5).expect("f32")))
+            };
+            let one = in_pool(1);
+            for threads in [2, 3] {
+                assert!(
+                    in_pool(threads) == one,
+                    "{what} for ({m}, {k}, {n}) on {threads} threads"
+                );
+            }
+        }
+    }
+}
+
+/// The norm backward's column sums (dγ, dβ) are its tasks' sums added in task order: the same
+/// bits on any number of threads and on every run, which makes training runs repeatable.
+#[test]
+fn norm_backward_column_sums_do_not_depend_on_the_threads() {
+    use burn::backend::flex::FlexTensor;
+    use laxc::lower::flex_kernels;
+    let (rows, width) = (4096, 64);
+    let flex = |rows: usize, seed: u64| {
+        let v: Vec<f32> = random(&mut StdRng::seed_from_u64(seed), rows * width)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        FlexTensor::from_data(TensorData::new(v, [rows, width]))
+    };
+    let (x, g, gamma) = (flex(rows, 61), flex(rows, 62), flex(1, 63));
+    let sums = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a pool");
+        pool.install(|| {
+            let [_, d_gamma, d_beta] =
+                flex_kernels::norm_backward([&x, &gamma, &g], 1e-6, true).expect("f32");
+            [d_gamma, d_beta].map(|t| {
+                let v = t.into_data().to_vec::<f32>().expect("f32");
+                v.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+            })
+        })
+    };
+    let one = sums(1);
+    for threads in [2, 3, 4] {
+        for run in 0..5 {
+            assert!(sums(threads) == one, "{threads} threads, run {run}");
+        }
+    }
+}
+
 /// The LayerNorm and RMSNorm nodes on Flex, whose RMSNorm forward and both backward passes are
 /// Flex kernels of laxc's own (`flex_kernels::rms_norm`, `norm_backward`): values and the
 /// gradients of x, γ and β equal the composed formulas' on Flex in f32, over enough rows that

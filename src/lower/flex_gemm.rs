@@ -18,6 +18,12 @@ const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
 /// A batch of smaller products at least this many multiply-adds in all runs one product per
 /// thread (Flex's rule).
 const PARALLEL_BATCH: usize = 128 * 128 * 128;
+/// A smaller single product at least this many multiply-adds runs in blocks, one per thread
+/// ([`Plan::parts`]).
+const SPLIT_PRODUCT: usize = 64 * 64 * 64;
+/// Blocks of rows or columns are a multiple of this long (gemm's widest micro-kernel side on
+/// AVX-512), so that no block ends in a partial tile of gemm's but the last.
+const PART_ALIGN: usize = 16;
 
 /// `scale · a · b` over the last two axes, for f32 tensors of one rank ≥ 2 whose leading
 /// (batch) axes are equal, with any strides (transposed views included: gemm reads them in
@@ -95,6 +101,10 @@ impl Plan {
             out.par_chunks_mut(size)
                 .enumerate()
                 .for_each(|(i, block)| one(i, block, gemm::Parallelism::None));
+        } else if let Some(parts) = self.parts(flops).filter(|_| self.batch == 1) {
+            let (a, b) = (a_at.matrix(0), b_at.matrix(0));
+            // SAFETY: as for `one`; `out` holds the one m × n product.
+            unsafe { self.in_parts(parts, Output(out.as_mut_ptr().cast()), [a, b], scale) }
         } else {
             let threads = if flops >= PARALLEL_PRODUCT {
                 gemm::Parallelism::Rayon(0)
@@ -105,6 +115,71 @@ impl Plan {
                 one(i, block, threads);
             }
         }
+    }
+
+    /// How to share out one product too small for gemm's own threads (Flex's rule) but large
+    /// enough to be worth it (a LaX gate's (1024 × 64) by (64 × 64) ran on one thread while
+    /// the other waited): blocks of rows, or of columns when there are more of those, one per
+    /// thread, each the full depth `k`. `None` to make it one call.
+    ///
+    /// Each element of a block is then the same sum in the same order as in one call, so long
+    /// as gemm cuts the depth the same way: gemm 0.19 cuts it at 512 for products of at most
+    /// 64 × 64 and elsewhere at a depth of its cache model's (`gemm_common::gemm`,
+    /// `kernel_params`), so blocks stay on the same side of 64 × 64 as the whole product
+    /// (tested bit for bit in tests/lowering.rs).
+    fn parts(&self, flops: usize) -> Option<Parts> {
+        let threads = rayon::current_num_threads();
+        if !(SPLIT_PRODUCT..PARALLEL_PRODUCT).contains(&flops) || threads < 2 {
+            return None;
+        }
+        let by_rows = self.m >= self.n;
+        let (side, other) = if by_rows {
+            (self.m, self.n)
+        } else {
+            (self.n, self.m)
+        };
+        let count = threads.min(side / PART_ALIGN);
+        if count < 2 {
+            return None;
+        }
+        let step = side.div_ceil(count).next_multiple_of(PART_ALIGN);
+        let shortest = side - (side.div_ceil(step) - 1) * step;
+        let small = |side: usize| side <= 64 && other <= 64;
+        let same_depth_cut = self.k <= 512 || small(side) == small(shortest);
+        same_depth_cut.then_some(Parts {
+            by_rows,
+            side,
+            step,
+        })
+    }
+
+    /// The product in the blocks of [`Plan::parts`], one gemm call each, in parallel.
+    ///
+    /// # Safety
+    /// As [`Plan::product`]'s, for the whole m × n product.
+    unsafe fn in_parts(&self, parts: Parts, out: Output, [a, b]: [Matrix; 2], scale: f32) {
+        let Parts {
+            by_rows,
+            side,
+            step,
+        } = parts;
+        (0..side.div_ceil(step)).into_par_iter().for_each(|part| {
+            let (start, len) = (part * step, step.min(side - part * step));
+            let (m, n) = if by_rows {
+                (len, self.n)
+            } else {
+                (self.m, len)
+            };
+            let (a, b, at) = if by_rows {
+                (a.offset(start as isize * a.row_stride), b, start * self.n)
+            } else {
+                (a, b.offset(start as isize * b.col_stride), start)
+            };
+            // SAFETY: the block lies inside the caller's product: rows [start, start + len)
+            // or columns [start, start + len) of `out`, of `a`'s rows or `b`'s columns; the
+            // blocks are disjoint.
+            unsafe { self.block(out.at(at), [m, n], [a, b], scale, gemm::Parallelism::None) }
+        });
     }
 
     /// Whether each product is large enough to share out by itself (and the batch is too
@@ -122,12 +197,29 @@ impl Plan {
         scale: f32,
         threads: gemm::Parallelism,
     ) {
+        // SAFETY: the caller's.
+        unsafe { self.block(out, [self.m, self.n], [a, b], scale, threads) }
+    }
+
+    /// `scale · a · b` for an (m × k) `a` and a (k × n) `b`, into the m × n block at `out` of
+    /// the plan's row-major output (rows `self.n` apart).
+    ///
+    /// # Safety
+    /// `out` is valid for the block's writes; `a` and `b` for the reads their strides describe.
+    unsafe fn block(
+        &self,
+        out: *mut f32,
+        [m, n]: [usize; 2],
+        [a, b]: [Matrix; 2],
+        scale: f32,
+        threads: gemm::Parallelism,
+    ) {
         // SAFETY: the caller's; gemm writes out[i·n + j] for i < m, j < n without reading it
         // (`read_dst` false: out = scale · a · b).
         unsafe {
             gemm::gemm(
-                self.m,
-                self.n,
+                m,
+                n,
                 self.k,
                 out,
                 1,
@@ -156,6 +248,43 @@ struct Matrix {
     at: *const f32,
     row_stride: isize,
     col_stride: isize,
+}
+
+// SAFETY: a `Matrix` only addresses an immutable buffer that outlives the product it is read in.
+unsafe impl Send for Matrix {}
+unsafe impl Sync for Matrix {}
+
+impl Matrix {
+    /// The matrix starting `by` elements further on (a block of its rows or columns).
+    fn offset(self, by: isize) -> Matrix {
+        Matrix {
+            at: self.at.wrapping_offset(by),
+            ..self
+        }
+    }
+}
+
+/// Blocks of one product's rows (or columns): `side` of them in all, `step` to a block.
+#[derive(Clone, Copy)]
+struct Parts {
+    by_rows: bool,
+    side: usize,
+    step: usize,
+}
+
+/// A product's output, written in disjoint blocks by the threads of [`Plan::in_parts`].
+#[derive(Clone, Copy)]
+struct Output(*mut f32);
+
+// SAFETY: each thread writes its own block of the buffer, which outlives the product.
+unsafe impl Send for Output {}
+unsafe impl Sync for Output {}
+
+impl Output {
+    /// The address `i` elements on.
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
 }
 
 /// A tensor as a batch of matrices.

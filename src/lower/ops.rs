@@ -456,8 +456,7 @@ fn tensor_gate<B: Backend>(
     let (g0, g1) = (cast_like(g.g0.val(), &h), cast_like(g.g1.val(), &h));
     if s0 * s1 * t0 * t1 <= KRON_FACTOR * (s0 * s1 * t1 + s0 * t1 * t0) {
         // kron(G1, G0)[(i, j), (a, b)] = G1[i, a] G0[j, b]
-        let kron = g1.reshape([s0, 1, t0, 1]) * g0.reshape([1, s1, 1, t1]);
-        return rows_times(h, kron.reshape([s0 * s1, t0 * t1]));
+        return rows_times(h, fused::kron(g1, g0));
     }
     // R G0: (N·s0, s1)(s1, t1) → (N, s0, t1)
     let r = rows_times(h.reshape([n * s0, s1]), g0);

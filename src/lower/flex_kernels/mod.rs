@@ -8,6 +8,7 @@
 //! - `softmax`: softmax with an additive mask, and its backward;
 //! - `norm`: RMSNorm forward, either norm of a sum (`add_norm`), both norms' backward;
 //! - `rope`: rotate-half RoPE and its transpose;
+//! - `kron`: the Kronecker product of a tensor gate's two cores, and its backward;
 //! - `scale`: the linear gate's product by a scalar, and its backward;
 //! - `layout`: the swap of a 3-D or 4-D tensor's middle axes;
 //! - `math`: `exp` and `erf` without branches or library calls.
@@ -21,6 +22,7 @@
 
 mod activation;
 mod adamw;
+mod kron;
 mod layout;
 mod math;
 mod norm;
@@ -30,6 +32,7 @@ mod softmax;
 
 pub use activation::{gelu, gelu_backward, silu, silu_backward, swiglu, swiglu_backward};
 pub use adamw::{adamw, AdamWStep};
+pub use kron::{kron, kron_backward};
 pub use layout::swap_middle_axes;
 pub use norm::{add_norm, norm_backward, rms_norm};
 pub use rope::rope;

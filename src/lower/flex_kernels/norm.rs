@@ -96,8 +96,8 @@ pub fn norm_backward(
     let eps = epsilon as f32;
     let mut dx = output(xs.len());
     let per_task = CHUNK.div_ceil(width) * width;
-    let sums = dx
-        .par_chunks_mut(per_task)
+    let mut partial = Vec::new();
+    dx.par_chunks_mut(per_task)
         .zip(xs.par_chunks(per_task).zip(gs.par_chunks(per_task)))
         .map(|(dx, (x, g))| {
             let mut sums = ColumnSums::new(width);
@@ -112,7 +112,12 @@ pub fn norm_backward(
             });
             sums
         })
-        .reduce(|| ColumnSums::new(width), ColumnSums::add);
+        .collect_into_vec(&mut partial);
+    // The tasks' sums added in task order: rayon's `reduce` pairs them as its splits fell,
+    // which depends on which thread stole what, and made the gradients differ run to run.
+    let sums = partial
+        .into_iter()
+        .fold(ColumnSums::new(width), ColumnSums::add);
     // SAFETY: `NormGradientRows` writes every element of its `dx`, which the tasks cover.
     let dx = unsafe { written(dx) };
     Some([

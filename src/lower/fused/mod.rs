@@ -1,6 +1,6 @@
 //! Ops with a backward pass of their own: the matrix product, σ, SiLU, GELU, RoPE, the swap of
 //! two middle axes, softmax (with an additive mask), cross-entropy, LayerNorm and RMSNorm (also
-//! of a sum, for LaX pathways), SwiGLU, the linear gate's product by a scalar.
+//! of a sum, for LaX pathways), SwiGLU, the linear gate's product by a scalar, the Kronecker product of a tensor gate's cores.
 //!
 //! Under autodiff, Burn 0.21 records a composed op as one graph node per primitive: a
 //! LayerNorm is seven forward nodes and about twice as many backward passes, each a trip
@@ -19,6 +19,7 @@
 use super::attention::rope_composed;
 use super::{flex_gemm, flex_kernels};
 
+mod kron;
 mod norm;
 mod scale;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -31,6 +32,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, Int, Tensor, TensorMetadata, TensorPrimitive};
+pub use kron::kron;
 pub use norm::{add_layer_norm, add_rms_norm, layer_norm, rms_norm};
 pub use scale::scale;
 use std::any::{Any, TypeId};
@@ -221,6 +223,14 @@ pub mod composed {
     ) -> Tensor<B, 2> {
         let rms = (x.clone().square().mean_dim(1) + epsilon).sqrt();
         x / rms * gamma
+    }
+
+    /// `kron(g1, g0)`: the broadcast product `(s0, 1, t0, 1) · (1, s1, 1, t1)` folded to two
+    /// axes.
+    pub fn kron<B: Backend>(g1: Tensor<B, 2>, g0: Tensor<B, 2>) -> Tensor<B, 2> {
+        let ([s0, t0], [s1, t1]) = (g1.dims(), g0.dims());
+        let product = g1.reshape([s0, 1, t0, 1]) * g0.reshape([1, s1, 1, t1]);
+        product.reshape([s0 * s1, t0 * t1])
     }
 }
 
