@@ -1,7 +1,8 @@
 //! The Flex kernels on a LaX pathway's latent, alone: nanoseconds per element of each, on one
-//! thread, for a profile-free comparison of two builds (`cargo bench --bench kernels`; the
-//! step-level comparison is `bench/ab.py`). Shapes: tokens × width, the tiny bench specs' 1024
-//! tokens at a pathway's rank (64) and at the hidden width (256).
+//! thread, and GFLOP/s of its products on one thread and two, for a profile-free comparison of
+//! two builds (`cargo bench --bench kernels`; the step-level comparison is `bench/ab.py`).
+//! Shapes: tokens × width, the tiny bench specs' 1024 tokens at a pathway's rank (64) and at
+//! the hidden width (256).
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
@@ -41,10 +42,19 @@ fn main() {
     // laxc's allocator settings: without them every output of these sizes is a fresh `mmap`,
     // and the page faults of its first touch outweigh the kernel.
     laxc::train::allocator::keep_freed_memory();
+    // The kernels run on a thread of the pool, as in training (`session::dispatch`): called
+    // from outside it, each call would pay a hand-off to the pool's thread and back, which
+    // outweighed the kernels themselves at these sizes.
     rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build_global()
         .expect("one thread");
+    rayon::scope(|_| norms());
+    products();
+}
+
+/// The norm kernels, and Flex's own add for scale, at a pathway's width and the hidden one.
+fn norms() {
     for width in [64, 256] {
         let rows = 1024;
         let (x, a, g) = (
@@ -66,11 +76,14 @@ fn main() {
         let backward = time(n, || {
             black_box(flex_kernels::norm_backward([&x, &gamma, &g], 1e-5, true));
         });
+        let flex_add = time(n, || {
+            black_box(Flex::float_add(x.clone(), a.clone()));
+        });
+        println!("{rows} x {width}: Flex's add {flex_add:.3} ns/element");
         println!(
             "{rows} x {width}: add_norm {add_norm:.3} ns/element, add_rms {add_rms:.3}, rms_norm {rms:.3}, norm_backward {backward:.3}"
         );
     }
-    products();
 }
 
 /// GFLOP/s of the products of a LaX gate (tokens × rank by rank × rank) and, for scale, of a
