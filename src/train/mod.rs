@@ -9,6 +9,7 @@ pub mod default_data;
 pub mod digest;
 pub mod optimizer;
 pub mod parallel;
+pub mod pool;
 pub mod record;
 pub mod run;
 pub mod run_dir;

@@ -300,11 +300,12 @@ where
 /// is a push onto the thread's own deque (0.3 µs), and with one thread it runs in place
 /// (BENCHMARKS.md, attempt 24). A job that waits for other replicas or nodes stays outside:
 /// their all-reduces fork into the same pool, and with `--threads 1` the job would hold its
-/// only thread while waiting for them. The job runs on the pool's stack: `laxc` builds the
+/// only thread while waiting for them. The pool's other threads are held awake for the job
+/// (`pool::run_awake`). The job runs on the pool's stack: `laxc` builds the
 /// pool with a main thread's 8 MiB; a library caller that never built it gets rayon's 2 MiB.
 fn on_pool<J: OnBackend + Send, R: Send>(job: J, run: impl FnOnce(J) -> R + Send) -> R {
     if job.alone() {
-        rayon::scope(|_| run(job))
+        super::pool::run_awake(|| run(job))
     } else {
         run(job)
     }

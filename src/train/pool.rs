@@ -1,0 +1,118 @@
+//! The CPU backend's threads held awake through a job (`session::dispatch`).
+//!
+//! Flex's loops, gemm and laxc's kernels fork their parallel work into rayon's global pool. A
+//! thread of the pool with nothing to do yields a few dozen times and then sleeps, and the next
+//! parallel op must wake it: a system call and, on a virtual machine, an interrupt between
+//! processors, on the critical path. A training step is hundreds of small parallel ops with
+//! serial work between them (autodiff's bookkeeping, Flex's serial element-wise ops), and each
+//! gap longer than those yields put the other threads to sleep: about 140 context switches a
+//! step on the tiny LLaMA, and a LaX pathway's serial add or norm added two or three more
+//! (BENCHMARKS.md, attempt 35). Here every other thread of the pool runs a keeper for the
+//! length of the job, which takes the pool's work as it comes (`rayon::yield_now`), yields the
+//! processor between looks (to any other process ready to run there), and backs off to short
+//! sleeps only when no work has come for a while (a checkpoint being written, a validation's
+//! data being read), so that a long serial phase does not hold a core busy.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a keeper looks for work without finding any before it backs off.
+const SPIN_FOR: Duration = Duration::from_millis(2);
+/// How long a backed-off keeper sleeps between looks for work.
+const NAP: Duration = Duration::from_micros(200);
+
+/// How many keepers are running, in all pools.
+static KEEPERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `work` on a thread of rayon's global pool, with the pool's other threads held awake
+/// until it returns (or unwinds).
+pub fn run_awake<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    let done = AtomicBool::new(false);
+    rayon::scope(|scope| {
+        let runner = rayon::current_thread_index();
+        for _ in 1..rayon::current_num_threads() {
+            let done = &done;
+            scope.spawn(move |_| keep_awake(done, runner));
+        }
+        // Set on return and on unwinding alike: the scope waits for the keepers.
+        let _finish = Finish(&done);
+        work()
+    })
+}
+
+/// Sets its flag when dropped.
+struct Finish<'a>(&'a AtomicBool);
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Takes the pool's work as it comes until `done`. On the thread that runs the job (which may
+/// pick a keeper up while it waits for its own forked work) it returns at once.
+fn keep_awake(done: &AtomicBool, runner: Option<usize>) {
+    if rayon::current_thread_index() == runner {
+        return;
+    }
+    KEEPERS.fetch_add(1, Ordering::Relaxed);
+    let mut last_work = Instant::now();
+    while !done.load(Ordering::Acquire) {
+        if rayon::yield_now() == Some(rayon::Yield::Executed) {
+            last_work = Instant::now();
+        } else if last_work.elapsed() < SPIN_FOR {
+            // Yielding, not spinning in place: another process that is ready to run on this
+            // core gets it (rayon's own idle threads yield the same way before they sleep).
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(NAP);
+        }
+    }
+    KEEPERS.fetch_sub(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rayon::prelude::*;
+
+    /// Every other thread of the pool runs a keeper while the job runs, and none after; the
+    /// keepers run the pool's work (a parallel sum comes out right, on more than one
+    /// thread), and the job's result comes back; a panicking job unwinds out of `run_awake`
+    /// instead of leaving the keepers spinning.
+    #[test]
+    fn keepers_do_the_work_and_let_the_job_end() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .expect("a pool");
+        let (sum, threads) = pool.install(|| {
+            run_awake(|| {
+                let waited = Instant::now();
+                while KEEPERS.load(Ordering::Relaxed) < 2 {
+                    assert!(
+                        waited.elapsed() < Duration::from_secs(10),
+                        "no keepers came"
+                    );
+                    std::hint::spin_loop();
+                }
+                let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+                let sum: u64 = (0..200_000u32)
+                    .into_par_iter()
+                    .with_max_len(1_000)
+                    .map(|i| {
+                        seen.lock().unwrap().insert(rayon::current_thread_index());
+                        u64::from(i)
+                    })
+                    .sum();
+                (sum, seen.into_inner().unwrap().len())
+            })
+        });
+        assert_eq!(sum, 199_999 * 200_000 / 2);
+        assert!(threads > 1, "the keepers took none of the work");
+        assert_eq!(KEEPERS.load(Ordering::Relaxed), 0, "keepers left running");
+        let unwound =
+            pool.install(|| std::panic::catch_unwind(|| run_awake(|| panic!("a failing job"))));
+        assert!(unwound.is_err());
+    }
+}
