@@ -558,10 +558,14 @@ fn scale_node_matches_the_broadcast_product() {
         let y = fused::scale(h.clone(), x.sum() * 0.05);
         (y.clone() * y).sum()
     };
-    let err = max_gradient_error(&through_h);
-    assert!(err < 1e-6, "dh: {err} against finite differences");
-    let err = max_gradient_error(&through_alpha);
-    assert!(err < 1e-6, "dα: {err} against finite differences");
+    assert_finite_differences("dh", &through_h);
+    assert_finite_differences("dα", &through_alpha);
+}
+
+/// The gradient of `f` at [`max_gradient_error`]'s point within 1e-6 of finite differences.
+fn assert_finite_differences(what: &str, f: &dyn Fn(Tensor<AD, 2>) -> Tensor<AD, 1>) {
+    let err = max_gradient_error(f);
+    assert!(err < 1e-6, "{what}: {err} against finite differences");
 }
 
 /// The tensor gate's `kron(G1, G0)` node against the broadcast product composed: the value
@@ -629,10 +633,8 @@ fn kron_node_matches_the_broadcast_product() {
         let y = fused::kron(other_g1.clone(), x);
         (y.clone() * y * w_g0.clone()).sum()
     };
-    let err = max_gradient_error(&through_g1);
-    assert!(err < 1e-6, "dG1: {err} against finite differences");
-    let err = max_gradient_error(&through_g0);
-    assert!(err < 1e-6, "dG0: {err} against finite differences");
+    assert_finite_differences("dG1", &through_g1);
+    assert_finite_differences("dG0", &through_g0);
 }
 
 /// Products too small for gemm's own threads run in blocks of rows or columns, one per thread
