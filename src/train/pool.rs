@@ -9,17 +9,20 @@
 //! step on the tiny LLaMA, and a LaX pathway's serial add or norm added two or three more
 //! (BENCHMARKS.md, attempt 35). Here every other thread of the pool runs a keeper for the
 //! length of the job, which takes the pool's work as it comes (`rayon::yield_now`), yields the
-//! processor between looks (to any other process ready to run there), and backs off to short
-//! sleeps only when no work has come for a while (a checkpoint being written, a validation's
-//! data being read), so that a long serial phase does not hold a core busy.
+//! processor between looks (to any other process ready to run there), and backs off to sleeps
+//! (growing from 0.2 to 5 ms) only when no work has come for 2 ms (a checkpoint being written,
+//! a validation's data being read), so that a long serial phase does not hold a core busy.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a keeper looks for work without finding any before it backs off.
 const SPIN_FOR: Duration = Duration::from_millis(2);
-/// How long a backed-off keeper sleeps between looks for work.
+/// How long a backed-off keeper first sleeps between looks for work; each look that finds
+/// none doubles it, up to [`LONGEST_NAP`] (about 200 looks a second while a job waits on
+/// something else for long), and work found starts over.
 const NAP: Duration = Duration::from_micros(200);
+const LONGEST_NAP: Duration = Duration::from_millis(5);
 
 /// How many keepers are running, in all pools.
 static KEEPERS: AtomicUsize = AtomicUsize::new(0);
@@ -57,15 +60,18 @@ fn keep_awake(done: &AtomicBool, runner: Option<usize>) {
     }
     KEEPERS.fetch_add(1, Ordering::Relaxed);
     let mut last_work = Instant::now();
+    let mut nap = NAP;
     while !done.load(Ordering::Acquire) {
         if rayon::yield_now() == Some(rayon::Yield::Executed) {
             last_work = Instant::now();
+            nap = NAP;
         } else if last_work.elapsed() < SPIN_FOR {
             // Yielding, not spinning in place: another process that is ready to run on this
             // core gets it (rayon's own idle threads yield the same way before they sleep).
             std::thread::yield_now();
         } else {
-            std::thread::sleep(NAP);
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(LONGEST_NAP);
         }
     }
     KEEPERS.fetch_sub(1, Ordering::Relaxed);
