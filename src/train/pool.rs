@@ -80,42 +80,42 @@ fn keep_awake(done: &AtomicBool, runner: Option<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rayon::prelude::*;
 
-    /// Every other thread of the pool runs a keeper while the job runs, and none after; the
-    /// keepers run the pool's work (a parallel sum comes out right, on more than one
-    /// thread), and the job's result comes back; a panicking job unwinds out of `run_awake`
-    /// instead of leaving the keepers spinning.
+    /// Spins until `ready`, failing after ten seconds.
+    fn wait_for(what: &str, ready: impl Fn() -> bool) {
+        let waited = Instant::now();
+        while !ready() {
+            assert!(waited.elapsed() < Duration::from_secs(10), "{what}");
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Every other thread of the pool runs a keeper while the job runs, and none after; a
+    /// keeper runs the pool's work (the second half of a `join` whose first half waits for
+    /// it, so that the job's own thread cannot), and the job's result comes back; a panicking
+    /// job unwinds out of `run_awake` instead of leaving the keepers spinning.
     #[test]
     fn keepers_do_the_work_and_let_the_job_end() {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
             .build()
             .expect("a pool");
-        let (sum, threads) = pool.install(|| {
+        let answer = pool.install(|| {
             run_awake(|| {
-                let waited = Instant::now();
-                while KEEPERS.load(Ordering::Relaxed) < 2 {
-                    assert!(
-                        waited.elapsed() < Duration::from_secs(10),
-                        "no keepers came"
-                    );
-                    std::hint::spin_loop();
-                }
-                let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
-                let sum: u64 = (0..200_000u32)
-                    .into_par_iter()
-                    .with_max_len(1_000)
-                    .map(|i| {
-                        seen.lock().unwrap().insert(rayon::current_thread_index());
-                        u64::from(i)
-                    })
-                    .sum();
-                (sum, seen.into_inner().unwrap().len())
+                wait_for("no keepers came", || KEEPERS.load(Ordering::Relaxed) == 2);
+                let taken = AtomicBool::new(false);
+                let ((), thread) = rayon::join(
+                    || wait_for("no keeper took the work", || taken.load(Ordering::Acquire)),
+                    || {
+                        taken.store(true, Ordering::Release);
+                        rayon::current_thread_index()
+                    },
+                );
+                assert_ne!(thread, rayon::current_thread_index());
+                42
             })
         });
-        assert_eq!(sum, 199_999 * 200_000 / 2);
-        assert!(threads > 1, "the keepers took none of the work");
+        assert_eq!(answer, 42);
         assert_eq!(KEEPERS.load(Ordering::Relaxed), 0, "keepers left running");
         let unwound =
             pool.install(|| std::panic::catch_unwind(|| run_awake(|| panic!("a failing job"))));
