@@ -663,6 +663,8 @@ fn products_in_blocks_equal_one_call_bit_for_bit() {
         (1024, 64, 64),
         (1000, 64, 72),
         (64, 1024, 64),
+        (130, 600, 80),
+        (32, 300, 33),
         (72, 999, 136),
     ] {
         let (x, w, g) = (flex(m, k, 1), flex(k, n, 2), flex(m, n, 3));

@@ -146,7 +146,9 @@ impl Plan {
         let shortest = side - (side.div_ceil(step) - 1) * step;
         let small = |side: usize| side <= 64 && other <= 64;
         let same_depth_cut = self.k <= 512 || small(side) == small(shortest);
-        same_depth_cut.then_some(Parts {
+        // A block a few rows or columns wide could take gemm's matrix-vector path instead.
+        let whole_tiles = shortest >= PART_ALIGN;
+        (same_depth_cut && whole_tiles).then_some(Parts {
             by_rows,
             side,
             step,
