@@ -508,16 +508,9 @@ fn scale_node_matches_the_broadcast_product() {
     where
         E::FloatElem: burn::tensor::Element,
     {
-        let dev = Default::default();
         let mut rng = StdRng::seed_from_u64(41);
-        let mut leaf = |shape: [usize; 2]| {
-            let v: Vec<f64> = random(&mut rng, shape[0] * shape[1]);
-            Tensor::<Autodiff<E>, 2>::from_data(
-                TensorData::new(v, shape).convert::<E::FloatElem>(),
-                &dev,
-            )
-            .require_grad()
-        };
+        let mut leaf = |shape: [usize; 2]| random_leaf::<E>(&mut rng, shape);
+        let dev = Default::default();
         let (h, weights) = (leaf([n / 8, 8]), leaf([n / 8, 8]).detach());
         let alpha = Tensor::<Autodiff<E>, 1>::from_data(
             TensorData::new(vec![-0.7], [1]).convert::<E::FloatElem>(),
@@ -562,6 +555,19 @@ fn scale_node_matches_the_broadcast_product() {
     assert_finite_differences("dα", &through_alpha);
 }
 
+/// A tracked leaf of random values of `shape`, on `E` under autodiff.
+fn random_leaf<E: burn::tensor::backend::Backend>(
+    rng: &mut StdRng,
+    shape: [usize; 2],
+) -> Tensor<Autodiff<E>, 2>
+where
+    E::FloatElem: burn::tensor::Element,
+{
+    let v: Vec<f64> = random(rng, shape[0] * shape[1]);
+    let data = TensorData::new(v, shape).convert::<E::FloatElem>();
+    Tensor::from_data(data, &Default::default()).require_grad()
+}
+
 /// The gradient of `f` at [`max_gradient_error`]'s point within 1e-6 of finite differences.
 fn assert_finite_differences(what: &str, f: &dyn Fn(Tensor<AD, 2>) -> Tensor<AD, 1>) {
     let err = max_gradient_error(f);
@@ -581,16 +587,8 @@ fn kron_node_matches_the_broadcast_product() {
     ) where
         E::FloatElem: burn::tensor::Element,
     {
-        let dev = Default::default();
         let mut rng = StdRng::seed_from_u64(47);
-        let mut leaf = |shape: [usize; 2]| {
-            let v: Vec<f64> = random(&mut rng, shape[0] * shape[1]);
-            Tensor::<Autodiff<E>, 2>::from_data(
-                TensorData::new(v, shape).convert::<E::FloatElem>(),
-                &dev,
-            )
-            .require_grad()
-        };
+        let mut leaf = |shape: [usize; 2]| random_leaf::<E>(&mut rng, shape);
         let (g1, g0) = (leaf(g1_shape), leaf(g0_shape));
         let out = [g1_shape[0] * g0_shape[0], g1_shape[1] * g0_shape[1]];
         let weights = leaf(out).detach();
