@@ -434,6 +434,19 @@ fn swapping_the_middle_axes_equals_swap_dims() {
     check::<AD, 3>("f64", [3, 4, 2]);
 }
 
+/// A (rows, cols) Flex tensor of random f32 values from `seed`.
+fn random_flex(rows: usize, cols: usize, seed: u64) -> burn::backend::flex::FlexTensor {
+    let v = random(&mut StdRng::seed_from_u64(seed), rows * cols);
+    let v: Vec<f32> = v.iter().map(|&v| v as f32).collect();
+    burn::backend::flex::FlexTensor::from_data(TensorData::new(v, [rows, cols]))
+}
+
+/// The bits of a Flex f32 tensor's elements, for comparisons that must be exact.
+fn flex_bits(t: &burn::backend::flex::FlexTensor) -> Vec<u32> {
+    let v = t.clone().into_data().to_vec::<f32>().expect("f32");
+    v.iter().map(|v| v.to_bits()).collect()
+}
+
 /// The norm kernels take rows four at a time (their statistics side by side) and the rows
 /// left one at a time: every row's output has the same bits either way, forward (either norm
 /// of a sum, RMSNorm) and backward (dx).
@@ -454,15 +467,7 @@ fn norm_kernels_give_a_row_the_same_bits_in_a_block_as_alone() {
     let (gamma, beta) = (tensor(1, 1.0), tensor(1, 1.0));
     let flex =
         |v: &[f32], rows: usize| FlexTensor::from_data(TensorData::new(v.to_vec(), [rows, width]));
-    let bits = |t: &FlexTensor| -> Vec<u32> {
-        t.clone()
-            .into_data()
-            .to_vec::<f32>()
-            .expect("f32")
-            .iter()
-            .map(|v| v.to_bits())
-            .collect()
-    };
+    let bits = flex_bits;
     let (gamma, beta) = (flex(&gamma, 1), flex(&beta, 1));
     let row = |v: &[f32], r: usize| flex(&v[r * width..(r + 1) * width], 1);
     let (all_x, all_a, all_g) = (flex(&x, rows), flex(&addend, rows), flex(&g, rows));
@@ -645,18 +650,8 @@ fn products_in_blocks_equal_one_call_bit_for_bit() {
     use burn::backend::Flex;
     use burn::tensor::ops::FloatTensorOps;
     use laxc::lower::flex_gemm;
-    let flex = |rows: usize, cols: usize, seed: u64| {
-        let v: Vec<f32> = random(&mut StdRng::seed_from_u64(seed), rows * cols)
-            .iter()
-            .map(|&v| v as f32)
-            .collect();
-        FlexTensor::from_data(TensorData::new(v, [rows, cols]))
-    };
+    let flex = random_flex;
     let t = |x: &FlexTensor| Flex::float_transpose(x.clone());
-    let bits = |t: FlexTensor| -> Vec<u32> {
-        let v = t.into_data().to_vec::<f32>().expect("f32");
-        v.iter().map(|v| v.to_bits()).collect()
-    };
     for (m, k, n) in [
         (1024, 64, 64),
         (1000, 64, 72),
@@ -677,7 +672,7 @@ fn products_in_blocks_equal_one_call_bit_for_bit() {
                     .num_threads(threads)
                     .build()
                     .expect("a pool");
-                pool.install(|| bits(flex_gemm::matmul(&a, &b, 0.5).expect("f32")))
+                pool.install(|| flex_bits(&flex_gemm::matmul(&a, &b, 0.5).expect("f32")))
             };
             let one = in_pool(1);
             for threads in [2, 3] {
@@ -694,17 +689,10 @@ fn products_in_blocks_equal_one_call_bit_for_bit() {
 /// bits on any number of threads and on every run, which makes training runs repeatable.
 #[test]
 fn norm_backward_column_sums_do_not_depend_on_the_threads() {
-    use burn::backend::flex::FlexTensor;
     use laxc::lower::flex_kernels;
     let (rows, width) = (4096, 64);
-    let flex = |rows: usize, seed: u64| {
-        let v: Vec<f32> = random(&mut StdRng::seed_from_u64(seed), rows * width)
-            .iter()
-            .map(|&v| v as f32)
-            .collect();
-        FlexTensor::from_data(TensorData::new(v, [rows, width]))
-    };
-    let (x, g, gamma) = (flex(rows, 61), flex(rows, 62), flex(1, 63));
+    let (x, g) = (random_flex(rows, width, 61), random_flex(rows, width, 62));
+    let gamma = random_flex(1, width, 63);
     let sums = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -713,10 +701,7 @@ fn norm_backward_column_sums_do_not_depend_on_the_threads() {
         pool.install(|| {
             let [_, d_gamma, d_beta] =
                 flex_kernels::norm_backward([&x, &gamma, &g], 1e-6, true).expect("f32");
-            [d_gamma, d_beta].map(|t| {
-                let v = t.into_data().to_vec::<f32>().expect("f32");
-                v.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
-            })
+            [d_gamma, d_beta].map(|t| flex_bits(&t))
         })
     };
     let one = sums(1);

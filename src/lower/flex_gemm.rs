@@ -148,11 +148,7 @@ impl Plan {
         let same_depth_cut = self.k <= 512 || small(side) == small(shortest);
         // A block a few rows or columns wide could take gemm's matrix-vector path instead.
         let whole_tiles = shortest >= PART_ALIGN;
-        (same_depth_cut && whole_tiles).then_some(Parts {
-            by_rows,
-            side,
-            step,
-        })
+        (same_depth_cut && whole_tiles).then_some(Parts { by_rows, step })
     }
 
     /// The product in the blocks of [`Plan::parts`], one gemm call each, in parallel.
@@ -160,11 +156,8 @@ impl Plan {
     /// # Safety
     /// As [`Plan::product`]'s, for the whole m × n product.
     unsafe fn in_parts(&self, parts: Parts, out: Output, [a, b]: [Matrix; 2], scale: f32) {
-        let Parts {
-            by_rows,
-            side,
-            step,
-        } = parts;
+        let Parts { by_rows, step } = parts;
+        let side = if by_rows { self.m } else { self.n };
         (0..side.div_ceil(step)).into_par_iter().for_each(|part| {
             let (start, len) = (part * step, step.min(side - part * step));
             let (m, n) = if by_rows {
@@ -266,11 +259,10 @@ impl Matrix {
     }
 }
 
-/// Blocks of one product's rows (or columns): `side` of them in all, `step` to a block.
+/// Blocks of one product's rows (or columns), `step` of them to a block.
 #[derive(Clone, Copy)]
 struct Parts {
     by_rows: bool,
-    side: usize,
     step: usize,
 }
 

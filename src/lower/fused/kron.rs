@@ -69,10 +69,8 @@ impl Node<2> for Kron {
     fn run<I: Backend>(self, [g1, g0]: [FloatTensor<Autodiff<I>>; 2]) -> FloatTensor<Autodiff<I>> {
         let (a, b) = (g1.primitive.clone(), g0.primitive.clone());
         let y = on_flex::<I, 2>([&a, &b], |[a, b]| flex_kernels::kron(a, b)).unwrap_or_else(|| {
-            let ([s0, t0], [s1, t1]) = (a.shape().dims::<2>(), b.shape().dims::<2>());
-            let a4 = I::float_reshape(a.clone(), Shape::new([s0, 1, t0, 1]));
-            let b4 = I::float_reshape(b.clone(), Shape::new([1, s1, 1, t1]));
-            I::float_reshape(I::float_mul(a4, b4), Shape::new([s0 * s1, t0 * t1]))
+            let product = composed::kron::<I>(float(a.clone()), float(b.clone()));
+            product.into_primitive().tensor()
         });
         record(KronBackward, [&g1, &g0], (a, b), y)
     }
