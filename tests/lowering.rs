@@ -900,25 +900,39 @@ fn the_matrix_product_node_matches_burns_matmul() {
             ([3, 5, 4], [1, 4, 3], false, 2.0),
         ];
         for (i, (sa, sb, transposed, scale)) in cases.into_iter().enumerate() {
-            let (a1, b1, a2, b2) = (
-                tensor(&sa, 1),
-                tensor(&sb, 2),
-                tensor(&sa, 1),
-                tensor(&sb, 2),
-            );
             let read = |b: Tensor<T, 3>| if transposed { b.swap_dims(1, 2) } else { b };
-            let node = laxc::lower::fused::matmul(a1.clone(), read(b1.clone()), scale);
-            let plain = a2.clone().matmul(read(b2.clone())).mul_scalar(scale);
-            let case = format!("{what}, case {i}");
-            assert_eq!(node.dims(), plain.dims(), "{case}");
-            assert_close(&to_vec(node.clone()), &to_vec(plain.clone()), tol, &case);
-            let weights = tensor(&node.dims(), 3).detach();
-            let g1 = (node * weights.clone()).sum().backward();
-            let g2 = (plain * weights).sum().backward();
-            for (x, y, operand) in [(&a1, &a2, "a"), (&b1, &b2, "b")] {
-                let (gx, gy) = (x.grad(&g1).unwrap(), y.grad(&g2).unwrap());
-                let label = format!("{case}: gradient of {operand}");
-                assert_close(&to_vec(gx), &to_vec(gy), tol, &label);
+            let plain = |a: Tensor<T, 3>, b| a.matmul(read(b)).mul_scalar(scale);
+            let view = |a, b| laxc::lower::fused::matmul(a, read(b), scale);
+            let nodes: &[(&str, &dyn Fn(_, _) -> _)] = match transposed {
+                // A transposed `b` also through the node that reads it transposed itself.
+                true => &[
+                    ("matmul", &view),
+                    ("matmul_transposed", &|a, b| {
+                        laxc::lower::fused::matmul_transposed(a, b, scale)
+                    }),
+                ],
+                false => &[("matmul", &view)],
+            };
+            for (name, node_of) in nodes {
+                let (a1, b1, a2, b2) = (
+                    tensor(&sa, 1),
+                    tensor(&sb, 2),
+                    tensor(&sa, 1),
+                    tensor(&sb, 2),
+                );
+                let node = node_of(a1.clone(), b1.clone());
+                let plain = plain(a2.clone(), b2.clone());
+                let case = format!("{what}, {name}, case {i}");
+                assert_eq!(node.dims(), plain.dims(), "{case}");
+                assert_close(&to_vec(node.clone()), &to_vec(plain.clone()), tol, &case);
+                let weights = tensor(&node.dims(), 3).detach();
+                let g1 = (node * weights.clone()).sum().backward();
+                let g2 = (plain * weights).sum().backward();
+                for (x, y, operand) in [(&a1, &a2, "a"), (&b1, &b2, "b")] {
+                    let (gx, gy) = (x.grad(&g1).unwrap(), y.grad(&g2).unwrap());
+                    let label = format!("{case}: gradient of {operand}");
+                    assert_close(&to_vec(gx), &to_vec(gy), tol, &label);
+                }
             }
         }
     }
@@ -946,6 +960,30 @@ fn the_matrix_product_node_matches_burns_matmul() {
         err < 1e-6,
         "gradient error {err} against finite differences"
     );
+    // And of `matmul_transposed`, in each operand: x · kᵀ with x and k both (2, 2, 6).
+    let other = Tensor::<AD, 3>::from_data(
+        TensorData::new(random(&mut StdRng::seed_from_u64(6), 24), [2, 2, 6]),
+        &Default::default(),
+    );
+    let w = Tensor::<AD, 3>::from_data(
+        TensorData::new(random(&mut StdRng::seed_from_u64(7), 8), [2, 2, 2]),
+        &Default::default(),
+    );
+    for b_varies in [false, true] {
+        let err = max_gradient_error(&|x| {
+            let x = x.reshape([2, 2, 6]);
+            let (a, b) = match b_varies {
+                true => (other.clone(), x),
+                false => (x, other.clone()),
+            };
+            let y = laxc::lower::fused::matmul_transposed(a, b, 0.25);
+            (y.clone() * y * w.clone()).sum()
+        });
+        assert!(
+            err < 1e-6,
+            "matmul_transposed (b varies: {b_varies}): gradient error {err}"
+        );
+    }
 }
 
 /// A LoRA model whose base comes from a dense model's weights starts equal to that model: B is

@@ -134,7 +134,7 @@ pub fn sdpa<B: Backend>(
     causal_bias: Option<&Tensor<B, 4>>,
 ) -> Tensor<B, 4> {
     let d = q.dims()[3];
-    let scores = fused::matmul(q, k.swap_dims(2, 3), 1.0 / (d as f64).sqrt());
+    let scores = fused::matmul_transposed(q, k, 1.0 / (d as f64).sqrt());
     // The mask and the softmax in f32, whatever the scores were computed in.
     let scores = widen(scores);
     let probabilities = match causal_bias {

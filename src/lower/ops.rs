@@ -255,7 +255,7 @@ fn eval_float<B: Backend>(
             };
             let x = arg();
             let table = cast_like(table.val(), &x);
-            fused::matmul(x, table.transpose(), 1.0)
+            fused::matmul_transposed(x, table, 1.0)
         }
         Op::TtCore {
             index,
