@@ -50,12 +50,25 @@ fn main() {
         .build_global()
         .expect("one thread");
     rayon::scope(|_| norms());
+    let two = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("a pool");
+    println!("two threads:");
+    two.install(|| laxc::train::pool::run_awake(norms));
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a pool");
+        pool.install(|| laxc::train::pool::run_awake(|| pathways(threads)));
+    }
     products();
 }
 
 /// The norm kernels, and Flex's own add for scale, at a pathway's width and the hidden one.
 fn norms() {
-    for width in [64, 256] {
+    for width in [32, 64, 256] {
         let rows = 1024;
         let (x, a, g) = (
             tensor(rows, width, 1),
@@ -121,5 +134,57 @@ fn products() {
                 "{rows} x {k} by {k} x {n}, {threads} thread(s): forward {forward:.1} GFLOP/s, input gradient {input:.1}, weight gradient {weight:.1}"
             );
         }
+    }
+}
+
+/// A LaX pathway's whole cost in an autodiff step, per pathway: `Norm(z + g(h)) · B` forward
+/// and backward against `z · B`, in µs, on one thread and two (as training runs), for identity and linear gates at the
+/// tiny LLaMA's latent (1024 × 64) and the tiny ViT's (1088 × 32). What the step-level A/B
+/// cannot resolve (a pathway is 1–3 % of a step) this times alone: every node, kernel,
+/// allocation and gradient hand-off a pathway adds.
+fn pathways(threads: usize) {
+    use burn::backend::Autodiff;
+    use burn::tensor::Tensor;
+    use laxc::lower::fused;
+    type A = Autodiff<Flex>;
+    for (rows, width, out) in [(1024, 64, 256), (1088, 32, 128)] {
+        let leaf = |t: FlexTensor| {
+            Tensor::<A, 2>::from_primitive(burn::tensor::TensorPrimitive::Float(
+                <A as burn::tensor::backend::AutodiffBackend>::from_inner(t),
+            ))
+            .require_grad()
+        };
+        let vector = |n: usize, seed: u32| {
+            leaf(tensor(1, n, seed))
+                .reshape([n])
+                .detach()
+                .require_grad()
+        };
+        let (z, h, up) = (
+            leaf(tensor(rows, width, 1)),
+            leaf(tensor(rows, width, 2)),
+            leaf(tensor(width, out, 3)),
+        );
+        let (gamma, beta, alpha) = (vector(width, 4), vector(width, 5), vector(1, 6));
+        let step = |latent: &dyn Fn() -> Tensor<A, 2>| {
+            let y = fused::matmul(latent(), up.clone(), 1.0);
+            black_box(y.sum().backward());
+        };
+        let us = |f: &dyn Fn()| time(1, f) / 1000.0;
+        let plain = us(&|| step(&|| z.clone()));
+        let identity = us(&|| {
+            step(&|| fused::add_layer_norm(z.clone(), h.clone(), gamma.clone(), beta.clone(), 1e-6))
+        });
+        let linear = us(&|| {
+            step(&|| {
+                let gated = fused::scale(h.clone(), alpha.clone());
+                fused::add_layer_norm(z.clone(), gated, gamma.clone(), beta.clone(), 1e-6)
+            })
+        });
+        println!(
+            "{rows} x {width} pathway into {out}, {threads} thread(s): without {plain:.1} µs, identity +{:.1} µs, linear +{:.1} µs",
+            identity - plain,
+            linear - plain
+        );
     }
 }

@@ -2,6 +2,8 @@
 //! of either after an addition (LaX's `Norm(z + g(h))`), and both backward passes. Every pass
 //! over a row is a loop the compiler vectorizes (sums on `LANES` accumulators).
 
+#[cfg(target_arch = "x86_64")]
+use super::norm_avx512;
 use super::{
     f32s, like, output, sum4_by, sum4_by_pairs, sum_by, sum_by_pairs, vectorized, written,
     written_part, Kernel, CHUNK,
@@ -15,6 +17,16 @@ use std::mem::MaybeUninit;
 /// `r = 1/√(mean(x²) + ε)` per row, one pass over `x` where the composed form makes seven.
 /// `None` unless contiguous f32 of matching widths.
 pub fn rms_norm(x: &FlexTensor, gamma: &FlexTensor, epsilon: f64) -> Option<FlexTensor> {
+    rms_norm_on(x, gamma, epsilon, true)
+}
+
+/// [`rms_norm`], whole blocks of sixteen rows by `norm_avx512` if `sixteen`.
+fn rms_norm_on(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    epsilon: f64,
+    sixteen: bool,
+) -> Option<FlexTensor> {
     let (xs, gs) = (f32s(x)?, f32s(gamma)?);
     let width = rows_of(x, gs.len())?;
     let mut y = output(xs.len());
@@ -30,6 +42,7 @@ pub fn rms_norm(x: &FlexTensor, gamma: &FlexTensor, epsilon: f64) -> Option<Flex
                 params: [gs, &[]],
                 eps,
                 centered: false,
+                sixteen,
             })
         });
     // SAFETY: `NormRows` writes every element of its `y`, and the tasks' `y` cover the buffer.
@@ -45,6 +58,17 @@ pub fn add_norm(
     gamma: &FlexTensor,
     beta: Option<&FlexTensor>,
     epsilon: f64,
+) -> Option<[FlexTensor; 2]> {
+    add_norm_on([x, addend], gamma, beta, epsilon, true)
+}
+
+/// [`add_norm`], whole blocks of sixteen rows by `norm_avx512` if `sixteen`.
+fn add_norm_on(
+    [x, addend]: [&FlexTensor; 2],
+    gamma: &FlexTensor,
+    beta: Option<&FlexTensor>,
+    epsilon: f64,
+    sixteen: bool,
 ) -> Option<[FlexTensor; 2]> {
     let (xs, adds, gammas) = (f32s(x)?, f32s(addend)?, f32s(gamma)?);
     let betas = match beta {
@@ -69,6 +93,7 @@ pub fn add_norm(
                 params: [gammas, betas],
                 eps,
                 centered: beta.is_some(),
+                sixteen,
             })
         });
     // SAFETY: `NormRows` writes every element of its `y` and `sum`, which the tasks cover.
@@ -87,6 +112,16 @@ pub fn norm_backward(
     [x, gamma, g]: [&FlexTensor; 3],
     epsilon: f64,
     centered: bool,
+) -> Option<[FlexTensor; 3]> {
+    norm_backward_on([x, gamma, g], epsilon, centered, true)
+}
+
+/// [`norm_backward`], whole blocks of sixteen rows by `norm_avx512` if `sixteen`.
+fn norm_backward_on(
+    [x, gamma, g]: [&FlexTensor; 3],
+    epsilon: f64,
+    centered: bool,
+    sixteen: bool,
 ) -> Option<[FlexTensor; 3]> {
     let (xs, gammas, gs) = (f32s(x)?, f32s(gamma)?, f32s(g)?);
     let width = rows_of(x, gammas.len())?;
@@ -109,6 +144,7 @@ pub fn norm_backward(
                 sums: &mut sums,
                 eps,
                 centered,
+                sixteen,
             });
             sums
         })
@@ -143,16 +179,21 @@ struct NormRows<'a> {
     params: [&'a [f32]; 2],
     eps: f32,
     centered: bool,
+    /// Whether whole blocks of sixteen rows may take `norm_avx512` (tests turn it off to
+    /// compare the two paths).
+    sixteen: bool,
 }
 
 impl Kernel for NormRows<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn run(self) {
+    fn run(mut self) {
         let w = self.params[0].len();
         let (eps, centered, params) = (self.eps, self.centered, self.params);
-        let blocks = self.y.chunks_mut(4 * w).zip(self.x.chunks(4 * w));
+        let done = w * sixteen_rows_forward(&mut self);
+        let (y, x) = (&mut self.y[done..], &self.x[done..]);
+        let blocks = y.chunks_mut(4 * w).zip(x.chunks(4 * w));
         match self.add {
             None => {
                 for (y, x) in blocks {
@@ -160,6 +201,7 @@ impl Kernel for NormRows<'_> {
                 }
             }
             Some((addend, sum)) => {
+                let (addend, sum) = (&addend[done..], &mut sum[done..]);
                 let sums = addend.chunks(4 * w).zip(sum.chunks_mut(4 * w));
                 for ((y, x), (a, sum)) in blocks.zip(sums) {
                     for ((s, &x), &a) in sum.iter_mut().zip(x).zip(a) {
@@ -208,16 +250,20 @@ struct NormGradientRows<'a> {
     sums: &'a mut ColumnSums,
     eps: f32,
     centered: bool,
+    /// As `NormRows::sixteen`.
+    sixteen: bool,
 }
 
 impl Kernel for NormGradientRows<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn run(self) {
+    fn run(mut self) {
         let w = self.gammas.len();
-        let blocks = self.dx.chunks_mut(4 * w).zip(self.x.chunks(4 * w));
-        for ((dx, x), g) in blocks.zip(self.g.chunks(4 * w)) {
+        let done = w * sixteen_rows_backward(&mut self);
+        let (dx, x, g) = (&mut self.dx[done..], &self.x[done..], &self.g[done..]);
+        let blocks = dx.chunks_mut(4 * w).zip(x.chunks(4 * w));
+        for ((dx, x), g) in blocks.zip(g.chunks(4 * w)) {
             norm_rows_backward(
                 dx,
                 [&mut self.sums.gamma, &mut self.sums.beta],
@@ -227,6 +273,44 @@ impl Kernel for NormGradientRows<'_> {
             );
         }
     }
+}
+
+/// The first whole blocks of sixteen rows of a forward task by `norm_avx512` where it applies;
+/// how many rows it did (none elsewhere).
+#[inline(always)]
+fn sixteen_rows_forward(work: &mut NormRows<'_>) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if work.sixteen && norm_avx512::applies(work.params[0].len()) {
+        return norm_avx512::forward(norm_avx512::Forward {
+            y: &mut *work.y,
+            x: work.x,
+            add: work.add.as_mut().map(|(addend, sum)| (*addend, &mut **sum)),
+            gamma: work.params[0],
+            beta: work.params[1],
+            eps: work.eps,
+            centered: work.centered,
+        });
+    }
+    0
+}
+
+/// As [`sixteen_rows_forward`], for a backward task.
+#[inline(always)]
+fn sixteen_rows_backward(work: &mut NormGradientRows<'_>) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if work.sixteen && norm_avx512::applies(work.gammas.len()) {
+        return norm_avx512::backward(norm_avx512::Backward {
+            dx: &mut *work.dx,
+            x: work.x,
+            g: work.g,
+            gamma: work.gammas,
+            d_gamma: &mut work.sums.gamma,
+            d_beta: &mut work.sums.beta,
+            eps: work.eps,
+            centered: work.centered,
+        });
+    }
+    0
 }
 
 /// A row's mean (0 for RMSNorm, not `centered`) and inverse deviation
@@ -378,5 +462,64 @@ impl ColumnSums {
             *a += b;
         }
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(rows: usize, width: usize, seed: u64) -> FlexTensor {
+        let mut state = seed.wrapping_mul(6_364_136_223_846_793_005) | 1;
+        let values: Vec<f32> = (0..rows * width)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                // Values off zero by a random offset, as a latent's rows are.
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.3) * 3.0
+            })
+            .collect();
+        FlexTensor::from_data(TensorData::new(values, [rows, width]))
+    }
+
+    fn bits(t: &FlexTensor) -> Vec<u32> {
+        f32s(t).expect("f32").iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// The sixteen-row AVX-512 path and the portable one give the same bits, forward and
+    /// backward, LayerNorm and RMSNorm, for every width it takes (16 to 128) and one it does
+    /// not, and row counts that leave the portable code a remainder of each size class (none,
+    /// under four, four and more). On a processor without AVX-512 both are the portable path.
+    #[test]
+    fn sixteen_rows_at_once_equal_the_portable_rows_bit_for_bit() {
+        for width in [16, 32, 48, 64, 96, 128, 256] {
+            for rows in [16, 35, 100, 1024, 1030] {
+                let case = format!("{rows} x {width}");
+                let (x, a, g) = (
+                    tensor(rows, width, 1),
+                    tensor(rows, width, 2),
+                    tensor(rows, width, 3),
+                );
+                let (gamma, beta) = (tensor(1, width, 4), tensor(1, width, 5));
+                for beta in [Some(&beta), None] {
+                    let [wide, portable] = [true, false]
+                        .map(|s| add_norm_on([&x, &a], &gamma, beta, 1e-6, s).expect("applies"));
+                    for (w, p) in wide.iter().zip(&portable) {
+                        assert_eq!(bits(w), bits(p), "add_norm, {case}, β {}", beta.is_some());
+                    }
+                    let centered = beta.is_some();
+                    let [wide, portable] = [true, false].map(|s| {
+                        norm_backward_on([&x, &gamma, &g], 1e-6, centered, s).expect("applies")
+                    });
+                    for (w, p) in wide.iter().zip(&portable) {
+                        assert_eq!(bits(w), bits(p), "backward, {case}, centered {centered}");
+                    }
+                }
+                let [wide, portable] =
+                    [true, false].map(|s| rms_norm_on(&x, &gamma, 1e-6, s).expect("applies"));
+                assert_eq!(bits(&wide), bits(&portable), "rms_norm, {case}");
+            }
+        }
     }
 }

@@ -1,0 +1,317 @@
+//! The norm kernels' rows sixteen at a time with AVX-512, for rows of 16 to 128 elements (a
+//! LaX latent, a small model's hidden width), to the bit what the portable code in `norm`
+//! computes.
+//!
+//! Why: a row that narrow is a few vectors, and the portable code spends it on reducing each
+//! row's sums across lanes one row at a time (a chain of shuffles and adds per sum, four per
+//! row in the backward pass) and on loop control: 0.4–0.7 ns an element at widths 32 and 64,
+//! where moving the data costs under 0.1. Here each sum of sixteen rows is reduced together
+//! ([`totals`]: one transposing tree, 45 instructions for the sixteen), and every per-row
+//! scalar (mean, inverse deviation) is computed sixteen wide.
+//!
+//! The same bits: each row's sum is taken on sixteen lanes (element `j` into lane `j % 16`, in
+//! order, from zero) and the lanes are added pairwise, halves first, exactly as `sum_by` and
+//! its `total`; every other operation is the portable code's, in its order, in IEEE single
+//! precision (no fused multiply-add). `tests` compares both paths bit for bit.
+
+use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
+
+/// Rows handled together.
+pub(super) const BLOCK: usize = 16;
+
+/// Whether these kernels can run here: the processor has AVX-512F and the rows are 16 to 128
+/// elements, a whole number of vectors.
+pub(super) fn applies(width: usize) -> bool {
+    width.is_multiple_of(16) && (16..=128).contains(&width) && is_x86_feature_detected!("avx512f")
+}
+
+/// The inputs of a forward block: `x` (and `addend`, whose sum with `x` is normalized and
+/// written to `sum`), γ, and β (empty for none).
+pub(super) struct Forward<'a> {
+    pub y: &'a mut [MaybeUninit<f32>],
+    pub x: &'a [f32],
+    pub add: Option<(&'a [f32], &'a mut [MaybeUninit<f32>])>,
+    pub gamma: &'a [f32],
+    pub beta: &'a [f32],
+    pub eps: f32,
+    pub centered: bool,
+}
+
+/// The norm of the first whole blocks of sixteen rows of `work` (rows of γ's width); the
+/// number of rows done, for the portable code to finish the rest. Call only where
+/// [`applies`] holds for γ's width.
+pub(super) fn forward(work: Forward<'_>) -> usize {
+    let width = work.gamma.len();
+    assert!(applies(width));
+    // SAFETY: AVX-512F is present (`applies`).
+    unsafe {
+        match width / 16 {
+            1 => forward_blocks::<1>(work),
+            2 => forward_blocks::<2>(work),
+            3 => forward_blocks::<3>(work),
+            4 => forward_blocks::<4>(work),
+            5 => forward_blocks::<5>(work),
+            6 => forward_blocks::<6>(work),
+            7 => forward_blocks::<7>(work),
+            _ => forward_blocks::<8>(work),
+        }
+    }
+}
+
+/// The inputs of a backward block, as `norm::NormGradientRows`: `dx` to write, the rows' `x`
+/// and output gradient `g`, γ, and the task's running dγ and dβ (added to in row order).
+pub(super) struct Backward<'a> {
+    pub dx: &'a mut [MaybeUninit<f32>],
+    pub x: &'a [f32],
+    pub g: &'a [f32],
+    pub gamma: &'a [f32],
+    pub d_gamma: &'a mut [f32],
+    pub d_beta: &'a mut [f32],
+    pub eps: f32,
+    pub centered: bool,
+}
+
+/// The gradients of the first whole blocks of sixteen rows of `work`; the number of rows
+/// done. Call only where [`applies`] holds for γ's width.
+pub(super) fn backward(work: Backward<'_>) -> usize {
+    let width = work.gamma.len();
+    assert!(applies(width));
+    // SAFETY: AVX-512F is present (`applies`).
+    unsafe {
+        match width / 16 {
+            1 => backward_blocks::<1>(work),
+            2 => backward_blocks::<2>(work),
+            3 => backward_blocks::<3>(work),
+            4 => backward_blocks::<4>(work),
+            5 => backward_blocks::<5>(work),
+            6 => backward_blocks::<6>(work),
+            7 => backward_blocks::<7>(work),
+            _ => backward_blocks::<8>(work),
+        }
+    }
+}
+
+/// Rows of `V` vectors: see [`forward`].
+#[target_feature(enable = "avx512f")]
+unsafe fn forward_blocks<const V: usize>(work: Forward<'_>) -> usize {
+    let w = 16 * V;
+    let rows = work.x.len() / w / BLOCK * BLOCK;
+    assert!(work.y.len() >= rows * w && work.gamma.len() == w);
+    assert!(work.beta.is_empty() || work.beta.len() == w);
+    let n = _mm512_set1_ps(w as f32);
+    let eps = _mm512_set1_ps(work.eps);
+    let (gamma, beta) = (
+        vectors::<V>(work.gamma),
+        (!work.beta.is_empty()).then(|| vectors::<V>(work.beta)),
+    );
+    let y = work.y.as_mut_ptr().cast::<f32>();
+    let (add, sum) = match work.add {
+        Some((addend, sum)) => {
+            assert!(addend.len() >= rows * w && sum.len() >= rows * w);
+            (Some(addend.as_ptr()), Some(sum.as_mut_ptr().cast::<f32>()))
+        }
+        None => (None, None),
+    };
+    for block in (0..rows).step_by(BLOCK) {
+        let at = block * w;
+        // The rows normalized: `x`, or `x + addend` written to `sum` and read back from it.
+        let source = match (add, sum) {
+            (Some(addend), Some(sum)) => {
+                for k in 0..BLOCK * V {
+                    let o = at + 16 * k;
+                    let s = _mm512_add_ps(load(work.x.as_ptr().add(o)), load(addend.add(o)));
+                    _mm512_storeu_ps(sum.add(o), s);
+                }
+                sum.cast_const()
+            }
+            _ => work.x.as_ptr(),
+        };
+        let row = |k: usize, v: usize| load(source.add(at + k * w + 16 * v));
+        let means = if work.centered {
+            _mm512_div_ps(totals(lanes::<V>(&row)), n)
+        } else {
+            _mm512_setzero_ps()
+        };
+        let spreads = totals(lanes::<V>(|k, v| {
+            let d = _mm512_sub_ps(row(k, v), lane(means, k));
+            _mm512_mul_ps(d, d)
+        }));
+        // 1 / √(spread / n + ε), as the portable code.
+        let root = _mm512_sqrt_ps(_mm512_add_ps(_mm512_div_ps(spreads, n), eps));
+        let inverse = _mm512_div_ps(_mm512_set1_ps(1.0), root);
+        for k in 0..BLOCK {
+            let (mean, r) = (lane(means, k), lane(inverse, k));
+            for v in 0..V {
+                let scaled =
+                    _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(row(k, v), mean), r), gamma[v]);
+                let out = match &beta {
+                    Some(beta) => _mm512_add_ps(scaled, beta[v]),
+                    None => scaled,
+                };
+                _mm512_storeu_ps(y.add(at + k * w + 16 * v), out);
+            }
+        }
+    }
+    rows
+}
+
+/// Rows of `V` vectors: see [`backward`].
+#[target_feature(enable = "avx512f")]
+unsafe fn backward_blocks<const V: usize>(work: Backward<'_>) -> usize {
+    let w = 16 * V;
+    let rows = work.x.len() / w / BLOCK * BLOCK;
+    assert!(work.dx.len() >= rows * w && work.g.len() >= rows * w && work.gamma.len() == w);
+    assert!(work.d_gamma.len() == w && work.d_beta.len() == w);
+    let n = _mm512_set1_ps(w as f32);
+    let eps = _mm512_set1_ps(work.eps);
+    let gamma = vectors::<V>(work.gamma);
+    let (mut d_gamma, mut d_beta) = (vectors::<V>(work.d_gamma), vectors::<V>(work.d_beta));
+    let dx = work.dx.as_mut_ptr().cast::<f32>();
+    for block in (0..rows).step_by(BLOCK) {
+        let at = block * w;
+        let x = |k: usize, v: usize| load(work.x.as_ptr().add(at + k * w + 16 * v));
+        let g = |k: usize, v: usize| load(work.g.as_ptr().add(at + k * w + 16 * v));
+        let means = if work.centered {
+            _mm512_div_ps(totals(lanes::<V>(x)), n)
+        } else {
+            _mm512_setzero_ps()
+        };
+        let spreads = totals(lanes::<V>(|k, v| {
+            let d = _mm512_sub_ps(x(k, v), lane(means, k));
+            _mm512_mul_ps(d, d)
+        }));
+        let root = _mm512_sqrt_ps(_mm512_add_ps(_mm512_div_ps(spreads, n), eps));
+        let inverse = _mm512_div_ps(_mm512_set1_ps(1.0), root);
+        // h = g ⊙ γ; mean(h) (0 for RMSNorm) and Σ h ⊙ (x − mean).
+        let h = |k: usize, v: usize| _mm512_mul_ps(g(k, v), gamma[v]);
+        let mean_h = if work.centered {
+            _mm512_div_ps(totals(lanes::<V>(h)), n)
+        } else {
+            _mm512_setzero_ps()
+        };
+        let along = totals(lanes::<V>(|k, v| {
+            _mm512_mul_ps(h(k, v), _mm512_sub_ps(x(k, v), lane(means, k)))
+        }));
+        // mean(h ⊙ x̂) = r · Σ h ⊙ (x − mean) / n
+        let mean_hx = _mm512_div_ps(_mm512_mul_ps(inverse, along), n);
+        for k in 0..BLOCK {
+            let (mean, r) = (lane(means, k), lane(inverse, k));
+            let (mh, mhx) = (lane(mean_h, k), lane(mean_hx, k));
+            for v in 0..V {
+                let (g, centered) = (g(k, v), _mm512_sub_ps(x(k, v), mean));
+                d_gamma[v] =
+                    _mm512_add_ps(d_gamma[v], _mm512_mul_ps(_mm512_mul_ps(g, centered), r));
+                d_beta[v] = _mm512_add_ps(d_beta[v], g);
+                let normalized = _mm512_mul_ps(centered, r);
+                let inner =
+                    _mm512_sub_ps(_mm512_sub_ps(h(k, v), mh), _mm512_mul_ps(normalized, mhx));
+                _mm512_storeu_ps(dx.add(at + k * w + 16 * v), _mm512_mul_ps(r, inner));
+            }
+        }
+    }
+    store::<V>(work.d_gamma, d_gamma);
+    store::<V>(work.d_beta, d_beta);
+    rows
+}
+
+/// Each of sixteen rows' terms `term(k, v)` (row `k`, vector `v`) added on sixteen lanes in
+/// vector order from zero: the lanes `sum_by` keeps, one register per row.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn lanes<const V: usize>(term: impl Fn(usize, usize) -> __m512) -> [__m512; BLOCK] {
+    let mut sums = [_mm512_setzero_ps(); BLOCK];
+    for (k, sum) in sums.iter_mut().enumerate() {
+        for v in 0..V {
+            *sum = _mm512_add_ps(*sum, term(k, v));
+        }
+    }
+    sums
+}
+
+/// The sixteen rows' lanes each added pairwise as `total` adds them (lane i and i + 8, then
+/// i and i + 4, i and i + 2, i and i + 1): lane `k` of the result is row `k`'s total. A tree
+/// that transposes as it adds, two rows into one register at each level.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn totals(rows: [__m512; BLOCK]) -> __m512 {
+    // Each level below moves row k's result to lane 4 (k % 4) + k / 4; feeding the rows in
+    // that order's inverse leaves row k in lane k.
+    let mut order = [_mm512_setzero_ps(); BLOCK];
+    for (p, row) in order.iter_mut().enumerate() {
+        *row = rows[(p % 4) * 4 + p / 4];
+    }
+    // Halves: [a.lo + a.hi, b.lo + b.hi], eight sums of each of two rows.
+    let mut halves = [_mm512_setzero_ps(); 8];
+    for (j, half) in halves.iter_mut().enumerate() {
+        let (a, b) = (order[2 * j], order[2 * j + 1]);
+        let (low, high) = (
+            _mm512_shuffle_f32x4::<0x44>(a, b),
+            _mm512_shuffle_f32x4::<0xEE>(a, b),
+        );
+        *half = _mm512_add_ps(low, high);
+    }
+    // Quarters: four sums of each of four rows, a row to each 128-bit quarter.
+    let mut quarters = [_mm512_setzero_ps(); 4];
+    for (j, quarter) in quarters.iter_mut().enumerate() {
+        let (c, d) = (halves[2 * j], halves[2 * j + 1]);
+        let (low, high) = (
+            _mm512_shuffle_f32x4::<0x88>(c, d),
+            _mm512_shuffle_f32x4::<0xDD>(c, d),
+        );
+        *quarter = _mm512_add_ps(low, high);
+    }
+    // Pairs: within each quarter, two sums of each of two rows.
+    let mut pairs = [_mm512_setzero_ps(); 2];
+    for (j, pair) in pairs.iter_mut().enumerate() {
+        let (e, f) = (quarters[2 * j], quarters[2 * j + 1]);
+        let (low, high) = (
+            _mm512_shuffle_ps::<0x44>(e, f),
+            _mm512_shuffle_ps::<0xEE>(e, f),
+        );
+        *pair = _mm512_add_ps(low, high);
+    }
+    let (g, h) = (pairs[0], pairs[1]);
+    _mm512_add_ps(
+        _mm512_shuffle_ps::<0x88>(g, h),
+        _mm512_shuffle_ps::<0xDD>(g, h),
+    )
+}
+
+/// Lane `k` of `v` in every lane.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn lane(v: __m512, k: usize) -> __m512 {
+    _mm512_permutexvar_ps(_mm512_set1_epi32(k as i32), v)
+}
+
+/// # Safety
+/// `at` points at 16 readable f32.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn load(at: *const f32) -> __m512 {
+    _mm512_loadu_ps(at)
+}
+
+/// `V` vectors of a row (`row` holds 16·V elements).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn vectors<const V: usize>(row: &[f32]) -> [__m512; V] {
+    assert_eq!(row.len(), 16 * V);
+    let mut out = [_mm512_setzero_ps(); V];
+    for (v, out) in out.iter_mut().enumerate() {
+        // SAFETY: `row` holds 16·V elements (asserted).
+        *out = unsafe { load(row.as_ptr().add(16 * v)) };
+    }
+    out
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn store<const V: usize>(row: &mut [f32], values: [__m512; V]) {
+    assert_eq!(row.len(), 16 * V);
+    for (v, value) in values.into_iter().enumerate() {
+        // SAFETY: `row` holds 16·V elements (asserted).
+        unsafe { _mm512_storeu_ps(row.as_mut_ptr().add(16 * v), value) };
+    }
+}
