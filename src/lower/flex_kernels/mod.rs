@@ -7,7 +7,7 @@
 //! - `activation`: GELU, SiLU and SwiGLU, forward and backward;
 //! - `softmax`: softmax with an additive mask, and its backward;
 //! - `norm`: RMSNorm forward, either norm of a sum (`add_norm`), both norms' backward;
-//!   `norm_avx512` takes their rows of 16 to 128 elements sixteen rows at a time;
+//!   `norm_avx512` takes their rows of 16 to 256 elements sixteen rows at a time;
 //! - `rope`: rotate-half RoPE and its transpose;
 //! - `kron`: the Kronecker product of a tensor gate's two cores, and its backward;
 //! - `scale`: the linear gate's product by a scalar, and its backward;

@@ -1,4 +1,4 @@
-//! The norm kernels' rows sixteen at a time with AVX-512, for rows of 16 to 128 elements (a
+//! The norm kernels' rows sixteen at a time with AVX-512, for rows of 16 to 256 elements (a
 //! LaX latent, a small model's hidden width), to the bit what the portable code in `norm`
 //! computes.
 //!
@@ -19,11 +19,15 @@ use std::mem::MaybeUninit;
 
 /// Rows handled together.
 pub(super) const BLOCK: usize = 16;
+/// The widest rows taken: a tiny model's hidden width (256) as well as LaX latents.
+const MAX_WIDTH: usize = 256;
 
-/// Whether these kernels can run here: the processor has AVX-512F and the rows are 16 to 128
+/// Whether these kernels can run here: the processor has AVX-512F and the rows are 16 to 256
 /// elements, a whole number of vectors.
 pub(super) fn applies(width: usize) -> bool {
-    width.is_multiple_of(16) && (16..=128).contains(&width) && is_x86_feature_detected!("avx512f")
+    width.is_multiple_of(16)
+        && (16..=MAX_WIDTH).contains(&width)
+        && is_x86_feature_detected!("avx512f")
 }
 
 /// The inputs of a forward block: `x` (and `addend`, whose sum with `x` is normalized and
@@ -54,7 +58,15 @@ pub(super) fn forward(work: Forward<'_>) -> usize {
             5 => forward_blocks::<5>(work),
             6 => forward_blocks::<6>(work),
             7 => forward_blocks::<7>(work),
-            _ => forward_blocks::<8>(work),
+            8 => forward_blocks::<8>(work),
+            9 => forward_blocks::<9>(work),
+            10 => forward_blocks::<10>(work),
+            11 => forward_blocks::<11>(work),
+            12 => forward_blocks::<12>(work),
+            13 => forward_blocks::<13>(work),
+            14 => forward_blocks::<14>(work),
+            15 => forward_blocks::<15>(work),
+            _ => forward_blocks::<16>(work),
         }
     }
 }
@@ -87,7 +99,15 @@ pub(super) fn backward(work: Backward<'_>) -> usize {
             5 => backward_blocks::<5>(work),
             6 => backward_blocks::<6>(work),
             7 => backward_blocks::<7>(work),
-            _ => backward_blocks::<8>(work),
+            8 => backward_blocks::<8>(work),
+            9 => backward_blocks::<9>(work),
+            10 => backward_blocks::<10>(work),
+            11 => backward_blocks::<11>(work),
+            12 => backward_blocks::<12>(work),
+            13 => backward_blocks::<13>(work),
+            14 => backward_blocks::<14>(work),
+            15 => backward_blocks::<15>(work),
+            _ => backward_blocks::<16>(work),
         }
     }
 }
