@@ -113,6 +113,10 @@ pub(super) fn backward(work: Backward<'_>) -> usize {
 }
 
 /// Rows of `V` vectors: see [`forward`].
+///
+/// # Safety
+/// The processor has AVX-512F. (Every pointer read or written is inside a slice whose length
+/// is asserted first.)
 #[target_feature(enable = "avx512f")]
 unsafe fn forward_blocks<const V: usize>(work: Forward<'_>) -> usize {
     let w = 16 * V;
@@ -177,6 +181,9 @@ unsafe fn forward_blocks<const V: usize>(work: Forward<'_>) -> usize {
 }
 
 /// Rows of `V` vectors: see [`backward`].
+///
+/// # Safety
+/// As [`forward_blocks`].
 #[target_feature(enable = "avx512f")]
 unsafe fn backward_blocks<const V: usize>(work: Backward<'_>) -> usize {
     let w = 16 * V;
