@@ -1,8 +1,8 @@
-//! The Flex kernels on a LaX pathway's latent, alone: nanoseconds per element of each, on one
-//! thread, and GFLOP/s of its products on one thread and two, for a profile-free comparison of
-//! two builds (`cargo bench --bench kernels`; the step-level comparison is `bench/ab.py`).
-//! Shapes: tokens × width, the tiny bench specs' 1024 tokens at a pathway's rank (64) and at
-//! the hidden width (256).
+//! The Flex kernels on a LaX pathway's latent, alone: nanoseconds per element of each and µs
+//! per whole pathway in an autodiff step, on one thread and two, and GFLOP/s of its products,
+//! for a profile-free comparison of two builds (`cargo bench --bench kernels`; the step-level
+//! comparison is `bench/ab.py`). Shapes: tokens × width, the tiny bench specs' 1024 tokens at
+//! a ViT's and a LLaMA's pathway rank (32, 64) and at the hidden width (256).
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
@@ -45,28 +45,23 @@ fn main() {
     // The kernels run on a thread of the pool, as in training (`session::dispatch`): called
     // from outside it, each call would pay a hand-off to the pool's thread and back, which
     // outweighed the kernels themselves at these sizes.
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build_global()
-        .expect("one thread");
-    rayon::scope(|_| norms());
-    let two = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .expect("a pool");
-    println!("two threads:");
-    two.install(|| laxc::train::pool::run_awake(norms));
     for threads in [1, 2] {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .expect("a pool");
-        pool.install(|| laxc::train::pool::run_awake(|| pathways(threads)));
+        println!("{threads} thread(s):");
+        pool.install(|| {
+            laxc::train::pool::run_awake(|| {
+                norms();
+                pathways(threads);
+            })
+        });
     }
     products();
 }
 
-/// The norm kernels, and Flex's own add for scale, at a pathway's width and the hidden one.
+/// The norm kernels, and Flex's own add for scale, at pathways' widths and the hidden one.
 fn norms() {
     for width in [32, 64, 256] {
         let rows = 1024;
@@ -138,8 +133,8 @@ fn products() {
 }
 
 /// A LaX pathway's whole cost in an autodiff step, per pathway: `Norm(z + g(h)) · B` forward
-/// and backward against `z · B`, in µs, on one thread and two (as training runs), for identity and linear gates at the
-/// tiny LLaMA's latent (1024 × 64) and the tiny ViT's (1088 × 32). What the step-level A/B
+/// and backward against `z · B`, in µs, for identity and linear gates at the tiny LLaMA's
+/// latent (1024 × 64) and the tiny ViT's (1088 × 32). What the step-level A/B
 /// cannot resolve (a pathway is 1–3 % of a step) this times alone: every node, kernel,
 /// allocation and gradient hand-off a pathway adds.
 fn pathways(threads: usize) {

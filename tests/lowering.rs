@@ -874,9 +874,10 @@ fn the_rope_node_matches_its_composed_form() {
     );
 }
 
-/// The matrix product as one node (`fused::matmul`, on Flex gemm writing its own output) on
-/// Flex and on the f64 backend: values and both operands' gradients equal Burn's `matmul` times
-/// the scale, for plain, transposed-view and batched operands, with products small, large
+/// The matrix product as one node (`fused::matmul`, on Flex gemm writing its own output, and
+/// `fused::matmul_transposed`, which reads `b` transposed itself) on Flex and on the f64
+/// backend: values and both operands' gradients equal Burn's `matmul` times the scale, for
+/// plain, transposed-view and batched operands, with products small, large
 /// enough to share out one product, and a batch shared out one product per thread; broadcast
 /// batch axes take Burn's product. In f64 the gradients also equal finite differences.
 #[test]
@@ -891,13 +892,15 @@ fn the_matrix_product_node_matches_burns_matmul() {
             Tensor::<T, 3>::from_data(TensorData::new(v, shape.to_vec()), &dev).require_grad()
         };
         // (a's shape, b's shape as stored, b read transposed, scale)
-        let cases: [([usize; 3], [usize; 3], bool, f64); 6] = [
+        let cases: [([usize; 3], [usize; 3], bool, f64); 8] = [
             ([1, 5, 7], [1, 7, 3], false, 1.0),
             ([1, 5, 7], [1, 3, 7], true, 0.5),
             ([6, 6, 4], [6, 5, 4], true, 0.5),
             ([8, 64, 64], [8, 64, 64], false, 1.0),
+            ([8, 64, 64], [8, 64, 64], true, 0.25),
             ([1, 200, 200], [1, 200, 200], true, 0.125),
             ([3, 5, 4], [1, 4, 3], false, 2.0),
+            ([3, 5, 4], [1, 3, 4], true, 2.0),
         ];
         for (i, (sa, sb, transposed, scale)) in cases.into_iter().enumerate() {
             let read = |b: Tensor<T, 3>| if transposed { b.swap_dims(1, 2) } else { b };

@@ -212,17 +212,19 @@ fn total(lanes: [f32; LANES]) -> f32 {
 }
 
 /// Work whose loops vectorize, run by [`vectorized`]. Every implementation marks `run`
-/// `#[inline(always)]`: that is what compiles it into the AVX2 copy. (A closure there is
+/// `#[inline(always)]`: that is what compiles it into the AVX-512 and AVX2 copies. (A closure
+/// there is
 /// often called rather than inlined, and then runs as built for the baseline, four wide at
-/// best: seen in the profile of the first version of these kernels.)
+/// best: seen in the profile of the first version of these kernels, and of RoPE's until
+/// attempt 40.)
 pub(super) trait Kernel {
     type Output;
     fn run(self) -> Self::Output;
 }
 
 /// Runs `work` compiled for AVX-512 where the processor has it (its loops then vectorize sixteen
-/// wide: the norm kernels on a rank-64 latent ran 15–30 % faster than eight wide), else for AVX2
-/// and FMA (eight wide), else as built for the baseline. The result is the same to the bit on
+/// wide: the portable norm kernels on a rank-64 latent ran 15–30 % faster than eight wide),
+/// else for AVX2 and FMA (eight wide), else as built for the baseline. The result is the same to the bit on
 /// each: the sums' order is fixed by [`LANES`], and no multiply and add is fused unless written
 /// as `mul_add`.
 #[inline(always)]

@@ -20,12 +20,13 @@ pub fn rms_norm(x: &FlexTensor, gamma: &FlexTensor, epsilon: f64) -> Option<Flex
     rms_norm_on(x, gamma, epsilon, true)
 }
 
-/// [`rms_norm`], whole blocks of sixteen rows by `norm_avx512` if `sixteen`.
+/// [`rms_norm`], whole blocks of sixteen rows by `norm_avx512` if
+/// `sixteen_row_blocks` (a switch for the test that compares the two paths).
 fn rms_norm_on(
     x: &FlexTensor,
     gamma: &FlexTensor,
     epsilon: f64,
-    sixteen: bool,
+    sixteen_row_blocks: bool,
 ) -> Option<FlexTensor> {
     let (xs, gs) = (f32s(x)?, f32s(gamma)?);
     let width = rows_of(x, gs.len())?;
@@ -42,7 +43,7 @@ fn rms_norm_on(
                 params: [gs, &[]],
                 eps,
                 centered: false,
-                sixteen,
+                sixteen_row_blocks,
             })
         });
     // SAFETY: `NormRows` writes every element of its `y`, and the tasks' `y` cover the buffer.
@@ -62,13 +63,14 @@ pub fn add_norm(
     add_norm_on([x, addend], gamma, beta, epsilon, true)
 }
 
-/// [`add_norm`], whole blocks of sixteen rows by `norm_avx512` if `sixteen`.
+/// [`add_norm`], whole blocks of sixteen rows by `norm_avx512` if
+/// `sixteen_row_blocks` (a switch for the test that compares the two paths).
 fn add_norm_on(
     [x, addend]: [&FlexTensor; 2],
     gamma: &FlexTensor,
     beta: Option<&FlexTensor>,
     epsilon: f64,
-    sixteen: bool,
+    sixteen_row_blocks: bool,
 ) -> Option<[FlexTensor; 2]> {
     let (xs, adds, gammas) = (f32s(x)?, f32s(addend)?, f32s(gamma)?);
     let betas = match beta {
@@ -93,7 +95,7 @@ fn add_norm_on(
                 params: [gammas, betas],
                 eps,
                 centered: beta.is_some(),
-                sixteen,
+                sixteen_row_blocks,
             })
         });
     // SAFETY: `NormRows` writes every element of its `y` and `sum`, which the tasks cover.
@@ -116,12 +118,13 @@ pub fn norm_backward(
     norm_backward_on([x, gamma, g], epsilon, centered, true)
 }
 
-/// [`norm_backward`], whole blocks of sixteen rows by `norm_avx512` if `sixteen`.
+/// [`norm_backward`], whole blocks of sixteen rows by `norm_avx512` if
+/// `sixteen_row_blocks` (a switch for the test that compares the two paths).
 fn norm_backward_on(
     [x, gamma, g]: [&FlexTensor; 3],
     epsilon: f64,
     centered: bool,
-    sixteen: bool,
+    sixteen_row_blocks: bool,
 ) -> Option<[FlexTensor; 3]> {
     let (xs, gammas, gs) = (f32s(x)?, f32s(gamma)?, f32s(g)?);
     let width = rows_of(x, gammas.len())?;
@@ -144,7 +147,7 @@ fn norm_backward_on(
                 sums: &mut sums,
                 eps,
                 centered,
-                sixteen,
+                sixteen_row_blocks,
             });
             sums
         })
@@ -181,7 +184,7 @@ struct NormRows<'a> {
     centered: bool,
     /// Whether whole blocks of sixteen rows may take `norm_avx512` (tests turn it off to
     /// compare the two paths).
-    sixteen: bool,
+    sixteen_row_blocks: bool,
 }
 
 impl Kernel for NormRows<'_> {
@@ -250,8 +253,8 @@ struct NormGradientRows<'a> {
     sums: &'a mut ColumnSums,
     eps: f32,
     centered: bool,
-    /// As `NormRows::sixteen`.
-    sixteen: bool,
+    /// As `NormRows::sixteen_row_blocks`.
+    sixteen_row_blocks: bool,
 }
 
 impl Kernel for NormGradientRows<'_> {
@@ -280,8 +283,8 @@ impl Kernel for NormGradientRows<'_> {
 #[inline(always)]
 fn sixteen_rows_forward(work: &mut NormRows<'_>) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if work.sixteen && norm_avx512::applies(work.params[0].len()) {
-        return norm_avx512::forward(norm_avx512::Forward {
+    if work.sixteen_row_blocks && norm_avx512::applies(work.params[0].len()) {
+        return norm_avx512::forward(norm_avx512::ForwardRows {
             y: &mut *work.y,
             x: work.x,
             add: work.add.as_mut().map(|(addend, sum)| (*addend, &mut **sum)),
@@ -298,8 +301,8 @@ fn sixteen_rows_forward(work: &mut NormRows<'_>) -> usize {
 #[inline(always)]
 fn sixteen_rows_backward(work: &mut NormGradientRows<'_>) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if work.sixteen && norm_avx512::applies(work.gammas.len()) {
-        return norm_avx512::backward(norm_avx512::Backward {
+    if work.sixteen_row_blocks && norm_avx512::applies(work.gammas.len()) {
+        return norm_avx512::backward(norm_avx512::GradientRows {
             dx: &mut *work.dx,
             x: work.x,
             g: work.g,
@@ -493,7 +496,21 @@ mod tests {
     /// under four, four and more). On a processor without AVX-512 both are the portable path.
     #[test]
     fn sixteen_rows_at_once_equal_the_portable_rows_bit_for_bit() {
+        #[cfg(target_arch = "x86_64")]
+        let wide = is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let wide = false;
+        if !wide {
+            eprintln!("no AVX-512 here: both paths are the portable code, compared all the same");
+        }
         for width in [16, 32, 48, 64, 96, 128, 176, 256, 272, 384] {
+            // The sixteen-row path is taken exactly where it should be (not vacuously equal).
+            #[cfg(target_arch = "x86_64")]
+            assert_eq!(
+                norm_avx512::applies(width),
+                wide && width <= 256,
+                "width {width}"
+            );
             for rows in [16, 35, 100, 1024, 1030] {
                 let case = format!("{rows} x {width}");
                 let (x, a, g) = (

@@ -30,9 +30,34 @@ pub(super) fn applies(width: usize) -> bool {
         && is_x86_feature_detected!("avx512f")
 }
 
+/// `$blocks::<V>($work)` for rows of `$width = 16 · V` elements, V from 1 to 16: one copy of
+/// the code per row width, its vectors counted at compile time.
+macro_rules! by_vectors {
+    ($width:expr, $blocks:ident, $work:expr) => {
+        match $width / 16 {
+            1 => $blocks::<1>($work),
+            2 => $blocks::<2>($work),
+            3 => $blocks::<3>($work),
+            4 => $blocks::<4>($work),
+            5 => $blocks::<5>($work),
+            6 => $blocks::<6>($work),
+            7 => $blocks::<7>($work),
+            8 => $blocks::<8>($work),
+            9 => $blocks::<9>($work),
+            10 => $blocks::<10>($work),
+            11 => $blocks::<11>($work),
+            12 => $blocks::<12>($work),
+            13 => $blocks::<13>($work),
+            14 => $blocks::<14>($work),
+            15 => $blocks::<15>($work),
+            _ => $blocks::<16>($work),
+        }
+    };
+}
+
 /// The inputs of a forward block: `x` (and `addend`, whose sum with `x` is normalized and
 /// written to `sum`), γ, and β (empty for none).
-pub(super) struct Forward<'a> {
+pub(super) struct ForwardRows<'a> {
     pub y: &'a mut [MaybeUninit<f32>],
     pub x: &'a [f32],
     pub add: Option<(&'a [f32], &'a mut [MaybeUninit<f32>])>,
@@ -45,35 +70,16 @@ pub(super) struct Forward<'a> {
 /// The norm of the first whole blocks of sixteen rows of `work` (rows of γ's width); the
 /// number of rows done, for the portable code to finish the rest. Call only where
 /// [`applies`] holds for γ's width.
-pub(super) fn forward(work: Forward<'_>) -> usize {
+pub(super) fn forward(work: ForwardRows<'_>) -> usize {
     let width = work.gamma.len();
     assert!(applies(width));
     // SAFETY: AVX-512F is present (`applies`).
-    unsafe {
-        match width / 16 {
-            1 => forward_blocks::<1>(work),
-            2 => forward_blocks::<2>(work),
-            3 => forward_blocks::<3>(work),
-            4 => forward_blocks::<4>(work),
-            5 => forward_blocks::<5>(work),
-            6 => forward_blocks::<6>(work),
-            7 => forward_blocks::<7>(work),
-            8 => forward_blocks::<8>(work),
-            9 => forward_blocks::<9>(work),
-            10 => forward_blocks::<10>(work),
-            11 => forward_blocks::<11>(work),
-            12 => forward_blocks::<12>(work),
-            13 => forward_blocks::<13>(work),
-            14 => forward_blocks::<14>(work),
-            15 => forward_blocks::<15>(work),
-            _ => forward_blocks::<16>(work),
-        }
-    }
+    unsafe { by_vectors!(width, forward_blocks, work) }
 }
 
 /// The inputs of a backward block, as `norm::NormGradientRows`: `dx` to write, the rows' `x`
 /// and output gradient `g`, γ, and the task's running dγ and dβ (added to in row order).
-pub(super) struct Backward<'a> {
+pub(super) struct GradientRows<'a> {
     pub dx: &'a mut [MaybeUninit<f32>],
     pub x: &'a [f32],
     pub g: &'a [f32],
@@ -86,30 +92,11 @@ pub(super) struct Backward<'a> {
 
 /// The gradients of the first whole blocks of sixteen rows of `work`; the number of rows
 /// done. Call only where [`applies`] holds for γ's width.
-pub(super) fn backward(work: Backward<'_>) -> usize {
+pub(super) fn backward(work: GradientRows<'_>) -> usize {
     let width = work.gamma.len();
     assert!(applies(width));
     // SAFETY: AVX-512F is present (`applies`).
-    unsafe {
-        match width / 16 {
-            1 => backward_blocks::<1>(work),
-            2 => backward_blocks::<2>(work),
-            3 => backward_blocks::<3>(work),
-            4 => backward_blocks::<4>(work),
-            5 => backward_blocks::<5>(work),
-            6 => backward_blocks::<6>(work),
-            7 => backward_blocks::<7>(work),
-            8 => backward_blocks::<8>(work),
-            9 => backward_blocks::<9>(work),
-            10 => backward_blocks::<10>(work),
-            11 => backward_blocks::<11>(work),
-            12 => backward_blocks::<12>(work),
-            13 => backward_blocks::<13>(work),
-            14 => backward_blocks::<14>(work),
-            15 => backward_blocks::<15>(work),
-            _ => backward_blocks::<16>(work),
-        }
-    }
+    unsafe { by_vectors!(width, backward_blocks, work) }
 }
 
 /// Rows of `V` vectors: see [`forward`].
@@ -118,13 +105,11 @@ pub(super) fn backward(work: Backward<'_>) -> usize {
 /// The processor has AVX-512F. (Every pointer read or written is inside a slice whose length
 /// is asserted first.)
 #[target_feature(enable = "avx512f")]
-unsafe fn forward_blocks<const V: usize>(work: Forward<'_>) -> usize {
+unsafe fn forward_blocks<const V: usize>(work: ForwardRows<'_>) -> usize {
     let w = 16 * V;
     let rows = work.x.len() / w / BLOCK * BLOCK;
     assert!(work.y.len() >= rows * w && work.gamma.len() == w);
     assert!(work.beta.is_empty() || work.beta.len() == w);
-    let n = _mm512_set1_ps(w as f32);
-    let eps = _mm512_set1_ps(work.eps);
     let (gamma, beta) = (
         vectors::<V>(work.gamma),
         (!work.beta.is_empty()).then(|| vectors::<V>(work.beta)),
@@ -152,20 +137,9 @@ unsafe fn forward_blocks<const V: usize>(work: Forward<'_>) -> usize {
             _ => work.x.as_ptr(),
         };
         let row = |k: usize, v: usize| load(source.add(at + k * w + 16 * v));
-        let means = if work.centered {
-            _mm512_div_ps(totals(lanes::<V>(&row)), n)
-        } else {
-            _mm512_setzero_ps()
-        };
-        let spreads = totals(lanes::<V>(|k, v| {
-            let d = _mm512_sub_ps(row(k, v), lane(means, k));
-            _mm512_mul_ps(d, d)
-        }));
-        // 1 / √(spread / n + ε), as the portable code.
-        let root = _mm512_sqrt_ps(_mm512_add_ps(_mm512_div_ps(spreads, n), eps));
-        let inverse = _mm512_div_ps(_mm512_set1_ps(1.0), root);
+        let (means, inverse) = statistics::<V>(&row, work.centered, work.eps);
         for k in 0..BLOCK {
-            let (mean, r) = (lane(means, k), lane(inverse, k));
+            let (mean, r) = (broadcast_lane(means, k), broadcast_lane(inverse, k));
             for v in 0..V {
                 let scaled =
                     _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(row(k, v), mean), r), gamma[v]);
@@ -185,13 +159,12 @@ unsafe fn forward_blocks<const V: usize>(work: Forward<'_>) -> usize {
 /// # Safety
 /// As [`forward_blocks`].
 #[target_feature(enable = "avx512f")]
-unsafe fn backward_blocks<const V: usize>(work: Backward<'_>) -> usize {
+unsafe fn backward_blocks<const V: usize>(work: GradientRows<'_>) -> usize {
     let w = 16 * V;
     let rows = work.x.len() / w / BLOCK * BLOCK;
     assert!(work.dx.len() >= rows * w && work.g.len() >= rows * w && work.gamma.len() == w);
     assert!(work.d_gamma.len() == w && work.d_beta.len() == w);
     let n = _mm512_set1_ps(w as f32);
-    let eps = _mm512_set1_ps(work.eps);
     let gamma = vectors::<V>(work.gamma);
     let (mut d_gamma, mut d_beta) = (vectors::<V>(work.d_gamma), vectors::<V>(work.d_beta));
     let dx = work.dx.as_mut_ptr().cast::<f32>();
@@ -199,17 +172,7 @@ unsafe fn backward_blocks<const V: usize>(work: Backward<'_>) -> usize {
         let at = block * w;
         let x = |k: usize, v: usize| load(work.x.as_ptr().add(at + k * w + 16 * v));
         let g = |k: usize, v: usize| load(work.g.as_ptr().add(at + k * w + 16 * v));
-        let means = if work.centered {
-            _mm512_div_ps(totals(lanes::<V>(x)), n)
-        } else {
-            _mm512_setzero_ps()
-        };
-        let spreads = totals(lanes::<V>(|k, v| {
-            let d = _mm512_sub_ps(x(k, v), lane(means, k));
-            _mm512_mul_ps(d, d)
-        }));
-        let root = _mm512_sqrt_ps(_mm512_add_ps(_mm512_div_ps(spreads, n), eps));
-        let inverse = _mm512_div_ps(_mm512_set1_ps(1.0), root);
+        let (means, inverse) = statistics::<V>(&x, work.centered, work.eps);
         // h = g ⊙ γ; mean(h) (0 for RMSNorm) and Σ h ⊙ (x − mean).
         let h = |k: usize, v: usize| _mm512_mul_ps(g(k, v), gamma[v]);
         let mean_h = if work.centered {
@@ -218,13 +181,13 @@ unsafe fn backward_blocks<const V: usize>(work: Backward<'_>) -> usize {
             _mm512_setzero_ps()
         };
         let along = totals(lanes::<V>(|k, v| {
-            _mm512_mul_ps(h(k, v), _mm512_sub_ps(x(k, v), lane(means, k)))
+            _mm512_mul_ps(h(k, v), _mm512_sub_ps(x(k, v), broadcast_lane(means, k)))
         }));
         // mean(h ⊙ x̂) = r · Σ h ⊙ (x − mean) / n
         let mean_hx = _mm512_div_ps(_mm512_mul_ps(inverse, along), n);
         for k in 0..BLOCK {
-            let (mean, r) = (lane(means, k), lane(inverse, k));
-            let (mh, mhx) = (lane(mean_h, k), lane(mean_hx, k));
+            let (mean, r) = (broadcast_lane(means, k), broadcast_lane(inverse, k));
+            let (mh, mhx) = (broadcast_lane(mean_h, k), broadcast_lane(mean_hx, k));
             for v in 0..V {
                 let (g, centered) = (g(k, v), _mm512_sub_ps(x(k, v), mean));
                 d_gamma[v] =
@@ -240,6 +203,33 @@ unsafe fn backward_blocks<const V: usize>(work: Backward<'_>) -> usize {
     store::<V>(work.d_gamma, d_gamma);
     store::<V>(work.d_beta, d_beta);
     rows
+}
+
+/// Sixteen rows' means (0 where not `centered`: RMSNorm) and inverse deviations
+/// `1 / √(mean((x − mean)²) + ε)`, lane `k` row `k`'s, each as the portable code's
+/// `row_statistics`; `row(k, v)` is row `k`'s vector `v`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn statistics<const V: usize>(
+    row: &impl Fn(usize, usize) -> __m512,
+    centered: bool,
+    eps: f32,
+) -> (__m512, __m512) {
+    let n = _mm512_set1_ps((16 * V) as f32);
+    let means = if centered {
+        _mm512_div_ps(totals(lanes::<V>(row)), n)
+    } else {
+        _mm512_setzero_ps()
+    };
+    let spreads = totals(lanes::<V>(|k, v| {
+        let d = _mm512_sub_ps(row(k, v), broadcast_lane(means, k));
+        _mm512_mul_ps(d, d)
+    }));
+    let root = _mm512_sqrt_ps(_mm512_add_ps(
+        _mm512_div_ps(spreads, n),
+        _mm512_set1_ps(eps),
+    ));
+    (means, _mm512_div_ps(_mm512_set1_ps(1.0), root))
 }
 
 /// Each of sixteen rows' terms `term(k, v)` (row `k`, vector `v`) added on sixteen lanes in
@@ -308,7 +298,7 @@ fn totals(rows: [__m512; BLOCK]) -> __m512 {
 /// Lane `k` of `v` in every lane.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn lane(v: __m512, k: usize) -> __m512 {
+fn broadcast_lane(v: __m512, k: usize) -> __m512 {
     _mm512_permutexvar_ps(_mm512_set1_epi32(k as i32), v)
 }
 
