@@ -47,18 +47,7 @@ pub fn matmul<B: Backend, const D: usize>(
     b: Tensor<B, D>,
     scale: f64,
 ) -> Tensor<B, D> {
-    if a.dims()[..D - 2] != b.dims()[..D - 2] {
-        return composed::matmul(a, b, scale);
-    }
-    let inputs = [a, b].map(|t| t.into_primitive().tensor());
-    let op = MatMul {
-        scale,
-        b_transposed: false,
-    };
-    match as_node::<B, _, 2>(op, inputs) {
-        Ok(out) => float(out),
-        Err([a, b]) => composed::matmul(float(a), float(b), scale),
-    }
+    product_node(a, b, scale, false)
 }
 
 /// `scale · a · bᵀ` over the last two axes, for a `b` stored row by row (attention's keys, a
@@ -70,17 +59,34 @@ pub fn matmul_transposed<B: Backend, const D: usize>(
     b: Tensor<B, D>,
     scale: f64,
 ) -> Tensor<B, D> {
+    product_node(a, b, scale, true)
+}
+
+/// [`matmul`] (`b_transposed` false) or [`matmul_transposed`]: one node where the batch axes
+/// match, else Burn's product.
+fn product_node<B: Backend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+    scale: f64,
+    b_transposed: bool,
+) -> Tensor<B, D> {
+    let composed = |a, b: Tensor<B, D>| match b_transposed {
+        true => composed::matmul(a, b.swap_dims(D - 2, D - 1), scale),
+        false => composed::matmul(a, b, scale),
+    };
     if a.dims()[..D - 2] != b.dims()[..D - 2] {
-        return composed::matmul(a, b.swap_dims(D - 2, D - 1), scale);
+        return composed(a, b);
     }
     let inputs = [a, b].map(|t| t.into_primitive().tensor());
-    let op = MatMul {
-        scale,
-        b_transposed: true,
-    };
-    match as_node::<B, _, 2>(op, inputs) {
+    match as_node::<B, _, 2>(
+        MatMul {
+            scale,
+            b_transposed,
+        },
+        inputs,
+    ) {
         Ok(out) => float(out),
-        Err([a, b]) => composed::matmul(float(a), float::<B, D>(b).swap_dims(D - 2, D - 1), scale),
+        Err([a, b]) => composed(float(a), float(b)),
     }
 }
 
