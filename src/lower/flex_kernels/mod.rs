@@ -213,10 +213,9 @@ fn total(lanes: [f32; LANES]) -> f32 {
 
 /// Work whose loops vectorize, run by [`vectorized`]. Every implementation marks `run`
 /// `#[inline(always)]`: that is what compiles it into the AVX-512 and AVX2 copies. (A closure
-/// there is
-/// often called rather than inlined, and then runs as built for the baseline, four wide at
-/// best: seen in the profile of the first version of these kernels, and of RoPE's until
-/// attempt 40.)
+/// there is often called rather than inlined, and then runs as built for the baseline, four
+/// wide at best: seen in the profile of the first version of these kernels, and of RoPE's
+/// until attempt 40.)
 pub(super) trait Kernel {
     type Output;
     fn run(self) -> Self::Output;
@@ -224,9 +223,9 @@ pub(super) trait Kernel {
 
 /// Runs `work` compiled for AVX-512 where the processor has it (its loops then vectorize sixteen
 /// wide: the portable norm kernels on a rank-64 latent ran 15–30 % faster than eight wide),
-/// else for AVX2 and FMA (eight wide), else as built for the baseline. The result is the same to the bit on
-/// each: the sums' order is fixed by [`LANES`], and no multiply and add is fused unless written
-/// as `mul_add`.
+/// else for AVX2 and FMA (eight wide), else as built for the baseline. The result is the same
+/// to the bit on each: the sums' order is fixed by [`LANES`], and no multiply and add is fused
+/// unless written as `mul_add`.
 #[inline(always)]
 pub(super) fn vectorized<K: Kernel>(work: K) -> K::Output {
     #[cfg(target_arch = "x86_64")]

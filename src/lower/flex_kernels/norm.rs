@@ -497,10 +497,10 @@ mod tests {
     #[test]
     fn sixteen_rows_at_once_equal_the_portable_rows_bit_for_bit() {
         #[cfg(target_arch = "x86_64")]
-        let wide = is_x86_feature_detected!("avx512f");
+        let has_avx512 = is_x86_feature_detected!("avx512f");
         #[cfg(not(target_arch = "x86_64"))]
-        let wide = false;
-        if !wide {
+        let has_avx512 = false;
+        if !has_avx512 {
             eprintln!("no AVX-512 here: both paths are the portable code, compared all the same");
         }
         for width in [16, 32, 48, 64, 96, 128, 176, 256, 272, 384] {
@@ -508,7 +508,7 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             assert_eq!(
                 norm_avx512::applies(width),
-                wide && width <= 256,
+                has_avx512 && width <= 256,
                 "width {width}"
             );
             for rows in [16, 35, 100, 1024, 1030] {

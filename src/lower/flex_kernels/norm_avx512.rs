@@ -115,18 +115,15 @@ unsafe fn forward_blocks<const V: usize>(work: ForwardRows<'_>) -> usize {
         (!work.beta.is_empty()).then(|| vectors::<V>(work.beta)),
     );
     let y = work.y.as_mut_ptr().cast::<f32>();
-    let (add, sum) = match work.add {
-        Some((addend, sum)) => {
-            assert!(addend.len() >= rows * w && sum.len() >= rows * w);
-            (Some(addend.as_ptr()), Some(sum.as_mut_ptr().cast::<f32>()))
-        }
-        None => (None, None),
-    };
+    let add = work.add.map(|(addend, sum)| {
+        assert!(addend.len() >= rows * w && sum.len() >= rows * w);
+        (addend.as_ptr(), sum.as_mut_ptr().cast::<f32>())
+    });
     for block in (0..rows).step_by(BLOCK) {
         let at = block * w;
         // The rows normalized: `x`, or `x + addend` written to `sum` and read back from it.
-        let source = match (add, sum) {
-            (Some(addend), Some(sum)) => {
+        let source = match add {
+            Some((addend, sum)) => {
                 for k in 0..BLOCK * V {
                     let o = at + 16 * k;
                     let s = _mm512_add_ps(load(work.x.as_ptr().add(o)), load(addend.add(o)));
@@ -134,12 +131,12 @@ unsafe fn forward_blocks<const V: usize>(work: ForwardRows<'_>) -> usize {
                 }
                 sum.cast_const()
             }
-            _ => work.x.as_ptr(),
+            None => work.x.as_ptr(),
         };
         let row = |k: usize, v: usize| load(source.add(at + k * w + 16 * v));
-        let (means, inverse) = statistics::<V>(&row, work.centered, work.eps);
+        let (centers, inverse) = statistics::<V>(&row, work.centered, work.eps);
         for k in 0..BLOCK {
-            let (mean, r) = (broadcast_lane(means, k), broadcast_lane(inverse, k));
+            let (mean, r) = (broadcast_lane(centers, k), broadcast_lane(inverse, k));
             for v in 0..V {
                 let scaled =
                     _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(row(k, v), mean), r), gamma[v]);
@@ -172,21 +169,20 @@ unsafe fn backward_blocks<const V: usize>(work: GradientRows<'_>) -> usize {
         let at = block * w;
         let x = |k: usize, v: usize| load(work.x.as_ptr().add(at + k * w + 16 * v));
         let g = |k: usize, v: usize| load(work.g.as_ptr().add(at + k * w + 16 * v));
-        let (means, inverse) = statistics::<V>(&x, work.centered, work.eps);
+        let (centers, inverse) = statistics::<V>(&x, work.centered, work.eps);
         // h = g ⊙ γ; mean(h) (0 for RMSNorm) and Σ h ⊙ (x − mean).
         let h = |k: usize, v: usize| _mm512_mul_ps(g(k, v), gamma[v]);
-        let mean_h = if work.centered {
-            _mm512_div_ps(totals(lanes::<V>(h)), n)
-        } else {
-            _mm512_setzero_ps()
+        let mean_h = match work.centered {
+            true => means::<V>(h),
+            false => _mm512_setzero_ps(),
         };
         let along = totals(lanes::<V>(|k, v| {
-            _mm512_mul_ps(h(k, v), _mm512_sub_ps(x(k, v), broadcast_lane(means, k)))
+            _mm512_mul_ps(h(k, v), _mm512_sub_ps(x(k, v), broadcast_lane(centers, k)))
         }));
         // mean(h ⊙ x̂) = r · Σ h ⊙ (x − mean) / n
         let mean_hx = _mm512_div_ps(_mm512_mul_ps(inverse, along), n);
         for k in 0..BLOCK {
-            let (mean, r) = (broadcast_lane(means, k), broadcast_lane(inverse, k));
+            let (mean, r) = (broadcast_lane(centers, k), broadcast_lane(inverse, k));
             let (mh, mhx) = (broadcast_lane(mean_h, k), broadcast_lane(mean_hx, k));
             for v in 0..V {
                 let (g, centered) = (g(k, v), _mm512_sub_ps(x(k, v), mean));
@@ -215,21 +211,24 @@ fn statistics<const V: usize>(
     centered: bool,
     eps: f32,
 ) -> (__m512, __m512) {
-    let n = _mm512_set1_ps((16 * V) as f32);
-    let means = if centered {
-        _mm512_div_ps(totals(lanes::<V>(row)), n)
-    } else {
-        _mm512_setzero_ps()
+    let centers = match centered {
+        true => means::<V>(row),
+        false => _mm512_setzero_ps(),
     };
-    let spreads = totals(lanes::<V>(|k, v| {
-        let d = _mm512_sub_ps(row(k, v), broadcast_lane(means, k));
+    let variances = means::<V>(|k, v| {
+        let d = _mm512_sub_ps(row(k, v), broadcast_lane(centers, k));
         _mm512_mul_ps(d, d)
-    }));
-    let root = _mm512_sqrt_ps(_mm512_add_ps(
-        _mm512_div_ps(spreads, n),
-        _mm512_set1_ps(eps),
-    ));
-    (means, _mm512_div_ps(_mm512_set1_ps(1.0), root))
+    });
+    let root = _mm512_sqrt_ps(_mm512_add_ps(variances, _mm512_set1_ps(eps)));
+    (centers, _mm512_div_ps(_mm512_set1_ps(1.0), root))
+}
+
+/// Sixteen rows' means of `term(k, v)` over their 16·V elements, lane `k` row `k`'s: the
+/// portable code's `sum_by(…) / n`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn means<const V: usize>(term: impl Fn(usize, usize) -> __m512) -> __m512 {
+    _mm512_div_ps(totals(lanes::<V>(term)), _mm512_set1_ps((16 * V) as f32))
 }
 
 /// Each of sixteen rows' terms `term(k, v)` (row `k`, vector `v`) added on sixteen lanes in
@@ -259,40 +258,48 @@ fn totals(rows: [__m512; BLOCK]) -> __m512 {
         *row = rows[(p % 4) * 4 + p / 4];
     }
     // Halves: [a.lo + a.hi, b.lo + b.hi], eight sums of each of two rows.
-    let mut halves = [_mm512_setzero_ps(); 8];
-    for (j, half) in halves.iter_mut().enumerate() {
-        let (a, b) = (order[2 * j], order[2 * j + 1]);
-        let (low, high) = (
-            _mm512_shuffle_f32x4::<0x44>(a, b),
-            _mm512_shuffle_f32x4::<0xEE>(a, b),
-        );
-        *half = _mm512_add_ps(low, high);
-    }
+    let halves: [__m512; 8] = add_pairs(
+        &order,
+        |a, b| _mm512_shuffle_f32x4::<0x44>(a, b),
+        |a, b| _mm512_shuffle_f32x4::<0xEE>(a, b),
+    );
     // Quarters: four sums of each of four rows, a row to each 128-bit quarter.
-    let mut quarters = [_mm512_setzero_ps(); 4];
-    for (j, quarter) in quarters.iter_mut().enumerate() {
-        let (c, d) = (halves[2 * j], halves[2 * j + 1]);
-        let (low, high) = (
-            _mm512_shuffle_f32x4::<0x88>(c, d),
-            _mm512_shuffle_f32x4::<0xDD>(c, d),
-        );
-        *quarter = _mm512_add_ps(low, high);
-    }
+    let quarters: [__m512; 4] = add_pairs(
+        &halves,
+        |c, d| _mm512_shuffle_f32x4::<0x88>(c, d),
+        |c, d| _mm512_shuffle_f32x4::<0xDD>(c, d),
+    );
     // Pairs: within each quarter, two sums of each of two rows.
-    let mut pairs = [_mm512_setzero_ps(); 2];
-    for (j, pair) in pairs.iter_mut().enumerate() {
-        let (e, f) = (quarters[2 * j], quarters[2 * j + 1]);
-        let (low, high) = (
-            _mm512_shuffle_ps::<0x44>(e, f),
-            _mm512_shuffle_ps::<0xEE>(e, f),
-        );
-        *pair = _mm512_add_ps(low, high);
+    let pairs: [__m512; 2] = add_pairs(
+        &quarters,
+        |e, f| _mm512_shuffle_ps::<0x44>(e, f),
+        |e, f| _mm512_shuffle_ps::<0xEE>(e, f),
+    );
+    // Totals: within each quarter, one sum of each of four rows.
+    let [totals]: [__m512; 1] = add_pairs(
+        &pairs,
+        |g, h| _mm512_shuffle_ps::<0x88>(g, h),
+        |g, h| _mm512_shuffle_ps::<0xDD>(g, h),
+    );
+    totals
+}
+
+/// One level of [`totals`]: the registers taken two by two, each pair's `low` and `high`
+/// rearrangements added (`low` holds the lower lane of every sum, as `total` adds them).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn add_pairs<const N: usize>(
+    rows: &[__m512],
+    low: impl Fn(__m512, __m512) -> __m512,
+    high: impl Fn(__m512, __m512) -> __m512,
+) -> [__m512; N] {
+    assert_eq!(rows.len(), 2 * N);
+    let mut sums = [_mm512_setzero_ps(); N];
+    for (j, sum) in sums.iter_mut().enumerate() {
+        let (a, b) = (rows[2 * j], rows[2 * j + 1]);
+        *sum = _mm512_add_ps(low(a, b), high(a, b));
     }
-    let (g, h) = (pairs[0], pairs[1]);
-    _mm512_add_ps(
-        _mm512_shuffle_ps::<0x88>(g, h),
-        _mm512_shuffle_ps::<0xDD>(g, h),
-    )
+    sums
 }
 
 /// Lane `k` of `v` in every lane.
