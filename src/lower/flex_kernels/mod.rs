@@ -54,6 +54,26 @@ pub(super) fn f32s(t: &FlexTensor) -> Option<&[f32]> {
     }
 }
 
+/// The elements of f32 tensor `t`, in row-major order, for a kernel to overwrite: `t`'s own
+/// buffer where nothing else holds it and it is contiguous, else a private contiguous copy
+/// that `t` then holds (whatever else held the old buffer keeps it unchanged). An output
+/// written over an input that was just computed is written into memory still in cache, where a
+/// fresh buffer's every line is first read from memory (BENCHMARKS.md, attempt 43).
+pub(super) fn own_f32s(t: &mut FlexTensor) -> &mut [f32] {
+    assert_eq!(t.dtype(), DType::F32, "an f32 tensor");
+    let contiguous = t.layout().contiguous_offsets().is_some();
+    if !(contiguous && t.is_unique()) {
+        let values = match f32s(t) {
+            Some(values) => values.to_vec(),
+            None => f32s(&t.to_contiguous()).expect("contiguous f32").to_vec(),
+        };
+        *t = FlexTensor::from_data(TensorData::new(values, t.shape()));
+    }
+    let (start, end) = t.layout().contiguous_offsets().expect("contiguous");
+    let all = t.try_storage_mut::<f32>().expect("nothing else holds it");
+    &mut all[start..end]
+}
+
 /// An output buffer of `len` elements for a kernel to write whole, not zeroed first: a
 /// `vec![0.0; len]` is a pass over memory of its own (`memset`, 2–3 % of a training step in
 /// `perf`). [`written`] makes it a `Vec<f32>` once every element is written.

@@ -5,11 +5,11 @@
 #[cfg(target_arch = "x86_64")]
 use super::norm_avx512;
 use super::{
-    f32s, like, output, sum4_by, sum4_by_pairs, sum_by, sum_by_pairs, vectorized, written,
-    written_part, Kernel, CHUNK,
+    f32s, like, output, own_f32s, sum4_by, sum4_by_pairs, sum_by, sum_by_pairs, vectorized,
+    written, written_part, Kernel, CHUNK,
 };
 use burn::backend::flex::FlexTensor;
-use burn::tensor::{TensorData, TensorMetadata};
+use burn::tensor::{DType, TensorData, TensorMetadata};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -37,9 +37,7 @@ fn rms_norm_on(
         .zip(xs.par_chunks(per_task))
         .for_each(|(y, x)| {
             vectorized(NormRows {
-                y,
-                x,
-                add: None,
+                rows: Rows::Apart { y, x },
                 params: [gs, &[]],
                 eps,
                 centered: false,
@@ -51,98 +49,113 @@ fn rms_norm_on(
 }
 
 /// LayerNorm (with its shift `beta`) or RMSNorm (`beta` None) of `x + addend`, both
-/// (rows, width), with scale `gamma`: `[y, x + addend]`, the sum kept for the backward pass.
-/// One pass over the inputs where the composed form adds them in a pass of its own first.
-/// `None` unless contiguous f32 of matching shapes.
+/// (rows, width), with scale `gamma`, written over `x`; returns the sum `x + addend`, kept for
+/// the backward pass. One pass over the inputs where the composed form adds them in a pass of
+/// its own first, and no new buffer for the norm: `x`, a LaX latent just out of its product
+/// and read by nothing else, is still in cache (`own_f32s`; a buffer `x` shares is copied
+/// first, never changed). `None`, and `x` untouched, unless f32 of matching shapes (the
+/// addend, γ and β contiguous).
 pub fn add_norm(
-    [x, addend]: [&FlexTensor; 2],
+    x: &mut FlexTensor,
+    addend: &FlexTensor,
     gamma: &FlexTensor,
     beta: Option<&FlexTensor>,
     epsilon: f64,
-) -> Option<[FlexTensor; 2]> {
-    add_norm_on([x, addend], gamma, beta, epsilon, true)
+) -> Option<FlexTensor> {
+    add_norm_on(x, addend, gamma, beta, epsilon, true)
 }
 
 /// [`add_norm`], whole blocks of sixteen rows by `norm_avx512` if
 /// `sixteen_row_blocks` (a switch for the test that compares the two paths).
 fn add_norm_on(
-    [x, addend]: [&FlexTensor; 2],
+    x: &mut FlexTensor,
+    addend: &FlexTensor,
     gamma: &FlexTensor,
     beta: Option<&FlexTensor>,
     epsilon: f64,
     sixteen_row_blocks: bool,
-) -> Option<[FlexTensor; 2]> {
-    let (xs, adds, gammas) = (f32s(x)?, f32s(addend)?, f32s(gamma)?);
+) -> Option<FlexTensor> {
+    let (adds, gammas) = (f32s(addend)?, f32s(gamma)?);
     let betas = match beta {
         Some(b) => f32s(b)?,
         None => &[],
     };
     let width = rows_of(x, gammas.len())?;
-    if addend.shape() != x.shape() || (beta.is_some() && betas.len() != width) {
+    if x.dtype() != DType::F32
+        || addend.shape() != x.shape()
+        || (beta.is_some() && betas.len() != width)
+    {
         return None;
     }
     let eps = epsilon as f32;
-    let (mut y, mut sum) = (output(xs.len()), output(xs.len()));
+    let mut sum = output(adds.len());
     let per_task = CHUNK.div_ceil(width) * width;
-    y.par_chunks_mut(per_task)
+    own_f32s(x)
+        .par_chunks_mut(per_task)
         .zip(sum.par_chunks_mut(per_task))
-        .zip(xs.par_chunks(per_task).zip(adds.par_chunks(per_task)))
-        .for_each(|((y, sum), (x, add))| {
+        .zip(adds.par_chunks(per_task))
+        .for_each(|((x_then_y, sum), addend)| {
             vectorized(NormRows {
-                y,
-                x,
-                add: Some((add, sum)),
+                rows: Rows::SumOver {
+                    x_then_y,
+                    addend,
+                    sum,
+                },
                 params: [gammas, betas],
                 eps,
                 centered: beta.is_some(),
                 sixteen_row_blocks,
             })
         });
-    // SAFETY: `NormRows` writes every element of its `y` and `sum`, which the tasks cover.
-    let (y, sum) = unsafe { (written(y), written(sum)) };
-    Some([like(x, y), like(x, sum)])
+    // SAFETY: `NormRows` writes every element of its `sum`, which the tasks cover.
+    Some(like(x, unsafe { written(sum) }))
 }
 
 /// The gradients of LayerNorm (`centered`) or RMSNorm over (rows, width) `x` with scale
-/// `gamma`, given the output gradient `g`: `[dx, dγ, dβ]`, with `x̂` the normalized row,
-/// `r` its inverse deviation (inverse RMS), `h = g ⊙ γ`:
+/// `gamma`, given the output gradient `g`: `dx` written over `g`, and `[dγ, dβ]` returned,
+/// with `x̂` the normalized row, `r` its inverse deviation (inverse RMS), `h = g ⊙ γ`:
 /// `dx = r (h − mean(h) − x̂ mean(h ⊙ x̂))` (RMSNorm: without `mean(h)`), `dγ = Σrows g ⊙ x̂`,
 /// `dβ = Σrows g`, the last two as (1, width). Each row is read a few times while in cache,
-/// where the composed backward makes about fourteen passes over the whole tensor. `None`
-/// unless contiguous f32 of matching shapes.
+/// where the composed backward makes about fourteen passes over the whole tensor; `g`, just
+/// computed, is in cache where a new buffer for `dx` is not (`own_f32s`: a buffer `g` shares
+/// is copied first, never changed). `None`, and `g` untouched, unless f32 of matching shapes
+/// (`x` and γ contiguous).
 pub fn norm_backward(
-    [x, gamma, g]: [&FlexTensor; 3],
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    g: &mut FlexTensor,
     epsilon: f64,
     centered: bool,
-) -> Option<[FlexTensor; 3]> {
-    norm_backward_on([x, gamma, g], epsilon, centered, true)
+) -> Option<[FlexTensor; 2]> {
+    norm_backward_on(x, gamma, g, epsilon, centered, true)
 }
 
 /// [`norm_backward`], whole blocks of sixteen rows by `norm_avx512` if
 /// `sixteen_row_blocks` (a switch for the test that compares the two paths).
 fn norm_backward_on(
-    [x, gamma, g]: [&FlexTensor; 3],
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    g: &mut FlexTensor,
     epsilon: f64,
     centered: bool,
     sixteen_row_blocks: bool,
-) -> Option<[FlexTensor; 3]> {
-    let (xs, gammas, gs) = (f32s(x)?, f32s(gamma)?, f32s(g)?);
+) -> Option<[FlexTensor; 2]> {
+    let (xs, gammas) = (f32s(x)?, f32s(gamma)?);
     let width = rows_of(x, gammas.len())?;
-    if gs.len() != xs.len() {
+    if g.dtype() != DType::F32 || g.shape() != x.shape() {
         return None;
     }
     let eps = epsilon as f32;
-    let mut dx = output(xs.len());
     let per_task = CHUNK.div_ceil(width) * width;
     let mut partial = Vec::new();
-    dx.par_chunks_mut(per_task)
-        .zip(xs.par_chunks(per_task).zip(gs.par_chunks(per_task)))
-        .map(|(dx, (x, g))| {
+    own_f32s(g)
+        .par_chunks_mut(per_task)
+        .zip(xs.par_chunks(per_task))
+        .map(|(g_then_dx, x)| {
             let mut sums = ColumnSums::new(width);
             vectorized(NormGradientRows {
-                dx,
+                g_then_dx,
                 x,
-                g,
                 gammas,
                 sums: &mut sums,
                 eps,
@@ -157,10 +170,7 @@ fn norm_backward_on(
     let sums = partial
         .into_iter()
         .fold(ColumnSums::new(width), ColumnSums::add);
-    // SAFETY: `NormGradientRows` writes every element of its `dx`, which the tasks cover.
-    let dx = unsafe { written(dx) };
     Some([
-        like(x, dx),
         FlexTensor::from_data(TensorData::new(sums.gamma, [1, width])),
         FlexTensor::from_data(TensorData::new(sums.beta, [1, width])),
     ])
@@ -172,13 +182,10 @@ fn rows_of(x: &FlexTensor, width: usize) -> Option<usize> {
     (dims.num_dims() == 2 && dims.dims::<2>()[1] == width && width > 0).then_some(width)
 }
 
-/// Rows of a norm's forward pass: `y` = the norm of `x`, or of `x + addend` with the sum
-/// written to `sum` (`add: Some((addend, sum))`); `params` are γ (a row's width) and β (empty
-/// for none).
+/// Rows of a norm's forward pass (`rows`); `params` are γ (a row's width) and β (empty for
+/// none).
 struct NormRows<'a> {
-    y: &'a mut [MaybeUninit<f32>],
-    x: &'a [f32],
-    add: Option<(&'a [f32], &'a mut [MaybeUninit<f32>])>,
+    rows: Rows<'a>,
     params: [&'a [f32]; 2],
     eps: f32,
     centered: bool,
@@ -195,28 +202,73 @@ impl Kernel for NormRows<'_> {
         let w = self.params[0].len();
         let (eps, centered, params) = (self.eps, self.centered, self.params);
         let done = w * sixteen_rows_forward(&mut self);
-        let (y, x) = (&mut self.y[done..], &self.x[done..]);
-        let blocks = y.chunks_mut(4 * w).zip(x.chunks(4 * w));
-        match self.add {
-            None => {
-                for (y, x) in blocks {
+        match self.rows {
+            Rows::Apart { y, x } => {
+                for (y, x) in y[done..].chunks_mut(4 * w).zip(x[done..].chunks(4 * w)) {
                     normalize_rows(y, x, params, eps, centered);
                 }
             }
-            Some((addend, sum)) => {
-                let (addend, sum) = (&addend[done..], &mut sum[done..]);
-                let sums = addend.chunks(4 * w).zip(sum.chunks_mut(4 * w));
-                for ((y, x), (a, sum)) in blocks.zip(sums) {
-                    for ((s, &x), &a) in sum.iter_mut().zip(x).zip(a) {
+            Rows::SumOver {
+                x_then_y,
+                addend,
+                sum,
+            } => {
+                let blocks = x_then_y[done..].chunks_mut(4 * w);
+                let sums = addend[done..]
+                    .chunks(4 * w)
+                    .zip(sum[done..].chunks_mut(4 * w));
+                for (x_then_y, (a, sum)) in blocks.zip(sums) {
+                    for ((s, &x), &a) in sum.iter_mut().zip(&*x_then_y).zip(a) {
                         s.write(x + a);
                     }
                     // SAFETY: the loop above wrote the whole block.
                     let sum = unsafe { written_part(sum) };
-                    normalize_rows(y, sum, params, eps, centered);
+                    normalize_rows(as_output(x_then_y), sum, params, eps, centered);
                 }
             }
         }
     }
+}
+
+/// Where a forward task's rows come from and their norms go.
+pub(super) enum Rows<'a> {
+    /// The norm of `x` into `y`.
+    Apart {
+        y: &'a mut [MaybeUninit<f32>],
+        x: &'a [f32],
+    },
+    /// `x + addend` into `sum`, and its norm over `x`: each block of rows is read whole
+    /// (into `sum`) before its norms are written.
+    SumOver {
+        x_then_y: &'a mut [f32],
+        addend: &'a [f32],
+        sum: &'a mut [MaybeUninit<f32>],
+    },
+}
+
+impl Rows<'_> {
+    /// The same rows, borrowed again.
+    fn reborrow(&mut self) -> Rows<'_> {
+        match self {
+            Rows::Apart { y, x } => Rows::Apart { y, x },
+            Rows::SumOver {
+                x_then_y,
+                addend,
+                sum,
+            } => Rows::SumOver {
+                x_then_y,
+                addend,
+                sum,
+            },
+        }
+    }
+}
+
+/// Initialized elements as a buffer for a kernel to write (it writes only initialized values).
+fn as_output(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has f32's layout, and every writer of an output buffer writes
+    // initialized values only, so the elements stay initialized.
+    unsafe { &mut *(values as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
 /// [`normalize_row`] over up to four rows (`x` holds `y`'s rows, of γ's width): four at a
@@ -244,11 +296,11 @@ fn normalize_rows(
     }
 }
 
-/// Rows of a norm's backward pass: `dx`, with the rows' terms of dγ and dβ added to `sums`.
+/// Rows of a norm's backward pass: `dx` over the output gradient `g` (each row's `g` read
+/// whole before its `dx` is written), with the rows' terms of dγ and dβ added to `sums`.
 struct NormGradientRows<'a> {
-    dx: &'a mut [MaybeUninit<f32>],
+    g_then_dx: &'a mut [f32],
     x: &'a [f32],
-    g: &'a [f32],
     gammas: &'a [f32],
     sums: &'a mut ColumnSums,
     eps: f32,
@@ -264,13 +316,12 @@ impl Kernel for NormGradientRows<'_> {
     fn run(mut self) {
         let w = self.gammas.len();
         let done = w * sixteen_rows_backward(&mut self);
-        let (dx, x, g) = (&mut self.dx[done..], &self.x[done..], &self.g[done..]);
-        let blocks = dx.chunks_mut(4 * w).zip(x.chunks(4 * w));
-        for ((dx, x), g) in blocks.zip(g.chunks(4 * w)) {
+        let (g_then_dx, x) = (&mut self.g_then_dx[done..], &self.x[done..]);
+        for (g_then_dx, x) in g_then_dx.chunks_mut(4 * w).zip(x.chunks(4 * w)) {
             norm_rows_backward(
-                dx,
+                g_then_dx,
                 [&mut self.sums.gamma, &mut self.sums.beta],
-                [x, self.gammas, g],
+                [x, self.gammas],
                 self.eps,
                 self.centered,
             );
@@ -285,9 +336,7 @@ fn sixteen_rows_forward(work: &mut NormRows<'_>) -> usize {
     #[cfg(target_arch = "x86_64")]
     if work.sixteen_row_blocks && norm_avx512::applies(work.params[0].len()) {
         return norm_avx512::forward(norm_avx512::ForwardRows {
-            y: &mut *work.y,
-            x: work.x,
-            add: work.add.as_mut().map(|(addend, sum)| (*addend, &mut **sum)),
+            rows: work.rows.reborrow(),
             gamma: work.params[0],
             beta: work.params[1],
             eps: work.eps,
@@ -303,9 +352,8 @@ fn sixteen_rows_backward(work: &mut NormGradientRows<'_>) -> usize {
     #[cfg(target_arch = "x86_64")]
     if work.sixteen_row_blocks && norm_avx512::applies(work.gammas.len()) {
         return norm_avx512::backward(norm_avx512::GradientRows {
-            dx: &mut *work.dx,
+            g_then_dx: &mut *work.g_then_dx,
             x: work.x,
-            g: work.g,
             gamma: work.gammas,
             d_gamma: &mut work.sums.gamma,
             d_beta: &mut work.sums.beta,
@@ -364,79 +412,87 @@ fn write_normalized(
     }
 }
 
-/// [`norm_backward`] over up to four rows (`x`, `g` and `dx` of as many rows of γ's width),
-/// their dγ and dβ terms added to `sums` in row order: four at a time, their sums side by side
-/// ([`sum4_by`]), each row's arithmetic the same as alone.
+/// [`norm_backward`] over up to four rows (`x`, and `g` to turn into `dx`, of as many rows of
+/// γ's width), their dγ and dβ terms added to `sums` in row order: four at a time, their sums
+/// side by side ([`sum4_by`]), each row's arithmetic the same as alone. A row's dγ and dβ
+/// terms are taken from `g` before `h = g ⊙ γ` is written over it.
 #[inline(always)]
 fn norm_rows_backward(
-    dx: &mut [MaybeUninit<f32>],
+    g_then_dx: &mut [f32],
     sums: [&mut [f32]; 2],
-    [x, gamma, g]: [&[f32]; 3],
+    [x, gamma]: [&[f32]; 2],
     eps: f32,
     centered: bool,
 ) {
     let w = gamma.len();
     let n = w as f32;
+    let [d_gamma, d_beta] = sums;
     if x.len() != 4 * w {
-        let [d_gamma, d_beta] = sums;
-        let rows = dx.chunks_exact_mut(w).zip(x.chunks_exact(w));
-        for ((dx, x), g) in rows.zip(g.chunks_exact(w)) {
+        for (g_then_dx, x) in g_then_dx.chunks_exact_mut(w).zip(x.chunks_exact(w)) {
             let statistics = row_statistics(x, eps, centered);
-            let dx = write_h(dx, g, gamma);
-            let mean_h = if centered { sum_by(dx, |h| h) / n } else { 0.0 };
-            let along = sum_by_pairs(dx, x, |h, x| h * (x - statistics.0));
+            add_column_terms([d_gamma, d_beta], [x, g_then_dx], statistics);
+            let h = times_gamma(g_then_dx, gamma);
+            let mean_h = if centered { sum_by(h, |h| h) / n } else { 0.0 };
+            let along = sum_by_pairs(h, x, |h, x| h * (x - statistics.0));
             let means = (mean_h, statistics.1 * along / n);
-            finish_row_backward(dx, [d_gamma, d_beta], [x, g], statistics, means);
+            finish_row_backward(h, x, statistics, means);
         }
         return;
     }
-    let (xs, gs) = (four_rows(x, w), four_rows(g, w));
+    let xs = four_rows(x, w);
     let statistics = four_rows_statistics(xs, eps, centered);
-    let dx = write_h(dx, g, gamma);
-    let hs = four_rows(dx, w);
+    for (k, g) in g_then_dx.chunks_exact(w).enumerate() {
+        add_column_terms([&mut *d_gamma, &mut *d_beta], [xs[k], g], statistics[k]);
+    }
+    let h = times_gamma(g_then_dx, gamma);
+    let hs = four_rows(h, w);
     let mean_h = if centered {
         sum4_by(hs, |_, h| h).map(|sum| sum / n)
     } else {
         [0.0; 4]
     };
     let along = sum4_by_pairs(hs, xs, |k, h, x| h * (x - statistics[k].0));
-    let [d_gamma, d_beta] = sums;
-    for (k, dx) in dx.chunks_exact_mut(w).enumerate() {
+    for (k, dx) in h.chunks_exact_mut(w).enumerate() {
         let means = (mean_h[k], statistics[k].1 * along[k] / n);
-        let sums = [&mut *d_gamma, &mut *d_beta];
-        finish_row_backward(dx, sums, [xs[k], gs[k]], statistics[k], means);
+        finish_row_backward(dx, xs[k], statistics[k], means);
     }
 }
 
-/// `h = g ⊙ γ` written into `dx`, row by row (`γ` one row's width), which the backward pass
-/// then turns into the gradient in place.
+/// `h = g ⊙ γ` over `g`, row by row (`γ` one row's width), which the backward pass then turns
+/// into the gradient in place.
 #[inline(always)]
-fn write_h<'a>(dx: &'a mut [MaybeUninit<f32>], g: &[f32], gamma: &[f32]) -> &'a mut [f32] {
-    let w = gamma.len();
-    for (dx, g) in dx.chunks_exact_mut(w).zip(g.chunks_exact(w)) {
-        for ((h, &g), &gamma) in dx.iter_mut().zip(g).zip(gamma) {
-            h.write(g * gamma);
+fn times_gamma<'a>(g: &'a mut [f32], gamma: &[f32]) -> &'a mut [f32] {
+    for row in g.chunks_exact_mut(gamma.len()) {
+        for (h, &gamma) in row.iter_mut().zip(gamma) {
+            *h *= gamma;
         }
     }
-    // SAFETY: the loops above wrote every row (`dx` holds whole rows, as `g`).
-    unsafe { written_part(dx) }
+    g
 }
 
-/// The end of one row's backward pass, given its statistics `(mean, r)` and the means of `h`
-/// and of `h ⊙ x̂` (`mean(h ⊙ x̂) = r · mean(h ⊙ (x − mean))`): its terms of dγ and dβ, and
-/// `dx = r (h − mean(h) − x̂ mean(h ⊙ x̂))` in place of `h`.
+/// One row's terms of dγ (`g ⊙ x̂`) and dβ (`g`), given its statistics `(mean, r)`.
 #[inline(always)]
-fn finish_row_backward(
-    dx: &mut [f32],
+fn add_column_terms(
     [d_gamma, d_beta]: [&mut [f32]; 2],
     [x, g]: [&[f32]; 2],
     (mean, r): (f32, f32),
-    (mean_h, mean_hx): (f32, f32),
 ) {
     for (((dg, db), &g), &x) in d_gamma.iter_mut().zip(d_beta.iter_mut()).zip(g).zip(x) {
         *dg += g * (x - mean) * r;
         *db += g;
     }
+}
+
+/// The end of one row's backward pass, given its statistics `(mean, r)` and the means of `h`
+/// and of `h ⊙ x̂` (`mean(h ⊙ x̂) = r · mean(h ⊙ (x − mean))`):
+/// `dx = r (h − mean(h) − x̂ mean(h ⊙ x̂))` in place of `h`.
+#[inline(always)]
+fn finish_row_backward(
+    dx: &mut [f32],
+    x: &[f32],
+    (mean, r): (f32, f32),
+    (mean_h, mean_hx): (f32, f32),
+) {
     for (dx, &x) in dx.iter_mut().zip(x) {
         let normalized = (x - mean) * r;
         *dx = r * (*dx - mean_h - normalized * mean_hx);
@@ -490,6 +546,54 @@ mod tests {
         f32s(t).expect("f32").iter().map(|v| v.to_bits()).collect()
     }
 
+    /// A tensor of `t`'s values in a buffer of its own.
+    fn copy(t: &FlexTensor) -> FlexTensor {
+        FlexTensor::from_data(TensorData::new(f32s(t).expect("f32").to_vec(), t.shape()))
+    }
+
+    fn address(t: &FlexTensor) -> *const f32 {
+        f32s(t).expect("f32").as_ptr()
+    }
+
+    /// The in-place kernels write over a buffer only their own argument holds, and copy one
+    /// that another tensor shares first: the other keeps its values, and both ways give the
+    /// same bits. (The norm written over the latent, dx over g: `add_norm`, `norm_backward`.)
+    #[test]
+    fn in_place_kernels_write_over_their_own_buffer_and_never_a_shared_one() {
+        let (x, a, g) = (tensor(64, 32, 1), tensor(64, 32, 2), tensor(64, 32, 3));
+        let (gamma, beta) = (tensor(1, 32, 4), tensor(1, 32, 5));
+        let (x_bits, g_bits) = (bits(&x), bits(&g));
+
+        let mut own = copy(&x);
+        let at = address(&own);
+        let own_sum = add_norm(&mut own, &a, &gamma, Some(&beta), 1e-6).expect("applies");
+        assert_eq!(address(&own), at, "a buffer of its own is written over");
+        let mut shared = x.clone();
+        let shared_sum = add_norm(&mut shared, &a, &gamma, Some(&beta), 1e-6).expect("applies");
+        assert_eq!(
+            bits(&x),
+            x_bits,
+            "the other holder of a shared buffer keeps its values"
+        );
+        assert_ne!(address(&shared), address(&x));
+        assert_eq!(bits(&shared), bits(&own));
+        assert_eq!(bits(&shared_sum), bits(&own_sum));
+        assert_ne!(bits(&own), x_bits, "the norm was written");
+
+        let mut own = copy(&g);
+        let at = address(&own);
+        let own_grads = norm_backward(&x, &gamma, &mut own, 1e-6, true).expect("applies");
+        assert_eq!(address(&own), at);
+        let mut shared = g.clone();
+        let shared_grads = norm_backward(&x, &gamma, &mut shared, 1e-6, true).expect("applies");
+        assert_eq!(bits(&g), g_bits);
+        assert_eq!(bits(&shared), bits(&own));
+        for (s, o) in shared_grads.iter().zip(&own_grads) {
+            assert_eq!(bits(s), bits(o));
+        }
+        assert_ne!(bits(&own), g_bits, "dx was written");
+    }
+
     /// The sixteen-row AVX-512 path and the portable one give the same bits, forward and
     /// backward, LayerNorm and RMSNorm, for widths it takes (16 to 256) and ones it does
     /// not, and row counts that leave the portable code a remainder of each size class (none,
@@ -520,14 +624,21 @@ mod tests {
                 );
                 let (gamma, beta) = (tensor(1, width, 4), tensor(1, width, 5));
                 for beta in [Some(&beta), None] {
-                    let [wide, portable] = [true, false]
-                        .map(|s| add_norm_on([&x, &a], &gamma, beta, 1e-6, s).expect("applies"));
+                    let [wide, portable] = [true, false].map(|s| {
+                        let mut y = copy(&x);
+                        let sum = add_norm_on(&mut y, &a, &gamma, beta, 1e-6, s).expect("applies");
+                        [y, sum]
+                    });
                     for (w, p) in wide.iter().zip(&portable) {
                         assert_eq!(bits(w), bits(p), "add_norm, {case}, β {}", beta.is_some());
                     }
                     let centered = beta.is_some();
                     let [wide, portable] = [true, false].map(|s| {
-                        norm_backward_on([&x, &gamma, &g], 1e-6, centered, s).expect("applies")
+                        let mut dx = copy(&g);
+                        let [d_gamma, d_beta] =
+                            norm_backward_on(&x, &gamma, &mut dx, 1e-6, centered, s)
+                                .expect("applies");
+                        [dx, d_gamma, d_beta]
                     });
                     for (w, p) in wide.iter().zip(&portable) {
                         assert_eq!(bits(w), bits(p), "backward, {case}, centered {centered}");

@@ -14,8 +14,8 @@
 //! its `total`; every other operation is the portable code's, in its order, in IEEE single
 //! precision (no fused multiply-add). `tests` compares both paths bit for bit.
 
+use super::norm::Rows;
 use std::arch::x86_64::*;
-use std::mem::MaybeUninit;
 
 /// Rows handled together.
 pub(super) const BLOCK: usize = 16;
@@ -55,12 +55,10 @@ macro_rules! by_vectors {
     };
 }
 
-/// The inputs of a forward block: `x` (and `addend`, whose sum with `x` is normalized and
-/// written to `sum`), γ, and β (empty for none).
+/// The inputs of a forward block: its rows (`norm::Rows`: the norm of `x` into `y`, or of
+/// `x + addend` over `x`, the sum written to `sum`), γ, and β (empty for none).
 pub(super) struct ForwardRows<'a> {
-    pub y: &'a mut [MaybeUninit<f32>],
-    pub x: &'a [f32],
-    pub add: Option<(&'a [f32], &'a mut [MaybeUninit<f32>])>,
+    pub rows: Rows<'a>,
     pub gamma: &'a [f32],
     pub beta: &'a [f32],
     pub eps: f32,
@@ -77,12 +75,11 @@ pub(super) fn forward(work: ForwardRows<'_>) -> usize {
     unsafe { by_vectors!(width, forward_blocks, work) }
 }
 
-/// The inputs of a backward block, as `norm::NormGradientRows`: `dx` to write, the rows' `x`
-/// and output gradient `g`, γ, and the task's running dγ and dβ (added to in row order).
+/// The inputs of a backward block, as `norm::NormGradientRows`: the output gradient `g` to
+/// turn into `dx`, the rows' `x`, γ, and the task's running dγ and dβ (added to in row order).
 pub(super) struct GradientRows<'a> {
-    pub dx: &'a mut [MaybeUninit<f32>],
+    pub g_then_dx: &'a mut [f32],
     pub x: &'a [f32],
-    pub g: &'a [f32],
     pub gamma: &'a [f32],
     pub d_gamma: &'a mut [f32],
     pub d_beta: &'a mut [f32],
@@ -107,18 +104,31 @@ pub(super) fn backward(work: GradientRows<'_>) -> usize {
 #[target_feature(enable = "avx512f")]
 unsafe fn forward_blocks<const V: usize>(work: ForwardRows<'_>) -> usize {
     let w = 16 * V;
-    let rows = work.x.len() / w / BLOCK * BLOCK;
-    assert!(work.y.len() >= rows * w && work.gamma.len() == w);
-    assert!(work.beta.is_empty() || work.beta.len() == w);
+    assert!(work.gamma.len() == w && (work.beta.is_empty() || work.beta.len() == w));
     let (gamma, beta) = (
         vectors::<V>(work.gamma),
         (!work.beta.is_empty()).then(|| vectors::<V>(work.beta)),
     );
-    let y = work.y.as_mut_ptr().cast::<f32>();
-    let add = work.add.map(|(addend, sum)| {
-        assert!(addend.len() >= rows * w && sum.len() >= rows * w);
-        (addend.as_ptr(), sum.as_mut_ptr().cast::<f32>())
-    });
+    // Raw pointers: in place (`SumOver`), `x` and `y` are one buffer, each block read whole
+    // (into `sum`) before its norms are written over it.
+    let (rows, x, y, add) = match work.rows {
+        Rows::Apart { y, x } => {
+            let rows = x.len() / w / BLOCK * BLOCK;
+            assert!(y.len() >= rows * w);
+            (rows, x.as_ptr(), y.as_mut_ptr().cast::<f32>(), None)
+        }
+        Rows::SumOver {
+            x_then_y,
+            addend,
+            sum,
+        } => {
+            let rows = x_then_y.len() / w / BLOCK * BLOCK;
+            assert!(addend.len() >= rows * w && sum.len() >= rows * w);
+            let both = x_then_y.as_mut_ptr();
+            let add = (addend.as_ptr(), sum.as_mut_ptr().cast::<f32>());
+            (rows, both.cast_const(), both, Some(add))
+        }
+    };
     for block in (0..rows).step_by(BLOCK) {
         let at = block * w;
         // The rows normalized: `x`, or `x + addend` written to `sum` and read back from it.
@@ -126,12 +136,12 @@ unsafe fn forward_blocks<const V: usize>(work: ForwardRows<'_>) -> usize {
             Some((addend, sum)) => {
                 for k in 0..BLOCK * V {
                     let o = at + 16 * k;
-                    let s = _mm512_add_ps(load(work.x.as_ptr().add(o)), load(addend.add(o)));
+                    let s = _mm512_add_ps(load(x.add(o)), load(addend.add(o)));
                     _mm512_storeu_ps(sum.add(o), s);
                 }
                 sum.cast_const()
             }
-            None => work.x.as_ptr(),
+            None => x,
         };
         let row = |k: usize, v: usize| load(source.add(at + k * w + 16 * v));
         let (centers, inverse) = statistics::<V>(&row, work.centered, work.eps);
@@ -159,16 +169,19 @@ unsafe fn forward_blocks<const V: usize>(work: ForwardRows<'_>) -> usize {
 unsafe fn backward_blocks<const V: usize>(work: GradientRows<'_>) -> usize {
     let w = 16 * V;
     let rows = work.x.len() / w / BLOCK * BLOCK;
-    assert!(work.dx.len() >= rows * w && work.g.len() >= rows * w && work.gamma.len() == w);
+    assert!(work.g_then_dx.len() >= rows * w && work.gamma.len() == w);
     assert!(work.d_gamma.len() == w && work.d_beta.len() == w);
     let n = _mm512_set1_ps(w as f32);
     let gamma = vectors::<V>(work.gamma);
     let (mut d_gamma, mut d_beta) = (vectors::<V>(work.d_gamma), vectors::<V>(work.d_beta));
-    let dx = work.dx.as_mut_ptr().cast::<f32>();
+    // One pointer for `g` and `dx`: each vector of `dx` is stored after the last read of the
+    // same vector of `g`, and every other read of the block's `g` comes before.
+    let g_then_dx = work.g_then_dx.as_mut_ptr();
+    let dx = g_then_dx;
     for block in (0..rows).step_by(BLOCK) {
         let at = block * w;
         let x = |k: usize, v: usize| load(work.x.as_ptr().add(at + k * w + 16 * v));
-        let g = |k: usize, v: usize| load(work.g.as_ptr().add(at + k * w + 16 * v));
+        let g = |k: usize, v: usize| load(g_then_dx.cast_const().add(at + k * w + 16 * v));
         let (centers, inverse) = statistics::<V>(&x, work.centered, work.eps);
         // h = g ⊙ γ; mean(h) (0 for RMSNorm) and Σ h ⊙ (x − mean).
         let h = |k: usize, v: usize| _mm512_mul_ps(g(k, v), gamma[v]);

@@ -581,6 +581,29 @@ pub(crate) fn on_flex_many<I: Backend, const N: usize, const M: usize>(
     Some(out.map(|t| same_type(t).unwrap_or_else(|_| unreachable!("I is Flex"))))
 }
 
+/// [`on_flex_many`] for a kernel that writes over its first input `target` (`flex_kernels`'
+/// in-place kernels); `None`, and `target` untouched, where `I` is not Flex or the kernel does
+/// not take these tensors.
+pub(crate) fn on_flex_over<I: Backend, const N: usize, const M: usize>(
+    target: &mut FloatTensor<I>,
+    inputs: [&FloatTensor<I>; N],
+    kernel: impl FnOnce(&mut FlexTensor, [&FlexTensor; N]) -> Option<[FlexTensor; M]>,
+) -> Option<[FloatTensor<I>; M]> {
+    if TypeId::of::<I>() != TypeId::of::<Flex>() {
+        return None;
+    }
+    let target = (target as &mut dyn Any)
+        .downcast_mut::<FlexTensor>()
+        .expect("Flex's tensors");
+    let own = inputs.map(|t| {
+        (t as &dyn Any)
+            .downcast_ref::<FlexTensor>()
+            .expect("Flex's tensors")
+    });
+    let out = kernel(target, own)?;
+    Some(out.map(|t| same_type(t).unwrap_or_else(|_| unreachable!("I is Flex"))))
+}
+
 struct MatMul {
     scale: f64,
     /// The product is `a · bᵀ` (`matmul_transposed`).

@@ -2,7 +2,7 @@
 //! `Norm(z + g(h))`, `passes::fuse_lax_norms`), all with one backward (`NormBackward`).
 
 use super::{
-    as_node, column_sums, composed, float, give, inverse_root, mean_last, on_flex, on_flex_many,
+    as_node, column_sums, composed, float, give, inverse_root, mean_last, on_flex, on_flex_over,
     record, Node,
 };
 use crate::lower::flex_kernels;
@@ -22,8 +22,12 @@ pub fn layer_norm<B: Backend>(
     beta: Tensor<B, 1>,
     epsilon: f64,
 ) -> Tensor<B, 2> {
-    let inputs = [x, gamma.unsqueeze(), beta.unsqueeze()].map(|t| t.into_primitive().tensor());
-    match as_node::<B, _, 3>(LayerNorm { epsilon }, inputs) {
+    let inputs = [
+        x.into_primitive(),
+        gamma.into_primitive(),
+        beta.into_primitive(),
+    ];
+    match as_node::<B, _, 3>(LayerNorm { epsilon }, inputs.map(|t| t.tensor())) {
         Ok(out) => float(out),
         Err([x, gamma, beta]) => float(layer_norm_inner::<B>(x, gamma, beta, epsilon)),
     }
@@ -31,10 +35,10 @@ pub fn layer_norm<B: Backend>(
 
 /// RMSNorm over the last dimension, `x / √(mean(x²) + ε) · γ`.
 pub fn rms_norm<B: Backend>(x: Tensor<B, 2>, gamma: Tensor<B, 1>, epsilon: f64) -> Tensor<B, 2> {
-    let inputs = [x, gamma.unsqueeze()].map(|t| t.into_primitive().tensor());
+    let inputs = [x.into_primitive().tensor(), gamma.into_primitive().tensor()];
     match as_node::<B, _, 2>(RmsNorm { epsilon }, inputs) {
         Ok(out) => float(out),
-        Err([x, gamma]) => composed::rms_norm(float(x), float(gamma), epsilon),
+        Err([x, gamma]) => composed::rms_norm(float(x), float::<B, 1>(gamma).unsqueeze(), epsilon),
     }
 }
 
@@ -48,11 +52,11 @@ pub fn add_layer_norm<B: Backend>(
     beta: Tensor<B, 1>,
     epsilon: f64,
 ) -> Tensor<B, 2> {
-    let inputs = [x, addend, gamma.unsqueeze(), beta.unsqueeze()];
-    match as_node::<B, _, 4>(
-        AddNorm { epsilon },
-        inputs.map(|t| t.into_primitive().tensor()),
-    ) {
+    let matrices = [x, addend].map(|t| t.into_primitive().tensor());
+    let vectors = [gamma, beta].map(|t| t.into_primitive().tensor());
+    let [x, addend] = matrices;
+    let [gamma, beta] = vectors;
+    match as_node::<B, _, 4>(AddNorm { epsilon }, [x, addend, gamma, beta]) {
         Ok(out) => float(out),
         Err([x, addend, gamma, beta]) => {
             let sum = B::float_add(x, addend);
@@ -68,11 +72,13 @@ pub fn add_rms_norm<B: Backend>(
     gamma: Tensor<B, 1>,
     epsilon: f64,
 ) -> Tensor<B, 2> {
-    let inputs = [x, addend, gamma.unsqueeze()].map(|t| t.into_primitive().tensor());
-    match as_node::<B, _, 3>(AddNorm { epsilon }, inputs) {
+    let [x, addend] = [x, addend].map(|t| t.into_primitive().tensor());
+    let gamma = gamma.into_primitive().tensor();
+    match as_node::<B, _, 3>(AddNorm { epsilon }, [x, addend, gamma]) {
         Ok(out) => float(out),
         Err([x, addend, gamma]) => {
-            composed::rms_norm(float::<B, 2>(x) + float(addend), float(gamma), epsilon)
+            let gamma = float::<B, 1>(gamma).unsqueeze();
+            composed::rms_norm(float::<B, 2>(x) + float(addend), gamma, epsilon)
         }
     }
 }
@@ -116,7 +122,7 @@ impl<I: Backend, const N: usize> Backward<I, N> for NormBackward {
 }
 
 /// The gradients `(dx, dγ, dβ)` of LayerNorm (`centered`) or RMSNorm (no dβ) of `x`
-/// with scale `gamma` (1, width), given the output gradient `g`: with `x̂ = (x − mean) · r`,
+/// with scale `gamma` (a vector of the rows' width), given the output gradient `g`: with `x̂ = (x − mean) · r`,
 /// `r = 1/√(var + ε)` recomputed from `x`, and `h = g ⊙ γ`: `dβ = Σrows g`,
 /// `dγ = Σrows g ⊙ x̂`, `dx = r · (h − mean(h) − x̂ ⊙ mean(h ⊙ x̂))` (RMSNorm: no mean taken
 /// and no `mean(h)`). On Flex in f32 one kernel (`flex_kernels::norm_backward`).
@@ -125,10 +131,18 @@ fn norm_gradients<I: Backend>(
     epsilon: f64,
     centered: bool,
 ) -> (FloatTensor<I>, FloatTensor<I>, Option<FloatTensor<I>>) {
-    let kernel = |inputs: [&FlexTensor; 3]| flex_kernels::norm_backward(inputs, epsilon, centered);
-    if let Some([dx, d_gamma, d_beta]) = on_flex_many::<I, 3, 3>([&x, &gamma, &g], kernel) {
-        return (dx, d_gamma, centered.then_some(d_beta));
+    // dγ and dβ come out as (1, width) rows, and go to γ and β as the vectors they are.
+    let width = gamma.shape().num_elements();
+    let vector = |t: FloatTensor<I>| I::float_reshape(t, Shape::new([width]));
+    let mut g = g;
+    let kernel = |g: &mut FlexTensor, [x, gamma]: [&FlexTensor; 2]| {
+        flex_kernels::norm_backward(x, gamma, g, epsilon, centered)
+    };
+    if let Some([d_gamma, d_beta]) = on_flex_over::<I, 2, 2>(&mut g, [&x, &gamma], kernel) {
+        // `g` now holds dx.
+        return (g, vector(d_gamma), centered.then(|| vector(d_beta)));
     }
+    let gamma = row::<I>(gamma);
     let x = if centered {
         I::float_sub(x.clone(), mean_last::<I>(x))
     } else {
@@ -147,7 +161,7 @@ fn norm_gradients<I: Backend>(
         h
     };
     let dx = I::float_mul(I::float_sub(h, I::float_mul(normalized, mean_hx)), r);
-    (dx, d_gamma, d_beta)
+    (dx, vector(d_gamma), d_beta.map(vector))
 }
 
 impl Node<3> for LayerNorm {
@@ -170,16 +184,20 @@ impl Node<3> for LayerNorm {
     }
 }
 
-/// LayerNorm on a backend from (1, width) γ and β: the backend's own op (one pass on Flex).
+/// LayerNorm on a backend from γ and β as vectors: the backend's own op (one pass on Flex).
 fn layer_norm_inner<I: Backend>(
     x: FloatTensor<I>,
     gamma: FloatTensor<I>,
     beta: FloatTensor<I>,
     epsilon: f64,
 ) -> FloatTensor<I> {
-    let width = gamma.shape().num_elements();
-    let vector = |t: FloatTensor<I>| I::float_reshape(t, Shape::new([width]));
-    I::layer_norm(x, vector(gamma), Some(vector(beta)), epsilon)
+    I::layer_norm(x, gamma, Some(beta), epsilon)
+}
+
+/// A vector (γ) as a (1, width) row, which a backend's element-wise ops broadcast over rows.
+fn row<I: Backend>(vector: FloatTensor<I>) -> FloatTensor<I> {
+    let width = vector.shape().num_elements();
+    I::float_reshape(vector, Shape::new([1, width]))
 }
 
 struct RmsNorm {
@@ -211,7 +229,7 @@ fn rms_norm_inner<I: Backend>(
     on_flex::<I, 2>([&x, &gamma], kernel).unwrap_or_else(|| {
         let square = I::float_mul(x.clone(), x.clone());
         let r = inverse_root::<I>(mean_last::<I>(square), epsilon);
-        I::float_mul(I::float_mul(x, r), gamma)
+        I::float_mul(I::float_mul(x, r), row::<I>(gamma))
     })
 }
 
@@ -221,39 +239,53 @@ struct AddNorm {
 }
 
 impl AddNorm {
-    /// `[y, x + addend]` on the inner backend: one Flex kernel where it applies.
+    /// `[y, x + addend]` on the inner backend: one Flex kernel where it applies, which writes
+    /// `y` over `x`'s buffer (copied first if anything else holds it).
     fn forward<I: Backend>(
         &self,
-        [x, addend]: [FloatTensor<I>; 2],
+        [mut x, addend]: [FloatTensor<I>; 2],
         gamma: FloatTensor<I>,
         beta: Option<FloatTensor<I>>,
     ) -> [FloatTensor<I>; 2] {
         let eps = self.epsilon;
         let fused = match &beta {
-            Some(beta) => on_flex_many::<I, 4, 2>([&x, &addend, &gamma, beta], |[x, a, g, b]| {
-                flex_kernels::add_norm([x, a], g, Some(b), eps)
-            }),
-            None => on_flex_many::<I, 3, 2>([&x, &addend, &gamma], |[x, a, g]| {
-                flex_kernels::add_norm([x, a], g, None, eps)
+            Some(beta) => {
+                on_flex_over::<I, 3, 1>(&mut x, [&addend, &gamma, beta], |x, [a, g, b]| {
+                    flex_kernels::add_norm(x, a, g, Some(b), eps).map(|sum| [sum])
+                })
+            }
+            None => on_flex_over::<I, 2, 1>(&mut x, [&addend, &gamma], |x, [a, g]| {
+                flex_kernels::add_norm(x, a, g, None, eps).map(|sum| [sum])
             }),
         };
-        fused.unwrap_or_else(|| {
-            let sum = I::float_add(x, addend);
-            let y = match beta {
-                Some(beta) => layer_norm_inner::<I>(sum.clone(), gamma, beta, eps),
-                None => rms_norm_inner::<I>(sum.clone(), gamma, eps),
-            };
-            [y, sum]
-        })
+        if let Some([sum]) = fused {
+            return [x, sum];
+        }
+        let sum = I::float_add(x, addend);
+        let y = match beta {
+            Some(beta) => layer_norm_inner::<I>(sum.clone(), gamma, beta, eps),
+            None => rms_norm_inner::<I>(sum.clone(), gamma, eps),
+        };
+        [y, sum]
     }
+}
+
+/// The buffer of `x`, a pathway's latent `z` (which the pathway reads last: nothing else holds
+/// it), taken out of its autodiff tensor for the kernel to write the norm over; the tensor
+/// keeps its node for `record`, and a stand-in that is never read (`addend`'s buffer, shared).
+fn latent<I: Backend>(
+    x: &mut FloatTensor<Autodiff<I>>,
+    addend: &FloatTensor<Autodiff<I>>,
+) -> FloatTensor<I> {
+    std::mem::replace(&mut x.primitive, addend.primitive.clone())
 }
 
 impl Node<4> for AddNorm {
     fn run<I: Backend>(
         self,
-        [x, addend, gamma, beta]: [FloatTensor<Autodiff<I>>; 4],
+        [mut x, addend, gamma, beta]: [FloatTensor<Autodiff<I>>; 4],
     ) -> FloatTensor<Autodiff<I>> {
-        let inputs = [x.primitive.clone(), addend.primitive.clone()];
+        let inputs = [latent(&mut x, &addend), addend.primitive.clone()];
         let g = gamma.primitive.clone();
         let [y, sum] = self.forward::<I>(inputs, g.clone(), Some(beta.primitive.clone()));
         let backward = NormBackward {
@@ -267,9 +299,9 @@ impl Node<4> for AddNorm {
 impl Node<3> for AddNorm {
     fn run<I: Backend>(
         self,
-        [x, addend, gamma]: [FloatTensor<Autodiff<I>>; 3],
+        [mut x, addend, gamma]: [FloatTensor<Autodiff<I>>; 3],
     ) -> FloatTensor<Autodiff<I>> {
-        let inputs = [x.primitive.clone(), addend.primitive.clone()];
+        let inputs = [latent(&mut x, &addend), addend.primitive.clone()];
         let g = gamma.primitive.clone();
         let [y, sum] = self.forward::<I>(inputs, g.clone(), None);
         let backward = NormBackward {
