@@ -27,17 +27,26 @@ pub fn rope_tables_at<B: Backend>(
 ) -> (Tensor<B, 2>, Tensor<B, 2>) {
     let hd = hidden / heads;
     let half = hd / 2;
+    // A head's index i and i + half share a frequency, and every head of a position the same
+    // angles: each (position, frequency) pair's cosine and sine are computed once, in f64, and
+    // copied to its places (the table had a `powf` and a `cos` and `sin` per entry, 1.6 ms of
+    // a tiny LLaMA's 35 ms step, every step).
+    let frequencies: Vec<f64> = (0..half)
+        .map(|j| 1.0 / theta.powf((2 * j) as f64 / hd as f64))
+        .collect();
     let mut cos = Vec::with_capacity(seq * hidden);
     let mut sin = Vec::with_capacity(seq * hidden);
+    let (mut head_cos, mut head_sin) = (vec![0f32; hd], vec![0f32; hd]);
     for t in start..start + seq {
+        for (j, f) in frequencies.iter().enumerate() {
+            let a = t as f64 * f;
+            let (c, s) = (a.cos() as f32, a.sin());
+            (head_cos[j], head_cos[j + half]) = (c, c);
+            (head_sin[j], head_sin[j + half]) = ((-s) as f32, s as f32);
+        }
         for _ in 0..heads {
-            for i in 0..hd {
-                let f = 1.0 / theta.powf((2 * (i % half)) as f64 / hd as f64);
-                let a = t as f64 * f;
-                let sign = if i < half { -1.0 } else { 1.0 };
-                cos.push(a.cos() as f32);
-                sin.push((sign * a.sin()) as f32);
-            }
+            cos.extend_from_slice(&head_cos);
+            sin.extend_from_slice(&head_sin);
         }
     }
     (

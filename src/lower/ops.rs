@@ -122,23 +122,21 @@ impl<B: Backend> Frame<B> {
         self.cache.as_ref().map_or(0, |c| c.offset)
     }
 
-    /// RoPE tables for every row of the pass, `(batch·seq, width)`.
+    /// RoPE tables of the pass's positions, `(seq, width)`: the rope node reads a row's
+    /// position's row of them, the composed formula repeats them over the batch.
     fn rope(
         &mut self,
         [width, heads]: [usize; 2],
         theta: f64,
         device: &B::Device,
     ) -> &RopeTables<B> {
-        let (batch, seq, offset) = (self.batch, self.seq, self.offset());
+        let (seq, offset) = (self.seq, self.offset());
         let at = match self.rope.iter().position(|(w, _)| *w == width) {
             Some(at) => at,
             None => {
                 let (cos, sin) = rope_tables_at::<B>(offset, [seq, heads, width], theta, device);
                 let dtype = self.dtype;
-                let tables = (
-                    cos.repeat_dim(0, batch).cast(dtype),
-                    sin.repeat_dim(0, batch).cast(dtype),
-                );
+                let tables = (cos.cast(dtype), sin.cast(dtype));
                 self.rope.push((width, tables));
                 self.rope.len() - 1
             }
