@@ -358,7 +358,9 @@ fn positions<B: Backend>(
     } else {
         table.narrow(0, offset, seq)
     };
-    (x + table.unsqueeze::<3>()).reshape([batch * seq, dim])
+    // The table repeated over the batch, not broadcast: Flex adds a broadcast operand element
+    // by element along strides (870 µs of a tiny ViT's 19 ms step), equal shapes in one pass.
+    (x + table.unsqueeze::<3>().repeat_dim(0, batch)).reshape([batch * seq, dim])
 }
 
 /// The first token of each sample: `(batch·seq, w)` → `(batch, w)`.
