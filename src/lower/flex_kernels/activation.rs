@@ -4,8 +4,9 @@
 //! GELU and its derivative are within 1e-6 of f64 on [−10, 10] (tests/lowering.rs).
 
 use super::math::{normal_cdf, normal_pdf, sigmoid};
-use super::{f32s, like, output, vectorized, written, Kernel, CHUNK};
+use super::{f32s, like, output, own_f32s, vectorized, written, Kernel, CHUNK};
 use burn::backend::flex::FlexTensor;
+use burn::tensor::{DType, TensorMetadata};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -14,9 +15,10 @@ pub fn gelu(x: &FlexTensor) -> Option<FlexTensor> {
     elementwise(GeluAt, x, x)
 }
 
-/// GELU's input gradient, `g (Φ(x) + x φ(x))` with `φ` the standard normal density.
-pub fn gelu_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
-    elementwise(GeluGradientAt, x, g)
+/// GELU's input gradient, `g (Φ(x) + x φ(x))` with `φ` the standard normal density, written
+/// over `g` (see [`over_gradient`]).
+pub fn gelu_backward(x: &FlexTensor, g: &mut FlexTensor) -> Option<()> {
+    over_gradient(GeluGradientAt, x, g)
 }
 
 /// SiLU, `x σ(x)`.
@@ -24,9 +26,10 @@ pub fn silu(x: &FlexTensor) -> Option<FlexTensor> {
     elementwise(SiluAt, x, x)
 }
 
-/// SiLU's input gradient, `g σ(x) (1 + x (1 − σ(x)))`.
-pub fn silu_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
-    elementwise(SiluGradientAt, x, g)
+/// SiLU's input gradient, `g σ(x) (1 + x (1 − σ(x)))`, written over `g` (see
+/// [`over_gradient`]).
+pub fn silu_backward(x: &FlexTensor, g: &mut FlexTensor) -> Option<()> {
+    over_gradient(SiluGradientAt, x, g)
 }
 
 /// SwiGLU, `silu(gate) ⊙ up`, in one pass.
@@ -34,37 +37,29 @@ pub fn swiglu(gate: &FlexTensor, up: &FlexTensor) -> Option<FlexTensor> {
     elementwise(SwiGluAt, gate, up)
 }
 
-/// SwiGLU's gradients `[d gate, d up]` given the output gradient `g`, in one pass:
-/// `d gate = g ⊙ up ⊙ σ (1 + gate (1 − σ))`, `d up = g ⊙ silu(gate)`, σ = σ(gate).
-pub fn swiglu_backward(
-    gate: &FlexTensor,
-    up: &FlexTensor,
-    g: &FlexTensor,
-) -> Option<[FlexTensor; 2]> {
-    let (gates, ups, gs) = (f32s(gate)?, f32s(up)?, f32s(g)?);
-    if ups.len() != gates.len() || gs.len() != gates.len() {
+/// SwiGLU's gradients given the output gradient `g`, in one pass, written over the inputs the
+/// backward pass kept (and reads last: `own_f32s` copies a buffer they share first):
+/// `d gate = g ⊙ up ⊙ σ (1 + gate (1 − σ))` over `gate`, `d up = g ⊙ silu(gate)` over `up`,
+/// σ = σ(gate). `None`, and both untouched, unless f32 of one shape (`g` contiguous).
+pub fn swiglu_backward(gate: &mut FlexTensor, up: &mut FlexTensor, g: &FlexTensor) -> Option<()> {
+    let gs = f32s(g)?;
+    let f32_of = |t: &FlexTensor| t.dtype() == DType::F32 && t.shape() == g.shape();
+    if !(f32_of(gate) && f32_of(up)) {
         return None;
     }
-    let (mut d_gate, mut d_up) = (output(gates.len()), output(gates.len()));
-    let inputs = gates
-        .par_chunks(CHUNK)
-        .zip(ups.par_chunks(CHUNK).zip(gs.par_chunks(CHUNK)));
-    d_gate
+    let (gates, ups) = (own_f32s(gate), own_f32s(up));
+    gates
         .par_chunks_mut(CHUNK)
-        .zip(d_up.par_chunks_mut(CHUNK))
-        .zip(inputs)
-        .for_each(|((d_gate, d_up), (gate, (up, g)))| {
+        .zip(ups.par_chunks_mut(CHUNK))
+        .zip(gs.par_chunks(CHUNK))
+        .for_each(|((gate_then_d, up_then_d), g)| {
             vectorized(SwiGluGradient {
-                d_gate,
-                d_up,
-                gate,
-                up,
+                gate_then_d,
+                up_then_d,
                 g,
             })
         });
-    // SAFETY: `SwiGluGradient` writes every element of its chunks, which cover both buffers.
-    let (d_gate, d_up) = unsafe { (written(d_gate), written(d_up)) };
-    Some([like(gate, d_gate), like(gate, d_up)])
+    Some(())
 }
 
 /// `f` at each pair of elements of `x` and `y` (the same tensor twice for a function of one),
@@ -129,12 +124,10 @@ impl Elementwise for SwiGluAt {
     }
 }
 
-/// A chunk of [`swiglu_backward`].
+/// A chunk of [`swiglu_backward`]: each element's two gradients over its `gate` and `up`.
 struct SwiGluGradient<'a> {
-    d_gate: &'a mut [MaybeUninit<f32>],
-    d_up: &'a mut [MaybeUninit<f32>],
-    gate: &'a [f32],
-    up: &'a [f32],
+    gate_then_d: &'a mut [f32],
+    up_then_d: &'a mut [f32],
     g: &'a [f32],
 }
 
@@ -143,12 +136,52 @@ impl Kernel for SwiGluGradient<'_> {
 
     #[inline(always)]
     fn run(self) {
-        let outputs = self.d_gate.iter_mut().zip(self.d_up.iter_mut());
-        let inputs = self.gate.iter().zip(self.up).zip(self.g);
-        for ((d_gate, d_up), ((&x, &up), &g)) in outputs.zip(inputs) {
+        let pairs = self.gate_then_d.iter_mut().zip(self.up_then_d.iter_mut());
+        for ((gate, up), &g) in pairs.zip(self.g) {
+            let (x, u) = (*gate, *up);
             let s = sigmoid(x);
-            d_up.write(g * x * s);
-            d_gate.write(g * up * s * (1.0 + x * (1.0 - s)));
+            *up = g * x * s;
+            *gate = g * u * s * (1.0 + x * (1.0 - s));
+        }
+    }
+}
+
+/// `f(x, g)` at each pair of elements of `x` and `g`, written over `g`: a backward pass's output
+/// gradient, just computed and read by nothing else, is in cache where a new buffer is not
+/// (`own_f32s` copies a buffer `g` shares first). `None`, and `g` untouched, unless f32 of
+/// one size (`x` contiguous).
+fn over_gradient(f: impl Elementwise, x: &FlexTensor, g: &mut FlexTensor) -> Option<()> {
+    let xs = f32s(x)?;
+    if g.dtype() != DType::F32 || g.shape().num_elements() != xs.len() {
+        return None;
+    }
+    own_f32s(g)
+        .par_chunks_mut(CHUNK)
+        .zip(xs.par_chunks(CHUNK))
+        .for_each(|(g_then_out, xs)| {
+            vectorized(MapOver {
+                f: &f,
+                xs,
+                g_then_out,
+            })
+        });
+    Some(())
+}
+
+/// `g[i] = f(xs[i], g[i])`.
+struct MapOver<'a, F> {
+    f: &'a F,
+    xs: &'a [f32],
+    g_then_out: &'a mut [f32],
+}
+
+impl<F: Elementwise> Kernel for MapOver<'_, F> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        for (g, &x) in self.g_then_out.iter_mut().zip(self.xs) {
+            *g = self.f.at(x, *g);
         }
     }
 }

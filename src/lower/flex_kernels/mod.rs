@@ -272,3 +272,33 @@ unsafe fn with_avx2<K: Kernel>(work: K) -> K::Output {
 unsafe fn with_avx512<K: Kernel>(work: K) -> K::Output {
     work.run()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(values: Vec<f32>, shape: [usize; 2]) -> FlexTensor {
+        FlexTensor::from_data(TensorData::new(values, shape))
+    }
+
+    /// A buffer only `t` holds is handed out as it is; one another tensor shares, or a strided
+    /// view, is first copied into a contiguous buffer of `t`'s own, in row-major order, and the
+    /// other holder keeps its values whatever is written.
+    #[test]
+    fn own_f32s_writes_over_a_buffer_only_where_nothing_else_holds_it() {
+        let mut own = tensor(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]);
+        let at = f32s(&own).expect("f32").as_ptr();
+        assert_eq!(own_f32s(&mut own).as_ptr(), at);
+
+        let shared = tensor(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]);
+        let mut other = shared.clone();
+        own_f32s(&mut other).fill(0.0);
+        assert_eq!(f32s(&shared).expect("f32"), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(f32s(&other).expect("f32"), [0.0; 6]);
+
+        let mut transposed = shared.transpose(0, 1);
+        assert_eq!(own_f32s(&mut transposed), [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        assert_eq!(transposed.shape().dims::<2>(), [3, 2]);
+        assert_eq!(f32s(&shared).expect("f32"), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    }
+}

@@ -1,59 +1,58 @@
 //! Rotate-half RoPE in one pass each way, the tables read by position.
 
-use super::{f32s, like, output, vectorized, written, Kernel, CHUNK};
+use super::{f32s, own_f32s, vectorized, Kernel, CHUNK};
 use burn::backend::flex::FlexTensor;
-use burn::tensor::TensorMetadata;
+use burn::tensor::{DType, TensorMetadata};
 use rayon::prelude::*;
-use std::mem::MaybeUninit;
 
 /// Rotate-half RoPE of `x` (rows, hidden), rows in (batch, seq) order, with (seq, hidden)
 /// tables: per head, with `a` in the first half and `b = a + half` its partner,
 /// `y[a] = x[a] cos[a] + x[b] sin[a]` and `y[b] = x[b] cos[b] + x[a] sin[b]`; with
 /// `transposed` the transpose (the input gradient), `y[a] = x[a] cos[a] + x[b] sin[b]` and
-/// `y[b] = x[b] cos[b] + x[a] sin[a]`. Each row reads its position's table row. `None` unless
-/// all are contiguous f32 of matching shapes.
+/// `y[b] = x[b] cos[b] + x[a] sin[a]`. Each row reads its position's table row. Written over
+/// `x` (q or k just out of their product, or the output gradient, read by nothing else: in
+/// cache, where a new buffer is not; `own_f32s` copies a buffer `x` shares first). `None`,
+/// and `x` untouched, unless f32 of matching shapes (the tables contiguous).
 pub fn rope(
-    x: &FlexTensor,
+    x: &mut FlexTensor,
     [cos, sin]: [&FlexTensor; 2],
     heads: usize,
     transposed: bool,
-) -> Option<FlexTensor> {
-    let (xs, cs, ss) = (f32s(x)?, f32s(cos)?, f32s(sin)?);
+) -> Option<()> {
+    let (cs, ss) = (f32s(cos)?, f32s(sin)?);
     let (dims, table) = (x.shape(), cos.shape());
-    if dims.num_dims() != 2 || table.num_dims() != 2 || sin.shape() != table {
+    if x.dtype() != DType::F32 || dims.num_dims() != 2 || table.num_dims() != 2 {
         return None;
     }
     let ([n, hidden], [seq, width]) = (dims.dims::<2>(), table.dims::<2>());
-    if width != hidden || seq == 0 || n % seq != 0 || heads == 0 || hidden % (2 * heads) != 0 {
+    if sin.shape() != table || width != hidden || seq == 0 || n % seq != 0 {
+        return None;
+    }
+    if heads == 0 || hidden % (2 * heads) != 0 {
         return None;
     }
     let half = hidden / heads / 2;
-    let mut out = output(xs.len());
-    out.par_chunks_mut(hidden)
-        .zip(xs.par_chunks(hidden))
+    own_f32s(x)
+        .par_chunks_mut(hidden)
         .enumerate()
         .with_min_len(CHUNK.div_ceil(hidden))
-        .for_each(|(row, (y, x))| {
+        .for_each(|(row, x_then_y)| {
             let at = row % seq * hidden;
             let tables = [&cs[at..at + hidden], &ss[at..at + hidden]];
             vectorized(RopeRow {
-                y,
-                x,
+                x_then_y,
                 tables,
                 half,
                 transposed,
             })
         });
-    // SAFETY: each row's heads, `2 · half` wide, tile it (`hidden` is a multiple of
-    // `2 · heads`), and every index of a head is written as `a` or as `b`.
-    Some(like(x, unsafe { written(out) }))
+    Some(())
 }
 
-/// One row of [`rope`]: `y` and `x` hold `hidden` elements, `tables` the row's position's
-/// cosines and sines, heads `2 · half` wide.
+/// One row of [`rope`]: `x_then_y` holds `hidden` elements, `tables` the row's position's
+/// cosines and sines, heads `2 · half` wide; each pair `(a, b)` is read before it is written.
 struct RopeRow<'a> {
-    y: &'a mut [MaybeUninit<f32>],
-    x: &'a [f32],
+    x_then_y: &'a mut [f32],
     tables: [&'a [f32]; 2],
     half: usize,
     transposed: bool,
@@ -68,23 +67,19 @@ impl Kernel for RopeRow<'_> {
     fn run(self) {
         let width = 2 * self.half;
         let [cos, sin] = self.tables;
-        let heads = self
-            .y
-            .chunks_exact_mut(width)
-            .zip(self.x.chunks_exact(width));
-        for ((y, x), (c, s)) in heads.zip(cos.chunks_exact(width).zip(sin.chunks_exact(width))) {
-            let (ya, yb) = y.split_at_mut(self.half);
-            let (xa, xb) = x.split_at(self.half);
+        let heads = self.x_then_y.chunks_exact_mut(width);
+        for (head, (c, s)) in heads.zip(cos.chunks_exact(width).zip(sin.chunks_exact(width))) {
+            let (ya, yb) = head.split_at_mut(self.half);
             let (ca, cb) = c.split_at(self.half);
             let (mut sa, mut sb) = s.split_at(self.half);
             if self.transposed {
                 (sa, sb) = (sb, sa);
             }
-            let pairs = ya.iter_mut().zip(yb).zip(xa.iter().zip(xb));
             let factors = ca.iter().zip(cb).zip(sa.iter().zip(sb));
-            for (((ya, yb), (&xa, &xb)), ((&ca, &cb), (&sa, &sb))) in pairs.zip(factors) {
-                ya.write(xa * ca + xb * sa);
-                yb.write(xb * cb + xa * sb);
+            for ((ya, yb), ((&ca, &cb), (&sa, &sb))) in ya.iter_mut().zip(yb).zip(factors) {
+                let (xa, xb) = (*ya, *yb);
+                *ya = xa * ca + xb * sa;
+                *yb = xb * cb + xa * sb;
             }
         }
     }

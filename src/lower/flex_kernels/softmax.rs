@@ -2,59 +2,65 @@
 //! on the vectorized `exp` of `math`.
 
 use super::math::exp;
-use super::{
-    f32s, like, max_of, output, sum_by, sum_by_pairs, vectorized, written, written_part, Kernel,
-    CHUNK,
-};
+use super::{f32s, max_of, own_f32s, sum_by, sum_by_pairs, vectorized, Kernel, CHUNK};
 use burn::backend::flex::FlexTensor;
-use burn::tensor::TensorMetadata;
+use burn::tensor::{DType, TensorMetadata};
 use rayon::prelude::*;
-use std::mem::MaybeUninit;
 
 /// Softmax over the last axis of `x + bias` (attention's causal mask, −10³⁰ above the
 /// diagonal; or no bias), each row in one pass after its maximum: `e = exp(x + b − max)` with
 /// this module's `exp` (0 below e^−87, so masked places stay exactly 0), then `e / Σe`.
 /// Flex's own softmax calls libm's `expf` per element, after a separate pass for the bias.
-/// `None` unless contiguous f32 of one shape.
-pub fn softmax(x: &FlexTensor, bias: Option<&FlexTensor>) -> Option<FlexTensor> {
-    let xs = f32s(x)?;
+/// Written over `x` (attention's scores, just out of their product and read by nothing else:
+/// in cache, where a new buffer is not; `own_f32s` copies a buffer `x` shares first). `None`,
+/// and `x` untouched, unless f32 of one shape (the bias contiguous).
+pub fn softmax(x: &mut FlexTensor, bias: Option<&FlexTensor>) -> Option<()> {
     let bs = match bias {
         Some(b) if b.shape() == x.shape() => Some(f32s(b)?),
         Some(_) => return None,
         None => None,
     };
     let width = last_axis(x)?;
-    let mut out = output(xs.len());
+    if x.dtype() != DType::F32 {
+        return None;
+    }
     let per_task = CHUNK.div_ceil(width) * width;
-    out.par_chunks_mut(per_task).enumerate().for_each(|(i, y)| {
-        let at = i * per_task..i * per_task + y.len();
-        vectorized(SoftmaxRows {
-            out: y,
-            x: &xs[at.clone()],
-            bias: bs.map(|b| &b[at]),
-            width,
-        })
-    });
-    // SAFETY: `SoftmaxRows` writes every element of its `out`, and the tasks cover the buffer.
-    Some(like(x, unsafe { written(out) }))
+    own_f32s(x)
+        .par_chunks_mut(per_task)
+        .enumerate()
+        .for_each(|(i, rows)| {
+            let at = i * per_task..i * per_task + rows.len();
+            vectorized(SoftmaxRows {
+                rows,
+                bias: bs.map(|b| &b[at]),
+                width,
+            })
+        });
+    Some(())
 }
 
 /// Softmax's input gradient from its output `y` and the output gradient `g`, per row
-/// `y ⊙ (g − Σ g ⊙ y)`, in one pass (the composed form makes four). `None` unless contiguous
-/// f32 of one shape.
-pub fn softmax_backward(y: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
-    let (ys, gs) = (f32s(y)?, f32s(g)?);
+/// `y ⊙ (g − Σ g ⊙ y)`, in one pass (the composed form makes four), written over `g` (as
+/// [`softmax`] over its input). `None`, and `g` untouched, unless f32 of one shape (`y`
+/// contiguous).
+pub fn softmax_backward(y: &FlexTensor, g: &mut FlexTensor) -> Option<()> {
+    let ys = f32s(y)?;
     let width = last_axis(y)?;
-    if gs.len() != ys.len() {
+    if g.dtype() != DType::F32 || g.shape() != y.shape() {
         return None;
     }
-    let mut out = output(ys.len());
     let per_task = CHUNK.div_ceil(width) * width;
-    out.par_chunks_mut(per_task)
-        .zip(ys.par_chunks(per_task).zip(gs.par_chunks(per_task)))
-        .for_each(|(dx, (y, g))| vectorized(SoftmaxGradientRows { dx, y, g, width }));
-    // SAFETY: `SoftmaxGradientRows` writes every element of its `dx`, which the tasks cover.
-    Some(like(y, unsafe { written(out) }))
+    own_f32s(g)
+        .par_chunks_mut(per_task)
+        .zip(ys.par_chunks(per_task))
+        .for_each(|(g_then_dx, y)| {
+            vectorized(SoftmaxGradientRows {
+                g_then_dx,
+                y,
+                width,
+            })
+        });
+    Some(())
 }
 
 /// The length of `x`'s last axis, when it has one that is not empty.
@@ -64,10 +70,10 @@ fn last_axis(x: &FlexTensor) -> Option<usize> {
     (width > 0).then_some(width)
 }
 
-/// Rows of a softmax: `out` from `x` (and `bias`), `width` elements each.
+/// Rows of a softmax, `width` elements each: the scores `rows` (plus `bias`) turned into
+/// probabilities in place.
 struct SoftmaxRows<'a> {
-    out: &'a mut [MaybeUninit<f32>],
-    x: &'a [f32],
+    rows: &'a mut [f32],
     bias: Option<&'a [f32]>,
     width: usize,
 }
@@ -78,23 +84,13 @@ impl Kernel for SoftmaxRows<'_> {
     #[inline(always)]
     fn run(self) {
         let w = self.width;
-        for (r, y) in self.out.chunks_exact_mut(w).enumerate() {
-            let x = &self.x[r * w..(r + 1) * w];
+        for (r, y) in self.rows.chunks_exact_mut(w).enumerate() {
             // The biased scores, kept in `y` until they become probabilities.
-            match self.bias {
-                Some(b) => {
-                    for ((y, &x), &b) in y.iter_mut().zip(x).zip(&b[r * w..(r + 1) * w]) {
-                        y.write(x + b);
-                    }
-                }
-                None => {
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        y.write(x);
-                    }
+            if let Some(b) = self.bias {
+                for (y, &b) in y.iter_mut().zip(&b[r * w..(r + 1) * w]) {
+                    *y = *y + b;
                 }
             }
-            // SAFETY: either arm above wrote the whole row.
-            let y = unsafe { written_part(y) };
             let max = max_of(y);
             for y in y.iter_mut() {
                 let d = *y - max;
@@ -108,11 +104,10 @@ impl Kernel for SoftmaxRows<'_> {
     }
 }
 
-/// Rows of softmax's input gradient: `dx` from the output `y` and its gradient `g`.
+/// Rows of softmax's input gradient: `dx` over the output gradient `g`, from the output `y`.
 struct SoftmaxGradientRows<'a> {
-    dx: &'a mut [MaybeUninit<f32>],
+    g_then_dx: &'a mut [f32],
     y: &'a [f32],
-    g: &'a [f32],
     width: usize,
 }
 
@@ -122,11 +117,14 @@ impl Kernel for SoftmaxGradientRows<'_> {
     #[inline(always)]
     fn run(self) {
         let w = self.width;
-        let rows = self.dx.chunks_exact_mut(w).zip(self.y.chunks_exact(w));
-        for ((dx, y), g) in rows.zip(self.g.chunks_exact(w)) {
-            let along = sum_by_pairs(y, g, |y, g| y * g);
-            for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
-                dx.write(y * (g - along));
+        let rows = self
+            .g_then_dx
+            .chunks_exact_mut(w)
+            .zip(self.y.chunks_exact(w));
+        for (g_then_dx, y) in rows {
+            let along = sum_by_pairs(y, g_then_dx, |y, g| y * g);
+            for (g, &y) in g_then_dx.iter_mut().zip(y) {
+                *g = y * (*g - along);
             }
         }
     }

@@ -32,7 +32,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{DType, Int, Tensor, TensorMetadata, TensorPrimitive};
+use burn::tensor::{DType, Int, Shape, Tensor, TensorMetadata, TensorPrimitive};
 pub use kron::kron;
 pub use norm::{add_layer_norm, add_rms_norm, layer_norm, rms_norm};
 pub use scale::scale;
@@ -442,7 +442,9 @@ impl Node<1> for Sigmoid {
 /// its formula from any backend's ops for everything else.
 trait Activation: Send + Sync + std::fmt::Debug + 'static {
     fn flex(x: &FlexTensor) -> Option<FlexTensor>;
-    fn flex_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor>;
+    /// `g` times the derivative at `x`, written over `g`; `None` (`g` untouched) where the
+    /// kernel does not take them.
+    fn flex_backward(x: &FlexTensor, g: &mut FlexTensor) -> Option<()>;
     fn forward<I: Backend>(x: FloatTensor<I>) -> FloatTensor<I>;
     /// `g` times the derivative at `x`.
     fn backward<I: Backend>(x: FloatTensor<I>, g: FloatTensor<I>) -> FloatTensor<I>;
@@ -457,7 +459,7 @@ impl Activation for Silu {
         flex_kernels::silu(x)
     }
 
-    fn flex_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
+    fn flex_backward(x: &FlexTensor, g: &mut FlexTensor) -> Option<()> {
         flex_kernels::silu_backward(x, g)
     }
 
@@ -482,7 +484,7 @@ impl Activation for Gelu {
         flex_kernels::gelu(x)
     }
 
-    fn flex_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
+    fn flex_backward(x: &FlexTensor, g: &mut FlexTensor) -> Option<()> {
         flex_kernels::gelu_backward(x, g)
     }
 
@@ -521,9 +523,11 @@ impl<I: Backend, A: Activation> Backward<I, 1> for ActivationBackward<A> {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let x = ops.state;
-        unary::<I, _>(ops.parents, ops.node, grads, |g| {
-            on_flex::<I, 2>([&x, &g], |[x, g]| A::flex_backward(x, g))
-                .unwrap_or_else(|| A::backward::<I>(x, g))
+        unary::<I, _>(ops.parents, ops.node, grads, |mut g| {
+            match on_flex_over::<I, 1, 0>(&mut g, [&x], |g, [x]| A::flex_backward(x, g).map(none)) {
+                Some([]) => g,
+                None => A::backward::<I>(x, g),
+            }
         });
     }
 }
@@ -589,19 +593,35 @@ pub(crate) fn on_flex_over<I: Backend, const N: usize, const M: usize>(
     inputs: [&FloatTensor<I>; N],
     kernel: impl FnOnce(&mut FlexTensor, [&FlexTensor; N]) -> Option<[FlexTensor; M]>,
 ) -> Option<[FloatTensor<I>; M]> {
-    if TypeId::of::<I>() != TypeId::of::<Flex>() {
-        return None;
-    }
-    let target = (target as &mut dyn Any)
-        .downcast_mut::<FlexTensor>()
-        .expect("Flex's tensors");
-    let own = inputs.map(|t| {
-        (t as &dyn Any)
-            .downcast_ref::<FlexTensor>()
-            .expect("Flex's tensors")
-    });
+    let target = flex_mut::<I>(target)?;
+    let own = inputs.map(|t| flex::<I>(t).expect("I is Flex"));
     let out = kernel(target, own)?;
     Some(out.map(|t| same_type(t).unwrap_or_else(|_| unreachable!("I is Flex"))))
+}
+
+/// `t` as the Flex tensor it is where `I` is Flex.
+fn flex<I: Backend>(t: &FloatTensor<I>) -> Option<&FlexTensor> {
+    (t as &dyn Any).downcast_ref::<FlexTensor>()
+}
+
+/// [`flex`], to write over.
+fn flex_mut<I: Backend>(t: &mut FloatTensor<I>) -> Option<&mut FlexTensor> {
+    (t as &mut dyn Any).downcast_mut::<FlexTensor>()
+}
+
+/// No outputs besides the one written over (an in-place kernel's `()` for [`on_flex_over`]).
+fn none<T>((): ()) -> [T; 0] {
+    []
+}
+
+/// The buffer of `x`, taken out of its autodiff tensor for a kernel to write its output over:
+/// an input the node reads last (a latent, attention's scores, q or k before RoPE), so that
+/// nothing else holds it. The tensor keeps its node for `record`, and an empty stand-in that
+/// is never read.
+fn take_buffer<I: Backend>(x: &mut FloatTensor<Autodiff<I>>) -> FloatTensor<I> {
+    let device = I::float_device(&x.primitive);
+    let empty = I::float_empty(Shape::new([0]), &device, x.primitive.dtype().into());
+    std::mem::replace(&mut x.primitive, empty)
 }
 
 struct MatMul {
@@ -676,20 +696,21 @@ struct Rope {
 /// RoPE (or with `transposed` its transpose) on the inner backend: Flex's one-pass kernel
 /// where it applies, else the composed form.
 fn rope_inner<I: Backend>(
-    x: FloatTensor<I>,
+    mut x: FloatTensor<I>,
     heads: usize,
     [cos, sin]: &[FloatTensor<I>; 2],
     transposed: bool,
 ) -> FloatTensor<I> {
-    on_flex::<I, 3>([&x, cos, sin], |[x, cos, sin]| {
-        flex_kernels::rope(x, [cos, sin], heads, transposed)
-    })
-    .unwrap_or_else(|| {
-        let tables = [cos.clone(), sin.clone()].map(float);
-        rope_composed::<I>(float(x), heads, tables, transposed)
-            .into_primitive()
-            .tensor()
-    })
+    let kernel = |x: &mut FlexTensor, [cos, sin]: [&FlexTensor; 2]| {
+        flex_kernels::rope(x, [cos, sin], heads, transposed).map(none)
+    };
+    if on_flex_over::<I, 2, 0>(&mut x, [cos, sin], kernel).is_some() {
+        return x;
+    }
+    let tables = [cos.clone(), sin.clone()].map(float);
+    rope_composed::<I>(float(x), heads, tables, transposed)
+        .into_primitive()
+        .tensor()
 }
 
 /// Backward: the transpose, from the saved tables (constants: no gradient of their own).
@@ -712,10 +733,10 @@ impl<I: Backend> Backward<I, 1> for RopeBackward {
 impl Node<3> for Rope {
     fn run<I: Backend>(
         self,
-        [x, cos, sin]: [FloatTensor<Autodiff<I>>; 3],
+        [mut x, cos, sin]: [FloatTensor<Autodiff<I>>; 3],
     ) -> FloatTensor<Autodiff<I>> {
         let tables = [cos.primitive, sin.primitive];
-        let y = rope_inner::<I>(x.primitive.clone(), self.heads, &tables, false);
+        let y = rope_inner::<I>(take_buffer(&mut x), self.heads, &tables, false);
         record(RopeBackward { heads: self.heads }, [&x], tables, y)
     }
 }
@@ -762,13 +783,15 @@ impl<I: Backend> Backward<I, 1> for SoftmaxBackward {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let y = ops.state;
-        unary::<I, _>(ops.parents, ops.node, grads, |g| {
-            on_flex::<I, 2>([&y, &g], |[y, g]| flex_kernels::softmax_backward(y, g)).unwrap_or_else(
-                || {
-                    let along = I::float_sum_dim(I::float_mul(g.clone(), y.clone()), self.dim);
-                    I::float_mul(y, I::float_sub(g, along))
-                },
-            )
+        unary::<I, _>(ops.parents, ops.node, grads, |mut g| {
+            let kernel = |g: &mut FlexTensor, [y]: [&FlexTensor; 1]| {
+                flex_kernels::softmax_backward(y, g).map(none)
+            };
+            if on_flex_over::<I, 1, 0>(&mut g, [&y], kernel).is_some() {
+                return g;
+            }
+            let along = I::float_sum_dim(I::float_mul(g.clone(), y.clone()), self.dim);
+            I::float_mul(y, I::float_sub(g, along))
         });
     }
 }
@@ -776,34 +799,42 @@ impl<I: Backend> Backward<I, 1> for SoftmaxBackward {
 /// The softmax of `x` (plus a constant bias) on the inner backend: Flex's kernel where it
 /// applies, else the backend's softmax.
 fn softmax_inner<I: Backend>(
-    x: FloatTensor<I>,
+    mut x: FloatTensor<I>,
     bias: Option<FloatTensor<I>>,
     dim: usize,
 ) -> FloatTensor<I> {
-    let on_flex = match &bias {
-        Some(b) => on_flex::<I, 2>([&x, b], |[x, b]| flex_kernels::softmax(x, Some(b))),
-        None => on_flex::<I, 1>([&x], |[x]| flex_kernels::softmax(x, None)),
+    let done = match &bias {
+        Some(b) => on_flex_over::<I, 1, 0>(&mut x, [b], |x, [b]| {
+            flex_kernels::softmax(x, Some(b)).map(none)
+        }),
+        None => {
+            on_flex_over::<I, 0, 0>(&mut x, [], |x, []| flex_kernels::softmax(x, None).map(none))
+        }
     };
-    on_flex.unwrap_or_else(|| {
-        let biased = match bias {
-            Some(b) => I::float_add(x, b),
-            None => x,
-        };
-        I::softmax(biased, dim)
-    })
+    if done.is_some() {
+        return x;
+    }
+    let biased = match bias {
+        Some(b) => I::float_add(x, b),
+        None => x,
+    };
+    I::softmax(biased, dim)
 }
 
 impl Node<1> for Softmax {
-    fn run<I: Backend>(self, [x]: [FloatTensor<Autodiff<I>>; 1]) -> FloatTensor<Autodiff<I>> {
-        let y = softmax_inner::<I>(x.primitive.clone(), None, self.dim);
+    fn run<I: Backend>(self, [mut x]: [FloatTensor<Autodiff<I>>; 1]) -> FloatTensor<Autodiff<I>> {
+        let y = softmax_inner::<I>(take_buffer(&mut x), None, self.dim);
         record(SoftmaxBackward { dim: self.dim }, [&x], y.clone(), y)
     }
 }
 
 /// With a bias: a constant, so the node's one parent is `x`.
 impl Node<2> for Softmax {
-    fn run<I: Backend>(self, [x, bias]: [FloatTensor<Autodiff<I>>; 2]) -> FloatTensor<Autodiff<I>> {
-        let y = softmax_inner::<I>(x.primitive.clone(), Some(bias.primitive), self.dim);
+    fn run<I: Backend>(
+        self,
+        [mut x, bias]: [FloatTensor<Autodiff<I>>; 2],
+    ) -> FloatTensor<Autodiff<I>> {
+        let y = softmax_inner::<I>(take_buffer(&mut x), Some(bias.primitive), self.dim);
         record(SoftmaxBackward { dim: self.dim }, [&x], y.clone(), y)
     }
 }
@@ -818,16 +849,27 @@ impl<I: Backend> Backward<I, 2> for SwiGluBackward {
     type State = (FloatTensor<I>, FloatTensor<I>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (gate, up) = ops.state;
+        let (mut gate, mut up) = ops.state;
         let g = grads.consume::<I>(&ops.node);
         let [gate_node, up_node] = ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
-        let kernel = |[gate, up, g]: [&FlexTensor; 3]| flex_kernels::swiglu_backward(gate, up, g);
-        let [d_gate, d_up] =
-            on_flex_many::<I, 3, 2>([&gate, &up, &g], kernel).unwrap_or_else(|| {
+        // The kept inputs, read last here, become their own gradients (`d_gate` over `gate`,
+        // `d_up` over `up`).
+        let in_place = match (
+            flex_mut::<I>(&mut gate),
+            flex_mut::<I>(&mut up),
+            flex::<I>(&g),
+        ) {
+            (Some(gate), Some(up), Some(g)) => flex_kernels::swiglu_backward(gate, up, g),
+            _ => None,
+        };
+        let [d_gate, d_up] = match in_place {
+            Some(()) => [gate, up],
+            None => {
                 let d_up = I::float_mul(g.clone(), Silu::forward::<I>(gate.clone()));
                 let d_gate = Silu::backward::<I>(gate, I::float_mul(g, up));
                 [d_gate, d_up]
-            });
+            }
+        };
         give::<I>(grads, gate_node, || d_gate);
         give::<I>(grads, up_node, || d_up);
     }

@@ -3,7 +3,7 @@
 
 use super::{
     as_node, column_sums, composed, float, give, inverse_root, mean_last, on_flex, on_flex_over,
-    record, Node,
+    record, take_buffer, Node,
 };
 use crate::lower::flex_kernels;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -270,22 +270,12 @@ impl AddNorm {
     }
 }
 
-/// The buffer of `x`, a pathway's latent `z` (which the pathway reads last: nothing else holds
-/// it), taken out of its autodiff tensor for the kernel to write the norm over; the tensor
-/// keeps its node for `record`, and a stand-in that is never read (`addend`'s buffer, shared).
-fn latent<I: Backend>(
-    x: &mut FloatTensor<Autodiff<I>>,
-    addend: &FloatTensor<Autodiff<I>>,
-) -> FloatTensor<I> {
-    std::mem::replace(&mut x.primitive, addend.primitive.clone())
-}
-
 impl Node<4> for AddNorm {
     fn run<I: Backend>(
         self,
         [mut x, addend, gamma, beta]: [FloatTensor<Autodiff<I>>; 4],
     ) -> FloatTensor<Autodiff<I>> {
-        let inputs = [latent(&mut x, &addend), addend.primitive.clone()];
+        let inputs = [take_buffer(&mut x), addend.primitive.clone()];
         let g = gamma.primitive.clone();
         let [y, sum] = self.forward::<I>(inputs, g.clone(), Some(beta.primitive.clone()));
         let backward = NormBackward {
@@ -301,7 +291,7 @@ impl Node<3> for AddNorm {
         self,
         [mut x, addend, gamma]: [FloatTensor<Autodiff<I>>; 3],
     ) -> FloatTensor<Autodiff<I>> {
-        let inputs = [latent(&mut x, &addend), addend.primitive.clone()];
+        let inputs = [take_buffer(&mut x), addend.primitive.clone()];
         let g = gamma.primitive.clone();
         let [y, sum] = self.forward::<I>(inputs, g.clone(), None);
         let backward = NormBackward {
