@@ -88,7 +88,7 @@ impl Kernel for SoftmaxRows<'_> {
             // The biased scores, kept in `y` until they become probabilities.
             if let Some(b) = self.bias {
                 for (y, &b) in y.iter_mut().zip(&b[r * w..(r + 1) * w]) {
-                    *y = *y + b;
+                    *y += b;
                 }
             }
             let max = max_of(y);
