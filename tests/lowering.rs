@@ -1626,3 +1626,77 @@ fn swiglu_node_matches_silu_times_up() {
         );
     }
 }
+
+/// The one-node ops that write their output over an input they read last (`own_f32s`), run
+/// where that input really is theirs: a latent or scores computed in the pass (not a leaf the
+/// test keeps), the incoming gradient of a loss, γ and β as the vector parameters they are. The
+/// output and every gradient equal the composed formula's on tensors of its own, and γ's and
+/// β's gradients come out with their vectors' shape.
+#[test]
+fn nodes_writing_over_their_inputs_match_the_composed_formulas() {
+    use burn::backend::Flex;
+    use laxc::lower::fused::{self, composed};
+    type F = Autodiff<Flex>;
+    let (rows, width) = (300, 32);
+    let mut rng = StdRng::seed_from_u64(41);
+    let (x, h, weights) = (
+        random_leaf::<Flex>(&mut rng, [rows, width]),
+        random_leaf::<Flex>(&mut rng, [rows, width]),
+        random_leaf::<Flex>(&mut rng, [rows, width]).detach(),
+    );
+    let vector = |rng: &mut StdRng| {
+        let v: Vec<f64> = random(rng, width).iter().map(|v| 1.0 + 0.5 * v).collect();
+        Tensor::<F, 1>::from_data(
+            TensorData::new(v, [width]).convert::<f32>(),
+            &Default::default(),
+        )
+        .require_grad()
+    };
+    let (gamma, beta) = (vector(&mut rng), vector(&mut rng));
+    let eps = 1e-6;
+    /// The leaves of one run: a pass's inputs and parameters.
+    struct Inputs {
+        x: Tensor<F, 2>,
+        h: Tensor<F, 2>,
+        gamma: Tensor<F, 1>,
+        beta: Tensor<F, 1>,
+    }
+    // The latent is computed here (`x · 1.5`), so the pass holds the only reference to it.
+    let nodes = |i: &Inputs| {
+        let z = i.x.clone().mul_scalar(1.5);
+        let y = fused::add_layer_norm(z, i.h.clone(), i.gamma.clone(), i.beta.clone(), eps);
+        let y = fused::gelu(fused::softmax(y.mul_scalar(2.0)));
+        fused::layer_norm(y, i.gamma.clone(), i.beta.clone(), eps)
+    };
+    let formulas = |i: &Inputs| {
+        let (g, b) = (i.gamma.clone().unsqueeze(), i.beta.clone().unsqueeze());
+        let z = i.x.clone().mul_scalar(1.5);
+        let y = composed::layer_norm(z + i.h.clone(), g.clone(), b.clone(), eps);
+        let y = burn::tensor::activation::softmax(y.mul_scalar(2.0), 1);
+        composed::layer_norm(composed::gelu(y), g, b, eps)
+    };
+    let run = |f: &dyn Fn(&Inputs) -> Tensor<F, 2>| {
+        let i = Inputs {
+            x: x.clone(),
+            h: h.clone(),
+            gamma: gamma.clone(),
+            beta: beta.clone(),
+        };
+        let y = f(&i);
+        let grads = (y.clone() * weights.clone()).sum().backward();
+        let vectors = [&i.gamma, &i.beta].map(|p| p.grad(&grads).expect("a gradient"));
+        for v in &vectors {
+            assert_eq!(v.dims(), [width], "a vector's gradient is a vector");
+        }
+        let [dx, dh] = [&i.x, &i.h].map(|p| to_vec(p.grad(&grads).expect("a gradient")));
+        let [dg, db] = vectors.map(to_vec);
+        [to_vec(y.inner()), dx, dh, dg, db]
+    };
+    let (got, want) = (run(&nodes), run(&formulas));
+    for (what, (g, w)) in ["value", "dx", "dh", "dγ", "dβ"]
+        .iter()
+        .zip(got.iter().zip(&want))
+    {
+        assert_close(g, w, 1e-4, what);
+    }
+}

@@ -32,7 +32,7 @@ impl<B: Backend> Value<B> {
     }
 }
 
-/// RoPE's cos and sin tables over every row of a pass.
+/// RoPE's cos and sin tables of a pass's positions, `(seq, width)`.
 type RopeTables<B> = (Tensor<B, 2>, Tensor<B, 2>);
 
 /// What one forward pass shares between nodes: its batch and sequence, and tables built once.

@@ -4,9 +4,9 @@
 //! GELU and its derivative are within 1e-6 of f64 on [−10, 10] (tests/lowering.rs).
 
 use super::math::{normal_cdf, normal_pdf, sigmoid};
-use super::{f32s, like, output, own_f32s, vectorized, written, Kernel, CHUNK};
+use super::{f32s, like, output, overwritable, own_f32s, vectorized, written, Kernel, CHUNK};
 use burn::backend::flex::FlexTensor;
-use burn::tensor::{DType, TensorMetadata};
+use burn::tensor::TensorMetadata;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -43,8 +43,8 @@ pub fn swiglu(gate: &FlexTensor, up: &FlexTensor) -> Option<FlexTensor> {
 /// σ = σ(gate). `None`, and both untouched, unless f32 of one shape (`g` contiguous).
 pub fn swiglu_backward(gate: &mut FlexTensor, up: &mut FlexTensor, g: &FlexTensor) -> Option<()> {
     let gs = f32s(g)?;
-    let f32_of = |t: &FlexTensor| t.dtype() == DType::F32 && t.shape() == g.shape();
-    if !(f32_of(gate) && f32_of(up)) {
+    let takes = |t: &FlexTensor| overwritable(t) && t.shape() == g.shape();
+    if !(takes(gate) && takes(up)) {
         return None;
     }
     let (gates, ups) = (own_f32s(gate), own_f32s(up));
@@ -152,7 +152,7 @@ impl Kernel for SwiGluGradient<'_> {
 /// one size (`x` contiguous).
 fn over_gradient(f: impl Elementwise, x: &FlexTensor, g: &mut FlexTensor) -> Option<()> {
     let xs = f32s(x)?;
-    if g.dtype() != DType::F32 || g.shape().num_elements() != xs.len() {
+    if !overwritable(g) || g.shape().num_elements() != xs.len() {
         return None;
     }
     own_f32s(g)

@@ -5,11 +5,11 @@
 #[cfg(target_arch = "x86_64")]
 use super::norm_avx512;
 use super::{
-    f32s, like, output, own_f32s, sum4_by, sum4_by_pairs, sum_by, sum_by_pairs, vectorized,
-    written, written_part, Kernel, CHUNK,
+    f32s, like, output, overwritable, own_f32s, sum4_by, sum4_by_pairs, sum_by, sum_by_pairs,
+    vectorized, written, written_part, Kernel, CHUNK,
 };
 use burn::backend::flex::FlexTensor;
-use burn::tensor::{DType, TensorData, TensorMetadata};
+use burn::tensor::{TensorData, TensorMetadata};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -81,10 +81,7 @@ fn add_norm_on(
         None => &[],
     };
     let width = rows_of(x, gammas.len())?;
-    if x.dtype() != DType::F32
-        || addend.shape() != x.shape()
-        || (beta.is_some() && betas.len() != width)
-    {
+    if !overwritable(x) || addend.shape() != x.shape() || (beta.is_some() && betas.len() != width) {
         return None;
     }
     let eps = epsilon as f32;
@@ -142,7 +139,7 @@ fn norm_backward_on(
 ) -> Option<[FlexTensor; 2]> {
     let (xs, gammas) = (f32s(x)?, f32s(gamma)?);
     let width = rows_of(x, gammas.len())?;
-    if g.dtype() != DType::F32 || g.shape() != x.shape() {
+    if !overwritable(g) || g.shape() != x.shape() {
         return None;
     }
     let eps = epsilon as f32;
@@ -223,7 +220,9 @@ impl Kernel for NormRows<'_> {
                     }
                     // SAFETY: the loop above wrote the whole block.
                     let sum = unsafe { written_part(sum) };
-                    normalize_rows(as_output(x_then_y), sum, params, eps, centered);
+                    // SAFETY: `normalize_rows` writes only initialized values.
+                    let y = unsafe { as_output(x_then_y) };
+                    normalize_rows(y, sum, params, eps, centered);
                 }
             }
         }
@@ -264,10 +263,12 @@ impl Rows<'_> {
     }
 }
 
-/// Initialized elements as a buffer for a kernel to write (it writes only initialized values).
-fn as_output(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
-    // SAFETY: `MaybeUninit<f32>` has f32's layout, and every writer of an output buffer writes
-    // initialized values only, so the elements stay initialized.
+/// Initialized elements as a buffer for a kernel to write.
+///
+/// # Safety
+/// The caller writes only initialized values through it (the elements must stay initialized).
+unsafe fn as_output(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has f32's layout; the caller keeps the elements initialized.
     unsafe { &mut *(values as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
@@ -592,6 +593,15 @@ mod tests {
             assert_eq!(bits(s), bits(o));
         }
         assert_ne!(bits(&own), g_bits, "dx was written");
+
+        // A strided operand is declined and left as it is (the caller composes the formula).
+        let mut strided = tensor(32, 64, 1).transpose(0, 1);
+        assert!(norm_backward(&x, &gamma, &mut strided, 1e-6, true).is_none());
+        assert!(add_norm(&mut strided, &a, &gamma, Some(&beta), 1e-6).is_none());
+        assert_eq!(
+            bits(&copy(&strided.transpose(0, 1))),
+            bits(&tensor(32, 64, 1))
+        );
     }
 
     /// The sixteen-row AVX-512 path and the portable one give the same bits, forward and

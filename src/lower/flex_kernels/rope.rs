@@ -1,8 +1,8 @@
 //! Rotate-half RoPE in one pass each way, the tables read by position.
 
-use super::{f32s, own_f32s, vectorized, Kernel, CHUNK};
+use super::{f32s, overwritable, own_f32s, vectorized, Kernel, CHUNK};
 use burn::backend::flex::FlexTensor;
-use burn::tensor::{DType, TensorMetadata};
+use burn::tensor::TensorMetadata;
 use rayon::prelude::*;
 
 /// Rotate-half RoPE of `x` (rows, hidden), rows in (batch, seq) order, with (seq, hidden)
@@ -21,7 +21,7 @@ pub fn rope(
 ) -> Option<()> {
     let (cs, ss) = (f32s(cos)?, f32s(sin)?);
     let (dims, table) = (x.shape(), cos.shape());
-    if x.dtype() != DType::F32 || dims.num_dims() != 2 || table.num_dims() != 2 {
+    if !overwritable(x) || dims.num_dims() != 2 || table.num_dims() != 2 {
         return None;
     }
     let ([n, hidden], [seq, width]) = (dims.dims::<2>(), table.dims::<2>());

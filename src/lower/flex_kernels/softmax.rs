@@ -2,9 +2,11 @@
 //! on the vectorized `exp` of `math`.
 
 use super::math::exp;
-use super::{f32s, max_of, own_f32s, sum_by, sum_by_pairs, vectorized, Kernel, CHUNK};
+use super::{
+    f32s, max_of, overwritable, own_f32s, sum_by, sum_by_pairs, vectorized, Kernel, CHUNK,
+};
 use burn::backend::flex::FlexTensor;
-use burn::tensor::{DType, TensorMetadata};
+use burn::tensor::TensorMetadata;
 use rayon::prelude::*;
 
 /// Softmax over the last axis of `x + bias` (attention's causal mask, −10³⁰ above the
@@ -21,7 +23,7 @@ pub fn softmax(x: &mut FlexTensor, bias: Option<&FlexTensor>) -> Option<()> {
         None => None,
     };
     let width = last_axis(x)?;
-    if x.dtype() != DType::F32 {
+    if !overwritable(x) {
         return None;
     }
     let per_task = CHUNK.div_ceil(width) * width;
@@ -46,7 +48,7 @@ pub fn softmax(x: &mut FlexTensor, bias: Option<&FlexTensor>) -> Option<()> {
 pub fn softmax_backward(y: &FlexTensor, g: &mut FlexTensor) -> Option<()> {
     let ys = f32s(y)?;
     let width = last_axis(y)?;
-    if g.dtype() != DType::F32 || g.shape() != y.shape() {
+    if !overwritable(g) || g.shape() != y.shape() {
         return None;
     }
     let per_task = CHUNK.div_ceil(width) * width;
