@@ -6,7 +6,7 @@
 //! Burn's own step.
 
 use crate::lower::flex_kernels::{self, AdamWStep};
-use crate::lower::fused::on_flex_many;
+use crate::lower::fused::{flex_mut, on_flex_over};
 use burn::optim::{
     AdamW as BurnAdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate,
     SimpleOptimizer,
@@ -61,43 +61,71 @@ impl AdamW {
         }
     }
 
-    /// The step as one kernel, where `B` is Flex and the tensors are contiguous f32.
+    /// The step as one kernel where `B` is Flex and the tensors are contiguous f32, written
+    /// over the parameter and the moments, which the step reads last (buffers in cache, where
+    /// new ones are not; BENCHMARKS.md, attempt 48); else the tensors back, unchanged, for
+    /// Burn's step.
+    #[allow(clippy::type_complexity)]
     fn fused<B: Backend, const D: usize>(
         &self,
         lr: LearningRate,
-        tensor: &Tensor<B, D>,
-        grad: &Tensor<B, D>,
-        state: Option<&AdamWState<B, D>>,
-    ) -> Option<(Tensor<B, D>, AdamWState<B, D>)> {
-        let primitive = |t: &Tensor<B, D>| t.clone().into_primitive().tensor();
-        let (param, g) = (primitive(tensor), primitive(grad));
-        let time = state.map_or(0, |s| s.momentum.time) + 1;
+        tensor: Tensor<B, D>,
+        grad: Tensor<B, D>,
+        state: Option<AdamWState<B, D>>,
+    ) -> Result<
+        (Tensor<B, D>, AdamWState<B, D>),
+        (Tensor<B, D>, Tensor<B, D>, Option<AdamWState<B, D>>),
+    > {
+        let time = state.as_ref().map_or(0, |s| s.momentum.time) + 1;
+        if state
+            .as_ref()
+            .is_some_and(|s| s.momentum.max_moment_2.is_some())
+        {
+            return Err((tensor, grad, state));
+        }
         let step = self.constants(lr, time);
-        let [param, m, v] = match state {
-            None => on_flex_many::<B, 2, 3>([&param, &g], |[p, g]| {
-                flex_kernels::adamw(p, g, None, &step)
-            })?,
-            Some(state) => {
-                if state.momentum.max_moment_2.is_some() {
-                    return None;
-                }
-                let (m, v) = (
-                    primitive(&state.momentum.moment_1),
-                    primitive(&state.momentum.moment_2),
-                );
-                on_flex_many::<B, 4, 3>([&param, &g, &m, &v], |[p, g, m, v]| {
-                    flex_kernels::adamw(p, g, Some([m, v]), &step)
-                })?
+        let primitive = |t: Tensor<B, D>| t.into_primitive().tensor();
+        let float = |t| Tensor::<B, D>::from_primitive(TensorPrimitive::Float(t));
+        let (mut param, g) = (primitive(tensor), primitive(grad));
+        let mut moments = state.map(|s| [s.momentum.moment_1, s.momentum.moment_2].map(primitive));
+        // `Some(new moments)` at the first step, `Some(None)` where the kept ones were updated.
+        let done = match &mut moments {
+            None => on_flex_over::<B, 1, 2>(&mut param, [&g], |p, [g]| {
+                flex_kernels::adamw_first(p, g, &step)
+            })
+            .map(Some),
+            Some([m, v]) => match (flex_mut::<B>(m), flex_mut::<B>(v)) {
+                (Some(m), Some(v)) => on_flex_over::<B, 1, 0>(&mut param, [&g], |p, [g]| {
+                    flex_kernels::adamw(p, g, [m, v], &step).map(|()| [])
+                })
+                .map(|[]| None),
+                _ => None,
+            },
+        };
+        let moments = match (done, moments) {
+            (Some(Some(new)), _) => new,
+            (Some(None), Some(kept)) => kept,
+            (Some(None), None) => unreachable!("the kept moments were updated"),
+            (None, moments) => {
+                let state = moments.map(|[m, v]| AdamWState {
+                    momentum: AdaptiveMomentumState {
+                        time: time - 1,
+                        moment_1: float(m),
+                        moment_2: float(v),
+                        max_moment_2: None,
+                    },
+                });
+                return Err((float(param), float(g), state));
             }
         };
-        let float = |t| Tensor::from_primitive(TensorPrimitive::Float(t));
+        let [moment_1, moment_2] = moments.map(float);
         let momentum = AdaptiveMomentumState {
             time,
-            moment_1: float(m),
-            moment_2: float(v),
+            moment_1,
+            moment_2,
             max_moment_2: None,
         };
-        Some((float(param), AdamWState { momentum }))
+        Ok((float(param), AdamWState { momentum }))
     }
 }
 
@@ -111,9 +139,9 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
         grad: Tensor<B, D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
-        match self.fused(lr, &tensor, &grad, state.as_ref()) {
-            Some((tensor, state)) => (tensor, Some(state)),
-            None => self.reference.step(lr, tensor, grad, state),
+        match self.fused(lr, tensor, grad, state) {
+            Ok((tensor, state)) => (tensor, Some(state)),
+            Err((tensor, grad, state)) => self.reference.step(lr, tensor, grad, state),
         }
     }
 

@@ -3,7 +3,9 @@
 //! for each. Every operation is Burn's, in Burn's order and in f32, so the results are equal bit
 //! for bit (`train::optimizer` tests it).
 
-use super::{f32s, like, output, vectorized, written, written_part, Kernel, CHUNK};
+use super::{
+    f32s, like, output, overwritable, own_f32s, vectorized, written, written_part, Kernel, CHUNK,
+};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::TensorMetadata;
 use rayon::prelude::*;
@@ -26,57 +28,85 @@ pub struct AdamWStep {
     pub decay: Option<f32>,
 }
 
-/// `[parameter, first moment, second moment]` after one step from `param` with gradient `grad`
-/// and the moments of the steps before (`None` at the first step: both start at zero, where
-/// Burn's first step skips the products with zero moments; so does this one). `None` unless
-/// every tensor is contiguous f32 of one shape.
-pub fn adamw(
-    param: &FlexTensor,
+/// One step over `param` with gradient `grad` at the first step, where both moments start at
+/// zero (Burn's first step skips the products with zero moments; so does this one): the
+/// parameter written over `param` (the optimizer reads it last; `own_f32s` copies a buffer
+/// something else holds first), the two moments returned. `None`, and `param` untouched,
+/// unless both are f32 of one shape (`grad` contiguous).
+pub fn adamw_first(
+    param: &mut FlexTensor,
     grad: &FlexTensor,
-    moments: Option<[&FlexTensor; 2]>,
     step: &AdamWStep,
-) -> Option<[FlexTensor; 3]> {
-    let (ps, gs) = (f32s(param)?, f32s(grad)?);
-    let shape = param.shape();
-    if grad.shape() != shape {
+) -> Option<[FlexTensor; 2]> {
+    let gs = f32s(grad)?;
+    if !overwritable(param) || grad.shape() != param.shape() {
         return None;
     }
-    let before = match moments {
-        Some([m, v]) if m.shape() == shape && v.shape() == shape => Some([f32s(m)?, f32s(v)?]),
-        Some(_) => return None,
-        None => None,
-    };
-    let n = ps.len();
-    let (mut p_out, mut m_out, mut v_out) = (output(n), output(n), output(n));
-    let outs = p_out
+    let (mut m_out, mut v_out) = (output(gs.len()), output(gs.len()));
+    let moments = m_out.par_chunks_mut(CHUNK).zip(v_out.par_chunks_mut(CHUNK));
+    own_f32s(param)
         .par_chunks_mut(CHUNK)
-        .zip(m_out.par_chunks_mut(CHUNK))
-        .zip(v_out.par_chunks_mut(CHUNK));
-    let ins = ps.par_chunks(CHUNK).zip(gs.par_chunks(CHUNK));
-    outs.zip(ins)
-        .enumerate()
-        .for_each(|(i, (((p, m), v), (x, g)))| {
-            let at = i * CHUNK..i * CHUNK + x.len();
+        .zip(gs.par_chunks(CHUNK))
+        .zip(moments)
+        .for_each(|((param, grad), (m, v))| {
+            let moments = Moments::First([m, v]);
             vectorized(AdamWChunk {
-                out: [p, m, v],
-                param: x,
-                grad: g,
-                moments: before.map(|[m, v]| [&m[at.clone()], &v[at]]),
+                param,
+                grad,
+                moments,
                 step,
             })
         });
-    // SAFETY: `AdamWChunk` writes every element of its three chunks, which cover the buffers.
-    let [p_out, m_out, v_out] = [p_out, m_out, v_out].map(|out| unsafe { written(out) });
-    Some([like(param, p_out), like(param, m_out), like(param, v_out)])
+    // SAFETY: `AdamWChunk` writes every element of both moments' chunks, which cover them.
+    let [m, v] = [m_out, v_out].map(|out| unsafe { written(out) });
+    Some([like(grad, m), like(grad, v)])
 }
 
-/// One task's elements of [`adamw`].
+/// One step over `param` with gradient `grad` and the moments `m`, `v` of the steps before,
+/// all three written over (as [`adamw_first`]'s parameter). `None`, and all untouched, unless
+/// every tensor is f32 of one shape (`grad` contiguous).
+pub fn adamw(
+    param: &mut FlexTensor,
+    grad: &FlexTensor,
+    [m, v]: [&mut FlexTensor; 2],
+    step: &AdamWStep,
+) -> Option<()> {
+    let gs = f32s(grad)?;
+    let takes = |t: &FlexTensor| overwritable(t) && t.shape() == grad.shape();
+    if !(takes(param) && takes(m) && takes(v)) {
+        return None;
+    }
+    let moments = own_f32s(m)
+        .par_chunks_mut(CHUNK)
+        .zip(own_f32s(v).par_chunks_mut(CHUNK));
+    own_f32s(param)
+        .par_chunks_mut(CHUNK)
+        .zip(gs.par_chunks(CHUNK))
+        .zip(moments)
+        .for_each(|((param, grad), (m, v))| {
+            let moments = Moments::Kept([m, v]);
+            vectorized(AdamWChunk {
+                param,
+                grad,
+                moments,
+                step,
+            })
+        });
+    Some(())
+}
+
+/// One task's elements of a step: the parameter updated in place.
 struct AdamWChunk<'a> {
-    out: [&'a mut [MaybeUninit<f32>]; 3],
-    param: &'a [f32],
+    param: &'a mut [f32],
     grad: &'a [f32],
-    moments: Option<[&'a [f32]; 2]>,
+    moments: Moments<'a>,
     step: &'a AdamWStep,
+}
+
+/// A task's moments: new ones to write at the first step, else the kept ones to update.
+enum Moments<'a> {
+    First([&'a mut [MaybeUninit<f32>]; 2]),
+    Kept([&'a mut [f32]; 2]),
 }
 
 impl Kernel for AdamWChunk<'_> {
@@ -85,37 +115,38 @@ impl Kernel for AdamWChunk<'_> {
     #[inline(always)]
     fn run(self) {
         let s = *self.step;
-        let [p_out, m_out, v_out] = self.out;
+        let g = self.grad;
         // The moments: Burn's `m·β₁ + g·(1 − β₁)` and `v·β₂ + g²·(1 − β₂)`.
-        match self.moments {
-            Some([m, v]) => {
-                for ((out, &m), &g) in m_out.iter_mut().zip(m).zip(self.grad) {
-                    out.write(m * s.beta_1 + g * s.rest_1);
+        let [m, v] = match self.moments {
+            Moments::Kept([m, v]) => {
+                for (m, &g) in m.iter_mut().zip(g) {
+                    *m = *m * s.beta_1 + g * s.rest_1;
                 }
-                for ((out, &v), &g) in v_out.iter_mut().zip(v).zip(self.grad) {
-                    out.write(v * s.beta_2 + (g * g) * s.rest_2);
+                for (v, &g) in v.iter_mut().zip(g) {
+                    *v = *v * s.beta_2 + (g * g) * s.rest_2;
                 }
+                [m, v]
             }
-            None => {
-                for (out, &g) in m_out.iter_mut().zip(self.grad) {
+            Moments::First([m_out, v_out]) => {
+                for (out, &g) in m_out.iter_mut().zip(g) {
                     out.write(g * s.rest_1);
                 }
-                for (out, &g) in v_out.iter_mut().zip(self.grad) {
+                for (out, &g) in v_out.iter_mut().zip(g) {
                     out.write((g * g) * s.rest_2);
                 }
+                // SAFETY: the loops above wrote both moments whole.
+                unsafe { [written_part(m_out), written_part(v_out)] }
             }
-        }
-        // SAFETY: the loops above wrote both moments whole.
-        let (m_out, v_out) = unsafe { (written_part(m_out), written_part(v_out)) };
+        };
         // The parameter: `x·(1 − lr·λ) − lr · m̂ / (√v̂ + ε)`.
-        let moments = m_out.iter().zip(v_out.iter());
-        for ((out, &x), (&m, &v)) in p_out.iter_mut().zip(self.param).zip(moments) {
+        let moments = m.iter().zip(v.iter());
+        for (x, (&m, &v)) in self.param.iter_mut().zip(moments) {
             let delta = (m / s.correction_1) / ((v / s.correction_2).sqrt() + s.epsilon);
             let decayed = match s.decay {
-                Some(d) => x * d,
-                None => x,
+                Some(d) => *x * d,
+                None => *x,
             };
-            out.write(decayed - delta * s.lr);
+            *x = decayed - delta * s.lr;
         }
     }
 }

@@ -35,7 +35,7 @@ mod scale;
 mod softmax;
 
 pub use activation::{gelu, gelu_backward, silu, silu_backward, swiglu, swiglu_backward};
-pub use adamw::{adamw, AdamWStep};
+pub use adamw::{adamw, adamw_first, AdamWStep};
 pub use kron::{kron, kron_backward};
 pub use layout::swap_middle_axes;
 pub use norm::{add_norm, norm_backward, rms_norm};

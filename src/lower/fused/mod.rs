@@ -605,7 +605,7 @@ fn flex<I: Backend>(t: &FloatTensor<I>) -> Option<&FlexTensor> {
 }
 
 /// [`flex`], to write over.
-fn flex_mut<I: Backend>(t: &mut FloatTensor<I>) -> Option<&mut FlexTensor> {
+pub(crate) fn flex_mut<I: Backend>(t: &mut FloatTensor<I>) -> Option<&mut FlexTensor> {
     (t as &mut dyn Any).downcast_mut::<FlexTensor>()
 }
 
