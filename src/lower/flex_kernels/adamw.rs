@@ -43,20 +43,11 @@ pub fn adamw_first(
         return None;
     }
     let (mut m_out, mut v_out) = (output(gs.len()), output(gs.len()));
-    let moments = m_out.par_chunks_mut(CHUNK).zip(v_out.par_chunks_mut(CHUNK));
-    own_f32s(param)
+    let moments = m_out
         .par_chunks_mut(CHUNK)
-        .zip(gs.par_chunks(CHUNK))
-        .zip(moments)
-        .for_each(|((param, grad), (m, v))| {
-            let moments = Moments::First([m, v]);
-            vectorized(AdamWChunk {
-                param,
-                grad,
-                moments,
-                step,
-            })
-        });
+        .zip(v_out.par_chunks_mut(CHUNK))
+        .map(|(m, v)| Moments::First([m, v]));
+    in_tasks(own_f32s(param), gs, moments, step);
     // SAFETY: `AdamWChunk` writes every element of both moments' chunks, which cover them.
     let [m, v] = [m_out, v_out].map(|out| unsafe { written(out) });
     Some([like(grad, m), like(grad, v)])
@@ -78,13 +69,25 @@ pub fn adamw(
     }
     let moments = own_f32s(m)
         .par_chunks_mut(CHUNK)
-        .zip(own_f32s(v).par_chunks_mut(CHUNK));
-    own_f32s(param)
+        .zip(own_f32s(v).par_chunks_mut(CHUNK))
+        .map(|(m, v)| Moments::Kept([m, v]));
+    in_tasks(own_f32s(param), gs, moments, step);
+    Some(())
+}
+
+/// The step over `param` in tasks of `CHUNK` elements, each with its share of `grad` and the
+/// task's `moments`.
+fn in_tasks<'a>(
+    param: &'a mut [f32],
+    grad: &'a [f32],
+    moments: impl IndexedParallelIterator<Item = Moments<'a>>,
+    step: &'a AdamWStep,
+) {
+    param
         .par_chunks_mut(CHUNK)
-        .zip(gs.par_chunks(CHUNK))
+        .zip(grad.par_chunks(CHUNK))
         .zip(moments)
-        .for_each(|((param, grad), (m, v))| {
-            let moments = Moments::Kept([m, v]);
+        .for_each(|((param, grad), moments)| {
             vectorized(AdamWChunk {
                 param,
                 grad,
@@ -92,7 +95,6 @@ pub fn adamw(
                 step,
             })
         });
-    Some(())
 }
 
 /// One task's elements of a step: the parameter updated in place.
