@@ -12,6 +12,7 @@ use burn::optim::{
     SimpleOptimizer,
 };
 use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};
 
 /// AdamW (decoupled weight decay, bias-corrected moments; no AMSGrad, no cautious decay).
@@ -65,69 +66,62 @@ impl AdamW {
     /// over the parameter and the moments, which the step reads last (buffers in cache, where
     /// new ones are not; BENCHMARKS.md, attempt 48); else the tensors back, unchanged, for
     /// Burn's step.
-    #[allow(clippy::type_complexity)]
     fn fused<B: Backend, const D: usize>(
         &self,
         lr: LearningRate,
         tensor: Tensor<B, D>,
         grad: Tensor<B, D>,
         state: Option<AdamWState<B, D>>,
-    ) -> Result<
-        (Tensor<B, D>, AdamWState<B, D>),
-        (Tensor<B, D>, Tensor<B, D>, Option<AdamWState<B, D>>),
-    > {
-        let time = state.as_ref().map_or(0, |s| s.momentum.time) + 1;
+    ) -> Result<(Tensor<B, D>, AdamWState<B, D>), Unfused<B, D>> {
+        let before = state.as_ref().map_or(0, |s| s.momentum.time);
         if state
             .as_ref()
             .is_some_and(|s| s.momentum.max_moment_2.is_some())
         {
             return Err((tensor, grad, state));
         }
-        let step = self.constants(lr, time);
+        let step = self.constants(lr, before + 1);
         let primitive = |t: Tensor<B, D>| t.into_primitive().tensor();
         let float = |t| Tensor::<B, D>::from_primitive(TensorPrimitive::Float(t));
-        let (mut param, g) = (primitive(tensor), primitive(grad));
-        let mut moments = state.map(|s| [s.momentum.moment_1, s.momentum.moment_2].map(primitive));
-        // `Some(new moments)` at the first step, `Some(None)` where the kept ones were updated.
-        let done = match &mut moments {
-            None => on_flex_over::<B, 1, 2>(&mut param, [&g], |p, [g]| {
-                flex_kernels::adamw_first(p, g, &step)
-            })
-            .map(Some),
-            Some([m, v]) => match (flex_mut::<B>(m), flex_mut::<B>(v)) {
-                (Some(m), Some(v)) => on_flex_over::<B, 1, 0>(&mut param, [&g], |p, [g]| {
-                    flex_kernels::adamw(p, g, [m, v], &step).map(|()| [])
-                })
-                .map(|[]| None),
-                _ => None,
+        let state_of = |[m, v]: [FloatTensor<B>; 2], time| AdamWState {
+            momentum: AdaptiveMomentumState {
+                time,
+                moment_1: float(m),
+                moment_2: float(v),
+                max_moment_2: None,
             },
         };
-        let moments = match (done, moments) {
-            (Some(Some(new)), _) => new,
-            (Some(None), Some(kept)) => kept,
-            (Some(None), None) => unreachable!("the kept moments were updated"),
-            (None, moments) => {
-                let state = moments.map(|[m, v]| AdamWState {
-                    momentum: AdaptiveMomentumState {
-                        time: time - 1,
-                        moment_1: float(m),
-                        moment_2: float(v),
-                        max_moment_2: None,
-                    },
-                });
-                return Err((float(param), float(g), state));
+        let (mut param, g) = (primitive(tensor), primitive(grad));
+        let kept = state.map(|s| [s.momentum.moment_1, s.momentum.moment_2].map(primitive));
+        let moments = match kept {
+            // The first step: the kernel makes the moments.
+            None => match on_flex_over::<B, 1, 2>(&mut param, [&g], |p, [g]| {
+                flex_kernels::adamw_first(p, g, &step)
+            }) {
+                Some(made) => made,
+                None => return Err((float(param), float(g), None)),
+            },
+            Some([mut m, mut v]) => {
+                let updated = match (flex_mut::<B>(&mut m), flex_mut::<B>(&mut v)) {
+                    (Some(m), Some(v)) => on_flex_over::<B, 1, 0>(&mut param, [&g], |p, [g]| {
+                        flex_kernels::adamw(p, g, [m, v], &step).map(|()| [])
+                    })
+                    .is_some(),
+                    _ => false,
+                };
+                if !updated {
+                    return Err((float(param), float(g), Some(state_of([m, v], before))));
+                }
+                [m, v]
             }
         };
-        let [moment_1, moment_2] = moments.map(float);
-        let momentum = AdaptiveMomentumState {
-            time,
-            moment_1,
-            moment_2,
-            max_moment_2: None,
-        };
-        Ok((float(param), AdamWState { momentum }))
+        Ok((float(param), state_of(moments, before + 1)))
     }
 }
+
+/// What [`AdamW::fused`] gives back, unchanged, for Burn's step: the parameter, its gradient
+/// and its state.
+type Unfused<B, const D: usize> = (Tensor<B, D>, Tensor<B, D>, Option<AdamWState<B, D>>);
 
 impl<B: Backend> SimpleOptimizer<B> for AdamW {
     type State<const D: usize> = AdamWState<B, D>;
