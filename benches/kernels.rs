@@ -54,6 +54,7 @@ fn main() {
         pool.install(|| {
             laxc::train::pool::run_awake(|| {
                 norms();
+                tensor_gates();
                 pathways(threads);
             })
         });
@@ -144,6 +145,37 @@ fn products() {
                 "{rows} x {k} by {k} x {n}, {threads} thread(s): forward {forward:.1} GFLOP/s, input gradient {input:.1}, weight gradient {weight:.1}"
             );
         }
+    }
+}
+
+/// A tensor gate on the tiny LLaMA's and ViT's latents (rank 64: 8 × 8 cores; rank 32:
+/// 4 × 8): its factored rows (`flex_kernels::tensor_gate`, forward and input gradient) against
+/// the product by the dense `kron(G1, G0)`, in µs a call.
+fn tensor_gates() {
+    for (rows, [s0, s1]) in [(1024, [8, 8]), (1088, [4, 8])] {
+        let r = s0 * s1;
+        let (h, g1, g0) = (tensor(rows, r, 9), tensor(s0, s0, 10), tensor(s1, s1, 11));
+        let k = flex_kernels::kron(&g1, &g0).expect("kron");
+        let micros = |f: &dyn Fn()| time(1, f) / 1e3;
+        let dense = micros(&|| {
+            black_box(flex_gemm::matmul(&h, &k, 1.0));
+        });
+        let dense_input = micros(&|| {
+            black_box(flex_gemm::matmul(
+                &h,
+                &Flex::float_transpose(k.clone()),
+                1.0,
+            ));
+        });
+        let factored = micros(&|| {
+            black_box(flex_kernels::tensor_gate(&h, &g1, &g0));
+        });
+        let factored_input = micros(&|| {
+            black_box(flex_kernels::tensor_gate_input_gradient(&h, &g1, &g0));
+        });
+        println!(
+            "tensor gate {rows} x {r} ({s0} x {s1} cores): dense product {dense:.1} µs (input gradient {dense_input:.1}), factored rows {factored:.1} µs (input gradient {factored_input:.1})"
+        );
     }
 }
 

@@ -455,8 +455,12 @@ fn tensor_gate<B: Backend>(
     let n = h.dims()[0];
     let (g0, g1) = (cast_like(g.g0.val(), &h), cast_like(g.g1.val(), &h));
     if s0 * s1 * t0 * t1 <= KRON_FACTOR * (s0 * s1 * t1 + s0 * t1 * t0) {
-        // kron(G1, G0)[(i, j), (a, b)] = G1[i, a] G0[j, b]
-        return rows_times(h, fused::kron(g1, g0));
+        // One node on the CPU backends (its rows factored on Flex); elsewhere the product by
+        // the dense kron, through `rows_times` for its grouping of rows.
+        return match fused::has_nodes::<B>() {
+            true => fused::tensor_gate(h, g1, g0),
+            false => rows_times(h, fused::composed::kron(g1, g0)),
+        };
     }
     // R G0: (N·s0, s1)(s1, t1) → (N, s0, t1)
     let r = rows_times(h.reshape([n * s0, s1]), g0);

@@ -33,6 +33,7 @@ mod norm_avx512;
 mod rope;
 mod scale;
 mod softmax;
+mod tensor_gate;
 
 pub use activation::{gelu, gelu_backward, silu, silu_backward, swiglu, swiglu_backward};
 pub use adamw::{adamw, adamw_first, AdamWStep};
@@ -42,6 +43,7 @@ pub use norm::{add_norm, norm_backward, rms_norm};
 pub use rope::rope;
 pub use scale::{scale, scale_backward};
 pub use softmax::{softmax, softmax_backward};
+pub use tensor_gate::{tensor_gate, tensor_gate_input_gradient};
 
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, TensorData, TensorMetadata};

@@ -20,9 +20,9 @@
 use super::attention::rope_composed;
 use super::{flex_gemm, flex_kernels};
 
-mod kron;
 mod norm;
 mod scale;
+mod tensor_gate;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -33,10 +33,10 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, Int, Shape, Tensor, TensorMetadata, TensorPrimitive};
-pub use kron::kron;
 pub use norm::{add_layer_norm, add_rms_norm, layer_norm, rms_norm};
 pub use scale::scale;
 use std::any::{Any, TypeId};
+pub use tensor_gate::tensor_gate;
 
 /// `scale · a · b` over the last two axes (the scale is 1 but for attention's scores, where it
 /// is 1/√d). On Flex in f32, gemm writes the output directly, scale included (`flex_gemm`);
