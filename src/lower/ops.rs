@@ -442,10 +442,11 @@ fn lax_add_norm<B: Backend>(
 
 /// `G1ᵀ R G0` with R the row-major `s0 × s1` fold of h: equal to `h · kron(G1, G0)`.
 ///
-/// Computed as that one product when the dense `kron(G1, G0)` costs at most
-/// `KRON_FACTOR` times the factored form's multiply-adds (rank 64's 8 × 8 cores: the same
-/// count): one GEMM instead of two small ones and two axis swaps, forward and backward
-/// (BENCHMARKS.md, attempt 16). Larger gates keep the factored form.
+/// As one node (`fused::tensor_gate`) when the dense `kron(G1, G0)` costs at most
+/// `KRON_FACTOR` times the factored form's multiply-adds (rank 64's 8 × 8 cores: four times):
+/// on Flex its rows are factored in registers (ranks 16 to 64), elsewhere one GEMM by the
+/// dense product, either instead of two small GEMMs and two axis swaps, forward and backward
+/// (BENCHMARKS.md, attempts 16 and 50). Larger gates keep the composed factored form.
 fn tensor_gate<B: Backend>(
     h: Tensor<B, 2>,
     g: &TensorGate<B>,

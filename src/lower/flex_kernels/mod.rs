@@ -10,6 +10,7 @@
 //!   `norm_avx512` takes their rows of 16 to 256 elements sixteen rows at a time;
 //! - `rope`: rotate-half RoPE and its transpose;
 //! - `kron`: the Kronecker product of a tensor gate's two cores, and its backward;
+//! - `tensor_gate`: a tensor gate applied to rows in its factored form, and its input gradient;
 //! - `scale`: the linear gate's product by a scalar, and its backward;
 //! - `layout`: the swap of a 3-D or 4-D tensor's middle axes;
 //! - `math`: `exp` and `erf` without branches or library calls.

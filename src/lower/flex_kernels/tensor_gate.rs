@@ -6,7 +6,10 @@
 //! against 1,024; rank 32's 4 × 8: 1,024 against 384), the count the report gives. As two
 //! GEMMs with axis swaps between them the factored form lost to the one dense GEMM
 //! (BENCHMARKS.md, attempt 16): GEMMs eight wide and two copies. Here each row is done whole
-//! in registers: its `s0` rows of `R G0` (`t1` wide, a compile-time width), then `G1ᵀ` over them.
+//! in registers, its `s0` rows of `R G0` and then `G1ᵀ` over them, with AVX-512 for the cores
+//! of ranks 16 to 64 (`avx512`): at rank 64 half the dense GEMM's time, at rank 32 two thirds
+//! (`cargo bench --bench kernels`, BENCHMARKS.md attempt 50). For other cores, and without
+//! AVX-512, the kernels decline and the dense product serves.
 
 use super::{f32s, like, output, written, CHUNK};
 use burn::backend::flex::FlexTensor;
@@ -112,7 +115,8 @@ fn dims(t: &FlexTensor) -> Option<[usize; 2]> {
 /// `R G0` is `Σ_d [R[c, d] ×8, R[c+1, d] ×8] ⊙ [G0[d, :], G0[d, :]]` (a lane permute and a
 /// fused multiply-add per `d`); then each pair of output rows `i, i+1` is
 /// `Σ_c [G1[c, i] ×8, G1[c, i+1] ×8] ⊙ [T[c, :], T[c, :]]`, the coefficients laid out once per
-/// task. Sums in order of `d` and of `c`, each product fused into its addition.
+/// task. Each product fused into its addition; the sums over `d` on two chains (even and odd
+/// `d`, added at the end: one chain of eight was the rank-32 gate's latency), over `c` in order.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::Cores;
