@@ -1187,6 +1187,64 @@ fn dropout_acts_while_training_and_not_in_evaluation() {
     assert_close(&eval_dropped, &eval_plain, 0.0, "evaluation has no dropout");
 }
 
+/// The dropout node (`fused::dropout`): each element of the output is the input times 0 or
+/// `1 / (1 − p)`, about `1 − p` of them kept, the input's gradient the output's times the same
+/// factor; the backend's seed decides the mask (the same seed, the same mask); `p = 0` is the
+/// identity. On NdArray in f64 (the node over Burn's Bernoulli draws) and on Flex in f32
+/// (`flex_kernels::dropout`).
+#[test]
+fn dropout_node_scales_what_it_keeps_and_passes_the_gradient_through_its_mask() {
+    use burn::tensor::backend::Backend;
+    use laxc::lower::fused;
+    fn check<E: Backend>()
+    where
+        E::FloatElem: burn::tensor::Element,
+    {
+        let dev = Default::default();
+        let (rows, cols, p) = (64, 50, 0.25);
+        let values: Vec<f64> = (0..rows * cols).map(|i| 1.0 + (i % 7) as f64).collect();
+        let x = Tensor::<Autodiff<E>, 2>::from_data(
+            TensorData::new(values.clone(), [rows, cols]).convert::<E::FloatElem>(),
+            &dev,
+        )
+        .require_grad();
+        let weights = random_leaf::<E>(&mut StdRng::seed_from_u64(3), [rows, cols]).detach();
+        Autodiff::<E>::seed(&dev, 7);
+        let y = fused::dropout(x.clone(), p);
+        let grads = (y.clone() * weights.clone()).sum().backward();
+        let (y, dx, w) = (to_vec(y), to_vec(x.grad(&grads).unwrap()), to_vec(weights));
+        let scale = 1.0 / (1.0 - p);
+        let mut kept = 0;
+        for i in 0..y.len() {
+            let factor = y[i] / values[i];
+            assert!(
+                factor == 0.0 || (factor - scale).abs() < 1e-6,
+                "element {i}: {factor}"
+            );
+            kept += usize::from(factor != 0.0);
+            assert!(
+                (dx[i] - w[i] * factor).abs() < 1e-6,
+                "element {i}: gradient"
+            );
+        }
+        let (n, keep) = (y.len() as f64, 1.0 - p);
+        let sd = (n * keep * (1.0 - keep)).sqrt();
+        assert!(
+            (kept as f64 - n * keep).abs() < 5.0 * sd,
+            "{kept} of {n} kept"
+        );
+        Autodiff::<E>::seed(&dev, 7);
+        assert_eq!(
+            to_vec(fused::dropout(x.clone(), p)),
+            y,
+            "the seed decides the mask"
+        );
+        assert_eq!(to_vec(fused::dropout(x.clone(), 0.0)), values, "p = 0");
+    }
+    check::<NdArray<f64>>();
+    check::<burn::backend::Flex>();
+}
+
 /// Every tensor of node `name`, with its role (`weight`, `bias`, `core`, `g0`, ...).
 fn tensors_of(m: &LaxModel<B>, name: &str) -> Vec<(&'static str, Vec<f64>)> {
     let p = m

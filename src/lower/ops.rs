@@ -9,7 +9,6 @@ use super::precision::{cast_like, native, widen};
 use super::product::rows_times;
 use super::program::Step;
 use crate::ir::{DropRate, Gate, Op};
-use burn::nn::DropoutConfig;
 use burn::tensor::{backend::Backend, FloatDType, Int, Tensor};
 
 /// A value flowing on an IR edge.
@@ -303,8 +302,7 @@ fn eval_float<B: Backend>(
                 DropRate::Fixed { .. } => 0.0,
                 DropRate::Train => frame.dropout,
             };
-            // Burn's dropout is the identity outside autodiff (evaluation) and at p = 0.
-            DropoutConfig::new(p).init().forward(arg())
+            fused::dropout(arg(), p)
         }
         Op::LoraMerge { scale, .. } => {
             let (base, adapter) = (arg(), arg());

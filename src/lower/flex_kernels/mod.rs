@@ -25,6 +25,7 @@
 
 mod activation;
 mod adamw;
+mod dropout;
 mod kron;
 mod layout;
 mod math;
@@ -38,6 +39,7 @@ mod tensor_gate;
 
 pub use activation::{gelu, gelu_backward, silu, silu_backward, swiglu, swiglu_backward};
 pub use adamw::{adamw, adamw_first, AdamWStep};
+pub use dropout::dropout;
 pub use kron::{kron, kron_backward};
 pub use layout::swap_middle_axes;
 pub use norm::{add_norm, norm_backward, rms_norm};

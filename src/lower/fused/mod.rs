@@ -20,6 +20,7 @@
 use super::attention::rope_composed;
 use super::{flex_gemm, flex_kernels};
 
+mod dropout;
 mod norm;
 mod scale;
 mod tensor_gate;
@@ -33,6 +34,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, Int, Shape, Tensor, TensorMetadata, TensorPrimitive};
+pub use dropout::dropout;
 pub use norm::{add_layer_norm, add_rms_norm, layer_norm, rms_norm};
 pub use scale::scale;
 use std::any::{Any, TypeId};
