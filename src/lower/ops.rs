@@ -9,7 +9,7 @@ use super::precision::{cast_like, native, widen};
 use super::product::rows_times;
 use super::program::Step;
 use crate::ir::{DropRate, Gate, Op};
-use burn::tensor::{backend::Backend, FloatDType, Int, Tensor};
+use burn::tensor::{backend::Backend, DType, FloatDType, Int, Tensor};
 
 /// A value flowing on an IR edge.
 #[derive(Debug, Clone)]
@@ -441,10 +441,11 @@ fn lax_add_norm<B: Backend>(
 /// `G1ᵀ R G0` with R the row-major `s0 × s1` fold of h: equal to `h · kron(G1, G0)`.
 ///
 /// As one node (`fused::tensor_gate`) when the dense `kron(G1, G0)` costs at most
-/// `KRON_FACTOR` times the factored form's multiply-adds (rank 64's 8 × 8 cores: four times):
-/// on Flex its rows are factored in registers (ranks 16 to 64), elsewhere one GEMM by the
-/// dense product, either instead of two small GEMMs and two axis swaps, forward and backward
-/// (BENCHMARKS.md, attempts 16 and 50). Larger gates keep the composed factored form.
+/// `KRON_FACTOR` times the factored form's multiply-adds (rank 64's 8 × 8 cores: four times),
+/// or when the node factors the rows in registers (Flex in f32 with AVX-512, ranks 16 to
+/// 1,024: `fused::factors_tensor_gate`); elsewhere one GEMM by the dense product. Either
+/// instead of two small GEMMs and two axis swaps each way (BENCHMARKS.md, attempts 16, 50 and
+/// 52), which larger gates keep on other backends.
 fn tensor_gate<B: Backend>(
     h: Tensor<B, 2>,
     g: &TensorGate<B>,
@@ -453,7 +454,9 @@ fn tensor_gate<B: Backend>(
 ) -> Tensor<B, 2> {
     let n = h.dims()[0];
     let (g0, g1) = (cast_like(g.g0.val(), &h), cast_like(g.g1.val(), &h));
-    if s0 * s1 * t0 * t1 <= KRON_FACTOR * (s0 * s1 * t1 + s0 * t1 * t0) {
+    let dense_is_cheap = s0 * s1 * t0 * t1 <= KRON_FACTOR * (s0 * s1 * t1 + s0 * t1 * t0);
+    let factored = h.dtype() == DType::F32 && fused::factors_tensor_gate::<B>([s0, t0], [s1, t1]);
+    if dense_is_cheap || factored {
         // One node on the CPU backends (its rows factored on Flex); elsewhere the product by
         // the dense kron, through `rows_times` for its grouping of rows.
         return match fused::has_nodes::<B>() {

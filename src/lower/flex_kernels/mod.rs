@@ -46,7 +46,7 @@ pub use norm::{add_norm, norm_backward, rms_norm};
 pub use rope::rope;
 pub use scale::{scale, scale_backward};
 pub use softmax::{softmax, softmax_backward};
-pub use tensor_gate::{tensor_gate, tensor_gate_input_gradient};
+pub use tensor_gate::{tensor_gate, tensor_gate_applies, tensor_gate_input_gradient};
 
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, TensorData, TensorMetadata};

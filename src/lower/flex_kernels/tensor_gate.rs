@@ -6,9 +6,10 @@
 //! against 1,024; rank 32's 4 × 8: 1,024 against 384), the count the report gives. As two
 //! GEMMs with axis swaps between them the factored form lost to the one dense GEMM
 //! (BENCHMARKS.md, attempt 16): GEMMs eight wide and two copies. Here each row is done whole
-//! in registers, its `s0` rows of `R G0` and then `G1ᵀ` over them, with AVX-512 for the cores
-//! of ranks 16 to 64 (`avx512`): at rank 64 half the dense GEMM's time, at rank 32 two thirds
-//! (`cargo bench --bench kernels`, BENCHMARKS.md attempt 50). For other cores, and without
+//! in registers, its `s0` rows of `R G0` and then `G1ᵀ` over them, with AVX-512 (`avx512`) for
+//! the folds with rows of 8 (ranks 16 to 64; at rank 64 half the dense GEMM's time, at rank 32
+//! two thirds: BENCHMARKS.md attempt 50) and of 16 or 32 (ranks 128 to 1,024, where the
+//! lowering had two small GEMMs and two axis swaps: attempt 52). For other cores, and without
 //! AVX-512, the kernels decline and the dense product serves.
 
 use super::{f32s, like, output, written, CHUNK};
@@ -48,6 +49,19 @@ pub fn tensor_gate_input_gradient(
         t: [s0, s1],
     };
     apply(g, &cores)
+}
+
+/// Whether [`tensor_gate`] and [`tensor_gate_input_gradient`] both take cores of these shapes,
+/// `g1 (s0, t0)` and `g0 (s1, t1)`, on this processor (for the lowering to choose the factored
+/// form where the dense product would cost many times its multiply-adds).
+pub fn tensor_gate_applies([s0, t0]: [usize; 2], [s1, t1]: [usize; 2]) -> bool {
+    let cores = |s, t| Cores {
+        g1: Vec::new(),
+        g0: Vec::new(),
+        s,
+        t,
+    };
+    applies(&cores([s0, s1], [t0, t1])) && applies(&cores([t0, t1], [s0, s1]))
 }
 
 /// A gate's two cores as the rows read them: `g1 (s0, t0)`, `g0 (s1, t1)`, row-major.
@@ -128,17 +142,81 @@ mod avx512 {
     /// The most rows of a fold (`s0`, `t0`) taken.
     const MAX_ROWS: usize = 16;
 
+    /// The most rows of a fold taken where its rows are one or two whole vectors ([`wide`]).
+    const MAX_WIDE_ROWS: usize = 32;
+
     pub(super) fn applies(cores: &Cores) -> bool {
         let ([s0, s1], [t0, t1]) = (cores.s, cores.t);
-        let rows = |n: usize| n.is_multiple_of(2) && (2..=MAX_ROWS).contains(&n);
-        s1 == WIDTH && t1 == WIDTH && rows(s0) && rows(t0) && is_x86_feature_detected!("avx512f")
+        let paired = |n: usize| n.is_multiple_of(2) && (2..=MAX_ROWS).contains(&n);
+        let wide = |n: usize| (1..=MAX_WIDE_ROWS).contains(&n);
+        let shapes = match (s1, t1) {
+            (WIDTH, WIDTH) => paired(s0) && paired(t0),
+            (16, 16) | (32, 32) => wide(s0) && wide(t0),
+            _ => false,
+        };
+        shapes && is_x86_feature_detected!("avx512f")
     }
 
     /// The rows of `x` through `cores` into `y`. Call only where [`applies`] holds.
     pub(super) fn run(x: &[f32], y: &mut [MaybeUninit<f32>], cores: &Cores) {
         assert!(applies(cores));
-        // SAFETY: AVX-512F is present (`applies`).
-        unsafe { rows(x, y, cores) }
+        // SAFETY: AVX-512F is present (`applies`), and the shapes are the ones each takes.
+        unsafe {
+            match cores.t[1] {
+                WIDTH => rows(x, y, cores),
+                16 => wide::<1>(x, y, cores),
+                _ => wide::<2>(x, y, cores),
+            }
+        }
+    }
+
+    /// The rows for folds whose rows are `V` whole vectors (`s1 = t1 = 16·V`: ranks 128 to
+    /// 1,024 with cores of 8 to 32 rows), each element of `R` and of `G1` broadcast from memory
+    /// against whole rows of `G0` and of `R G0`. The sums over `d` on two chains (even and odd
+    /// `d`), over `c` in order; each product fused into its addition.
+    ///
+    /// # Safety
+    /// The processor has AVX-512F, and `cores` are as [`applies`] takes them (`t1 = 16·V`).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn wide<const V: usize>(x: &[f32], y: &mut [MaybeUninit<f32>], cores: &Cores) {
+        let ([s0, s1], [t0, t1]) = (cores.s, cores.t);
+        assert!(s1 == 16 * V && t1 == 16 * V && s0 <= MAX_WIDE_ROWS);
+        assert!(cores.g0.len() == s1 * t1 && cores.g1.len() == s0 * t0);
+        let (in_width, out_width) = (s0 * s1, t0 * t1);
+        let count = x.len() / in_width;
+        assert!(y.len() >= count * out_width);
+        let (g0, g1) = (cores.g0.as_ptr(), cores.g1.as_ptr());
+        let mut inner = [[_mm512_setzero_ps(); V]; MAX_WIDE_ROWS];
+        for n in 0..count {
+            let (at, to) = (
+                x.as_ptr().add(n * in_width),
+                y.as_mut_ptr().add(n * out_width),
+            );
+            for (c, inner) in inner[..s0].iter_mut().enumerate() {
+                let mut sums = [[_mm512_setzero_ps(); V]; 2];
+                for d in 0..s1 {
+                    let r = _mm512_set1_ps(*at.add(c * s1 + d));
+                    for (v, sum) in sums[d % 2].iter_mut().enumerate() {
+                        *sum = _mm512_fmadd_ps(r, _mm512_loadu_ps(g0.add(d * t1 + 16 * v)), *sum);
+                    }
+                }
+                for v in 0..V {
+                    inner[v] = _mm512_add_ps(sums[0][v], sums[1][v]);
+                }
+            }
+            for i in 0..t0 {
+                let mut sum = [_mm512_setzero_ps(); V];
+                for (c, inner) in inner[..s0].iter().enumerate() {
+                    let weight = _mm512_set1_ps(*g1.add(c * t0 + i));
+                    for v in 0..V {
+                        sum[v] = _mm512_fmadd_ps(weight, inner[v], sum[v]);
+                    }
+                }
+                for (v, &sum) in sum.iter().enumerate() {
+                    _mm512_storeu_ps(to.add(i * t1 + 16 * v).cast::<f32>(), sum);
+                }
+            }
+        }
     }
 
     /// # Safety
@@ -263,9 +341,9 @@ mod tests {
     }
 
     /// The factored rows equal the product by the dense Kronecker product (in f64) for the
-    /// cores taken (`s1 = t1 = 8`, even `s0` and `t0`, square or not), forward and for the
-    /// input gradient (the product by its transpose); other cores are declined, for the dense
-    /// product to serve.
+    /// cores taken (`s1 = t1 = 8` with even `s0` and `t0`; `s1 = t1` of 16 or 32 with up to 32
+    /// rows; square or not), forward and for the input gradient (the product by its
+    /// transpose); other cores are declined, for the dense product to serve.
     #[test]
     fn rows_equal_the_product_by_the_dense_kronecker_product() {
         if !is_x86_feature_detected!("avx512f") {
@@ -276,6 +354,10 @@ mod tests {
             ([8, 8], [8, 8]),
             ([2, 6], [8, 8]),
             ([16, 2], [8, 8]),
+            ([8, 8], [16, 16]),
+            ([16, 16], [16, 16]),
+            ([3, 5], [16, 16]),
+            ([16, 16], [32, 32]),
         ] {
             let rows = 37;
             let (g1, g0) = (values(s0 * t0, 1), values(s1 * t1, 2));
@@ -296,8 +378,9 @@ mod tests {
         for ([s0, t0], [s1, t1]) in [
             ([3, 3], [8, 8]),
             ([4, 4], [4, 4]),
-            ([8, 8], [16, 16]),
+            ([33, 33], [16, 16]),
             ([4, 4], [8, 4]),
+            ([4, 4], [16, 32]),
         ] {
             let x = tensor(values(5 * s0 * s1, 5), [5, s0 * s1]);
             let (c1, c0) = (

@@ -38,7 +38,7 @@ pub use dropout::dropout;
 pub use norm::{add_layer_norm, add_rms_norm, layer_norm, rms_norm};
 pub use scale::scale;
 use std::any::{Any, TypeId};
-pub use tensor_gate::tensor_gate;
+pub use tensor_gate::{factors_tensor_gate, tensor_gate};
 
 /// `scale · a · b` over the last two axes (the scale is 1 but for attention's scores, where it
 /// is 1/√d). On Flex in f32, gemm writes the output directly, scale included (`flex_gemm`);

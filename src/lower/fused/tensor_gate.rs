@@ -7,10 +7,11 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::FlexTensor;
-use burn::backend::Autodiff;
+use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Shape, Tensor, TensorMetadata};
+use std::any::TypeId;
 
 /// `h · kron(g1, g0)` for (rows, s0·s1) `h`, `g1 (s0, t0)` and `g0 (s1, t1)`, where
 /// `kron(g1, g0)[(i, j), (a, b)] = g1[i, a] · g0[j, b]`: each row `R` (folded `s0 × s1`) becomes
@@ -28,6 +29,14 @@ pub fn tensor_gate<B: Backend>(
         Ok(out) => float(out),
         Err([h, g1, g0]) => float::<B, 2>(h).matmul(composed::kron(float(g1), float(g0))),
     }
+}
+
+/// Whether the node factors a gate with cores `g1 (s0, t0)` and `g0 (s1, t1)` on `B` (Flex's
+/// autodiff, with AVX-512 and cores `flex_kernels::tensor_gate_applies` takes), so that the
+/// lowering takes the node even where the dense product would cost many times the factored
+/// form's multiply-adds.
+pub fn factors_tensor_gate<B: Backend>(g1: [usize; 2], g0: [usize; 2]) -> bool {
+    TypeId::of::<B>() == TypeId::of::<Autodiff<Flex>>() && flex_kernels::tensor_gate_applies(g1, g0)
 }
 
 struct TensorGate;
