@@ -3,11 +3,12 @@
 //! Why: Burn 0.21's dropout draws its mask on Flex one element at a time from one generator
 //! behind a lock (building a Bernoulli sampler for each element), about 29 ns an element on
 //! one thread: 17 ms a call on a ViT-B's 4 × 197 × 768 activations, half of that spec's step
-//! (BENCHMARKS.md, attempt 51). Here each task of [`CHUNK`] elements draws from a generator of
-//! its own (xoshiro256++, seeded from the call's seed and the task's index by SplitMix64), so
-//! the mask depends on the seed alone, never on how many threads ran the tasks.
+//! (BENCHMARKS.md, attempt 51). Here each task of [`CHUNK`] elements draws from generators of
+//! its own (sixteen xoshiro256++ side by side, seeded from the call's seed and the task's index
+//! by SplitMix64), so the mask depends on the seed alone, never on how many threads ran the
+//! tasks.
 
-use super::{f32s, like, output, written, CHUNK};
+use super::{f32s, like, output, vectorized, written, Kernel, CHUNK};
 use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -15,9 +16,11 @@ use std::mem::MaybeUninit;
 /// `x` with each element kept with probability `keep` and scaled by `1 / keep`, else 0, and the
 /// mask as the factor applied to each element (`1 / keep` or 0), for the backward pass. Each
 /// output element is `x · factor`, as Burn's `x · mask · (1 / keep)` computes a kept one (a
-/// dropped NaN stays NaN, as there). The mask is a function of `seed` alone: element `i` of
-/// task `i / CHUNK` takes the next 32 bits of that task's generator, kept when below
-/// `keep · 2³²`. `None` unless contiguous f32, or `keep` is not in (0, 1].
+/// dropped NaN stays NaN, as there). The mask is a function of `seed` alone: task `t` (elements
+/// `t · CHUNK` on) runs [`LANES`] generators side by side, and each round of them decides the
+/// next `2 · LANES` elements, the low 32 bits of lane `l` element `l` and the high bits element
+/// `LANES + l`, kept when below `keep · 2³²`. `None` unless contiguous f32, or `keep` is not in
+/// (0, 1].
 pub fn dropout(x: &FlexTensor, keep: f64, seed: u64) -> Option<[FlexTensor; 2]> {
     let xs = f32s(x)?;
     if !(keep > 0.0 && keep <= 1.0) {
@@ -31,42 +34,58 @@ pub fn dropout(x: &FlexTensor, keep: f64, seed: u64) -> Option<[FlexTensor; 2]> 
         .zip(xs.par_chunks(CHUNK))
         .enumerate()
         .for_each(|(task, ((y, mask), x))| {
-            let mut bits = Xoshiro::for_task(seed, task as u64);
-            let draws = Draws {
+            let bits = Lanes::for_task(seed, task as u64);
+            vectorized(Draws {
                 threshold,
                 scale,
-                bits: &mut bits,
-            };
-            draws.fill(x, y, mask);
+                bits,
+                x,
+                y,
+                mask,
+            })
         });
-    // SAFETY: `fill` writes every element of its task's `y` and `mask`; the tasks cover both.
+    // SAFETY: `Draws` writes every element of its task's `y` and `mask`; the tasks cover both.
     let (y, mask) = unsafe { (written(y), written(mask)) };
     Some([like(x, y), like(x, mask)])
 }
 
-/// One task's draws.
+/// Generators run side by side in a task: sixteen 64-bit lanes, two AVX-512 registers a word of
+/// state, so that a round of all of them vectorizes.
+const LANES: usize = 16;
+
+/// One task's draws and elements.
 struct Draws<'a> {
     threshold: u64,
     scale: f32,
-    bits: &'a mut Xoshiro,
+    bits: Lanes,
+    x: &'a [f32],
+    y: &'a mut [MaybeUninit<f32>],
+    mask: &'a mut [MaybeUninit<f32>],
 }
 
-impl Draws<'_> {
-    /// Two elements from each 64-bit draw: the low half for the first, the high for the second.
-    fn fill(self, x: &[f32], y: &mut [MaybeUninit<f32>], mask: &mut [MaybeUninit<f32>]) {
-        let factor = |half: u64| {
-            if half < self.threshold {
-                self.scale
-            } else {
-                0.0
+impl Kernel for Draws<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(mut self) {
+        let rounds = self.x.chunks(2 * LANES).zip(self.y.chunks_mut(2 * LANES));
+        for ((x, y), mask) in rounds.zip(self.mask.chunks_mut(2 * LANES)) {
+            let draws = self.bits.next();
+            let mut factors = [0.0f32; 2 * LANES];
+            for l in 0..LANES {
+                let (low, high) = (draws[l] & 0xFFFF_FFFF, draws[l] >> 32);
+                factors[l] = if low < self.threshold {
+                    self.scale
+                } else {
+                    0.0
+                };
+                factors[LANES + l] = if high < self.threshold {
+                    self.scale
+                } else {
+                    0.0
+                };
             }
-        };
-        let pairs = x.chunks(2).zip(y.chunks_mut(2)).zip(mask.chunks_mut(2));
-        for ((x, y), mask) in pairs {
-            let draw = self.bits.next();
-            let halves = [draw & 0xFFFF_FFFF, draw >> 32];
-            for (((&x, y), mask), half) in x.iter().zip(y).zip(mask).zip(halves) {
-                let f = factor(half);
+            for (((&x, y), mask), &f) in x.iter().zip(y).zip(mask).zip(&factors) {
                 mask.write(f);
                 y.write(x * f);
             }
@@ -74,27 +93,42 @@ impl Draws<'_> {
     }
 }
 
-/// xoshiro256++ (Blackman and Vigna): a small fast generator, plenty for a dropout mask.
-struct Xoshiro([u64; 4]);
+/// [`LANES`] xoshiro256++ generators (Blackman and Vigna), a round of all of them at once:
+/// small and fast, plenty for a dropout mask.
+struct Lanes([[u64; LANES]; 4]);
 
-impl Xoshiro {
-    /// The generator of task `task` of a call seeded `seed`: its state from SplitMix64, started
-    /// at a point that depends on both.
-    fn for_task(seed: u64, task: u64) -> Xoshiro {
+impl Lanes {
+    /// The generators of task `task` of a call seeded `seed`: their states from one SplitMix64
+    /// sequence, started at a point that depends on both.
+    fn for_task(seed: u64, task: u64) -> Lanes {
         let mut at = seed ^ task.wrapping_mul(0xD1B5_4A32_D192_ED03);
-        Xoshiro([(); 4].map(|()| split_mix(&mut at)))
+        let mut state = [[0u64; LANES]; 4];
+        for lane in 0..LANES {
+            for word in &mut state {
+                word[lane] = split_mix(&mut at);
+            }
+        }
+        Lanes(state)
     }
 
-    fn next(&mut self) -> u64 {
-        let s = &mut self.0;
-        let out = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
+    /// The next output of every lane.
+    #[inline(always)]
+    fn next(&mut self) -> [u64; LANES] {
+        let [s0, s1, s2, s3] = &mut self.0;
+        let mut out = [0u64; LANES];
+        for l in 0..LANES {
+            out[l] = s0[l]
+                .wrapping_add(s3[l])
+                .rotate_left(23)
+                .wrapping_add(s0[l]);
+            let t = s1[l] << 17;
+            s2[l] ^= s0[l];
+            s3[l] ^= s1[l];
+            s1[l] ^= s2[l];
+            s0[l] ^= s3[l];
+            s2[l] ^= t;
+            s3[l] = s3[l].rotate_left(45);
+        }
         out
     }
 }
