@@ -18,10 +18,9 @@ use burn::tensor::{TensorData, TensorMetadata};
 use rayon::prelude::*;
 
 /// Every row of (rows, s0·s1) `h` times `kron(g1, g0)` for `g1 (s0, t0)` and `g0 (s1, t1)`:
-/// row `R` (folded row-major `s0 × s1`) becomes `G1ᵀ (R G0)` (`t0 × t1`, row-major), each
-/// element of `R G0` summed over its `s1` products in order, each of the result over its `s0`.
-/// `None` unless contiguous f32 of matching shapes and `t1` one of the widths compiled
-/// ([`by_width`]).
+/// row `R` (folded row-major `s0 × s1`) becomes `G1ᵀ (R G0)` (`t0 × t1`, row-major; the order
+/// of the sums is `avx512`'s). `None` unless contiguous f32 of matching shapes, on a processor
+/// with AVX-512 and cores its rows take ([`tensor_gate_applies`]).
 pub fn tensor_gate(h: &FlexTensor, g1: &FlexTensor, g0: &FlexTensor) -> Option<FlexTensor> {
     let ([s0, t0], [s1, t1]) = (dims(g1)?, dims(g0)?);
     let cores = Cores {
@@ -35,7 +34,7 @@ pub fn tensor_gate(h: &FlexTensor, g1: &FlexTensor, g0: &FlexTensor) -> Option<F
 
 /// The gradient of [`tensor_gate`]'s input given the output gradient `g` (rows, t0·t1):
 /// `g · kron(g1, g0)ᵀ = g · kron(g1ᵀ, g0ᵀ)`, the same rows with the cores transposed. `None`
-/// where [`tensor_gate`] would be (here `s1`, the result's row width, is the one compiled).
+/// where [`tensor_gate`] would be for the transposed cores.
 pub fn tensor_gate_input_gradient(
     g: &FlexTensor,
     g1: &FlexTensor,
