@@ -1,5 +1,5 @@
-//! A tensor gate, `h · kron(G1, G0)` (a LaX pathway's `gate = tensor` with cores small enough
-//! for the dense product, `lower::ops::tensor_gate`), as one node.
+//! A tensor gate, `h · kron(G1, G0)` (a LaX pathway's `gate = tensor`, where
+//! `lower::ops::tensor_gate` chooses it), as one node.
 
 use super::{as_node, composed, float, give, matmul_inner, on_flex, on_flex_many, record, Node};
 use crate::lower::flex_kernels;
