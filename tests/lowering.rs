@@ -252,7 +252,7 @@ fn activations_have_correct_gradients() {
     assert!(err < 1e-6, "LayerNorm: gradient error {err}");
 }
 
-/// The one-node ops of `lower::fused` (σ, SiLU, GELU, softmax, cross-entropy, LayerNorm, RMSNorm) on the f64
+/// The one-node ops of `lower::fused` (σ, SiLU, GELU and its tanh form, softmax, cross-entropy, LayerNorm, RMSNorm) on the f64
 /// autodiff backend, whose nodes they are: each value equals the same formula composed of Burn's
 /// ops, each input's gradient equals the composed graph's, and the gradient with respect to
 /// the activations equals central finite differences.
@@ -301,6 +301,11 @@ fn fused_nodes_match_their_composed_formulas_and_finite_differences() {
             "SiLU",
             Box::new(|x, _, _| fused::silu(x)),
             Box::new(|x, _, _| composed::silu(x)),
+        ),
+        (
+            "GELU (tanh)",
+            Box::new(|x, _, _| fused::gelu_tanh(x)),
+            Box::new(|x, _, _| composed::gelu_tanh(x)),
         ),
         (
             "softmax",
@@ -362,9 +367,10 @@ fn fused_nodes_match_their_composed_formulas_and_finite_differences() {
     }
 }
 
-/// The Flex kernels of GELU and SiLU (`lower::flex_kernels`: their own `erf` and `exp`,
-/// vectorized) in f32 against the exact functions and derivatives computed in f64 by the
-/// composed formulas, over [−10, 10] and the points where the approximations change regime.
+/// The Flex kernels of GELU, its tanh approximation and SiLU (`lower::flex_kernels`: their own
+/// `erf` and `exp`, vectorized) in f32 against the exact functions and derivatives computed in
+/// f64 by the composed formulas (the tanh GELU's with `tanh` itself), over [−10, 10] and the
+/// points where the approximations change regime.
 #[test]
 fn gelu_and_silu_on_flex_match_the_exact_formulas() {
     use laxc::lower::fused::{self, composed};
@@ -378,8 +384,9 @@ fn gelu_and_silu_on_flex_match_the_exact_formulas() {
     let on = |xs: &Vec<f64>| TensorData::new(xs.clone(), [n]);
     type Kernel = fn(Tensor<F, 1>) -> Tensor<F, 1>;
     type Exact = fn(Tensor<AD, 1>) -> Tensor<AD, 1>;
-    let cases: [(&str, Kernel, Exact); 2] = [
+    let cases: [(&str, Kernel, Exact); 3] = [
         ("GELU", fused::gelu, composed::gelu),
+        ("GELU (tanh)", fused::gelu_tanh, composed::gelu_tanh),
         ("SiLU", fused::silu, composed::silu),
     ];
     for (name, kernel, exact) in cases {

@@ -41,11 +41,10 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 }
 
 /// GELU's tanh approximation, `x/2 · (1 + tanh(√(2/π) (x + 0.044715 x³)))`: GPT-2's `gelu_new`
-/// and PyTorch's `gelu(approximate="tanh")`.
+/// and PyTorch's `gelu(approximate="tanh")`. One autodiff node in training
+/// (`fused::gelu_tanh`).
 pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715))
-        .mul_scalar((2.0 / std::f64::consts::PI).sqrt());
-    (inner.tanh() + 1.0).mul_scalar(0.5) * x
+    fused::gelu_tanh(x)
 }
 
 /// RMSNorm, `x / √(mean(x²) + ε) · γ`, over the last dimension. laxc's own: burn-nn 0.21's

@@ -21,6 +21,20 @@ pub fn gelu_backward(x: &FlexTensor, g: &mut FlexTensor) -> Option<()> {
     over_gradient(GeluGradientAt, x, g)
 }
 
+/// GELU's tanh approximation (GPT-2's `gelu_new`), `x/2 · (1 + tanh(u))` with
+/// `u = √(2/π) (x + 0.044715 x³)`, computed as `x σ(2u)` (the same function: `(1 + tanh u)/2 =
+/// σ(2u)`), with the vectorized `exp` where the composed form calls `powf` and `tanh` on each
+/// element.
+pub fn gelu_tanh(x: &FlexTensor) -> Option<FlexTensor> {
+    elementwise(GeluTanhAt, x, x)
+}
+
+/// [`gelu_tanh`]'s input gradient, `g (s + x s (1 − s) 2u′)` with `s = σ(2u)` and
+/// `u′ = √(2/π) (1 + 3 · 0.044715 x²)`, written over `g` (see [`over_gradient`]).
+pub fn gelu_tanh_backward(x: &FlexTensor, g: &mut FlexTensor) -> Option<()> {
+    over_gradient(GeluTanhGradientAt, x, g)
+}
+
 /// SiLU, `x σ(x)`.
 pub fn silu(x: &FlexTensor) -> Option<FlexTensor> {
     elementwise(SiluAt, x, x)
@@ -93,6 +107,32 @@ impl Elementwise for GeluGradientAt {
     #[inline(always)]
     fn at(&self, x: f32, g: f32) -> f32 {
         g * (normal_cdf(x) + x * normal_pdf(x))
+    }
+}
+
+/// √(2/π) and the cubic's coefficient of [`gelu_tanh`].
+const GELU_TANH_SCALE: f32 = 0.797_884_6;
+const GELU_TANH_CUBIC: f32 = 0.044_715;
+
+struct GeluTanhAt;
+
+impl Elementwise for GeluTanhAt {
+    #[inline(always)]
+    fn at(&self, x: f32, _: f32) -> f32 {
+        let u = GELU_TANH_SCALE * (x + GELU_TANH_CUBIC * x * x * x);
+        x * sigmoid(2.0 * u)
+    }
+}
+
+struct GeluTanhGradientAt;
+
+impl Elementwise for GeluTanhGradientAt {
+    #[inline(always)]
+    fn at(&self, x: f32, g: f32) -> f32 {
+        let u = GELU_TANH_SCALE * (x + GELU_TANH_CUBIC * x * x * x);
+        let du = GELU_TANH_SCALE * (1.0 + 3.0 * GELU_TANH_CUBIC * x * x);
+        let s = sigmoid(2.0 * u);
+        g * (s + x * s * (1.0 - s) * 2.0 * du)
     }
 }
 

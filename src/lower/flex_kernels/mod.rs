@@ -4,7 +4,7 @@
 //! strided iterator. One module per kind of op:
 //!
 //! - `adamw`: one AdamW step of a parameter (the optimizer's, `train::optimizer`);
-//! - `activation`: GELU, SiLU and SwiGLU, forward and backward;
+//! - `activation`: GELU (exact and tanh), SiLU and SwiGLU, forward and backward;
 //! - `softmax`: softmax with an additive mask, and its backward;
 //! - `norm`: RMSNorm forward, either norm of a sum (`add_norm`), both norms' backward;
 //!   `norm_avx512` takes their rows of 16 to 256 elements sixteen rows at a time;
@@ -37,7 +37,10 @@ mod scale;
 mod softmax;
 mod tensor_gate;
 
-pub use activation::{gelu, gelu_backward, silu, silu_backward, swiglu, swiglu_backward};
+pub use activation::{
+    gelu, gelu_backward, gelu_tanh, gelu_tanh_backward, silu, silu_backward, swiglu,
+    swiglu_backward,
+};
 pub use adamw::{adamw, adamw_first, AdamWStep};
 pub use dropout::dropout;
 pub use kron::{kron, kron_backward};

@@ -136,6 +136,18 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     }
 }
 
+/// GELU's tanh approximation (GPT-2's `gelu_new`), `x/2 · (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
+/// On Flex in f32 one vectorized pass each way (`flex_kernels::gelu_tanh`, as `x σ(2u)`), where
+/// the composed form makes seven passes and calls `powf` and `tanh` element by element;
+/// elsewhere `x σ(2u)` from the inner backend's σ. Its backward is
+/// `g (s + x s (1 − s) 2u′)`, `s = σ(2u)`, `u′ = √(2/π) (1 + 3 · 0.044715 x²)`.
+pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    match as_node::<B, _, 1>(ActivationNode(GeluTanh), [x.into_primitive().tensor()]) {
+        Ok(out) => float(out),
+        Err([x]) => composed::gelu_tanh(float(x)),
+    }
+}
+
 /// SwiGLU's `silu(gate) ⊙ up` (`passes::fuse_swiglu`). On Flex in f32 one pass each way
 /// (`flex_kernels::swiglu`), where the composed form makes two forward (keeping `silu(gate)`)
 /// and three backward; elsewhere SiLU from the inner backend's σ. Backward:
@@ -239,6 +251,12 @@ pub mod composed {
         let shifted = logits - max;
         let lse = shifted.clone().exp().sum_dim(1).log();
         lse - shifted.gather(1, targets)
+    }
+
+    pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+        let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715))
+            .mul_scalar((2.0 / std::f64::consts::PI).sqrt());
+        (inner.tanh() + 1.0).mul_scalar(0.5) * x
     }
 
     pub fn layer_norm<B: Backend>(
@@ -502,6 +520,52 @@ impl Activation for Gelu {
             (1.0 / (2.0 * std::f64::consts::PI).sqrt()).into(),
         );
         I::float_mul(g, I::float_add(cdf, I::float_mul(x, density)))
+    }
+}
+
+/// GELU's tanh approximation as `x σ(2u)`, `u = √(2/π) (x + 0.044715 x³)`; its derivative
+/// `s + x s (1 − s) 2u′` with `s = σ(2u)`, `u′ = √(2/π) (1 + 3 · 0.044715 x²)`.
+#[derive(Debug)]
+struct GeluTanh;
+
+impl GeluTanh {
+    const SCALE: f64 = 0.797_884_560_802_865_4;
+    const CUBIC: f64 = 0.044715;
+
+    /// `2u` and `2u′` from the backend's ops.
+    fn doubled<I: Backend>(x: FloatTensor<I>) -> [FloatTensor<I>; 2] {
+        let square = I::float_mul(x.clone(), x.clone());
+        let cubic =
+            I::float_mul_scalar(I::float_mul(square.clone(), x.clone()), Self::CUBIC.into());
+        let u2 = I::float_mul_scalar(I::float_add(x, cubic), (2.0 * Self::SCALE).into());
+        let slope = I::float_add_scalar(
+            I::float_mul_scalar(square, (3.0 * Self::CUBIC).into()),
+            1.0.into(),
+        );
+        [u2, I::float_mul_scalar(slope, (2.0 * Self::SCALE).into())]
+    }
+}
+
+impl Activation for GeluTanh {
+    fn flex(x: &FlexTensor) -> Option<FlexTensor> {
+        flex_kernels::gelu_tanh(x)
+    }
+
+    fn flex_backward(x: &FlexTensor, g: &mut FlexTensor) -> Option<()> {
+        flex_kernels::gelu_tanh_backward(x, g)
+    }
+
+    fn forward<I: Backend>(x: FloatTensor<I>) -> FloatTensor<I> {
+        let [u2, _] = Self::doubled::<I>(x.clone());
+        I::float_mul(x, sigmoid_inner::<I>(u2))
+    }
+
+    fn backward<I: Backend>(x: FloatTensor<I>, g: FloatTensor<I>) -> FloatTensor<I> {
+        let [u2, du2] = Self::doubled::<I>(x.clone());
+        let s = sigmoid_inner::<I>(u2);
+        let one_minus = I::float_add_scalar(I::float_neg(s.clone()), 1.0.into());
+        let spread = I::float_mul(I::float_mul(x, s.clone()), I::float_mul(one_minus, du2));
+        I::float_mul(g, I::float_add(s, spread))
     }
 }
 
