@@ -1,7 +1,7 @@
-//! Ops with a backward pass of their own: the matrix product, σ, SiLU, GELU, RoPE, the swap of
-//! two middle axes, softmax (with an additive mask), cross-entropy, LayerNorm and RMSNorm (also
-//! of a sum, for LaX pathways), SwiGLU, the linear gate's product by a scalar, a tensor gate
-//! (`h · kron(G1, G0)`).
+//! Ops with a backward pass of their own: the matrix product, σ, SiLU, GELU (exact and its tanh
+//! form), RoPE, the swap of two middle axes, softmax (with an additive mask), cross-entropy,
+//! dropout, LayerNorm and RMSNorm (also of a sum, for LaX pathways), SwiGLU, the linear gate's
+//! product by a scalar, a tensor gate (`h · kron(G1, G0)`).
 //!
 //! Under autodiff, Burn 0.21 records a composed op as one graph node per primitive: a
 //! LayerNorm is seven forward nodes and about twice as many backward passes, each a trip
