@@ -457,12 +457,7 @@ fn tensor_gate<B: Backend>(
     let dense_is_cheap = s0 * s1 * t0 * t1 <= KRON_FACTOR * (s0 * s1 * t1 + s0 * t1 * t0);
     let factored = h.dtype() == DType::F32 && fused::factors_tensor_gate::<B>([s0, t0], [s1, t1]);
     if dense_is_cheap || factored {
-        // One node on the CPU backends (its rows factored on Flex); elsewhere the product by
-        // the dense kron, through `rows_times` for its grouping of rows.
-        return match fused::has_nodes::<B>() {
-            true => fused::tensor_gate(h, g1, g0),
-            false => rows_times(h, fused::composed::kron(g1, g0)),
-        };
+        return fused::tensor_gate(h, g1, g0);
     }
     // R G0: (N·s0, s1)(s1, t1) → (N, s0, t1)
     let r = rows_times(h.reshape([n * s0, s1]), g0);

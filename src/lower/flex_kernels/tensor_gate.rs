@@ -12,7 +12,7 @@
 //! lowering had two small GEMMs and two axis swaps: attempt 52). For other cores, and without
 //! AVX-512, the kernels decline and the dense product serves.
 
-use super::{f32s, like, output, written, CHUNK};
+use super::{f32s, output, written, CHUNK};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{TensorData, TensorMetadata};
 use rayon::prelude::*;
@@ -54,13 +54,7 @@ pub fn tensor_gate_input_gradient(
 /// `g1 (s0, t0)` and `g0 (s1, t1)`, on this processor (for the lowering to choose the factored
 /// form where the dense product would cost many times its multiply-adds).
 pub fn tensor_gate_applies([s0, t0]: [usize; 2], [s1, t1]: [usize; 2]) -> bool {
-    let cores = |s, t| Cores {
-        g1: Vec::new(),
-        g0: Vec::new(),
-        s,
-        t,
-    };
-    applies(&cores([s0, s1], [t0, t1])) && applies(&cores([t0, t1], [s0, s1]))
+    applies([s0, s1], [t0, t1]) && applies([t0, t1], [s0, s1])
 }
 
 /// A gate's two cores as the rows read them: `g1 (s0, t0)`, `g0 (s1, t1)`, row-major.
@@ -76,7 +70,7 @@ struct Cores {
 fn apply(x: &FlexTensor, cores: &Cores) -> Option<FlexTensor> {
     let ([s0, s1], [t0, t1]) = (cores.s, cores.t);
     let xs = f32s(x)?;
-    if dims(x)?[1] != s0 * s1 || !applies(cores) {
+    if dims(x)?[1] != s0 * s1 || !applies(cores.s, cores.t) {
         return None;
     }
     let rows = xs.len() / (s0 * s1);
@@ -87,10 +81,10 @@ fn apply(x: &FlexTensor, cores: &Cores) -> Option<FlexTensor> {
         .for_each(|(y, x)| run(x, y, cores));
     // SAFETY: `run` writes every element of its rows, and the tasks cover the buffer.
     let values = unsafe { written(out) };
-    Some(match t0 * t1 == s0 * s1 {
-        true => like(x, values),
-        false => FlexTensor::from_data(TensorData::new(values, [rows, t0 * t1])),
-    })
+    Some(FlexTensor::from_data(TensorData::new(
+        values,
+        [rows, t0 * t1],
+    )))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -98,7 +92,7 @@ use avx512::{applies, run};
 
 /// Elsewhere the dense product serves (this form's rows are written for AVX-512 only).
 #[cfg(not(target_arch = "x86_64"))]
-fn applies(_: &Cores) -> bool {
+fn applies(_: [usize; 2], _: [usize; 2]) -> bool {
     false
 }
 
@@ -144,8 +138,8 @@ mod avx512 {
     /// The most rows of a fold taken where its rows are one or two whole vectors ([`wide`]).
     const MAX_WIDE_ROWS: usize = 32;
 
-    pub(super) fn applies(cores: &Cores) -> bool {
-        let ([s0, s1], [t0, t1]) = (cores.s, cores.t);
+    /// Whether these rows take a fold `s = [s0, s1]` into `t = [t0, t1]` on this processor.
+    pub(super) fn applies([s0, s1]: [usize; 2], [t0, t1]: [usize; 2]) -> bool {
         let paired = |n: usize| n.is_multiple_of(2) && (2..=MAX_ROWS).contains(&n);
         let wide = |n: usize| (1..=MAX_WIDE_ROWS).contains(&n);
         let shapes = match (s1, t1) {
@@ -158,7 +152,7 @@ mod avx512 {
 
     /// The rows of `x` through `cores` into `y`. Call only where [`applies`] holds.
     pub(super) fn run(x: &[f32], y: &mut [MaybeUninit<f32>], cores: &Cores) {
-        assert!(applies(cores));
+        assert!(applies(cores.s, cores.t));
         // SAFETY: AVX-512F is present (`applies`), and the shapes are the ones each takes.
         unsafe {
             match cores.t[1] {

@@ -642,11 +642,7 @@ pub(crate) fn on_flex_many<I: Backend, const N: usize, const M: usize>(
     if TypeId::of::<I>() != TypeId::of::<Flex>() {
         return None;
     }
-    let own = inputs.map(|t| {
-        (t as &dyn Any)
-            .downcast_ref::<FlexTensor>()
-            .expect("Flex's tensors")
-    });
+    let own = inputs.map(|t| flex::<I>(t).expect("I is Flex"));
     let out = kernel(own)?;
     Some(out.map(|t| same_type(t).unwrap_or_else(|_| unreachable!("I is Flex"))))
 }

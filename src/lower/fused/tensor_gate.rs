@@ -3,6 +3,7 @@
 
 use super::{as_node, composed, float, give, matmul_inner, on_flex, on_flex_many, record, Node};
 use crate::lower::flex_kernels;
+use crate::lower::product::rows_times;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
@@ -18,7 +19,8 @@ use std::any::TypeId;
 /// `G1ᵀ R G0`. On Flex in f32 each row in that factored form (`flex_kernels::tensor_gate`: a
 /// quarter of the dense product's multiply-adds at rank 64), forward and for `h`'s gradient;
 /// the cores' gradients from `dK = hᵀ · g` (one GEMM) folded onto them
-/// (`flex_kernels::kron_backward`). Elsewhere the product by the dense `kron(g1, g0)`.
+/// (`flex_kernels::kron_backward`). Backends without the node take the product by the dense
+/// `kron(g1, g0)` through `product::rows_times` (for its grouping of rows on the GPU ones).
 pub fn tensor_gate<B: Backend>(
     h: Tensor<B, 2>,
     g1: Tensor<B, 2>,
@@ -27,7 +29,7 @@ pub fn tensor_gate<B: Backend>(
     let inputs = [h, g1, g0].map(|t| t.into_primitive().tensor());
     match as_node::<B, _, 3>(TensorGate, inputs) {
         Ok(out) => float(out),
-        Err([h, g1, g0]) => float::<B, 2>(h).matmul(composed::kron(float(g1), float(g0))),
+        Err([h, g1, g0]) => rows_times(float(h), composed::kron(float(g1), float(g0))),
     }
 }
 
