@@ -727,6 +727,100 @@ fn products_in_blocks_equal_one_call_bit_for_bit() {
     }
 }
 
+/// A product added by gemm into a gradient already there (`flex_gemm::matmul_add`, the join of
+/// a tensor's gradients from its several readers) has the bits of the product then the add,
+/// as Burn's `Gradients::register` added them, on one thread and on two (blocks of rows or
+/// columns, gemm's own threads, a batch); and it refuses, leaving the sum untouched, what
+/// would round otherwise or write over what another tensor holds: a scale other than 1 (one
+/// fused rounding for two), a depth gemm cuts (over 512), a shared buffer, another shape.
+#[test]
+fn products_added_into_a_gradient_equal_the_product_then_the_add() {
+    use burn::backend::flex::FlexTensor;
+    use burn::backend::Flex;
+    use burn::tensor::ops::FloatTensorOps;
+    use laxc::lower::flex_gemm;
+    let flex = random_flex;
+    let t = |x: &FlexTensor| Flex::float_transpose(x.clone());
+    let in_pool = |threads: usize, f: &(dyn Fn() -> Vec<u32> + Sync)| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a pool");
+        pool.install(f)
+    };
+    // Depths (k, and m for xᵀ · g) of at most 512; one thread, blocks, gemm's threads.
+    for (m, k, n) in [
+        (512, 64, 64),
+        (300, 512, 32),
+        (500, 64, 256),
+        (40, 3, 9),
+        (400, 300, 450),
+    ] {
+        let (x, w, g, before) = (flex(m, k, 4), flex(k, n, 5), flex(m, n, 6), flex(m, n, 7));
+        let cases: [(&str, FlexTensor, FlexTensor, FlexTensor); 2] = [
+            ("x · w", x.clone(), w.clone(), before.clone()),
+            ("xᵀ · g", t(&x), g.clone(), flex(k, n, 8)),
+        ];
+        for (what, a, b, before) in cases {
+            let expected = {
+                let product = flex_gemm::matmul(&a, &b, 1.0).expect("f32");
+                flex_bits(&Flex::float_add(product, before.clone()))
+            };
+            for threads in [1, 2] {
+                let added = in_pool(threads, &|| {
+                    let mut sum = FlexTensor::from_data(before.clone().into_data());
+                    flex_gemm::matmul_add(&mut sum, &a, &b, 1.0).expect("taken");
+                    flex_bits(&sum)
+                });
+                assert!(
+                    added == expected,
+                    "{what} ({m}, {k}, {n}), {threads} threads"
+                );
+            }
+        }
+    }
+    // A batch of products (attention's), each added into its own block.
+    let batch = |seed: u64, [r, c]: [usize; 2]| {
+        let v = random_flex(6 * r, c, seed)
+            .into_data()
+            .to_vec::<f32>()
+            .expect("f32");
+        FlexTensor::from_data(TensorData::new(v, [2, 3, r, c]))
+    };
+    let (a, b, before) = (batch(9, [17, 40]), batch(10, [40, 23]), batch(11, [17, 23]));
+    let expected = flex_bits(&Flex::float_add(
+        flex_gemm::matmul(&a, &b, 1.0).expect("f32"),
+        before.clone(),
+    ));
+    let mut sum = FlexTensor::from_data(before.into_data());
+    flex_gemm::matmul_add(&mut sum, &a, &b, 1.0).expect("taken");
+    assert!(flex_bits(&sum) == expected, "a batch of products");
+
+    let (a, b) = (flex(64, 32, 12), flex(32, 48, 13));
+    let refused = |mut sum: FlexTensor, a: &FlexTensor, b: &FlexTensor, scale: f32, why: &str| {
+        let bits = flex_bits(&sum);
+        assert!(
+            flex_gemm::matmul_add(&mut sum, a, b, scale).is_none(),
+            "{why}: refused"
+        );
+        assert!(flex_bits(&sum) == bits, "{why}: untouched");
+    };
+    refused(flex(64, 48, 14), &a, &b, 0.5, "scale 0.5");
+    refused(
+        flex(64, 48, 15),
+        &flex(64, 513, 16),
+        &flex(513, 48, 17),
+        1.0,
+        "depth 513",
+    );
+    let shared = flex(64, 48, 18);
+    let holder = shared.clone();
+    refused(shared, &a, &b, 1.0, "a buffer another tensor holds");
+    drop(holder);
+    refused(flex(48, 64, 19), &a, &b, 1.0, "another shape");
+    refused(t(&flex(48, 64, 20)), &a, &b, 1.0, "a transposed view");
+}
+
 /// The norm backward's column sums (dγ, dβ) are its tasks' sums added in task order: the same
 /// bits on any number of threads and on every run, which makes training runs repeatable.
 #[test]

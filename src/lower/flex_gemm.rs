@@ -37,12 +37,8 @@ pub fn matmul(a: &FlexTensor, b: &FlexTensor, scale: f32) -> Option<FlexTensor> 
     if plan.k == 0 || size == 0 {
         out.resize(plan.batch * size, 0.0);
     } else {
-        plan.run(
-            a,
-            b,
-            scale,
-            &mut out.spare_capacity_mut()[..plan.batch * size],
-        );
+        let out_all = &mut out.spare_capacity_mut()[..plan.batch * size];
+        plan.run(a, b, scale, Write::Over, out_all);
         // SAFETY: `run` wrote every element of the first `batch · size` (gemm without reading
         // the destination writes all of each m × n block).
         unsafe { out.set_len(plan.batch * size) };
@@ -50,6 +46,52 @@ pub fn matmul(a: &FlexTensor, b: &FlexTensor, scale: f32) -> Option<FlexTensor> 
     let mut shape = plan.batch_shape;
     shape.extend([rows, cols]);
     Some(FlexTensor::from_data(TensorData::new(out, shape)))
+}
+
+/// `into + a · b` (`scale` 1), written over `into`, where that is to the bit what adding `a · b` to it
+/// after the product would give: `into` a row-major f32 tensor of the product's shape that
+/// nothing else holds, and a depth gemm does not cut (gemm 0.19 keeps a depth of up to 512
+/// in one block, `gemm_common::cache::kernel_params`), so that each element is
+/// `into + Σ` rounded once, as the add rounds it (gemm's `dst + 1 · Σ`, a fused multiply-add
+/// by one). `None`, `into` untouched, anywhere else.
+///
+/// Why: a tensor read by several products (a norm's output by q, k and v; a LaX latent by its
+/// up factor and the next layer's pathway) gets one input gradient from each, which the
+/// autodiff graph adds in a pass of its own; gemm adds its product to the gradient already
+/// there as it writes it (BENCHMARKS.md, attempt 54).
+pub fn matmul_add(into: &mut FlexTensor, a: &FlexTensor, b: &FlexTensor, scale: f32) -> Option<()> {
+    // Another scale would be one rounding (`out + scale · Σ` fused) where the add made two.
+    if scale != 1.0 {
+        return None;
+    }
+    let plan = Plan::of(a, b)?;
+    let mut shape = plan.batch_shape.clone();
+    shape.extend([plan.m, plan.n]);
+    let fits = into.dtype() == DType::F32
+        && into.layout().shape().to_vec() == shape
+        && into.layout().contiguous_offsets().is_some()
+        && into.is_unique();
+    if !fits || plan.k == 0 || plan.k > ONE_DEPTH_BLOCK {
+        return None;
+    }
+    let (start, end) = into.layout().contiguous_offsets()?;
+    let values = &mut into.try_storage_mut::<f32>()?[start..end];
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and every element is initialized.
+    let out = unsafe {
+        std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<MaybeUninit<f32>>(), values.len())
+    };
+    plan.run(a, b, 1.0, Write::AddTo, out);
+    Some(())
+}
+
+/// The deepest product gemm 0.19 sums in one block (its `kernel_params`' depth is at least 512).
+const ONE_DEPTH_BLOCK: usize = 512;
+
+/// Whether a product writes its output (`Over` memory it does not read) or adds itself to it.
+#[derive(Clone, Copy)]
+enum Write {
+    Over,
+    AddTo,
 }
 
 /// The products `a · b` stands for: `batch` products of (m × k) by (k × n).
@@ -87,13 +129,20 @@ impl Plan {
     }
 
     /// Each product into its (m × n) block of `out`, row-major.
-    fn run(&self, a: &FlexTensor, b: &FlexTensor, scale: f32, out: &mut [MaybeUninit<f32>]) {
+    fn run(
+        &self,
+        a: &FlexTensor,
+        b: &FlexTensor,
+        scale: f32,
+        write: Write,
+        out: &mut [MaybeUninit<f32>],
+    ) {
         let (a_at, b_at) = (Operand::of(a), Operand::of(b));
         let one = |i: usize, block: &mut [MaybeUninit<f32>], threads| {
             let (a, b) = (a_at.matrix(i), b_at.matrix(i));
             // SAFETY: `a` and `b` point into live buffers at the offsets and strides of their
             // layouts, which span (m × k) and (k × n); `block` holds m × n elements.
-            unsafe { self.product(block.as_mut_ptr().cast(), [a, b], scale, threads) }
+            unsafe { self.product(block.as_mut_ptr().cast(), [a, b], scale, write, threads) }
         };
         let flops = self.m * self.n * self.k;
         let size = self.m * self.n;
@@ -104,7 +153,8 @@ impl Plan {
         } else if let Some(parts) = self.parts(flops).filter(|_| self.batch == 1) {
             let (a, b) = (a_at.matrix(0), b_at.matrix(0));
             // SAFETY: as for `one`; `out` holds the one m × n product.
-            unsafe { self.in_parts(parts, Output(out.as_mut_ptr().cast()), [a, b], scale) }
+            let out = Output(out.as_mut_ptr().cast());
+            unsafe { self.in_parts(parts, out, [a, b], scale, write) }
         } else {
             let threads = if flops >= PARALLEL_PRODUCT {
                 gemm::Parallelism::Rayon(0)
@@ -155,7 +205,14 @@ impl Plan {
     ///
     /// # Safety
     /// As [`Plan::product`]'s, for the whole m × n product.
-    unsafe fn in_parts(&self, parts: Parts, out: Output, [a, b]: [Matrix; 2], scale: f32) {
+    unsafe fn in_parts(
+        &self,
+        parts: Parts,
+        out: Output,
+        [a, b]: [Matrix; 2],
+        scale: f32,
+        write: Write,
+    ) {
         let Parts { by_rows, step } = parts;
         let side = if by_rows { self.m } else { self.n };
         (0..side.div_ceil(step)).into_par_iter().for_each(|part| {
@@ -173,7 +230,8 @@ impl Plan {
             // SAFETY: the block lies inside the caller's product: rows [start, start + len)
             // or columns [start, start + len) of `out`, of `a`'s rows or `b`'s columns; the
             // blocks are disjoint.
-            unsafe { self.block(out.at(at), [m, n], [a, b], scale, gemm::Parallelism::None) }
+            let threads = gemm::Parallelism::None;
+            unsafe { self.block(out.at(at), [m, n], [a, b], scale, write, threads) }
         });
     }
 
@@ -190,10 +248,11 @@ impl Plan {
         out: *mut f32,
         [a, b]: [Matrix; 2],
         scale: f32,
+        write: Write,
         threads: gemm::Parallelism,
     ) {
         // SAFETY: the caller's.
-        unsafe { self.block(out, [self.m, self.n], [a, b], scale, threads) }
+        unsafe { self.block(out, [self.m, self.n], [a, b], scale, write, threads) }
     }
 
     /// `scale · a · b` for an (m × k) `a` and a (k × n) `b`, into the m × n block at `out` of
@@ -207,10 +266,17 @@ impl Plan {
         [m, n]: [usize; 2],
         [a, b]: [Matrix; 2],
         scale: f32,
+        write: Write,
         threads: gemm::Parallelism,
     ) {
-        // SAFETY: the caller's; gemm writes out[i·n + j] for i < m, j < n without reading it
-        // (`read_dst` false: out = scale · a · b).
+        // gemm computes `out = alpha · out + scale · a · b`, reading `out` only with
+        // `read_dst`; alpha 1 is its `out + scale · Σ` as one fused multiply-add.
+        let (read_dst, alpha) = match write {
+            Write::Over => (false, 0.0),
+            Write::AddTo => (true, 1.0),
+        };
+        // SAFETY: the caller's; gemm writes (and with `read_dst` reads) out[i·n + j] for
+        // i < m, j < n.
         unsafe {
             gemm::gemm(
                 m,
@@ -219,14 +285,14 @@ impl Plan {
                 out,
                 1,
                 self.n as isize,
-                false,
+                read_dst,
                 a.at,
                 a.col_stride,
                 a.row_stride,
                 b.at,
                 b.col_stride,
                 b.row_stride,
-                0.0,
+                alpha,
                 scale,
                 false,
                 false,

@@ -27,12 +27,12 @@ mod tensor_gate;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{binary, unary, Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor};
 use burn::tensor::{DType, Int, Shape, Tensor, TensorMetadata, TensorPrimitive};
 pub use dropout::dropout;
 pub use norm::{add_layer_norm, add_rms_norm, layer_norm, rms_norm};
@@ -706,7 +706,9 @@ fn matmul_inner<I: Backend>(a: FloatTensor<I>, b: FloatTensor<I>, scale: f64) ->
 }
 
 /// Backward, from the saved operands: `scale · g · bᵀ` and `scale · aᵀ · g`; for `a · bᵀ`,
-/// `scale · g · b` and `scale · gᵀ · a` (in `b`'s layout).
+/// `scale · g · b` and `scale · gᵀ · a` (in `b`'s layout). Each is added to the gradient its
+/// operand already has from another of its readers by gemm as it writes the product, where
+/// that is the same sum ([`product_added`]); Burn's `register` adds it in a pass of its own.
 #[derive(Debug)]
 struct MatMulBackward {
     scale: f64,
@@ -718,20 +720,51 @@ impl<I: Backend> Backward<I, 2> for MatMulBackward {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (a, b) = ops.state;
-        let (scale, b_transposed) = (self.scale, self.b_transposed);
-        binary::<I, _, _>(
-            ops.parents,
-            ops.node,
-            grads,
-            |g| match b_transposed {
-                true => matmul_inner::<I>(g, b, scale),
-                false => matmul_inner::<I>(g, I::float_transpose(b), scale),
-            },
-            |g| match b_transposed {
-                true => matmul_inner::<I>(I::float_transpose(g), a, scale),
-                false => matmul_inner::<I>(I::float_transpose(a), g, scale),
-            },
-        );
+        let scale = self.scale;
+        let g = grads.consume::<I>(&ops.node);
+        let [lhs, rhs] = ops.parents;
+        // The operands of each gradient's product (transposes are views).
+        let (for_a, for_b) = match self.b_transposed {
+            true => ([g.clone(), b], [I::float_transpose(g), a]),
+            false => (
+                [g.clone(), I::float_transpose(b)],
+                [I::float_transpose(a), g],
+            ),
+        };
+        for (parent, [left, right]) in [(lhs, for_a), (rhs, for_b)] {
+            let Some(parent) = parent else { continue };
+            // A stand-in tensor on the parent's node: Burn's `Gradients` takes a gradient out
+            // by the tensor it belongs to.
+            let mut key = <Autodiff<I> as FloatTensorOps<Autodiff<I>>>::float_empty(
+                Shape::new([0]),
+                &I::float_device(&left),
+                left.dtype().into(),
+            );
+            key.node = parent.clone();
+            let before = grads.remove::<I>(&key);
+            grads.register::<I>(parent.id, product_added::<I>(before, [left, right], scale));
+        }
+    }
+}
+
+/// `before + scale · left · right` (the product alone where there is no `before`): added by
+/// gemm into `before`'s buffer where [`flex_gemm::matmul_add`] takes them (the same bits as
+/// the add after the product), else the product and then the add, in `Gradients::register`'s
+/// order.
+fn product_added<I: Backend>(
+    before: Option<FloatTensor<I>>,
+    [left, right]: [FloatTensor<I>; 2],
+    scale: f64,
+) -> FloatTensor<I> {
+    let Some(mut sum) = before else {
+        return matmul_inner::<I>(left, right, scale);
+    };
+    let added = on_flex_over::<I, 2, 0>(&mut sum, [&left, &right], |sum, [l, r]| {
+        flex_gemm::matmul_add(sum, l, r, scale as f32).map(none)
+    });
+    match added {
+        Some([]) => sum,
+        None => I::float_add(matmul_inner::<I>(left, right, scale), sum),
     }
 }
 
