@@ -594,15 +594,25 @@ fn bench_prints_one_json_line_about_the_spec() {
 }
 
 /// The report's memory (fp32 training state + activations at the batch) is an estimate that
-/// the measured peak stays close to: 0.94–1.26× on every bench spec since laxc's one-node ops
-/// keep fewer intermediates than the report's one-node-per-op count (BENCHMARKS.md, "The
-/// report's estimate at the spec's batch against the measured peak"); here the default spec and
-/// the tiny ViT, within [0.8, 1.6]. The text form says the same in words.
+/// the measured peak stays close to (BENCHMARKS.md, "The report's estimate at the spec's batch
+/// against the measured peak"): on a LLaMA-60M, where the tensors are nearly all of it, within
+/// [0.8, 1.3] of it (0.95 measured); on the tiny default spec and the tiny ViT, whose estimates
+/// (160 and 66 MiB) are not much above the process's own share (its code, thread stacks, the
+/// allocator's reserve: the tiny ViTs' peaks are 45–65 MiB above their estimates with
+/// mimalloc), at least 0.8 of it and at most 1.6 of it plus 64 MiB. The text form says the same
+/// in words.
 #[test]
 fn bench_peak_memory_is_within_a_stated_factor_of_the_report() {
-    for (spec, batch) in [
-        ("specs/tiny-llama-svd-lax.lax", "8"),
-        ("specs/tiny-vit-svd-lax.lax", "64"),
+    const FIXED_MIB: f64 = 64.0;
+    for (spec, batch, within, fixed) in [
+        ("specs/tiny-llama-svd-lax.lax", "8", 0.8..=1.6, FIXED_MIB),
+        ("specs/tiny-vit-svd-lax.lax", "64", 0.8..=1.6, FIXED_MIB),
+        (
+            "specs/paper/llama-60m-svd-r128-lax-identity.lax",
+            "2",
+            0.8..=1.3,
+            0.0,
+        ),
     ] {
         let out = laxc()
             .args([
@@ -616,18 +626,16 @@ fn bench_peak_memory_is_within_a_stated_factor_of_the_report() {
             text.contains("memory estimate") && text.contains("median step"),
             "{text}"
         );
-        let Some(ratio) = text
-            .lines()
-            .find(|l| l.starts_with("peak RSS"))
-            .and_then(|l| l.split('(').nth(1))
-            .and_then(|r| r.split('×').next())
-        else {
+        let mib = |line: &str| -> Option<f64> {
+            let l = text.lines().find(|l| l.starts_with(line))?;
+            l[line.len()..].split_whitespace().next()?.parse().ok()
+        };
+        let (Some(peak), Some(estimate)) = (mib("peak RSS"), mib("memory estimate")) else {
             continue; // no /proc (not Linux): nothing measured
         };
-        let ratio: f64 = ratio.parse().unwrap();
         assert!(
-            (0.8..=1.6).contains(&ratio),
-            "{spec}: peak RSS is {ratio}× the report's estimate"
+            peak >= within.start() * estimate && peak <= within.end() * estimate + fixed,
+            "{spec}: peak RSS {peak} MiB against an estimate of {estimate} MiB"
         );
     }
 }

@@ -19,7 +19,7 @@ pub const SCHEMA_VERSION: u32 = 2;
 
 pub const CONVENTIONS: &[&str] = &[
     "params: every tensor counts (embeddings, biases, norms, LaX gates and norms, head); frozen = LoRA bases and, in a LoRA spec, everything but adapters and LaX",
-    "memory: bf16 = 8 B per trainable param (weight, grad, 2 Adam moments; the LaX/CoLA/GaLore tables' convention) + 2 B per frozen; fp32 = 16 B + 4 B; GiB = 2^30 B; activations apart: per sample, 4 B for every value of every op's output kept for the backward pass, attention scores and probabilities included (an estimate: laxc's one-node ops keep less, the backend's allocator more; a CPU training step's measured peak is 0.94–1.26× the training state plus this on the bench specs)",
+    "memory: bf16 = 8 B per trainable param (weight, grad, 2 Adam moments; the LaX/CoLA/GaLore tables' convention) + 2 B per frozen; fp32 = 16 B + 4 B; GiB = 2^30 B; activations apart: per sample, 4 B for every value of every op's output kept for the backward pass, attention scores and probabilities included (an estimate: laxc's one-node ops keep less, the backend's allocator more; a CPU training step's measured peak is 0.91–1.07× the training state plus this on the LLaMA bench specs, 0.95× on a LLaMA-60M, plus the process's own 45–65 MiB on the tiny ViTs)",
     "FLOPs: a GEMM (M×K)(K×N) is 2MKN; attention QKᵀ+AV is 4·n²·hidden per block, not halved for causal masks; train = 3× forward GEMM (2× for frozen layers); norms, activations, softmax and LaX adds are counted apart as `other`",
 ];
 

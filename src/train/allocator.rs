@@ -1,31 +1,64 @@
-//! The C allocator's settings for training: keep freed memory in the process.
+//! The allocator laxc runs on: mimalloc, for every allocation of the process (a global
+//! allocator declared here, so the binary, the tests and the benchmarks all run on it), told
+//! to keep the memory it frees.
 //!
-//! Every training step frees and allocates the same large tensors again (activations, their
-//! gradients, logits). glibc's defaults serve each large one with a fresh `mmap` and return
-//! it on free, and trim the heap's top, so each step pays page faults and the kernel's zeroing
-//! of the same pages anew (6–7 % of a CPU step in `perf`). With a fixed 32 MiB `mmap`
-//! threshold, no trimming and a 256 MiB top pad, freed blocks are reused: a step is 3–8 %
-//! faster and the peak resident memory unchanged (BENCHMARKS.md, "Making laxc faster").
+//! Why: a training step frees and allocates the same tensors again, thousands of them,
+//! forward and backward, from both threads of the pool. glibc's malloc gave each large free a
+//! merge with its neighbours (`_int_free`, `malloc_consolidate`: 4 % of a vit-svd step's
+//! samples in `perf`), took an arena's lock where a buffer freed on one thread came from the
+//! other, and handed back a block other than the one just freed, so a kernel's output landed
+//! in memory out of cache. mimalloc frees to per-thread lists without a lock and reuses the
+//! block freed last. Kept memory: by default mimalloc returns freed pages to the system 10 ms
+//! later, so each step's forward pass faulted its activations' pages in again (a LLaMA-60M
+//! step's forward pass 220 → 250–430 ms); with purging off, what a step freed is there for the
+//! next, as glibc was told to keep it before (`M_TRIM_THRESHOLD`). BENCHMARKS.md, attempt 55:
+//! a LLaMA-60M step 0.62× as long, the process's peak 12 % larger there and about 40 MiB
+//! larger on the tiny models. Version 2 of mimalloc: version 3 held 15–30 MiB more on the tiny
+//! models at the same speed.
 
-/// glibc reads these variables at start; a user who sets one has chosen the allocator's
-/// behaviour, and laxc then leaves all three alone.
-const USER_SETTINGS: [&str; 3] = [
-    "MALLOC_MMAP_THRESHOLD_",
-    "MALLOC_TRIM_THRESHOLD_",
-    "MALLOC_TOP_PAD_",
-];
+use libmimalloc_sys::{mi_option_set, mi_option_t};
 
-/// Called once, first thing in `main`, before any tensor exists.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc 2's `mi_option_purge_delay` (its `mimalloc.h`, the 16th option; the sys crate
+/// names no constant for it): milliseconds before freed memory is returned, −1 never. The
+/// test checks its default, 10, which no neighbouring option has.
+const PURGE_DELAY: mi_option_t = 15;
+
+/// The environment variable mimalloc reads the same setting from: a user who sets it has
+/// chosen, and laxc leaves it alone.
+const PURGE_DELAY_VARIABLE: &str = "MIMALLOC_PURGE_DELAY";
+
+/// Called first thing in `main`.
 pub fn keep_freed_memory() {
-    if USER_SETTINGS.iter().any(|v| std::env::var_os(v).is_some()) {
+    if std::env::var_os(PURGE_DELAY_VARIABLE).is_some() {
         return;
     }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes the allocator's thresholds; it is called before the
-    // program starts other threads.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    // SAFETY: setting an option is a store mimalloc allows at any time.
+    unsafe { mi_option_set(PURGE_DELAY, -1) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libmimalloc_sys::mi_option_get;
+
+    /// The purge delay mimalloc runs with now.
+    fn purge_delay() -> i64 {
+        // SAFETY: reading an option.
+        unsafe { mi_option_get(PURGE_DELAY) as i64 }
+    }
+
+    /// Option 15 is the purge delay (its documented default, 10 ms, until laxc turns purging
+    /// off), and `keep_freed_memory` turns it off. No other test of this binary calls it.
+    #[test]
+    fn freed_memory_is_kept() {
+        if std::env::var_os(PURGE_DELAY_VARIABLE).is_some() {
+            return; // the user's setting, which laxc keeps
+        }
+        assert_eq!(purge_delay(), 10, "option 15 is not mimalloc's purge delay");
+        keep_freed_memory();
+        assert_eq!(purge_delay(), -1);
     }
 }
