@@ -25,6 +25,7 @@
 
 mod activation;
 mod adamw;
+mod cross_entropy;
 mod dropout;
 mod kron;
 mod layout;
@@ -42,6 +43,7 @@ pub use activation::{
     swiglu_backward,
 };
 pub use adamw::{adamw, adamw_first, AdamWStep};
+pub use cross_entropy::{cross_entropy, cross_entropy_backward};
 pub use dropout::dropout;
 pub use kron::{kron, kron_backward};
 pub use layout::swap_middle_axes;

@@ -392,8 +392,9 @@ struct CrossEntropy {
     targets: Box<dyn Any>,
 }
 
-/// Backward: `(softmax(x) − onehot(target)) · g`, from the saved `e = exp(x − max)` and its
-/// row sums `z`: one pass over the logits instead of the composed graph's seven.
+/// Backward: `(softmax(x) − onehot(target)) · g`, from the saved logits and each row's
+/// `logsumexp`: on Flex one pass written over the logits (`flex_kernels::cross_entropy_backward`),
+/// elsewhere `exp(x − logsumexp)` and a scatter of `−g` at the targets.
 #[derive(Debug)]
 struct CrossEntropyBackward;
 
@@ -401,10 +402,22 @@ impl<I: Backend> Backward<I, 1> for CrossEntropyBackward {
     type State = (FloatTensor<I>, FloatTensor<I>, IntTensor<I>);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (e, z, targets) = ops.state;
+        let (mut x, lse, targets) = ops.state;
         unary::<I, _>(ops.parents, ops.node, grads, |g| {
-            let softmax_times_g = I::float_mul(e, I::float_div(g.clone(), z));
-            I::float_scatter_add(1, softmax_times_g, targets, I::float_neg(g))
+            let kernel = |x: &mut FlexTensor, [lse, g]: [&FlexTensor; 2]| {
+                let targets = (&targets as &dyn Any).downcast_ref::<FlexTensor>()?;
+                flex_kernels::cross_entropy_backward(x, lse, targets, g).map(none)
+            };
+            if on_flex_over::<I, 2, 0>(&mut x, [&lse, &g], kernel).is_some() {
+                return x;
+            }
+            let softmax = I::float_exp(I::float_sub(x, lse));
+            I::float_scatter_add(
+                1,
+                I::float_mul(softmax, g.clone()),
+                targets,
+                I::float_neg(g),
+            )
         });
     }
 }
@@ -415,13 +428,34 @@ impl Node<1> for CrossEntropy {
             .targets
             .downcast::<IntTensor<I>>()
             .expect("targets of the logits' backend");
-        let max = I::float_max_dim(x.primitive.clone(), 1);
-        let e = I::float_exp(I::float_sub(x.primitive.clone(), max.clone()));
-        let z = I::float_sum_dim(e.clone(), 1);
-        let picked = I::float_gather(1, x.primitive.clone(), targets.clone());
-        let loss = I::float_sub(I::float_add(I::float_log(z.clone()), max), picked);
-        record(CrossEntropyBackward, [&x], (e, z, targets), loss)
+        let [loss, lse] = cross_entropy_inner::<I>(x.primitive.clone(), targets.clone());
+        record(
+            CrossEntropyBackward,
+            [&x],
+            (x.primitive.clone(), lse, targets),
+            loss,
+        )
     }
+}
+
+/// Each row's loss and `logsumexp(x)`, as (rows, 1) columns: Flex's one-pass kernel where it
+/// takes them, else the backend's ops (`logsumexp` from the row's maximum).
+fn cross_entropy_inner<I: Backend>(
+    x: FloatTensor<I>,
+    targets: IntTensor<I>,
+) -> [FloatTensor<I>; 2] {
+    let kernel = |[x]: [&FlexTensor; 1]| {
+        let targets = (&targets as &dyn Any).downcast_ref::<FlexTensor>()?;
+        flex_kernels::cross_entropy(x, targets)
+    };
+    if let Some(both) = on_flex_many::<I, 1, 2>([&x], kernel) {
+        return both;
+    }
+    let max = I::float_max_dim(x.clone(), 1);
+    let sum = I::float_sum_dim(I::float_exp(I::float_sub(x.clone(), max.clone())), 1);
+    let lse = I::float_add(I::float_log(sum), max);
+    let picked = I::float_gather(1, x, targets);
+    [I::float_sub(lse.clone(), picked), lse]
 }
 
 struct Sigmoid;
