@@ -259,11 +259,19 @@ fn two_training_nodes(run: &Path) -> (Child, Child) {
         "1",
     ];
     let at = format!("127.0.0.1:{}", free_port());
-    let zero = spawn(node(&long, run, 2, 0, &at));
-    let one = spawn(node(&long, run, 2, 1, &at));
+    let mut zero = spawn(node(&long, run, 2, 0, &at));
+    let mut one = spawn(node(&long, run, 2, 1, &at));
     let until = Instant::now() + Duration::from_secs(120);
     while !run.join("metrics.jsonl").exists() {
-        assert!(Instant::now() < until, "the nodes did not start training");
+        if Instant::now() > until {
+            let _ = (zero.kill(), one.kill());
+            let said = |c: Child| {
+                let out = c.wait_with_output().unwrap();
+                String::from_utf8_lossy(&out.stderr).into_owned()
+            };
+            let (zero, one) = (said(zero), said(one));
+            panic!("the nodes did not start training\nnode 0: {zero}\nnode 1: {one}");
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     (zero, one)
