@@ -96,11 +96,12 @@ fn reference(dir: &Path, extra: &[&str]) -> (Vec<f64>, f64) {
 }
 
 /// One test of this file at a time. Run side by side (cargo's two test threads), two tests'
-/// data-parallel processes reached each other's collectives: a node "could not join the
-/// others: Global(DoubleRegister)", and once in-process replicas whose loss at step 2 was 1 %
-/// off the one-process run's (session 29, 3 times in about 60 runs of this file; never in 40
-/// runs of one test at a time). Whether two users' runs on one machine can meet the same way
-/// is open (BENCHMARKS.md, "Data parallelism").
+/// two-node runs met: a node "could not join the others: Global(DoubleRegister)" (another
+/// test's node at the coordinator's port, it seems: `free_port` only finds a port free at the
+/// time it asks). Also seen while the whole file ran side by side, twice in about 60 runs:
+/// in-process replicas whose loss was off the one-process run's (by 2e-4 at step 10, by 1 % at
+/// step 2); not reproduced in 40 runs of the two replica tests under load, cause unknown
+/// (BENCHMARKS.md, "Data parallelism").
 fn alone() -> std::sync::MutexGuard<'static, ()> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     // A test that failed while holding it poisons it; the next one may still run.
