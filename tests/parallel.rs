@@ -102,7 +102,7 @@ fn reference(dir: &Path, extra: &[&str]) -> (Vec<f64>, f64) {
 /// in-process replicas whose loss was off the one-process run's (by 2e-4 at step 10, by 1 % at
 /// step 2); not reproduced in 40 runs of the two replica tests under load, cause unknown
 /// (BENCHMARKS.md, "Data parallelism").
-fn alone() -> std::sync::MutexGuard<'static, ()> {
+fn one_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     // A test that failed while holding it poisons it; the next one may still run.
     ONE_AT_A_TIME
@@ -159,7 +159,7 @@ fn stderr_of(child: Child) -> String {
 
 #[test]
 fn replicas_in_one_process_follow_the_one_process_run() {
-    let _alone = alone();
+    let _serial = one_test_at_a_time();
     let dir = tempdir("local");
     let one = reference(&dir, &[]);
     // Two replicas of two sequences, then three of one, one and two (the shares differ).
@@ -199,7 +199,7 @@ fn replicas_in_one_process_follow_the_one_process_run() {
 /// that rounding differences of 1e-7 grow to 1e-5 by step 19, in either comparison.)
 #[test]
 fn replicas_follow_the_one_process_run_on_examples_and_images() {
-    let _alone = alone();
+    let _serial = one_test_at_a_time();
     let dir = tempdir("kinds");
     let mut lines = String::new();
     for i in 0..200u32 {
@@ -247,7 +247,7 @@ fn replicas_follow_the_one_process_run_on_examples_and_images() {
 
 #[test]
 fn two_processes_follow_the_one_process_run() {
-    let _alone = alone();
+    let _serial = one_test_at_a_time();
     let dir = tempdir("nodes");
     let one = reference(&dir, &[]);
     let at = format!("127.0.0.1:{}", free_port());
@@ -283,11 +283,7 @@ fn two_training_nodes(run: &Path) -> (Child, Child) {
     while !run.join("metrics.jsonl").exists() {
         if Instant::now() > until {
             let _ = (zero.kill(), one.kill());
-            let said = |c: Child| {
-                let out = c.wait_with_output().unwrap();
-                String::from_utf8_lossy(&out.stderr).into_owned()
-            };
-            let (zero, one) = (said(zero), said(one));
+            let (zero, one) = (stderr_of(zero), stderr_of(one));
             panic!("the nodes did not start training\nnode 0: {zero}\nnode 1: {one}");
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -297,7 +293,7 @@ fn two_training_nodes(run: &Path) -> (Child, Child) {
 
 #[test]
 fn a_killed_node_stops_the_other_within_30_s() {
-    let _alone = alone();
+    let _serial = one_test_at_a_time();
     let dir = tempdir("killed");
     for killed in [1u16, 0] {
         let run = dir.join(format!("run-{killed}"));
@@ -328,7 +324,7 @@ fn a_killed_node_stops_the_other_within_30_s() {
 
 #[test]
 fn nodes_that_differ_are_refused_before_training() {
-    let _alone = alone();
+    let _serial = one_test_at_a_time();
     let dir = tempdir("differ");
     let cases: [(&[&str], &str); 2] = [
         (
@@ -367,7 +363,7 @@ fn nodes_that_differ_are_refused_before_training() {
 
 #[test]
 fn an_absent_coordinator_and_a_busy_port_are_clear_errors() {
-    let _alone = alone();
+    let _serial = one_test_at_a_time();
     let dir = tempdir("absent");
     let at = format!("127.0.0.1:{}", free_port());
     let mut alone = node_waiting(&SHORT, &dir.join("run"), (2, 1), &at, 2);
@@ -407,7 +403,7 @@ fn an_absent_coordinator_and_a_busy_port_are_clear_errors() {
 /// shape the schedule).
 #[test]
 fn a_two_replica_checkpoint_resumes_on_one() {
-    let _alone = alone();
+    let _serial = one_test_at_a_time();
     let dir = tempdir("resume");
     let constant = ["--set", "schedule=constant"];
     let one = reference(&dir, &constant);
@@ -434,7 +430,7 @@ fn a_two_replica_checkpoint_resumes_on_one() {
 /// signal, runs in a process group of its own.)
 #[test]
 fn a_signal_on_one_node_stops_every_node_with_a_checkpoint() {
-    let _alone = alone();
+    let _serial = one_test_at_a_time();
     let dir = tempdir("signal");
     let run = dir.join("run");
     let (mut zero, mut one) = two_training_nodes(&run);

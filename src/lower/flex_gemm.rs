@@ -48,8 +48,8 @@ pub fn matmul(a: &FlexTensor, b: &FlexTensor, scale: f32) -> Option<FlexTensor> 
     Some(FlexTensor::from_data(TensorData::new(out, shape)))
 }
 
-/// `into + a · b` (`scale` 1), written over `into`, where that is to the bit what adding `a · b` to it
-/// after the product would give: `into` a row-major f32 tensor of the product's shape that
+/// `into + a · b` (`scale` 1), written over `into`, where that is to the bit what adding
+/// `a · b` to it after the product would give: `into` a row-major f32 tensor of the product's shape that
 /// nothing else holds, and a depth gemm does not cut (gemm 0.19 keeps a depth of up to 512
 /// in one block, `gemm_common::cache::kernel_params`), so that each element is
 /// `into + Σ` rounded once, as the add rounds it (gemm's `dst + 1 · Σ`, a fused multiply-add
@@ -67,14 +67,11 @@ pub fn matmul_add(into: &mut FlexTensor, a: &FlexTensor, b: &FlexTensor, scale: 
     let plan = Plan::of(a, b)?;
     let mut shape = plan.batch_shape.clone();
     shape.extend([plan.m, plan.n]);
-    let fits = into.dtype() == DType::F32
-        && into.layout().shape().to_vec() == shape
-        && into.layout().contiguous_offsets().is_some()
-        && into.is_unique();
-    if !fits || plan.k == 0 || plan.k > ONE_DEPTH_BLOCK {
+    let (start, end) = into.layout().contiguous_offsets()?;
+    let fits = into.dtype() == DType::F32 && into.layout().shape().to_vec() == shape;
+    if !fits || !into.is_unique() || plan.k == 0 || plan.k > ONE_DEPTH_BLOCK {
         return None;
     }
-    let (start, end) = into.layout().contiguous_offsets()?;
     let values = &mut into.try_storage_mut::<f32>()?[start..end];
     // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and every element is initialized.
     let out = unsafe {

@@ -12,8 +12,8 @@
 //! later, so each step's forward pass faulted its activations' pages in again (a LLaMA-60M
 //! step's forward pass 220 → 250–430 ms); with purging off, what a step freed is there for the
 //! next, as glibc was told to keep it before (`M_TRIM_THRESHOLD`). BENCHMARKS.md, attempt 55:
-//! a LLaMA-60M step 0.62× as long, the process's peak 12 % larger there and about 40 MiB
-//! larger on the tiny models. Version 2 of mimalloc: version 3 held 15–30 MiB more on the tiny
+//! a LLaMA-60M step 0.62× as long, the process's peak 8–12 % larger there and 45–65 MiB
+//! larger on the tiny ViTs (the LLaMA bench specs' unchanged). Version 2 of mimalloc: version 3 held 15–30 MiB more on the tiny
 //! models at the same speed.
 
 use libmimalloc_sys::{mi_option_set, mi_option_t};

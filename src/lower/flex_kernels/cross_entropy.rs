@@ -75,11 +75,11 @@ pub fn cross_entropy_backward(
     Some(())
 }
 
-/// The (rows, classes) of a contiguous f32 matrix.
+/// The (rows, classes) of a matrix with at least one class (its dtype and layout are
+/// `f32s`' and `overwritable`'s to check).
 fn matrix(x: &FlexTensor) -> Option<[usize; 2]> {
     let dims = x.shape();
-    let whole = dims.len() == 2 && dims[1] > 0 && x.dtype() == DType::F32 && overwritable(x);
-    whole.then(|| [dims[0], dims[1]])
+    (dims.len() == 2 && dims[1] > 0).then(|| [dims[0], dims[1]])
 }
 
 /// The targets as indices, one per row, each below `classes`.
