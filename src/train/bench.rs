@@ -5,6 +5,7 @@
 //! Synthetic batches keep the measurement about compute: uniform random tokens (or Gaussian
 //! images with random labels) cost the same FLOPs as real data, and nothing is read from disk.
 
+use super::optimizer::GradientScale;
 use super::run::{adamw, clip_global, forward, token_batch, Batch};
 use crate::family::Input;
 use crate::lower::precision::compute_dtype;
@@ -155,7 +156,8 @@ pub fn bench<B: AutodiffBackend>(
         .with_dropout(train.dropout)
         .with_compute(compute_dtype::<B>(train.dtype));
     let params = model.num_params();
-    let mut optim = adamw::<B>(train);
+    let clip = GradientScale::default();
+    let mut optim = adamw::<B>(train, &clip);
     let host = synthetic_batches(c, o, o.warmup + o.steps);
     let mut step_seconds = Vec::with_capacity(o.steps);
     let mut warmup_step_seconds = Vec::with_capacity(o.warmup);
@@ -169,10 +171,10 @@ pub fn bench<B: AutodiffBackend>(
         // the backward pass and the optimizer (on a CPU each call returns when done).
         final_loss = loss.clone().into_scalar().elem();
         let forwarded = Instant::now();
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
         B::sync(&device).ok();
         let backwarded = Instant::now();
-        clip_global(&model, &mut grads, train.clip);
+        clip_global(&model, &grads, train.clip, &clip);
         model = optim.step(train.lr, model, grads);
         B::sync(&device).ok();
         let done = Instant::now();

@@ -4,6 +4,10 @@
 //! for bit (tested below), so a run's curve does not move and a checkpoint written by either
 //! loads in the other. Every other backend, and any state this kernel does not take, runs
 //! Burn's own step.
+//!
+//! The global-norm clip's factor is applied inside the step ([`GradientScale`]): the kernel
+//! multiplies each gradient element by it as it reads it, which is the product the clip's
+//! own pass over every gradient wrote before (BENCHMARKS.md, attempt 58).
 
 use crate::lower::flex_kernels::{self, AdamWStep};
 use crate::lower::fused::{flex_mut, on_flex_over};
@@ -14,6 +18,32 @@ use burn::optim::{
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The factor every gradient is multiplied by before the next steps take it: the global-norm
+/// clip's, 1 while the norm is within bounds. The training loop sets it once a step, and the
+/// [`AdamW`] inside Burn's optimizer adaptor reads it (the adaptor hands a step only the
+/// learning rate and the gradients). Clones share one value.
+#[derive(Clone, Debug)]
+pub struct GradientScale(Arc<AtomicU64>);
+
+impl Default for GradientScale {
+    fn default() -> Self {
+        GradientScale(Arc::new(AtomicU64::new(1f64.to_bits())))
+    }
+}
+
+impl GradientScale {
+    /// Multiplies the gradients of the steps from now on by `factor`.
+    pub fn set(&self, factor: f64) {
+        self.0.store(factor.to_bits(), Ordering::Relaxed);
+    }
+
+    fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
 
 /// AdamW (decoupled weight decay, bias-corrected moments; no AMSGrad, no cautious decay).
 #[derive(Clone)]
@@ -24,12 +54,20 @@ pub struct AdamW {
     beta_2: f32,
     epsilon: f32,
     weight_decay: f32,
+    gradient_scale: GradientScale,
 }
 
 impl AdamW {
     /// AdamW with the moments' decay rates `beta_1` and `beta_2`, `epsilon` added to the
-    /// second moment's root, and decoupled weight decay `weight_decay`.
-    pub fn new(beta_1: f32, beta_2: f32, epsilon: f32, weight_decay: f32) -> AdamW {
+    /// second moment's root, and decoupled weight decay `weight_decay`, its gradients
+    /// multiplied by `gradient_scale` first.
+    pub fn new(
+        beta_1: f32,
+        beta_2: f32,
+        epsilon: f32,
+        weight_decay: f32,
+        gradient_scale: GradientScale,
+    ) -> AdamW {
         let reference = AdamWConfig::new()
             .with_beta_1(beta_1)
             .with_beta_2(beta_2)
@@ -42,6 +80,7 @@ impl AdamW {
             beta_2,
             epsilon,
             weight_decay,
+            gradient_scale,
         }
     }
 
@@ -59,6 +98,8 @@ impl AdamW {
             epsilon: self.epsilon,
             lr: lr as f32,
             decay: (decay_rate != 0.0).then_some((1.0 - decay_rate) as f32),
+            // As `mul_scalar` takes an f64 factor into an f32 tensor.
+            grad_scale: self.gradient_scale.get() as f32,
         }
     }
 
@@ -135,7 +176,15 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
         match self.fused(lr, tensor, grad, state) {
             Ok((tensor, state)) => (tensor, Some(state)),
-            Err((tensor, grad, state)) => self.reference.step(lr, tensor, grad, state),
+            Err((tensor, grad, state)) => {
+                let scale = self.gradient_scale.get();
+                let grad = if scale == 1.0 {
+                    grad
+                } else {
+                    grad.mul_scalar(scale)
+                };
+                self.reference.step(lr, tensor, grad, state)
+            }
         }
     }
 
@@ -163,7 +212,7 @@ mod tests {
     }
 
     fn ours(weight_decay: f32) -> AdamW {
-        AdamW::new(0.9, 0.95, 1e-8, weight_decay)
+        AdamW::new(0.9, 0.95, 1e-8, weight_decay, GradientScale::default())
     }
 
     fn values<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Vec<f32> {
@@ -172,10 +221,13 @@ mod tests {
 
     /// Twelve steps of both optimizers from the same parameter and gradients (a new gradient
     /// each step, some of them zero, tiny or large), on a tensor larger than one kernel task
-    /// and one smaller: parameters and both moments equal bit for bit at every step.
+    /// and one smaller: parameters and both moments equal bit for bit at every step. Every
+    /// third step clips: ours takes the factor through its [`GradientScale`], Burn's the
+    /// gradient multiplied by it (the clip's own pass before).
     fn same_as_burn<B: Backend>(weight_decay: f32) {
         let device = Default::default();
-        let fused = ours(weight_decay);
+        let clip = GradientScale::default();
+        let fused = AdamW::new(0.9, 0.95, 1e-8, weight_decay, clip.clone());
         let burns = config(weight_decay).build();
         for shape in [[3, 5], [181, 97]] {
             let start = Tensor::<B, 2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
@@ -186,8 +238,14 @@ mod tests {
                 let grad = Tensor::<B, 2>::random(shape, Distribution::Normal(0.0, 1.0), &device)
                     .mul_scalar(scale);
                 let lr = 3e-3 * (1.0 + step as f64) / 7.0;
+                let factor = [1.0, 1.0, 0.3719_f64][step % 3];
+                clip.set(factor);
                 (a, sa) = fused.step(lr, a, grad.clone(), sa);
-                (b, sb) = burns.step(lr, b, grad, sb);
+                let clipped = match factor {
+                    1.0 => grad,
+                    f => grad.mul_scalar(f),
+                };
+                (b, sb) = burns.step(lr, b, clipped, sb);
                 let (ma, mb) = (sa.as_ref().unwrap(), sb.as_ref().unwrap());
                 assert_eq!(values(&a), values(&b), "parameter, step {step}, {shape:?}");
                 assert_eq!(ma.momentum.time, mb.momentum.time);

@@ -4,7 +4,7 @@
 
 use super::checkpoint;
 use super::data::{self, Data, ImageData};
-use super::optimizer::AdamW;
+use super::optimizer::{AdamW, GradientScale};
 use super::parallel::{self, GradientSync, Replica, Topology};
 use crate::family::Input;
 use crate::lower::precision::compute_dtype;
@@ -176,22 +176,7 @@ struct GradNorm<'a, B: AutodiffBackend> {
 impl<B: AutodiffBackend> ModuleVisitor<B> for GradNorm<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            let s: f64 = g.square().sum().into_scalar().elem();
-            self.total += s;
-        }
-    }
-}
-
-struct GradScale<'a, B: AutodiffBackend> {
-    grads: &'a mut GradientsParams,
-    factor: f64,
-    _b: std::marker::PhantomData<B>,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for GradScale<'_, B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-            self.grads.register(param.id, g.mul_scalar(self.factor));
+            self.total += crate::lower::fused::sum_of_squares(g);
         }
     }
 }
@@ -216,11 +201,15 @@ fn all_finite<B: Backend>(model: &LaxModel<B>) -> bool {
     v.0
 }
 
-/// Clips gradients to a global norm `max` (0: off); returns the norm before clipping.
+/// Clips gradients to a global norm `max` (0: off): sets the factor the optimizer's next step
+/// multiplies them by (`scale`, 1 where the norm is within `max`), and returns the norm before
+/// clipping. The optimizer applies it as it reads each gradient, where a pass of its own here
+/// read and wrote every gradient once more (BENCHMARKS.md, attempt 58).
 pub(super) fn clip_global<B: AutodiffBackend>(
     model: &LaxModel<B>,
-    grads: &mut GradientsParams,
+    grads: &GradientsParams,
     max: f64,
+    scale: &GradientScale,
 ) -> f64 {
     let mut n = GradNorm::<B> {
         grads,
@@ -229,14 +218,8 @@ pub(super) fn clip_global<B: AutodiffBackend>(
     };
     model.visit(&mut n);
     let norm = n.total.sqrt();
-    if max > 0.0 && norm > max {
-        let mut s = GradScale::<B> {
-            grads,
-            factor: max / (norm + 1e-6),
-            _b: std::marker::PhantomData,
-        };
-        model.visit(&mut s);
-    }
+    let clips = max > 0.0 && norm > max;
+    scale.set(if clips { max / (norm + 1e-6) } else { 1.0 });
     norm
 }
 
@@ -397,15 +380,18 @@ fn forward_over<B: Backend>(
     }
 }
 
-/// AdamW with the run's betas, epsilon and weight decay (the learning rate comes per step).
+/// AdamW with the run's betas, epsilon and weight decay (the learning rate comes per step),
+/// its gradients multiplied by `clip`'s factor ([`clip_global`]).
 pub(super) fn adamw<B: AutodiffBackend>(
     o: &TrainOptions,
+    clip: &GradientScale,
 ) -> OptimizerAdaptor<AdamW, LaxModel<B>, B> {
     let adamw = AdamW::new(
         o.beta1 as f32,
         o.beta2 as f32,
         o.eps as f32,
         o.weight_decay as f32,
+        clip.clone(),
     );
     OptimizerAdaptor::from(adamw)
 }
@@ -685,7 +671,8 @@ fn train_replica<B: AutodiffBackend>(
     let o = &plan.options;
     let (data, total) = (&course.data, course.total);
     let seq = plan.compiled.ir.model.tokens;
-    let (mut model, mut optim, start) = starting_point::<B>(plan, total, &device, replica)?;
+    let clip = GradientScale::default();
+    let (mut model, mut optim, start) = starting_point::<B>(plan, total, &device, replica, &clip)?;
     parallel::same_start(sync, &model, replica)?;
     let mut log = RunLog::new(plan, data, total, start, replica.leads());
     let mut sampler = Sampler::default();
@@ -703,10 +690,10 @@ fn train_replica<B: AutodiffBackend>(
             accumulate(&model, data, o, step, &mut sampler, &device, replica);
         let stop_asked = STOP.load(Ordering::SeqCst);
         let exchanging = Instant::now();
-        let (mut grads, agreed) = sync.all_reduce(&model, grads, loss, stop_asked)?;
+        let (grads, agreed) = sync.all_reduce(&model, grads, loss, stop_asked)?;
         log.exchanged(exchanging.elapsed().as_secs_f64(), replica.world > 1);
         log.items(items);
-        let grad_norm = clip_global(&model, &mut grads, o.clip);
+        let grad_norm = clip_global(&model, &grads, o.clip, &clip);
         // A step that would write NaN or infinity into the weights is not taken (by any
         // replica: they all see the same summed loss and gradients).
         if !agreed.loss.is_finite() || !grad_norm.is_finite() {
@@ -782,13 +769,14 @@ fn starting_point<B: AutodiffBackend>(
     total: u64,
     device: &B::Device,
     replica: Replica,
+    clip: &GradientScale,
 ) -> Result<(LaxModel<B>, Adam<B>, u64), String> {
     let (c, o) = (plan.compiled, &plan.options);
     B::seed(device, o.seed);
     let mut model: LaxModel<B> = lower(&c.ir, o.seed, device)
         .with_dropout(o.dropout)
         .with_compute(compute_dtype::<B>(o.dtype));
-    let optim = adamw::<B>(o);
+    let optim = adamw::<B>(o, clip);
     let Some(resumed) = &plan.resume else {
         // Without a base, `laxc check`'s W0703 has said that the frozen weights start random.
         if let Some(base) = crate::lower::base::base_file(&c.spec)? {

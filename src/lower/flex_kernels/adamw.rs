@@ -26,6 +26,9 @@ pub struct AdamWStep {
     pub lr: f32,
     /// `1 − lr · weight decay` (None: no decay, the parameter is not multiplied).
     pub decay: Option<f32>,
+    /// The factor each gradient element is multiplied by first (the clip's; 1, which leaves
+    /// every value as it is, when it does not clip).
+    pub grad_scale: f32,
 }
 
 /// One step over `param` with gradient `grad` at the first step, where both moments start at
@@ -118,22 +121,26 @@ impl Kernel for AdamWChunk<'_> {
     fn run(self) {
         let s = *self.step;
         let g = self.grad;
+        // The clip's product, `g · factor`, rounded as its own pass rounded it.
+        let scaled = |g: f32| g * s.grad_scale;
         // The moments: Burn's `m·β₁ + g·(1 − β₁)` and `v·β₂ + g²·(1 − β₂)`.
         let [m, v] = match self.moments {
             Moments::Kept([m, v]) => {
                 for (m, &g) in m.iter_mut().zip(g) {
-                    *m = *m * s.beta_1 + g * s.rest_1;
+                    *m = *m * s.beta_1 + scaled(g) * s.rest_1;
                 }
                 for (v, &g) in v.iter_mut().zip(g) {
+                    let g = scaled(g);
                     *v = *v * s.beta_2 + (g * g) * s.rest_2;
                 }
                 [m, v]
             }
             Moments::First([m_out, v_out]) => {
                 for (out, &g) in m_out.iter_mut().zip(g) {
-                    out.write(g * s.rest_1);
+                    out.write(scaled(g) * s.rest_1);
                 }
                 for (out, &g) in v_out.iter_mut().zip(g) {
+                    let g = scaled(g);
                     out.write((g * g) * s.rest_2);
                 }
                 // SAFETY: the loops above wrote both moments whole.

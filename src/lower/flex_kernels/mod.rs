@@ -6,6 +6,7 @@
 //! - `adamw`: one AdamW step of a parameter (the optimizer's, `train::optimizer`);
 //! - `activation`: GELU (exact and tanh), SiLU and SwiGLU, forward and backward;
 //! - `softmax`: softmax with an additive mask, and its backward;
+//! - `squares`: the sum of a tensor's squares (a gradient's share of the clip's global norm);
 //! - `norm`: RMSNorm forward, either norm of a sum (`add_norm`), both norms' backward;
 //!   `norm_avx512` takes their rows of 16 to 256 elements sixteen rows at a time;
 //! - `rope`: rotate-half RoPE and its transpose;
@@ -36,6 +37,7 @@ mod norm_avx512;
 mod rope;
 mod scale;
 mod softmax;
+mod squares;
 mod tensor_gate;
 
 pub use activation::{
@@ -51,6 +53,7 @@ pub use norm::{add_norm, norm_backward, rms_norm};
 pub use rope::rope;
 pub use scale::{scale, scale_backward};
 pub use softmax::{softmax, softmax_backward};
+pub use squares::sum_of_squares;
 pub use tensor_gate::{tensor_gate, tensor_gate_applies, tensor_gate_input_gradient};
 
 use burn::backend::flex::FlexTensor;

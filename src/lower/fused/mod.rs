@@ -40,6 +40,16 @@ pub use scale::scale;
 use std::any::{Any, TypeId};
 pub use tensor_gate::{factors_tensor_gate, tensor_gate};
 
+/// `Σ x²` over a tensor, in f64 (a gradient's share of the clip's global norm): one read on
+/// Flex (`flex_kernels::sum_of_squares`, Flex's own sum to the bit), else `square().sum()`.
+pub fn sum_of_squares<B: Backend, const D: usize>(t: Tensor<B, D>) -> f64 {
+    let t = t.into_primitive().tensor();
+    if let Some(sum) = flex::<B>(&t).and_then(flex_kernels::sum_of_squares) {
+        return f64::from(sum);
+    }
+    burn::tensor::ElementConversion::elem(float::<B, D>(t).square().sum().into_scalar())
+}
+
 /// `scale · a · b` over the last two axes (the scale is 1 but for attention's scores, where it
 /// is 1/√d). On Flex in f32, gemm writes the output directly, scale included (`flex_gemm`);
 /// elsewhere, or with broadcast batch axes, the backend's matmul. Backward: `scale · g · bᵀ`
