@@ -197,7 +197,7 @@ fn tensor_gates() {
 }
 
 /// A LaX pathway's whole cost in an autodiff step, per pathway: `Norm(z + g(h)) · B` forward
-/// and backward against `z · B`, in µs, for identity and linear gates at the tiny LLaMA's
+/// and backward against `z · B`, in µs, for each kind of gate at the tiny LLaMA's
 /// latent (1024 × 64) and the tiny ViT's (1088 × 32). What the step-level A/B
 /// cannot resolve (a pathway is 1–3 % of a step) this times alone: every node, kernel,
 /// allocation and gradient hand-off a pathway adds.
@@ -225,6 +225,14 @@ fn pathways(threads: usize) {
             leaf(tensor(width, out, 3)),
         );
         let (gamma, beta, alpha) = (vector(width, 4), vector(width, 5), vector(1, 6));
+        // The tensor gate's cores (the fold of `width` closest to square) and a dense gate.
+        let s0 = (1..=width)
+            .filter(|d| width % d == 0 && d * d <= width)
+            .max()
+            .unwrap_or(1);
+        let s1 = width / s0;
+        let (g1, g0) = (leaf(tensor(s0, s0, 7)), leaf(tensor(s1, s1, 8)));
+        let (dense, bias) = (leaf(tensor(width, width, 9)), vector(width, 10));
         let step = |latent: &dyn Fn() -> Tensor<A, 2>| {
             let y = fused::matmul(latent(), up.clone(), 1.0);
             black_box(y.sum().backward());
@@ -240,10 +248,24 @@ fn pathways(threads: usize) {
                 fused::add_layer_norm(z.clone(), gated, gamma.clone(), beta.clone(), 1e-6)
             })
         });
+        let tensor_gate = us(&|| {
+            step(&|| {
+                let gated = fused::tensor_gate(h.clone(), g1.clone(), g0.clone());
+                fused::add_layer_norm(z.clone(), gated, gamma.clone(), beta.clone(), 1e-6)
+            })
+        });
+        let dense_gate = us(&|| {
+            step(&|| {
+                let gated = fused::matmul(h.clone(), dense.clone(), 1.0) + bias.clone().unsqueeze();
+                fused::add_layer_norm(z.clone(), gated, gamma.clone(), beta.clone(), 1e-6)
+            })
+        });
         println!(
-            "{rows} x {width} pathway into {out}, {threads} thread(s): without {plain:.1} µs, identity +{:.1} µs, linear +{:.1} µs",
+            "{rows} x {width} pathway into {out}, {threads} thread(s): without {plain:.1} µs, identity +{:.1} µs, linear +{:.1} µs, tensor +{:.1} µs, dense +{:.1} µs",
             identity - plain,
-            linear - plain
+            linear - plain,
+            tensor_gate - plain,
+            dense_gate - plain
         );
     }
 }
