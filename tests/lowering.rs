@@ -682,10 +682,11 @@ fn tensor_gate_node_matches_the_dense_product() {
     assert_finite_differences("dG0", &as_g0);
 }
 
-/// Products too small for gemm's own threads run in blocks of rows or columns, one per thread
-/// (`flex_gemm`): every element has the same bits as in one call on one thread, for the LaX
-/// gates' shapes forward and both gradients (through transposed views), blocks of rows and of
-/// columns, and sides that do not divide evenly.
+/// Products too small for gemm's own threads run in blocks of rows or columns, one per thread,
+/// and thin products of a long depth in its two halves (`flex_gemm`): every element has the
+/// same bits as in one call on one thread, for the LaX gates' and the factors' shapes forward
+/// and both gradients (through transposed views), blocks of rows and of columns, sides that do
+/// not divide evenly, and depths of two blocks.
 #[test]
 fn products_in_blocks_equal_one_call_bit_for_bit() {
     use burn::backend::flex::FlexTensor;
@@ -701,6 +702,13 @@ fn products_in_blocks_equal_one_call_bit_for_bit() {
         (130, 600, 80),
         (32, 300, 33),
         (72, 999, 136),
+        // A ViT's weight gradients (xᵀ · g over 1,088 rows): cut in the shorter side.
+        (1088, 32, 128),
+        (1088, 128, 32),
+        // A LLaMA's (over 1,024 rows), and a depth of 1,000: two depth blocks, summed apart.
+        (1024, 64, 256),
+        (1024, 256, 64),
+        (1000, 48, 130),
     ] {
         let (x, w, g) = (flex(m, k, 1), flex(k, n, 2), flex(m, n, 3));
         let cases: [(&str, FlexTensor, FlexTensor); 3] = [

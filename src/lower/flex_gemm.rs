@@ -21,6 +21,12 @@ const PARALLEL_BATCH: usize = 128 * 128 * 128;
 /// A smaller single product at least this many multiply-adds runs in blocks, one per thread
 /// ([`Plan::parts`]).
 const SPLIT_PRODUCT: usize = 64 * 64 * 64;
+/// The largest output ([`Plan::depth_halves`]) summed in two halves of its depth: the second
+/// half's sums are a buffer of their own and a pass to add, which a product this small in
+/// output repays by its depth.
+const HALVES_OUTPUT: usize = 256 * 256;
+/// Elements per task of the add that joins the two halves.
+const HALVES_ADD_TASK: usize = 1 << 14;
 /// Blocks of rows or columns are a multiple of this long (gemm's widest micro-kernel side on
 /// AVX-512), so that no block ends in a partial tile of gemm's but the last.
 const PART_ALIGN: usize = 16;
@@ -147,6 +153,10 @@ impl Plan {
             out.par_chunks_mut(size)
                 .enumerate()
                 .for_each(|(i, block)| one(i, block, gemm::Parallelism::None));
+        } else if let Some(first) = self.depth_halves(flops).filter(|_| self.batch == 1) {
+            let (a, b) = (a_at.matrix(0), b_at.matrix(0));
+            // SAFETY: as for `one`; `out` holds the one m × n product.
+            unsafe { self.in_depth_halves(first, out, [a, b], scale, write) }
         } else if let Some(parts) = self.parts(flops).filter(|_| self.batch == 1) {
             let (a, b) = (a_at.matrix(0), b_at.matrix(0));
             // SAFETY: as for `one`; `out` holds the one m × n product.
@@ -164,22 +174,109 @@ impl Plan {
         }
     }
 
+    /// Where to cut the depth of one product that gemm sums in exactly two blocks of depth
+    /// (`gemm_depth_block`), with an output of at most [`HALVES_OUTPUT`] elements: at the
+    /// first block's end, so that each thread sums one block, as gemm would. `None` for any
+    /// other product.
+    ///
+    /// Why: a weight's gradient, `xᵀ · g` over the batch's 1,024 rows, is such a product
+    /// (the depth is the rows), and neither gemm's threads nor blocks of its thin output
+    /// shared it well: (64 × 1,024) by (1,024 × 256) ran at 238 GFLOP/s on two threads, at
+    /// 381 in halves of its depth (BENCHMARKS.md, attempt 60).
+    fn depth_halves(&self, flops: usize) -> Option<usize> {
+        if flops < SPLIT_PRODUCT
+            || self.m * self.n > HALVES_OUTPUT
+            || rayon::current_num_threads() < 2
+        {
+            return None;
+        }
+        let block = gemm_depth_block(self.m, self.n, self.k);
+        (self.k > block && self.k <= 2 * block).then_some(block)
+    }
+
+    /// The product summed in two halves of its depth at once, `first` deep and the rest:
+    /// gemm writes (or adds, `write`) the first block's sum into `out` as it would in one
+    /// call, the second block's into a buffer of its own, which is then added to `out`,
+    /// rounded once, as gemm adds a block to the blocks before it. So every element is what
+    /// one call gives, to the bit (tested in tests/lowering.rs).
+    ///
+    /// # Safety
+    /// As [`Plan::product`]'s, for the whole m × n product.
+    unsafe fn in_depth_halves(
+        &self,
+        first: usize,
+        out: &mut [MaybeUninit<f32>],
+        [a, b]: [Matrix; 2],
+        scale: f32,
+        write: Write,
+    ) {
+        let (head, tail) = (self.with_depth(first), self.with_depth(self.k - first));
+        // `a`'s columns and `b`'s rows run along the depth.
+        let rest = [
+            a.offset(first as isize * a.col_stride),
+            b.offset(first as isize * b.row_stride),
+        ];
+        let mut second: Vec<MaybeUninit<f32>> = Vec::with_capacity(out.len());
+        // SAFETY: the capacity is the length, and `MaybeUninit` needs no initialization.
+        unsafe { second.set_len(out.len()) };
+        let (into, apart) = (
+            Output(out.as_mut_ptr().cast()),
+            Output(second.as_mut_ptr().cast()),
+        );
+        let [m, n] = [self.m, self.n];
+        let none = gemm::Parallelism::None;
+        rayon::join(
+            // SAFETY: the caller's, for the first `first` of the depth and for the rest; gemm
+            // writes every element of each m × n block it does not read.
+            || unsafe { head.block(into.at(0), [m, n], [a, b], scale, write, none) },
+            || unsafe { tail.block(apart.at(0), [m, n], rest, scale, Write::Over, none) },
+        );
+        // SAFETY: both halves wrote (or added to) every element.
+        let (sums, seconds) = unsafe { (written_f32s(out), written_f32s(&mut second)) };
+        sums.par_chunks_mut(HALVES_ADD_TASK)
+            .zip(seconds.par_chunks(HALVES_ADD_TASK))
+            .for_each(|(sums, seconds)| {
+                for (sum, second) in sums.iter_mut().zip(seconds) {
+                    *sum += *second;
+                }
+            });
+    }
+
+    /// The same products with a depth of `k`.
+    fn with_depth(&self, k: usize) -> Plan {
+        Plan {
+            batch_shape: self.batch_shape.clone(),
+            k,
+            ..*self
+        }
+    }
+
     /// How to share out one product too small for gemm's own threads (Flex's rule) but large
     /// enough to be worth it (a LaX gate's (1024 × 64) by (64 × 64) ran on one thread while
-    /// the other waited): blocks of rows, or of columns when there are more of those, one per
-    /// thread, each the full depth `k`. `None` to make it one call.
+    /// the other waited): blocks of rows or of columns, one per thread, each the full depth
+    /// `k`. `None` to make it one call.
     ///
     /// Each element of a block is then the same sum in the same order as in one call, so long
     /// as gemm cuts the depth the same way: gemm 0.19 cuts it at 512 for products of at most
     /// 64 × 64 and elsewhere at a depth of its cache model's (`gemm_common::gemm`,
     /// `kernel_params`), so blocks stay on the same side of 64 × 64 as the whole product
-    /// (tested bit for bit in tests/lowering.rs).
+    /// (tested bit for bit in tests/lowering.rs). The longer side is cut first; where its
+    /// blocks would fall on the other side of 64 × 64 over a depth above 512, the shorter one
+    /// (a ViT's weight gradients, (32 × 1,088) by (1,088 × 128), ran on one thread: cut in
+    /// columns of 64 they were small products, cut in rows of 16 they are not).
     fn parts(&self, flops: usize) -> Option<Parts> {
         let threads = rayon::current_num_threads();
         if !(SPLIT_PRODUCT..PARALLEL_PRODUCT).contains(&flops) || threads < 2 {
             return None;
         }
-        let by_rows = self.m >= self.n;
+        let longer_is_rows = self.m >= self.n;
+        [longer_is_rows, !longer_is_rows]
+            .into_iter()
+            .find_map(|by_rows| self.cut(by_rows, threads))
+    }
+
+    /// [`Plan::parts`] in blocks of rows (`by_rows`) or of columns, if that side allows it.
+    fn cut(&self, by_rows: bool, threads: usize) -> Option<Parts> {
         let (side, other) = if by_rows {
             (self.m, self.n)
         } else {
@@ -300,6 +397,34 @@ impl Plan {
     }
 }
 
+/// The depth gemm 0.19 sums an (m × n) product of depth `k` in, block by block, adding each
+/// block's sum to the blocks' before it (`gemm_common::gemm`): at most 512 for outputs of at
+/// most 64 × 64, else its cache model's (`kernel_params`, from the CPU's caches and the
+/// micro-kernel gemm runs: 64 × 6 with AVX-512, 16 × 6 with AVX2 and FMA).
+fn gemm_depth_block(m: usize, n: usize, k: usize) -> usize {
+    if m <= 64 && n <= 64 {
+        return k.min(512);
+    }
+    #[cfg(target_arch = "x86_64")]
+    let (mr, nr) = if std::arch::is_x86_feature_detected!("avx512f") {
+        (64, 6)
+    } else {
+        (16, 6)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let (mr, nr) = (16, 6);
+    gemm_common::cache::kernel_params(m, n, k, mr, nr, std::mem::size_of::<f32>()).kc
+}
+
+/// A buffer every element of which has been written, as f32.
+///
+/// # Safety
+/// Every element of `buffer` is initialized.
+unsafe fn written_f32s(buffer: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has f32's layout; the caller vouches for the values.
+    unsafe { &mut *(buffer as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
 /// One matrix of an operand: where its first element is and how to step along rows and columns.
 #[derive(Clone, Copy)]
 struct Matrix {
@@ -323,7 +448,7 @@ impl Matrix {
 }
 
 /// Blocks of one product's rows (or columns), `step` of them to a block.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Parts {
     by_rows: bool,
     step: usize,
@@ -387,5 +512,86 @@ impl<'a> Operand<'a> {
             row_stride: self.row_stride,
             col_stride: self.col_stride,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How a single product `m × k` by `k × n` is shared between two threads.
+    fn cut(m: usize, k: usize, n: usize) -> Option<Parts> {
+        let plan = Plan {
+            batch_shape: Vec::new(),
+            batch: 1,
+            m,
+            k,
+            n,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a pool");
+        pool.install(|| plan.parts(m * k * n))
+    }
+
+    /// The longer side where its blocks keep gemm's depth cut, else the shorter one, else none
+    /// (the bits of each cut are tested in tests/lowering.rs).
+    #[test]
+    fn cuts_the_side_that_keeps_the_depth_cut() {
+        let rows = |step| {
+            Some(Parts {
+                by_rows: true,
+                step,
+            })
+        };
+        let columns = |step| {
+            Some(Parts {
+                by_rows: false,
+                step,
+            })
+        };
+        assert_eq!(cut(1024, 64, 64), rows(512));
+        assert_eq!(cut(64, 1024, 64), rows(32));
+        // A ViT's weight gradients: halves of the longer side would be small products.
+        assert_eq!(cut(32, 1088, 128), rows(16));
+        assert_eq!(cut(128, 1088, 32), columns(16));
+        // Neither side: the longer one's blocks are small, the shorter one's too thin.
+        assert_eq!(cut(100, 1088, 40), None);
+        // Too small to share, or large enough for gemm's own threads.
+        assert_eq!(cut(32, 32, 32), None);
+        assert_eq!(cut(256, 256, 256), None);
+    }
+
+    /// Where the depth is cut: at gemm's one block boundary, for two blocks only.
+    fn halves(m: usize, k: usize, n: usize) -> Option<usize> {
+        let plan = Plan {
+            batch_shape: Vec::new(),
+            batch: 1,
+            m,
+            k,
+            n,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a pool");
+        pool.install(|| plan.depth_halves(m * k * n))
+    }
+
+    #[test]
+    fn halves_a_depth_of_two_blocks_only() {
+        // Outputs of at most 64 × 64: blocks of 512.
+        assert_eq!(halves(64, 1024, 64), Some(512));
+        assert_eq!(halves(64, 600, 64), Some(512));
+        assert_eq!(halves(64, 1088, 64), None);
+        assert_eq!(halves(64, 512, 64), None);
+        // Larger ones: gemm's cache model's block, which is the half on any cache.
+        let half = gemm_depth_block(64, 256, 1024);
+        assert!(half >= 512, "{half}");
+        assert_eq!(halves(64, 1024, 256), (half < 1024).then_some(half));
+        // Outputs too large, products too small.
+        assert_eq!(halves(512, 1024, 512), None);
+        assert_eq!(halves(16, 1000, 16), None);
     }
 }
