@@ -180,9 +180,9 @@ impl Plan {
     /// other product.
     ///
     /// Why: a weight's gradient, `xᵀ · g` over the batch's 1,024 rows, is such a product
-    /// (the depth is the rows), and neither gemm's threads nor blocks of its thin output
-    /// shared it well: (64 × 1,024) by (1,024 × 256) ran at 238 GFLOP/s on two threads, at
-    /// 381 in halves of its depth (BENCHMARKS.md, attempt 60).
+    /// (the depth is the rows), and gemm's threads share its thin output less well: in a
+    /// llama-svd step (64 × 1,024) by (1,024 × 256) took 110 µs in gemm's threads, 96 in
+    /// halves of its depth (BENCHMARKS.md, attempt 60).
     fn depth_halves(&self, flops: usize) -> Option<usize> {
         if flops < SPLIT_PRODUCT
             || self.m * self.n > HALVES_OUTPUT
