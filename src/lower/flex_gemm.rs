@@ -519,20 +519,29 @@ impl<'a> Operand<'a> {
 mod tests {
     use super::*;
 
-    /// How a single product `m × k` by `k × n` is shared between two threads.
-    fn cut(m: usize, k: usize, n: usize) -> Option<Parts> {
-        let plan = Plan {
+    /// A single product `m × k` by `k × n`.
+    fn single(m: usize, k: usize, n: usize) -> Plan {
+        Plan {
             batch_shape: Vec::new(),
             batch: 1,
             m,
             k,
             n,
-        };
+        }
+    }
+
+    /// `f` on a pool of two threads, where the plans are made.
+    fn on_two_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
             .expect("a pool");
-        pool.install(|| plan.parts(m * k * n))
+        pool.install(f)
+    }
+
+    /// How a single product is shared out in blocks between two threads.
+    fn cut(m: usize, k: usize, n: usize) -> Option<Parts> {
+        on_two_threads(|| single(m, k, n).parts(m * k * n))
     }
 
     /// The longer side where its blocks keep gemm's depth cut, else the shorter one, else none
@@ -563,22 +572,12 @@ mod tests {
         assert_eq!(cut(256, 256, 256), None);
     }
 
-    /// Where the depth is cut: at gemm's one block boundary, for two blocks only.
+    /// Where the depth of a single product is cut for two threads.
     fn halves(m: usize, k: usize, n: usize) -> Option<usize> {
-        let plan = Plan {
-            batch_shape: Vec::new(),
-            batch: 1,
-            m,
-            k,
-            n,
-        };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .expect("a pool");
-        pool.install(|| plan.depth_halves(m * k * n))
+        on_two_threads(|| single(m, k, n).depth_halves(m * k * n))
     }
 
+    /// At gemm's one block boundary, for two blocks only.
     #[test]
     fn halves_a_depth_of_two_blocks_only() {
         // Outputs of at most 64 × 64: blocks of 512.
