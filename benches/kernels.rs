@@ -225,12 +225,8 @@ fn pathways(threads: usize) {
             leaf(tensor(width, out, 3)),
         );
         let (gamma, beta, alpha) = (vector(width, 4), vector(width, 5), vector(1, 6));
-        // The tensor gate's cores (the fold of `width` closest to square) and a dense gate.
-        let s0 = (1..=width)
-            .filter(|d| width % d == 0 && d * d <= width)
-            .max()
-            .unwrap_or(1);
-        let s1 = width / s0;
+        // The tensor gate's cores (the IR's fold of the width) and a dense gate.
+        let [s0, s1] = laxc::ir::fold(width);
         let (g1, g0) = (leaf(tensor(s0, s0, 7)), leaf(tensor(s1, s1, 8)));
         let (dense, bias) = (leaf(tensor(width, width, 9)), vector(width, 10));
         let step = |latent: &dyn Fn() -> Tensor<A, 2>| {

@@ -8,6 +8,7 @@
 //! first to touch. The choice of threads is Flex's (the same thresholds), so the only change
 //! is the passes saved; the sums are the same gemm kernels' in the same order.
 
+use super::flex_kernels::{output, written_part};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
@@ -216,9 +217,7 @@ impl Plan {
             a.offset(first as isize * a.col_stride),
             b.offset(first as isize * b.row_stride),
         ];
-        let mut second: Vec<MaybeUninit<f32>> = Vec::with_capacity(out.len());
-        // SAFETY: the capacity is the length, and `MaybeUninit` needs no initialization.
-        unsafe { second.set_len(out.len()) };
+        let mut second = output(out.len());
         let (into, apart) = (
             Output(out.as_mut_ptr().cast()),
             Output(second.as_mut_ptr().cast()),
@@ -232,7 +231,7 @@ impl Plan {
             || unsafe { tail.block(apart.at(0), [m, n], rest, scale, Write::Over, none) },
         );
         // SAFETY: both halves wrote (or added to) every element.
-        let (sums, seconds) = unsafe { (written_f32s(out), written_f32s(&mut second)) };
+        let (sums, seconds) = unsafe { (written_part(out), written_part(&mut second)) };
         sums.par_chunks_mut(HALVES_ADD_TASK)
             .zip(seconds.par_chunks(HALVES_ADD_TASK))
             .for_each(|(sums, seconds)| {
@@ -414,15 +413,6 @@ fn gemm_depth_block(m: usize, n: usize, k: usize) -> usize {
     #[cfg(not(target_arch = "x86_64"))]
     let (mr, nr) = (16, 6);
     gemm_common::cache::kernel_params(m, n, k, mr, nr, std::mem::size_of::<f32>()).kc
-}
-
-/// A buffer every element of which has been written, as f32.
-///
-/// # Safety
-/// Every element of `buffer` is initialized.
-unsafe fn written_f32s(buffer: &mut [MaybeUninit<f32>]) -> &mut [f32] {
-    // SAFETY: `MaybeUninit<f32>` has f32's layout; the caller vouches for the values.
-    unsafe { &mut *(buffer as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// One matrix of an operand: where its first element is and how to step along rows and columns.
