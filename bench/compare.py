@@ -11,7 +11,9 @@ rounds of its per-run median step time. Ratios are taken from those medians.
 
 Also prints, from the same runs: the LaX overhead per gate (step time with LaX over step time
 without), the low-rank speed-up (dense step time over SVD step time), and peak memory against
-the report's fp32 estimate. Raw results go to --json (default /tmp/laxc-compare.json).
+the report's fp32 estimate, and what dropout costs (the `-dropout` specs against the same spec
+without). The twin drops out at the rate `laxc bench` reports for the spec, where laxc does.
+Raw results go to --json (default /tmp/laxc-compare.json).
 """
 import argparse
 import json
@@ -22,9 +24,13 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-FAMILIES = ["llama", "vit"]
+FAMILIES = ["llama", "vit", "gpt2"]
 VARIANTS = ["dense", "svd", "svd-lax-identity", "svd-lax-identity-nonorm", "svd-lax-linear", "svd-lax-tensor", "svd-lax-dense",
-            "cola", "cola-lax-dense", "tt", "tt-lax"]
+            "cola", "cola-lax-dense", "tt", "tt-lax", "svd-dropout"]
+# GPT-2 shares LLaMA's sizes and kernels but for its own ops (learned positions, biases, LayerNorm,
+# tanh GELU, a tied head): the variants that time those.
+GPT2_VARIANTS = ["dense", "svd", "svd-lax-identity", "svd-dropout"]
+ALL_STEMS = [f"{f}-{v}" for f in FAMILIES for v in (GPT2_VARIANTS if f == "gpt2" else VARIANTS)]
 
 
 def run_json(cmd):
@@ -45,7 +51,7 @@ def main():
     ap.add_argument("--reuse", help="a --json file of an earlier run: its specs that are not "
                     "measured now are tabulated from it")
     a = ap.parse_args()
-    stems = a.only or [f"{f}-{v}" for f in FAMILIES for v in VARIANTS]
+    stems = a.only or ALL_STEMS
     common = ["--steps", str(a.steps), "--warmup", str(a.warmup)]
     results = {}
     for stem in stems:
@@ -55,22 +61,24 @@ def main():
                     "--threads", str(a.threads)] + common
         runs = {"laxc": [], "pytorch": []}
         for r in range(a.rounds):
-            order = [("laxc", laxc_cmd), ("pytorch", twin_cmd)]
+            order = ["laxc", "pytorch"]
             if a.no_twin:
                 order = order[:1]
             elif r % 2:
                 order.reverse()
-            for side, cmd in order:
+            for side in order:
+                # Round 0 runs laxc first: its result gives the twin the spec's dropout rate.
+                cmd = laxc_cmd if side == "laxc" else twin_cmd + ["--dropout", str(runs["laxc"][0]["dropout"])]
                 runs[side].append(run_json(cmd))
         results[stem] = runs
         print(f"measured {stem}", file=sys.stderr)
     if a.reuse:
         with open(a.reuse) as fh:
             earlier = json.load(fh)
-        for stem in [f"{f}-{v}" for f in FAMILIES for v in VARIANTS]:
+        for stem in ALL_STEMS:
             if stem not in results and stem in earlier:
                 results[stem] = earlier[stem]
-        stems = [s for s in [f"{f}-{v}" for f in FAMILIES for v in VARIANTS] if s in results]
+        stems = [s for s in ALL_STEMS if s in results]
     with open(a.json, "w") as fh:
         json.dump(results, fh)
 
@@ -123,6 +131,14 @@ def main():
                 ratios = " | ".join(f"{med(d, x) / med(s, x):.2f}" for x in sides)
                 fl = results[d]["laxc"][0]["train_flops_per_step"] / results[s]["laxc"][0]["train_flops_per_step"]
                 print(f"| {s} | {ratios} | {fl:.2f} |")
+
+    print("\nDropout: step time with dropout 0.1 / the same model without it\n")
+    print("| with dropout | without | " + " | ".join(sides) + " |")
+    print("|---|---|" + "---|" * len(sides))
+    for f in FAMILIES:
+        w, wo = f"{f}-svd-dropout", f"{f}-svd"
+        if w in results and wo in results:
+            print(f"| {w} | {wo} | " + " | ".join(f"{med(w, s) / med(wo, s):.3f}" for s in sides) + " |")
 
     print("\nPeak memory (resident set of the whole process) against the report's fp32 estimate "
           "(weights, gradients, two Adam moments; activations not counted)\n")

@@ -6,6 +6,9 @@ every pathway) and builds the model with its own PyTorch code (the equations of
 docs/conventions.md §LaX equations, §Gates, §Norms, §Tensor-train layers and §LoRA with LaX,
 written again here), then checks that its parameter count equals the report's before timing
 anything.
+Dropout (`--dropout`, the rate `laxc bench` reports for the spec) acts where laxc's model
+drops out: LLaMA after each block's attention and MLP, GPT-2 there and after the embeddings,
+ViT after the MLP's GELU and after fc2.
 A training step is what `laxc bench` times: forward, cross-entropy, backward, global-norm
 clipping, AdamW; batches are synthetic (uniform random tokens, or Gaussian images with random
 labels), drawn before timing. It prints one JSON line with the same fields as `laxc bench`.
@@ -85,7 +88,7 @@ class Pathway(nn.Module):
 class Site(nn.Module):
     """One linear layer; forward returns (output, the latent it emits or None)."""
 
-    def __init__(self, row, bias, llama):
+    def __init__(self, row, bias, language):
         super().__init__()
         f = row["factorization"]
         self.kind = f["kind"]
@@ -95,9 +98,9 @@ class Site(nn.Module):
             self.weight = nn.Parameter(torch.randn(i, o) * 0.02)
         elif self.kind in ("svd", "cola"):
             r = f["rank"]
-            std = (r ** -0.25) * ((i + o) ** -0.25) if llama else math.sqrt(2 / r)
+            std = (r ** -0.25) * ((i + o) ** -0.25) if language else math.sqrt(2 / r)
             self.a = nn.Parameter(torch.randn(i, r) * std)
-            self.b = nn.Parameter(torch.randn(r, o) * (std if llama else math.sqrt(2 / o)))
+            self.b = nn.Parameter(torch.randn(r, o) * (std if language else math.sqrt(2 / o)))
             self.act = ACTS[f["act"]] if self.kind == "cola" else None
             if bias:
                 nn.init.normal_(self.bias)
@@ -156,16 +159,18 @@ def rope(x, cos, sin):
 
 
 class Model(nn.Module):
-    def __init__(self, report):
+    def __init__(self, report, dropout=0.0):
         super().__init__()
         cfg = report["model"]["config"]
         self.family = cfg["family"]
         self.cfg = cfg
         llama = self.family == "llama"
+        language = self.family in ("llama", "gpt2")
         h = cfg["hidden"]
         self.per_block = 7 if llama else 6
         bias = not llama
-        self.sites = nn.ModuleList(Site(row, bias, llama) for row in report["sites"])
+        self.drop = nn.Dropout(dropout)
+        self.sites = nn.ModuleList(Site(row, bias, language) for row in report["sites"])
         index = {row["site"]: i for i, row in enumerate(report["sites"])}
         self.arriving = {}
         pathways = []
@@ -176,7 +181,7 @@ class Model(nn.Module):
             self.arriving[index[row["target"]]] = (len(pathways), index[row["source"]])
             pathways.append(Pathway(row))
         self.pathways = nn.ModuleList(pathways)
-        norm = "rmsnorm" if llama else "layernorm"
+        norm = "rmsnorm" if llama else "layernorm"  # GPT-2's epsilon differs; its time does not
         eps = NORM_EPS
         layers = cfg["layers"]
         self.norm1 = nn.ModuleList(make_norm(norm, h, eps) for _ in range(layers))
@@ -192,6 +197,11 @@ class Model(nn.Module):
             cos, sin = rope_tables(cfg["tokens"], h // cfg["heads"])
             self.register_buffer("cos", cos)
             self.register_buffer("sin", sin)
+        elif self.family == "gpt2":
+            # Learned positions; the head is the token embedding, tied (no parameters of its own).
+            self.embed = nn.Embedding(cfg["vocab"], h)
+            nn.init.normal_(self.embed.weight, std=0.02)
+            self.pos = nn.Parameter(torch.randn(cfg["tokens"], h) * 0.02)
         else:
             p, c = cfg["patch"], cfg["channels"]
             self.patch = nn.Conv2d(c, h, kernel_size=p, stride=p)
@@ -218,11 +228,13 @@ class Model(nn.Module):
             return t.reshape(batch, seq, heads, h // heads).transpose(1, 2)
 
         q, k, v = split(q), split(k), split(v)
-        if causal:
+        if self.family == "llama":
             q, k = rope(q, self.cos, self.sin), rope(k, self.cos, self.sin)
         att = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         att = att.transpose(1, 2).reshape(batch * seq, h)
-        return x + self.site(b, 3, att, latents)
+        o = self.site(b, 3, att, latents)
+        # The authors' ViT drops out only in its MLP.
+        return x + (o if self.family == "vit" else self.drop(o))
 
     def forward(self, inputs):
         latents = [None] * len(self.sites)
@@ -235,8 +247,16 @@ class Model(nn.Module):
                 mn = self.norm2[b](x)
                 gate = F.silu(self.site(b, 4, mn, latents))
                 up = self.site(b, 5, mn, latents)
-                x = x + self.site(b, 6, gate * up, latents)
+                x = x + self.drop(self.site(b, 6, gate * up, latents))
             return self.head(self.final_norm(x))
+        if self.family == "gpt2":
+            batch, seq = inputs.shape
+            x = self.drop((self.embed(inputs) + self.pos[:seq]).reshape(batch * seq, h))
+            for b in range(self.cfg["layers"]):
+                x = self.attention(b, x, batch, seq, True, latents)
+                a = F.gelu(self.site(b, 4, self.norm2[b](x), latents), approximate="tanh")
+                x = x + self.drop(self.site(b, 5, a, latents))
+            return self.final_norm(x) @ self.embed.weight.t()
         batch = inputs.shape[0]
         emb = self.patch(inputs).flatten(2).transpose(1, 2)
         x = torch.cat([self.cls.expand(batch, 1, h), emb], dim=1) + self.pos
@@ -244,10 +264,10 @@ class Model(nn.Module):
         x = x.reshape(batch * seq, h)
         for b in range(self.cfg["layers"]):
             x = self.attention(b, x, batch, seq, False, latents)
-            a = F.gelu(self.site(b, 4, self.norm2[b](x), latents))
+            a = self.drop(F.gelu(self.site(b, 4, self.norm2[b](x), latents)))
             if self.cfg.get("mlp_norm", False):
                 a = self.mlp_norm[b](a)
-            x = x + self.site(b, 5, a, latents)
+            x = x + self.drop(self.site(b, 5, a, latents))
         x = self.final_norm(x).reshape(batch, seq, h)
         return self.head(x[:, 0])
 
@@ -264,12 +284,13 @@ def main():
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--clip", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dropout", type=float, default=0.0, help="the rate `laxc bench` reports")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     report = json.loads(subprocess.run([a.laxc, "check", "--format", "json", a.spec],
                                        check=True, capture_output=True, text=True).stdout)
-    model = Model(report)
+    model = Model(report, a.dropout)
     params = sum(p.numel() for p in model.parameters())
     if params != report["params"]["total"]:
         sys.exit(f"twin.py: the twin has {params} parameters, the report {report['params']['total']}")
@@ -277,7 +298,8 @@ def main():
     batch = a.batch or report["flops"]["samples_per_step"] or 8
     gen = torch.Generator().manual_seed(a.seed)
     n = a.warmup + a.steps
-    if cfg["family"] == "llama":
+    language = cfg["family"] in ("llama", "gpt2")
+    if language:
         data = [torch.randint(0, cfg["vocab"], (batch, cfg["tokens"] + 1), generator=gen) for _ in range(n)]
     else:
         shape = (batch, cfg["channels"], cfg["image"], cfg["image"])
@@ -287,7 +309,7 @@ def main():
     times, loss = [], float("nan")
     for i, d in enumerate(data):
         t0 = time.perf_counter()
-        if cfg["family"] == "llama":
+        if language:
             logits = model(d[:, :-1])
             l = F.cross_entropy(logits, d[:, 1:].reshape(-1))
         else:
@@ -301,12 +323,12 @@ def main():
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     flops = report["flops"]["train_per_sample"] * batch
-    items = batch * (cfg["tokens"] if cfg["family"] == "llama" else 1)
+    items = batch * (cfg["tokens"] if language else 1)
     print(json.dumps({
         "implementation": f"pytorch {torch.__version__} eager ({a.threads} threads)",
         "spec": a.spec, "batch": batch, "tokens_per_sample": cfg["tokens"],
-        "unit": "tokens" if cfg["family"] == "llama" else "images",
-        "steps": a.steps, "warmup": a.warmup, "params": params,
+        "unit": "tokens" if language else "images",
+        "steps": a.steps, "warmup": a.warmup, "params": params, "dropout": a.dropout,
         "step_seconds": times, "median_step_seconds": med,
         "items_per_second": items / med, "gflops_per_second": flops / med / 1e9,
         "train_flops_per_step": flops, "final_loss": loss,

@@ -42,6 +42,9 @@ pub struct BenchResult {
     pub steps: usize,
     pub warmup: usize,
     pub params: usize,
+    /// The dropout rate of the model's own dropout nodes while training (the run's `dropout`),
+    /// so a twin timed beside it drops out as much.
+    pub dropout: f64,
     /// Every timed step, in seconds.
     pub step_seconds: Vec<f64>,
     /// Every warm-up step, in seconds: on a GPU the first ones include compiling its kernels.
@@ -208,6 +211,7 @@ pub fn bench<B: AutodiffBackend>(
         steps: o.steps,
         warmup: o.warmup,
         params,
+        dropout: train.dropout,
         median_step_seconds: med,
         median_phase_seconds: Phases {
             forward: phase(|p| p.forward),

@@ -411,6 +411,8 @@ for fam, dense_cfg, cfg, rank, bias, batch, tt in [
     add(f"bench/{fam}-cola-lax-dense", fam, cfg, cola(rank, bias), lax=("*", "dense", LN), batch=batch)
     add(f"bench/{fam}-tt", fam, cfg, tt(False), batch=batch)
     add(f"bench/{fam}-tt-lax", fam, cfg, tt(True), lax=("*", "identity", LN), batch=batch)
+    # Dropout has no parameters and no counted FLOPs: the same figures as the spec without it.
+    add(f"bench/{fam}-svd-dropout", fam, cfg, svd(rank, bias), batch=batch)
 
 # ---- the paper's claims at small scale (specs/claims) ------------------------------------------
 BROWN = dict(vocab=256, hidden=128, ffn=352, heads=4, layers=4, seq=128)
@@ -435,6 +437,11 @@ assert EXPECTED["gpt2/gpt2-small"]["params_total"] == 124_439_808
 add("gpt2/gpt2-small-svd-r192-lax", "gpt2", GPT2_SMALL, svd(192, True), lax=("*", "identity", LN))
 TINY_GPT2 = dict(vocab=256, hidden=128, ffn=512, heads=4, layers=4, seq=128)
 add("tiny-gpt2-svd-lax", "gpt2", TINY_GPT2, svd(32, True), lax=("*", "identity", LN), batch=8)
+BENCH_GPT2 = dict(vocab=256, hidden=256, ffn=1024, heads=4, layers=4, seq=128)
+add("bench/gpt2-dense", "gpt2", BENCH_GPT2, dense(True), batch=8)
+add("bench/gpt2-svd", "gpt2", BENCH_GPT2, svd(64, True), batch=8)
+add("bench/gpt2-svd-lax-identity", "gpt2", BENCH_GPT2, svd(64, True), lax=("*", "identity", LN), batch=8)
+add("bench/gpt2-svd-dropout", "gpt2", BENCH_GPT2, svd(64, True), batch=8)
 
 # ---- real checkpoints' sizes -----------------------------------------------------------------
 # SmolLM2-135M (its config.json): grouped-query attention, tied embeddings.
