@@ -5,7 +5,10 @@ For every spec, `rounds` times over, it runs `A bench SPEC` and `B bench SPEC` (
 goes first, so slow drift of the machine hits both alike), each a fresh process timing `--steps`
 training steps after `--warmup` untimed ones. A side's figure is the median over rounds of its
 per-run median step time; the ratio A/B is taken per round and its median printed (below 1: A is
-faster). Both binaries must report the same final loss, or the table says so.
+faster), beside the middle half of the rounds' ratios (their quartiles): how far one round's
+noise reaches. On the 2-core machine a binary against a copy of itself gave medians of
+0.977–1.033 at nine rounds, so a change of a percent or two needs a control spec it cannot
+touch in the same run. Both binaries must report the same final loss, or the table says so.
 
     git worktree add /tmp/base HEAD~1 && (cd /tmp/base && cargo build --release)
     python3 bench/ab.py /tmp/base/target/release/laxc target/release/laxc --rounds 3
@@ -32,6 +35,14 @@ def bench(binary, spec, steps, warmup):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def middle_half(xs):
+    """The first and third quartiles of `xs`, as text ("—" for fewer than two)."""
+    if len(xs) < 2:
+        return "—"
+    q1, _, q3 = statistics.quantiles(xs, n=4)
+    return f"{q1:.3f}–{q3:.3f}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("a", help="the laxc binary under test")
@@ -41,8 +52,8 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     args = ap.parse_args()
-    print("| spec | A step (ms) | B step (ms) | A/B (median of rounds) | same loss |")
-    print("|---|---|---|---|---|")
+    print("| spec | A step (ms) | B step (ms) | A/B (median of rounds) | middle half of rounds | same loss |")
+    print("|---|---|---|---|---|---|")
     ratios = []
     for spec in args.specs:
         a_times, b_times, per_round, same = [], [], [], True
@@ -56,7 +67,8 @@ def main():
         ratio = statistics.median(per_round)
         ratios.append(ratio)
         print(f"| {os.path.basename(spec)} | {1e3 * statistics.median(a_times):.1f} "
-              f"| {1e3 * statistics.median(b_times):.1f} | {ratio:.3f} | {'yes' if same else 'NO'} |", flush=True)
+              f"| {1e3 * statistics.median(b_times):.1f} | {ratio:.3f} | {middle_half(per_round)} "
+              f"| {'yes' if same else 'NO'} |", flush=True)
     print(f"\nmedian A/B over {len(ratios)} specs: {statistics.median(ratios):.3f} "
           f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
 

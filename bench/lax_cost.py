@@ -6,7 +6,8 @@ run in alternation; prints a Markdown table.
 pair's two specs are timed minutes apart and the machine's drift between them lands in the
 ratio (±5 % seen). Here, for every pair and `rounds` times over, the two specs run back to back
 (alternating which goes first), each a fresh `laxc bench` process; the ratio is taken per round
-and its median printed, beside the extra training FLOPs the report counts.
+and its median printed with the middle half of the rounds' ratios (their quartiles: how far a
+round's noise reaches), beside the extra training FLOPs the report counts.
 
     python3 bench/lax_cost.py --rounds 3
 """
@@ -15,6 +16,8 @@ import json
 import os
 import statistics
 import subprocess
+
+from ab import middle_half
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (with LaX, without), per family: the pairs of compare.py's LaX table.
@@ -40,8 +43,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     args = ap.parse_args()
     print("| with LaX | without | step ms with | step ms without | with / without (median of rounds) "
-          "| extra train FLOPs |")
-    print("|---|---|---|---|---|---|")
+          "| middle half of rounds | extra train FLOPs |")
+    print("|---|---|---|---|---|---|---|")
     for family in args.families:
         for with_lax, without in [p for p in PAIRS if p[0] in args.pairs]:
             w, wo = f"{family}-{with_lax}", f"{family}-{without}"
@@ -58,7 +61,7 @@ def main():
                 flops = got[w]["train_flops_per_step"] / got[wo]["train_flops_per_step"]
             print(f"| {w} | {wo} | {1e3 * statistics.median(times[w]):.1f} "
                   f"| {1e3 * statistics.median(times[wo]):.1f} | {statistics.median(ratios):.3f} "
-                  f"| {flops:.3f} |", flush=True)
+                  f"| {middle_half(ratios)} | {flops:.3f} |", flush=True)
 
 
 if __name__ == "__main__":
