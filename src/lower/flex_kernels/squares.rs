@@ -15,19 +15,16 @@ use macerator::{vload_unaligned, Scalar, Simd};
 /// caller composes the formula there, as before.
 const FLEX_PARALLEL_SUM: usize = 4 * 1024 * 1024;
 
-/// `Σ x²` over an f32 tensor whose elements are one contiguous run (or the whole buffer in
-/// another order, which Flex sums as the buffer); `None` for any other, and from
-/// [`FLEX_PARALLEL_SUM`] elements.
+/// `Σ x²` over an f32 tensor whose elements are one contiguous run; `None` for any other, and
+/// from [`FLEX_PARALLEL_SUM`] elements. Not for a permuted view of a whole buffer: Flex's
+/// `square` writes its squares in the view's order, which its sum then adds, where a sum over
+/// the buffer would add them in the buffer's (another rounding, one time in a few).
 pub fn sum_of_squares(t: &FlexTensor) -> Option<f32> {
     if t.dtype() != DType::F32 {
         return None;
     }
-    let all: &[f32] = t.storage();
-    let xs = match t.layout().contiguous_offsets() {
-        Some((start, end)) => &all[start..end],
-        None if all.len() == t.layout().num_elements() => all,
-        None => return None,
-    };
+    let (start, end) = t.layout().contiguous_offsets()?;
+    let xs = &t.storage::<f32>()[start..end];
     (xs.len() < FLEX_PARALLEL_SUM).then(|| squares_summed(xs))
 }
 
@@ -66,7 +63,9 @@ mod tests {
     use burn::tensor::{Distribution, Tensor};
 
     /// Equal to Flex's `square().sum()` bit for bit, at every length around the vector and
-    /// stride boundaries, for a transposed view, and declined for a strided slice.
+    /// stride boundaries, and declined for a transposed view and a strided slice. (A sum over
+    /// a transposed view's buffer differed from Flex's in the last bit in some runs of this
+    /// test's random values: CI, session 31.)
     #[test]
     fn equals_flex_square_then_sum_bit_for_bit() {
         let device = Default::default();
@@ -77,9 +76,7 @@ mod tests {
             assert_eq!(ours.to_bits(), flex.to_bits(), "{n} elements");
         }
         let m = Tensor::<Flex, 2>::random([37, 53], Distribution::Default, &device).transpose();
-        let flex: f32 = m.clone().square().sum().into_scalar();
-        let ours = sum_of_squares(&m.clone().into_primitive().tensor()).expect("whole buffer");
-        assert_eq!(ours.to_bits(), flex.to_bits(), "transposed");
+        assert!(sum_of_squares(&m.clone().into_primitive().tensor()).is_none());
         let slice = m.narrow(1, 1, 20);
         assert!(sum_of_squares(&slice.into_primitive().tensor()).is_none());
     }
