@@ -48,10 +48,16 @@ def main():
     ap.add_argument("--only", nargs="*", help="spec stems, e.g. llama-svd vit-tt")
     ap.add_argument("--no-twin", action="store_true", help="laxc only")
     ap.add_argument("--json", default="/tmp/laxc-compare.json")
+    ap.add_argument("--peak", type=float, help="the machine's GEMM peak in GFLOP/s (the `peak:` "
+                    "line of `cargo bench --bench kernels` at 2 threads): adds each side's share of it")
     ap.add_argument("--reuse", help="a --json file of an earlier run: its specs that are not "
                     "measured now are tabulated from it")
+    ap.add_argument("--tabulate", action="store_true", help="measure nothing: the tables of --reuse's "
+                    "file (with --peak, say)")
     a = ap.parse_args()
-    stems = a.only or ALL_STEMS
+    if a.tabulate and not a.reuse:
+        ap.error("--tabulate takes the results of --reuse FILE")
+    stems = [] if a.tabulate else a.only or ALL_STEMS
     common = ["--steps", str(a.steps), "--warmup", str(a.warmup)]
     results = {}
     for stem in stems:
@@ -89,10 +95,13 @@ def main():
         xs = [x["median_step_seconds"] for x in results[stem][side]]
         return f"{min(xs) * 1e3:.0f}–{max(xs) * 1e3:.0f}"
 
-    print(f"{a.rounds} rounds × {a.steps} timed steps (+{a.warmup} warm-up) per side and spec\n")
+    first = results[stems[0]]["laxc"]
+    print(f"{len(first)} rounds × {first[0]['steps']} timed steps (+{first[0]['warmup']} warm-up) per side "
+          f"and spec" + (f", tabulated from {a.reuse}" if a.tabulate else "") + "\n")
+    share_head = " share of peak laxc | share of peak PyTorch |" if a.peak else ""
     print("| spec | params | unit/s laxc | unit/s PyTorch | laxc / PyTorch | GFLOP/s laxc | GFLOP/s PyTorch "
-          "| step ms laxc (range) | step ms PyTorch (range) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| step ms laxc (range) | step ms PyTorch (range) |" + share_head)
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|---|" if a.peak else ""))
     for stem in stems:
         lx = results[stem]["laxc"][0]
         unit = "tok" if lx["unit"] == "tokens" else "img"
@@ -100,12 +109,14 @@ def main():
         gf = lambda side: lx["train_flops_per_step"] / med(stem, side) / 1e9
         if a.no_twin:
             print(f"| {stem} | {lx['params']:,} | {items('laxc'):,.0f} {unit} | | | {gf('laxc'):.1f} | "
-                  f"| {med(stem, 'laxc') * 1e3:.0f} ({spread(stem, 'laxc')}) | |")
+                  f"| {med(stem, 'laxc') * 1e3:.0f} ({spread(stem, 'laxc')}) | |"
+                  + (f" {gf('laxc') / a.peak:.0%} | |" if a.peak else ""))
             continue
         print(f"| {stem} | {lx['params']:,} | {items('laxc'):,.0f} {unit} | {items('pytorch'):,.0f} {unit} "
               f"| {med(stem, 'pytorch') / med(stem, 'laxc'):.2f} | {gf('laxc'):.1f} | {gf('pytorch'):.1f} "
               f"| {med(stem, 'laxc') * 1e3:.0f} ({spread(stem, 'laxc')}) "
-              f"| {med(stem, 'pytorch') * 1e3:.0f} ({spread(stem, 'pytorch')}) |")
+              f"| {med(stem, 'pytorch') * 1e3:.0f} ({spread(stem, 'pytorch')}) |"
+              + (f" {gf('laxc') / a.peak:.0%} | {gf('pytorch') / a.peak:.0%} |" if a.peak else ""))
 
     sides = ["laxc"] + ([] if a.no_twin else ["pytorch"])
     print("\nLaX overhead: step time with LaX / the same model without it (1.00 = free)\n")

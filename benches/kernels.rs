@@ -2,7 +2,9 @@
 //! per whole pathway in an autodiff step, on one thread and two, and GFLOP/s of its products,
 //! for a profile-free comparison of two builds (`cargo bench --bench kernels`; the step-level
 //! comparison is `bench/ab.py`). Shapes: tokens × width, the tiny bench specs' 1024 tokens at
-//! a ViT's and a LLaMA's pathway rank (32, 64) and at the hidden width (256).
+//! a ViT's and a LLaMA's pathway rank (32, 64) and at the hidden width (256). And the machine's
+//! GEMM peak: GFLOP/s of one large square product, the rate `bench/compare.py --peak` gives
+//! each spec's GFLOP/s as a share of.
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
@@ -61,6 +63,35 @@ fn main() {
         });
     }
     products();
+    peak();
+}
+
+/// GFLOP/s of a large square product (`flex_gemm`, gemm's kernels, as training runs them) on
+/// one thread and on two: the most this machine's cores do in f32, which a training step's
+/// GFLOP/s is a share of. The median of nine calls after one untimed.
+fn peak() {
+    let n = 1536;
+    let (a, b) = (tensor(n, n, 9), tensor(n, n, 10));
+    let flops = 2.0 * (n * n * n) as f64;
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a pool");
+        let mut seconds: Vec<f64> = pool.install(|| {
+            black_box(flex_gemm::matmul(&a, &b, 1.0));
+            (0..9)
+                .map(|_| {
+                    let start = Instant::now();
+                    black_box(flex_gemm::matmul(&a, &b, 1.0));
+                    start.elapsed().as_secs_f64()
+                })
+                .collect()
+        });
+        seconds.sort_by(f64::total_cmp);
+        let gflops = flops / seconds[4] / 1e9;
+        println!("peak: {n} x {n} by {n} x {n}, {threads} thread(s): {gflops:.1} GFLOP/s");
+    }
 }
 
 /// The norm kernels, and Flex's own add for scale, at pathways' widths and the hidden one.
