@@ -388,13 +388,12 @@ fn tt_core<B: Backend>(
             rows_times(rows.reshape([n * batch, mode]), core.reshape([mode, right]))
                 .reshape([n, batch * right])
         }
-        // t2[n, b] = Σ_{a, i1} t1[n, i1, a] C1[a, i1, b]
+        // t2[n, b] = Σ_{i1, a} t1[n, i1, a] C1[a, i1, b]: t1's rows as they are, against the
+        // core with its first two axes swapped, a copy of the small core where swapping t1's
+        // axes copied every row of the activations, each way (BENCHMARKS.md, attempt 64).
         1 => {
-            let rows = fused::swap_middle_axes(x.reshape([n, mode, left]));
-            rows_times(
-                rows.reshape([n, left * mode]),
-                core.reshape([left * mode, right]),
-            )
+            let core = fused::swap_middle_axes(core.reshape([1, left, mode, right]));
+            rows_times(x, core.reshape([mode * left, right]))
         }
         // t3[n, j2, c] = Σ_b t2[n, b] C2[b, j2, c]
         2 => rows_times(x, core.reshape([left, mode * right])),
