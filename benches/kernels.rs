@@ -24,6 +24,14 @@ fn tensor(rows: usize, width: usize, seed: u32) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, [rows, width]))
 }
 
+/// A pool of `threads` threads for the kernels to run on.
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a pool")
+}
+
 /// Median of `rounds` timings of `calls` calls of `f`, in ns per element.
 fn time(elements: usize, mut f: impl FnMut()) -> f64 {
     let (rounds, calls) = (15, 40);
@@ -48,10 +56,7 @@ fn main() {
     // from outside it, each call would pay a hand-off to the pool's thread and back, which
     // outweighed the kernels themselves at these sizes.
     for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("a pool");
+        let pool = pool(threads);
         println!("{threads} thread(s):");
         pool.install(|| {
             laxc::train::pool::run_awake(|| {
@@ -74,10 +79,7 @@ fn peak() {
     let (a, b) = (tensor(n, n, 9), tensor(n, n, 10));
     let flops = 2.0 * (n * n * n) as f64;
     for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("a pool");
+        let pool = pool(threads);
         let mut seconds: Vec<f64> = pool.install(|| {
             black_box(flex_gemm::matmul(&a, &b, 1.0));
             (0..9)
@@ -151,10 +153,7 @@ fn products() {
         let (x, w, g) = (tensor(rows, k, 6), tensor(k, n, 7), tensor(rows, n, 8));
         let flops = 2 * rows * k * n;
         for threads in [1, 2] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("a pool");
+            let pool = pool(threads);
             let gflops = |f: &(dyn Fn() + Sync)| pool.install(|| 1.0 / time(flops, f));
             let forward = gflops(&|| {
                 black_box(flex_gemm::matmul(&x, &w, 1.0));

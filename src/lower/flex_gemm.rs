@@ -88,8 +88,15 @@ pub fn matmul_add(into: &mut FlexTensor, a: &FlexTensor, b: &FlexTensor, scale: 
     Some(())
 }
 
-/// The deepest product gemm 0.19 sums in one block (its `kernel_params`' depth is at least 512).
+/// The deepest product gemm 0.19 sums in one block (its `kernel_params`' depth is at least 512),
+/// and the depth of the blocks it sums a [`small_output`] in.
 const ONE_DEPTH_BLOCK: usize = 512;
+
+/// Whether gemm 0.19 takes an (m × n) output as small: of at most 64 × 64, whose depth it cuts
+/// in blocks of [`ONE_DEPTH_BLOCK`] instead of its cache model's.
+fn small_output(m: usize, n: usize) -> bool {
+    m <= 64 && n <= 64
+}
 
 /// Whether a product writes its output (`Over` memory it does not read) or adds itself to it.
 #[derive(Clone, Copy)]
@@ -287,8 +294,8 @@ impl Plan {
         }
         let step = side.div_ceil(count).next_multiple_of(PART_ALIGN);
         let shortest = side - (side.div_ceil(step) - 1) * step;
-        let small = |side: usize| side <= 64 && other <= 64;
-        let same_depth_cut = self.k <= 512 || small(side) == small(shortest);
+        let small = |side: usize| small_output(side, other);
+        let same_depth_cut = self.k <= ONE_DEPTH_BLOCK || small(side) == small(shortest);
         // A block a few rows or columns wide could take gemm's matrix-vector path instead.
         let whole_tiles = shortest >= PART_ALIGN;
         (same_depth_cut && whole_tiles).then_some(Parts { by_rows, step })
@@ -401,8 +408,8 @@ impl Plan {
 /// most 64 × 64, else its cache model's (`kernel_params`, from the CPU's caches and the
 /// micro-kernel gemm runs: 64 × 6 with AVX-512, 16 × 6 with AVX2 and FMA).
 fn gemm_depth_block(m: usize, n: usize, k: usize) -> usize {
-    if m <= 64 && n <= 64 {
-        return k.min(512);
+    if small_output(m, n) {
+        return k.min(ONE_DEPTH_BLOCK);
     }
     #[cfg(target_arch = "x86_64")]
     let (mr, nr) = if std::arch::is_x86_feature_detected!("avx512f") {
