@@ -146,15 +146,28 @@ fn norms() {
 
 /// GFLOP/s of the products of a LaX gate (tokens × rank by rank × rank) and, for scale, of a
 /// factor of the hidden width, forward and both gradients (read through transposed views, as
-/// the backward pass reads them), on one thread and on two.
+/// the backward pass reads them), on one thread and on two, with the pool held awake as in
+/// training (a sleeping second thread would show one thread's rate). (256 × 128) and
+/// (256 × 192) are q, k and v's or gate and up's A factors as one product (horizontal fusion,
+/// BENCHMARKS.md); (128 × 32) and (128 × 96) the same for a ViT.
 fn products() {
     let rows = 1024;
-    for (k, n) in [(64, 64), (256, 64), (64, 256)] {
+    for (k, n) in [
+        (64, 64),
+        (256, 64),
+        (256, 128),
+        (256, 192),
+        (64, 256),
+        (128, 32),
+        (128, 96),
+    ] {
         let (x, w, g) = (tensor(rows, k, 6), tensor(k, n, 7), tensor(rows, n, 8));
         let flops = 2 * rows * k * n;
         for threads in [1, 2] {
             let pool = pool(threads);
-            let gflops = |f: &(dyn Fn() + Sync)| pool.install(|| 1.0 / time(flops, f));
+            let gflops = |f: &(dyn Fn() + Sync)| {
+                pool.install(|| laxc::train::pool::run_awake(|| 1.0 / time(flops, f)))
+            };
             let forward = gflops(&|| {
                 black_box(flex_gemm::matmul(&x, &w, 1.0));
             });

@@ -685,8 +685,9 @@ fn tensor_gate_node_matches_the_dense_product() {
 /// Products too small for gemm's own threads run in blocks of rows or columns, one per thread,
 /// and thin products of a long depth in its two halves (`flex_gemm`): every element has the
 /// same bits as in one call on one thread, for the LaX gates' and the factors' shapes forward
-/// and both gradients (through transposed views), blocks of rows and of columns, sides that do
-/// not divide evenly, and depths of two blocks.
+/// and both gradients (through transposed views), blocks of rows and of columns (of a
+/// transposed `a`, written column-major and copied in), thin outputs of larger products,
+/// sides that do not divide evenly, and depths of two blocks.
 #[test]
 fn products_in_blocks_equal_one_call_bit_for_bit() {
     use burn::backend::flex::FlexTensor;
@@ -705,6 +706,12 @@ fn products_in_blocks_equal_one_call_bit_for_bit() {
         // A ViT's weight gradients (xᵀ · g over 1,088 rows): cut in the shorter side.
         (1088, 32, 128),
         (1088, 128, 32),
+        // An output wider than tall: blocks of columns.
+        (64, 300, 256),
+        // A ViT's MLP: weight gradients large enough for gemm's threads, in blocks of their
+        // short side (a tall one's columns through a column-major buffer).
+        (1088, 512, 32),
+        (1088, 32, 512),
         // A LLaMA's (over 1,024 rows), and a depth of 1,000: two depth blocks, summed apart.
         (1024, 64, 256),
         (1024, 256, 64),
@@ -761,6 +768,8 @@ fn products_added_into_a_gradient_equal_the_product_then_the_add() {
         (512, 64, 64),
         (300, 512, 32),
         (500, 64, 256),
+        // x · w in blocks of columns: the buffer starts from the gradient already there.
+        (64, 300, 256),
         (40, 3, 9),
         (400, 300, 450),
     ] {

@@ -22,6 +22,9 @@ const PARALLEL_BATCH: usize = 128 * 128 * 128;
 /// A smaller single product at least this many multiply-adds runs in blocks, one per thread
 /// ([`Plan::parts`]).
 const SPLIT_PRODUCT: usize = 64 * 64 * 64;
+/// A larger single product whose output is at most this wide on one side may run in blocks
+/// too ([`Plan::thin_cut`]).
+const THIN_SIDE: usize = 32;
 /// The largest output ([`Plan::depth_halves`]) summed in two halves of its depth: the second
 /// half's sums are a buffer of their own and a pass to add, which a product this small in
 /// output repays by its depth.
@@ -165,7 +168,10 @@ impl Plan {
             let (a, b) = (a_at.matrix(0), b_at.matrix(0));
             // SAFETY: as for `one`; `out` holds the one m × n product.
             unsafe { self.in_depth_halves(first, out, [a, b], scale, write) }
-        } else if let Some(parts) = self.parts(flops).filter(|_| self.batch == 1) {
+        } else if let Some(parts) = self
+            .parts(flops, Grain::of(&a_at, &b_at))
+            .filter(|_| self.batch == 1)
+        {
             let (a, b) = (a_at.matrix(0), b_at.matrix(0));
             // SAFETY: as for `one`; `out` holds the one m × n product.
             let out = Output(out.as_mut_ptr().cast());
@@ -234,8 +240,26 @@ impl Plan {
         rayon::join(
             // SAFETY: the caller's, for the first `first` of the depth and for the rest; gemm
             // writes every element of each m × n block it does not read.
-            || unsafe { head.block(into.at(0), [m, n], [a, b], scale, write, none) },
-            || unsafe { tail.block(apart.at(0), [m, n], rest, scale, Write::Over, none) },
+            || unsafe {
+                head.block(
+                    self.row_major(into.at(0)),
+                    [m, n],
+                    [a, b],
+                    scale,
+                    write,
+                    none,
+                )
+            },
+            || unsafe {
+                tail.block(
+                    self.row_major(apart.at(0)),
+                    [m, n],
+                    rest,
+                    scale,
+                    Write::Over,
+                    none,
+                )
+            },
         );
         // SAFETY: both halves wrote (or added to) every element.
         let (sums, seconds) = unsafe { (written_part(out), written_part(&mut second)) };
@@ -269,16 +293,51 @@ impl Plan {
     /// (tested bit for bit in tests/lowering.rs). The longer side is cut first; where its
     /// blocks would fall on the other side of 64 × 64 over a depth above 512, the shorter one
     /// (a ViT's weight gradients, (32 × 1,088) by (1,088 × 128), ran on one thread: cut in
-    /// columns of 64 they were small products, cut in rows of 16 they are not).
-    fn parts(&self, flops: usize) -> Option<Parts> {
+    /// columns of 64 they were small products, cut in rows of 16 they are not). A larger
+    /// product is cut only as [`Plan::thin_cut`] says.
+    fn parts(&self, flops: usize, grain: Grain) -> Option<Parts> {
         let threads = rayon::current_num_threads();
-        if !(SPLIT_PRODUCT..PARALLEL_PRODUCT).contains(&flops) || threads < 2 {
+        if flops < SPLIT_PRODUCT || threads < 2 {
             return None;
         }
-        let longer_is_rows = self.m >= self.n;
-        [longer_is_rows, !longer_is_rows]
-            .into_iter()
-            .find_map(|by_rows| self.cut(by_rows, threads))
+        let parts = if flops >= PARALLEL_PRODUCT {
+            self.thin_cut(grain, threads)
+        } else {
+            let longer_is_rows = self.m >= self.n;
+            [longer_is_rows, !longer_is_rows]
+                .into_iter()
+                .find_map(|by_rows| self.cut(by_rows, threads))
+        }?;
+        // Blocks of columns are written column-major where `a` suits it.
+        let column_major = !parts.by_rows && grain.a_rows_adjacent;
+        Some(Parts {
+            column_major,
+            ..parts
+        })
+    }
+
+    /// How to share out a product large enough for gemm's own threads whose output is at
+    /// most [`THIN_SIDE`] on one side: in blocks of its short side, each block's long side
+    /// along gemm's lanes (a tall output's blocks of columns written column-major, a wide
+    /// one's blocks of rows row-major), where the operand gemm reads along the lanes is
+    /// contiguous along them. `None` for any other product, for gemm's own threads.
+    ///
+    /// Why: gemm's threads share a thin output out poorly. A ViT's weight gradients
+    /// (512 × 1,088) by (1,088 × 32) took 211 µs in a step and (32 × 1,088) by (1,088 × 512)
+    /// 136; in such blocks, 142 and 87 (BENCHMARKS.md, attempt 67). Blocks of the long side, or
+    /// any blocks of an operand not contiguous along the lanes (the forward products,
+    /// (1,088 × 512) by (512 × 32)), were no faster or far slower than gemm's threads.
+    fn thin_cut(&self, grain: Grain, threads: usize) -> Option<Parts> {
+        if self.m.min(self.n) > THIN_SIDE {
+            return None;
+        }
+        let tall = self.m > self.n;
+        let suits = if tall {
+            grain.a_rows_adjacent
+        } else {
+            grain.b_columns_adjacent
+        };
+        suits.then(|| self.cut(!tall, threads)).flatten()
     }
 
     /// [`Plan::parts`] in blocks of rows (`by_rows`) or of columns, if that side allows it.
@@ -298,7 +357,11 @@ impl Plan {
         let same_depth_cut = self.k <= ONE_DEPTH_BLOCK || small(side) == small(shortest);
         // A block a few rows or columns wide could take gemm's matrix-vector path instead.
         let whole_tiles = shortest >= PART_ALIGN;
-        (same_depth_cut && whole_tiles).then_some(Parts { by_rows, step })
+        (same_depth_cut && whole_tiles).then_some(Parts {
+            by_rows,
+            step,
+            column_major: false,
+        })
     }
 
     /// The product in the blocks of [`Plan::parts`], one gemm call each, in parallel.
@@ -313,26 +376,90 @@ impl Plan {
         scale: f32,
         write: Write,
     ) {
-        let Parts { by_rows, step } = parts;
+        let Parts {
+            by_rows,
+            step,
+            column_major,
+        } = parts;
         let side = if by_rows { self.m } else { self.n };
+        let threads = gemm::Parallelism::None;
         (0..side.div_ceil(step)).into_par_iter().for_each(|part| {
             let (start, len) = (part * step, step.min(side - part * step));
-            let (m, n) = if by_rows {
-                (len, self.n)
+            if by_rows {
+                let a = a.offset(start as isize * a.row_stride);
+                let out = self.row_major(out.at(start * self.n));
+                // SAFETY: rows [start, start + len) of `out` and of `a`, inside the caller's
+                // product; the blocks are disjoint.
+                unsafe { self.block(out, [len, self.n], [a, b], scale, write, threads) }
+            } else if column_major {
+                let b = b.offset(start as isize * b.col_stride);
+                // SAFETY: columns [start, start + len) of `out` and of `b`, as above.
+                unsafe { self.column_block(out.at(start), len, [a, b], scale, write) }
             } else {
-                (self.m, len)
-            };
-            let (a, b, at) = if by_rows {
-                (a.offset(start as isize * a.row_stride), b, start * self.n)
-            } else {
-                (a, b.offset(start as isize * b.col_stride), start)
-            };
-            // SAFETY: the block lies inside the caller's product: rows [start, start + len)
-            // or columns [start, start + len) of `out`, of `a`'s rows or `b`'s columns; the
-            // blocks are disjoint.
-            let threads = gemm::Parallelism::None;
-            unsafe { self.block(out.at(at), [m, n], [a, b], scale, write, threads) }
+                let b = b.offset(start as isize * b.col_stride);
+                let out = self.row_major(out.at(start));
+                // SAFETY: as above.
+                unsafe { self.block(out, [self.m, len], [a, b], scale, write, threads) }
+            }
         });
+    }
+
+    /// One block of `len` columns of the output at `out` (rows `self.n` apart), written
+    /// through a buffer of its own in column-major order and copied in.
+    ///
+    /// Why: gemm lays its micro-kernel's long side (64 lanes with AVX-512) along the output's
+    /// contiguous axis; in a row-major block of 16 columns it ran a quarter full. A ViT's
+    /// weight gradients, (128 × 1,088) by (1,088 × 32) in two blocks of 16 columns, took 69 µs
+    /// in a step; column-major, 21 µs alone against 37 (BENCHMARKS.md, attempt 66). The
+    /// sums are the same: gemm sums each element in the same order either way (tested bit for
+    /// bit in tests/lowering.rs).
+    ///
+    /// # Safety
+    /// As [`Plan::block`]'s, for rows `self.m` of `len` columns at `out`.
+    unsafe fn column_block(
+        &self,
+        out: *mut f32,
+        len: usize,
+        [a, b]: [Matrix; 2],
+        scale: f32,
+        write: Write,
+    ) {
+        let rows = self.m;
+        let mut buffer = output(rows * len);
+        let at = |i: usize, j: usize| out.wrapping_add(i * self.n + j);
+        if let Write::AddTo = write {
+            for (j, column) in buffer.chunks_mut(rows).enumerate() {
+                for (i, value) in column.iter_mut().enumerate() {
+                    // SAFETY: (i, j) lies in the block, which the caller lets us read.
+                    value.write(unsafe { *at(i, j) });
+                }
+            }
+        }
+        let into = Dst {
+            at: buffer.as_mut_ptr().cast(),
+            row_stride: 1,
+            col_stride: rows as isize,
+        };
+        let none = gemm::Parallelism::None;
+        // SAFETY: `buffer` holds the rows × len block at those strides; the rest, the caller's.
+        unsafe { self.block(into, [rows, len], [a, b], scale, write, none) };
+        // SAFETY: gemm wrote (or added to) every element of the buffer.
+        let buffer = unsafe { written_part(&mut buffer) };
+        for i in 0..rows {
+            for j in 0..len {
+                // SAFETY: (i, j) lies in the block, which the caller lets us write.
+                unsafe { *at(i, j) = buffer[j * rows + i] };
+            }
+        }
+    }
+
+    /// The destination at `out`, row-major in the plan's output (rows `self.n` apart).
+    fn row_major(&self, out: *mut f32) -> Dst {
+        Dst {
+            at: out,
+            row_stride: self.n as isize,
+            col_stride: 1,
+        }
     }
 
     /// Whether each product is large enough to share out by itself (and the batch is too
@@ -352,17 +479,17 @@ impl Plan {
         threads: gemm::Parallelism,
     ) {
         // SAFETY: the caller's.
+        let out = self.row_major(out);
         unsafe { self.block(out, [self.m, self.n], [a, b], scale, write, threads) }
     }
 
-    /// `scale · a · b` for an (m × k) `a` and a (k × n) `b`, into the m × n block at `out` of
-    /// the plan's row-major output (rows `self.n` apart).
+    /// `scale · a · b` for an (m × k) `a` and a (k × n) `b`, into the m × n block at `out`.
     ///
     /// # Safety
     /// `out` is valid for the block's writes; `a` and `b` for the reads their strides describe.
     unsafe fn block(
         &self,
-        out: *mut f32,
+        out: Dst,
         [m, n]: [usize; 2],
         [a, b]: [Matrix; 2],
         scale: f32,
@@ -375,16 +502,16 @@ impl Plan {
             Write::Over => (false, 0.0),
             Write::AddTo => (true, 1.0),
         };
-        // SAFETY: the caller's; gemm writes (and with `read_dst` reads) out[i·n + j] for
-        // i < m, j < n.
+        // SAFETY: the caller's; gemm writes (and with `read_dst` reads) the block's elements
+        // (i, j), i < m, j < n, at `out`'s strides.
         unsafe {
             gemm::gemm(
                 m,
                 n,
                 self.k,
-                out,
-                1,
-                self.n as isize,
+                out.at,
+                out.col_stride,
+                out.row_stride,
                 read_dst,
                 a.at,
                 a.col_stride,
@@ -444,11 +571,34 @@ impl Matrix {
     }
 }
 
-/// Blocks of one product's rows (or columns), `step` of them to a block.
+/// Blocks of one product's rows (or columns), `step` of them to a block; blocks of columns
+/// written through a column-major buffer of their own where `column_major`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Parts {
     by_rows: bool,
     step: usize,
+    column_major: bool,
+}
+
+/// Which operand axes lie adjacent in memory, for the way a product's blocks are laid out:
+/// gemm runs its micro-kernel's long side (its lanes: 64 with AVX-512) along the output's
+/// contiguous axis, and reads fastest an operand that is contiguous along it too.
+#[derive(Clone, Copy)]
+struct Grain {
+    /// `a`'s rows are adjacent (a transposed `a`, as in a weight's gradient `xᵀ · g`): the
+    /// output's columns suit gemm column-major.
+    a_rows_adjacent: bool,
+    /// `b`'s columns are adjacent (a row-major `b`): the output's rows suit gemm row-major.
+    b_columns_adjacent: bool,
+}
+
+impl Grain {
+    fn of(a: &Operand, b: &Operand) -> Grain {
+        Grain {
+            a_rows_adjacent: a.row_stride == 1,
+            b_columns_adjacent: b.col_stride == 1,
+        }
+    }
 }
 
 /// A product's output, written in disjoint blocks by the threads of [`Plan::in_parts`].
@@ -464,6 +614,15 @@ impl Output {
     fn at(self, i: usize) -> *mut f32 {
         self.0.wrapping_add(i)
     }
+}
+
+/// Where a product's block is written: its first element and how to step along rows and
+/// columns.
+#[derive(Clone, Copy)]
+struct Dst {
+    at: *mut f32,
+    row_stride: isize,
+    col_stride: isize,
 }
 
 /// A tensor as a batch of matrices.
@@ -536,37 +695,70 @@ mod tests {
         pool.install(f)
     }
 
-    /// How a single product is shared out in blocks between two threads.
-    fn cut(m: usize, k: usize, n: usize) -> Option<Parts> {
-        on_two_threads(|| single(m, k, n).parts(m * k * n))
+    /// Row-major operands, as in a forward product `x · w`.
+    const ROW_MAJOR: Grain = Grain {
+        a_rows_adjacent: false,
+        b_columns_adjacent: true,
+    };
+    /// A transposed `a` by a row-major `b`, as in a weight's gradient `xᵀ · g`.
+    const GRADIENT: Grain = Grain {
+        a_rows_adjacent: true,
+        b_columns_adjacent: true,
+    };
+
+    /// How a single product of operands laid out as `grain` says is shared out in blocks
+    /// between two threads.
+    fn cut(m: usize, k: usize, n: usize, grain: Grain) -> Option<Parts> {
+        on_two_threads(|| single(m, k, n).parts(m * k * n, grain))
+    }
+
+    fn rows(step: usize) -> Option<Parts> {
+        Some(Parts {
+            by_rows: true,
+            step,
+            column_major: false,
+        })
+    }
+
+    fn columns(step: usize, column_major: bool) -> Option<Parts> {
+        Some(Parts {
+            by_rows: false,
+            step,
+            column_major,
+        })
     }
 
     /// The longer side where its blocks keep gemm's depth cut, else the shorter one, else none
-    /// (the bits of each cut are tested in tests/lowering.rs).
+    /// (the bits of each cut are tested in tests/lowering.rs); blocks of columns column-major
+    /// where `a`'s rows are adjacent.
     #[test]
     fn cuts_the_side_that_keeps_the_depth_cut() {
-        let rows = |step| {
-            Some(Parts {
-                by_rows: true,
-                step,
-            })
-        };
-        let columns = |step| {
-            Some(Parts {
-                by_rows: false,
-                step,
-            })
-        };
-        assert_eq!(cut(1024, 64, 64), rows(512));
-        assert_eq!(cut(64, 1024, 64), rows(32));
+        assert_eq!(cut(1024, 64, 64, ROW_MAJOR), rows(512));
+        assert_eq!(cut(64, 1024, 64, ROW_MAJOR), rows(32));
         // A ViT's weight gradients: halves of the longer side would be small products.
-        assert_eq!(cut(32, 1088, 128), rows(16));
-        assert_eq!(cut(128, 1088, 32), columns(16));
+        assert_eq!(cut(32, 1088, 128, GRADIENT), rows(16));
+        assert_eq!(cut(128, 1088, 32, GRADIENT), columns(16, true));
+        assert_eq!(cut(128, 1088, 32, ROW_MAJOR), columns(16, false));
+        // Wider than tall.
+        assert_eq!(cut(64, 300, 256, ROW_MAJOR), columns(128, false));
         // Neither side: the longer one's blocks are small, the shorter one's too thin.
-        assert_eq!(cut(100, 1088, 40), None);
-        // Too small to share, or large enough for gemm's own threads.
-        assert_eq!(cut(32, 32, 32), None);
-        assert_eq!(cut(256, 256, 256), None);
+        assert_eq!(cut(100, 1088, 40, ROW_MAJOR), None);
+        // Too small to share.
+        assert_eq!(cut(32, 32, 32, ROW_MAJOR), None);
+    }
+
+    /// Products large enough for gemm's own threads stay whole, but for thin outputs whose
+    /// short side's blocks suit the operands.
+    #[test]
+    fn cuts_large_products_only_thin_along_their_grain() {
+        assert_eq!(cut(256, 256, 256, ROW_MAJOR), None);
+        // A ViT's weight gradients in its MLP.
+        assert_eq!(cut(512, 1088, 32, GRADIENT), columns(16, true));
+        assert_eq!(cut(32, 1088, 512, GRADIENT), rows(16));
+        // Its forward product: `x` is row-major, so columns would not suit it.
+        assert_eq!(cut(1088, 512, 32, ROW_MAJOR), None);
+        // A LLaMA's: not thin.
+        assert_eq!(cut(768, 1024, 64, GRADIENT), None);
     }
 
     /// Where the depth of a single product is cut for two threads.
