@@ -593,6 +593,61 @@ fn bench_prints_one_json_line_about_the_spec() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+/// `laxc bench --products` times every matrix product of the timed steps and lists them by
+/// shape, the most time a step first: in the tiny ViT, a weight's gradient `xᵀ · g` of a rank-32
+/// factor, (128 × 1,088) by (1,088 × 32) at 64 images, twenty a step (five factors of the
+/// hidden width in each of four blocks) in blocks of columns written column-major. Their
+/// FLOPs, from each row's sizes and calls, are the report's training FLOPs (which count the
+/// products: forward, input gradient, weight gradient) less the one product a step does not
+/// run, the images' gradient through the patch embedding: 2 · 64 images · 16 patches · 49
+/// pixels · 128 channels. Without the flag the JSON has no `products`.
+#[test]
+fn bench_products_lists_the_steps_products_by_shape() {
+    let spec = "specs/bench/vit-svd.lax";
+    let run = |extra: &[&str]| {
+        let out = laxc()
+            .args([
+                "bench", spec, "--steps", "2", "--warmup", "1", "--format", "json",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        common::assert_success(&out);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let v = run(&["--products"]);
+    let rows = v["products"].as_array().expect("a products list");
+    let field = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
+    let gradient = rows
+        .iter()
+        .find(|r| {
+            (field(r, "m"), field(r, "k"), field(r, "n")) == (128.0, 1088.0, 32.0)
+                && r["a_transposed"] == true
+        })
+        .expect("the rank-32 factors' weight gradient");
+    assert_eq!(field(gradient, "calls_per_step"), 20.0);
+    assert_eq!(gradient["path"], "columns (column-major)");
+    let per_step: Vec<f64> = rows.iter().map(|r| field(r, "seconds_per_step")).collect();
+    assert!(per_step.windows(2).all(|w| w[0] >= w[1]), "{per_step:?}");
+    assert!(per_step.iter().sum::<f64>() < field(&v, "median_step_seconds") * 1.5);
+    let product_flops: f64 = rows
+        .iter()
+        .map(|r| {
+            let size = ["batch", "m", "k", "n"]
+                .iter()
+                .map(|k| field(r, k))
+                .product::<f64>();
+            2.0 * size * field(r, "calls_per_step")
+        })
+        .sum();
+    let images_gradient = 2.0 * 64.0 * 16.0 * 49.0 * 128.0;
+    assert_eq!(
+        product_flops,
+        field(&v, "train_flops_per_step") - images_gradient
+    );
+    assert!(run(&[]).get("products").is_none());
+}
+
 /// The report's memory (fp32 training state + activations at the batch) is an estimate that
 /// the measured peak stays close to (BENCHMARKS.md, "The report's estimate at the spec's batch
 /// against the measured peak"): on a LLaMA-60M, where the tensors are nearly all of it, within

@@ -8,6 +8,7 @@
 use super::optimizer::GradientScale;
 use super::run::{adamw, clip_global, forward, token_batch, Batch};
 use crate::family::Input;
+use crate::lower::flex_gemm::timings::{self, Call, ProductShape};
 use crate::lower::precision::compute_dtype;
 use crate::lower::{lower, LaxModel};
 use crate::options::TrainOptions;
@@ -18,6 +19,7 @@ use burn::tensor::{ElementConversion, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 #[derive(Debug, Clone)]
@@ -29,6 +31,8 @@ pub struct BenchOptions {
     /// Samples per step: sequences (LLaMA) or images (ViT).
     pub batch: usize,
     pub seed: u64,
+    /// Time every matrix product of the timed steps, by shape (`laxc bench --products`).
+    pub products: bool,
 }
 
 /// What one `laxc bench` run measured. bench/twin.py prints the same fields.
@@ -65,6 +69,49 @@ pub struct BenchResult {
     pub report_train_bytes_fp32: u128,
     /// The report's estimate of the activations a batch keeps for the backward pass, bytes.
     pub report_activation_bytes_fp32: u128,
+    /// With `--products`: the timed steps' matrix products by shape, the most time a step
+    /// first (Flex's products only: other backends run their own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub products: Option<Vec<ProductRow>>,
+}
+
+/// The calls of one product shape in the timed steps (`laxc bench --products`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProductRow {
+    #[serde(flatten)]
+    pub shape: ProductShape,
+    /// Calls a step.
+    pub calls_per_step: f64,
+    /// The median call, seconds.
+    pub median_seconds: f64,
+    /// Its calls' time in a step, seconds (the median call times the calls a step).
+    pub seconds_per_step: f64,
+    /// GFLOP/s of the median call.
+    pub gflops_per_second: f64,
+}
+
+/// The recorded calls by shape, the most time a step first.
+fn product_rows(calls: Vec<Call>, steps: usize) -> Vec<ProductRow> {
+    let mut by_shape: BTreeMap<ProductShape, Vec<f64>> = BTreeMap::new();
+    for call in calls {
+        by_shape.entry(call.shape).or_default().push(call.seconds);
+    }
+    let mut rows: Vec<ProductRow> = by_shape
+        .into_iter()
+        .map(|(shape, seconds)| {
+            let calls_per_step = seconds.len() as f64 / steps as f64;
+            let median_seconds = median(&seconds);
+            ProductRow {
+                calls_per_step,
+                median_seconds,
+                seconds_per_step: median_seconds * calls_per_step,
+                gflops_per_second: shape.flops() / median_seconds / 1e9,
+                shape,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| b.seconds_per_step.total_cmp(&a.seconds_per_step));
+    rows
 }
 
 pub fn median(xs: &[f64]) -> f64 {
@@ -167,6 +214,9 @@ pub fn bench<B: AutodiffBackend>(
     let mut phases = Vec::with_capacity(o.steps);
     let mut final_loss = f64::NAN;
     for (i, hb) in host.iter().enumerate() {
+        if o.products && i == o.warmup {
+            timings::start();
+        }
         let began = Instant::now();
         let batch = device_batch::<B>(c, hb, o.batch, &device);
         let (loss, _) = forward(&model, batch);
@@ -194,6 +244,7 @@ pub fn bench<B: AutodiffBackend>(
             }
         }
     }
+    let products = o.products.then(|| product_rows(timings::stop(), o.steps));
     let phase = |f: fn(&Phases) -> f64| median(&phases.iter().map(f).collect::<Vec<_>>());
     let report = c.report();
     let samples = o.batch as f64;
@@ -231,6 +282,7 @@ pub fn bench<B: AutodiffBackend>(
         report_train_bytes_fp32: report.memory.train_bytes_fp32,
         report_activation_bytes_fp32: report.memory.activation_bytes_per_sample_fp32
             * o.batch as u128,
+        products,
     }
 }
 

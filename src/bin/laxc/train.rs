@@ -199,6 +199,10 @@ pub struct BenchArgs {
     /// Samples per step (default: the spec's `batch`).
     #[arg(long)]
     batch: Option<usize>,
+    /// Also time every matrix product of the timed steps, and list them by shape: calls a
+    /// step, time a call, GFLOP/s and how each ran (the CPU backend flex's products only).
+    #[arg(long)]
+    products: bool,
     #[command(flatten)]
     placement: Placement,
     /// `json`: one line with every figure and each step's time (what bench/ scripts read).
@@ -415,6 +419,7 @@ pub fn run_bench(args: BenchArgs) -> ExitCode {
         warmup: args.warmup,
         batch: args.batch.unwrap_or(opts.batch),
         seed: opts.seed,
+        products: args.products,
     };
     let backend = args.placement.backend.into();
     match session::bench_spec(&compiled, &source.name, &opts, &bench_opts, backend) {
@@ -479,6 +484,52 @@ fn bench_text(r: &train::bench::BenchResult) -> String {
         );
     }
     line("final loss", format!("{:.4}", r.final_loss));
+    if let Some(rows) = &r.products {
+        s.push_str(&products_text(rows, r.median_step_seconds));
+    }
+    s
+}
+
+/// The `--products` table: each product shape's time in a step, the most first.
+fn products_text(rows: &[train::bench::ProductRow], step_seconds: f64) -> String {
+    if rows.is_empty() {
+        return "products: none timed (only the flex backend's products are)\n".into();
+    }
+    let total: f64 = rows.iter().map(|r| r.seconds_per_step).sum();
+    let mut s = format!(
+        "products: {:.2} ms a step ({:.0} % of the median step), by shape:\n",
+        1e3 * total,
+        100.0 * total / step_seconds
+    );
+    s.push_str("  ms/step  calls  µs/call  GFLOP/s  product  (how it ran)\n");
+    for r in rows {
+        let p = &r.shape;
+        let batch = match p.batch {
+            1 => String::new(),
+            b => format!("{b} × "),
+        };
+        let how = [
+            (p.a_transposed, "a transposed"),
+            (p.b_transposed, "b transposed"),
+            (p.adds_into, "added in"),
+            (true, p.path),
+        ]
+        .into_iter()
+        .filter_map(|(on, note)| on.then_some(note))
+        .collect::<Vec<_>>()
+        .join(", ");
+        s.push_str(&format!(
+            "  {:7.3}  {:5.1}  {:7.1}  {:7.0}  {batch}({} × {}) by ({} × {})  ({how})\n",
+            1e3 * r.seconds_per_step,
+            r.calls_per_step,
+            1e6 * r.median_seconds,
+            r.gflops_per_second,
+            p.m,
+            p.k,
+            p.k,
+            p.n,
+        ));
+    }
     s
 }
 

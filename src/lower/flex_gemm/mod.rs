@@ -8,6 +8,8 @@
 //! first to touch. The choice of threads is Flex's (the same thresholds), so the only change
 //! is the passes saved; the sums are the same gemm kernels' in the same order.
 
+pub mod timings;
+
 use super::flex_kernels::{output, written_part};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, TensorData};
@@ -142,7 +144,7 @@ impl Plan {
         })
     }
 
-    /// Each product into its (m × n) block of `out`, row-major.
+    /// Each product into its (m × n) block of `out`, row-major, the way [`Plan::path`] says.
     fn run(
         &self,
         a: &FlexTensor,
@@ -152,39 +154,72 @@ impl Plan {
         out: &mut [MaybeUninit<f32>],
     ) {
         let (a_at, b_at) = (Operand::of(a), Operand::of(b));
+        let grain = Grain::of(&a_at, &b_at);
+        let path = self.path(grain);
+        let started = timings::recording().then(std::time::Instant::now);
         let one = |i: usize, block: &mut [MaybeUninit<f32>], threads| {
             let (a, b) = (a_at.matrix(i), b_at.matrix(i));
             // SAFETY: `a` and `b` point into live buffers at the offsets and strides of their
             // layouts, which span (m × k) and (k × n); `block` holds m × n elements.
             unsafe { self.product(block.as_mut_ptr().cast(), [a, b], scale, write, threads) }
         };
-        let flops = self.m * self.n * self.k;
         let size = self.m * self.n;
-        if self.batch > 1 && self.batch * flops >= PARALLEL_BATCH && !self.one_is_large(flops) {
-            out.par_chunks_mut(size)
+        let (a, b) = (a_at.matrix(0), b_at.matrix(0));
+        match path {
+            Path::Batch => out
+                .par_chunks_mut(size)
                 .enumerate()
-                .for_each(|(i, block)| one(i, block, gemm::Parallelism::None));
-        } else if let Some(first) = self.depth_halves(flops).filter(|_| self.batch == 1) {
-            let (a, b) = (a_at.matrix(0), b_at.matrix(0));
-            // SAFETY: as for `one`; `out` holds the one m × n product.
-            unsafe { self.in_depth_halves(first, out, [a, b], scale, write) }
-        } else if let Some(parts) = self
-            .parts(flops, Grain::of(&a_at, &b_at))
-            .filter(|_| self.batch == 1)
-        {
-            let (a, b) = (a_at.matrix(0), b_at.matrix(0));
-            // SAFETY: as for `one`; `out` holds the one m × n product.
-            let out = Output(out.as_mut_ptr().cast());
-            unsafe { self.in_parts(parts, out, [a, b], scale, write) }
-        } else {
-            let threads = if flops >= PARALLEL_PRODUCT {
-                gemm::Parallelism::Rayon(0)
-            } else {
-                gemm::Parallelism::None
-            };
-            for (i, block) in out.chunks_mut(size).enumerate() {
-                one(i, block, threads);
+                .for_each(|(i, block)| one(i, block, gemm::Parallelism::None)),
+            // SAFETY (both): as for `one`; `out` holds the one m × n product.
+            Path::DepthHalves(first) => unsafe {
+                self.in_depth_halves(first, out, [a, b], scale, write)
+            },
+            Path::Parts(parts) => unsafe {
+                self.in_parts(parts, Output(out.as_mut_ptr().cast()), [a, b], scale, write)
+            },
+            Path::GemmThreads | Path::OneThread => {
+                let threads = match path {
+                    Path::GemmThreads => gemm::Parallelism::Rayon(0),
+                    _ => gemm::Parallelism::None,
+                };
+                for (i, block) in out.chunks_mut(size).enumerate() {
+                    one(i, block, threads);
+                }
             }
+        }
+        if let Some(started) = started {
+            let shape = timings::ProductShape {
+                batch: self.batch,
+                m: self.m,
+                k: self.k,
+                n: self.n,
+                a_transposed: grain.a_rows_adjacent && self.k > 1,
+                b_transposed: !grain.b_columns_adjacent && self.n > 1,
+                adds_into: matches!(write, Write::AddTo),
+                path: path.name(),
+            };
+            timings::record(shape, started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// How the products run: a batch one product per thread (Flex's rule), one product in
+    /// halves of its depth, in blocks of rows or columns, in gemm's own threads, or on one.
+    fn path(&self, grain: Grain) -> Path {
+        let flops = self.m * self.n * self.k;
+        if self.batch > 1 && self.batch * flops >= PARALLEL_BATCH && !self.one_is_large(flops) {
+            return Path::Batch;
+        }
+        if self.batch == 1 {
+            if let Some(first) = self.depth_halves(flops) {
+                return Path::DepthHalves(first);
+            }
+            if let Some(parts) = self.parts(flops, grain) {
+                return Path::Parts(parts);
+            }
+        }
+        match flops >= PARALLEL_PRODUCT {
+            true => Path::GemmThreads,
+            false => Path::OneThread,
         }
     }
 
@@ -567,6 +602,38 @@ impl Matrix {
         Matrix {
             at: self.at.wrapping_offset(by),
             ..self
+        }
+    }
+}
+
+/// How [`Plan::run`] runs a product ([`Plan::path`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Path {
+    /// Each product of a batch on one thread, the products shared out.
+    Batch,
+    /// One product in two halves of its depth at once, cut this deep.
+    DepthHalves(usize),
+    /// One product in blocks of rows or columns, one per thread.
+    Parts(Parts),
+    /// gemm's own threads.
+    GemmThreads,
+    /// One thread.
+    OneThread,
+}
+
+impl Path {
+    /// The name `laxc bench --products` shows.
+    fn name(self) -> &'static str {
+        match self {
+            Path::Batch => "batch",
+            Path::DepthHalves(_) => "depth halves",
+            Path::Parts(Parts { by_rows: true, .. }) => "rows",
+            Path::Parts(Parts {
+                column_major: true, ..
+            }) => "columns (column-major)",
+            Path::Parts(_) => "columns",
+            Path::GemmThreads => "gemm threads",
+            Path::OneThread => "one thread",
         }
     }
 }
