@@ -8,6 +8,7 @@
 //! first to touch. The choice of threads is Flex's (the same thresholds), so the only change
 //! is the passes saved; the sums are the same gemm kernels' in the same order.
 
+mod depth_blocks;
 pub mod timings;
 
 use super::flex_kernels::{output, written_part};
@@ -155,7 +156,7 @@ impl Plan {
     ) {
         let (a_at, b_at) = (Operand::of(a), Operand::of(b));
         let grain = Grain::of(&a_at, &b_at);
-        let path = self.path(grain);
+        let path = self.path(grain, write);
         let started = timings::recording().then(std::time::Instant::now);
         let one = |i: usize, block: &mut [MaybeUninit<f32>], threads| {
             let (a, b) = (a_at.matrix(i), b_at.matrix(i));
@@ -170,7 +171,10 @@ impl Plan {
                 .par_chunks_mut(size)
                 .enumerate()
                 .for_each(|(i, block)| one(i, block, gemm::Parallelism::None)),
-            // SAFETY (both): as for `one`; `out` holds the one m × n product.
+            // SAFETY (the three): as for `one`; `out` holds the one m × n product.
+            Path::DepthBlocks => unsafe {
+                depth_blocks::product([self.m, self.k, self.n], [a, b], scale, out)
+            },
             Path::DepthHalves(first) => unsafe {
                 self.in_depth_halves(first, out, [a, b], scale, write)
             },
@@ -203,13 +207,18 @@ impl Plan {
     }
 
     /// How the products run: a batch one product per thread (Flex's rule), one product in
-    /// halves of its depth, in blocks of rows or columns, in gemm's own threads, or on one.
-    fn path(&self, grain: Grain) -> Path {
+    /// blocks of its depth (a small output) or halves of it, in blocks of rows or columns, in
+    /// gemm's own threads, or on one.
+    fn path(&self, grain: Grain, write: Write) -> Path {
         let flops = self.m * self.n * self.k;
         if self.batch > 1 && self.batch * flops >= PARALLEL_BATCH && !self.one_is_large(flops) {
             return Path::Batch;
         }
         if self.batch == 1 {
+            let sizes = [self.m, self.k, self.n];
+            if matches!(write, Write::Over) && depth_blocks::applies(sizes, grain) {
+                return Path::DepthBlocks;
+            }
             if let Some(first) = self.depth_halves(flops) {
                 return Path::DepthHalves(first);
             }
@@ -611,6 +620,9 @@ impl Matrix {
 enum Path {
     /// Each product of a batch on one thread, the products shared out.
     Batch,
+    /// A small output of a long depth, its depth's blocks summed on every thread at once
+    /// (`depth_blocks`).
+    DepthBlocks,
     /// One product in two halves of its depth at once, cut this deep.
     DepthHalves(usize),
     /// One product in blocks of rows or columns, one per thread.
@@ -626,6 +638,7 @@ impl Path {
     fn name(self) -> &'static str {
         match self {
             Path::Batch => "batch",
+            Path::DepthBlocks => "depth blocks",
             Path::DepthHalves(_) => "depth halves",
             Path::Parts(Parts { by_rows: true, .. }) => "rows",
             Path::Parts(Parts {
@@ -826,6 +839,71 @@ mod tests {
         assert_eq!(cut(1088, 512, 32, ROW_MAJOR), None);
         // A LLaMA's: not thin.
         assert_eq!(cut(768, 1024, 64, GRADIENT), None);
+    }
+
+    /// A (rows × cols) tensor of values in [−0.5, 0.5) from `seed`.
+    fn values(rows: usize, cols: usize, seed: u64) -> FlexTensor {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let values = (0..rows * cols)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect::<Vec<f32>>();
+        FlexTensor::from_data(TensorData::new(values, [rows, cols]))
+    }
+
+    /// A small output of a long depth, `xᵀ · g` (the tensor-train cores' gradients), summed in
+    /// blocks of its depth on every thread at once has the bits of one gemm call on one thread,
+    /// at scale 1 and 0.3, for depths that are and are not a multiple of 512, outputs narrower
+    /// than a vector and wider, and rows beyond a tile of eight (the test fails with the
+    /// blocks' sums added in two roundings).
+    #[test]
+    fn depth_blocks_equal_one_gemm_call() {
+        use burn::backend::Flex;
+        use burn::tensor::ops::FloatTensorOps;
+        let grain = Grain {
+            a_rows_adjacent: true,
+            b_columns_adjacent: true,
+        };
+        if !depth_blocks::applies([8, 2048, 8], grain) {
+            return; // no AVX-512 here: gemm runs these products
+        }
+        // A single row or column is gemm's matrix-vector kernel's, two blocks depth halves'.
+        assert!(!depth_blocks::applies([1, 2048, 8], grain));
+        assert!(!depth_blocks::applies([8, 2048, 1], grain));
+        assert!(!depth_blocks::applies([8, 1024, 8], grain));
+        for (m, k, n) in [
+            (8, 17408, 8),
+            (16, 16384, 16),
+            (8, 17408, 32),
+            (16, 34816, 8),
+            (13, 2049, 37),
+            (64, 1100, 64),
+            (2, 1537, 2),
+        ] {
+            let x = Flex::float_transpose(values(k, m, 1));
+            let g = values(k, n, 2);
+            let plan = Plan::of(&x, &g).expect("f32");
+            assert_eq!(
+                plan.path(Grain::of(&Operand::of(&x), &Operand::of(&g)), Write::Over),
+                Path::DepthBlocks
+            );
+            for scale in [1.0, 0.3] {
+                let mut one_call = vec![0f32; m * n];
+                let [a, b] = [Operand::of(&x).matrix(0), Operand::of(&g).matrix(0)];
+                let none = gemm::Parallelism::None;
+                // SAFETY: `x` and `g` are live (m × k) and (k × n) matrices; the buffer holds
+                // m × n.
+                unsafe { plan.product(one_call.as_mut_ptr(), [a, b], scale, Write::Over, none) };
+                let blocks = on_two_threads(|| matmul(&x, &g, scale).expect("f32"));
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                let got = blocks.as_slice::<f32>().expect("f32");
+                assert!(bits(got) == bits(&one_call), "({m}, {k}, {n}) at {scale}");
+            }
+        }
     }
 
     /// Where the depth of a single product is cut for two threads.

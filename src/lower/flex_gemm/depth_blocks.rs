@@ -1,0 +1,149 @@
+//! A small output summed over a long depth, `Σ_d a[i, d] · b[d, j]` for outputs of at most
+//! 64 × 64 and depths of thousands: a tensor-train core's gradient `Xᵀ · dY` over every row
+//! of a batch (an (8 × 17,408) by (17,408 × 8) product in the tiny ViT's TT layers, (16 ×
+//! 16,384) by (16,384 × 16) in the LLaMA's).
+//!
+//! gemm runs such a product on one thread (too small in output for its threads and for
+//! `Plan::parts`) with its micro-kernel's 64 lanes mostly empty: 21–95 GFLOP/s in a step
+//! (BENCHMARKS.md, attempt 68). Here each block of 512 of the depth, the blocks gemm sums a
+//! small output in, is summed in registers (one accumulator per element, the terms in order
+//! from zero, each product fused into its addition, as gemm's micro-kernel does), the blocks on
+//! every thread at once, and the blocks' sums are then added in order, each rounded once, as
+//! gemm adds a block to the blocks before it. So every element has gemm's bits (tested against
+//! one gemm call), on any number of threads.
+
+use super::{Grain, Matrix, ONE_DEPTH_BLOCK};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// Output rows summed at once; with [`Lanes`] vectors of 16 columns each, the accumulators
+/// fit AVX-512's 32 registers.
+const TILE_ROWS: usize = 8;
+
+/// Whether this kernel takes an (m × n) output of depth `k`: small (gemm's 64 × 64) but of two
+/// rows and two columns at least (gemm sums a single row or column by its matrix-vector
+/// kernels, in another order), at least three blocks deep (two are `Plan::depth_halves`'),
+/// `a`'s rows and `b`'s columns adjacent (each step of the depth reads a column of `a` and a
+/// row of `b` whole), on a processor with AVX-512.
+pub(super) fn applies([m, k, n]: [usize; 3], grain: Grain) -> bool {
+    let shapes = (2..=64).contains(&m) && (2..=64).contains(&n) && k > 2 * ONE_DEPTH_BLOCK;
+    shapes && grain.a_rows_adjacent && grain.b_columns_adjacent && has_avx512()
+}
+
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// `scale · a · b` written into `out` (m × n, row-major), where [`applies`] holds.
+///
+/// # Safety
+/// `a` and `b` address (m × k) and (k × n) matrices at their strides in live buffers.
+pub(super) unsafe fn product(
+    [m, k, n]: [usize; 3],
+    [a, b]: [Matrix; 2],
+    scale: f32,
+    out: &mut [MaybeUninit<f32>],
+) {
+    let grain = Grain {
+        a_rows_adjacent: a.row_stride == 1,
+        b_columns_adjacent: b.col_stride == 1,
+    };
+    assert!(applies([m, k, n], grain) && out.len() == m * n);
+    let size = m * n;
+    let blocks = k.div_ceil(ONE_DEPTH_BLOCK);
+    let mut sums = vec![0f32; blocks * size];
+    sums.par_chunks_mut(size)
+        .enumerate()
+        .for_each(|(block, sum)| {
+            let start = block * ONE_DEPTH_BLOCK;
+            let depth = ONE_DEPTH_BLOCK.min(k - start);
+            let a = a.offset(start as isize * a.col_stride);
+            let b = b.offset(start as isize * b.row_stride);
+            // SAFETY: this block's columns of `a` and rows of `b` lie inside the caller's
+            // matrices; AVX-512F is present (`applies`).
+            unsafe { block_sum([m, depth, n], [a, b], sum) }
+        });
+    let mut blocks = sums.chunks(size);
+    let first = blocks.next().expect("at least three blocks");
+    let mut total: Vec<f32> = first.iter().map(|s| scale * s).collect();
+    for block in blocks {
+        for (t, s) in total.iter_mut().zip(block) {
+            *t = scale.mul_add(*s, *t);
+        }
+    }
+    for (o, t) in out.iter_mut().zip(total) {
+        o.write(t);
+    }
+}
+
+/// One block's sums, `Σ_d a[i, d] · b[d, j]` over its `k`, into `sum` (m × n, row-major).
+///
+/// # Safety
+/// As [`product`]'s, for this block; AVX-512F is present.
+#[cfg(target_arch = "x86_64")]
+unsafe fn block_sum([m, k, n]: [usize; 3], [a, b]: [Matrix; 2], sum: &mut [f32]) {
+    // SAFETY: the caller's, for each width.
+    unsafe {
+        match n.div_ceil(16) {
+            1 => tiles::<1>([m, k, n], [a, b], sum),
+            2 => tiles::<2>([m, k, n], [a, b], sum),
+            3 => tiles::<3>([m, k, n], [a, b], sum),
+            _ => tiles::<4>([m, k, n], [a, b], sum),
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn block_sum(_: [usize; 3], _: [Matrix; 2], _: &mut [f32]) {
+    unreachable!("`applies` holds only with AVX-512");
+}
+
+/// The block's output in tiles of [`TILE_ROWS`] rows by `V` vectors of 16 columns (the last
+/// vector masked to `n`), each tile's accumulators in registers through the whole depth.
+///
+/// # Safety
+/// As [`block_sum`]'s, with `n ≤ 16 · V`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tiles<const V: usize>([m, k, n]: [usize; 3], [a, b]: [Matrix; 2], sum: &mut [f32]) {
+    use std::arch::x86_64::*;
+    assert!(n <= 16 * V && sum.len() == m * n);
+    // Lanes of each vector inside the output's n columns.
+    let masks: [__mmask16; V] = std::array::from_fn(|v| {
+        let lanes = n.saturating_sub(16 * v).min(16);
+        ((1u32 << lanes) - 1) as __mmask16
+    });
+    for top in (0..m).step_by(TILE_ROWS) {
+        let rows = TILE_ROWS.min(m - top);
+        let mut acc = [[_mm512_setzero_ps(); V]; TILE_ROWS];
+        for d in 0..k {
+            // SAFETY: row d of `b` (its columns adjacent) holds n values; column d of `a` (its
+            // rows adjacent) holds m, of which rows [top, top + rows) are read.
+            let (row, column) = unsafe {
+                (
+                    b.at.offset(d as isize * b.row_stride),
+                    a.at.offset(d as isize * a.col_stride + top as isize),
+                )
+            };
+            let ys: [__m512; V] = std::array::from_fn(|v| unsafe {
+                _mm512_maskz_loadu_ps(masks[v], row.add(16 * v))
+            });
+            for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                let x = _mm512_set1_ps(unsafe { *column.add(r) });
+                for (acc, y) in acc.iter_mut().zip(ys) {
+                    *acc = _mm512_fmadd_ps(x, y, *acc);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate().take(rows) {
+            let at = sum[(top + r) * n..].as_mut_ptr();
+            for (v, acc) in acc.iter().enumerate() {
+                // SAFETY: the masked lanes of row top + r lie inside `sum`.
+                unsafe { _mm512_mask_storeu_ps(at.add(16 * v), masks[v], *acc) };
+            }
+        }
+    }
+}
