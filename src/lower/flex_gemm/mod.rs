@@ -5,8 +5,12 @@
 //! which `Bytes` then copies into a new allocation to align it to 16 bytes: a `memset` and a
 //! `memmove` over every product's output, forward and backward, 9 % of a LLaMA training step
 //! (BENCHMARKS.md, attempt 12). Here gemm writes each output once, into a vector it is the
-//! first to touch. The choice of threads is Flex's (the same thresholds), so the only change
-//! is the passes saved; the sums are the same gemm kernels' in the same order.
+//! first to touch. Flex's thresholds choose between gemm's own threads and one thread; what
+//! they leave on one thread is shared out where that pays ([`Plan::path`]: blocks of rows or
+//! columns, two halves of a depth, a small output's depth in blocks, `depth_blocks`), each way
+//! summing every element as one gemm call on one thread does, to the bit (tested), so that a
+//! run's numbers do not depend on the number of threads. `timings` times each product by
+//! shape for `laxc bench --products`.
 
 mod depth_blocks;
 pub mod timings;
