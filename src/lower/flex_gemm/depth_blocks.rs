@@ -16,8 +16,9 @@ use super::{Grain, Matrix, ONE_DEPTH_BLOCK};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-/// Output rows summed at once; with [`Lanes`] vectors of 16 columns each, the accumulators
-/// fit AVX-512's 32 registers.
+/// Output rows summed at once: with up to two vectors of 16 columns a row (outputs up to 32
+/// wide, the tensor-train cores'), their accumulators and a row of `b` fit AVX-512's 32
+/// registers; wider outputs spill some.
 const TILE_ROWS: usize = 8;
 
 /// Whether this kernel takes an (m × n) output of depth `k`: small (gemm's 64 × 64) but of two
