@@ -272,8 +272,8 @@ unsafe fn as_output(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
     unsafe { &mut *(values as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
-/// [`normalize_row`] over up to four rows (`x` holds `y`'s rows, of γ's width): four at a
-/// time, their statistics side by side ([`sum4_by`]).
+/// Normalizes up to four rows into `y` (`x` holds `y`'s rows, of γ's width): four at a time
+/// with their statistics side by side ([`four_rows_statistics`]), fewer one by one.
 #[inline(always)]
 fn normalize_rows(
     y: &mut [MaybeUninit<f32>],
