@@ -51,6 +51,7 @@ pub(super) unsafe fn product(
     let grain = Grain {
         a_rows_adjacent: a.row_stride == 1,
         b_columns_adjacent: b.col_stride == 1,
+        a_columns_adjacent: a.col_stride == 1,
     };
     assert!(applies([m, k, n], grain) && out.len() == m * n);
     let size = m * n;

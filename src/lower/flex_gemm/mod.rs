@@ -7,12 +7,14 @@
 //! (BENCHMARKS.md, attempt 12). Here gemm writes each output once, into a vector it is the
 //! first to touch. Flex's thresholds choose between gemm's own threads and one thread; what
 //! they leave on one thread is shared out where that pays ([`Plan::path`]: blocks of rows or
-//! columns, two halves of a depth, a small output's depth in blocks, `depth_blocks`), each way
+//! columns, two halves of a depth, a small output's depth in blocks (`depth_blocks`), a tall
+//! output of a shallow, narrow product in tiles of rows (`row_tiles`)), each way
 //! summing every element as one gemm call on one thread does, to the bit (tested), so that a
 //! run's numbers do not depend on the number of threads. `timings` times each product by
 //! shape for `laxc bench --products`.
 
 mod depth_blocks;
+mod row_tiles;
 pub mod timings;
 
 use super::flex_kernels::{output, written_part};
@@ -175,9 +177,12 @@ impl Plan {
                 .par_chunks_mut(size)
                 .enumerate()
                 .for_each(|(i, block)| one(i, block, gemm::Parallelism::None)),
-            // SAFETY (the three): as for `one`; `out` holds the one m × n product.
+            // SAFETY (the four): as for `one`; `out` holds the one m × n product.
             Path::DepthBlocks => unsafe {
                 depth_blocks::product([self.m, self.k, self.n], [a, b], scale, out)
+            },
+            Path::RowTiles => unsafe {
+                row_tiles::product([self.m, self.k, self.n], [a, b], scale, out)
             },
             Path::DepthHalves(first) => unsafe {
                 self.in_depth_halves(first, out, [a, b], scale, write)
@@ -222,6 +227,9 @@ impl Plan {
             let sizes = [self.m, self.k, self.n];
             if matches!(write, Write::Over) && depth_blocks::applies(sizes, grain) {
                 return Path::DepthBlocks;
+            }
+            if matches!(write, Write::Over) && row_tiles::applies(sizes, grain) {
+                return Path::RowTiles;
             }
             if let Some(first) = self.depth_halves(flops) {
                 return Path::DepthHalves(first);
@@ -627,6 +635,9 @@ enum Path {
     /// A small output of a long depth, its depth's blocks summed on every thread at once
     /// (`depth_blocks`).
     DepthBlocks,
+    /// A tall output of a shallow, narrow product, in tiles of rows on every thread
+    /// (`row_tiles`).
+    RowTiles,
     /// One product in two halves of its depth at once, cut this deep.
     DepthHalves(usize),
     /// One product in blocks of rows or columns, one per thread.
@@ -643,6 +654,7 @@ impl Path {
         match self {
             Path::Batch => "batch",
             Path::DepthBlocks => "depth blocks",
+            Path::RowTiles => "row tiles",
             Path::DepthHalves(_) => "depth halves",
             Path::Parts(Parts { by_rows: true, .. }) => "rows",
             Path::Parts(Parts {
@@ -674,6 +686,8 @@ struct Grain {
     a_rows_adjacent: bool,
     /// `b`'s columns are adjacent (a row-major `b`): the output's rows suit gemm row-major.
     b_columns_adjacent: bool,
+    /// `a`'s columns are adjacent (a row-major `a`): each row of it is read whole.
+    a_columns_adjacent: bool,
 }
 
 impl Grain {
@@ -681,6 +695,7 @@ impl Grain {
         Grain {
             a_rows_adjacent: a.row_stride == 1,
             b_columns_adjacent: b.col_stride == 1,
+            a_columns_adjacent: a.col_stride == 1,
         }
     }
 }
@@ -783,11 +798,13 @@ mod tests {
     const ROW_MAJOR: Grain = Grain {
         a_rows_adjacent: false,
         b_columns_adjacent: true,
+        a_columns_adjacent: true,
     };
     /// A transposed `a` by a row-major `b`, as in a weight's gradient `xᵀ · g`.
     const GRADIENT: Grain = Grain {
         a_rows_adjacent: true,
         b_columns_adjacent: true,
+        a_columns_adjacent: false,
     };
 
     /// How a single product of operands laid out as `grain` says is shared out in blocks
@@ -868,17 +885,13 @@ mod tests {
     fn depth_blocks_equal_one_gemm_call() {
         use burn::backend::Flex;
         use burn::tensor::ops::FloatTensorOps;
-        let grain = Grain {
-            a_rows_adjacent: true,
-            b_columns_adjacent: true,
-        };
-        if !depth_blocks::applies([8, 2048, 8], grain) {
+        if !depth_blocks::applies([8, 2048, 8], GRADIENT) {
             return; // no AVX-512 here: gemm runs these products
         }
         // A single row or column is gemm's matrix-vector kernel's, two blocks depth halves'.
-        assert!(!depth_blocks::applies([1, 2048, 8], grain));
-        assert!(!depth_blocks::applies([8, 2048, 1], grain));
-        assert!(!depth_blocks::applies([8, 1024, 8], grain));
+        assert!(!depth_blocks::applies([1, 2048, 8], GRADIENT));
+        assert!(!depth_blocks::applies([8, 2048, 1], GRADIENT));
+        assert!(!depth_blocks::applies([8, 1024, 8], GRADIENT));
         for (m, k, n) in [
             (8, 17408, 8),
             (16, 16384, 16),
@@ -905,6 +918,52 @@ mod tests {
                 let blocks = on_two_threads(|| matmul(&x, &g, scale).expect("f32"));
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 let got = blocks.as_slice::<f32>().expect("f32");
+                assert!(bits(got) == bits(&one_call), "({m}, {k}, {n}) at {scale}");
+            }
+        }
+    }
+
+    /// A tall output of a shallow, narrow product, `x · w` and `g · wᵀ` (a tensor-train core
+    /// applied to every row, and its input gradient), summed in tiles of rows has the bits of
+    /// one gemm call on one thread, at scale 1 and 0.3, for widths under and at a vector's,
+    /// depths of 3 to 32, and rows beyond whole tiles and tasks.
+    #[test]
+    fn row_tiles_equal_one_gemm_call() {
+        use burn::backend::Flex;
+        use burn::tensor::ops::FloatTensorOps;
+        if !row_tiles::applies([2048, 8, 8], ROW_MAJOR) {
+            return; // no AVX-512 here: gemm runs these products
+        }
+        // One column is gemm's matrix-vector kernel's, a depth of two its outer products'.
+        assert!(!row_tiles::applies([2048, 8, 1], ROW_MAJOR));
+        assert!(!row_tiles::applies([2048, 2, 8], ROW_MAJOR));
+        assert!(!row_tiles::applies([2048, 8, 8], GRADIENT));
+        for (m, k, n, transposed) in [
+            (34816, 16, 8, false),
+            (17408, 8, 8, true),
+            (17408, 8, 8, false),
+            (16384, 16, 16, true),
+            (1030, 3, 2, false),
+            (2001, 32, 13, true),
+        ] {
+            let x = values(m, k, 3);
+            let w = match transposed {
+                true => Flex::float_transpose(values(n, k, 4)),
+                false => values(k, n, 4),
+            };
+            let plan = Plan::of(&x, &w).expect("f32");
+            let grain = Grain::of(&Operand::of(&x), &Operand::of(&w));
+            assert_eq!(plan.path(grain, Write::Over), Path::RowTiles);
+            for scale in [1.0, 0.3] {
+                let mut one_call = vec![0f32; m * n];
+                let [a, b] = [Operand::of(&x).matrix(0), Operand::of(&w).matrix(0)];
+                let none = gemm::Parallelism::None;
+                // SAFETY: `x` and `w` are live (m × k) and (k × n) matrices; the buffer holds
+                // m × n.
+                unsafe { plan.product(one_call.as_mut_ptr(), [a, b], scale, Write::Over, none) };
+                let tiles = on_two_threads(|| matmul(&x, &w, scale).expect("f32"));
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                let got = tiles.as_slice::<f32>().expect("f32");
                 assert!(bits(got) == bits(&one_call), "({m}, {k}, {n}) at {scale}");
             }
         }

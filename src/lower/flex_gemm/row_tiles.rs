@@ -1,0 +1,103 @@
+//! A tall output of a shallow, narrow product, `Σ_d a[i, d] · b[d, j]` for thousands of rows,
+//! a depth of 3 to 32 and 2 to 16 columns: a tensor-train core applied to every row of a batch
+//! ((34,816 × 16) by (16 × 8) in the tiny ViT's TT layers).
+//!
+//! gemm lays its micro-kernel's 64 lanes along such an output's 2 to 16 columns and ran these
+//! at 31–68 GFLOP/s in a step (BENCHMARKS.md, attempt 69). Here the lanes run along the
+//! columns too, but the vectors are 16 wide and eight rows share each load of a row of `b`;
+//! each element is one accumulator, its terms in order from zero, each product fused into its
+//! addition, then multiplied by the scale, as gemm's micro-kernel does for a depth within one
+//! block. So every element has gemm's bits (tested against one gemm call), on any number of
+//! threads.
+
+use super::{Grain, Matrix, ONE_DEPTH_BLOCK};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// Output rows a tile sums at once, sharing each row of `b` they read.
+const TILE_ROWS: usize = 8;
+/// Output rows a task takes.
+const TASK_ROWS: usize = 512;
+
+/// Whether this kernel takes an (m × n) output of depth `k`: at least 1,024 rows, 2 to 16
+/// columns (gemm sums a single column by its matrix-vector kernels), a depth of 3 to 32 (gemm
+/// takes depths of 1 or 2 by another kernel; this one reads a row of `a` whole), `a`'s
+/// columns adjacent, on a processor with AVX-512.
+pub(super) fn applies([m, k, n]: [usize; 3], grain: Grain) -> bool {
+    let shapes = m >= 1024 && (2..=16).contains(&n) && (3..=32).contains(&k);
+    debug_assert!(k <= ONE_DEPTH_BLOCK);
+    shapes && grain.a_columns_adjacent && has_avx512()
+}
+
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// `scale · a · b` written into `out` (m × n, row-major), where [`applies`] holds.
+///
+/// # Safety
+/// `a` and `b` address (m × k) and (k × n) matrices at their strides in live buffers.
+pub(super) unsafe fn product(
+    [m, k, n]: [usize; 3],
+    [a, b]: [Matrix; 2],
+    scale: f32,
+    out: &mut [MaybeUninit<f32>],
+) {
+    assert!(a.col_stride == 1 && (2..=16).contains(&n) && k <= 32 && out.len() == m * n);
+    // `b` in rows of 16, zero past column n (a few hundred bytes, in cache for every task).
+    let mut rows_of_b = [[0f32; 16]; 32];
+    for (d, row) in rows_of_b.iter_mut().enumerate().take(k) {
+        for (j, value) in row.iter_mut().enumerate().take(n) {
+            // SAFETY: (d, j) lies inside `b`.
+            *value = unsafe {
+                *b.at
+                    .offset(d as isize * b.row_stride + j as isize * b.col_stride)
+            };
+        }
+    }
+    out.par_chunks_mut(TASK_ROWS * n)
+        .enumerate()
+        .for_each(|(task, out)| {
+            let a = a.offset((task * TASK_ROWS) as isize * a.row_stride);
+            // SAFETY: this task's rows of `a` lie inside it; AVX-512F is present (`applies`).
+            unsafe { rows(a, &rows_of_b[..k], n, scale, out) }
+        });
+}
+
+/// The rows of `out` (n wide) from the same rows of `a`, in tiles of [`TILE_ROWS`].
+///
+/// # Safety
+/// `a` holds `out`'s rows, each `b.len()` long at unit stride; AVX-512F is present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn rows(a: Matrix, b: &[[f32; 16]], n: usize, scale: f32, out: &mut [MaybeUninit<f32>]) {
+    use std::arch::x86_64::*;
+    let mask = ((1u32 << n) - 1) as __mmask16;
+    let factor = _mm512_set1_ps(scale);
+    let count = out.len() / n;
+    for top in (0..count).step_by(TILE_ROWS) {
+        let tile = TILE_ROWS.min(count - top);
+        let mut acc = [_mm512_setzero_ps(); TILE_ROWS];
+        for (d, row) in b.iter().enumerate() {
+            let y = _mm512_loadu_ps(row.as_ptr());
+            for (r, acc) in acc.iter_mut().enumerate().take(tile) {
+                // SAFETY: row top + r of `a` holds `b.len()` values.
+                let x = unsafe { *a.at.offset((top + r) as isize * a.row_stride + d as isize) };
+                *acc = _mm512_fmadd_ps(_mm512_set1_ps(x), y, *acc);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate().take(tile) {
+            let at = out[(top + r) * n..].as_mut_ptr().cast::<f32>();
+            // SAFETY: the n masked lanes are row top + r of `out`.
+            unsafe { _mm512_mask_storeu_ps(at, mask, _mm512_mul_ps(*acc, factor)) };
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn rows(_: Matrix, _: &[[f32; 16]], _: usize, _: f32, _: &mut [MaybeUninit<f32>]) {
+    unreachable!("`applies` holds only with AVX-512");
+}
