@@ -12,7 +12,7 @@
 //! gemm adds a block to the blocks before it. So every element has gemm's bits (tested against
 //! one gemm call), on any number of threads.
 
-use super::{Grain, Matrix, ONE_DEPTH_BLOCK};
+use super::{has_avx512, Grain, Matrix, ONE_DEPTH_BLOCK};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -29,13 +29,6 @@ const TILE_ROWS: usize = 8;
 pub(super) fn applies([m, k, n]: [usize; 3], grain: Grain) -> bool {
     let shapes = (2..=64).contains(&m) && (2..=64).contains(&n) && k > 2 * ONE_DEPTH_BLOCK;
     shapes && grain.a_rows_adjacent && grain.b_columns_adjacent && has_avx512()
-}
-
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    return false;
 }
 
 /// `scale · a · b` written into `out` (m × n, row-major), where [`applies`] holds.

@@ -110,6 +110,15 @@ fn small_output(m: usize, n: usize) -> bool {
     m <= 64 && n <= 64
 }
 
+/// Whether the processor has AVX-512F, which `depth_blocks` and `row_tiles` are written for
+/// (elsewhere gemm runs their products, with the same bits).
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
 /// Whether a product writes its output (`Over` memory it does not read) or adds itself to it.
 #[derive(Clone, Copy)]
 enum Write {

@@ -10,7 +10,7 @@
 //! block. So every element has gemm's bits (tested against one gemm call), on any number of
 //! threads.
 
-use super::{Grain, Matrix, ONE_DEPTH_BLOCK};
+use super::{has_avx512, Grain, Matrix, ONE_DEPTH_BLOCK};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -27,13 +27,6 @@ pub(super) fn applies([m, k, n]: [usize; 3], grain: Grain) -> bool {
     let shapes = m >= 1024 && (2..=16).contains(&n) && (3..=32).contains(&k);
     debug_assert!(k <= ONE_DEPTH_BLOCK);
     shapes && grain.a_columns_adjacent && has_avx512()
-}
-
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    return false;
 }
 
 /// `scale · a · b` written into `out` (m × n, row-major), where [`applies`] holds.
