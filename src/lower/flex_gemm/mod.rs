@@ -885,6 +885,26 @@ mod tests {
         FlexTensor::from_data(TensorData::new(values, [rows, cols]))
     }
 
+    /// `a · b` runs by `path`, and through [`matmul`] on two threads has the bits of one gemm
+    /// call on one thread, at scales 1 and 0.3.
+    fn assert_one_call_bits(a: &FlexTensor, b: &FlexTensor, path: Path) {
+        let plan = Plan::of(a, b).expect("f32");
+        let (m, k, n) = (plan.m, plan.k, plan.n);
+        let grain = Grain::of(&Operand::of(a), &Operand::of(b));
+        assert_eq!(plan.path(grain, Write::Over), path, "({m}, {k}, {n})");
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for scale in [1.0, 0.3] {
+            let mut one_call = vec![0f32; m * n];
+            let matrices = [Operand::of(a).matrix(0), Operand::of(b).matrix(0)];
+            let none = gemm::Parallelism::None;
+            // SAFETY: `a` and `b` are live (m × k) and (k × n) matrices; the buffer holds m × n.
+            unsafe { plan.product(one_call.as_mut_ptr(), matrices, scale, Write::Over, none) };
+            let shared = on_two_threads(|| matmul(a, b, scale).expect("f32"));
+            let got = shared.as_slice::<f32>().expect("f32");
+            assert!(bits(got) == bits(&one_call), "({m}, {k}, {n}) at {scale}");
+        }
+    }
+
     /// A small output of a long depth, `xᵀ · g` (the tensor-train cores' gradients), summed in
     /// blocks of its depth on every thread at once has the bits of one gemm call on one thread,
     /// at scale 1 and 0.3, for depths that are and are not a multiple of 512, outputs narrower
@@ -911,24 +931,7 @@ mod tests {
             (2, 1537, 2),
         ] {
             let x = Flex::float_transpose(values(k, m, 1));
-            let g = values(k, n, 2);
-            let plan = Plan::of(&x, &g).expect("f32");
-            assert_eq!(
-                plan.path(Grain::of(&Operand::of(&x), &Operand::of(&g)), Write::Over),
-                Path::DepthBlocks
-            );
-            for scale in [1.0, 0.3] {
-                let mut one_call = vec![0f32; m * n];
-                let [a, b] = [Operand::of(&x).matrix(0), Operand::of(&g).matrix(0)];
-                let none = gemm::Parallelism::None;
-                // SAFETY: `x` and `g` are live (m × k) and (k × n) matrices; the buffer holds
-                // m × n.
-                unsafe { plan.product(one_call.as_mut_ptr(), [a, b], scale, Write::Over, none) };
-                let blocks = on_two_threads(|| matmul(&x, &g, scale).expect("f32"));
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                let got = blocks.as_slice::<f32>().expect("f32");
-                assert!(bits(got) == bits(&one_call), "({m}, {k}, {n}) at {scale}");
-            }
+            assert_one_call_bits(&x, &values(k, n, 2), Path::DepthBlocks);
         }
     }
 
@@ -955,26 +958,11 @@ mod tests {
             (1030, 3, 2, false),
             (2001, 32, 13, true),
         ] {
-            let x = values(m, k, 3);
             let w = match transposed {
                 true => Flex::float_transpose(values(n, k, 4)),
                 false => values(k, n, 4),
             };
-            let plan = Plan::of(&x, &w).expect("f32");
-            let grain = Grain::of(&Operand::of(&x), &Operand::of(&w));
-            assert_eq!(plan.path(grain, Write::Over), Path::RowTiles);
-            for scale in [1.0, 0.3] {
-                let mut one_call = vec![0f32; m * n];
-                let [a, b] = [Operand::of(&x).matrix(0), Operand::of(&w).matrix(0)];
-                let none = gemm::Parallelism::None;
-                // SAFETY: `x` and `w` are live (m × k) and (k × n) matrices; the buffer holds
-                // m × n.
-                unsafe { plan.product(one_call.as_mut_ptr(), [a, b], scale, Write::Over, none) };
-                let tiles = on_two_threads(|| matmul(&x, &w, scale).expect("f32"));
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                let got = tiles.as_slice::<f32>().expect("f32");
-                assert!(bits(got) == bits(&one_call), "({m}, {k}, {n}) at {scale}");
-            }
+            assert_one_call_bits(&values(m, k, 3), &w, Path::RowTiles);
         }
     }
 
