@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """What a LaX pathway costs in `laxc bench`: each spec with LaX against the same spec without it,
-run in alternation; prints a Markdown table.
+timed in alternation; prints a Markdown table.
 
 `bench/compare.py` measures every spec in turn and takes its LaX table from those medians, so a
 pair's two specs are timed minutes apart and the machine's drift between them lands in the
-ratio (±5 % seen). Here, for every pair and `rounds` times over, the two specs run back to back
-(alternating which goes first), each a fresh `laxc bench` process; the ratio is taken per round
-and its median printed with the middle half of the rounds' ratios (their quartiles: how far a
-round's noise reaches), beside the extra training FLOPs the report counts.
+ratio (±5 % seen). Here each round is one `laxc bench WITH --against WITHOUT` process, which
+times a step of each in turn, so that a round's two steps are milliseconds apart; its ratio is
+the median of its steps' ratios. The table prints the median of the rounds' ratios with their
+middle half (their quartiles: how far a round's noise reaches), beside the extra training FLOPs
+the report counts. (Until session 33 each round ran the two specs as two processes back to
+back; on a noisy machine a round's ratio then moved by ±10 %, where it moves by ±2 % now.)
 
     python3 bench/lax_cost.py --rounds 3
 """
@@ -25,9 +27,9 @@ PAIRS = [("svd-lax-identity", "svd"), ("svd-lax-identity-nonorm", "svd"), ("svd-
          ("svd-lax-tensor", "svd"), ("svd-lax-dense", "svd"), ("cola-lax-dense", "cola"), ("tt-lax", "tt")]
 
 
-def bench(binary, stem, steps, warmup):
-    cmd = [binary, "bench", f"specs/bench/{stem}.lax", "--steps", str(steps), "--warmup", str(warmup),
-           "--format", "json"]
+def bench_pair(binary, with_lax, without, steps, warmup):
+    cmd = [binary, "bench", f"specs/bench/{with_lax}.lax", "--against", f"specs/bench/{without}.lax",
+           "--steps", str(steps), "--warmup", str(warmup), "--format", "json"]
     out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -52,13 +54,12 @@ def main():
                 continue  # the bench set has GPT-2's identity pair only
             times = {w: [], wo: []}
             ratios, flops = [], None
-            for r in range(args.rounds):
-                order = [w, wo] if r % 2 == 0 else [wo, w]
-                got = {stem: bench(args.laxc, stem, args.steps, args.warmup) for stem in order}
-                for stem in order:
-                    times[stem].append(got[stem]["median_step_seconds"])
-                ratios.append(times[w][-1] / times[wo][-1])
-                flops = got[w]["train_flops_per_step"] / got[wo]["train_flops_per_step"]
+            for _ in range(args.rounds):
+                got = bench_pair(args.laxc, w, wo, args.steps, args.warmup)
+                times[w].append(got["spec"]["median_step_seconds"])
+                times[wo].append(got["against"]["median_step_seconds"])
+                ratios.append(got["ratio"])
+                flops = got["flops_ratio"]
             print(f"| {w} | {wo} | {1e3 * statistics.median(times[w]):.1f} "
                   f"| {1e3 * statistics.median(times[wo]):.1f} | {statistics.median(ratios):.3f} "
                   f"| {middle_half(ratios)} | {flops:.3f} |", flush=True)

@@ -593,6 +593,65 @@ fn bench_prints_one_json_line_about_the_spec() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+/// `laxc bench SPEC --against OTHER` times both in one process, a step of each in turn: each
+/// side's figures as `laxc bench` gives them (the other side's steps in between change none of
+/// its numbers: its final loss is the one of a run of its own, bit for bit), and the ratio is
+/// the median of the rounds' ratios, recomputed here from the two sides' step times.
+#[test]
+fn bench_against_alternates_two_specs_and_gives_their_ratio() {
+    let (spec, other) = (
+        "specs/bench/vit-svd-lax-identity.lax",
+        "specs/bench/vit-svd.lax",
+    );
+    let common_args = [
+        "--steps", "3", "--warmup", "1", "--batch", "4", "--format", "json",
+    ];
+    let run = |args: &[&str]| {
+        let out = laxc().args(args).args(common_args).output().unwrap();
+        common::assert_success(&out);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let pair = run(&["bench", spec, "--against", other]);
+    let alone = run(&["bench", other]);
+    let (a, b) = (&pair["spec"], &pair["against"]);
+    assert!(a["spec"]
+        .as_str()
+        .unwrap()
+        .ends_with("vit-svd-lax-identity.lax"));
+    assert!(b["spec"].as_str().unwrap().ends_with("vit-svd.lax"));
+    assert_eq!(b["final_loss"], alone["final_loss"]);
+    assert_eq!(b["params"], alone["params"]);
+    assert!(a["peak_rss_bytes"].is_null() && pair["peak_rss_bytes"].as_u64().unwrap() > 0);
+    let times = |side: &serde_json::Value| -> Vec<f64> {
+        let steps = side["step_seconds"].as_array().unwrap();
+        steps.iter().map(|t| t.as_f64().unwrap()).collect()
+    };
+    let (ta, tb) = (times(a), times(b));
+    assert_eq!((ta.len(), tb.len()), (3, 3));
+    let mut ratios: Vec<f64> = ta.iter().zip(&tb).map(|(x, y)| x / y).collect();
+    ratios.sort_by(f64::total_cmp);
+    assert_eq!(pair["ratio"].as_f64().unwrap(), ratios[1]);
+    // Three ratios: the quartiles lie halfway between the first two and the last two.
+    let q = pair["ratio_quartiles"].as_array().unwrap();
+    let close = |x: f64, y: f64| (x - y).abs() <= 1e-12 * y;
+    assert!(close(q[0].as_f64().unwrap(), (ratios[0] + ratios[1]) / 2.0));
+    assert!(close(q[1].as_f64().unwrap(), (ratios[1] + ratios[2]) / 2.0));
+    let flops = |side: &serde_json::Value| side["train_flops_per_step"].as_f64().unwrap();
+    assert_eq!(pair["flops_ratio"].as_f64().unwrap(), flops(a) / flops(b));
+
+    let refused = |args: &[&str], why: &str| {
+        let out = laxc().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{args:?}: {err}");
+    };
+    refused(
+        &["bench", spec, "--against", other, "--products"],
+        "--products",
+    );
+    refused(&["bench", "-", "--against", "-"], "standard input");
+}
+
 /// `laxc bench --products` times every matrix product of the timed steps and lists them by
 /// shape, the most time a step first: in the tiny ViT, a weight's gradient `xᵀ · g` of a rank-32
 /// factor, (128 × 1,088) by (1,088 × 32) at 64 images, twenty a step (five factors of the

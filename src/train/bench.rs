@@ -5,7 +5,7 @@
 //! Synthetic batches keep the measurement about compute: uniform random tokens (or Gaussian
 //! images with random labels) cost the same FLOPs as real data, and nothing is read from disk.
 
-use super::optimizer::GradientScale;
+use super::optimizer::{AdamW, GradientScale};
 use super::run::{adamw, clip_global, forward, token_batch, Batch};
 use crate::family::Input;
 use crate::lower::flex_gemm::timings::{self, Call, ProductShape};
@@ -13,6 +13,7 @@ use crate::lower::precision::compute_dtype;
 use crate::lower::{lower, LaxModel};
 use crate::options::TrainOptions;
 use burn::module::Module;
+use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
@@ -193,6 +194,138 @@ pub struct Phases {
     pub optimizer: f64,
 }
 
+/// One spec's model, optimizer and synthetic batches, stepped one timed training step at a
+/// time, and what its steps measured: `bench` steps one, `bench_pair` two in alternation.
+struct Stepper<'a, B: AutodiffBackend> {
+    c: &'a crate::Compiled,
+    train: &'a TrainOptions,
+    o: &'a BenchOptions,
+    device: B::Device,
+    /// Taken by each step's optimizer and given back (always there between steps).
+    model: Option<LaxModel<B>>,
+    optim: OptimizerAdaptor<AdamW, LaxModel<B>, B>,
+    clip: GradientScale,
+    host: Vec<HostBatch>,
+    params: usize,
+    step_seconds: Vec<f64>,
+    warmup_step_seconds: Vec<f64>,
+    phases: Vec<Phases>,
+    final_loss: f64,
+}
+
+impl<'a, B: AutodiffBackend> Stepper<'a, B> {
+    /// The model lowered and its batches drawn, from the bench's seed (the backend's
+    /// generator seeded first, as a training run seeds it).
+    fn new(
+        c: &'a crate::Compiled,
+        train: &'a TrainOptions,
+        o: &'a BenchOptions,
+        device: B::Device,
+    ) -> Self {
+        B::seed(&device, o.seed);
+        let model: LaxModel<B> = lower(&c.ir, o.seed, &device)
+            .with_dropout(train.dropout)
+            .with_compute(compute_dtype::<B>(train.dtype));
+        let clip = GradientScale::default();
+        Stepper {
+            params: model.num_params(),
+            model: Some(model),
+            optim: adamw::<B>(train, &clip),
+            clip,
+            host: synthetic_batches(c, o, o.warmup + o.steps),
+            step_seconds: Vec::with_capacity(o.steps),
+            warmup_step_seconds: Vec::with_capacity(o.warmup),
+            phases: Vec::with_capacity(o.steps),
+            final_loss: f64::NAN,
+            c,
+            train,
+            o,
+            device,
+        }
+    }
+
+    /// Runs step `i` (a warm-up step while `i < warmup`) and records its time; returns it.
+    fn step(&mut self, i: usize) -> f64 {
+        let (c, o, device) = (self.c, self.o, &self.device);
+        let model = self
+            .model
+            .take()
+            .expect("the model is back after each step");
+        let began = Instant::now();
+        let batch = device_batch::<B>(c, &self.host[i], o.batch, device);
+        let (loss, _) = forward(&model, batch);
+        // Reading the loss waits for the forward pass on asynchronous devices, and a sync for
+        // the backward pass and the optimizer (on a CPU each call returns when done).
+        self.final_loss = loss.clone().into_scalar().elem();
+        let forwarded = Instant::now();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        B::sync(device).ok();
+        let backwarded = Instant::now();
+        clip_global(&model, &grads, self.train.clip, &self.clip);
+        self.model = Some(self.optim.step(self.train.lr, model, grads));
+        B::sync(device).ok();
+        let done = Instant::now();
+        let took = (done - began).as_secs_f64();
+        match i < o.warmup {
+            true => self.warmup_step_seconds.push(took),
+            false => {
+                self.step_seconds.push(took);
+                self.phases.push(Phases {
+                    forward: (forwarded - began).as_secs_f64(),
+                    backward: (backwarded - forwarded).as_secs_f64(),
+                    optimizer: (done - backwarded).as_secs_f64(),
+                });
+            }
+        }
+        took
+    }
+
+    /// What the timed steps measured, with the products' table where they were timed.
+    fn result(self, spec_name: &str, products: Option<Vec<ProductRow>>) -> BenchResult {
+        let (c, o) = (self.c, self.o);
+        let phases = &self.phases;
+        let phase = |f: fn(&Phases) -> f64| median(&phases.iter().map(f).collect::<Vec<_>>());
+        let report = c.report();
+        let samples = o.batch as f64;
+        let flops_per_step = report.flops.train_per_sample * o.batch as u128;
+        let med = median(&self.step_seconds);
+        BenchResult {
+            implementation: "laxc".into(),
+            spec: spec_name.to_string(),
+            batch: o.batch,
+            tokens_per_sample: c.ir.model.tokens,
+            unit: match c.ir.model.def().input {
+                Input::Tokens => "tokens",
+                Input::Images => "images",
+            },
+            steps: o.steps,
+            warmup: o.warmup,
+            params: self.params,
+            dropout: self.train.dropout,
+            median_step_seconds: med,
+            median_phase_seconds: Phases {
+                forward: phase(|p| p.forward),
+                backward: phase(|p| p.backward),
+                optimizer: phase(|p| p.optimizer),
+            },
+            items_per_second: match c.ir.model.def().input {
+                Input::Tokens => samples * c.ir.model.tokens as f64 / med,
+                Input::Images => samples / med,
+            },
+            gflops_per_second: flops_per_step as f64 / med / 1e9,
+            train_flops_per_step: flops_per_step,
+            step_seconds: self.step_seconds,
+            warmup_step_seconds: self.warmup_step_seconds,
+            final_loss: self.final_loss,
+            peak_rss_bytes: peak_rss_bytes(),
+            report_train_bytes_fp32: report.memory.train_bytes_fp32,
+            report_activation_bytes_fp32: report.memory.activation_bytes_per_sample_fp32
+                * o.batch as u128,
+            products,
+        }
+    }
+}
+
 /// Runs `warmup + steps` training steps and times each of the last `steps`.
 pub fn bench<B: AutodiffBackend>(
     c: &crate::Compiled,
@@ -201,94 +334,120 @@ pub fn bench<B: AutodiffBackend>(
     o: &BenchOptions,
     device: B::Device,
 ) -> BenchResult {
-    B::seed(&device, o.seed);
-    let mut model: LaxModel<B> = lower(&c.ir, o.seed, &device)
-        .with_dropout(train.dropout)
-        .with_compute(compute_dtype::<B>(train.dtype));
-    let params = model.num_params();
-    let clip = GradientScale::default();
-    let mut optim = adamw::<B>(train, &clip);
-    let host = synthetic_batches(c, o, o.warmup + o.steps);
-    let mut step_seconds = Vec::with_capacity(o.steps);
-    let mut warmup_step_seconds = Vec::with_capacity(o.warmup);
-    let mut phases = Vec::with_capacity(o.steps);
-    let mut final_loss = f64::NAN;
-    for (i, hb) in host.iter().enumerate() {
+    let mut stepper = Stepper::<B>::new(c, train, o, device);
+    for i in 0..o.warmup + o.steps {
         if o.products && i == o.warmup {
             timings::start();
         }
-        let began = Instant::now();
-        let batch = device_batch::<B>(c, hb, o.batch, &device);
-        let (loss, _) = forward(&model, batch);
-        // Reading the loss waits for the forward pass on asynchronous devices, and a sync for
-        // the backward pass and the optimizer (on a CPU each call returns when done).
-        final_loss = loss.clone().into_scalar().elem();
-        let forwarded = Instant::now();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        B::sync(&device).ok();
-        let backwarded = Instant::now();
-        clip_global(&model, &grads, train.clip, &clip);
-        model = optim.step(train.lr, model, grads);
-        B::sync(&device).ok();
-        let done = Instant::now();
-        let took = (done - began).as_secs_f64();
-        match i < o.warmup {
-            true => warmup_step_seconds.push(took),
-            false => {
-                step_seconds.push(took);
-                phases.push(Phases {
-                    forward: (forwarded - began).as_secs_f64(),
-                    backward: (backwarded - forwarded).as_secs_f64(),
-                    optimizer: (done - backwarded).as_secs_f64(),
-                });
-            }
-        }
+        stepper.step(i);
     }
     let products = o.products.then(|| product_rows(timings::stop(), o.steps));
-    let phase = |f: fn(&Phases) -> f64| median(&phases.iter().map(f).collect::<Vec<_>>());
-    let report = c.report();
-    let samples = o.batch as f64;
-    let flops_per_step = report.flops.train_per_sample * o.batch as u128;
-    let med = median(&step_seconds);
-    BenchResult {
-        implementation: "laxc".into(),
-        spec: spec_name.to_string(),
-        batch: o.batch,
-        tokens_per_sample: c.ir.model.tokens,
-        unit: match c.ir.model.def().input {
-            Input::Tokens => "tokens",
-            Input::Images => "images",
-        },
-        steps: o.steps,
-        warmup: o.warmup,
-        params,
-        dropout: train.dropout,
-        median_step_seconds: med,
-        median_phase_seconds: Phases {
-            forward: phase(|p| p.forward),
-            backward: phase(|p| p.backward),
-            optimizer: phase(|p| p.optimizer),
-        },
-        items_per_second: match c.ir.model.def().input {
-            Input::Tokens => samples * c.ir.model.tokens as f64 / med,
-            Input::Images => samples / med,
-        },
-        gflops_per_second: flops_per_step as f64 / med / 1e9,
-        train_flops_per_step: flops_per_step,
-        step_seconds,
-        warmup_step_seconds,
-        final_loss,
+    stepper.result(spec_name, products)
+}
+
+/// One side of `laxc bench SPEC --against OTHER`: a spec, its name, its options.
+pub struct Side<'a> {
+    pub compiled: &'a crate::Compiled,
+    pub name: &'a str,
+    pub train: &'a TrainOptions,
+    pub bench: &'a BenchOptions,
+}
+
+/// Two specs timed in one process, step by step in alternation (`laxc bench SPEC --against
+/// OTHER`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PairResult {
+    /// The spec, its steps timed as `laxc bench` times them (no products).
+    pub spec: BenchResult,
+    /// The spec it is measured against.
+    pub against: BenchResult,
+    /// The median over the timed rounds of the spec's step time over the other's in the same
+    /// round: what the spec costs against the other, each round's two steps a few
+    /// milliseconds apart.
+    pub ratio: f64,
+    /// The first and third quartiles of the rounds' ratios: how far one round's noise reaches.
+    pub ratio_quartiles: [f64; 2],
+    /// The report's training FLOPs a step of the spec over the other's, at their batches.
+    pub flops_ratio: f64,
+    /// The process's peak resident memory with both models (the sides' own are left out:
+    /// neither is its alone).
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Times two specs' training steps in alternation, one of each a round (the spec first in
+/// even rounds, the other first in odd ones, so that neither always follows the other): a
+/// machine whose speed drifts over seconds or minutes slows both sides of a round alike, where
+/// two `laxc bench` processes minutes apart take the drift into their ratio.
+pub fn bench_pair<B: AutodiffBackend>(
+    [spec, against]: [Side<'_>; 2],
+    device: B::Device,
+) -> PairResult {
+    let mut a = Stepper::<B>::new(spec.compiled, spec.train, spec.bench, device.clone());
+    let mut b = Stepper::<B>::new(against.compiled, against.train, against.bench, device);
+    let (warmup, steps) = (spec.bench.warmup, spec.bench.steps);
+    assert!(
+        against.bench.warmup == warmup && against.bench.steps == steps,
+        "both sides take the same number of steps"
+    );
+    let mut ratios = Vec::with_capacity(steps);
+    for i in 0..warmup + steps {
+        let (ta, tb) = match i % 2 {
+            0 => (a.step(i), b.step(i)),
+            _ => {
+                let tb = b.step(i);
+                (a.step(i), tb)
+            }
+        };
+        if i >= warmup {
+            ratios.push(ta / tb);
+        }
+    }
+    let alone = |r: BenchResult| BenchResult {
+        peak_rss_bytes: None,
+        ..r
+    };
+    let (spec, against) = (a.result(spec.name, None), b.result(against.name, None));
+    let (spec, against) = (alone(spec), alone(against));
+    PairResult {
         peak_rss_bytes: peak_rss_bytes(),
-        report_train_bytes_fp32: report.memory.train_bytes_fp32,
-        report_activation_bytes_fp32: report.memory.activation_bytes_per_sample_fp32
-            * o.batch as u128,
-        products,
+        ratio: median(&ratios),
+        ratio_quartiles: [quantile(&ratios, 0.25), quantile(&ratios, 0.75)],
+        flops_ratio: spec.train_flops_per_step as f64 / against.train_flops_per_step as f64,
+        spec,
+        against,
+    }
+}
+
+/// The `q`-quantile of `xs` (0 ≤ q ≤ 1), interpolated linearly between the two nearest
+/// ranks of the sorted values (NaN for none).
+pub fn quantile(xs: &[f64], q: f64) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n => {
+            let at = q * (n - 1) as f64;
+            let (low, high) = (at.floor() as usize, at.ceil() as usize);
+            v[low] + (v[high] - v[low]) * (at - low as f64)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{median, quantile};
+
+    #[test]
+    fn quartiles_interpolate_between_ranks() {
+        let xs = [7.0, 1.0, 3.0, 5.0];
+        // Sorted 1, 3, 5, 7: ranks 0.75 and 2.25.
+        assert_eq!(quantile(&xs, 0.25), 2.5);
+        assert_eq!(quantile(&xs, 0.75), 5.5);
+        assert_eq!(quantile(&xs, 0.5), median(&xs));
+        assert_eq!(quantile(&xs, 0.0), 1.0);
+        assert_eq!(quantile(&xs, 1.0), 7.0);
+        assert!(quantile(&[], 0.5).is_nan());
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

@@ -2,7 +2,7 @@
 //! do once their arguments are parsed (options, the device and memory checks, the run folder,
 //! one dispatch to a backend), so that the command line and a Rust user of laxc share them.
 
-use super::bench::{bench, BenchOptions, BenchResult};
+use super::bench::{bench, bench_pair, BenchOptions, BenchResult, PairResult, Side};
 use super::parallel::Topology;
 use super::run::{self, already_there, Resumed, RunPlan, Summary};
 use super::{checkpoint, cluster, data, record, run_dir};
@@ -790,6 +790,75 @@ pub fn bench_spec(
     let mut result = dispatch(&[device], backend, job)?;
     result.implementation = format!("laxc ({})", device_label(device, backend));
     Ok(result)
+}
+
+struct PairJob<'a>([Side<'a>; 2]);
+
+impl OnBackend for PairJob<'_> {
+    type Output = PairResult;
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> PairResult {
+        bench_pair::<B>(self.0, first(devices))
+    }
+
+    /// Two models on one device, one after the other.
+    fn alone(&self) -> bool {
+        true
+    }
+}
+
+/// Times two specs' training steps in alternation in one process (`laxc bench SPEC --against
+/// OTHER`): both on the first side's device, each at its own batch, with the same number of
+/// steps. Both must fit in memory together.
+pub fn bench_pair_spec(sides: [Side<'_>; 2], backend: CpuBackend) -> Result<PairResult, Refusal> {
+    let [spec, against] = &sides;
+    let (o, other) = (spec.bench, against.bench);
+    if o.steps == 0 || o.batch == 0 || other.batch == 0 {
+        return Err(Refusal::Io("--steps and --batch must be at least 1".into()));
+    }
+    if o.products {
+        return Err(Refusal::Io(
+            "--products times one spec's products: run it without --against".into(),
+        ));
+    }
+    let device = spec.train.device();
+    usable(device)?;
+    for side in &sides {
+        precision_usable(side.train, backend)?;
+    }
+    fits_together(&sides, device)?;
+    note_gpu_compilation(&[device]);
+    let mut result = dispatch(&[device], backend, PairJob(sides))?;
+    let label = format!("laxc ({})", device_label(device, backend));
+    result.spec.implementation = label.clone();
+    result.against.implementation = label;
+    Ok(result)
+}
+
+/// Refuses two specs whose training states, at their batches, do not fit in memory side by
+/// side: each alone ([`fits_in_memory`]), then the two estimates added, by the same rule.
+fn fits_together(sides: &[Side<'_>; 2], device: Device) -> Result<(), Refusal> {
+    for side in sides {
+        let need = Need::Train {
+            batch: side.bench.batch,
+            replicas: 1,
+        };
+        fits_in_memory(side.compiled, need, device)?;
+    }
+    let need = |s: &Side<'_>| {
+        let m = &s.compiled.report().memory;
+        m.train_bytes_fp32 + m.activation_bytes_per_sample_fp32 * s.bench.batch as u128
+    };
+    let both = need(&sides[0]) + need(&sides[1]);
+    let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
+    match available_memory() {
+        Some(free) if device == Device::Cpu && both / 10 * 9 > free => Err(Refusal::Spec(format!(
+            "the two specs need about {:.2} GiB together (laxc check's estimates at their \
+             batches), but only {:.2} GiB is free; time them apart, or at a lower --batch",
+            gib(both),
+            gib(free)
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Where `laxc generate` takes its model's weights from.

@@ -203,6 +203,11 @@ pub struct BenchArgs {
     /// step, time a call, GFLOP/s and how each ran (the CPU backend flex's products only).
     #[arg(long)]
     products: bool,
+    /// Time the spec against another in the same process, a step of each in turn, and print
+    /// what it costs against it: the median of the rounds' step-time ratios (each at its own
+    /// spec's batch unless `--batch` sets both).
+    #[arg(long, value_name = "OTHER")]
+    against: Option<PathBuf>,
     #[command(flatten)]
     placement: Placement,
     /// `json`: one line with every figure and each step's time (what bench/ scripts read).
@@ -398,37 +403,120 @@ fn recorded_run(
 }
 
 pub fn run_bench(args: BenchArgs) -> ExitCode {
-    use laxc::train::bench::BenchOptions;
     if let Err(c) = args.out.refuse_existing() {
         return c;
     }
-    let (source, compiled) = match common::read_and_compile(args.spec.as_deref(), args.format) {
-        Ok(sc) => sc,
+    let from_stdin = |p: Option<&PathBuf>| p.is_some_and(|p| p.as_os_str() == "-");
+    if from_stdin(args.spec.as_ref()) && from_stdin(args.against.as_ref()) {
+        eprintln!("error: only one of the two specs can be read from standard input (`-`)");
+        return ExitCode::from(IO_ERROR);
+    }
+    let spec = match BenchSide::read(&args, args.spec.as_deref()) {
+        Ok(side) => side,
         Err(c) => return c,
     };
-    // The spec's optimizer settings (weight decay, clipping, betas) apply; its data does not.
-    let opts = match options(&source, &compiled, &[], args.placement.device.as_deref()) {
-        Ok(o) => o,
-        Err(c) => return c,
-    };
-    if let Err(c) = args.placement.start_threads(opts.device()) {
+    if let Err(c) = args.placement.start_threads(spec.options.device()) {
         return c;
     }
-    let bench_opts = BenchOptions {
-        steps: args.steps,
-        warmup: args.warmup,
-        batch: args.batch.unwrap_or(opts.batch),
-        seed: opts.seed,
-        products: args.products,
-    };
     let backend = args.placement.backend.into();
-    match session::bench_spec(&compiled, &source.name, &opts, &bench_opts, backend) {
-        Ok(result) => args.out.emit(&match args.format {
-            Format::Json => format!("{}\n", serde_json::to_string(&result).expect("serializes")),
-            Format::Text => bench_text(&result),
+    let text = match &args.against {
+        None => session::bench_spec(
+            &spec.compiled,
+            &spec.source.name,
+            &spec.options,
+            &spec.bench,
+            backend,
+        )
+        .map(|r| match args.format {
+            Format::Json => json_line(&r),
+            Format::Text => bench_text(&r),
         }),
+        Some(path) => {
+            let other = match BenchSide::read(&args, Some(path)) {
+                Ok(side) => side,
+                Err(c) => return c,
+            };
+            session::bench_pair_spec([spec.side(), other.side()], backend).map(|r| {
+                match args.format {
+                    Format::Json => json_line(&r),
+                    Format::Text => pair_text(&r),
+                }
+            })
+        }
+    };
+    match text {
+        Ok(text) => args.out.emit(&text),
         Err(r) => refused(r),
     }
+}
+
+/// One spec `laxc bench` times: its source, compiled form, train options (the spec's
+/// optimizer settings apply; its data does not) and bench options.
+struct BenchSide {
+    source: Source,
+    compiled: laxc::Compiled,
+    options: TrainOptions,
+    bench: laxc::train::bench::BenchOptions,
+}
+
+impl BenchSide {
+    fn read(args: &BenchArgs, path: Option<&Path>) -> Result<BenchSide, ExitCode> {
+        let (source, compiled) = common::read_and_compile(path, args.format)?;
+        let options = options(&source, &compiled, &[], args.placement.device.as_deref())?;
+        let bench = laxc::train::bench::BenchOptions {
+            steps: args.steps,
+            warmup: args.warmup,
+            batch: args.batch.unwrap_or(options.batch),
+            seed: options.seed,
+            products: args.products,
+        };
+        Ok(BenchSide {
+            source,
+            compiled,
+            options,
+            bench,
+        })
+    }
+
+    fn side(&self) -> train::bench::Side<'_> {
+        train::bench::Side {
+            compiled: &self.compiled,
+            name: &self.source.name,
+            train: &self.options,
+            bench: &self.bench,
+        }
+    }
+}
+
+fn json_line(value: &impl serde::Serialize) -> String {
+    format!("{}\n", serde_json::to_string(value).expect("serializes"))
+}
+
+/// `laxc bench SPEC --against OTHER`: each side as `laxc bench` prints it, then the ratio.
+fn pair_text(r: &train::bench::PairResult) -> String {
+    let mut s = bench_text(&r.spec);
+    s.push_str("against:\n");
+    s.push_str(&bench_text(&r.against));
+    let [q1, q3] = r.ratio_quartiles;
+    s.push_str(&common::field(
+        "step ratio",
+        &format!(
+            "{:.3} (the median of {} rounds' ratios, a step of each in turn; middle half {q1:.3}–{q3:.3})",
+            r.ratio, r.spec.steps
+        ),
+    ));
+    s.push_str(&common::field(
+        "train FLOPs ratio",
+        &format!("{:.3} (the report's, at the two batches)", r.flops_ratio),
+    ));
+    if let Some(b) = r.peak_rss_bytes {
+        let mib = b as f64 / (1u64 << 20) as f64;
+        s.push_str(&common::field(
+            "peak RSS",
+            &format!("{mib:.1} MiB (both models)"),
+        ));
+    }
+    s
 }
 
 fn bench_text(r: &train::bench::BenchResult) -> String {
