@@ -595,8 +595,9 @@ fn bench_prints_one_json_line_about_the_spec() {
 
 /// `laxc bench SPEC --against OTHER` times both in one process, a step of each in turn: each
 /// side's figures as `laxc bench` gives them (the other side's steps in between change none of
-/// its numbers: its final loss is the one of a run of its own, bit for bit), and the ratio is
-/// the median of the rounds' ratios, recomputed here from the two sides' step times.
+/// its numbers: its final loss is the one of a run of its own, bit for bit), each at its own
+/// spec's batch unless `--batch` sets both, and the ratio is the median of the rounds' ratios,
+/// recomputed here from the two sides' step times.
 #[test]
 fn bench_against_alternates_two_specs_and_gives_their_ratio() {
     let (spec, other) = (
@@ -638,6 +639,24 @@ fn bench_against_alternates_two_specs_and_gives_their_ratio() {
     assert!(close(q[1].as_f64().unwrap(), (ratios[1] + ratios[2]) / 2.0));
     let flops = |side: &serde_json::Value| side["train_flops_per_step"].as_f64().unwrap();
     assert_eq!(pair["flops_ratio"].as_f64().unwrap(), flops(a) / flops(b));
+
+    // Without `--batch`, each side at its own spec's batch (the ViT's 64 images, the LLaMA's 8
+    // sequences), and the FLOP ratio at those batches.
+    let out = laxc()
+        .args(["bench", other, "--against", "specs/bench/llama-svd.lax"])
+        .args(["--steps", "1", "--warmup", "0", "--format", "json"])
+        .output()
+        .unwrap();
+    common::assert_success(&out);
+    let mixed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(mixed["spec"]["batch"], 64);
+    assert_eq!(mixed["against"]["batch"], 8);
+    let per_sample = |spec: &str| {
+        let c = laxc::compile(&common::source(&common::root().join(spec))).unwrap();
+        c.report().flops.train_per_sample as f64
+    };
+    let want = 64.0 * per_sample(other) / (8.0 * per_sample("specs/bench/llama-svd.lax"));
+    assert!((mixed["flops_ratio"].as_f64().unwrap() - want).abs() <= 1e-12 * want);
 
     let refused = |args: &[&str], why: &str| {
         let out = laxc().args(args).output().unwrap();
