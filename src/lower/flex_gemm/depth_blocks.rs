@@ -41,12 +41,7 @@ pub(super) unsafe fn product(
     scale: f32,
     out: &mut [MaybeUninit<f32>],
 ) {
-    let grain = Grain {
-        a_rows_adjacent: a.row_stride == 1,
-        b_columns_adjacent: b.col_stride == 1,
-        a_columns_adjacent: a.col_stride == 1,
-    };
-    assert!(applies([m, k, n], grain) && out.len() == m * n);
+    assert!(applies([m, k, n], Grain::of([a, b])) && out.len() == m * n);
     let size = m * n;
     let blocks = k.div_ceil(ONE_DEPTH_BLOCK);
     let mut sums = vec![0f32; blocks * size];

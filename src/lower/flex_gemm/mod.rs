@@ -170,7 +170,9 @@ impl Plan {
         out: &mut [MaybeUninit<f32>],
     ) {
         let (a_at, b_at) = (Operand::of(a), Operand::of(b));
-        let grain = Grain::of(&a_at, &b_at);
+        // The first product's matrices: every product of a batch has their strides.
+        let (a, b) = (a_at.matrix(0), b_at.matrix(0));
+        let grain = Grain::of([a, b]);
         let path = self.path(grain, write);
         let started = timings::recording().then(std::time::Instant::now);
         let one = |i: usize, block: &mut [MaybeUninit<f32>], threads| {
@@ -180,7 +182,6 @@ impl Plan {
             unsafe { self.product(block.as_mut_ptr().cast(), [a, b], scale, write, threads) }
         };
         let size = self.m * self.n;
-        let (a, b) = (a_at.matrix(0), b_at.matrix(0));
         match path {
             Path::Batch => out
                 .par_chunks_mut(size)
@@ -700,7 +701,8 @@ struct Grain {
 }
 
 impl Grain {
-    fn of(a: &Operand, b: &Operand) -> Grain {
+    /// The grain of `a · b`, from the two matrices' strides.
+    fn of([a, b]: [Matrix; 2]) -> Grain {
         Grain {
             a_rows_adjacent: a.row_stride == 1,
             b_columns_adjacent: b.col_stride == 1,
@@ -890,7 +892,7 @@ mod tests {
     fn assert_one_call_bits(a: &FlexTensor, b: &FlexTensor, path: Path) {
         let plan = Plan::of(a, b).expect("f32");
         let (m, k, n) = (plan.m, plan.k, plan.n);
-        let grain = Grain::of(&Operand::of(a), &Operand::of(b));
+        let grain = Grain::of([Operand::of(a).matrix(0), Operand::of(b).matrix(0)]);
         assert_eq!(plan.path(grain, Write::Over), path, "({m}, {k}, {n})");
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         for scale in [1.0, 0.3] {
