@@ -3,15 +3,23 @@ paper's LLaMA-60M / 130M / 350M full, SVD and SVD+LaX specs, each with tokens/s,
 utilization (the report's training FLOPs over the GPU's fp32 and TF32 peaks) and peak GPU memory.
 Run through bench/gpu.sh, which builds laxc first.
 
+On CUDA the kernels are compiled first, for every item at once (--compile-jobs processes): the
+driver compiles each kernel's PTX on one thread of the process that asks, minutes for one spec on
+a fresh machine, so the items' warm-up runs share the machine's cores, and the measured runs that
+follow, one at a time, load what they compiled from cubecl's kernel cache and the driver's cache
+instead. Their autotune starts afresh, so no choice made while the GPU was shared is reused.
+
 --quick runs the tiny specs (the default spec and tiny-llama dense / SVD / SVD+LaX) for a few
 steps: what a software device such as llvmpipe can do in minutes, to test this script.
 """
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -98,13 +106,40 @@ class GpuMemory:
             self.thread.join()
 
 
+class Workspace:
+    """The folder laxc runs in: cubecl reads `cubecl.toml` from the working directory, which here
+    keeps compiled kernels in `kernels/` and autotune results in a folder named by `tune()`; the
+    environment points the CUDA driver's own cache of compiled PTX at `driver/`, large enough for
+    every kernel of the plan (the default holds 256 MiB)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.kernels = os.path.join(path, "kernels")
+        self.env = dict(os.environ, CUDA_CACHE_PATH=os.path.join(path, "driver"),
+                        CUDA_CACHE_MAXSIZE=str(4 << 30))
+
+    def tune(self, name):
+        with open(os.path.join(self.path, "cubecl.toml"), "w") as f:
+            f.write(f'[compilation]\ncache = {{ file = "{self.kernels}" }}\n\n'
+                    f'[autotune]\ncache = {{ file = "{os.path.join(self.path, name)}" }}\n')
+
+    def cache_mib(self, tuned):
+        """The size of each cache in MiB: cubecl's compiled kernels, the driver's, and the
+        autotune results in `tuned` (where files appear only if cubecl read `cubecl.toml`)."""
+        def size(folder):
+            return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files)
+        return {"kernels": size(self.kernels) / 2**20,
+                "driver": size(self.env["CUDA_CACHE_PATH"]) / 2**20,
+                "autotune": size(os.path.join(self.path, tuned)) / 2**20}
+
+
 class Failed(Exception):
     """A laxc command that failed or ran out of time: recorded in the JSON, the others go on."""
 
 
-def run(cmd, timeout):
+def run(cmd, ws, timeout):
     try:
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(cmd, cwd=ws.path, env=ws.env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise Failed(f"{' '.join(cmd)}: still running after {timeout} s, stopped")
     if done.returncode:
@@ -112,13 +147,22 @@ def run(cmd, timeout):
     return done.stdout
 
 
-def train(laxc, device, spec, steps, dtype, workdir, timeout):
-    out = os.path.join(workdir, f"{os.path.basename(spec)[:-4]}-{dtype}")
-    cmd = [laxc, "train", spec, "--plain", "--device", device, "--format", "json", "--out", out,
-           "--set", f"steps={steps}", "--set", f"warmup={max(1, steps // 10)}", "--set", f"dtype={dtype}",
-           "--set", f"eval_every={steps}", "--set", "log_every=1", "--set", f"data={BROWN}"]
+def train_cmd(laxc, device, spec, steps, dtype, out):
+    return [laxc, "train", os.path.join(ROOT, spec), "--plain", "--device", device, "--format", "json",
+            "--out", out, "--set", f"steps={steps}", "--set", f"warmup={max(1, steps // 10)}",
+            "--set", f"dtype={dtype}", "--set", f"eval_every={steps}", "--set", "log_every=1",
+            "--set", f"data={BROWN}"]
+
+
+def bench_cmd(laxc, device, spec, steps, warmup, batch):
+    return ([laxc, "bench", os.path.join(ROOT, spec), "--device", device, "--format", "json",
+             "--steps", str(steps), "--warmup", str(warmup)] + (["--batch", str(batch)] if batch else []))
+
+
+def train(laxc, device, spec, steps, dtype, ws, timeout):
+    out = os.path.join(ws.path, f"{os.path.basename(spec)[:-4]}-{dtype}")
     with GpuMemory(device) as mem:
-        summary = json.loads(run(cmd, timeout))
+        summary = json.loads(run(train_cmd(laxc, device, spec, steps, dtype, out), ws, timeout))
     records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     curve = [[r["step"], r["loss"]] for r in records if "loss" in r]
     # The first step's end, from the start: on a GPU mostly the compilation of its kernels.
@@ -128,11 +172,22 @@ def train(laxc, device, spec, steps, dtype, workdir, timeout):
             "first_step_s": first, "peak_gpu_mib": mem.peak, "loss_curve": curve}
 
 
-def bench(laxc, device, spec, steps, warmup, peaks, batch, timeout):
-    cmd = [laxc, "bench", spec, "--device", device, "--format", "json", "--steps", str(steps),
-           "--warmup", str(warmup)] + (["--batch", str(batch)] if batch else [])
+def twin(laxc, device, spec, steps, warmup, batch, ws, timeout):
+    """The same spec's PyTorch twin (bench/twin.py), the same steps at the same batch."""
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "twin.py"), os.path.join(ROOT, spec), "--laxc", laxc,
+           "--device", device, "--steps", str(steps), "--warmup", str(warmup), "--batch", str(batch)]
+    try:
+        r = json.loads(run(cmd, ws, timeout).strip().splitlines()[-1])
+    except Failed as failure:
+        return {"error": str(failure)}
+    return {"implementation": r["implementation"], "per_s": r["items_per_second"],
+            "median_step_s": r["median_step_seconds"], "peak_gpu_mib": (r["peak_gpu_bytes"] or 0) / 2**20,
+            "final_loss": r["final_loss"]}
+
+
+def bench(laxc, device, spec, steps, warmup, peaks, batch, ws, timeout, with_twin):
     with GpuMemory(device) as mem:
-        r = json.loads(run(cmd, timeout))
+        r = json.loads(run(bench_cmd(laxc, device, spec, steps, warmup, batch), ws, timeout))
     achieved = r["gflops_per_second"] * 1e9
     mfu = {f"mfu_{kind}": achieved / (peak * 1e12) if peak else None
            for kind, peak in zip(("fp32", "tf32"), peaks)}
@@ -141,7 +196,48 @@ def bench(laxc, device, spec, steps, warmup, peaks, batch, timeout):
             "median_step_s": r["median_step_seconds"], "warmup_step_s": r["warmup_step_seconds"],
             "gflops_per_s": r["gflops_per_second"], **mfu,
             "peak_gpu_mib": mem.peak, "peak_rss_mib": (r["peak_rss_bytes"] or 0) / 2**20,
-            "final_loss": r["final_loss"]}
+            "final_loss": r["final_loss"],
+            **(compare_twin(r, twin(laxc, device, spec, steps, warmup, r["batch"], ws, timeout)) if with_twin else {})}
+
+
+def compare_twin(r, reference):
+    """laxc's speed over PyTorch's (above 1: laxc faster), beside the twin's own figures."""
+    ratio = reference["median_step_s"] / r["median_step_seconds"] if "median_step_s" in reference else None
+    return {"pytorch": reference, "speed_vs_pytorch": ratio}
+
+
+def compile_first(items, ws, jobs, timeout):
+    """Runs each item's warm-up command (label, command), `jobs` at a time, so that the kernels of
+    the whole plan are compiled in parallel processes and cached; stops any still running after
+    `timeout` seconds. Returns what the JSON records: each item's time or failure."""
+    ws.tune("autotune-compile")
+    pending, running, done = list(items), {}, []
+    started = time.monotonic()
+    while pending or running:
+        while pending and len(running) < jobs:
+            label, cmd = pending.pop(0)
+            log = open(os.path.join(ws.path, f"compile-{len(done) + len(running)}.log"), "w+")
+            proc = subprocess.Popen(cmd, cwd=ws.path, env=ws.env, stdout=subprocess.DEVNULL, stderr=log)
+            running[proc] = (label, time.monotonic(), log)
+        time.sleep(0.2)
+        for proc in [p for p in running if p.poll() is not None or time.monotonic() - started > timeout]:
+            label, began, log = running.pop(proc)
+            entry = dict(label, seconds=round(time.monotonic() - began, 1))
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+                entry["stopped"] = f"still compiling after {timeout:.0f} s"
+            elif proc.returncode:
+                log.seek(0)
+                entry["error"] = log.read()[-2000:]
+            log.close()
+            print(f"compiled {entry}", flush=True)
+            done.append(entry)
+        if time.monotonic() - started > timeout:
+            done += [dict(label, skipped=f"not started within {timeout:.0f} s") for label, _ in pending]
+            pending = []
+    return {"jobs": jobs, "seconds": round(time.monotonic() - started, 1),
+            "cache_mib": ws.cache_mib("autotune-compile"), "items": done}
 
 
 def main():
@@ -155,8 +251,21 @@ def main():
     ap.add_argument("--timeout-s", type=float, help="stop any one laxc command after this long")
     ap.add_argument("--deadline-s", type=float,
                     help="start no command after this long; the rest are recorded as skipped")
+    ap.add_argument("--compile-first", action=argparse.BooleanOptionalAction,
+                    help="compile every item's kernels at once first (default: on CUDA)")
+    ap.add_argument("--compile-jobs", type=int,
+                    help="warm-up processes at a time (default: one per item, at most the CPUs)")
+    ap.add_argument("--compile-timeout-s", type=float, default=900,
+                    help="stop the compile phase after this long (default 900)")
+    ap.add_argument("--twin", action=argparse.BooleanOptionalAction,
+                    help="time each bench spec's PyTorch twin too (default: on CUDA, where torch is installed)")
     ap.add_argument("--out", help="the JSON file (default bench/results/gpu-<date>.json)")
     a = ap.parse_args()
+    if a.compile_first is None:
+        a.compile_first = a.device.startswith("cuda")
+    if a.twin is None:
+        a.twin = a.device.startswith("cuda") and importlib.util.find_spec("torch") is not None
+    laxc = os.path.abspath(a.laxc)
     started = time.monotonic()
     plan = QUICK if a.quick else FULL
     name = gpu_name(a.device)
@@ -166,7 +275,13 @@ def main():
     result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "device": a.device,
               "adapter": name, "peak_tflops_fp32": peaks[0],
               "peak_tflops_tf32": peaks[1], "quick": a.quick, "bench_batch": a.batch,
+              "bench_steps": plan["bench_steps"][0], "bench_warmup": plan["bench_steps"][1],
               "train": [], "bench": []}
+
+    def save():
+        with open(out, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
 
     def record(part, what, measure, describe):
         """Runs one item unless past the deadline; a failure is recorded and the rest go on. The
@@ -181,26 +296,42 @@ def main():
                 entry = dict(what, error=str(failure))
                 print(f"FAILED {what}: {failure}", flush=True)
         result[part].append(entry)
-        with open(out, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
+        save()
 
-    with tempfile.TemporaryDirectory() as work:
-        for spec, steps, dtype in plan["train"]:
-            record("train", {"spec": spec, "dtype": dtype},
-                   lambda: train(a.laxc, a.device, spec, steps, dtype, work, a.timeout_s),
-                   lambda r: f"trained {r['spec']} ({r['dtype']}): {r['tokens_per_s']:.0f} tokens/s")
+    def describe_bench(r):
+        mfu = " / ".join(f"{100 * r[k]:.1f}%" if r[k] is not None else "unknown peak"
+                         for k in ("mfu_fp32", "mfu_tf32"))
+        vs = f", {r['speed_vs_pytorch']:.2f}x PyTorch" if r.get("speed_vs_pytorch") else ""
+        return f"bench {r['spec']}: {r['per_s']:.0f} {r['unit']}/s, MFU fp32 / tf32 {mfu}{vs}"
+
     steps, warmup = plan["bench_steps"]
-    for spec in plan["bench"]:
-        def describe(r):
-            mfu = " / ".join(f"{100 * r[k]:.1f}%" if r[k] is not None else "unknown peak"
-                             for k in ("mfu_fp32", "mfu_tf32"))
-            return f"bench {r['spec']}: {r['per_s']:.0f} {r['unit']}/s, MFU fp32 / tf32 {mfu}"
-        record("bench", {"spec": spec},
-               lambda: bench(a.laxc, a.device, spec, steps, warmup, peaks, a.batch, a.timeout_s),
-               describe)
+    with tempfile.TemporaryDirectory() as work:
+        ws = Workspace(work)
+        if a.compile_first:
+            # Each item's own command, shortened: the same shapes, so the same kernels.
+            items = ([({"spec": spec}, bench_cmd(laxc, a.device, spec, 1, 1, a.batch)) for spec in plan["bench"]]
+                     + [({"spec": spec, "dtype": dtype},
+                         train_cmd(laxc, a.device, spec, 2, dtype, os.path.join(work, f"warm-{i}")))
+                        for i, (spec, _, dtype) in enumerate(plan["train"])])
+            jobs = a.compile_jobs or min(len(items), os.cpu_count() or 1)
+            result["compile"] = compile_first(items, ws, jobs, a.compile_timeout_s)
+            cache = result["compile"]["cache_mib"]
+            print(f"compile phase: {result['compile']['seconds']} s, caches: kernels "
+                  f"{cache['kernels']:.1f} MiB, driver {cache['driver']:.1f} MiB, autotune "
+                  f"{cache['autotune']:.2f} MiB", flush=True)
+            save()
+        ws.tune("autotune")
+        for spec in plan["bench"]:
+            record("bench", {"spec": spec},
+                   lambda: bench(laxc, a.device, spec, steps, warmup, peaks, a.batch, ws, a.timeout_s, a.twin),
+                   describe_bench)
+        for spec, train_steps, dtype in plan["train"]:
+            record("train", {"spec": spec, "dtype": dtype},
+                   lambda: train(laxc, a.device, spec, train_steps, dtype, ws, a.timeout_s),
+                   lambda r: f"trained {r['spec']} ({r['dtype']}): {r['tokens_per_s']:.0f} tokens/s")
     print(f"wrote {out}")
     failed = [e["spec"] for part in ("train", "bench") for e in result[part] if "error" in e]
+    failed += [f"compiling {e['spec']}" for e in result.get("compile", {}).get("items", []) if "error" in e]
     if failed:
         raise SystemExit(f"{len(failed)} failed: {', '.join(failed)}")
 

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# GPU figures from a fresh clone, in one command: builds laxc for the device, trains the default
-# spec and the paper's LLaMA-60M SVD+LaX spec for 300 steps (the latter in f32 and in bf16), runs `laxc bench` on the paper's
-# LLaMA-60M / 130M / 350M full, SVD and SVD+LaX specs, and writes one JSON file
-# (bench/results/gpu-<date>.json: tokens/s, MFU, peak GPU memory, loss curves).
+# GPU figures from a fresh clone, in one command: builds laxc for the device, compiles every
+# item's kernels at once (CUDA: the driver compiles on one thread per process, minutes per spec
+# on a fresh machine), runs `laxc bench` on the paper's LLaMA-60M / 130M / 350M full, SVD and
+# SVD+LaX specs beside their PyTorch twins (where torch is installed), trains the default spec
+# and the LLaMA-60M SVD+LaX spec for 300 steps (the latter in f32 and in bf16), and writes one
+# JSON file (bench/results/gpu-<date>.json: tokens/s, speed against PyTorch, MFU, peak GPU
+# memory, loss curves).
 #
 #   bench/gpu.sh                          # an NVIDIA GPU (builds with --features cuda)
 #   bench/gpu.sh --peak-tflops 66.9       # the GPU's fp32 peak, if its name is not known
 #   bench/gpu.sh --device wgpu --quick    # any Vulkan/Metal/DX12 adapter, tiny specs (tested)
 #   bench/gpu.sh --laxc target/release/laxc ...   # skip the build
+#   bench/gpu.sh --deadline-s 480 --timeout-s 100 # within a lease: start nothing after 480 s
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -14,6 +14,10 @@ clipping, AdamW; batches are synthetic (uniform random tokens, or Gaussian image
 labels), drawn before timing. It prints one JSON line with the same fields as `laxc bench`.
 
     python3 bench/twin.py specs/bench/llama-svd.lax --steps 20 --warmup 3 --threads 2
+    python3 bench/twin.py specs/paper/llama-60m-full.lax --device cuda   # bench/gpu.py's reference
+
+On CUDA, f32 products run in TF32 (`allow_tf32`), as Burn's CUDA matmul computes them, and each
+step's time ends when the GPU has finished it.
 
 Needs torch (bench/setup.sh installs it into a virtual environment from PyPI).
 """
@@ -285,12 +289,18 @@ def main():
     ap.add_argument("--clip", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dropout", type=float, default=0.0, help="the rate `laxc bench` reports")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda[:N]")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    gpu = device.type == "cuda"
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(a.seed)
     report = json.loads(subprocess.run([a.laxc, "check", "--format", "json", a.spec],
                                        check=True, capture_output=True, text=True).stdout)
-    model = Model(report, a.dropout)
+    model = Model(report, a.dropout).to(device)
     params = sum(p.numel() for p in model.parameters())
     if params != report["params"]["total"]:
         sys.exit(f"twin.py: the twin has {params} parameters, the report {report['params']['total']}")
@@ -300,11 +310,12 @@ def main():
     n = a.warmup + a.steps
     language = cfg["family"] in ("llama", "gpt2")
     if language:
-        data = [torch.randint(0, cfg["vocab"], (batch, cfg["tokens"] + 1), generator=gen) for _ in range(n)]
+        data = [torch.randint(0, cfg["vocab"], (batch, cfg["tokens"] + 1), generator=gen).to(device)
+                for _ in range(n)]
     else:
         shape = (batch, cfg["channels"], cfg["image"], cfg["image"])
-        data = [(torch.randn(shape, generator=gen), torch.randint(0, cfg["classes"], (batch,), generator=gen))
-                for _ in range(n)]
+        data = [(torch.randn(shape, generator=gen).to(device),
+                 torch.randint(0, cfg["classes"], (batch,), generator=gen).to(device)) for _ in range(n)]
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay, eps=1e-8)
     times, loss = [], float("nan")
     for i, d in enumerate(data):
@@ -318,6 +329,8 @@ def main():
         l.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip)
         opt.step()
+        if gpu:
+            torch.cuda.synchronize(device)
         loss = l.item()
         if i >= a.warmup:
             times.append(time.perf_counter() - t0)
@@ -325,7 +338,8 @@ def main():
     flops = report["flops"]["train_per_sample"] * batch
     items = batch * (cfg["tokens"] if language else 1)
     print(json.dumps({
-        "implementation": f"pytorch {torch.__version__} eager ({a.threads} threads)",
+        "implementation": (f"pytorch {torch.__version__} eager, {torch.cuda.get_device_name(device)} (TF32)" if gpu
+                           else f"pytorch {torch.__version__} eager ({a.threads} threads)"),
         "spec": a.spec, "batch": batch, "tokens_per_sample": cfg["tokens"],
         "unit": "tokens" if language else "images",
         "steps": a.steps, "warmup": a.warmup, "params": params, "dropout": a.dropout,
@@ -333,6 +347,7 @@ def main():
         "items_per_second": items / med, "gflops_per_second": flops / med / 1e9,
         "train_flops_per_step": flops, "final_loss": loss,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_gpu_bytes": torch.cuda.max_memory_allocated(device) if gpu else None,
         "report_train_bytes_fp32": report["memory"]["train_bytes_fp32"],
     }))
 

@@ -335,8 +335,10 @@ fn a_machine_without_an_adapter_gets_one_line_not_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-/// `bench/gpu.sh --device wgpu --quick`: the GPU benchmark script runs end to end on the wgpu
-/// device and writes every figure it promises (MFU only where the adapter's peak is known).
+/// `bench/gpu.sh --device wgpu --quick --compile-first`: the GPU benchmark script runs end to end
+/// on the wgpu device and writes every figure it promises (MFU only where the adapter's peak is
+/// known), after a compile phase that ran every item at once in a folder whose `cubecl.toml`
+/// cubecl read (its autotune results land where that file says).
 #[test]
 fn the_gpu_benchmark_script_runs_on_the_wgpu_device() {
     if !adapter() {
@@ -350,6 +352,7 @@ fn the_gpu_benchmark_script_runs_on_the_wgpu_device() {
             "--device",
             "wgpu",
             "--quick",
+            "--compile-first",
             "--laxc",
             env!("CARGO_BIN_EXE_laxc"),
             "--out",
@@ -380,4 +383,12 @@ fn the_gpu_benchmark_script_runs_on_the_wgpu_device() {
         assert!(b["peak_rss_mib"].as_f64().unwrap() > 0.0, "{b}");
         assert_eq!(b["warmup_step_s"].as_array().unwrap().len(), 1, "{b}");
     }
+    let compile = &v["compile"];
+    let items = compile["items"].as_array().unwrap();
+    assert_eq!(items.len(), benches.len() + 1, "{compile}");
+    for item in items {
+        assert!(item["seconds"].as_f64().unwrap() > 0.0, "{item}");
+        assert!(item.get("error").is_none() && item.get("stopped").is_none(), "{item}");
+    }
+    assert!(compile["cache_mib"]["autotune"].as_f64().unwrap() > 0.0, "{compile}");
 }
