@@ -388,7 +388,64 @@ fn the_gpu_benchmark_script_runs_on_the_wgpu_device() {
     assert_eq!(items.len(), benches.len() + 1, "{compile}");
     for item in items {
         assert!(item["seconds"].as_f64().unwrap() > 0.0, "{item}");
-        assert!(item.get("error").is_none() && item.get("stopped").is_none(), "{item}");
+        assert!(
+            item.get("error").is_none() && item.get("stopped").is_none(),
+            "{item}"
+        );
     }
-    assert!(compile["cache_mib"]["autotune"].as_f64().unwrap() > 0.0, "{compile}");
+    assert!(
+        compile["cache_mib"]["autotune"].as_f64().unwrap() > 0.0,
+        "{compile}"
+    );
+}
+
+/// `bench/kernels.py`: the kernels a training step launches, counted from cubecl's log as the
+/// difference of two runs that tune nothing, come out as whole numbers per step, none of a kind
+/// negative (autotune's own kernels would leave fractions and deficits), and summing to the
+/// total; a LaX pathway with its LayerNorm launches more than the same model without LaX.
+#[test]
+fn the_kernel_count_script_counts_a_steps_kernels() {
+    if !adapter() {
+        return;
+    }
+    let out_file = std::env::temp_dir().join(format!("laxc-kernels-{}.json", std::process::id()));
+    let out = Command::new("python3")
+        .current_dir(common::root())
+        .args([
+            "bench/kernels.py",
+            "specs/tiny-llama-svd.lax",
+            "specs/tiny-llama-svd-lax.lax",
+            "--laxc",
+            env!("CARGO_BIN_EXE_laxc"),
+            "--json",
+        ])
+        .arg(&out_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&out_file);
+    let specs = v["specs"].as_array().unwrap();
+    let per_step: Vec<f64> = specs
+        .iter()
+        .map(|s| s["per_step"].as_f64().unwrap())
+        .collect();
+    for s in specs {
+        let kinds = s["by_kind"].as_object().unwrap();
+        let counts: Vec<f64> = kinds.values().map(|n| n.as_f64().unwrap()).collect();
+        assert!(counts.iter().all(|n| *n > 0.0 && n.fract() == 0.0), "{s}");
+        assert_eq!(
+            counts.iter().sum::<f64>(),
+            s["per_step"].as_f64().unwrap(),
+            "{s}"
+        );
+        assert!(kinds.keys().any(|k| k.starts_with("MatmulEntry")), "{s}");
+    }
+    assert!(per_step[1] > per_step[0], "{per_step:?}");
 }
