@@ -109,8 +109,10 @@ class GpuMemory:
 class Workspace:
     """The folder laxc runs in: cubecl reads `cubecl.toml` from the working directory, which here
     keeps compiled kernels in `kernels/` and autotune results in a folder named by `tune()`; the
-    environment points the CUDA driver's own cache of compiled PTX at `driver/`, large enough for
-    every kernel of the plan (the default holds 256 MiB)."""
+    environment points the CUDA driver's own cache of compiled PTX at `driver/`, raised to its 4 GiB
+    maximum so that no kernel of the plan is evicted. (On wgpu cubecl keeps compiled kernels only
+    with its SPIR-V compiler, which Burn's `wgpu` feature does not use: there only autotune's
+    folder fills.)"""
 
     def __init__(self, path):
         self.path = path
@@ -119,9 +121,10 @@ class Workspace:
                         CUDA_CACHE_MAXSIZE=str(4 << 30))
 
     def tune(self, name):
+        # A JSON string is a TOML basic string, quotes and backslashes escaped alike.
+        kernels, tuned = json.dumps(self.kernels), json.dumps(os.path.join(self.path, name))
         with open(os.path.join(self.path, "cubecl.toml"), "w") as f:
-            f.write(f'[compilation]\ncache = {{ file = "{self.kernels}" }}\n\n'
-                    f'[autotune]\ncache = {{ file = "{os.path.join(self.path, name)}" }}\n')
+            f.write(f"[compilation]\ncache = {{ file = {kernels} }}\n\n[autotune]\ncache = {{ file = {tuned} }}\n")
 
     def cache_mib(self, tuned):
         """The size of each cache in MiB: cubecl's compiled kernels, the driver's, and the
@@ -172,38 +175,45 @@ def train(laxc, device, spec, steps, dtype, ws, timeout):
             "first_step_s": first, "peak_gpu_mib": mem.peak, "loss_curve": curve}
 
 
-def twin(laxc, device, spec, steps, warmup, batch, ws, timeout):
-    """The same spec's PyTorch twin (bench/twin.py), the same steps at the same batch."""
-    cmd = [sys.executable, os.path.join(ROOT, "bench", "twin.py"), os.path.join(ROOT, spec), "--laxc", laxc,
-           "--device", device, "--steps", str(steps), "--warmup", str(warmup), "--batch", str(batch)]
+def twin(laxc, device, spec, steps, warmup, laxc_run, ws, timeout):
+    """The same spec's PyTorch twin (bench/twin.py): the same steps at the batch and dropout rate
+    `laxc bench` reported."""
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "twin.py"), os.path.join(ROOT, spec),
+           "--laxc", laxc, "--device", device, "--steps", str(steps), "--warmup", str(warmup),
+           "--batch", str(laxc_run["batch"]), "--dropout", str(laxc_run["dropout"])]
     try:
-        r = json.loads(run(cmd, ws, timeout).strip().splitlines()[-1])
+        lines = run(cmd, ws, timeout).strip().splitlines()
+        if not lines:
+            raise Failed(f"{' '.join(cmd)} printed nothing")
+        r = json.loads(lines[-1])
     except Failed as failure:
+        print(f"FAILED the twin of {spec}: {failure}", flush=True)
         return {"error": str(failure)}
     return {"implementation": r["implementation"], "per_s": r["items_per_second"],
             "median_step_s": r["median_step_seconds"], "peak_gpu_mib": (r["peak_gpu_bytes"] or 0) / 2**20,
             "final_loss": r["final_loss"]}
 
 
-def bench(laxc, device, spec, steps, warmup, peaks, batch, ws, timeout, with_twin):
-    with GpuMemory(device) as mem:
-        r = json.loads(run(bench_cmd(laxc, device, spec, steps, warmup, batch), ws, timeout))
+def bench(laxc, a, spec, steps, warmup, peaks, ws):
+    """`laxc bench` of one spec (the plan's steps, `--batch` or the spec's), and its twin's run
+    when `--twin`: laxc's speed over PyTorch's (above 1: laxc faster) beside the twin's figures."""
+    with GpuMemory(a.device) as mem:
+        r = json.loads(run(bench_cmd(laxc, a.device, spec, steps, warmup, a.batch), ws, a.timeout_s))
     achieved = r["gflops_per_second"] * 1e9
     mfu = {f"mfu_{kind}": achieved / (peak * 1e12) if peak else None
            for kind, peak in zip(("fp32", "tf32"), peaks)}
-    return {"spec": spec, "params": r["params"], "batch": r["batch"],
-            "unit": r["unit"], "per_s": r["items_per_second"],
-            "median_step_s": r["median_step_seconds"], "warmup_step_s": r["warmup_step_seconds"],
-            "gflops_per_s": r["gflops_per_second"], **mfu,
-            "peak_gpu_mib": mem.peak, "peak_rss_mib": (r["peak_rss_bytes"] or 0) / 2**20,
-            "final_loss": r["final_loss"],
-            **(compare_twin(r, twin(laxc, device, spec, steps, warmup, r["batch"], ws, timeout)) if with_twin else {})}
-
-
-def compare_twin(r, reference):
-    """laxc's speed over PyTorch's (above 1: laxc faster), beside the twin's own figures."""
-    ratio = reference["median_step_s"] / r["median_step_seconds"] if "median_step_s" in reference else None
-    return {"pytorch": reference, "speed_vs_pytorch": ratio}
+    entry = {"spec": spec, "params": r["params"], "batch": r["batch"],
+             "unit": r["unit"], "per_s": r["items_per_second"],
+             "median_step_s": r["median_step_seconds"], "warmup_step_s": r["warmup_step_seconds"],
+             "gflops_per_s": r["gflops_per_second"], **mfu,
+             "peak_gpu_mib": mem.peak, "peak_rss_mib": (r["peak_rss_bytes"] or 0) / 2**20,
+             "final_loss": r["final_loss"]}
+    if a.twin:
+        reference = twin(laxc, a.device, spec, steps, warmup, r, ws, a.timeout_s)
+        entry["pytorch"] = reference
+        entry["speed_vs_pytorch"] = (reference["median_step_s"] / r["median_step_seconds"]
+                                     if "median_step_s" in reference else None)
+    return entry
 
 
 def compile_first(items, ws, jobs, timeout):
@@ -211,36 +221,63 @@ def compile_first(items, ws, jobs, timeout):
     the whole plan are compiled in parallel processes and cached; stops any still running after
     `timeout` seconds. Returns what the JSON records: each item's time or failure."""
     ws.tune("autotune-compile")
-    pending, running, done = list(items), {}, []
+    pending, running, done = list(enumerate(items)), {}, []
     started = time.monotonic()
-    while pending or running:
-        while pending and len(running) < jobs:
-            label, cmd = pending.pop(0)
-            log = open(os.path.join(ws.path, f"compile-{len(done) + len(running)}.log"), "w+")
-            proc = subprocess.Popen(cmd, cwd=ws.path, env=ws.env, stdout=subprocess.DEVNULL, stderr=log)
-            running[proc] = (label, time.monotonic(), log)
-        time.sleep(0.2)
-        for proc in [p for p in running if p.poll() is not None or time.monotonic() - started > timeout]:
-            label, began, log = running.pop(proc)
-            entry = dict(label, seconds=round(time.monotonic() - began, 1))
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-                entry["stopped"] = f"still compiling after {timeout:.0f} s"
-            elif proc.returncode:
-                log.seek(0)
-                entry["error"] = log.read()[-2000:]
-            log.close()
-            print(f"compiled {entry}", flush=True)
-            done.append(entry)
-        if time.monotonic() - started > timeout:
-            done += [dict(label, skipped=f"not started within {timeout:.0f} s") for label, _ in pending]
-            pending = []
+    try:
+        while pending or running:
+            late = time.monotonic() - started > timeout
+            while pending and len(running) < jobs and not late:
+                i, (label, cmd) = pending.pop(0)
+                log = open(os.path.join(ws.path, f"compile-{i}.log"), "w+")
+                proc = subprocess.Popen(cmd, cwd=ws.path, env=ws.env, stdout=subprocess.DEVNULL, stderr=log)
+                running[proc] = (label, time.monotonic(), log)
+            time.sleep(0.2)
+            for proc in [p for p in running if p.poll() is not None or late]:
+                done.append(reap(proc, *running.pop(proc), timeout))
+            if late:
+                for _, (label, _) in pending:
+                    done.append(dict(label, skipped=f"not started within {timeout:g} s"))
+                    print(f"not compiled {label}: past the {timeout:g} s limit", flush=True)
+                pending = []
+    finally:  # an exception or Ctrl-C leaves no warm-up run on the GPU
+        for proc in running:
+            proc.kill()
+            proc.wait()
     return {"jobs": jobs, "seconds": round(time.monotonic() - started, 1),
             "cache_mib": ws.cache_mib("autotune-compile"), "items": done}
 
 
-def main():
+def reap(proc, label, began, log, timeout):
+    """A warm-up run's entry: its time, and why it ended if not by itself (stopped, or failed with
+    the end of its log); stops it if it is still running."""
+    entry = dict(label, seconds=round(time.monotonic() - began, 1))
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+        entry["stopped"] = f"still compiling after {timeout:g} s"
+    elif proc.returncode:
+        log.seek(0)
+        entry["error"] = log.read()[-2000:]
+    log.close()
+    print(f"compiled {entry}", flush=True)
+    return entry
+
+
+def select(plan, only):
+    """The plan's items that `--only` names (all of them without it); refuses a selection of none."""
+    if not only:
+        return plan
+    def named(label):
+        return any(text in label for text in only)
+    chosen = dict(plan, bench=[spec for spec in plan["bench"] if named(spec)],
+                  train=[item for item in plan["train"] if named(f"{item[0]} {item[2]}")])
+    if not chosen["bench"] and not chosen["train"]:
+        raise SystemExit(f"bench/gpu.py: --only {' '.join(only)} names no item of the plan")
+    return chosen
+
+
+def parse_args():
+    """The command line, with the defaults that depend on the device resolved."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--laxc", required=True)
     ap.add_argument("--device", default="cuda")
@@ -250,24 +287,50 @@ def main():
     ap.add_argument("--batch", type=int, help="`laxc bench`'s batch (default: each spec's own)")
     ap.add_argument("--timeout-s", type=float, help="stop any one laxc command after this long")
     ap.add_argument("--deadline-s", type=float,
-                    help="start no command after this long; the rest are recorded as skipped")
+                    help="start no item after this long (the last may run on for --timeout-s, twice "
+                         "with its twin); the rest are recorded as skipped")
     ap.add_argument("--compile-first", action=argparse.BooleanOptionalAction,
                     help="compile every item's kernels at once first (default: on CUDA)")
     ap.add_argument("--compile-jobs", type=int,
                     help="warm-up processes at a time (default: one per item, at most the CPUs)")
-    ap.add_argument("--compile-timeout-s", type=float, default=900,
-                    help="stop the compile phase after this long (default 900)")
+    ap.add_argument("--compile-timeout-s", type=float,
+                    help="stop the compile phase after this long (default 900 s, or half of --deadline-s)")
     ap.add_argument("--twin", action=argparse.BooleanOptionalAction,
                     help="time each bench spec's PyTorch twin too (default: on CUDA, where torch is installed)")
+    ap.add_argument("--only", nargs="+", metavar="TEXT",
+                    help="run only the items whose spec path (a training run's: followed by a space "
+                         "and its dtype) contains one of these, e.g. 350m-svd-r256-lax 'lax-identity.lax bf16'")
     ap.add_argument("--out", help="the JSON file (default bench/results/gpu-<date>.json)")
     a = ap.parse_args()
     if a.compile_first is None:
         a.compile_first = a.device.startswith("cuda")
+    if a.compile_timeout_s is None:
+        a.compile_timeout_s = 900 if a.deadline_s is None else a.deadline_s / 2
     if a.twin is None:
         a.twin = a.device.startswith("cuda") and importlib.util.find_spec("torch") is not None
+    return a
+
+
+def warm_up(plan, laxc, a, ws):
+    """The compile phase: each item's own command, shortened (the same shapes, so the same
+    kernels), all at once; returns what the JSON records of it."""
+    items = ([({"spec": spec}, bench_cmd(laxc, a.device, spec, 1, 1, a.batch)) for spec in plan["bench"]]
+             + [({"spec": spec, "dtype": dtype},
+                 train_cmd(laxc, a.device, spec, 2, dtype, os.path.join(ws.path, f"warm-{i}")))
+                for i, (spec, _, dtype) in enumerate(plan["train"])])
+    jobs = a.compile_jobs or min(len(items), os.cpu_count() or 1)
+    phase = compile_first(items, ws, jobs, a.compile_timeout_s)
+    cache = phase["cache_mib"]
+    print(f"compile phase: {phase['seconds']} s, caches: kernels {cache['kernels']:.1f} MiB, "
+          f"driver {cache['driver']:.1f} MiB, autotune {cache['autotune']:.2f} MiB", flush=True)
+    return phase
+
+
+def main():
+    a = parse_args()
     laxc = os.path.abspath(a.laxc)
     started = time.monotonic()
-    plan = QUICK if a.quick else FULL
+    plan = select(QUICK if a.quick else FULL, a.only)
     name = gpu_name(a.device)
     peaks = peak_tflops(name, a.peak_tflops, a.peak_tflops_tf32)
     out = a.out or os.path.join(ROOT, "bench", "results", f"gpu-{datetime.date.today()}.json")
@@ -276,7 +339,7 @@ def main():
               "adapter": name, "peak_tflops_fp32": peaks[0],
               "peak_tflops_tf32": peaks[1], "quick": a.quick, "bench_batch": a.batch,
               "bench_steps": plan["bench_steps"][0], "bench_warmup": plan["bench_steps"][1],
-              "train": [], "bench": []}
+              "only": a.only, "train": [], "bench": []}
 
     def save():
         with open(out, "w") as f:
@@ -308,30 +371,22 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         ws = Workspace(work)
         if a.compile_first:
-            # Each item's own command, shortened: the same shapes, so the same kernels.
-            items = ([({"spec": spec}, bench_cmd(laxc, a.device, spec, 1, 1, a.batch)) for spec in plan["bench"]]
-                     + [({"spec": spec, "dtype": dtype},
-                         train_cmd(laxc, a.device, spec, 2, dtype, os.path.join(work, f"warm-{i}")))
-                        for i, (spec, _, dtype) in enumerate(plan["train"])])
-            jobs = a.compile_jobs or min(len(items), os.cpu_count() or 1)
-            result["compile"] = compile_first(items, ws, jobs, a.compile_timeout_s)
-            cache = result["compile"]["cache_mib"]
-            print(f"compile phase: {result['compile']['seconds']} s, caches: kernels "
-                  f"{cache['kernels']:.1f} MiB, driver {cache['driver']:.1f} MiB, autotune "
-                  f"{cache['autotune']:.2f} MiB", flush=True)
+            result["compile"] = warm_up(plan, laxc, a, ws)
             save()
         ws.tune("autotune")
         for spec in plan["bench"]:
             record("bench", {"spec": spec},
-                   lambda: bench(laxc, a.device, spec, steps, warmup, peaks, a.batch, ws, a.timeout_s, a.twin),
+                   lambda: bench(laxc, a, spec, steps, warmup, peaks, ws),
                    describe_bench)
         for spec, train_steps, dtype in plan["train"]:
             record("train", {"spec": spec, "dtype": dtype},
                    lambda: train(laxc, a.device, spec, train_steps, dtype, ws, a.timeout_s),
                    lambda r: f"trained {r['spec']} ({r['dtype']}): {r['tokens_per_s']:.0f} tokens/s")
     print(f"wrote {out}")
+    # A compile-phase failure (out of GPU memory with every item at once, say) costs only time:
+    # the measured run of the item decides.
     failed = [e["spec"] for part in ("train", "bench") for e in result[part] if "error" in e]
-    failed += [f"compiling {e['spec']}" for e in result.get("compile", {}).get("items", []) if "error" in e]
+    failed += [f"the twin of {e['spec']}" for e in result["bench"] if "error" in e.get("pytorch", {})]
     if failed:
         raise SystemExit(f"{len(failed)} failed: {', '.join(failed)}")
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """GPU kernels launched per training step, spec by spec, by kind: what a GPU step costs the host.
 
-On an H100 the paper's LLaMA specs are host-bound (BENCHMARKS.md, "GPU": a 60M SVD step 84 ms
-for 0.3 TFLOP/s), so a step's time follows the number of kernels it launches more than its
-FLOPs. That number is the same on every cubecl back end, so it can be counted here, on the wgpu
-back end over a software Vulkan device (llvmpipe), with no GPU: cubecl logs each kernel it runs
+On an H100 the paper's LLaMA specs are host-bound (BENCHMARKS.md, "GPU": a 60M SVD step of
+0.35 TFLOP takes 84 ms), so a step's time follows the number of kernels it launches more than its
+FLOPs. Every cubecl back end runs the same kernel code (which kernels autotune and fusion pick
+is the device's choice, so CUDA's counts may differ somewhat: not yet compared), so it can be
+counted here, on the wgpu back end over a software Vulkan device (llvmpipe), with no GPU: cubecl
+logs each kernel it runs
 when its `cubecl.toml` asks (`[profiling.logger] level = "minimal"`). Each spec is run three
 times in a folder of its own: once to tune (autotune runs kernels of its own, and keeps its
 choices in the folder), then with `steps` and with `2 × steps` timed steps after the same
@@ -36,9 +38,10 @@ def kind(line):
 def launched(laxc, device, spec, steps, warmup, batch, folder):
     """The kinds of the kernels one `laxc bench` run launches, counted."""
     log = os.path.join(folder, "kernels.log")
-    with open(os.path.join(folder, "cubecl.toml"), "w") as f:
-        f.write(f'[profiling.logger]\nlevel = "minimal"\nfile = "{log}"\nappend = false\n\n'
-                f'[autotune]\ncache = {{ file = "{os.path.join(folder, "autotune")}" }}\n')
+    tuned = os.path.join(folder, "autotune")
+    with open(os.path.join(folder, "cubecl.toml"), "w") as f:  # JSON strings are TOML strings
+        f.write(f'[profiling.logger]\nlevel = "minimal"\nfile = {json.dumps(log)}\nappend = false\n\n'
+                f'[autotune]\ncache = {{ file = {json.dumps(tuned)} }}\n')
     if os.path.exists(log):
         os.remove(log)
     cmd = [laxc, "bench", os.path.abspath(spec), "--device", device, "--steps", str(steps),
