@@ -74,7 +74,8 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--json", help="write the counts here")
     a = ap.parse_args()
-    rows = [per_step(a.laxc, a.device, spec, a.steps, a.warmup, a.batch) for spec in a.specs]
+    laxc = os.path.abspath(a.laxc)  # the runs start in folders of their own
+    rows = [per_step(laxc, a.device, spec, a.steps, a.warmup, a.batch) for spec in a.specs]
     first = rows[0]["by_kind"]
     differ = sorted({k for r in rows for k, n in r["by_kind"].items() if n != first.get(k, 0)}
                     or set(first), key=lambda k: -max(r["by_kind"].get(k, 0) for r in rows))

@@ -10,9 +10,10 @@
 //! is the closed-form gradient. On Flex in f32 most of them run laxc's own kernels on Flex's
 //! buffers (`flex_kernels`, `flex_gemm`); on other inner backends, the backend's ops.
 //!
-//! laxc's CPU autodiff backends (`Autodiff` over Flex, NdArray and Candle) take that path (not
-//! yet the GPU ones: `for_each_inner_backend` says why); any other backend (a GPU one, or a
-//! plain one in evaluation and generation) computes the composed
+//! laxc's CPU autodiff backends (`Autodiff` over Flex, NdArray and Candle) take that path, and
+//! the GPU ones (`Autodiff` over wgpu and CUDA) for the norms (`for_each_gpu_inner_backend`
+//! says why not the products); any other backend (a plain one in evaluation and
+//! generation) computes the composed
 //! formula (`composed`) or the backend's own op for it (softmax, LayerNorm). The composed
 //! formulas are also the reference the tests hold each node to, values and gradients alike
 //! (tests/lowering.rs, "fused").
@@ -304,6 +305,12 @@ fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
 
 /// An op that is one autodiff node over `N` float inputs, on any inner backend `I`.
 trait Node<const N: usize> {
+    /// Whether the GPU back ends run it as a node too: so far the norms, whose node there keeps
+    /// the forward pass's row statistics for its backward (`norm::on_gpu`). Never the products:
+    /// on a GPU a product keeps to `product::rows_times`'s shapes, which avoid the cubecl matmul
+    /// kernel known to be wrong.
+    const ON_GPU: bool = false;
+
     fn run<I: Backend>(self, inputs: [FloatTensor<Autodiff<I>>; N]) -> FloatTensor<Autodiff<I>>;
 }
 
@@ -326,11 +333,21 @@ macro_rules! for_each_inner_backend {
         // nodes themselves.
         $then!(burn::backend::NdArray<f64>);
         $then!(burn::backend::Candle);
-        // Not the GPU back ends (CUDA, wgpu) yet: on wgpu the grouped-query spec's embedding
-        // gradient came out 0.126 of its norm off Flex's in two of three runs of tests/wgpu.rs
-        // with the nodes (autotune picks matmul kernels by timing, and one of them is known to
-        // be wrong: BENCHMARKS.md "GPU"); they keep the composed formulas until that is
-        // understood.
+        // The GPU back ends have the nodes whose `ON_GPU` says so (`for_each_gpu_inner_backend`).
+    };
+}
+
+/// The GPU back ends' inner backends, for the nodes with `ON_GPU`: on them a composed norm is
+/// about 24 kernels a step, recorded op by op (a LaX pathway's add-norm doubled an H100 step:
+/// BENCHMARKS.md "GPU"). Not their products: with laxc's matmul node on wgpu the grouped-query
+/// spec's embedding gradient came out 0.126 of its norm off Flex's in two of three runs of
+/// tests/wgpu.rs, the product of an 8 × 8 weight by autotune's wrong kernel (`product.rs`).
+macro_rules! for_each_gpu_inner_backend {
+    ($then:ident) => {
+        #[cfg(feature = "wgpu")]
+        $then!(burn::backend::Wgpu);
+        #[cfg(feature = "cuda")]
+        $then!(burn::backend::Cuda);
     };
 }
 
@@ -354,10 +371,14 @@ fn as_node<B: Backend, Op: Node<N>, const N: usize>(
         };
     }
     for_each_inner_backend!(try_on);
+    if Op::ON_GPU {
+        for_each_gpu_inner_backend!(try_on);
+    }
     Err(inputs.take().expect("not taken"))
 }
 
-/// Whether `B` runs these ops as nodes of their own (the tests check that training does).
+/// Whether `B` runs all of these ops as nodes of their own, products included (the tests check
+/// that CPU training does); the GPU back ends run only the norms as nodes.
 #[allow(deprecated)] // burn-candle
 pub fn has_nodes<B: Backend>() -> bool {
     macro_rules! is {
@@ -368,6 +389,19 @@ pub fn has_nodes<B: Backend>() -> bool {
         };
     }
     for_each_inner_backend!(is);
+    false
+}
+
+/// Whether `I` is the inner backend of a GPU back end (its nodes are those with `ON_GPU`).
+fn gpu_inner<I: Backend>() -> bool {
+    macro_rules! is {
+        ($inner:ty) => {
+            if TypeId::of::<I>() == TypeId::of::<$inner>() {
+                return true;
+            }
+        };
+    }
+    for_each_gpu_inner_backend!(is);
     false
 }
 

@@ -2,8 +2,8 @@
 //! `Norm(z + g(h))`, `passes::fuse_lax_norms`), all with one backward (`NormBackward`).
 
 use super::{
-    as_node, column_sums, composed, float, give, inverse_root, mean_last, on_flex, on_flex_over,
-    record, take_buffer, Node,
+    as_node, column_sums, composed, float, give, gpu_inner, inverse_root, mean_last, on_flex,
+    on_flex_over, record, take_buffer, Node,
 };
 use crate::lower::flex_kernels;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -98,15 +98,19 @@ struct NormBackward {
 }
 
 impl<I: Backend, const N: usize> Backward<I, N> for NormBackward {
-    /// The normalized input (the sum, for a norm of a sum) and γ.
-    type State = (FloatTensor<I>, FloatTensor<I>);
+    /// The normalized input (the sum, for a norm of a sum) and γ; or, from a GPU's forward pass
+    /// (`on_gpu`), the input already normalized, `x̂`, γ and the rows' `r = 1/√(var + ε)`.
+    type State = (FloatTensor<I>, FloatTensor<I>, Option<FloatTensor<I>>);
 
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (x, gamma) = ops.state;
+        let (x, gamma, r) = ops.state;
         let g = grads.consume::<I>(&ops.node);
         let parents = ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
         let centered = N == self.inputs + 2;
-        let (dx, d_gamma, d_beta) = norm_gradients::<I>([x, gamma, g], self.epsilon, centered);
+        let (dx, d_gamma, d_beta) = match r {
+            Some(r) => gradients_from_rows::<I>([x, r, gamma, g], centered),
+            None => norm_gradients::<I>([x, gamma, g], self.epsilon, centered),
+        };
         let (last, others) = parents[..self.inputs]
             .split_last()
             .expect("a norm has an input");
@@ -142,7 +146,17 @@ fn norm_gradients<I: Backend>(
         // `g` now holds dx.
         return (g, vector(d_gamma), centered.then(|| vector(d_beta)));
     }
-    let gamma = row::<I>(gamma);
+    let (normalized, r) = normalize::<I>(x, epsilon, centered);
+    gradients_from_rows::<I>([normalized, r, gamma, g], centered)
+}
+
+/// `(x̂, r)`: the rows of `x` centred (LayerNorm) and scaled by `r = 1/√(var + ε)` (the mean
+/// square, uncentred, for RMSNorm), and `r` as a column.
+fn normalize<I: Backend>(
+    x: FloatTensor<I>,
+    epsilon: f64,
+    centered: bool,
+) -> (FloatTensor<I>, FloatTensor<I>) {
     let x = if centered {
         I::float_sub(x.clone(), mean_last::<I>(x))
     } else {
@@ -150,7 +164,17 @@ fn norm_gradients<I: Backend>(
     };
     let variance = mean_last::<I>(I::float_mul(x.clone(), x.clone()));
     let r = inverse_root::<I>(variance, epsilon);
-    let normalized = I::float_mul(x, r.clone());
+    (I::float_mul(x, r.clone()), r)
+}
+
+/// [`norm_gradients`] from the normalized rows `x̂` and their `r`, composed of the backend's ops.
+fn gradients_from_rows<I: Backend>(
+    [normalized, r, gamma, g]: [FloatTensor<I>; 4],
+    centered: bool,
+) -> (FloatTensor<I>, FloatTensor<I>, Option<FloatTensor<I>>) {
+    let width = gamma.shape().num_elements();
+    let vector = |t: FloatTensor<I>| I::float_reshape(t, Shape::new([width]));
+    let gamma = row::<I>(gamma);
     let d_beta = centered.then(|| column_sums::<I>(g.clone()));
     let d_gamma = column_sums::<I>(I::float_mul(g.clone(), normalized.clone()));
     let h = I::float_mul(g, gamma);
@@ -165,23 +189,53 @@ fn norm_gradients<I: Backend>(
 }
 
 impl Node<3> for LayerNorm {
+    const ON_GPU: bool = true;
+
     fn run<I: Backend>(
         self,
         [x, gamma, beta]: [FloatTensor<Autodiff<I>>; 3],
     ) -> FloatTensor<Autodiff<I>> {
         let (input, g) = (x.primitive.clone(), gamma.primitive.clone());
+        let backward = NormBackward {
+            epsilon: self.epsilon,
+            inputs: 1,
+        };
+        let parents = [&x, &gamma, &beta];
+        if let Some([y, normalized, r]) =
+            on_gpu::<I>(&input, &g, Some(&beta.primitive), self.epsilon)
+        {
+            return record(backward, parents, (normalized, g, Some(r)), y);
+        }
         let y = layer_norm_inner::<I>(
             input.clone(),
             g.clone(),
             beta.primitive.clone(),
             self.epsilon,
         );
-        let backward = NormBackward {
-            epsilon: self.epsilon,
-            inputs: 1,
-        };
-        record(backward, [&x, &gamma, &beta], (input, g), y)
+        record(backward, parents, (input, g, None), y)
     }
+}
+
+/// On a GPU back end, the norm of `x` (LayerNorm with `beta`, else RMSNorm) composed of the
+/// backend's ops with its rows' statistics kept, `[y, x̂, r]`, for a backward pass that starts
+/// from them instead of normalizing `x` again; `None` on other backends. A composed norm was
+/// about 24 kernels a step there, autodiff's graph of its primitives (BENCHMARKS.md, attempt 76).
+fn on_gpu<I: Backend>(
+    x: &FloatTensor<I>,
+    gamma: &FloatTensor<I>,
+    beta: Option<&FloatTensor<I>>,
+    epsilon: f64,
+) -> Option<[FloatTensor<I>; 3]> {
+    if !gpu_inner::<I>() {
+        return None;
+    }
+    let (normalized, r) = normalize::<I>(x.clone(), epsilon, beta.is_some());
+    let y = I::float_mul(normalized.clone(), row::<I>(gamma.clone()));
+    let y = match beta {
+        Some(beta) => I::float_add(y, row::<I>(beta.clone())),
+        None => y,
+    };
+    Some([y, normalized, r])
 }
 
 /// LayerNorm on a backend from γ and β as vectors: the backend's own op (one pass on Flex).
@@ -205,17 +259,22 @@ struct RmsNorm {
 }
 
 impl Node<2> for RmsNorm {
+    const ON_GPU: bool = true;
+
     fn run<I: Backend>(
         self,
         [x, gamma]: [FloatTensor<Autodiff<I>>; 2],
     ) -> FloatTensor<Autodiff<I>> {
         let (input, g) = (x.primitive.clone(), gamma.primitive.clone());
-        let y = rms_norm_inner::<I>(input.clone(), g.clone(), self.epsilon);
         let backward = NormBackward {
             epsilon: self.epsilon,
             inputs: 1,
         };
-        record(backward, [&x, &gamma], (input, g), y)
+        if let Some([y, normalized, r]) = on_gpu::<I>(&input, &g, None, self.epsilon) {
+            return record(backward, [&x, &gamma], (normalized, g, Some(r)), y);
+        }
+        let y = rms_norm_inner::<I>(input.clone(), g.clone(), self.epsilon);
+        record(backward, [&x, &gamma], (input, g, None), y)
     }
 }
 
@@ -271,33 +330,52 @@ impl AddNorm {
 }
 
 impl Node<4> for AddNorm {
+    const ON_GPU: bool = true;
+
     fn run<I: Backend>(
         self,
         [mut x, addend, gamma, beta]: [FloatTensor<Autodiff<I>>; 4],
     ) -> FloatTensor<Autodiff<I>> {
         let inputs = [take_buffer(&mut x), addend.primitive.clone()];
         let g = gamma.primitive.clone();
-        let [y, sum] = self.forward::<I>(inputs, g.clone(), Some(beta.primitive.clone()));
         let backward = NormBackward {
             epsilon: self.epsilon,
             inputs: 2,
         };
-        record(backward, [&x, &addend, &gamma, &beta], (sum, g), y)
+        let parents = [&x, &addend, &gamma, &beta];
+        if gpu_inner::<I>() {
+            let [left, right] = inputs;
+            let sum = I::float_add(left, right);
+            let [y, normalized, r] =
+                on_gpu::<I>(&sum, &g, Some(&beta.primitive), self.epsilon).expect("a GPU back end");
+            return record(backward, parents, (normalized, g, Some(r)), y);
+        }
+        let [y, sum] = self.forward::<I>(inputs, g.clone(), Some(beta.primitive.clone()));
+        record(backward, parents, (sum, g, None), y)
     }
 }
 
 impl Node<3> for AddNorm {
+    const ON_GPU: bool = true;
+
     fn run<I: Backend>(
         self,
         [mut x, addend, gamma]: [FloatTensor<Autodiff<I>>; 3],
     ) -> FloatTensor<Autodiff<I>> {
         let inputs = [take_buffer(&mut x), addend.primitive.clone()];
         let g = gamma.primitive.clone();
-        let [y, sum] = self.forward::<I>(inputs, g.clone(), None);
         let backward = NormBackward {
             epsilon: self.epsilon,
             inputs: 2,
         };
-        record(backward, [&x, &addend, &gamma], (sum, g), y)
+        if gpu_inner::<I>() {
+            let [left, right] = inputs;
+            let sum = I::float_add(left, right);
+            let [y, normalized, r] =
+                on_gpu::<I>(&sum, &g, None, self.epsilon).expect("a GPU back end");
+            return record(backward, [&x, &addend, &gamma], (normalized, g, Some(r)), y);
+        }
+        let [y, sum] = self.forward::<I>(inputs, g.clone(), None);
+        record(backward, [&x, &addend, &gamma], (sum, g, None), y)
     }
 }
