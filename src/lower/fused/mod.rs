@@ -306,7 +306,7 @@ fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
 /// An op that is one autodiff node over `N` float inputs, on any inner backend `I`.
 trait Node<const N: usize> {
     /// Whether the GPU back ends run it as a node too: so far the norms, whose node there keeps
-    /// the forward pass's row statistics for its backward (`norm::on_gpu`). Never the products:
+    /// the forward pass's row statistics for its backward (`norm::norm_keeping_rows`). Never the products:
     /// on a GPU a product keeps to `product::rows_times`'s shapes, which avoid the cubecl matmul
     /// kernel known to be wrong.
     const ON_GPU: bool = false;

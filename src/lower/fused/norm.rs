@@ -97,10 +97,13 @@ struct NormBackward {
     inputs: usize,
 }
 
+/// What a norm node keeps for its backward pass: the input to normalize (the sum, for a norm of
+/// a sum) and γ; or, from a GPU's forward pass (`norm_keeping_rows`), the input already
+/// normalized, `x̂`, γ and the rows' `r = 1/√(var + ε)`.
+type NormState<I> = (FloatTensor<I>, FloatTensor<I>, Option<FloatTensor<I>>);
+
 impl<I: Backend, const N: usize> Backward<I, N> for NormBackward {
-    /// The normalized input (the sum, for a norm of a sum) and γ; or, from a GPU's forward pass
-    /// (`on_gpu`), the input already normalized, `x̂`, γ and the rows' `r = 1/√(var + ε)`.
-    type State = (FloatTensor<I>, FloatTensor<I>, Option<FloatTensor<I>>);
+    type State = NormState<I>;
 
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (x, gamma, r) = ops.state;
@@ -201,10 +204,10 @@ impl Node<3> for LayerNorm {
             inputs: 1,
         };
         let parents = [&x, &gamma, &beta];
-        if let Some([y, normalized, r]) =
-            on_gpu::<I>(&input, &g, Some(&beta.primitive), self.epsilon)
-        {
-            return record(backward, parents, (normalized, g, Some(r)), y);
+        if gpu_inner::<I>() {
+            let b = Some(beta.primitive.clone());
+            let (y, state) = norm_keeping_rows::<I>(input, g, b, self.epsilon);
+            return record(backward, parents, state, y);
         }
         let y = layer_norm_inner::<I>(
             input.clone(),
@@ -216,26 +219,23 @@ impl Node<3> for LayerNorm {
     }
 }
 
-/// On a GPU back end, the norm of `x` (LayerNorm with `beta`, else RMSNorm) composed of the
-/// backend's ops with its rows' statistics kept, `[y, x̂, r]`, for a backward pass that starts
-/// from them instead of normalizing `x` again; `None` on other backends. A composed norm was
-/// about 24 kernels a step there, autodiff's graph of its primitives (BENCHMARKS.md, attempt 76).
-fn on_gpu<I: Backend>(
-    x: &FloatTensor<I>,
-    gamma: &FloatTensor<I>,
-    beta: Option<&FloatTensor<I>>,
+/// The GPU back ends' forward pass of a norm node: the norm of `x` (LayerNorm with `beta`, else
+/// RMSNorm) composed of the backend's ops, and its rows' statistics kept as the backward's state,
+/// which then starts from them instead of normalizing `x` again. A composed norm was about 24
+/// kernels a step there, autodiff's graph of its primitives (BENCHMARKS.md, attempt 76).
+fn norm_keeping_rows<I: Backend>(
+    x: FloatTensor<I>,
+    gamma: FloatTensor<I>,
+    beta: Option<FloatTensor<I>>,
     epsilon: f64,
-) -> Option<[FloatTensor<I>; 3]> {
-    if !gpu_inner::<I>() {
-        return None;
-    }
-    let (normalized, r) = normalize::<I>(x.clone(), epsilon, beta.is_some());
+) -> (FloatTensor<I>, NormState<I>) {
+    let (normalized, r) = normalize::<I>(x, epsilon, beta.is_some());
     let y = I::float_mul(normalized.clone(), row::<I>(gamma.clone()));
     let y = match beta {
-        Some(beta) => I::float_add(y, row::<I>(beta.clone())),
+        Some(beta) => I::float_add(y, row::<I>(beta)),
         None => y,
     };
-    Some([y, normalized, r])
+    (y, (normalized, gamma, Some(r)))
 }
 
 /// LayerNorm on a backend from γ and β as vectors: the backend's own op (one pass on Flex).
@@ -270,8 +270,9 @@ impl Node<2> for RmsNorm {
             epsilon: self.epsilon,
             inputs: 1,
         };
-        if let Some([y, normalized, r]) = on_gpu::<I>(&input, &g, None, self.epsilon) {
-            return record(backward, [&x, &gamma], (normalized, g, Some(r)), y);
+        if gpu_inner::<I>() {
+            let (y, state) = norm_keeping_rows::<I>(input, g, None, self.epsilon);
+            return record(backward, [&x, &gamma], state, y);
         }
         let y = rms_norm_inner::<I>(input.clone(), g.clone(), self.epsilon);
         record(backward, [&x, &gamma], (input, g, None), y)
@@ -298,15 +299,19 @@ struct AddNorm {
 }
 
 impl AddNorm {
-    /// `[y, x + addend]` on the inner backend: one Flex kernel where it applies, which writes
-    /// `y` over `x`'s buffer (copied first if anything else holds it).
+    /// `y` and the backward's state on the inner backend: one Flex kernel where it applies,
+    /// which writes `y` over `x`'s buffer (copied first if anything else holds it) and keeps
+    /// `x + addend`; on a GPU back end the sum's rows' statistics (`norm_keeping_rows`).
     fn forward<I: Backend>(
         &self,
         [mut x, addend]: [FloatTensor<I>; 2],
         gamma: FloatTensor<I>,
         beta: Option<FloatTensor<I>>,
-    ) -> [FloatTensor<I>; 2] {
+    ) -> (FloatTensor<I>, NormState<I>) {
         let eps = self.epsilon;
+        if gpu_inner::<I>() {
+            return norm_keeping_rows::<I>(I::float_add(x, addend), gamma, beta, eps);
+        }
         let fused = match &beta {
             Some(beta) => {
                 on_flex_over::<I, 3, 1>(&mut x, [&addend, &gamma, beta], |x, [a, g, b]| {
@@ -318,14 +323,14 @@ impl AddNorm {
             }),
         };
         if let Some([sum]) = fused {
-            return [x, sum];
+            return (x, (sum, gamma, None));
         }
         let sum = I::float_add(x, addend);
         let y = match beta {
-            Some(beta) => layer_norm_inner::<I>(sum.clone(), gamma, beta, eps),
-            None => rms_norm_inner::<I>(sum.clone(), gamma, eps),
+            Some(beta) => layer_norm_inner::<I>(sum.clone(), gamma.clone(), beta, eps),
+            None => rms_norm_inner::<I>(sum.clone(), gamma.clone(), eps),
         };
-        [y, sum]
+        (y, (sum, gamma, None))
     }
 }
 
@@ -342,16 +347,8 @@ impl Node<4> for AddNorm {
             epsilon: self.epsilon,
             inputs: 2,
         };
-        let parents = [&x, &addend, &gamma, &beta];
-        if gpu_inner::<I>() {
-            let [left, right] = inputs;
-            let sum = I::float_add(left, right);
-            let [y, normalized, r] =
-                on_gpu::<I>(&sum, &g, Some(&beta.primitive), self.epsilon).expect("a GPU back end");
-            return record(backward, parents, (normalized, g, Some(r)), y);
-        }
-        let [y, sum] = self.forward::<I>(inputs, g.clone(), Some(beta.primitive.clone()));
-        record(backward, parents, (sum, g, None), y)
+        let (y, state) = self.forward::<I>(inputs, g, Some(beta.primitive.clone()));
+        record(backward, [&x, &addend, &gamma, &beta], state, y)
     }
 }
 
@@ -368,14 +365,7 @@ impl Node<3> for AddNorm {
             epsilon: self.epsilon,
             inputs: 2,
         };
-        if gpu_inner::<I>() {
-            let [left, right] = inputs;
-            let sum = I::float_add(left, right);
-            let [y, normalized, r] =
-                on_gpu::<I>(&sum, &g, None, self.epsilon).expect("a GPU back end");
-            return record(backward, [&x, &addend, &gamma], (normalized, g, Some(r)), y);
-        }
-        let [y, sum] = self.forward::<I>(inputs, g.clone(), None);
-        record(backward, [&x, &addend, &gamma], (sum, g, None), y)
+        let (y, state) = self.forward::<I>(inputs, g, None);
+        record(backward, [&x, &addend, &gamma], state, y)
     }
 }
