@@ -8,6 +8,9 @@ driver compiles each kernel's PTX on one thread of the process that asks, minute
 a fresh machine, so the items' warm-up runs share the machine's cores, and the measured runs that
 follow, one at a time, load what they compiled from cubecl's kernel cache and the driver's cache
 instead. Their autotune starts afresh, so no choice made while the GPU was shared is reused.
+--kernel-cache DIR keeps both caches in DIR rather than in a temporary folder, so that a later run
+on the same GPU and driver (a second lease, say, with DIR carried over) compiles only the kernels
+that changed.
 
 --quick runs the tiny specs (the default spec and tiny-llama dense / SVD / SVD+LaX) for a few
 steps: what a software device such as llvmpipe can do in minutes, to test this script.
@@ -114,10 +117,11 @@ class Workspace:
     with its SPIR-V compiler, which Burn's `wgpu` feature does not use: there only autotune's
     folder fills.)"""
 
-    def __init__(self, path):
+    def __init__(self, path, kernel_cache=None):
         self.path = path
-        self.kernels = os.path.join(path, "kernels")
-        self.env = dict(os.environ, CUDA_CACHE_PATH=os.path.join(path, "driver"),
+        caches = os.path.abspath(kernel_cache) if kernel_cache else path
+        self.kernels = os.path.join(caches, "kernels")
+        self.env = dict(os.environ, CUDA_CACHE_PATH=os.path.join(caches, "driver"),
                         CUDA_CACHE_MAXSIZE=str(4 << 30))
 
     def tune(self, name):
@@ -295,6 +299,9 @@ def parse_args():
                     help="warm-up processes at a time (default: one per item, at most the CPUs)")
     ap.add_argument("--compile-timeout-s", type=float,
                     help="stop the compile phase after this long (default 900 s, or half of --deadline-s)")
+    ap.add_argument("--kernel-cache", metavar="DIR",
+                    help="keep the compiled kernels (cubecl's and the driver's caches) in DIR, and "
+                         "reuse what an earlier run left there (default: a temporary folder)")
     ap.add_argument("--twin", action=argparse.BooleanOptionalAction,
                     help="time each bench spec's PyTorch twin too (default: on CUDA, where torch is installed)")
     ap.add_argument("--only", nargs="+", metavar="TEXT",
@@ -369,7 +376,7 @@ def main():
 
     steps, warmup = plan["bench_steps"]
     with tempfile.TemporaryDirectory() as work:
-        ws = Workspace(work)
+        ws = Workspace(work, a.kernel_cache)
         if a.compile_first:
             result["compile"] = warm_up(plan, laxc, a, ws)
             save()
