@@ -252,6 +252,118 @@ fn every_layer_formula_holds_on_wgpu() {
     });
 }
 
+/// One norm's output and its inputs' gradients (x, the addend where `summed`, γ, β where
+/// `layer`) under the loss `Σ w ⊙ y²`, on backend `E` in its own precision, read back as f32.
+fn norm_and_gradients<E: AutodiffBackend>(
+    [x, addend, gamma, beta, w]: [&[f32]; 5],
+    [rows, width]: [usize; 2],
+    [layer, summed]: [bool; 2],
+    node: bool,
+) -> Vec<Vec<f32>> {
+    use laxc::lower::fused::{self, composed};
+    let dev = Default::default();
+    let vector = |v: &[f32]| {
+        Tensor::<E, 1>::from_data(TensorData::new(v.to_vec(), [v.len()]), &dev).require_grad()
+    };
+    let matrix = |v: &[f32]| {
+        let t = Tensor::<E, 1>::from_data(TensorData::new(v.to_vec(), [v.len()]), &dev);
+        t.reshape([rows, width]).detach().require_grad()
+    };
+    let (x, a) = (matrix(x), matrix(addend));
+    let (gamma, beta) = (vector(gamma), vector(beta));
+    let w = Tensor::<E, 1>::from_data(TensorData::new(w.to_vec(), [w.len()]), &dev);
+    let eps = 1e-5;
+    let y: Tensor<E, 2> = match (node, layer, summed) {
+        (true, true, false) => fused::layer_norm(x.clone(), gamma.clone(), beta.clone(), eps),
+        (true, false, false) => fused::rms_norm(x.clone(), gamma.clone(), eps),
+        (true, true, true) => {
+            fused::add_layer_norm(x.clone(), a.clone(), gamma.clone(), beta.clone(), eps)
+        }
+        (true, false, true) => fused::add_rms_norm(x.clone(), a.clone(), gamma.clone(), eps),
+        (false, ..) => {
+            let input = if summed {
+                x.clone() + a.clone()
+            } else {
+                x.clone()
+            };
+            let g = gamma.clone().reshape([1, width]);
+            match layer {
+                true => composed::layer_norm(input, g, beta.clone().reshape([1, width]), eps),
+                false => composed::rms_norm(input, g, eps),
+            }
+        }
+    };
+    let read = |d: TensorData| d.iter::<f32>().collect::<Vec<f32>>();
+    let values = read(y.clone().into_data());
+    let grads = (y.clone() * y * w.reshape([rows, width])).sum().backward();
+    let mut out = vec![values, read(x.grad(&grads).unwrap().into_data())];
+    if summed {
+        out.push(read(a.grad(&grads).unwrap().into_data()));
+    }
+    out.push(read(gamma.grad(&grads).unwrap().into_data()));
+    if layer {
+        out.push(read(beta.grad(&grads).unwrap().into_data()));
+    }
+    out
+}
+
+/// laxc's own norm kernels (`lower/fused/cube_norm.rs`, one launch each way) on wgpu in f32
+/// against the same norms composed of Burn's ops in f64 on NdArray (whose gradients
+/// tests/lowering.rs holds to finite differences): LayerNorm, RMSNorm and both of a sum, their
+/// values and every input's gradient, at widths below, at and above a cube's 32 to 256 units.
+#[test]
+fn the_norm_kernels_match_the_f64_formulas_on_wgpu() {
+    if !adapter() {
+        return;
+    }
+    let before = laxc::lower::fused::gpu_norm_kernel_launches();
+    let mut cases = 0;
+    for (rows, width) in [(1, 1), (5, 6), (3, 37), (70, 256), (4, 300), (2, 1100)] {
+        // Values in [−2, 2), a different sequence for each input.
+        let values = |seed: usize, n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 250.0 - 2.0)
+                .collect()
+        };
+        let n = rows * width;
+        let inputs = [
+            values(1, n),
+            values(2, n),
+            values(3, width),
+            values(4, width),
+            values(5, n),
+        ];
+        let inputs = inputs.each_ref().map(|v| v.as_slice());
+        for kind in [[true, false], [false, false], [true, true], [false, true]] {
+            let got = norm_and_gradients::<B>(inputs, [rows, width], kind, true);
+            let want = norm_and_gradients::<Autodiff<burn::backend::NdArray<f64>>>(
+                inputs,
+                [rows, width],
+                kind,
+                false,
+            );
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                // Entries are of order one; where the exact value is near zero (RMSNorm's dx at
+                // width 1 is r·h·ε/(x² + ε)) f32 cancels, so the error is taken against a floor
+                // of 1e-2 per entry (an error of 1e-6 an entry at most).
+                let err = relative(w, g, 1e-2 * (w.len() as f64).sqrt());
+                assert!(
+                    err < 1e-4,
+                    "{rows} × {width}, [layer, summed] {kind:?}, output {i} (y, dx, da, dγ, dβ): \
+                     relative error {err:.2e}"
+                );
+            }
+            cases += 1;
+        }
+    }
+    // Each case one forward launch and two backward (more where tests beside this one run norms).
+    let launched = laxc::lower::fused::gpu_norm_kernel_launches() - before;
+    assert!(
+        launched >= 3 * cases,
+        "{launched} kernel launches for {cases} cases"
+    );
+}
+
 #[test]
 fn every_spec_runs_forward_and_backward_on_wgpu_as_on_flex() {
     if !adapter() {

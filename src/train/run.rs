@@ -167,20 +167,40 @@ pub fn learning_rate(o: &TrainOptions, step: u64, total: u64) -> f64 {
 }
 
 /// Sum of squares of every gradient: the global norm, as `torch.nn.utils.clip_grad_norm_`.
+/// Each gradient's sum in its own precision, added in f64 in the parameters' order, as before
+/// the sums left on a device were read together (`fused::read_sums`).
 struct GradNorm<'a, B: AutodiffBackend> {
     grads: &'a GradientsParams,
-    total: f64,
-    _b: std::marker::PhantomData<B>,
+    sums: Vec<SumOfSquares<B::InnerBackend>>,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for GradNorm<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            self.total += crate::lower::fused::sum_of_squares(g);
+            self.sums.push(crate::lower::fused::sum_of_squares(g));
         }
     }
 }
 
+impl<B: AutodiffBackend> GradNorm<'_, B> {
+    fn total(self) -> f64 {
+        let on_device = self.sums.iter().filter_map(|s| match s {
+            SumOfSquares::OnDevice(t) => Some(t.clone()),
+            SumOfSquares::Read(_) => None,
+        });
+        let mut read = crate::lower::fused::read_sums(on_device.collect()).into_iter();
+        let mut total = 0.0;
+        for sum in self.sums {
+            total += match sum {
+                SumOfSquares::Read(value) => value,
+                SumOfSquares::OnDevice(_) => read.next().expect("one value a sum"),
+            };
+        }
+        total
+    }
+}
+
+use crate::lower::fused::SumOfSquares;
 use burn::tensor::ElementConversion;
 
 /// Whether every weight is a finite number.
@@ -213,11 +233,10 @@ pub(super) fn clip_global<B: AutodiffBackend>(
 ) -> f64 {
     let mut n = GradNorm::<B> {
         grads,
-        total: 0.0,
-        _b: std::marker::PhantomData,
+        sums: Vec::new(),
     };
     model.visit(&mut n);
-    let norm = n.total.sqrt();
+    let norm = n.total().sqrt();
     let clips = max > 0.0 && norm > max;
     scale.set(if clips { max / (norm + 1e-6) } else { 1.0 });
     norm

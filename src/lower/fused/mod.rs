@@ -41,14 +41,31 @@ pub use scale::scale;
 use std::any::{Any, TypeId};
 pub use tensor_gate::{factors_tensor_gate, tensor_gate};
 
-/// `Σ x²` over a tensor, in f64 (a gradient's share of the clip's global norm): one read on
-/// Flex (`flex_kernels::sum_of_squares`, Flex's own sum to the bit), else `square().sum()`.
-pub fn sum_of_squares<B: Backend, const D: usize>(t: Tensor<B, D>) -> f64 {
+/// `Σ x²` over a tensor (a gradient's share of the clip's global norm): on Flex in f32 one read,
+/// now (`flex_kernels::sum_of_squares`, Flex's own sum to the bit); elsewhere `square().sum()`
+/// left where it is, a one-element tensor, for the caller to read with the others at once
+/// ([`read_sums`]): on a GPU each read waits for the device, once a parameter tensor a step
+/// where this read each one.
+pub fn sum_of_squares<B: Backend, const D: usize>(t: Tensor<B, D>) -> SumOfSquares<B> {
     let t = t.into_primitive().tensor();
     if let Some(sum) = flex::<B>(&t).and_then(flex_kernels::sum_of_squares) {
-        return f64::from(sum);
+        return SumOfSquares::Read(f64::from(sum));
     }
-    burn::tensor::ElementConversion::elem(float::<B, D>(t).square().sum().into_scalar())
+    SumOfSquares::OnDevice(float::<B, D>(t).square().sum())
+}
+
+/// What [`sum_of_squares`] gives: the sum, or a one-element tensor that holds it.
+pub enum SumOfSquares<B: Backend> {
+    Read(f64),
+    OnDevice(Tensor<B, 1>),
+}
+
+/// The values of one-element tensors in f64, read in one transfer, in their order.
+pub fn read_sums<B: Backend>(sums: Vec<Tensor<B, 1>>) -> Vec<f64> {
+    if sums.is_empty() {
+        return Vec::new();
+    }
+    Tensor::cat(sums, 0).into_data().iter::<f64>().collect()
 }
 
 /// `scale · a · b` over the last two axes (the scale is 1 but for attention's scores, where it
@@ -342,14 +359,21 @@ macro_rules! for_each_inner_backend {
 /// BENCHMARKS.md "GPU"). Not their products: with laxc's matmul node on wgpu the grouped-query
 /// spec's embedding gradient came out 0.126 of its norm off Flex's in two of three runs of
 /// tests/wgpu.rs, the product of an 8 × 8 weight by autotune's wrong kernel (`product.rs`).
+/// Each comes with the cubecl runtime and bool element of its `CubeBackend`, for laxc's own
+/// kernels on it (`cube_norm`).
 macro_rules! for_each_gpu_inner_backend {
     ($then:ident) => {
         #[cfg(feature = "wgpu")]
-        $then!(burn::backend::Wgpu);
+        $then!(burn::backend::Wgpu, burn::backend::wgpu::WgpuRuntime, u32);
         #[cfg(feature = "cuda")]
-        $then!(burn::backend::Cuda);
+        $then!(burn::backend::Cuda, cubecl::cuda::CudaRuntime, u8);
     };
 }
+
+#[cfg(feature = "gpu-kernels")]
+mod cube_norm;
+#[cfg(feature = "gpu-kernels")]
+pub use cube_norm::launches as gpu_norm_kernel_launches;
 
 /// Runs `op` as one node when `B` is one of laxc's autodiff backends (whose tensors are then
 /// `Autodiff<I>`'s own); otherwise gives the inputs back for the composed formula.
@@ -360,7 +384,7 @@ fn as_node<B: Backend, Op: Node<N>, const N: usize>(
 ) -> Result<FloatTensor<B>, [FloatTensor<B>; N]> {
     let mut inputs = Some(inputs);
     macro_rules! try_on {
-        ($inner:ty) => {
+        ($inner:ty $(, $_cube:ty)*) => {
             if TypeId::of::<B>() == TypeId::of::<Autodiff<$inner>>() {
                 let own =
                     same_type::<_, [FloatTensor<Autodiff<$inner>>; N]>(inputs.take().unwrap());
@@ -382,7 +406,7 @@ fn as_node<B: Backend, Op: Node<N>, const N: usize>(
 #[allow(deprecated)] // burn-candle
 pub fn has_nodes<B: Backend>() -> bool {
     macro_rules! is {
-        ($inner:ty) => {
+        ($inner:ty $(, $_cube:ty)*) => {
             if TypeId::of::<B>() == TypeId::of::<Autodiff<$inner>>() {
                 return true;
             }
@@ -400,7 +424,7 @@ pub fn has_nodes<B: Backend>() -> bool {
 )]
 fn gpu_inner<I: Backend>() -> bool {
     macro_rules! is {
-        ($inner:ty) => {
+        ($inner:ty $(, $_cube:ty)*) => {
             if TypeId::of::<I>() == TypeId::of::<$inner>() {
                 return true;
             }

@@ -170,16 +170,23 @@ fn normalize<I: Backend>(
     (I::float_mul(x, r.clone()), r)
 }
 
-/// [`norm_gradients`] from the normalized rows `x̂` and their `r`, composed of the backend's ops.
+/// [`norm_gradients`] from the normalized rows `x̂` and their `r`: on a GPU back end in f32
+/// two kernels of laxc's own (`cube_norm`), else composed of the backend's ops.
 fn gradients_from_rows<I: Backend>(
     [normalized, r, gamma, g]: [FloatTensor<I>; 4],
     centered: bool,
 ) -> (FloatTensor<I>, FloatTensor<I>, Option<FloatTensor<I>>) {
     let width = gamma.shape().num_elements();
     let vector = |t: FloatTensor<I>| I::float_reshape(t, Shape::new([width]));
-    let gamma = row::<I>(gamma);
+    #[cfg(feature = "gpu-kernels")]
+    let [normalized, r, gamma, g] =
+        match super::cube_norm::gradients::<I>([normalized, r, gamma, g], centered) {
+            Ok(gradients) => return gradients,
+            Err(inputs) => inputs,
+        };
     let d_beta = centered.then(|| column_sums::<I>(g.clone()));
     let d_gamma = column_sums::<I>(I::float_mul(g.clone(), normalized.clone()));
+    let gamma = row::<I>(gamma);
     let h = I::float_mul(g, gamma);
     let mean_hx = mean_last::<I>(I::float_mul(h.clone(), normalized.clone()));
     let h = if centered {
@@ -206,7 +213,7 @@ impl Node<3> for LayerNorm {
         let parents = [&x, &gamma, &beta];
         if gpu_inner::<I>() {
             let b = Some(beta.primitive.clone());
-            let (y, state) = norm_keeping_rows::<I>(input, g, b, self.epsilon);
+            let (y, state) = norm_keeping_rows::<I>(input, None, g, b, self.epsilon);
             return record(backward, parents, state, y);
         }
         let y = layer_norm_inner::<I>(
@@ -219,16 +226,28 @@ impl Node<3> for LayerNorm {
     }
 }
 
-/// The GPU back ends' forward pass of a norm node: the norm of `x` (LayerNorm with `beta`, else
-/// RMSNorm) composed of the backend's ops, and its rows' statistics kept as the backward's state,
-/// which then starts from them instead of normalizing `x` again. A composed norm was about 24
-/// kernels a step there, autodiff's graph of its primitives (BENCHMARKS.md, attempt 76).
+/// The GPU back ends' forward pass of a norm node: the norm of `x` (of `x + addend` where there
+/// is one; LayerNorm with `beta`, else RMSNorm), one kernel of laxc's own in f32 (`cube_norm`),
+/// else composed of the backend's ops; and its rows' statistics kept as the backward's state,
+/// which then starts from them instead of normalizing `x` again. Autodiff's graph of a composed
+/// norm was about 24 kernels a step there (BENCHMARKS.md, attempts 76 and 77).
 fn norm_keeping_rows<I: Backend>(
     x: FloatTensor<I>,
+    addend: Option<FloatTensor<I>>,
     gamma: FloatTensor<I>,
     beta: Option<FloatTensor<I>>,
     epsilon: f64,
 ) -> (FloatTensor<I>, NormState<I>) {
+    #[cfg(feature = "gpu-kernels")]
+    let (x, addend, gamma, beta) =
+        match super::cube_norm::forward::<I>(x, addend, gamma.clone(), beta, epsilon) {
+            Ok([y, normalized, r]) => return (y, (normalized, gamma, Some(r))),
+            Err(inputs) => inputs,
+        };
+    let x = match addend {
+        Some(addend) => I::float_add(x, addend),
+        None => x,
+    };
     let (normalized, r) = normalize::<I>(x, epsilon, beta.is_some());
     let y = I::float_mul(normalized.clone(), row::<I>(gamma.clone()));
     let y = match beta {
@@ -271,7 +290,7 @@ impl Node<2> for RmsNorm {
             inputs: 1,
         };
         if gpu_inner::<I>() {
-            let (y, state) = norm_keeping_rows::<I>(input, g, None, self.epsilon);
+            let (y, state) = norm_keeping_rows::<I>(input, None, g, None, self.epsilon);
             return record(backward, [&x, &gamma], state, y);
         }
         let y = rms_norm_inner::<I>(input.clone(), g.clone(), self.epsilon);
@@ -310,7 +329,7 @@ impl AddNorm {
     ) -> (FloatTensor<I>, NormState<I>) {
         let eps = self.epsilon;
         if gpu_inner::<I>() {
-            return norm_keeping_rows::<I>(I::float_add(x, addend), gamma, beta, eps);
+            return norm_keeping_rows::<I>(x, Some(addend), gamma, beta, eps);
         }
         let fused = match &beta {
             Some(beta) => {

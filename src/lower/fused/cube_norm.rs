@@ -1,0 +1,540 @@
+//! The norms on the GPU back ends as laxc's own cubecl kernels: one launch for the forward pass
+//! of a LayerNorm or RMSNorm (of a sum, for a LaX pathway's add-norm) and two for the backward
+//! (the input's gradient; `dγ` and `dβ`), where Burn's ops took about 18 kernels a norm
+//! (BENCHMARKS.md, attempt 77). The row kernels are one cube per row: its units stride over the
+//! row's columns and add their partial sums in shared memory. The launches go into Burn's
+//! fusion stream as custom operations, so that they run in order with the ops around them.
+//!
+//! The arithmetic is `norm.rs`'s: `x̂ = (x − mean) · r` with `r = 1/√(var + ε)` (biased
+//! variance; RMSNorm: no mean, `var` the mean square), `y = x̂ · γ (+ β)`, and from the output's
+//! gradient `g`, with `h = g ⊙ γ`: `dx = r · (h − mean(h) − x̂ · mean(h ⊙ x̂))` (RMSNorm: no
+//! `mean(h)`), `dγ = Σrows g ⊙ x̂`, `dβ = Σrows g`.
+
+use super::same_type;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Shape, TensorMetadata};
+use burn_cubecl::fusion::FusionCubeRuntime;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
+use burn_fusion::stream::{Operation, OperationStreams};
+use burn_fusion::FusionTensor;
+use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+use cubecl::prelude::*;
+use std::any::TypeId;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Which norm the forward kernel computes, and of what.
+#[derive(Clone, Copy, Debug)]
+struct NormKind {
+    /// LayerNorm (centred, with β) rather than RMSNorm.
+    layer: bool,
+    /// Of `x + addend` (a LaX pathway's add-norm) rather than of `x`.
+    summed: bool,
+}
+
+/// The forward pass on a GPU back end's own kernel: `(y, x̂, r)` with `r` a column, of `x` (of
+/// `x + addend` where there is one), LayerNorm where there is a `beta`, else RMSNorm; the
+/// tensors back where `I` is not a GPU back end or one is not f32 (bf16 runs keep norms in f32).
+pub fn forward<I: Backend>(
+    x: FloatTensor<I>,
+    addend: Option<FloatTensor<I>>,
+    gamma: FloatTensor<I>,
+    beta: Option<FloatTensor<I>>,
+    epsilon: f64,
+) -> Result<[FloatTensor<I>; 3], NormInputs<I>> {
+    let kind = NormKind {
+        layer: beta.is_some(),
+        summed: addend.is_some(),
+    };
+    let inputs: Vec<_> = [Some(x), addend, Some(gamma), beta]
+        .into_iter()
+        .flatten()
+        .collect();
+    macro_rules! try_cube {
+        ($inner:ty, $runtime:ty, $bool:ty) => {
+            if TypeId::of::<I>() == TypeId::of::<$inner>() {
+                let own = same_type(inputs).unwrap_or_else(|_| unreachable!("I is $inner"));
+                let out = forward_fused::<$runtime, $bool>(own, epsilon as f32, kind);
+                return Ok(same_type(out).unwrap_or_else(|_| unreachable!("I is $inner")));
+            }
+        };
+    }
+    if inputs.iter().all(|t| t.dtype() == DType::F32) {
+        for_each_gpu_inner_backend!(try_cube);
+    }
+    let mut inputs = inputs.into_iter();
+    let mut next = || inputs.next().expect("as many as went in");
+    let x = next();
+    let addend = kind.summed.then(&mut next);
+    let gamma = next();
+    Err((x, addend, gamma, kind.layer.then(next)))
+}
+
+/// A norm's inputs `(x, addend, γ, β)`, given back.
+pub type NormInputs<I> = (
+    FloatTensor<I>,
+    Option<FloatTensor<I>>,
+    FloatTensor<I>,
+    Option<FloatTensor<I>>,
+);
+
+/// The gradients `(dx, dγ, dβ)` on a GPU back end's own kernels (dβ where `layer`), from
+/// `[x̂, r, γ, g]`; the inputs back where `I` is not a GPU back end or a tensor is not f32.
+pub fn gradients<I: Backend>(
+    inputs: [FloatTensor<I>; 4],
+    layer: bool,
+) -> Result<NormGradients<I>, [FloatTensor<I>; 4]> {
+    if inputs.iter().any(|t| t.dtype() != DType::F32) {
+        return Err(inputs);
+    }
+    macro_rules! try_cube {
+        ($inner:ty, $runtime:ty, $bool:ty) => {
+            if TypeId::of::<I>() == TypeId::of::<$inner>() {
+                let own = same_type(inputs).unwrap_or_else(|_| unreachable!("I is $inner"));
+                let [dx, d_gamma, d_beta] = gradient_fused::<$runtime, $bool>(own, layer);
+                let [dx, d_gamma, d_beta] = [dx, d_gamma, d_beta]
+                    .map(|t| same_type(t).unwrap_or_else(|_| unreachable!("I is $inner")));
+                return Ok((dx, d_gamma, layer.then_some(d_beta)));
+            }
+        };
+    }
+    for_each_gpu_inner_backend!(try_cube);
+    Err(inputs)
+}
+
+/// `(dx, dγ, dβ)`: dβ for LayerNorm only.
+pub type NormGradients<I> = (FloatTensor<I>, FloatTensor<I>, Option<FloatTensor<I>>);
+
+/// How many of these kernels this process has launched (tests/wgpu.rs: proof that a norm on a
+/// GPU back end ran here, not Burn's composed ops).
+pub fn launches() -> usize {
+    LAUNCHES.load(Ordering::Relaxed)
+}
+
+static LAUNCHES: AtomicUsize = AtomicUsize::new(0);
+
+type Fused<R> = FusionTensor<FusionCubeRuntime<R>>;
+
+/// Registers the forward kernel in the inputs' fusion stream; its outputs are `y` and `x̂`
+/// (the rows' shape) and `r` (a column).
+fn forward_fused<R: CubeRuntime, BT: BoolElement>(
+    inputs: Vec<Fused<R>>,
+    epsilon: f32,
+    kind: NormKind,
+) -> [Fused<R>; 3] {
+    let client = inputs[0].client.clone();
+    let [rows, width] = inputs[0].shape.dims::<2>();
+    let streams = OperationStreams::with_inputs(&inputs);
+    let uninit = |shape: [usize; 2]| {
+        TensorIr::uninit(client.create_empty_handle(), Shape::new(shape), DType::F32)
+    };
+    let outputs = [
+        uninit([rows, width]),
+        uninit([rows, width]),
+        uninit([rows, 1]),
+    ];
+    let inputs: Vec<TensorIr> = inputs.into_iter().map(|t| t.into_ir()).collect();
+    let desc = CustomOpIr::new("laxc_norm_rows_forward", &inputs, &outputs);
+    let op = NormRowsForward::<R, BT> {
+        desc: desc.clone(),
+        epsilon,
+        kind,
+        backend: PhantomData,
+    };
+    let out = client.register(streams, OperationIr::Custom(desc), op);
+    out.try_into()
+        .unwrap_or_else(|_| unreachable!("the forward kernel has three outputs"))
+}
+
+/// Registers the gradient kernels in the inputs' fusion stream; their outputs are `dx` and the
+/// vectors `dγ` and `dβ` (for RMSNorm a sum nothing reads).
+fn gradient_fused<R: CubeRuntime, BT: BoolElement>(
+    inputs: [Fused<R>; 4],
+    layer: bool,
+) -> [Fused<R>; 3] {
+    let client = inputs[0].client.clone();
+    let [rows, width] = inputs[0].shape.dims::<2>();
+    let streams = OperationStreams::with_inputs(&inputs);
+    let uninit = |shape: Shape| TensorIr::uninit(client.create_empty_handle(), shape, DType::F32);
+    let outputs = [
+        uninit(Shape::new([rows, width])),
+        uninit(Shape::new([width])),
+        uninit(Shape::new([width])),
+    ];
+    let inputs = inputs.map(|t| t.into_ir());
+    let desc = CustomOpIr::new("laxc_norm_gradients", &inputs, &outputs);
+    let op = NormGradientKernels::<R, BT> {
+        desc: desc.clone(),
+        layer,
+        backend: PhantomData,
+    };
+    let out = client.register(streams, OperationIr::Custom(desc), op);
+    out.try_into()
+        .unwrap_or_else(|_| unreachable!("the gradient kernels have three outputs"))
+}
+
+#[derive(Debug)]
+struct NormRowsForward<R, BT> {
+    desc: CustomOpIr,
+    epsilon: f32,
+    kind: NormKind,
+    backend: PhantomData<(R, BT)>,
+}
+
+#[derive(Debug)]
+struct NormGradientKernels<R, BT> {
+    desc: CustomOpIr,
+    layer: bool,
+    backend: PhantomData<(R, BT)>,
+}
+
+/// The inputs of a custom operation as contiguous cube tensors.
+fn cube_inputs<R: CubeRuntime, BT: BoolElement>(
+    desc: &CustomOpIr,
+    handles: &mut HandleContainer<
+        <FusionCubeRuntime<R> as burn_fusion::FusionRuntime>::FusionHandle,
+    >,
+) -> Vec<CubeTensor<R>> {
+    desc.inputs
+        .iter()
+        .map(|t| into_contiguous(handles.get_float_tensor::<CubeBackend<R, f32, i32, BT>>(t)))
+        .collect()
+}
+
+impl<R: CubeRuntime, BT: BoolElement> Operation<FusionCubeRuntime<R>> for NormRowsForward<R, BT> {
+    fn execute(
+        &self,
+        handles: &mut HandleContainer<
+            <FusionCubeRuntime<R> as burn_fusion::FusionRuntime>::FusionHandle,
+        >,
+    ) {
+        let mut inputs = cube_inputs::<R, BT>(&self.desc, handles).into_iter();
+        let mut next = || inputs.next().expect("the forward kernel's inputs");
+        let x = next();
+        let addend = if self.kind.summed { Some(next()) } else { None };
+        let gamma = next();
+        let beta = if self.kind.layer { Some(next()) } else { None };
+        let outputs = launch_forward(x, addend, gamma, beta, self.epsilon);
+        for (ir, tensor) in self.desc.outputs.iter().zip(outputs) {
+            handles.register_float_tensor::<CubeBackend<R, f32, i32, BT>>(&ir.id, tensor);
+        }
+    }
+}
+
+impl<R: CubeRuntime, BT: BoolElement> Operation<FusionCubeRuntime<R>>
+    for NormGradientKernels<R, BT>
+{
+    fn execute(
+        &self,
+        handles: &mut HandleContainer<
+            <FusionCubeRuntime<R> as burn_fusion::FusionRuntime>::FusionHandle,
+        >,
+    ) {
+        let inputs = cube_inputs::<R, BT>(&self.desc, handles);
+        let [normalized, r, gamma, g] = inputs
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("the gradient kernels have four inputs"));
+        let outputs = launch_gradients(normalized, r, gamma, g, self.layer);
+        for (ir, tensor) in self.desc.outputs.iter().zip(outputs) {
+            handles.register_float_tensor::<CubeBackend<R, f32, i32, BT>>(&ir.id, tensor);
+        }
+    }
+}
+
+/// Units a cube: a power of two (the shared-memory sum halves it), about the row's width, at
+/// least a warp and at most 256.
+fn units_for(width: usize) -> u32 {
+    width.next_power_of_two().clamp(32, 256) as u32
+}
+
+/// One cube a row, on a grid of at most 65,535 cubes a side (the least any API allows).
+fn grid(rows: usize) -> CubeCount {
+    const SIDE: usize = 65_535;
+    let across = rows.clamp(1, SIDE);
+    CubeCount::Static(across as u32, rows.div_ceil(SIDE).max(1) as u32, 1)
+}
+
+fn launch_forward<R: CubeRuntime>(
+    x: CubeTensor<R>,
+    addend: Option<CubeTensor<R>>,
+    gamma: CubeTensor<R>,
+    beta: Option<CubeTensor<R>>,
+    epsilon: f32,
+) -> [CubeTensor<R>; 3] {
+    let [rows, width] = x.shape().dims::<2>();
+    let (client, device) = (x.client.clone(), x.device.clone());
+    let empty = |shape: [usize; 2]| {
+        empty_device_dtype::<R>(
+            client.clone(),
+            device.clone(),
+            Shape::new(shape),
+            DType::F32,
+        )
+    };
+    let [y, normalized, r] = [empty([rows, width]), empty([rows, width]), empty([rows, 1])];
+    let units = units_for(width);
+    LAUNCHES.fetch_add(1, Ordering::Relaxed);
+    let (summed, layer) = (addend.is_some(), beta.is_some());
+    // An absent input's binding is another input's, never read (the flags are compile-time).
+    let addend = addend.unwrap_or_else(|| x.clone());
+    let beta = beta.unwrap_or_else(|| gamma.clone());
+    norm_rows_forward::launch::<f32, R>(
+        &client,
+        grid(rows),
+        CubeDim::new_1d(units),
+        x.into_tensor_arg(),
+        addend.into_tensor_arg(),
+        gamma.into_tensor_arg(),
+        beta.into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+        normalized.clone().into_tensor_arg(),
+        r.clone().into_tensor_arg(),
+        epsilon,
+        layer,
+        summed,
+        units,
+    );
+    [y, normalized, r]
+}
+
+/// Columns a cube of the column-sum kernel, and the lanes of rows each column is split over.
+const COLUMNS: u32 = 32;
+const LANES: u32 = 8;
+
+fn launch_gradients<R: CubeRuntime>(
+    normalized: CubeTensor<R>,
+    r: CubeTensor<R>,
+    gamma: CubeTensor<R>,
+    g: CubeTensor<R>,
+    layer: bool,
+) -> [CubeTensor<R>; 3] {
+    let [rows, width] = normalized.shape().dims::<2>();
+    let (client, device) = (normalized.client.clone(), normalized.device.clone());
+    let empty =
+        |shape: Shape| empty_device_dtype::<R>(client.clone(), device.clone(), shape, DType::F32);
+    let dx = empty(Shape::new([rows, width]));
+    let [d_gamma, d_beta] = [(); 2].map(|_| empty(Shape::new([width])));
+    let units = units_for(width);
+    LAUNCHES.fetch_add(2, Ordering::Relaxed);
+    norm_rows_gradient::launch::<f32, R>(
+        &client,
+        grid(rows),
+        CubeDim::new_1d(units),
+        normalized.clone().into_tensor_arg(),
+        r.into_tensor_arg(),
+        gamma.into_tensor_arg(),
+        g.clone().into_tensor_arg(),
+        dx.clone().into_tensor_arg(),
+        layer,
+        units,
+    );
+    let column_cubes = (width as u32).div_ceil(COLUMNS);
+    norm_columns_gradient::launch::<f32, R>(
+        &client,
+        CubeCount::Static(column_cubes, 1, 1),
+        CubeDim::new_2d(COLUMNS, LANES),
+        normalized.into_tensor_arg(),
+        g.into_tensor_arg(),
+        d_gamma.clone().into_tensor_arg(),
+        d_beta.clone().into_tensor_arg(),
+    );
+    [dx, d_gamma, d_beta]
+}
+
+/// The row this cube works on, or past the last row on the grid's last side.
+#[cube]
+fn cube_row() -> usize {
+    (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize
+}
+
+/// The sum of every unit's `value`, for every unit: a tree over shared memory, then a barrier
+/// so that the memory can take the next sum.
+#[cube]
+fn cube_sum<F: Float>(value: F, partial: &mut SharedMemory<F>) -> F {
+    let unit = UNIT_POS_X as usize;
+    partial[unit] = value;
+    sync_cube();
+    let mut half = (CUBE_DIM_X / 2) as usize;
+    while half > 0 {
+        if unit < half {
+            partial[unit] = partial[unit] + partial[unit + half];
+        }
+        sync_cube();
+        half /= 2;
+    }
+    let total = partial[0];
+    sync_cube();
+    total
+}
+
+/// `y = x̂ · γ (+ β)`, `x̂` and `r` of row `cube_row()` of `x` (of `x + addend` where `summed`).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn norm_rows_forward<F: Float>(
+    x: &Tensor<F>,
+    addend: &Tensor<F>,
+    gamma: &Tensor<F>,
+    beta: &Tensor<F>,
+    y: &mut Tensor<F>,
+    normalized: &mut Tensor<F>,
+    r: &mut Tensor<F>,
+    epsilon: f32,
+    #[comptime] layer: bool,
+    #[comptime] summed: bool,
+    #[comptime] units: u32,
+) {
+    let row = cube_row();
+    if row >= x.shape(0) {
+        terminate!();
+    }
+    let width = x.shape(1);
+    let start = row * width;
+    let (first, step) = (UNIT_POS_X as usize, CUBE_DIM_X as usize);
+    let count = F::cast_from(width as u32);
+    let mut partial = SharedMemory::<F>::new(units as usize);
+
+    let mut mean = F::new(0.0);
+    if layer {
+        let mut sum = F::new(0.0);
+        let mut c = first;
+        while c < width {
+            sum += read_input::<F>(x, addend, start + c, summed);
+            c += step;
+        }
+        mean = cube_sum::<F>(sum, &mut partial) / count;
+    }
+    let mut squares = F::new(0.0);
+    let mut c = first;
+    while c < width {
+        let centred = read_input::<F>(x, addend, start + c, summed) - mean;
+        squares += centred * centred;
+        c += step;
+    }
+    let variance = cube_sum::<F>(squares, &mut partial) / count;
+    let inverse = F::new(1.0) / F::sqrt(variance + F::cast_from(epsilon));
+
+    let mut c = first;
+    while c < width {
+        let n = (read_input::<F>(x, addend, start + c, summed) - mean) * inverse;
+        normalized[start + c] = n;
+        let mut out = n * gamma[c];
+        if layer {
+            out += beta[c];
+        }
+        y[start + c] = out;
+        c += step;
+    }
+    if first == 0 {
+        r[row] = inverse;
+    }
+}
+
+/// `x[i]`, or `x[i] + addend[i]` where `summed`.
+#[cube]
+fn read_input<F: Float>(
+    x: &Tensor<F>,
+    addend: &Tensor<F>,
+    i: usize,
+    #[comptime] summed: bool,
+) -> F {
+    let mut value = x[i];
+    if summed {
+        value += addend[i];
+    }
+    value
+}
+
+/// `dx` of row `cube_row()`: `r · (h − mean(h) − x̂ · mean(h ⊙ x̂))` with `h = g ⊙ γ` (RMSNorm:
+/// no `mean(h)`).
+#[cube(launch)]
+fn norm_rows_gradient<F: Float>(
+    normalized: &Tensor<F>,
+    r: &Tensor<F>,
+    gamma: &Tensor<F>,
+    g: &Tensor<F>,
+    dx: &mut Tensor<F>,
+    #[comptime] layer: bool,
+    #[comptime] units: u32,
+) {
+    let row = cube_row();
+    if row >= normalized.shape(0) {
+        terminate!();
+    }
+    let width = normalized.shape(1);
+    let start = row * width;
+    let (first, step) = (UNIT_POS_X as usize, CUBE_DIM_X as usize);
+    let count = F::cast_from(width as u32);
+    let mut partial = SharedMemory::<F>::new(units as usize);
+
+    let mut sum_h = F::new(0.0);
+    let mut sum_hx = F::new(0.0);
+    let mut c = first;
+    while c < width {
+        let h = g[start + c] * gamma[c];
+        sum_h += h;
+        sum_hx += h * normalized[start + c];
+        c += step;
+    }
+    let mean_hx = cube_sum::<F>(sum_hx, &mut partial) / count;
+    let mut mean_h = F::new(0.0);
+    if layer {
+        mean_h = cube_sum::<F>(sum_h, &mut partial) / count;
+    }
+    let inverse = r[row];
+
+    let mut c = first;
+    while c < width {
+        let h = g[start + c] * gamma[c];
+        dx[start + c] = inverse * (h - mean_h - normalized[start + c] * mean_hx);
+        c += step;
+    }
+}
+
+/// `dγ = Σrows g ⊙ x̂` and `dβ = Σrows g`, a column to each unit column of a cube: its
+/// `CUBE_DIM_Y` lanes take every `CUBE_DIM_Y`-th row, and the lanes' sums are added in shared
+/// memory (a cube is `COLUMNS` × `LANES` units).
+#[cube(launch)]
+fn norm_columns_gradient<F: Float>(
+    normalized: &Tensor<F>,
+    g: &Tensor<F>,
+    d_gamma: &mut Tensor<F>,
+    d_beta: &mut Tensor<F>,
+) {
+    let (rows, width) = (normalized.shape(0), normalized.shape(1));
+    let column = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+    let (lane, lanes) = (UNIT_POS_Y as usize, CUBE_DIM_Y as usize);
+    let mut sum_g = F::new(0.0);
+    let mut sum_gx = F::new(0.0);
+    if column < width {
+        let mut row = lane;
+        while row < rows {
+            let i = row * width + column;
+            sum_g += g[i];
+            sum_gx += g[i] * normalized[i];
+            row += lanes;
+        }
+    }
+    let mut partial_g = SharedMemory::<F>::new((COLUMNS * LANES) as usize);
+    let mut partial_gx = SharedMemory::<F>::new((COLUMNS * LANES) as usize);
+    let slot = lane * CUBE_DIM_X as usize + UNIT_POS_X as usize;
+    partial_g[slot] = sum_g;
+    partial_gx[slot] = sum_gx;
+    sync_cube();
+    if lane == 0 && column < width {
+        let mut total_g = F::new(0.0);
+        let mut total_gx = F::new(0.0);
+        let mut other = 0;
+        while other < lanes {
+            let at = other * CUBE_DIM_X as usize + UNIT_POS_X as usize;
+            total_g += partial_g[at];
+            total_gx += partial_gx[at];
+            other += 1;
+        }
+        d_gamma[column] = total_gx;
+        d_beta[column] = total_g;
+    }
+}
