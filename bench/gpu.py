@@ -111,9 +111,10 @@ class GpuMemory:
 
 class Workspace:
     """The folder laxc runs in: cubecl reads `cubecl.toml` from the working directory, which here
-    keeps compiled kernels in `kernels/` and autotune results in a folder named by `tune()`; the
-    environment points the CUDA driver's own cache of compiled PTX at `driver/`, raised to its 4 GiB
-    maximum so that no kernel of the plan is evicted. (On wgpu cubecl keeps compiled kernels only
+    keeps compiled kernels in `kernels/` (of this folder, or of --kernel-cache's, whose sizes then
+    include what earlier runs left) and autotune results in a folder named by `tune()`; the
+    environment points the CUDA driver's own cache of compiled PTX at `driver/` beside `kernels/`,
+    raised to its 4 GiB maximum so that no kernel of the plan is evicted. (On wgpu cubecl keeps compiled kernels only
     with its SPIR-V compiler, which Burn's `wgpu` feature does not use: there only autotune's
     folder fills.)"""
 

@@ -7,6 +7,7 @@ use super::data::{self, Data, ImageData};
 use super::optimizer::{AdamW, GradientScale};
 use super::parallel::{self, GradientSync, Replica, Topology};
 use crate::family::Input;
+use crate::lower::fused::SumOfSquares;
 use crate::lower::precision::compute_dtype;
 use crate::lower::{lower, LaxModel};
 use crate::options::{Schedule, TrainOptions};
@@ -184,23 +185,25 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradNorm<'_, B> {
 
 impl<B: AutodiffBackend> GradNorm<'_, B> {
     fn total(self) -> f64 {
-        let on_device = self.sums.iter().filter_map(|s| match s {
-            SumOfSquares::OnDevice(t) => Some(t.clone()),
-            SumOfSquares::Read(_) => None,
-        });
-        let mut read = crate::lower::fused::read_sums(on_device.collect()).into_iter();
-        let mut total = 0.0;
-        for sum in self.sums {
-            total += match sum {
-                SumOfSquares::Read(value) => value,
-                SumOfSquares::OnDevice(_) => read.next().expect("one value a sum"),
-            };
-        }
-        total
+        let mut on_device = Vec::new();
+        // Each sum's place: its value, or its index among those still on the device.
+        let places: Vec<Result<f64, usize>> = (self.sums.into_iter())
+            .map(|sum| match sum {
+                SumOfSquares::Read(value) => Ok(value),
+                SumOfSquares::OnDevice(t) => {
+                    on_device.push(t);
+                    Err(on_device.len() - 1)
+                }
+            })
+            .collect();
+        let read = crate::lower::fused::read_sums(on_device);
+        places
+            .into_iter()
+            .map(|p| p.unwrap_or_else(|i| read[i]))
+            .sum()
     }
 }
 
-use crate::lower::fused::SumOfSquares;
 use burn::tensor::ElementConversion;
 
 /// Whether every weight is a finite number.

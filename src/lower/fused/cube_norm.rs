@@ -20,12 +20,12 @@ use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
 use burn_fusion::stream::{Operation, OperationStreams};
-use burn_fusion::FusionTensor;
+use burn_fusion::{Fusion, FusionTensor};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 use cubecl::prelude::*;
 use std::any::TypeId;
+use std::cell::Cell;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Which norm the forward kernel computes, and of what.
 #[derive(Clone, Copy, Debug)]
@@ -55,11 +55,11 @@ pub fn forward<I: Backend>(
         .flatten()
         .collect();
     macro_rules! try_cube {
-        ($inner:ty, $runtime:ty, $bool:ty) => {
-            if TypeId::of::<I>() == TypeId::of::<$inner>() {
-                let own = same_type(inputs).unwrap_or_else(|_| unreachable!("I is $inner"));
-                let out = forward_fused::<$runtime, $bool>(own, epsilon as f32, kind);
-                return Ok(same_type(out).unwrap_or_else(|_| unreachable!("I is $inner")));
+        ($_inner:ty, $runtime:ty, $bool:ty) => {
+            if TypeId::of::<I>() == TypeId::of::<Fused<$runtime, $bool>>() {
+                let own = same_type(inputs).unwrap_or_else(|_| unreachable!("I was checked"));
+                let out = register_forward::<$runtime, $bool>(own, epsilon as f32, kind);
+                return Ok(same_type(out).unwrap_or_else(|_| unreachable!("I was checked")));
             }
         };
     }
@@ -92,12 +92,12 @@ pub fn gradients<I: Backend>(
         return Err(inputs);
     }
     macro_rules! try_cube {
-        ($inner:ty, $runtime:ty, $bool:ty) => {
-            if TypeId::of::<I>() == TypeId::of::<$inner>() {
-                let own = same_type(inputs).unwrap_or_else(|_| unreachable!("I is $inner"));
-                let [dx, d_gamma, d_beta] = gradient_fused::<$runtime, $bool>(own, layer);
+        ($_inner:ty, $runtime:ty, $bool:ty) => {
+            if TypeId::of::<I>() == TypeId::of::<Fused<$runtime, $bool>>() {
+                let own = same_type(inputs).unwrap_or_else(|_| unreachable!("I was checked"));
+                let [dx, d_gamma, d_beta] = register_gradients::<$runtime, $bool>(own, layer);
                 let [dx, d_gamma, d_beta] = [dx, d_gamma, d_beta]
-                    .map(|t| same_type(t).unwrap_or_else(|_| unreachable!("I is $inner")));
+                    .map(|t| same_type(t).unwrap_or_else(|_| unreachable!("I was checked")));
                 return Ok((dx, d_gamma, layer.then_some(d_beta)));
             }
         };
@@ -109,23 +109,35 @@ pub fn gradients<I: Backend>(
 /// `(dx, dγ, dβ)`: dβ for LayerNorm only.
 pub type NormGradients<I> = (FloatTensor<I>, FloatTensor<I>, Option<FloatTensor<I>>);
 
-/// How many of these kernels this process has launched (tests/wgpu.rs: proof that a norm on a
-/// GPU back end ran here, not Burn's composed ops).
+/// How many of these kernels this thread has registered (tests/wgpu.rs: proof that a norm on a
+/// GPU back end ran here, not Burn's composed ops; per thread, so that tests beside it do not
+/// count).
 pub fn launches() -> usize {
-    LAUNCHES.load(Ordering::Relaxed)
+    LAUNCHES.with(Cell::get)
 }
 
-static LAUNCHES: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    static LAUNCHES: Cell<usize> = const { Cell::new(0) };
+}
 
-type Fused<R> = FusionTensor<FusionCubeRuntime<R>>;
+fn count_launches(kernels: usize) {
+    LAUNCHES.with(|n| n.set(n.get() + kernels));
+}
+
+/// The GPU back ends' inner backend: Burn's fusion over its cubecl backend (what
+/// `burn::backend::Wgpu` and `Cuda` are with Burn's `fusion` feature; a build without it falls
+/// back to the composed ops instead of reaching a kernel here).
+type Fused<R, BT> = Fusion<CubeBackend<R, f32, i32, BT>>;
+/// A tensor of [`Fused`].
+type FusedTensor<R> = FusionTensor<FusionCubeRuntime<R>>;
 
 /// Registers the forward kernel in the inputs' fusion stream; its outputs are `y` and `x̂`
 /// (the rows' shape) and `r` (a column).
-fn forward_fused<R: CubeRuntime, BT: BoolElement>(
-    inputs: Vec<Fused<R>>,
+fn register_forward<R: CubeRuntime, BT: BoolElement>(
+    inputs: Vec<FusedTensor<R>>,
     epsilon: f32,
     kind: NormKind,
-) -> [Fused<R>; 3] {
+) -> [FusedTensor<R>; 3] {
     let client = inputs[0].client.clone();
     let [rows, width] = inputs[0].shape.dims::<2>();
     let streams = OperationStreams::with_inputs(&inputs);
@@ -139,23 +151,24 @@ fn forward_fused<R: CubeRuntime, BT: BoolElement>(
     ];
     let inputs: Vec<TensorIr> = inputs.into_iter().map(|t| t.into_ir()).collect();
     let desc = CustomOpIr::new("laxc_norm_rows_forward", &inputs, &outputs);
-    let op = NormRowsForward::<R, BT> {
+    let op = NormForwardKernel::<R, BT> {
         desc: desc.clone(),
         epsilon,
         kind,
         backend: PhantomData,
     };
+    count_launches(1);
     let out = client.register(streams, OperationIr::Custom(desc), op);
     out.try_into()
         .unwrap_or_else(|_| unreachable!("the forward kernel has three outputs"))
 }
 
 /// Registers the gradient kernels in the inputs' fusion stream; their outputs are `dx` and the
-/// vectors `dγ` and `dβ` (for RMSNorm a sum nothing reads).
-fn gradient_fused<R: CubeRuntime, BT: BoolElement>(
-    inputs: [Fused<R>; 4],
+/// vectors `dγ` and `dβ` (for RMSNorm a vector left unwritten, that nothing reads).
+fn register_gradients<R: CubeRuntime, BT: BoolElement>(
+    inputs: [FusedTensor<R>; 4],
     layer: bool,
-) -> [Fused<R>; 3] {
+) -> [FusedTensor<R>; 3] {
     let client = inputs[0].client.clone();
     let [rows, width] = inputs[0].shape.dims::<2>();
     let streams = OperationStreams::with_inputs(&inputs);
@@ -172,13 +185,14 @@ fn gradient_fused<R: CubeRuntime, BT: BoolElement>(
         layer,
         backend: PhantomData,
     };
+    count_launches(2);
     let out = client.register(streams, OperationIr::Custom(desc), op);
     out.try_into()
         .unwrap_or_else(|_| unreachable!("the gradient kernels have three outputs"))
 }
 
 #[derive(Debug)]
-struct NormRowsForward<R, BT> {
+struct NormForwardKernel<R, BT> {
     desc: CustomOpIr,
     epsilon: f32,
     kind: NormKind,
@@ -205,7 +219,7 @@ fn cube_inputs<R: CubeRuntime, BT: BoolElement>(
         .collect()
 }
 
-impl<R: CubeRuntime, BT: BoolElement> Operation<FusionCubeRuntime<R>> for NormRowsForward<R, BT> {
+impl<R: CubeRuntime, BT: BoolElement> Operation<FusionCubeRuntime<R>> for NormForwardKernel<R, BT> {
     fn execute(
         &self,
         handles: &mut HandleContainer<
@@ -277,7 +291,6 @@ fn launch_forward<R: CubeRuntime>(
     };
     let [y, normalized, r] = [empty([rows, width]), empty([rows, width]), empty([rows, 1])];
     let units = units_for(width);
-    LAUNCHES.fetch_add(1, Ordering::Relaxed);
     let (summed, layer) = (addend.is_some(), beta.is_some());
     // An absent input's binding is another input's, never read (the flags are compile-time).
     let addend = addend.unwrap_or_else(|| x.clone());
@@ -319,7 +332,6 @@ fn launch_gradients<R: CubeRuntime>(
     let dx = empty(Shape::new([rows, width]));
     let [d_gamma, d_beta] = [(); 2].map(|_| empty(Shape::new([width])));
     let units = units_for(width);
-    LAUNCHES.fetch_add(2, Ordering::Relaxed);
     norm_rows_gradient::launch::<f32, R>(
         &client,
         grid(rows),
@@ -341,6 +353,7 @@ fn launch_gradients<R: CubeRuntime>(
         g.into_tensor_arg(),
         d_gamma.clone().into_tensor_arg(),
         d_beta.clone().into_tensor_arg(),
+        layer,
     );
     [dx, d_gamma, d_beta]
 }
@@ -475,7 +488,9 @@ fn norm_rows_gradient<F: Float>(
     let mut c = first;
     while c < width {
         let h = g[start + c] * gamma[c];
-        sum_h += h;
+        if layer {
+            sum_h += h;
+        }
         sum_hx += h * normalized[start + c];
         c += step;
     }
@@ -494,7 +509,7 @@ fn norm_rows_gradient<F: Float>(
     }
 }
 
-/// `dγ = Σrows g ⊙ x̂` and `dβ = Σrows g`, a column to each unit column of a cube: its
+/// `dγ = Σrows g ⊙ x̂` and (LayerNorm) `dβ = Σrows g`, a column to each unit column of a cube: its
 /// `CUBE_DIM_Y` lanes take every `CUBE_DIM_Y`-th row, and the lanes' sums are added in shared
 /// memory (a cube is `COLUMNS` × `LANES` units).
 #[cube(launch)]
@@ -503,6 +518,7 @@ fn norm_columns_gradient<F: Float>(
     g: &Tensor<F>,
     d_gamma: &mut Tensor<F>,
     d_beta: &mut Tensor<F>,
+    #[comptime] layer: bool,
 ) {
     let (rows, width) = (normalized.shape(0), normalized.shape(1));
     let column = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
@@ -535,6 +551,8 @@ fn norm_columns_gradient<F: Float>(
             other += 1;
         }
         d_gamma[column] = total_gx;
-        d_beta[column] = total_g;
+        if layer {
+            d_beta[column] = total_g;
+        }
     }
 }

@@ -41,11 +41,10 @@ pub use scale::scale;
 use std::any::{Any, TypeId};
 pub use tensor_gate::{factors_tensor_gate, tensor_gate};
 
-/// `Σ x²` over a tensor (a gradient's share of the clip's global norm): on Flex in f32 one read,
-/// now (`flex_kernels::sum_of_squares`, Flex's own sum to the bit); elsewhere `square().sum()`
-/// left where it is, a one-element tensor, for the caller to read with the others at once
-/// ([`read_sums`]): on a GPU each read waits for the device, once a parameter tensor a step
-/// where this read each one.
+/// `Σ x²` over a tensor (a gradient's share of the clip's global norm). On Flex in f32 it is
+/// read at once (`flex_kernels::sum_of_squares`, Flex's own sum to the bit). Elsewhere it is
+/// `square().sum()` left on the device, a one-element tensor, for the caller to read with the
+/// others in one transfer ([`read_sums`]): on a GPU each read waits for the device.
 pub fn sum_of_squares<B: Backend, const D: usize>(t: Tensor<B, D>) -> SumOfSquares<B> {
     let t = t.into_primitive().tensor();
     if let Some(sum) = flex::<B>(&t).and_then(flex_kernels::sum_of_squares) {
@@ -60,7 +59,8 @@ pub enum SumOfSquares<B: Backend> {
     OnDevice(Tensor<B, 1>),
 }
 
-/// The values of one-element tensors in f64, read in one transfer, in their order.
+/// The values of one-element tensors (of one dtype, on one device) in f64, read in one
+/// transfer, in their order.
 pub fn read_sums<B: Backend>(sums: Vec<Tensor<B, 1>>) -> Vec<f64> {
     if sums.is_empty() {
         return Vec::new();
@@ -370,9 +370,9 @@ macro_rules! for_each_gpu_inner_backend {
     };
 }
 
-#[cfg(feature = "gpu-kernels")]
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube_norm;
-#[cfg(feature = "gpu-kernels")]
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub use cube_norm::launches as gpu_norm_kernel_launches;
 
 /// Runs `op` as one node when `B` is one of laxc's autodiff backends (whose tensors are then

@@ -178,7 +178,7 @@ fn gradients_from_rows<I: Backend>(
 ) -> (FloatTensor<I>, FloatTensor<I>, Option<FloatTensor<I>>) {
     let width = gamma.shape().num_elements();
     let vector = |t: FloatTensor<I>| I::float_reshape(t, Shape::new([width]));
-    #[cfg(feature = "gpu-kernels")]
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
     let [normalized, r, gamma, g] =
         match super::cube_norm::gradients::<I>([normalized, r, gamma, g], centered) {
             Ok(gradients) => return gradients,
@@ -238,7 +238,7 @@ fn norm_keeping_rows<I: Backend>(
     beta: Option<FloatTensor<I>>,
     epsilon: f64,
 ) -> (FloatTensor<I>, NormState<I>) {
-    #[cfg(feature = "gpu-kernels")]
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
     let (x, addend, gamma, beta) =
         match super::cube_norm::forward::<I>(x, addend, gamma.clone(), beta, epsilon) {
             Ok([y, normalized, r]) => return (y, (normalized, gamma, Some(r))),
