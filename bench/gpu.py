@@ -9,8 +9,8 @@ a fresh machine, so the items' warm-up runs share the machine's cores, and the m
 follow, one at a time, load what they compiled from cubecl's kernel cache and the driver's cache
 instead. Their autotune starts afresh, so no choice made while the GPU was shared is reused.
 --kernel-cache DIR keeps both caches in DIR rather than in a temporary folder, so that a later run
-on the same GPU and driver (a second lease, say, with DIR carried over) compiles only the kernels
-that changed.
+on the same GPU and driver, on a machine that keeps DIR, compiles only the kernels that changed
+(about 1 GB for the full plan: too much to carry from one lease to the next).
 
 --quick runs the tiny specs (the default spec and tiny-llama dense / SVD / SVD+LaX) for a few
 steps: what a software device such as llvmpipe can do in minutes, to test this script.

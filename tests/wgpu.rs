@@ -264,27 +264,24 @@ fn norm_and_gradients<E: AutodiffBackend>(
     let transposed = rows == 3;
     use laxc::lower::fused::{self, composed};
     let dev = Default::default();
-    let vector = |v: &[f32]| {
-        Tensor::<E, 1>::from_data(TensorData::new(v.to_vec(), [v.len()]), &dev).require_grad()
-    };
-    let matrix = |v: &[f32]| {
-        let t = Tensor::<E, 1>::from_data(TensorData::new(v.to_vec(), [v.len()]), &dev);
-        t.reshape([rows, width]).detach().require_grad()
-    };
-    let x = match transposed {
-        false => matrix(x),
-        true => Tensor::<E, 1>::from_data(TensorData::new(x.to_vec(), [x.len()]), &dev)
-            .reshape([width, rows])
-            .require_grad(),
-    };
-    let a = matrix(addend);
+    let flat = |v: &[f32]| Tensor::<E, 1>::from_data(TensorData::new(v.to_vec(), [v.len()]), &dev);
+    let leaf = |v: &[f32], shape: [usize; 2]| flat(v).reshape(shape).require_grad();
+    let x = leaf(
+        x,
+        if transposed {
+            [width, rows]
+        } else {
+            [rows, width]
+        },
+    );
     let input = if transposed {
         x.clone().transpose()
     } else {
         x.clone()
     };
-    let (gamma, beta) = (vector(gamma), vector(beta));
-    let w = Tensor::<E, 1>::from_data(TensorData::new(w.to_vec(), [w.len()]), &dev);
+    let a = leaf(addend, [rows, width]);
+    let (gamma, beta) = (flat(gamma).require_grad(), flat(beta).require_grad());
+    let w = flat(w);
     let eps = 1e-5;
     let y: Tensor<E, 2> = match (node, layer, summed) {
         (true, true, false) => fused::layer_norm(input, gamma.clone(), beta.clone(), eps),
