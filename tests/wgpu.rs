@@ -377,6 +377,82 @@ fn the_norm_kernels_match_the_f64_formulas_on_wgpu() {
     }
 }
 
+/// laxc's AdamW step on wgpu (`lower/fused/cube_adamw.rs`, one kernel a parameter a step)
+/// against the step's formula computed here in f64 from the same f32 inputs, twelve steps (four
+/// of the largest tensor) with and without weight decay, the clip's factor (1 and not), gradients of every scale (zero
+/// among them), on a tensor of one element, one of an odd size and one of more elements than a
+/// grid's side of cubes holds (65,535 × 256). The parameter and both moments after each step,
+/// to f32 rounding.
+#[test]
+fn the_adamw_kernel_matches_the_f64_formula_on_wgpu() {
+    use burn::optim::SimpleOptimizer;
+    use laxc::train::optimizer::{AdamW, GradientScale};
+    if !adapter() {
+        return;
+    }
+    let dev = WgpuDevice::default();
+    let (beta_1, beta_2, eps) = (0.9f64, 0.95f64, 1e-8f64);
+    for (n, weight_decay) in [(1usize, 0.1f32), (1_003, 0.0), (65_535 * 256 + 7, 0.01)] {
+        let clip = GradientScale::default();
+        let adamw = AdamW::new(
+            beta_1 as f32,
+            beta_2 as f32,
+            eps as f32,
+            weight_decay,
+            clip.clone(),
+        );
+        let start: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
+            .collect();
+        let mut want: Vec<[f64; 3]> = start.iter().map(|&x| [f64::from(x), 0.0, 0.0]).collect();
+        let mut x = Tensor::<Wgpu, 1>::from_data(TensorData::new(start, [n]), &dev);
+        let mut state = None;
+        // Four steps of the large tensor go through every gradient scale and both factors.
+        let steps = if n > 65_535 * 256 { 4 } else { 12 };
+        for step in 0..steps {
+            let scale = [1.0f32, 1e-6, 30.0, 0.0][step % 4];
+            let g: Vec<f32> = (0..n)
+                .map(|i| (((i + 31 * step) * 104_729) % 997) as f32 / 498.5 - 1.0)
+                .map(|v| v * scale)
+                .collect();
+            let factor = [1.0, 1.0, 0.3719f64][step % 3];
+            clip.set(factor);
+            let lr = 3e-3 * (1.0 + step as f64) / 7.0;
+            let before = laxc::lower::fused::gpu_adamw_kernel_launches();
+            let grad = Tensor::<Wgpu, 1>::from_data(TensorData::new(g.clone(), [n]), &dev);
+            let (next, next_state) = adamw.step(lr, x, grad, state);
+            let launched = laxc::lower::fused::gpu_adamw_kernel_launches() - before;
+            assert_eq!(launched, 1, "{n} elements, step {step}: {launched} kernels");
+            let t = (step + 1) as i32;
+            let (c1, c2) = (1.0 - beta_1.powi(t), 1.0 - beta_2.powi(t));
+            for (w, &g) in want.iter_mut().zip(&g) {
+                let g = f64::from(g) * f64::from(factor as f32);
+                w[1] = beta_1 * w[1] + (1.0 - beta_1) * g;
+                w[2] = beta_2 * w[2] + (1.0 - beta_2) * g * g;
+                let delta = (w[1] / c1) / ((w[2] / c2).sqrt() + eps);
+                w[0] = w[0] * (1.0 - lr * f64::from(weight_decay)) - lr * delta;
+            }
+            let s = next_state.as_ref().expect("a state after a step");
+            let got = [&next, &s.momentum.moment_1, &s.momentum.moment_2]
+                .map(|t| t.to_data().iter::<f32>().collect::<Vec<f32>>());
+            for (k, name) in ["parameter", "first moment", "second moment"]
+                .iter()
+                .enumerate()
+            {
+                let w: Vec<f32> = want.iter().map(|w| w[k] as f32).collect();
+                // f32 rounding of each op, relative to the tensor's norm (moments of zero
+                // gradients are zero, and a floor keeps them from dividing by nothing).
+                let err = relative(&w, &got[k], 1e-30);
+                assert!(
+                    err < 1e-5,
+                    "{n} elements, step {step}, {name}: relative error {err:.2e}"
+                );
+            }
+            (x, state) = (next, next_state);
+        }
+    }
+}
+
 #[test]
 fn every_spec_runs_forward_and_backward_on_wgpu_as_on_flex() {
     if !adapter() {

@@ -2,6 +2,7 @@
 //! There is no forward pass per family: `run` walks the checked graph, node by node, and each op
 //! kind is one arm of `ops::eval`.
 
+use super::fused;
 use super::init::Init;
 use super::ops::{eval, Frame, KvCache, Value};
 use super::params::{init_node, NodeParams};
@@ -9,7 +10,8 @@ use super::precision::widen;
 use super::program::Program;
 use crate::ir::Ir;
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{backend::Backend, Int, Tensor};
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{backend::Backend, Int, Shape, Tensor, TensorMetadata, TensorPrimitive};
 
 #[derive(Module, Debug)]
 pub struct LaxModel<B: Backend> {
@@ -193,28 +195,34 @@ impl<B: Backend> LaxModel<B> {
         values[read].take()
     }
 
-    /// Puts every trainable parameter into one autodiff graph with a single op, before the
-    /// forward pass. Burn's autodiff starts each parameter in a graph of its own and merges two
+    /// Puts every trainable parameter into one autodiff graph before the forward pass. Burn's autodiff starts each parameter in a graph of its own and merges two
     /// graphs when an op first combines them, copying one into the other, and the copied one
     /// is as often the large graph of the activations as the parameter's: a step cost
     /// parameters × nodes, quadratic in depth (BENCHMARKS.md, "Step time against depth"). One
-    /// op over a one-element view of every parameter merges them all at a cost linear in their
-    /// number; the op's result is dropped and never reached by backward. Without autodiff (or
-    /// for frozen parameters) there is nothing to join.
+    /// join of them all merges them at a cost of about their number times its logarithm
+    /// (`fused::join_graphs`: nodes that launch nothing on any device); its result is dropped
+    /// and never reached by backward. Without laxc's nodes, one concatenation of a one-element
+    /// view of each, a kernel a view and a place on a GPU. Without autodiff (or for frozen
+    /// parameters) there is nothing to join.
     fn join_parameter_graphs(&self) {
-        struct Views<B: Backend>(Vec<Tensor<B, 1>>);
-        impl<B: Backend> ModuleVisitor<B> for Views<B> {
+        struct Trained<B: Backend>(Vec<FloatTensor<B>>);
+        impl<B: Backend> ModuleVisitor<B> for Trained<B> {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
                 let t = param.val();
                 if t.is_require_grad() {
-                    self.0.push(t.flatten::<1>(0, D - 1).narrow(0, 0, 1));
+                    self.0.push(t.into_primitive().tensor());
                 }
             }
         }
-        let mut views = Views(Vec::new());
-        self.visit(&mut views);
-        if views.0.len() > 1 {
-            drop(Tensor::cat(views.0, 0));
+        let mut trained = Trained(Vec::new());
+        self.visit(&mut trained);
+        if let Err(tensors) = fused::join_graphs::<B>(trained.0) {
+            let views = tensors.into_iter().map(|t: FloatTensor<B>| {
+                let n = t.shape().num_elements();
+                let flat = B::float_reshape(t, Shape::new([n]));
+                Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(flat)).narrow(0, 0, 1)
+            });
+            drop(Tensor::cat(views.collect(), 0));
         }
     }
 

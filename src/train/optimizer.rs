@@ -2,8 +2,10 @@
 //! whose step over a parameter runs as one pass on Flex (`flex_kernels::adamw`) instead of
 //! Burn's fourteen element-wise ops. Same f32 operations in the same order: equal to Burn's bit
 //! for bit (tested below), so a run's curve does not move and a checkpoint written by either
-//! loads in the other. Every other backend, and any state this kernel does not take, runs
-//! Burn's own step.
+//! loads in the other. On the GPU back ends, the same operations as one kernel a parameter
+//! (`fused::gpu_adamw_step`, where Burn's fusion ran five; equal to Burn's step there within
+//! f32 rounding, tests/wgpu.rs). Every other backend, and any state these kernels do not take,
+//! runs Burn's own step.
 //!
 //! The global-norm clip's factor is applied inside the step ([`GradientScale`]): the kernel
 //! multiplies each gradient element by it as it reads it, which is the product the clip's
@@ -103,10 +105,10 @@ impl AdamW {
         }
     }
 
-    /// The step as one kernel where `B` is Flex and the tensors are contiguous f32, written
-    /// over the parameter and the moments, which the step reads last (buffers in cache, where
-    /// new ones are not; BENCHMARKS.md, attempt 48); else the tensors back, unchanged, for
-    /// Burn's step.
+    /// The step as one kernel where `B` is a GPU back end's and the tensors are f32, or where
+    /// `B` is Flex and the tensors are contiguous f32, written there over the parameter and the
+    /// moments, which the step reads last (buffers in cache, where new ones are not;
+    /// BENCHMARKS.md, attempt 48); else the tensors back, unchanged, for Burn's step.
     fn fused<B: Backend, const D: usize>(
         &self,
         lr: LearningRate,
@@ -132,8 +134,15 @@ impl AdamW {
                 max_moment_2: None,
             },
         };
-        let (mut param, g) = (primitive(tensor), primitive(grad));
+        let (param, g) = (primitive(tensor), primitive(grad));
         let kept = state.map(|s| [s.momentum.moment_1, s.momentum.moment_2].map(primitive));
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        let (param, g, kept) =
+            match crate::lower::fused::gpu_adamw_step::<B>((param, g, kept), &step) {
+                Ok([param, m, v]) => return Ok((float(param), state_of([m, v], before + 1))),
+                Err(inputs) => inputs,
+            };
+        let mut param = param;
         let moments = match kept {
             // The first step: the kernel makes the moments.
             None => match on_flex_over::<B, 1, 2>(&mut param, [&g], |p, [g]| {

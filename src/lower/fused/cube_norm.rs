@@ -127,9 +127,9 @@ fn count_launches(kernels: usize) {
 /// The GPU back ends' inner backend: Burn's fusion over its cubecl backend (what
 /// `burn::backend::Wgpu` and `Cuda` are with Burn's `fusion` feature; a build without it falls
 /// back to the composed ops instead of reaching a kernel here).
-type Fused<R, BT> = Fusion<CubeBackend<R, f32, i32, BT>>;
+pub(super) type Fused<R, BT> = Fusion<CubeBackend<R, f32, i32, BT>>;
 /// A tensor of [`Fused`].
-type FusedTensor<R> = FusionTensor<FusionCubeRuntime<R>>;
+pub(super) type FusedTensor<R> = FusionTensor<FusionCubeRuntime<R>>;
 
 /// Registers the forward kernel in the inputs' fusion stream; its outputs are `y` and `x̂`
 /// (the rows' shape) and `r` (a column).

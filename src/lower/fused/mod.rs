@@ -22,6 +22,7 @@ use super::attention::rope_composed;
 use super::{flex_gemm, flex_kernels};
 
 mod dropout;
+mod join;
 mod norm;
 mod scale;
 mod tensor_gate;
@@ -36,6 +37,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor};
 use burn::tensor::{DType, Int, Shape, Tensor, TensorMetadata, TensorPrimitive};
 pub use dropout::dropout;
+pub use join::join_graphs;
 pub use norm::{add_layer_norm, add_rms_norm, layer_norm, rms_norm};
 pub use scale::scale;
 use std::any::{Any, TypeId};
@@ -60,11 +62,23 @@ pub enum SumOfSquares<B: Backend> {
 }
 
 /// The values of one-element tensors (of one dtype, on one device) in f64, read in one
-/// transfer, in their order.
+/// transfer, in their order: on the GPU back ends (f32) straight from their buffers
+/// (`cube_read`), elsewhere concatenated first.
 pub fn read_sums<B: Backend>(sums: Vec<Tensor<B, 1>>) -> Vec<f64> {
     if sums.is_empty() {
         return Vec::new();
     }
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    let sums = {
+        let primitives = sums
+            .into_iter()
+            .map(|t| t.into_primitive().tensor())
+            .collect();
+        match cube_read::read_scalars::<B>(primitives) {
+            Ok(values) => return values.into_iter().map(f64::from).collect(),
+            Err(primitives) => primitives.into_iter().map(float::<B, 1>).collect(),
+        }
+    };
     Tensor::cat(sums, 0).into_data().iter::<f64>().collect()
 }
 
@@ -323,7 +337,8 @@ fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
 /// An op that is one autodiff node over `N` float inputs, on any inner backend `I`.
 trait Node<const N: usize> {
     /// Whether the GPU back ends run it as a node too: so far the norms, whose node there keeps
-    /// the forward pass's row statistics for its backward (`norm::norm_keeping_rows`). Never the products:
+    /// the forward pass's row statistics for its backward (`norm::norm_keeping_rows`), and the
+    /// join of autodiff graphs, which launches nothing (`join`). Never the products:
     /// on a GPU a product keeps to `product::rows_times`'s shapes, which avoid the cubecl matmul
     /// kernel known to be wrong.
     const ON_GPU: bool = false;
@@ -371,7 +386,13 @@ macro_rules! for_each_gpu_inner_backend {
 }
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod cube_adamw;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub use cube_adamw::{adamw_step as gpu_adamw_step, launches as gpu_adamw_kernel_launches};
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube_norm;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod cube_read;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub use cube_norm::launches as gpu_norm_kernel_launches;
 

@@ -1,0 +1,215 @@
+//! AdamW's step over a parameter on the GPU back ends as one cubecl kernel, where Burn's step
+//! is fourteen element-wise ops that its fusion runs as five kernels (four fused ones and a
+//! product by a scalar) a parameter tensor (BENCHMARKS.md, attempt 81). The arithmetic is
+//! `flex_kernels::adamw`'s, op for op (Burn's order): with `g` the gradient times the clip's
+//! factor, `m ← m·β₁ + g·(1 − β₁)`, `v ← v·β₂ + g²·(1 − β₂)` (at the first step from zero
+//! moments, their products skipped as Burn skips them), `x ← x·(1 − lr·λ) − lr · (m / c₁) /
+//! (√(v / c₂) + ε)`. The launch goes into Burn's fusion stream as a custom operation, in order
+//! with the ops around it.
+
+use super::cube_norm::{Fused, FusedTensor};
+use super::same_type;
+use crate::lower::flex_kernels::AdamWStep;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, TensorMetadata};
+use burn_cubecl::fusion::FusionCubeRuntime;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
+use burn_fusion::stream::{Operation, OperationStreams};
+use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+use cubecl::prelude::*;
+use std::any::TypeId;
+use std::marker::PhantomData;
+
+/// A parameter, its gradient and its two moments (none at the first step).
+pub type AdamWInputs<I> = (FloatTensor<I>, FloatTensor<I>, Option<[FloatTensor<I>; 2]>);
+
+/// One step over `param`: the new parameter and moments `[x, m, v]` from one kernel where `I`
+/// is a GPU back end's inner backend and every tensor is f32 of one shape; else the inputs back
+/// for another step.
+pub fn adamw_step<I: Backend>(
+    (param, grad, moments): AdamWInputs<I>,
+    step: &AdamWStep,
+) -> Result<[FloatTensor<I>; 3], AdamWInputs<I>> {
+    let first = moments.is_none();
+    let inputs: Vec<_> = [param, grad]
+        .into_iter()
+        .chain(moments.into_iter().flatten())
+        .collect();
+    let shape = inputs[0].shape();
+    let takes = |t: &FloatTensor<I>| t.dtype() == DType::F32 && t.shape() == shape;
+    macro_rules! try_cube {
+        ($_inner:ty, $runtime:ty, $bool:ty) => {
+            if TypeId::of::<I>() == TypeId::of::<Fused<$runtime, $bool>>() {
+                let own = same_type(inputs).unwrap_or_else(|_| unreachable!("I was checked"));
+                let out = register::<$runtime, $bool>(own, *step);
+                return Ok(same_type(out).unwrap_or_else(|_| unreachable!("I was checked")));
+            }
+        };
+    }
+    if inputs.iter().all(takes) {
+        for_each_gpu_inner_backend!(try_cube);
+    }
+    let mut inputs = inputs.into_iter();
+    let mut next = || inputs.next().expect("as many as went in");
+    let (param, grad) = (next(), next());
+    let moments = (!first).then(|| [next(), next()]);
+    Err((param, grad, moments))
+}
+
+/// Registers the kernel in the inputs' fusion stream; its outputs are the parameter and the
+/// two moments.
+fn register<R: CubeRuntime, BT: BoolElement>(
+    inputs: Vec<FusedTensor<R>>,
+    step: AdamWStep,
+) -> [FusedTensor<R>; 3] {
+    let client = inputs[0].client.clone();
+    let shape = inputs[0].shape.clone();
+    let streams = OperationStreams::with_inputs(&inputs);
+    let outputs: [TensorIr; 3] = std::array::from_fn(|_| {
+        TensorIr::uninit(client.create_empty_handle(), shape.clone(), DType::F32)
+    });
+    let inputs: Vec<TensorIr> = inputs.into_iter().map(|t| t.into_ir()).collect();
+    let desc = CustomOpIr::new("laxc_adamw_step", &inputs, &outputs);
+    let op = AdamWKernel::<R, BT> {
+        desc: desc.clone(),
+        step,
+        backend: PhantomData,
+    };
+    LAUNCHES.with(|n| n.set(n.get() + 1));
+    let out = client.register(streams, OperationIr::Custom(desc), op);
+    out.try_into()
+        .unwrap_or_else(|_| unreachable!("the step has three outputs"))
+}
+
+thread_local! {
+    /// Steps registered by this thread, for the tests: each one kernel.
+    static LAUNCHES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// AdamW kernels registered by this thread so far (a test's check that the GPU step took them).
+pub fn launches() -> usize {
+    LAUNCHES.with(|n| n.get())
+}
+
+#[derive(Debug)]
+struct AdamWKernel<R, BT> {
+    desc: CustomOpIr,
+    step: AdamWStep,
+    backend: PhantomData<(R, BT)>,
+}
+
+impl<R: CubeRuntime, BT: BoolElement> Operation<FusionCubeRuntime<R>> for AdamWKernel<R, BT> {
+    fn execute(
+        &self,
+        handles: &mut HandleContainer<
+            <FusionCubeRuntime<R> as burn_fusion::FusionRuntime>::FusionHandle,
+        >,
+    ) {
+        let inputs: Vec<CubeTensor<R>> = (self.desc.inputs.iter())
+            .map(|t| into_contiguous(handles.get_float_tensor::<CubeBackend<R, f32, i32, BT>>(t)))
+            .collect();
+        let outputs = launch(inputs, &self.step);
+        for (ir, tensor) in self.desc.outputs.iter().zip(outputs) {
+            handles.register_float_tensor::<CubeBackend<R, f32, i32, BT>>(&ir.id, tensor);
+        }
+    }
+}
+
+/// Units a cube; each unit takes one element.
+const UNITS: u32 = 256;
+
+fn launch<R: CubeRuntime>(inputs: Vec<CubeTensor<R>>, s: &AdamWStep) -> [CubeTensor<R>; 3] {
+    let first = inputs.len() == 2;
+    let mut inputs = inputs.into_iter();
+    let (param, grad) = (inputs.next().expect("param"), inputs.next().expect("grad"));
+    // At the first step the moments' bindings are the gradient's, never read (`first` is
+    // compile-time).
+    let m = inputs.next().unwrap_or_else(|| grad.clone());
+    let v = inputs.next().unwrap_or_else(|| grad.clone());
+    let (client, device) = (param.client.clone(), param.device.clone());
+    let shape = param.shape();
+    let empty =
+        || empty_device_dtype::<R>(client.clone(), device.clone(), shape.clone(), DType::F32);
+    let [x_out, m_out, v_out] = [empty(), empty(), empty()];
+    const SIDE: usize = 65_535;
+    let cubes = shape.num_elements().div_ceil(UNITS as usize).max(1);
+    let count = CubeCount::Static(cubes.min(SIDE) as u32, cubes.div_ceil(SIDE) as u32, 1);
+    adamw::launch::<f32, R>(
+        &client,
+        count,
+        CubeDim::new_1d(UNITS),
+        param.into_tensor_arg(),
+        grad.into_tensor_arg(),
+        m.into_tensor_arg(),
+        v.into_tensor_arg(),
+        x_out.clone().into_tensor_arg(),
+        m_out.clone().into_tensor_arg(),
+        v_out.clone().into_tensor_arg(),
+        s.beta_1,
+        s.beta_2,
+        s.rest_1,
+        s.rest_2,
+        s.correction_1,
+        s.correction_2,
+        s.epsilon,
+        s.lr,
+        s.decay.unwrap_or(1.0),
+        s.grad_scale,
+        first,
+        s.decay.is_some(),
+    );
+    [x_out, m_out, v_out]
+}
+
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn adamw<F: Float>(
+    param: &Tensor<F>,
+    grad: &Tensor<F>,
+    m: &Tensor<F>,
+    v: &Tensor<F>,
+    x_out: &mut Tensor<F>,
+    m_out: &mut Tensor<F>,
+    v_out: &mut Tensor<F>,
+    beta_1: f32,
+    beta_2: f32,
+    rest_1: f32,
+    rest_2: f32,
+    correction_1: f32,
+    correction_2: f32,
+    epsilon: f32,
+    lr: f32,
+    // `1 − lr·λ`, read where `decays`.
+    decay: f32,
+    grad_scale: f32,
+    #[comptime] first: bool,
+    #[comptime] decays: bool,
+) {
+    let cube = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize;
+    let i = cube * CUBE_DIM_X as usize + UNIT_POS_X as usize;
+    if i >= param.len() {
+        terminate!();
+    }
+    // The clip's product, rounded as its own pass rounded it.
+    let g = grad[i] * F::cast_from(grad_scale);
+    let mut moment_1 = g * F::cast_from(rest_1);
+    let mut moment_2 = (g * g) * F::cast_from(rest_2);
+    if !first {
+        moment_1 = m[i] * F::cast_from(beta_1) + moment_1;
+        moment_2 = v[i] * F::cast_from(beta_2) + moment_2;
+    }
+    m_out[i] = moment_1;
+    v_out[i] = moment_2;
+    let corrected_2 = moment_2 / F::cast_from(correction_2);
+    let delta =
+        (moment_1 / F::cast_from(correction_1)) / (F::sqrt(corrected_2) + F::cast_from(epsilon));
+    let mut x = param[i];
+    if decays {
+        x *= F::cast_from(decay);
+    }
+    x_out[i] = x - delta * F::cast_from(lr);
+}

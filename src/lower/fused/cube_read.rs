@@ -1,0 +1,63 @@
+//! Many one-element tensors read from a GPU in one transfer, with no kernel: what the clip's
+//! global norm needs of a step's gradients, one sum of squares each. Concatenating them first
+//! (one transfer, attempt 78) cost a kernel a tensor on the GPU back ends, each sum copied into
+//! its place (BENCHMARKS.md, attempt 80); here each is resolved from Burn's fusion stream to its
+//! own buffer on the device, and the buffers are read together.
+
+use super::cube_norm::{Fused, FusedTensor};
+use super::same_type;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, TensorMetadata};
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
+use cubecl::server::CopyDescriptor;
+use std::any::TypeId;
+
+/// The values of one-element f32 tensors (all on one device), in their order, read in one
+/// transfer; the tensors back where `I` is not a GPU back end's inner backend or one of them is
+/// not a one-element f32 tensor.
+pub fn read_scalars<I: Backend>(
+    scalars: Vec<FloatTensor<I>>,
+) -> Result<Vec<f32>, Vec<FloatTensor<I>>> {
+    macro_rules! try_cube {
+        ($_inner:ty, $runtime:ty, $bool:ty) => {
+            if TypeId::of::<I>() == TypeId::of::<Fused<$runtime, $bool>>() {
+                let own = same_type(scalars).unwrap_or_else(|_| unreachable!("I was checked"));
+                return Ok(read::<$runtime, $bool>(own));
+            }
+        };
+    }
+    let scalar = |t: &FloatTensor<I>| t.dtype() == DType::F32 && t.shape().num_elements() == 1;
+    if !scalars.is_empty() && scalars.iter().all(scalar) {
+        for_each_gpu_inner_backend!(try_cube);
+    }
+    Err(scalars)
+}
+
+fn read<R: CubeRuntime, BT: BoolElement>(scalars: Vec<FusedTensor<R>>) -> Vec<f32> {
+    // Resolving the first runs the stream up to it (every sum was queued before it is asked
+    // for); the rest are then already there.
+    let on_device: Vec<_> = (scalars.into_iter())
+        .map(|t| {
+            t.client
+                .clone()
+                .resolve_tensor_float::<CubeBackend<R, f32, i32, BT>>(t)
+        })
+        .collect();
+    let client = on_device[0].client.clone();
+    let descriptors = (on_device.iter())
+        .map(|t| {
+            CopyDescriptor::new(
+                t.handle.clone().binding(),
+                t.meta.shape().clone(),
+                t.meta.strides().clone(),
+                t.elem_size(),
+            )
+        })
+        .collect();
+    let read = cubecl::future::block_on(client.read_tensor_async(descriptors));
+    let bytes = read.unwrap_or_else(|e| panic!("reading the gradients' sums from the GPU: {e}"));
+    (bytes.iter())
+        .map(|b| f32::from_le_bytes(b[..4].try_into().expect("a one-element f32 tensor")))
+        .collect()
+}
