@@ -348,10 +348,10 @@ fn the_norm_kernels_match_the_f64_formulas_on_wgpu() {
         ];
         let inputs = inputs.each_ref().map(|v| v.as_slice());
         for kind in [[true, false], [false, false], [true, true], [false, true]] {
-            let before = laxc::lower::fused::gpu_norm_kernel_launches();
+            let before = laxc::lower::fused::gpu_kernel_launches();
             let got = norm_and_gradients::<B>(inputs, [rows, width], kind, true);
             // One forward launch and two backward, counted on this thread.
-            let launched = laxc::lower::fused::gpu_norm_kernel_launches() - before;
+            let launched = laxc::lower::fused::gpu_kernel_launches() - before;
             assert_eq!(
                 launched, 3,
                 "{rows} × {width}, {kind:?}: {launched} kernel launches"
@@ -418,10 +418,10 @@ fn the_adamw_kernel_matches_the_f64_formula_on_wgpu() {
             let factor = [1.0, 1.0, 0.3719f64][step % 3];
             clip.set(factor);
             let lr = 3e-3 * (1.0 + step as f64) / 7.0;
-            let before = laxc::lower::fused::gpu_adamw_kernel_launches();
+            let before = laxc::lower::fused::gpu_kernel_launches();
             let grad = Tensor::<Wgpu, 1>::from_data(TensorData::new(g.clone(), [n]), &dev);
             let (next, next_state) = adamw.step(lr, x, grad, state);
-            let launched = laxc::lower::fused::gpu_adamw_kernel_launches() - before;
+            let launched = laxc::lower::fused::gpu_kernel_launches() - before;
             assert_eq!(launched, 1, "{n} elements, step {step}: {launched} kernels");
             let t = (step + 1) as i32;
             let (c1, c2) = (1.0 - beta_1.powi(t), 1.0 - beta_2.powi(t));
@@ -450,6 +450,49 @@ fn the_adamw_kernel_matches_the_f64_formula_on_wgpu() {
             }
             (x, state) = (next, next_state);
         }
+    }
+}
+
+/// A gradient's sum of squares on wgpu (`lower/fused/cube_squares.rs`: one kernel's partial
+/// sums, read with the others in one transfer and added in f64) against the sum in f64 here:
+/// one element, one cube's worth and one more, a strided (transposed) input, and more elements
+/// than the most cubes take at eight a unit.
+#[test]
+fn the_sum_of_squares_kernel_matches_the_f64_sum_on_wgpu() {
+    use laxc::lower::fused::{read_sums, sum_of_squares, SumOfSquares};
+    if !adapter() {
+        return;
+    }
+    let dev = WgpuDevice::default();
+    let shapes = [[1, 1], [1, 2_048], [1, 2_049], [1_001, 3], [3, 1_000_003]];
+    let mut sums = Vec::new();
+    let mut want = Vec::new();
+    let before = laxc::lower::fused::gpu_kernel_launches();
+    for [rows, cols] in shapes {
+        let n = rows * cols;
+        let v: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
+            .collect();
+        want.push(v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>());
+        let t = Tensor::<Wgpu, 1>::from_data(TensorData::new(v, [n]), &dev);
+        // The 1,001 × 3 case is read through a transposed view (an input that is not contiguous).
+        let t: Tensor<Wgpu, 2> = match rows {
+            1_001 => t.reshape([cols, rows]).transpose(),
+            _ => t.reshape([rows, cols]),
+        };
+        match sum_of_squares(t) {
+            SumOfSquares::OnDevice(s) => sums.push(s),
+            SumOfSquares::Read(_) => panic!("wgpu's sums stay on the device"),
+        }
+    }
+    let launched = laxc::lower::fused::gpu_kernel_launches() - before;
+    assert_eq!(launched, shapes.len(), "one kernel a tensor");
+    for ((got, want), shape) in read_sums(sums).into_iter().zip(want).zip(shapes) {
+        let err = (got - want).abs() / want;
+        assert!(
+            err < 1e-6,
+            "{shape:?}: {got} against {want}, relative error {err:.2e}"
+        );
     }
 }
 

@@ -7,7 +7,7 @@
 //! (√(v / c₂) + ε)`. The launch goes into Burn's fusion stream as a custom operation, in order
 //! with the ops around it.
 
-use super::cube_norm::{Fused, FusedTensor};
+use super::cube_norm::{count_launches, Fused, FusedTensor};
 use super::same_type;
 use crate::lower::flex_kernels::AdamWStep;
 use burn::tensor::backend::Backend;
@@ -79,20 +79,10 @@ fn register<R: CubeRuntime, BT: BoolElement>(
         step,
         backend: PhantomData,
     };
-    LAUNCHES.with(|n| n.set(n.get() + 1));
+    count_launches(1);
     let out = client.register(streams, OperationIr::Custom(desc), op);
     out.try_into()
         .unwrap_or_else(|_| unreachable!("the step has three outputs"))
-}
-
-thread_local! {
-    /// Steps registered by this thread, for the tests: each one kernel.
-    static LAUNCHES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// AdamW kernels registered by this thread so far (a test's check that the GPU step took them).
-pub fn launches() -> usize {
-    LAUNCHES.with(|n| n.get())
 }
 
 #[derive(Debug)]

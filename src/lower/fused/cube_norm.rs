@@ -109,9 +109,9 @@ pub fn gradients<I: Backend>(
 /// `(dx, dγ, dβ)`: dβ for LayerNorm only.
 pub type NormGradients<I> = (FloatTensor<I>, FloatTensor<I>, Option<FloatTensor<I>>);
 
-/// How many of these kernels this thread has registered (tests/wgpu.rs: proof that a norm on a
-/// GPU back end ran here, not Burn's composed ops; per thread, so that tests beside it do not
-/// count).
+/// How many of laxc's own GPU kernels (the norms', AdamW's, the sums of squares') this thread
+/// has registered (tests/wgpu.rs: proof that an op on a GPU back end ran on them, not on Burn's
+/// composed ops; per thread, so that tests beside it do not count).
 pub fn launches() -> usize {
     LAUNCHES.with(Cell::get)
 }
@@ -120,7 +120,7 @@ thread_local! {
     static LAUNCHES: Cell<usize> = const { Cell::new(0) };
 }
 
-fn count_launches(kernels: usize) {
+pub(super) fn count_launches(kernels: usize) {
     LAUNCHES.with(|n| n.set(n.get() + kernels));
 }
 
@@ -367,7 +367,7 @@ fn cube_row() -> usize {
 /// The sum of every unit's `value`, for every unit: a tree over shared memory, then a barrier
 /// so that the memory can take the next sum.
 #[cube]
-fn cube_sum<F: Float>(value: F, partial: &mut SharedMemory<F>) -> F {
+pub(super) fn cube_sum<F: Float>(value: F, partial: &mut SharedMemory<F>) -> F {
     let unit = UNIT_POS_X as usize;
     partial[unit] = value;
     sync_cube();

@@ -1,8 +1,8 @@
-//! Many one-element tensors read from a GPU in one transfer, with no kernel: what the clip's
-//! global norm needs of a step's gradients, one sum of squares each. Concatenating them first
-//! (one transfer, attempt 78) cost a kernel a tensor on the GPU back ends, each sum copied into
-//! its place (BENCHMARKS.md, attempt 80); here each is resolved from Burn's fusion stream to its
-//! own buffer on the device, and the buffers are read together.
+//! Many small tensors read from a GPU in one transfer, with no kernel: what the clip's global
+//! norm needs of a step's gradients, the partial sums of squares of each (`cube_squares`).
+//! Concatenating them first (one transfer, attempt 78) cost a kernel a tensor on the GPU back
+//! ends, each copied into its place (BENCHMARKS.md, attempt 80); here each is resolved from
+//! Burn's fusion stream to its own buffer on the device, and the buffers are read together.
 
 use super::cube_norm::{Fused, FusedTensor};
 use super::same_type;
@@ -13,31 +13,30 @@ use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
 use cubecl::server::CopyDescriptor;
 use std::any::TypeId;
 
-/// The values of one-element f32 tensors (all on one device), in their order, read in one
-/// transfer; the tensors back where `I` is not a GPU back end's inner backend or one of them is
-/// not a one-element f32 tensor.
-pub fn read_scalars<I: Backend>(
-    scalars: Vec<FloatTensor<I>>,
-) -> Result<Vec<f32>, Vec<FloatTensor<I>>> {
+/// The values of f32 tensors (all on one device), each in its elements' order, the tensors in
+/// theirs, read in one transfer; the tensors back where `I` is not a GPU back end's inner
+/// backend or one of them is not f32.
+pub fn read_f32s<I: Backend>(
+    tensors: Vec<FloatTensor<I>>,
+) -> Result<Vec<Vec<f32>>, Vec<FloatTensor<I>>> {
     macro_rules! try_cube {
         ($_inner:ty, $runtime:ty, $bool:ty) => {
             if TypeId::of::<I>() == TypeId::of::<Fused<$runtime, $bool>>() {
-                let own = same_type(scalars).unwrap_or_else(|_| unreachable!("I was checked"));
+                let own = same_type(tensors).unwrap_or_else(|_| unreachable!("I was checked"));
                 return Ok(read::<$runtime, $bool>(own));
             }
         };
     }
-    let scalar = |t: &FloatTensor<I>| t.dtype() == DType::F32 && t.shape().num_elements() == 1;
-    if !scalars.is_empty() && scalars.iter().all(scalar) {
+    if !tensors.is_empty() && tensors.iter().all(|t| t.dtype() == DType::F32) {
         for_each_gpu_inner_backend!(try_cube);
     }
-    Err(scalars)
+    Err(tensors)
 }
 
-fn read<R: CubeRuntime, BT: BoolElement>(scalars: Vec<FusedTensor<R>>) -> Vec<f32> {
+fn read<R: CubeRuntime, BT: BoolElement>(tensors: Vec<FusedTensor<R>>) -> Vec<Vec<f32>> {
     // Resolving the first runs the stream up to it (every sum was queued before it is asked
     // for); the rest are then already there.
-    let on_device: Vec<_> = (scalars.into_iter())
+    let on_device: Vec<_> = (tensors.into_iter())
         .map(|t| {
             t.client
                 .clone()
@@ -56,8 +55,13 @@ fn read<R: CubeRuntime, BT: BoolElement>(scalars: Vec<FusedTensor<R>>) -> Vec<f3
         })
         .collect();
     let read = cubecl::future::block_on(client.read_tensor_async(descriptors));
-    let bytes = read.unwrap_or_else(|e| panic!("reading the gradients' sums from the GPU: {e}"));
+    let bytes =
+        read.unwrap_or_else(|e| panic!("reading the gradients' sums of squares from the GPU: {e}"));
     (bytes.iter())
-        .map(|b| f32::from_le_bytes(b[..4].try_into().expect("a one-element f32 tensor")))
+        .map(|b| {
+            (b.chunks_exact(4))
+                .map(|v| f32::from_le_bytes(v.try_into().expect("four bytes")))
+                .collect()
+        })
         .collect()
 }

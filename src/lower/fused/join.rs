@@ -3,10 +3,17 @@
 //! Burn's autodiff keeps each graph apart until an op first combines two, and then copies one
 //! into the other (`lower::model`'s `join_parameter_graphs` says why laxc joins every parameter
 //! before the forward pass). Joining them with an op of the backend's (a concatenation of a
-//! one-element view of each) cost nothing on the CPU, where a view is free, but on the GPU back
-//! ends each view and each place in the concatenation was a kernel of its own: two a parameter
+//! one-element view of each) costs nothing on the CPU, where a view is free, but on the GPU back
+//! ends each view and each place in the concatenation is a kernel of its own: two a parameter
 //! tensor a step (BENCHMARKS.md, attempt 79). Here the join is a node whose value is its first
 //! input's, unchanged: registering it merges its inputs' graphs, and it launches nothing.
+//!
+//! It must be one node over all of them, as the concatenation is. Burn 0.21's graph locator
+//! remaps a merged graph's nodes to the graph it went into, but not the merged graph's first
+//! node (its origin: here a parameter) once that graph is merged again; so after a tree of
+//! joins, the parameters of the inner merges point at graphs that are no longer theirs, and
+//! each one's first op in the forward pass merges the whole graph once more (a 256-block model
+//! took 4.5 s a forward pass instead of 0.07: attempt 79).
 
 use super::{as_node, give, record, Node};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -16,54 +23,64 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 
-/// Puts `tensors` into one autodiff graph through a balanced tree of [`Join`] nodes (each
-/// merge copies one graph into another, so a chain would copy the growing one up to once a
-/// tensor), and drops the tree. `Err` with the tensors where `B` has no such node (no laxc
-/// autodiff backend), for the caller to join them another way.
+/// Puts `tensors` into one autodiff graph through one [`Join`] node over all of them, dropped
+/// at once. A node's inputs are a fixed number: the tensors fill the smallest of 64, 256 or
+/// 1,024 (the last one repeated). `Err` with the tensors where they are more than that or `B`
+/// has no such node (no laxc autodiff backend), for the caller to join them another way.
 pub fn join_graphs<B: Backend>(tensors: Vec<FloatTensor<B>>) -> Result<(), Vec<FloatTensor<B>>> {
-    let mut level = tensors;
-    while level.len() > 1 {
-        let mut next = Vec::with_capacity(level.len().div_ceil(2));
-        let mut rest = level.into_iter();
-        while let Some(a) = rest.next() {
-            let Some(b) = rest.next() else {
-                next.push(a);
-                break;
-            };
-            match as_node::<B, _, 2>(Join, [a, b]) {
-                Ok(joined) => next.push(joined),
-                // Only the first pair can fail: whether `B` has nodes does not change.
-                Err([a, b]) => return Err([a, b].into_iter().chain(rest).collect()),
-            }
-        }
-        level = next;
+    match tensors.len() {
+        0 | 1 => Ok(()),
+        ..=64 => join_in::<B, 64>(tensors),
+        ..=256 => join_in::<B, 256>(tensors),
+        ..=1_024 => join_in::<B, 1_024>(tensors),
+        _ => Err(tensors),
     }
-    Ok(())
 }
 
-/// `a` itself, as a node over `a` and `b`.
+/// [`join_graphs`] through a node of `N` inputs (`tensors` at most `N`, at least one).
+fn join_in<B: Backend, const N: usize>(
+    tensors: Vec<FloatTensor<B>>,
+) -> Result<(), Vec<FloatTensor<B>>> {
+    let n = tensors.len();
+    let last = tensors[n - 1].clone();
+    let padded: Vec<_> = (tensors.into_iter())
+        .chain(std::iter::repeat(last))
+        .take(N)
+        .collect();
+    let inputs: Box<[FloatTensor<B>; N]> = padded
+        .into_boxed_slice()
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("N inputs"));
+    match as_node::<B, _, N>(Join, *inputs) {
+        Ok(_) => Ok(()),
+        Err(inputs) => Err(inputs.into_iter().take(n).collect()),
+    }
+}
+
+/// The first input itself, as a node over all of them.
 struct Join;
 
-/// Backward: the gradient goes to `a` as it came; `b` took no part in the value.
+/// Backward: the gradient goes to the first input as it came; the others took no part in the
+/// value.
 #[derive(Debug)]
 struct JoinBackward;
 
-impl<I: Backend> Backward<I, 2> for JoinBackward {
+impl<I: Backend, const N: usize> Backward<I, N> for JoinBackward {
     type State = ();
 
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let g = grads.consume::<I>(&ops.node);
-        let [a, _] = ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
-        give::<I>(grads, a, || g);
+        let first = ops.parents[0].as_ref().map(|n| n.id);
+        give::<I>(grads, first, || g);
     }
 }
 
-impl Node<2> for Join {
+impl<const N: usize> Node<N> for Join {
     /// The point of it: on the GPU back ends it saves two kernels a tensor.
     const ON_GPU: bool = true;
 
-    fn run<I: Backend>(self, [a, b]: [FloatTensor<Autodiff<I>>; 2]) -> FloatTensor<Autodiff<I>> {
-        let value = a.primitive.clone();
-        record(JoinBackward, [&a, &b], (), value)
+    fn run<I: Backend>(self, inputs: [FloatTensor<Autodiff<I>>; N]) -> FloatTensor<Autodiff<I>> {
+        let value = inputs[0].primitive.clone();
+        record(JoinBackward, inputs.each_ref(), (), value)
     }
 }

@@ -44,42 +44,61 @@ use std::any::{Any, TypeId};
 pub use tensor_gate::{factors_tensor_gate, tensor_gate};
 
 /// `Σ x²` over a tensor (a gradient's share of the clip's global norm). On Flex in f32 it is
-/// read at once (`flex_kernels::sum_of_squares`, Flex's own sum to the bit). Elsewhere it is
-/// `square().sum()` left on the device, a one-element tensor, for the caller to read with the
-/// others in one transfer ([`read_sums`]): on a GPU each read waits for the device.
+/// read at once (`flex_kernels::sum_of_squares`, Flex's own sum to the bit). On the GPU back
+/// ends in f32 it is one kernel's partial sums (`cube_squares`), elsewhere `square().sum()`,
+/// left on the device for the caller to read with the others in one transfer ([`read_sums`]):
+/// on a GPU each read waits for the device.
 pub fn sum_of_squares<B: Backend, const D: usize>(t: Tensor<B, D>) -> SumOfSquares<B> {
     let t = t.into_primitive().tensor();
     if let Some(sum) = flex::<B>(&t).and_then(flex_kernels::sum_of_squares) {
         return SumOfSquares::Read(f64::from(sum));
     }
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    let t = match cube_squares::partial_sums_of_squares::<B>(t) {
+        Ok(partials) => return SumOfSquares::OnDevice(float(partials)),
+        Err(t) => t,
+    };
     SumOfSquares::OnDevice(float::<B, D>(t).square().sum())
 }
 
-/// What [`sum_of_squares`] gives: the sum, or a one-element tensor that holds it.
+/// What [`sum_of_squares`] gives: the sum, or a vector on the device whose elements add up to
+/// it (one element but on the GPU back ends).
 pub enum SumOfSquares<B: Backend> {
     Read(f64),
     OnDevice(Tensor<B, 1>),
 }
 
-/// The values of one-element tensors (of one dtype, on one device) in f64, read in one
-/// transfer, in their order: on the GPU back ends (f32) straight from their buffers
-/// (`cube_read`), elsewhere concatenated first.
+/// The sums of vectors' elements (of one dtype, on one device) in f64, each added in its
+/// elements' order, read in one transfer, in their order: on the GPU back ends (f32) straight
+/// from their buffers (`cube_read`), elsewhere concatenated first.
 pub fn read_sums<B: Backend>(sums: Vec<Tensor<B, 1>>) -> Vec<f64> {
     if sums.is_empty() {
         return Vec::new();
     }
+    let add = |values: &[f64]| values.iter().sum::<f64>();
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    let sums = {
+    let sums: Vec<Tensor<B, 1>> = {
         let primitives = sums
             .into_iter()
             .map(|t| t.into_primitive().tensor())
             .collect();
-        match cube_read::read_scalars::<B>(primitives) {
-            Ok(values) => return values.into_iter().map(f64::from).collect(),
+        match cube_read::read_f32s::<B>(primitives) {
+            Ok(read) => {
+                let in_f64 = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<_>>();
+                return read.into_iter().map(|v| add(&in_f64(v))).collect();
+            }
             Err(primitives) => primitives.into_iter().map(float::<B, 1>).collect(),
         }
     };
-    Tensor::cat(sums, 0).into_data().iter::<f64>().collect()
+    let lengths: Vec<usize> = sums.iter().map(|t| t.dims()[0]).collect();
+    let all: Vec<f64> = Tensor::cat(sums, 0).into_data().iter::<f64>().collect();
+    let mut at = 0;
+    (lengths.into_iter())
+        .map(|n| {
+            at += n;
+            add(&all[at - n..at])
+        })
+        .collect()
 }
 
 /// `scale · a · b` over the last two axes (the scale is 1 but for attention's scores, where it
@@ -388,13 +407,15 @@ macro_rules! for_each_gpu_inner_backend {
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube_adamw;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-pub use cube_adamw::{adamw_step as gpu_adamw_step, launches as gpu_adamw_kernel_launches};
+pub use cube_adamw::adamw_step as gpu_adamw_step;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube_norm;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube_read;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-pub use cube_norm::launches as gpu_norm_kernel_launches;
+mod cube_squares;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub use cube_norm::launches as gpu_kernel_launches;
 
 /// Runs `op` as one node when `B` is one of laxc's autodiff backends (whose tensors are then
 /// `Autodiff<I>`'s own); otherwise gives the inputs back for the composed formula.

@@ -1,0 +1,125 @@
+//! A gradient's sum of squares (its share of the clip's global norm) on the GPU back ends as
+//! one cubecl kernel, where Burn's `square().sum()` was two registered ops and two or three
+//! kernels a parameter tensor (BENCHMARKS.md, attempt 82). Each cube sums the squares of its
+//! strided share of the elements in shared memory and writes one partial sum; the caller reads
+//! the partial sums of every tensor in one transfer (`cube_read`) and adds them in f64.
+
+use super::cube_norm::{count_launches, cube_sum, Fused, FusedTensor};
+use super::same_type;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Shape, TensorMetadata};
+use burn_cubecl::fusion::FusionCubeRuntime;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
+use burn_fusion::stream::{Operation, OperationStreams};
+use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+use cubecl::prelude::*;
+use std::any::TypeId;
+use std::marker::PhantomData;
+
+/// Units a cube (a power of two, for `cube_sum`).
+const UNITS: u32 = 256;
+/// Elements a unit takes at least before another cube is added, and the most cubes: a tensor
+/// of up to 2,048 elements is one cube and one partial sum, the largest 512.
+const PER_UNIT: usize = 8;
+const MOST_CUBES: usize = 512;
+
+/// The partial sums of `t`'s squares, a vector of f32 on the device whose sum is `Σ t²`, from
+/// one kernel where `I` is a GPU back end's inner backend and `t` is f32; else `t` back.
+pub fn partial_sums_of_squares<I: Backend>(
+    t: FloatTensor<I>,
+) -> Result<FloatTensor<I>, FloatTensor<I>> {
+    macro_rules! try_cube {
+        ($_inner:ty, $runtime:ty, $bool:ty) => {
+            if TypeId::of::<I>() == TypeId::of::<Fused<$runtime, $bool>>() {
+                let own = same_type(t).unwrap_or_else(|_| unreachable!("I was checked"));
+                let out = register::<$runtime, $bool>(own);
+                return Ok(same_type(out).unwrap_or_else(|_| unreachable!("I was checked")));
+            }
+        };
+    }
+    if t.dtype() == DType::F32 && t.shape().num_elements() > 0 {
+        for_each_gpu_inner_backend!(try_cube);
+    }
+    Err(t)
+}
+
+/// Cubes for `n` elements.
+fn cubes_for(n: usize) -> usize {
+    n.div_ceil(UNITS as usize * PER_UNIT).clamp(1, MOST_CUBES)
+}
+
+fn register<R: CubeRuntime, BT: BoolElement>(t: FusedTensor<R>) -> FusedTensor<R> {
+    let client = t.client.clone();
+    let cubes = cubes_for(t.shape.num_elements());
+    let streams = OperationStreams::with_inputs(&[t.clone()]);
+    let output = TensorIr::uninit(
+        client.create_empty_handle(),
+        Shape::new([cubes]),
+        DType::F32,
+    );
+    let desc = CustomOpIr::new("laxc_sum_of_squares", &[t.into_ir()], &[output]);
+    let op = SquaresKernel::<R, BT> {
+        desc: desc.clone(),
+        backend: PhantomData,
+    };
+    count_launches(1);
+    let [out] = client
+        .register(streams, OperationIr::Custom(desc), op)
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("the kernel has one output"));
+    out
+}
+
+#[derive(Debug)]
+struct SquaresKernel<R, BT> {
+    desc: CustomOpIr,
+    backend: PhantomData<(R, BT)>,
+}
+
+impl<R: CubeRuntime, BT: BoolElement> Operation<FusionCubeRuntime<R>> for SquaresKernel<R, BT> {
+    fn execute(
+        &self,
+        handles: &mut HandleContainer<
+            <FusionCubeRuntime<R> as burn_fusion::FusionRuntime>::FusionHandle,
+        >,
+    ) {
+        type Cube<R, BT> = CubeBackend<R, f32, i32, BT>;
+        let x = into_contiguous(handles.get_float_tensor::<Cube<R, BT>>(&self.desc.inputs[0]));
+        let cubes = cubes_for(x.shape().num_elements());
+        let (client, device) = (x.client.clone(), x.device.clone());
+        let partials =
+            empty_device_dtype::<R>(client.clone(), device, Shape::new([cubes]), DType::F32);
+        sum_of_squares::launch::<f32, R>(
+            &client,
+            CubeCount::Static(cubes as u32, 1, 1),
+            CubeDim::new_1d(UNITS),
+            x.into_tensor_arg(),
+            partials.clone().into_tensor_arg(),
+            UNITS,
+        );
+        handles.register_float_tensor::<Cube<R, BT>>(&self.desc.outputs[0].id, partials);
+    }
+}
+
+/// `partials[cube] = Σ x[i]²` over the elements `i` of this cube's units, each unit striding
+/// over the whole grid.
+#[cube(launch)]
+fn sum_of_squares<F: Float>(x: &Tensor<F>, partials: &mut Tensor<F>, #[comptime] units: u32) {
+    let cube = CUBE_POS_X as usize;
+    let stride = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let mut i = cube * CUBE_DIM_X as usize + UNIT_POS_X as usize;
+    let mut squares = F::new(0.0);
+    while i < x.len() {
+        let v = x[i];
+        squares += v * v;
+        i += stride;
+    }
+    let mut shared = SharedMemory::<F>::new(units as usize);
+    let total = cube_sum::<F>(squares, &mut shared);
+    if UNIT_POS_X == 0 {
+        partials[cube] = total;
+    }
+}
