@@ -199,11 +199,11 @@ impl<B: Backend> LaxModel<B> {
     /// graphs when an op first combines them, copying one into the other, and the copied one
     /// is as often the large graph of the activations as the parameter's: a step cost
     /// parameters × nodes, quadratic in depth (BENCHMARKS.md, "Step time against depth"). One
-    /// join of them all merges them at a cost of about their number times its logarithm
-    /// (`fused::join_graphs`: nodes that launch nothing on any device); its result is dropped
-    /// and never reached by backward. Without laxc's nodes, one concatenation of a one-element
-    /// view of each, a kernel a view and a place on a GPU. Without autodiff (or for frozen
-    /// parameters) there is nothing to join.
+    /// node over all of them merges them at a cost linear in their number (`fused::join_graphs`,
+    /// which launches nothing on any device); its result is dropped and never reached by
+    /// backward. Beyond its 1,024 inputs, or without laxc's nodes, one concatenation of a
+    /// one-element view of each (a kernel a view and a place on a GPU). Without autodiff (or
+    /// for frozen parameters) there is nothing to join.
     fn join_parameter_graphs(&self) {
         struct Trained<B: Backend>(Vec<FloatTensor<B>>);
         impl<B: Backend> ModuleVisitor<B> for Trained<B> {

@@ -7,22 +7,17 @@
 //! (√(v / c₂) + ε)`. The launch goes into Burn's fusion stream as a custom operation, in order
 //! with the ops around it.
 
-use super::cube_norm::{count_launches, Fused, FusedTensor};
+use super::cube_op::{register, Fused, FusedTensor, Kernels};
 use super::same_type;
 use crate::lower::flex_kernels::AdamWStep;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, TensorMetadata};
-use burn_cubecl::fusion::FusionCubeRuntime;
-use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
-use burn_fusion::stream::{Operation, OperationStreams};
-use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+use burn_cubecl::{BoolElement, CubeRuntime};
 use cubecl::prelude::*;
 use std::any::TypeId;
-use std::marker::PhantomData;
 
 /// A parameter, its gradient and its two moments (none at the first step).
 pub type AdamWInputs<I> = (FloatTensor<I>, FloatTensor<I>, Option<[FloatTensor<I>; 2]>);
@@ -45,7 +40,7 @@ pub fn adamw_step<I: Backend>(
         ($_inner:ty, $runtime:ty, $bool:ty) => {
             if TypeId::of::<I>() == TypeId::of::<Fused<$runtime, $bool>>() {
                 let own = same_type(inputs).unwrap_or_else(|_| unreachable!("I was checked"));
-                let out = register::<$runtime, $bool>(own, *step);
+                let out = register_step::<$runtime, $bool>(own, *step);
                 return Ok(same_type(out).unwrap_or_else(|_| unreachable!("I was checked")));
             }
         };
@@ -62,50 +57,22 @@ pub fn adamw_step<I: Backend>(
 
 /// Registers the kernel in the inputs' fusion stream; its outputs are the parameter and the
 /// two moments.
-fn register<R: CubeRuntime, BT: BoolElement>(
+fn register_step<R: CubeRuntime, BT: BoolElement>(
     inputs: Vec<FusedTensor<R>>,
     step: AdamWStep,
 ) -> [FusedTensor<R>; 3] {
-    let client = inputs[0].client.clone();
-    let shape = inputs[0].shape.clone();
-    let streams = OperationStreams::with_inputs(&inputs);
-    let outputs: [TensorIr; 3] = std::array::from_fn(|_| {
-        TensorIr::uninit(client.create_empty_handle(), shape.clone(), DType::F32)
-    });
-    let inputs: Vec<TensorIr> = inputs.into_iter().map(|t| t.into_ir()).collect();
-    let desc = CustomOpIr::new("laxc_adamw_step", &inputs, &outputs);
-    let op = AdamWKernel::<R, BT> {
-        desc: desc.clone(),
-        step,
-        backend: PhantomData,
-    };
-    count_launches(1);
-    let out = client.register(streams, OperationIr::Custom(desc), op);
+    let shapes = vec![inputs[0].shape.clone(); 3];
+    let out = register::<R, BT, _>("laxc_adamw_step", inputs, shapes, 1, AdamWKernel(step));
     out.try_into()
         .unwrap_or_else(|_| unreachable!("the step has three outputs"))
 }
 
 #[derive(Debug)]
-struct AdamWKernel<R, BT> {
-    desc: CustomOpIr,
-    step: AdamWStep,
-    backend: PhantomData<(R, BT)>,
-}
+struct AdamWKernel(AdamWStep);
 
-impl<R: CubeRuntime, BT: BoolElement> Operation<FusionCubeRuntime<R>> for AdamWKernel<R, BT> {
-    fn execute(
-        &self,
-        handles: &mut HandleContainer<
-            <FusionCubeRuntime<R> as burn_fusion::FusionRuntime>::FusionHandle,
-        >,
-    ) {
-        let inputs: Vec<CubeTensor<R>> = (self.desc.inputs.iter())
-            .map(|t| into_contiguous(handles.get_float_tensor::<CubeBackend<R, f32, i32, BT>>(t)))
-            .collect();
-        let outputs = launch(inputs, &self.step);
-        for (ir, tensor) in self.desc.outputs.iter().zip(outputs) {
-            handles.register_float_tensor::<CubeBackend<R, f32, i32, BT>>(&ir.id, tensor);
-        }
+impl<R: CubeRuntime> Kernels<R> for AdamWKernel {
+    fn launch(&self, inputs: Vec<CubeTensor<R>>) -> Vec<CubeTensor<R>> {
+        launch(inputs, &self.0).to_vec()
     }
 }
 

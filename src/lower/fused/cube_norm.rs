@@ -10,22 +10,16 @@
 //! gradient `g`, with `h = g ⊙ γ`: `dx = r · (h − mean(h) − x̂ · mean(h ⊙ x̂))` (RMSNorm: no
 //! `mean(h)`), `dγ = Σrows g ⊙ x̂`, `dβ = Σrows g`.
 
+use super::cube_op::{register, Fused, FusedTensor, Kernels};
 use super::same_type;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Shape, TensorMetadata};
-use burn_cubecl::fusion::FusionCubeRuntime;
-use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
-use burn_fusion::stream::{Operation, OperationStreams};
-use burn_fusion::{Fusion, FusionTensor};
-use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+use burn_cubecl::{BoolElement, CubeRuntime};
 use cubecl::prelude::*;
 use std::any::TypeId;
-use std::cell::Cell;
-use std::marker::PhantomData;
 
 /// Which norm the forward kernel computes, and of what.
 #[derive(Clone, Copy, Debug)]
@@ -109,28 +103,6 @@ pub fn gradients<I: Backend>(
 /// `(dx, dγ, dβ)`: dβ for LayerNorm only.
 pub type NormGradients<I> = (FloatTensor<I>, FloatTensor<I>, Option<FloatTensor<I>>);
 
-/// How many of laxc's own GPU kernels (the norms', AdamW's, the sums of squares') this thread
-/// has registered (tests/wgpu.rs: proof that an op on a GPU back end ran on them, not on Burn's
-/// composed ops; per thread, so that tests beside it do not count).
-pub fn launches() -> usize {
-    LAUNCHES.with(Cell::get)
-}
-
-thread_local! {
-    static LAUNCHES: Cell<usize> = const { Cell::new(0) };
-}
-
-pub(super) fn count_launches(kernels: usize) {
-    LAUNCHES.with(|n| n.set(n.get() + kernels));
-}
-
-/// The GPU back ends' inner backend: Burn's fusion over its cubecl backend (what
-/// `burn::backend::Wgpu` and `Cuda` are with Burn's `fusion` feature; a build without it falls
-/// back to the composed ops instead of reaching a kernel here).
-pub(super) type Fused<R, BT> = Fusion<CubeBackend<R, f32, i32, BT>>;
-/// A tensor of [`Fused`].
-pub(super) type FusedTensor<R> = FusionTensor<FusionCubeRuntime<R>>;
-
 /// Registers the forward kernel in the inputs' fusion stream; its outputs are `y` and `x̂`
 /// (the rows' shape) and `r` (a column).
 fn register_forward<R: CubeRuntime, BT: BoolElement>(
@@ -138,27 +110,10 @@ fn register_forward<R: CubeRuntime, BT: BoolElement>(
     epsilon: f32,
     kind: NormKind,
 ) -> [FusedTensor<R>; 3] {
-    let client = inputs[0].client.clone();
     let [rows, width] = inputs[0].shape.dims::<2>();
-    let streams = OperationStreams::with_inputs(&inputs);
-    let uninit = |shape: [usize; 2]| {
-        TensorIr::uninit(client.create_empty_handle(), Shape::new(shape), DType::F32)
-    };
-    let outputs = [
-        uninit([rows, width]),
-        uninit([rows, width]),
-        uninit([rows, 1]),
-    ];
-    let inputs: Vec<TensorIr> = inputs.into_iter().map(|t| t.into_ir()).collect();
-    let desc = CustomOpIr::new("laxc_norm_rows_forward", &inputs, &outputs);
-    let op = NormForwardKernel::<R, BT> {
-        desc: desc.clone(),
-        epsilon,
-        kind,
-        backend: PhantomData,
-    };
-    count_launches(1);
-    let out = client.register(streams, OperationIr::Custom(desc), op);
+    let shapes = [[rows, width], [rows, width], [rows, 1]].map(Shape::new);
+    let kernel = NormForwardKernel { epsilon, kind };
+    let out = register::<R, BT, _>("laxc_norm_rows_forward", inputs, shapes.to_vec(), 1, kernel);
     out.try_into()
         .unwrap_or_else(|_| unreachable!("the forward kernel has three outputs"))
 }
@@ -169,93 +124,47 @@ fn register_gradients<R: CubeRuntime, BT: BoolElement>(
     inputs: [FusedTensor<R>; 4],
     layer: bool,
 ) -> [FusedTensor<R>; 3] {
-    let client = inputs[0].client.clone();
     let [rows, width] = inputs[0].shape.dims::<2>();
-    let streams = OperationStreams::with_inputs(&inputs);
-    let uninit = |shape: Shape| TensorIr::uninit(client.create_empty_handle(), shape, DType::F32);
-    let outputs = [
-        uninit(Shape::new([rows, width])),
-        uninit(Shape::new([width])),
-        uninit(Shape::new([width])),
+    let shapes = vec![
+        Shape::new([rows, width]),
+        Shape::new([width]),
+        Shape::new([width]),
     ];
-    let inputs = inputs.map(|t| t.into_ir());
-    let desc = CustomOpIr::new("laxc_norm_gradients", &inputs, &outputs);
-    let op = NormGradientKernels::<R, BT> {
-        desc: desc.clone(),
-        layer,
-        backend: PhantomData,
-    };
-    count_launches(2);
-    let out = client.register(streams, OperationIr::Custom(desc), op);
+    let kernels = NormGradientKernels { layer };
+    let out = register::<R, BT, _>("laxc_norm_gradients", Vec::from(inputs), shapes, 2, kernels);
     out.try_into()
         .unwrap_or_else(|_| unreachable!("the gradient kernels have three outputs"))
 }
 
 #[derive(Debug)]
-struct NormForwardKernel<R, BT> {
-    desc: CustomOpIr,
+struct NormForwardKernel {
     epsilon: f32,
     kind: NormKind,
-    backend: PhantomData<(R, BT)>,
 }
 
 #[derive(Debug)]
-struct NormGradientKernels<R, BT> {
-    desc: CustomOpIr,
+struct NormGradientKernels {
     layer: bool,
-    backend: PhantomData<(R, BT)>,
 }
 
-/// The inputs of a custom operation as contiguous cube tensors.
-fn cube_inputs<R: CubeRuntime, BT: BoolElement>(
-    desc: &CustomOpIr,
-    handles: &mut HandleContainer<
-        <FusionCubeRuntime<R> as burn_fusion::FusionRuntime>::FusionHandle,
-    >,
-) -> Vec<CubeTensor<R>> {
-    desc.inputs
-        .iter()
-        .map(|t| into_contiguous(handles.get_float_tensor::<CubeBackend<R, f32, i32, BT>>(t)))
-        .collect()
-}
-
-impl<R: CubeRuntime, BT: BoolElement> Operation<FusionCubeRuntime<R>> for NormForwardKernel<R, BT> {
-    fn execute(
-        &self,
-        handles: &mut HandleContainer<
-            <FusionCubeRuntime<R> as burn_fusion::FusionRuntime>::FusionHandle,
-        >,
-    ) {
-        let mut inputs = cube_inputs::<R, BT>(&self.desc, handles).into_iter();
+impl<R: CubeRuntime> Kernels<R> for NormForwardKernel {
+    fn launch(&self, inputs: Vec<CubeTensor<R>>) -> Vec<CubeTensor<R>> {
+        let mut inputs = inputs.into_iter();
         let mut next = || inputs.next().expect("the forward kernel's inputs");
         let x = next();
         let addend = if self.kind.summed { Some(next()) } else { None };
         let gamma = next();
         let beta = if self.kind.layer { Some(next()) } else { None };
-        let outputs = launch_forward(x, addend, gamma, beta, self.epsilon);
-        for (ir, tensor) in self.desc.outputs.iter().zip(outputs) {
-            handles.register_float_tensor::<CubeBackend<R, f32, i32, BT>>(&ir.id, tensor);
-        }
+        launch_forward(x, addend, gamma, beta, self.epsilon).to_vec()
     }
 }
 
-impl<R: CubeRuntime, BT: BoolElement> Operation<FusionCubeRuntime<R>>
-    for NormGradientKernels<R, BT>
-{
-    fn execute(
-        &self,
-        handles: &mut HandleContainer<
-            <FusionCubeRuntime<R> as burn_fusion::FusionRuntime>::FusionHandle,
-        >,
-    ) {
-        let inputs = cube_inputs::<R, BT>(&self.desc, handles);
+impl<R: CubeRuntime> Kernels<R> for NormGradientKernels {
+    fn launch(&self, inputs: Vec<CubeTensor<R>>) -> Vec<CubeTensor<R>> {
         let [normalized, r, gamma, g] = inputs
             .try_into()
             .unwrap_or_else(|_| unreachable!("the gradient kernels have four inputs"));
-        let outputs = launch_gradients(normalized, r, gamma, g, self.layer);
-        for (ir, tensor) in self.desc.outputs.iter().zip(outputs) {
-            handles.register_float_tensor::<CubeBackend<R, f32, i32, BT>>(&ir.id, tensor);
-        }
+        launch_gradients(normalized, r, gamma, g, self.layer).to_vec()
     }
 }
 

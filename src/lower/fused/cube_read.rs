@@ -4,7 +4,7 @@
 //! ends, each copied into its place (BENCHMARKS.md, attempt 80); here each is resolved from
 //! Burn's fusion stream to its own buffer on the device, and the buffers are read together.
 
-use super::cube_norm::{Fused, FusedTensor};
+use super::cube_op::{Fused, FusedTensor};
 use super::same_type;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;

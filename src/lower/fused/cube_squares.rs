@@ -4,20 +4,17 @@
 //! strided share of the elements in shared memory and writes one partial sum; the caller reads
 //! the partial sums of every tensor in one transfer (`cube_read`) and adds them in f64.
 
-use super::cube_norm::{count_launches, cube_sum, Fused, FusedTensor};
+use super::cube_norm::cube_sum;
+use super::cube_op::{register, Fused, FusedTensor, Kernels};
 use super::same_type;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Shape, TensorMetadata};
-use burn_cubecl::fusion::FusionCubeRuntime;
-use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
-use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
-use burn_fusion::stream::{Operation, OperationStreams};
-use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeRuntime};
 use cubecl::prelude::*;
 use std::any::TypeId;
-use std::marker::PhantomData;
 
 /// Units a cube (a power of two, for `cube_sum`).
 const UNITS: u32 = 256;
@@ -35,7 +32,7 @@ pub fn partial_sums_of_squares<I: Backend>(
         ($_inner:ty, $runtime:ty, $bool:ty) => {
             if TypeId::of::<I>() == TypeId::of::<Fused<$runtime, $bool>>() {
                 let own = same_type(t).unwrap_or_else(|_| unreachable!("I was checked"));
-                let out = register::<$runtime, $bool>(own);
+                let out = register_sum::<$runtime, $bool>(own);
                 return Ok(same_type(out).unwrap_or_else(|_| unreachable!("I was checked")));
             }
         };
@@ -51,43 +48,20 @@ fn cubes_for(n: usize) -> usize {
     n.div_ceil(UNITS as usize * PER_UNIT).clamp(1, MOST_CUBES)
 }
 
-fn register<R: CubeRuntime, BT: BoolElement>(t: FusedTensor<R>) -> FusedTensor<R> {
-    let client = t.client.clone();
-    let cubes = cubes_for(t.shape.num_elements());
-    let streams = OperationStreams::with_inputs(&[t.clone()]);
-    let output = TensorIr::uninit(
-        client.create_empty_handle(),
-        Shape::new([cubes]),
-        DType::F32,
-    );
-    let desc = CustomOpIr::new("laxc_sum_of_squares", &[t.into_ir()], &[output]);
-    let op = SquaresKernel::<R, BT> {
-        desc: desc.clone(),
-        backend: PhantomData,
-    };
-    count_launches(1);
-    let [out] = client
-        .register(streams, OperationIr::Custom(desc), op)
+fn register_sum<R: CubeRuntime, BT: BoolElement>(t: FusedTensor<R>) -> FusedTensor<R> {
+    let shapes = vec![Shape::new([cubes_for(t.shape.num_elements())])];
+    let [out] = register::<R, BT, _>("laxc_sum_of_squares", vec![t], shapes, 1, SquaresKernel)
         .try_into()
         .unwrap_or_else(|_| unreachable!("the kernel has one output"));
     out
 }
 
 #[derive(Debug)]
-struct SquaresKernel<R, BT> {
-    desc: CustomOpIr,
-    backend: PhantomData<(R, BT)>,
-}
+struct SquaresKernel;
 
-impl<R: CubeRuntime, BT: BoolElement> Operation<FusionCubeRuntime<R>> for SquaresKernel<R, BT> {
-    fn execute(
-        &self,
-        handles: &mut HandleContainer<
-            <FusionCubeRuntime<R> as burn_fusion::FusionRuntime>::FusionHandle,
-        >,
-    ) {
-        type Cube<R, BT> = CubeBackend<R, f32, i32, BT>;
-        let x = into_contiguous(handles.get_float_tensor::<Cube<R, BT>>(&self.desc.inputs[0]));
+impl<R: CubeRuntime> Kernels<R> for SquaresKernel {
+    fn launch(&self, inputs: Vec<CubeTensor<R>>) -> Vec<CubeTensor<R>> {
+        let x = inputs.into_iter().next().expect("one input");
         let cubes = cubes_for(x.shape().num_elements());
         let (client, device) = (x.client.clone(), x.device.clone());
         let partials =
@@ -100,7 +74,7 @@ impl<R: CubeRuntime, BT: BoolElement> Operation<FusionCubeRuntime<R>> for Square
             partials.clone().into_tensor_arg(),
             UNITS,
         );
-        handles.register_float_tensor::<Cube<R, BT>>(&self.desc.outputs[0].id, partials);
+        vec![partials]
     }
 }
 

@@ -84,3 +84,38 @@ impl<const N: usize> Node<N> for Join {
         record(JoinBackward, inputs.each_ref(), (), value)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::{Tensor, TensorPrimitive};
+
+    fn leaves<B: Backend>(n: usize, grad: bool) -> Vec<FloatTensor<B>> {
+        (0..n)
+            .map(|i| {
+                let t = Tensor::<B, 1>::from_floats([i as f32, 1.0], &Default::default());
+                let t = if grad { t.require_grad() } else { t };
+                t.into_primitive().tensor()
+            })
+            .collect()
+    }
+
+    /// Up to 1,024 tensors are one node on an autodiff backend of laxc's; more, or a backend
+    /// without the node, give every tensor back, in order, for the concatenation.
+    #[test]
+    fn joins_up_to_a_node_s_inputs_and_gives_the_rest_back() {
+        type A = Autodiff<Flex>;
+        for n in [0, 1, 2, 64, 65, 256, 1_024] {
+            assert!(
+                join_graphs::<A>(leaves::<A>(n, true)).is_ok(),
+                "{n} tensors"
+            );
+        }
+        let back = join_graphs::<A>(leaves::<A>(1_025, true)).expect_err("past 1,024");
+        assert_eq!(back.len(), 1_025);
+        let back = join_graphs::<Flex>(leaves::<Flex>(3, false)).expect_err("no autodiff");
+        let second = Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(back[1].clone()));
+        assert_eq!(second.into_data().to_vec::<f32>().unwrap(), vec![1.0, 1.0]);
+    }
+}

@@ -411,11 +411,13 @@ pub use cube_adamw::adamw_step as gpu_adamw_step;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube_norm;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod cube_op;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube_read;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube_squares;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-pub use cube_norm::launches as gpu_kernel_launches;
+pub use cube_op::launches as gpu_kernel_launches;
 
 /// Runs `op` as one node when `B` is one of laxc's autodiff backends (whose tensors are then
 /// `Autodiff<I>`'s own); otherwise gives the inputs back for the composed formula.

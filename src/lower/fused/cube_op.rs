@@ -1,0 +1,91 @@
+//! laxc's own kernels on the GPU back ends as custom operations in Burn's fusion stream, where
+//! they run in order with the ops around them: what `cube_norm`, `cube_adamw` and
+//! `cube_squares` share. An op registers its inputs and its outputs' shapes (f32); when the
+//! stream reaches it, its [`Kernels`] launch on the inputs made contiguous.
+
+use burn::tensor::{DType, Shape};
+use burn_cubecl::fusion::FusionCubeRuntime;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
+use burn_fusion::stream::{Operation, OperationStreams};
+use burn_fusion::{Fusion, FusionTensor};
+use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+use std::cell::Cell;
+use std::marker::PhantomData;
+
+/// The GPU back ends' inner backend: Burn's fusion over its cubecl backend (what
+/// `burn::backend::Wgpu` and `Cuda` are with Burn's `fusion` feature; a build without it falls
+/// back to the composed ops instead of reaching a kernel here).
+pub(super) type Fused<R, BT> = Fusion<CubeBackend<R, f32, i32, BT>>;
+/// A tensor of [`Fused`].
+pub(super) type FusedTensor<R> = FusionTensor<FusionCubeRuntime<R>>;
+type Cube<R, BT> = CubeBackend<R, f32, i32, BT>;
+
+/// What an op launches when the stream reaches it.
+pub(super) trait Kernels<R: CubeRuntime>: Send + Sync + std::fmt::Debug + 'static {
+    /// The outputs, in the order their shapes were registered, from the inputs (contiguous).
+    fn launch(&self, inputs: Vec<CubeTensor<R>>) -> Vec<CubeTensor<R>>;
+}
+
+/// Registers `kernels` (`launches` of them, for [`launches`]) in the inputs' fusion stream
+/// under `name`, with f32 outputs of `shapes`; returns the outputs.
+pub(super) fn register<R: CubeRuntime, BT: BoolElement, K: Kernels<R>>(
+    name: &'static str,
+    inputs: Vec<FusedTensor<R>>,
+    shapes: Vec<Shape>,
+    launches: usize,
+    kernels: K,
+) -> Vec<FusedTensor<R>> {
+    let client = inputs[0].client.clone();
+    let streams = OperationStreams::with_inputs(&inputs);
+    let outputs: Vec<TensorIr> = (shapes.into_iter())
+        .map(|shape| TensorIr::uninit(client.create_empty_handle(), shape, DType::F32))
+        .collect();
+    let inputs: Vec<TensorIr> = inputs.into_iter().map(|t| t.into_ir()).collect();
+    let desc = CustomOpIr::new(name, &inputs, &outputs);
+    let op = Custom::<R, BT, K> {
+        desc: desc.clone(),
+        kernels,
+        backend: PhantomData,
+    };
+    LAUNCHES.with(|n| n.set(n.get() + launches));
+    client.register(streams, OperationIr::Custom(desc), op)
+}
+
+#[derive(Debug)]
+struct Custom<R, BT, K> {
+    desc: CustomOpIr,
+    kernels: K,
+    backend: PhantomData<(R, BT)>,
+}
+
+impl<R: CubeRuntime, BT: BoolElement, K: Kernels<R>> Operation<FusionCubeRuntime<R>>
+    for Custom<R, BT, K>
+{
+    fn execute(
+        &self,
+        handles: &mut HandleContainer<
+            <FusionCubeRuntime<R> as burn_fusion::FusionRuntime>::FusionHandle,
+        >,
+    ) {
+        let inputs = (self.desc.inputs.iter())
+            .map(|t| into_contiguous(handles.get_float_tensor::<Cube<R, BT>>(t)))
+            .collect();
+        let outputs = self.kernels.launch(inputs);
+        for (ir, tensor) in self.desc.outputs.iter().zip(outputs) {
+            handles.register_float_tensor::<Cube<R, BT>>(&ir.id, tensor);
+        }
+    }
+}
+
+/// How many of laxc's own GPU kernels (the norms', AdamW's, the sums of squares') this thread
+/// has registered (tests/wgpu.rs: proof that an op on a GPU back end ran on them, not on Burn's
+/// composed ops; per thread, so that tests beside it do not count).
+pub fn launches() -> usize {
+    LAUNCHES.with(Cell::get)
+}
+
+thread_local! {
+    static LAUNCHES: Cell<usize> = const { Cell::new(0) };
+}
