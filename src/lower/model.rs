@@ -195,11 +195,12 @@ impl<B: Backend> LaxModel<B> {
         values[read].take()
     }
 
-    /// Puts every trainable parameter into one autodiff graph before the forward pass. Burn's autodiff starts each parameter in a graph of its own and merges two
-    /// graphs when an op first combines them, copying one into the other, and the copied one
-    /// is as often the large graph of the activations as the parameter's: a step cost
-    /// parameters × nodes, quadratic in depth (BENCHMARKS.md, "Step time against depth"). One
-    /// node over all of them merges them at a cost linear in their number (`fused::join_graphs`,
+    /// Puts every trainable parameter into one autodiff graph before the forward pass. Burn's
+    /// autodiff starts each parameter in a graph of its own and merges two graphs when an op
+    /// first combines them, copying one into the other, and the copied one is as often the
+    /// large graph of the activations as the parameter's: a step cost parameters × nodes,
+    /// quadratic in depth (BENCHMARKS.md, "Step time against depth"). One node over all of
+    /// them merges them at a cost linear in their number (`fused::join_graphs`,
     /// which launches nothing on any device); its result is dropped and never reached by
     /// backward. Beyond its 1,024 inputs, or without laxc's nodes, one concatenation of a
     /// one-element view of each (a kernel a view and a place on a GPU). Without autodiff (or

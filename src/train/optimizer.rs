@@ -3,8 +3,8 @@
 //! Burn's fourteen element-wise ops. Same f32 operations in the same order: equal to Burn's bit
 //! for bit (tested below), so a run's curve does not move and a checkpoint written by either
 //! loads in the other. On the GPU back ends, the same operations as one kernel a parameter
-//! (`fused::gpu_adamw_step`, where Burn's fusion ran five; equal to Burn's step there within
-//! f32 rounding, tests/wgpu.rs). Every other backend, and any state these kernels do not take,
+//! (`fused::gpu_adamw_step`, one op for the host to register where Burn's step is fourteen;
+//! the formula's value to f32 rounding, tests/wgpu.rs). Every other backend, and any state these kernels do not take,
 //! runs Burn's own step.
 //!
 //! The global-norm clip's factor is applied inside the step ([`GradientScale`]): the kernel

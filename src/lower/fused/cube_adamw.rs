@@ -1,6 +1,8 @@
-//! AdamW's step over a parameter on the GPU back ends as one cubecl kernel, where Burn's step
-//! is fourteen element-wise ops that its fusion runs as five kernels (four fused ones and a
-//! product by a scalar) a parameter tensor (BENCHMARKS.md, attempt 81). The arithmetic is
+//! AdamW's step over a parameter on the GPU back ends as one cubecl kernel and one op the host
+//! registers, where Burn's step is fourteen element-wise ops a parameter tensor, each
+//! registered by the host (its fusion then runs several tensors' ops in one kernel, so this
+//! launches a few more kernels and registers thirteen ops a tensor fewer: BENCHMARKS.md,
+//! attempt 81). The arithmetic is
 //! `flex_kernels::adamw`'s, op for op (Burn's order): with `g` the gradient times the clip's
 //! factor, `m ← m·β₁ + g·(1 − β₁)`, `v ← v·β₂ + g²·(1 − β₂)` (at the first step from zero
 //! moments, their products skipped as Burn skips them), `x ← x·(1 − lr·λ) − lr · (m / c₁) /

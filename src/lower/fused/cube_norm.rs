@@ -10,7 +10,7 @@
 //! gradient `g`, with `h = g ⊙ γ`: `dx = r · (h − mean(h) − x̂ · mean(h ⊙ x̂))` (RMSNorm: no
 //! `mean(h)`), `dγ = Σrows g ⊙ x̂`, `dβ = Σrows g`.
 
-use super::cube_op::{register, Fused, FusedTensor, Kernels};
+use super::cube_op::{cube_sum, register, Fused, FusedTensor, Kernels};
 use super::same_type;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
@@ -271,26 +271,6 @@ fn launch_gradients<R: CubeRuntime>(
 #[cube]
 fn cube_row() -> usize {
     (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize
-}
-
-/// The sum of every unit's `value`, for every unit: a tree over shared memory, then a barrier
-/// so that the memory can take the next sum.
-#[cube]
-pub(super) fn cube_sum<F: Float>(value: F, partial: &mut SharedMemory<F>) -> F {
-    let unit = UNIT_POS_X as usize;
-    partial[unit] = value;
-    sync_cube();
-    let mut half = (CUBE_DIM_X / 2) as usize;
-    while half > 0 {
-        if unit < half {
-            partial[unit] = partial[unit] + partial[unit + half];
-        }
-        sync_cube();
-        half /= 2;
-    }
-    let total = partial[0];
-    sync_cube();
-    total
 }
 
 /// `y = x̂ · γ (+ β)`, `x̂` and `r` of row `cube_row()` of `x` (of `x + addend` where `summed`).

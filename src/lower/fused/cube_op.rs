@@ -1,6 +1,6 @@
 //! laxc's own kernels on the GPU back ends as custom operations in Burn's fusion stream, where
 //! they run in order with the ops around them: what `cube_norm`, `cube_adamw` and
-//! `cube_squares` share. An op registers its inputs and its outputs' shapes (f32); when the
+//! `cube_squares` share (and their cubes' sum over shared memory). An op registers its inputs and its outputs' shapes (f32); when the
 //! stream reaches it, its [`Kernels`] launch on the inputs made contiguous.
 
 use burn::tensor::{DType, Shape};
@@ -11,6 +11,7 @@ use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
 use burn_fusion::stream::{Operation, OperationStreams};
 use burn_fusion::{Fusion, FusionTensor};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+use cubecl::prelude::*;
 use std::cell::Cell;
 use std::marker::PhantomData;
 
@@ -88,4 +89,24 @@ pub fn launches() -> usize {
 
 thread_local! {
     static LAUNCHES: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The sum of every unit's `value`, for every unit: a tree over shared memory, then a barrier
+/// so that the memory can take the next sum.
+#[cube]
+pub(super) fn cube_sum<F: Float>(value: F, partial: &mut SharedMemory<F>) -> F {
+    let unit = UNIT_POS_X as usize;
+    partial[unit] = value;
+    sync_cube();
+    let mut half = (CUBE_DIM_X / 2) as usize;
+    while half > 0 {
+        if unit < half {
+            partial[unit] = partial[unit] + partial[unit + half];
+        }
+        sync_cube();
+        half /= 2;
+    }
+    let total = partial[0];
+    sync_cube();
+    total
 }

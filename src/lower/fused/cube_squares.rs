@@ -4,8 +4,7 @@
 //! strided share of the elements in shared memory and writes one partial sum; the caller reads
 //! the partial sums of every tensor in one transfer (`cube_read`) and adds them in f64.
 
-use super::cube_norm::cube_sum;
-use super::cube_op::{register, Fused, FusedTensor, Kernels};
+use super::cube_op::{cube_sum, register, Fused, FusedTensor, Kernels};
 use super::same_type;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
