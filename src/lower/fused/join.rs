@@ -30,9 +30,9 @@ use burn::tensor::ops::FloatTensor;
 pub fn join_graphs<B: Backend>(tensors: Vec<FloatTensor<B>>) -> Result<(), Vec<FloatTensor<B>>> {
     match tensors.len() {
         0 | 1 => Ok(()),
-        ..=64 => join_in::<B, 64>(tensors),
-        ..=256 => join_in::<B, 256>(tensors),
-        ..=1_024 => join_in::<B, 1_024>(tensors),
+        2..=64 => join_in::<B, 64>(tensors),
+        65..=256 => join_in::<B, 256>(tensors),
+        257..=1_024 => join_in::<B, 1_024>(tensors),
         _ => Err(tensors),
     }
 }
