@@ -9,13 +9,12 @@
 //! (√(v / c₂) + ε)`. The launch goes into Burn's fusion stream as a custom operation, in order
 //! with the ops around it.
 
-use super::cube_op::{register, Fused, FusedTensor, Kernels};
+use super::cube_op::{cube_index, empty_f32, grid, register, Fused, FusedTensor, Kernels};
 use super::same_type;
 use crate::lower::flex_kernels::AdamWStep;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, TensorMetadata};
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeRuntime};
 use cubecl::prelude::*;
@@ -89,14 +88,9 @@ fn launch<R: CubeRuntime>(inputs: Vec<CubeTensor<R>>, s: &AdamWStep) -> [CubeTen
     // compile-time).
     let m = inputs.next().unwrap_or_else(|| grad.clone());
     let v = inputs.next().unwrap_or_else(|| grad.clone());
-    let (client, device) = (param.client.clone(), param.device.clone());
-    let shape = param.shape();
-    let empty =
-        || empty_device_dtype::<R>(client.clone(), device.clone(), shape.clone(), DType::F32);
-    let [x_out, m_out, v_out] = [empty(), empty(), empty()];
-    const SIDE: usize = 65_535;
-    let cubes = shape.num_elements().div_ceil(UNITS as usize).max(1);
-    let count = CubeCount::Static(cubes.min(SIDE) as u32, cubes.div_ceil(SIDE) as u32, 1);
+    let (client, shape) = (param.client.clone(), param.shape());
+    let [x_out, m_out, v_out] = [(); 3].map(|_| empty_f32(&param, shape.clone()));
+    let count = grid(shape.num_elements().div_ceil(UNITS as usize));
     adamw::launch::<f32, R>(
         &client,
         count,
@@ -148,8 +142,7 @@ fn adamw<F: Float>(
     #[comptime] first: bool,
     #[comptime] decays: bool,
 ) {
-    let cube = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize;
-    let i = cube * CUBE_DIM_X as usize + UNIT_POS_X as usize;
+    let i = cube_index() * CUBE_DIM_X as usize + UNIT_POS_X as usize;
     if i >= param.len() {
         terminate!();
     }

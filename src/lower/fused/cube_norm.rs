@@ -10,12 +10,13 @@
 //! gradient `g`, with `h = g ⊙ γ`: `dx = r · (h − mean(h) − x̂ · mean(h ⊙ x̂))` (RMSNorm: no
 //! `mean(h)`), `dγ = Σrows g ⊙ x̂`, `dβ = Σrows g`.
 
-use super::cube_op::{cube_sum, register, Fused, FusedTensor, Kernels};
+use super::cube_op::{
+    cube_index, cube_sum, empty_f32, grid, register, Fused, FusedTensor, Kernels,
+};
 use super::same_type;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Shape, TensorMetadata};
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeRuntime};
 use cubecl::prelude::*;
@@ -174,13 +175,6 @@ fn units_for(width: usize) -> u32 {
     width.next_power_of_two().clamp(32, 256) as u32
 }
 
-/// One cube a row, on a grid of at most 65,535 cubes a side (the least any API allows).
-fn grid(rows: usize) -> CubeCount {
-    const SIDE: usize = 65_535;
-    let across = rows.clamp(1, SIDE);
-    CubeCount::Static(across as u32, rows.div_ceil(SIDE).max(1) as u32, 1)
-}
-
 fn launch_forward<R: CubeRuntime>(
     x: CubeTensor<R>,
     addend: Option<CubeTensor<R>>,
@@ -189,15 +183,8 @@ fn launch_forward<R: CubeRuntime>(
     epsilon: f32,
 ) -> [CubeTensor<R>; 3] {
     let [rows, width] = x.shape().dims::<2>();
-    let (client, device) = (x.client.clone(), x.device.clone());
-    let empty = |shape: [usize; 2]| {
-        empty_device_dtype::<R>(
-            client.clone(),
-            device.clone(),
-            Shape::new(shape),
-            DType::F32,
-        )
-    };
+    let client = x.client.clone();
+    let empty = |shape: [usize; 2]| empty_f32(&x, Shape::new(shape));
     let [y, normalized, r] = [empty([rows, width]), empty([rows, width]), empty([rows, 1])];
     let units = units_for(width);
     let (summed, layer) = (addend.is_some(), beta.is_some());
@@ -235,9 +222,8 @@ fn launch_gradients<R: CubeRuntime>(
     layer: bool,
 ) -> [CubeTensor<R>; 3] {
     let [rows, width] = normalized.shape().dims::<2>();
-    let (client, device) = (normalized.client.clone(), normalized.device.clone());
-    let empty =
-        |shape: Shape| empty_device_dtype::<R>(client.clone(), device.clone(), shape, DType::F32);
+    let client = normalized.client.clone();
+    let empty = |shape: Shape| empty_f32(&normalized, shape);
     let dx = empty(Shape::new([rows, width]));
     let [d_gamma, d_beta] = [(); 2].map(|_| empty(Shape::new([width])));
     let units = units_for(width);
@@ -267,13 +253,7 @@ fn launch_gradients<R: CubeRuntime>(
     [dx, d_gamma, d_beta]
 }
 
-/// The row this cube works on, or past the last row on the grid's last side.
-#[cube]
-fn cube_row() -> usize {
-    (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize
-}
-
-/// `y = x̂ · γ (+ β)`, `x̂` and `r` of row `cube_row()` of `x` (of `x + addend` where `summed`).
+/// `y = x̂ · γ (+ β)`, `x̂` and `r` of row `cube_index()` of `x` (of `x + addend` if `summed`).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn norm_rows_forward<F: Float>(
@@ -289,7 +269,7 @@ fn norm_rows_forward<F: Float>(
     #[comptime] summed: bool,
     #[comptime] units: u32,
 ) {
-    let row = cube_row();
+    let row = cube_index();
     if row >= x.shape(0) {
         terminate!();
     }
@@ -350,7 +330,7 @@ fn read_input<F: Float>(
     value
 }
 
-/// `dx` of row `cube_row()`: `r · (h − mean(h) − x̂ · mean(h ⊙ x̂))` with `h = g ⊙ γ` (RMSNorm:
+/// `dx` of row `cube_index()`: `r · (h − mean(h) − x̂ · mean(h ⊙ x̂))` with `h = g ⊙ γ` (RMSNorm:
 /// no `mean(h)`).
 #[cube(launch)]
 fn norm_rows_gradient<F: Float>(
@@ -362,7 +342,7 @@ fn norm_rows_gradient<F: Float>(
     #[comptime] layer: bool,
     #[comptime] units: u32,
 ) {
-    let row = cube_row();
+    let row = cube_index();
     if row >= normalized.shape(0) {
         terminate!();
     }

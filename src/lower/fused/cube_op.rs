@@ -6,6 +6,7 @@
 use burn::tensor::{DType, Shape};
 use burn_cubecl::fusion::FusionCubeRuntime;
 use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
 use burn_fusion::stream::{Operation, OperationStreams};
@@ -109,4 +110,23 @@ pub(super) fn cube_sum<F: Float>(value: F, partial: &mut SharedMemory<F>) -> F {
     let total = partial[0];
     sync_cube();
     total
+}
+
+/// A new f32 tensor of `shape` on `like`'s device, its memory not written: a kernel's output.
+pub(super) fn empty_f32<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
+    empty_device_dtype::<R>(like.client.clone(), like.device.clone(), shape, DType::F32)
+}
+
+/// `cubes` cubes on a grid of at most 65,535 a side (the least any API allows); a kernel finds
+/// its cube's index with [`cube_index`].
+pub(super) fn grid(cubes: usize) -> CubeCount {
+    const SIDE: usize = 65_535;
+    let across = cubes.clamp(1, SIDE);
+    CubeCount::Static(across as u32, cubes.div_ceil(SIDE).max(1) as u32, 1)
+}
+
+/// This cube's index on a [`grid`] (the last side's cubes may run past the work: kernels check).
+#[cube]
+pub(super) fn cube_index() -> usize {
+    (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize
 }

@@ -4,12 +4,11 @@
 //! strided share of the elements in shared memory and writes one partial sum; the caller reads
 //! the partial sums of every tensor in one transfer (`cube_read`) and adds them in f64.
 
-use super::cube_op::{cube_sum, register, Fused, FusedTensor, Kernels};
+use super::cube_op::{cube_sum, empty_f32, register, Fused, FusedTensor, Kernels};
 use super::same_type;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Shape, TensorMetadata};
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeRuntime};
 use cubecl::prelude::*;
@@ -62,9 +61,8 @@ impl<R: CubeRuntime> Kernels<R> for SquaresKernel {
     fn launch(&self, inputs: Vec<CubeTensor<R>>) -> Vec<CubeTensor<R>> {
         let x = inputs.into_iter().next().expect("one input");
         let cubes = cubes_for(x.shape().num_elements());
-        let (client, device) = (x.client.clone(), x.device.clone());
-        let partials =
-            empty_device_dtype::<R>(client.clone(), device, Shape::new([cubes]), DType::F32);
+        let client = x.client.clone();
+        let partials = empty_f32(&x, Shape::new([cubes]));
         sum_of_squares::launch::<f32, R>(
             &client,
             CubeCount::Static(cubes as u32, 1, 1),
