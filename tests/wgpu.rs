@@ -454,25 +454,26 @@ fn the_adamw_kernel_matches_the_f64_formula_on_wgpu() {
     }
 }
 
-/// A gradient's sum of squares on wgpu (`lower/fused/cube_squares.rs`: one kernel's partial
-/// sums, read with the others in one transfer and added in f64) against the sum in f64 here:
-/// one element, one cube's worth and one more, a strided (transposed) input, and more elements
-/// than the most cubes take at eight a unit.
+/// A step's sums of squares on wgpu (`lower/fused/cube_squares.rs`: one op for all the
+/// tensors, whose kernels take tensors of one size together and write their partial sums,
+/// read in one transfer and added in f64) against the sums in f64 here.
 #[test]
-fn the_sum_of_squares_kernel_matches_the_f64_sum_on_wgpu() {
-    use laxc::lower::fused::{read_sums, sum_of_squares, SumOfSquares};
+fn the_sums_of_squares_kernels_match_the_f64_sums_on_wgpu() {
+    use laxc::lower::fused::{gpu_kernel_launches, sums_of_squares};
     if !adapter() {
         return;
     }
     let dev = WgpuDevice::default();
-    let shapes = [[1, 1], [1, 2_048], [1, 2_049], [1_001, 3], [3, 1_000_003]];
-    let mut sums = Vec::new();
+    // One and two cubes' worth, a transposed input, the most cubes, and 66 small tensors of
+    // one to three cubes (2,048 elements a cube).
+    let mut shapes = vec![[1, 1], [1, 2_048], [1, 2_049], [1_001, 3], [3, 1_000_003]];
+    shapes.extend((0..66).map(|i| [1 + i % 5, 7 + 13 * i]));
+    let mut tensors = Vec::new();
     let mut want = Vec::new();
-    let before = laxc::lower::fused::gpu_kernel_launches();
-    for [rows, cols] in shapes {
+    for (k, &[rows, cols]) in shapes.iter().enumerate() {
         let n = rows * cols;
         let v: Vec<f32> = (0..n)
-            .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
+            .map(|i| (((i + k) * 7919) % 1000) as f32 / 250.0 - 2.0)
             .collect();
         want.push(v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>());
         let t = Tensor::<Wgpu, 1>::from_data(TensorData::new(v, [n]), &dev);
@@ -481,14 +482,19 @@ fn the_sum_of_squares_kernel_matches_the_f64_sum_on_wgpu() {
             1_001 => t.reshape([cols, rows]).transpose(),
             _ => t.reshape([rows, cols]),
         };
-        match sum_of_squares(t) {
-            SumOfSquares::OnDevice(s) => sums.push(s),
-            SumOfSquares::Read(_) => panic!("wgpu's sums stay on the device"),
-        }
+        tensors.push(t.into_primitive().tensor());
     }
-    let launched = laxc::lower::fused::gpu_kernel_launches() - before;
-    assert_eq!(launched, shapes.len(), "one kernel a tensor");
-    for ((got, want), shape) in read_sums(sums).into_iter().zip(want).zip(shapes) {
+    let before = gpu_kernel_launches();
+    let got = sums_of_squares::<Wgpu>(tensors);
+    let launched = gpu_kernel_launches() - before;
+    // Tensors of one size in cubes share a kernel, up to 32 of them (fewer where the device
+    // binds fewer buffers): here four sizes, 71 tensors.
+    assert!(
+        (4..=8).contains(&launched),
+        "{launched} kernels for 71 tensors of four sizes"
+    );
+    assert_eq!(got.len(), shapes.len());
+    for ((got, want), shape) in got.into_iter().zip(want).zip(shapes) {
         let err = (got - want).abs() / want;
         assert!(
             err < 1e-6,

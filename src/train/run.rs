@@ -7,7 +7,6 @@ use super::data::{self, Data, ImageData};
 use super::optimizer::{AdamW, GradientScale};
 use super::parallel::{self, GradientSync, Replica, Topology};
 use crate::family::Input;
-use crate::lower::fused::SumOfSquares;
 use crate::lower::precision::compute_dtype;
 use crate::lower::{lower, LaxModel};
 use crate::options::{Schedule, TrainOptions};
@@ -15,6 +14,7 @@ use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
@@ -168,39 +168,26 @@ pub fn learning_rate(o: &TrainOptions, step: u64, total: u64) -> f64 {
 }
 
 /// Sum of squares of every gradient: the global norm, as `torch.nn.utils.clip_grad_norm_`.
-/// Each gradient's sum in its own precision, added in f64 in the parameters' order, as before
-/// the sums left on a device were read together (`fused::read_sums`).
+/// Each gradient's sum in its own precision, added in f64 in the parameters' order; the
+/// gradients are gathered first, so that a GPU computes and reads all the sums at once
+/// (`fused::sums_of_squares`).
 struct GradNorm<'a, B: AutodiffBackend> {
     grads: &'a GradientsParams,
-    sums: Vec<SumOfSquares<B::InnerBackend>>,
+    gathered: Vec<FloatTensor<B::InnerBackend>>,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for GradNorm<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            self.sums.push(crate::lower::fused::sum_of_squares(g));
+            self.gathered.push(g.into_primitive().tensor());
         }
     }
 }
 
 impl<B: AutodiffBackend> GradNorm<'_, B> {
     fn total(self) -> f64 {
-        let mut on_device = Vec::new();
-        // Each sum's place: its value, or its index among those still on the device.
-        let places: Vec<Result<f64, usize>> = (self.sums.into_iter())
-            .map(|sum| match sum {
-                SumOfSquares::Read(value) => Ok(value),
-                SumOfSquares::OnDevice(t) => {
-                    on_device.push(t);
-                    Err(on_device.len() - 1)
-                }
-            })
-            .collect();
-        let read = crate::lower::fused::read_sums(on_device);
-        places
-            .into_iter()
-            .map(|p| p.unwrap_or_else(|i| read[i]))
-            .sum()
+        let sums = crate::lower::fused::sums_of_squares::<B::InnerBackend>(self.gathered);
+        sums.into_iter().sum()
     }
 }
 
@@ -236,7 +223,7 @@ pub(super) fn clip_global<B: AutodiffBackend>(
 ) -> f64 {
     let mut n = GradNorm::<B> {
         grads,
-        sums: Vec::new(),
+        gathered: Vec::new(),
     };
     model.visit(&mut n);
     let norm = n.total().sqrt();

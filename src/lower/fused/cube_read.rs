@@ -33,7 +33,8 @@ pub fn read_f32s<I: Backend>(
     Err(tensors)
 }
 
-fn read<R: CubeRuntime, BT: BoolElement>(tensors: Vec<FusedTensor<R>>) -> Vec<Vec<f32>> {
+/// [`read_f32s`] on a GPU back end's tensors.
+pub(super) fn read<R: CubeRuntime, BT: BoolElement>(tensors: Vec<FusedTensor<R>>) -> Vec<Vec<f32>> {
     // Resolving the first runs the stream up to it (every sum was queued before it is asked
     // for); the rest are then already there.
     let on_device: Vec<_> = (tensors.into_iter())

@@ -1,10 +1,17 @@
-//! A gradient's sum of squares (its share of the clip's global norm) on the GPU back ends as
-//! one cubecl kernel, where Burn's `square().sum()` was two registered ops and two or three
-//! kernels a parameter tensor (BENCHMARKS.md, attempt 82). Each cube sums the squares of its
-//! strided share of the elements in shared memory and writes one partial sum; the caller reads
-//! the partial sums of every tensor in one transfer (`cube_read`) and adds them in f64.
+//! The sums of squares of a step's gradients (the clip's global norm) on the GPU back ends: one
+//! op the host registers for all of them, where Burn's `square().sum()` was two registered ops
+//! and two or three kernels a parameter tensor (BENCHMARKS.md, attempt 82) and laxc's kernel a
+//! tensor then one op and one kernel a tensor (attempt 83). When the stream reaches the op, its
+//! kernels take up to [`MOST_INPUTS`] tensors each (fewer where the device binds fewer
+//! buffers), tensors of one size in cubes together: each cube sums the squares of its strided
+//! share of one tensor's elements in shared memory and writes one partial sum; the kernels'
+//! partial sums are read from the device in one transfer (`cube_read`) and each tensor's are
+//! added in f64.
 
-use super::cube_op::{cube_sum, empty_f32, register, Fused, FusedTensor, Kernels};
+use super::cube_op::{
+    cube_index, cube_sum, empty_f32, grid, register, Fused, FusedTensor, Kernels,
+};
+use super::cube_read::read;
 use super::same_type;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
@@ -20,25 +27,27 @@ const UNITS: u32 = 256;
 /// of up to 2,048 elements is one cube and one partial sum, the largest 512.
 const PER_UNIT: usize = 8;
 const MOST_CUBES: usize = 512;
+/// The most tensors one kernel reads: each is a branch of its code, compiled for each count.
+const MOST_INPUTS: usize = 32;
 
-/// The partial sums of `t`'s squares, a vector of f32 on the device whose sum is `Σ t²`, from
-/// one kernel where `I` is a GPU back end's inner backend and `t` is f32; else `t` back.
-pub fn partial_sums_of_squares<I: Backend>(
-    t: FloatTensor<I>,
-) -> Result<FloatTensor<I>, FloatTensor<I>> {
+/// `Σ t²` of each tensor, in f64, from one registered op and one read where `I` is a GPU back
+/// end's inner backend and every tensor is f32 and not empty; else the tensors back.
+pub fn sums_of_squares<I: Backend>(
+    tensors: Vec<FloatTensor<I>>,
+) -> Result<Vec<f64>, Vec<FloatTensor<I>>> {
     macro_rules! try_cube {
         ($_inner:ty, $runtime:ty, $bool:ty) => {
             if TypeId::of::<I>() == TypeId::of::<Fused<$runtime, $bool>>() {
-                let own = same_type(t).unwrap_or_else(|_| unreachable!("I was checked"));
-                let out = register_sum::<$runtime, $bool>(own);
-                return Ok(same_type(out).unwrap_or_else(|_| unreachable!("I was checked")));
+                let own = same_type(tensors).unwrap_or_else(|_| unreachable!("I was checked"));
+                return Ok(sums::<$runtime, $bool>(own));
             }
         };
     }
-    if t.dtype() == DType::F32 && t.shape().num_elements() > 0 {
+    let takes = |t: &FloatTensor<I>| t.dtype() == DType::F32 && t.shape().num_elements() > 0;
+    if !tensors.is_empty() && tensors.iter().all(takes) {
         for_each_gpu_inner_backend!(try_cube);
     }
-    Err(t)
+    Err(tensors)
 }
 
 /// Cubes for `n` elements.
@@ -46,51 +55,136 @@ fn cubes_for(n: usize) -> usize {
     n.div_ceil(UNITS as usize * PER_UNIT).clamp(1, MOST_CUBES)
 }
 
-fn register_sum<R: CubeRuntime, BT: BoolElement>(t: FusedTensor<R>) -> FusedTensor<R> {
-    let shapes = vec![Shape::new([cubes_for(t.shape.num_elements())])];
-    let [out] = register::<R, BT, _>("laxc_sum_of_squares", vec![t], shapes, 1, SquaresKernel)
-        .try_into()
-        .unwrap_or_else(|_| unreachable!("the kernel has one output"));
-    out
+/// Tensors of one kernel: how many, and the cubes each takes (the same for all of them).
+#[derive(Clone, Copy, Debug)]
+struct Group {
+    tensors: usize,
+    cubes: usize,
 }
 
+/// The tensors in kernels: each kernel takes tensors of one number of cubes, so that a cube
+/// finds its tensor by a division, at most `per_kernel` of them; the tensors' indices in the
+/// kernels' order, and the kernels.
+fn groups(lengths: &[usize], per_kernel: usize) -> (Vec<usize>, Vec<Group>) {
+    let mut by_cubes = std::collections::BTreeMap::<usize, Vec<usize>>::new();
+    for (i, &n) in lengths.iter().enumerate() {
+        by_cubes.entry(cubes_for(n)).or_default().push(i);
+    }
+    let mut order = Vec::with_capacity(lengths.len());
+    let mut groups = Vec::new();
+    for (cubes, indices) in by_cubes {
+        for chunk in indices.chunks(per_kernel) {
+            order.extend_from_slice(chunk);
+            groups.push(Group {
+                tensors: chunk.len(),
+                cubes,
+            });
+        }
+    }
+    (order, groups)
+}
+
+fn sums<R: CubeRuntime, BT: BoolElement>(tensors: Vec<FusedTensor<R>>) -> Vec<f64> {
+    // A kernel binds its inputs, its partial sums and (on some runtimes) one buffer more.
+    let bindings = R::client(tensors[0].client.device())
+        .properties()
+        .hardware
+        .max_bindings;
+    let per_kernel = MOST_INPUTS
+        .min((bindings as usize).saturating_sub(2))
+        .max(1);
+    let lengths: Vec<usize> = tensors.iter().map(|t| t.shape.num_elements()).collect();
+    let (order, groups) = groups(&lengths, per_kernel);
+    let mut slots: Vec<Option<FusedTensor<R>>> = tensors.into_iter().map(Some).collect();
+    let inputs = (order.iter())
+        .map(|&i| slots[i].take().expect("each tensor once"))
+        .collect();
+    let shapes = (groups.iter())
+        .map(|g| Shape::new([g.tensors * g.cubes]))
+        .collect();
+    let kernels = SquaresKernels(groups.clone());
+    let partials = register::<R, BT, _>(
+        "laxc_sums_of_squares",
+        inputs,
+        shapes,
+        groups.len(),
+        kernels,
+    );
+    let mut sums = vec![0.0; lengths.len()];
+    let mut place = order.into_iter();
+    for (values, group) in read::<R, BT>(partials).into_iter().zip(groups) {
+        for tensor in values.chunks_exact(group.cubes) {
+            let i = place.next().expect("a place for each tensor");
+            sums[i] = tensor.iter().map(|&s| f64::from(s)).sum();
+        }
+    }
+    sums
+}
+
+/// The kernels of [`groups`], in order.
 #[derive(Debug)]
-struct SquaresKernel;
+struct SquaresKernels(Vec<Group>);
 
-impl<R: CubeRuntime> Kernels<R> for SquaresKernel {
+impl<R: CubeRuntime> Kernels<R> for SquaresKernels {
     fn launch(&self, inputs: Vec<CubeTensor<R>>) -> Vec<CubeTensor<R>> {
-        let x = inputs.into_iter().next().expect("one input");
-        let cubes = cubes_for(x.shape().num_elements());
-        let client = x.client.clone();
-        let partials = empty_f32(&x, Shape::new([cubes]));
-        sum_of_squares::launch::<f32, R>(
-            &client,
-            CubeCount::Static(cubes as u32, 1, 1),
-            CubeDim::new_1d(UNITS),
-            x.into_tensor_arg(),
-            partials.clone().into_tensor_arg(),
-            UNITS,
-        );
-        vec![partials]
+        let mut inputs = inputs.into_iter();
+        (self.0.iter())
+            .map(|group| {
+                let mut xs = SequenceArg::<R, Tensor<f32>>::new();
+                let mut first = None;
+                for x in inputs.by_ref().take(group.tensors) {
+                    first.get_or_insert_with(|| x.clone());
+                    xs.push(x.into_tensor_arg());
+                }
+                let like = first.expect("a kernel has tensors");
+                let cubes = group.tensors * group.cubes;
+                let partials = empty_f32(&like, Shape::new([cubes]));
+                squares_kernel::launch::<f32, R>(
+                    &like.client,
+                    grid(cubes),
+                    CubeDim::new_1d(UNITS),
+                    xs,
+                    partials.clone().into_tensor_arg(),
+                    group.cubes as u32,
+                    UNITS,
+                );
+                partials
+            })
+            .collect()
     }
 }
 
-/// `partials[cube] = Σ x[i]²` over the elements `i` of this cube's units, each unit striding
-/// over the whole grid.
+/// `partials[cube] = Σ x[i]²` over the elements `i` of this cube's units in the tensor `xs[k]`
+/// whose `cubes` cubes it is among (`k = cube / cubes`), each unit striding over those cubes:
+/// the order of a kernel of its own over that tensor.
 #[cube(launch)]
-fn sum_of_squares<F: Float>(x: &Tensor<F>, partials: &mut Tensor<F>, #[comptime] units: u32) {
-    let cube = CUBE_POS_X as usize;
-    let stride = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
-    let mut i = cube * CUBE_DIM_X as usize + UNIT_POS_X as usize;
+fn squares_kernel<F: Float>(
+    xs: &Sequence<Tensor<F>>,
+    partials: &mut Tensor<F>,
+    cubes: u32,
+    #[comptime] units: u32,
+) {
+    let cube = cube_index() as u32;
+    let (tensor, local) = (cube / cubes, cube % cubes);
+    let unit = UNIT_POS_X;
+    let stride = (cubes * CUBE_DIM_X) as usize;
     let mut squares = F::new(0.0);
-    while i < x.len() {
-        let v = x[i];
-        squares += v * v;
-        i += stride;
+    #[unroll]
+    for k in 0..xs.len() {
+        if tensor == k as u32 {
+            let x = xs.index(k);
+            let mut i = (local * CUBE_DIM_X + unit) as usize;
+            while i < x.len() {
+                let v = x[i];
+                squares += v * v;
+                i += stride;
+            }
+        }
     }
+    // Every unit of the cube takes part in the sum, whichever tensor it read.
     let mut shared = SharedMemory::<F>::new(units as usize);
     let total = cube_sum::<F>(squares, &mut shared);
-    if UNIT_POS_X == 0 {
-        partials[cube] = total;
+    if unit == 0 && (tensor as usize) < xs.len() {
+        partials[cube as usize] = total;
     }
 }

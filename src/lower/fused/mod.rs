@@ -43,29 +43,50 @@ pub use scale::scale;
 use std::any::{Any, TypeId};
 pub use tensor_gate::{factors_tensor_gate, tensor_gate};
 
-/// `Σ x²` over a tensor (a gradient's share of the clip's global norm). On Flex in f32 it is
-/// read at once (`flex_kernels::sum_of_squares`, Flex's own sum to the bit). On the GPU back
-/// ends in f32 it is one kernel's partial sums (`cube_squares`), elsewhere `square().sum()`,
-/// left on the device for the caller to read with the others in one transfer ([`read_sums`]):
-/// on a GPU each read waits for the device.
-pub fn sum_of_squares<B: Backend, const D: usize>(t: Tensor<B, D>) -> SumOfSquares<B> {
-    let t = t.into_primitive().tensor();
-    if let Some(sum) = flex::<B>(&t).and_then(flex_kernels::sum_of_squares) {
-        return SumOfSquares::Read(f64::from(sum));
-    }
-    #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    let t = match cube_squares::partial_sums_of_squares::<B>(t) {
-        Ok(partials) => return SumOfSquares::OnDevice(float(partials)),
-        Err(t) => t,
+/// `Σ x²` of each tensor (a step's gradients: the clip's global norm), in f64, in the tensors'
+/// order. On Flex in f32 each is read at once (`flex_kernels::sum_of_squares`, Flex's own sum
+/// to the bit). The rest stay on the device until all are queued, then are read in one
+/// transfer: on the GPU back ends in f32 as one op for all of them, whose kernels write each
+/// tensor's partial sums (`cube_squares`), elsewhere `square().sum()` a tensor ([`read_sums`]).
+/// On a GPU each read waits for the device, and each op the host registers costs it time.
+pub fn sums_of_squares<B: Backend>(tensors: Vec<FloatTensor<B>>) -> Vec<f64> {
+    let read_now = |t: &FloatTensor<B>| match t.shape().num_elements() {
+        0 => Some(0.0),
+        _ => flex::<B>(t)
+            .and_then(flex_kernels::sum_of_squares)
+            .map(f64::from),
     };
-    SumOfSquares::OnDevice(float::<B, D>(t).square().sum())
+    let mut sums: Vec<Option<f64>> = tensors.iter().map(read_now).collect();
+    let (places, on_device): (Vec<usize>, Vec<FloatTensor<B>>) = (tensors.into_iter())
+        .enumerate()
+        .filter(|(i, _)| sums[*i].is_none())
+        .unzip();
+    if !on_device.is_empty() {
+        for (place, sum) in places.into_iter().zip(sums_on_device::<B>(on_device)) {
+            sums[place] = Some(sum);
+        }
+    }
+    sums.into_iter()
+        .map(|s| s.expect("every tensor's sum is taken"))
+        .collect()
 }
 
-/// What [`sum_of_squares`] gives: the sum, or a vector on the device whose elements add up to
-/// it (one element but on the GPU back ends).
-pub enum SumOfSquares<B: Backend> {
-    Read(f64),
-    OnDevice(Tensor<B, 1>),
+/// [`sums_of_squares`] of tensors Flex's kernel does not take (none of them empty).
+fn sums_on_device<B: Backend>(tensors: Vec<FloatTensor<B>>) -> Vec<f64> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    let tensors = match cube_squares::sums_of_squares::<B>(tensors) {
+        Ok(sums) => return sums,
+        Err(tensors) => tensors,
+    };
+    let sums = (tensors.into_iter())
+        .map(|t| {
+            let n = t.shape().num_elements();
+            float::<B, 1>(B::float_reshape(t, Shape::new([n])))
+                .square()
+                .sum()
+        })
+        .collect();
+    read_sums(sums)
 }
 
 /// The sums of vectors' elements (of one dtype, on one device) in f64, each added in its
@@ -1130,5 +1151,57 @@ impl Node<2> for SwiGlu {
         let y = on_flex::<I, 2>([&g, &u], |[g, u]| flex_kernels::swiglu(g, u))
             .unwrap_or_else(|| I::float_mul(Silu::forward::<I>(g.clone()), u.clone()));
         record(SwiGluBackward, [&gate, &up], (g, u), y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sums_of_squares;
+    use burn::backend::{Flex, NdArray};
+    use burn::tensor::backend::Backend;
+    use burn::tensor::{Tensor, TensorData};
+
+    /// Tensors of a step's kinds: contiguous, a transposed view (which Flex's kernel does not
+    /// take, so it goes through the device path), empty, and one element.
+    fn cases<B: Backend>() -> (Vec<burn::tensor::ops::FloatTensor<B>>, Vec<f64>) {
+        let device = Default::default();
+        let mut tensors = Vec::new();
+        let mut want = Vec::new();
+        for (k, [rows, cols]) in [[3, 5], [40, 33], [0, 4], [1, 1], [17, 2_049]]
+            .into_iter()
+            .enumerate()
+        {
+            let v: Vec<f32> = (0..rows * cols)
+                .map(|i| (((i + k) * 7919) % 1000) as f32 / 250.0 - 2.0)
+                .collect();
+            want.push(v.iter().map(|&x| f64::from(x) * f64::from(x)).sum());
+            let t = Tensor::<B, 2>::from_data(TensorData::new(v, [rows, cols]), &device);
+            let t = match k {
+                1 => t.reshape([cols, rows]).transpose(),
+                _ => t,
+            };
+            tensors.push(t.into_primitive().tensor());
+        }
+        (tensors, want)
+    }
+
+    /// Every tensor's sum of squares, in order, against the f64 sum (f32 sums of up to 35,000
+    /// squares: 1e-6 relative), on Flex's kernel and view path and on another backend.
+    #[test]
+    fn sums_of_squares_are_each_tensor_s_in_order() {
+        fn check<B: Backend>() {
+            let (tensors, want) = cases::<B>();
+            let got = sums_of_squares::<B>(tensors);
+            assert_eq!(got.len(), want.len());
+            for (got, want) in got.into_iter().zip(want) {
+                assert!(
+                    (got - want).abs() <= 1e-6 * want.max(1.0),
+                    "{got} against {want}"
+                );
+            }
+        }
+        check::<Flex>();
+        // In f64, as the other tests on NdArray in this process (they share its device).
+        check::<NdArray<f64>>();
     }
 }
