@@ -4,36 +4,12 @@
 //! ends, each copied into its place (BENCHMARKS.md, attempt 80); here each is resolved from
 //! Burn's fusion stream to its own buffer on the device, and the buffers are read together.
 
-use super::cube_op::{Fused, FusedTensor};
-use super::same_type;
-use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, TensorMetadata};
+use super::cube_op::FusedTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
 use cubecl::server::CopyDescriptor;
-use std::any::TypeId;
 
-/// The values of f32 tensors (all on one device), each in its elements' order, the tensors in
-/// theirs, read in one transfer; the tensors back where `I` is not a GPU back end's inner
-/// backend or one of them is not f32.
-pub fn read_f32s<I: Backend>(
-    tensors: Vec<FloatTensor<I>>,
-) -> Result<Vec<Vec<f32>>, Vec<FloatTensor<I>>> {
-    macro_rules! try_cube {
-        ($_inner:ty, $runtime:ty, $bool:ty) => {
-            if TypeId::of::<I>() == TypeId::of::<Fused<$runtime, $bool>>() {
-                let own = same_type(tensors).unwrap_or_else(|_| unreachable!("I was checked"));
-                return Ok(read::<$runtime, $bool>(own));
-            }
-        };
-    }
-    if !tensors.is_empty() && tensors.iter().all(|t| t.dtype() == DType::F32) {
-        for_each_gpu_inner_backend!(try_cube);
-    }
-    Err(tensors)
-}
-
-/// [`read_f32s`] on a GPU back end's tensors.
+/// The values of f32 tensors on a GPU back end (all on one device), each in its elements'
+/// order, the tensors in theirs, read in one transfer.
 pub(super) fn read<R: CubeRuntime, BT: BoolElement>(tensors: Vec<FusedTensor<R>>) -> Vec<Vec<f32>> {
     // Resolving the first runs the stream up to it (every sum was queued before it is asked
     // for); the rest are then already there.

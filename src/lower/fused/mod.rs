@@ -90,34 +90,19 @@ fn sums_on_device<B: Backend>(tensors: Vec<FloatTensor<B>>) -> Vec<f64> {
 }
 
 /// The sums of vectors' elements (of one dtype, on one device) in f64, each added in its
-/// elements' order, read in one transfer, in their order: on the GPU back ends (f32) straight
-/// from their buffers (`cube_read`), elsewhere concatenated first.
-pub fn read_sums<B: Backend>(sums: Vec<Tensor<B, 1>>) -> Vec<f64> {
+/// elements' order, read in one transfer (concatenated first), in their order. (The GPU back
+/// ends' f32 sums never come here: `cube_squares` reads its partial sums from their buffers.)
+fn read_sums<B: Backend>(sums: Vec<Tensor<B, 1>>) -> Vec<f64> {
     if sums.is_empty() {
         return Vec::new();
     }
-    let add = |values: &[f64]| values.iter().sum::<f64>();
-    #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    let sums: Vec<Tensor<B, 1>> = {
-        let primitives = sums
-            .into_iter()
-            .map(|t| t.into_primitive().tensor())
-            .collect();
-        match cube_read::read_f32s::<B>(primitives) {
-            Ok(read) => {
-                let in_f64 = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<_>>();
-                return read.into_iter().map(|v| add(&in_f64(v))).collect();
-            }
-            Err(primitives) => primitives.into_iter().map(float::<B, 1>).collect(),
-        }
-    };
     let lengths: Vec<usize> = sums.iter().map(|t| t.dims()[0]).collect();
     let all: Vec<f64> = Tensor::cat(sums, 0).into_data().iter::<f64>().collect();
     let mut at = 0;
     (lengths.into_iter())
         .map(|n| {
             at += n;
-            add(&all[at - n..at])
+            all[at - n..at].iter().sum::<f64>()
         })
         .collect()
 }
