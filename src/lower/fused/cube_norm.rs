@@ -1,9 +1,10 @@
 //! The norms on the GPU back ends as laxc's own cubecl kernels: one launch for the forward pass
-//! of a LayerNorm or RMSNorm (of a sum, for a LaX pathway's add-norm) and two for the backward
-//! (the input's gradient; `dγ` and `dβ`), where Burn's ops took about 18 kernels a norm
-//! (BENCHMARKS.md, attempt 77). The row kernels are one cube per row: its units stride over the
-//! row's columns and add their partial sums in shared memory. The launches go into Burn's
-//! fusion stream as custom operations, so that they run in order with the ops around them.
+//! of a LayerNorm or RMSNorm (of a sum, for a LaX pathway's add-norm) and two or three for the
+//! backward (the input's gradient; `dγ` and `dβ`, over more than 128 rows in two stages), where
+//! Burn's ops took about 18 kernels a norm (BENCHMARKS.md, attempts 77 and 85). The row kernels
+//! are one cube per row: its units stride over the row's columns and add their partial sums in
+//! shared memory. The launches go into Burn's fusion stream as custom operations, so that they
+//! run in order with the ops around them.
 //!
 //! The arithmetic is `norm.rs`'s: `x̂ = (x − mean) · r` with `r = 1/√(var + ε)` (biased
 //! variance; RMSNorm: no mean, `var` the mean square), `y = x̂ · γ (+ β)`, and from the output's
@@ -132,7 +133,14 @@ fn register_gradients<R: CubeRuntime, BT: BoolElement>(
         Shape::new([width]),
     ];
     let kernels = NormGradientKernels { layer };
-    let out = register::<R, BT, _>("laxc_norm_gradients", Vec::from(inputs), shapes, 2, kernels);
+    let launches = 2 + usize::from(row_blocks(rows) > 1);
+    let out = register::<R, BT, _>(
+        "laxc_norm_gradients",
+        Vec::from(inputs),
+        shapes,
+        launches,
+        kernels,
+    );
     out.try_into()
         .unwrap_or_else(|_| unreachable!("the gradient kernels have three outputs"))
 }
@@ -213,6 +221,19 @@ fn launch_forward<R: CubeRuntime>(
 /// Columns a cube of the column-sum kernel, and the lanes of rows each column is split over.
 const COLUMNS: u32 = 32;
 const LANES: u32 = 8;
+/// Rows a lane adds at least, and the most blocks of rows the first stage splits them into.
+const LANE_ROWS: usize = 16;
+const MOST_ROW_BLOCKS: usize = 1024;
+
+/// Blocks of rows the column sums' first stage takes a cube each (one: no second stage). With
+/// one block a cube, a LLaMA-60M pathway's 2,048 rows of 128 (batch 8) were four cubes for the
+/// whole GPU, each lane adding 256 rows one after another; in blocks of 128 rows they are 64
+/// cubes, each lane adding 16, and the second stage's lanes add 2. (At 128 rows or fewer, as a
+/// batch of one 128-token sequence, one stage: a launch saved, each lane adding 16 rows.)
+fn row_blocks(rows: usize) -> usize {
+    rows.div_ceil(LANES as usize * LANE_ROWS)
+        .clamp(1, MOST_ROW_BLOCKS)
+}
 
 fn launch_gradients<R: CubeRuntime>(
     normalized: CubeTensor<R>,
@@ -225,7 +246,6 @@ fn launch_gradients<R: CubeRuntime>(
     let client = normalized.client.clone();
     let empty = |shape: Shape| empty_f32(&normalized, shape);
     let dx = empty(Shape::new([rows, width]));
-    let [d_gamma, d_beta] = [(); 2].map(|_| empty(Shape::new([width])));
     let units = units_for(width);
     norm_rows_gradient::launch::<f32, R>(
         &client,
@@ -239,18 +259,46 @@ fn launch_gradients<R: CubeRuntime>(
         layer,
         units,
     );
-    let column_cubes = (width as u32).div_ceil(COLUMNS);
-    norm_columns_gradient::launch::<f32, R>(
-        &client,
-        CubeCount::Static(column_cubes, 1, 1),
-        CubeDim::new_2d(COLUMNS, LANES),
-        normalized.into_tensor_arg(),
-        g.into_tensor_arg(),
-        d_gamma.clone().into_tensor_arg(),
-        d_beta.clone().into_tensor_arg(),
-        layer,
-    );
+    let [d_gamma, d_beta] = column_sums(normalized, g, layer);
     [dx, d_gamma, d_beta]
+}
+
+/// `[dγ, dβ]` from `x̂` and `g`, both (rows, width): in one stage where the rows are one block
+/// ([`row_blocks`]); else a first stage sums each block's rows into a row of partial sums,
+/// (blocks, width), and a second sums those, so that the first stage's cubes fill a GPU.
+fn column_sums<R: CubeRuntime>(
+    normalized: CubeTensor<R>,
+    g: CubeTensor<R>,
+    layer: bool,
+) -> [CubeTensor<R>; 2] {
+    let [rows, width] = normalized.shape().dims::<2>();
+    let blocks = row_blocks(rows);
+    let sums = |a: CubeTensor<R>, b: CubeTensor<R>, per_block: usize, products: bool| {
+        let out_rows = a.shape().dims::<2>()[0].div_ceil(per_block);
+        let shape = match out_rows {
+            1 => Shape::new([width]),
+            _ => Shape::new([out_rows, width]),
+        };
+        let [sum_gx, sum_g] = [(); 2].map(|_| empty_f32(&a, shape.clone()));
+        norm_columns_gradient::launch::<f32, R>(
+            &a.client.clone(),
+            CubeCount::Static((width as u32).div_ceil(COLUMNS), out_rows as u32, 1),
+            CubeDim::new_2d(COLUMNS, LANES),
+            a.into_tensor_arg(),
+            b.into_tensor_arg(),
+            sum_gx.clone().into_tensor_arg(),
+            sum_g.clone().into_tensor_arg(),
+            per_block as u32,
+            layer,
+            products,
+        );
+        [sum_gx, sum_g]
+    };
+    let [sum_gx, sum_g] = sums(normalized, g, rows.div_ceil(blocks), true);
+    if blocks == 1 {
+        return [sum_gx, sum_g];
+    }
+    sums(sum_gx, sum_g, blocks, false)
 }
 
 /// `y = x̂ · γ (+ β)`, `x̂` and `r` of row `cube_index()` of `x` (of `x + addend` if `summed`).
@@ -378,50 +426,68 @@ fn norm_rows_gradient<F: Float>(
     }
 }
 
-/// `dγ = Σrows g ⊙ x̂` and (LayerNorm) `dβ = Σrows g`, a column to each unit column of a cube: its
-/// `CUBE_DIM_Y` lanes take every `CUBE_DIM_Y`-th row, and the lanes' sums are added in shared
-/// memory (a cube is `COLUMNS` × `LANES` units).
+/// The column sums of one block of `per_block` rows, block `CUBE_POS_Y`, into row `CUBE_POS_Y`
+/// of the outputs: with `products` (the first stage, from `a = x̂` and `b = g`) `Σ g ⊙ x̂`
+/// (dγ's) and, for LayerNorm, `Σ g` (dβ's); without (the second, from the first's partial sums
+/// `a` and `b`), `Σ a` and, for LayerNorm, `Σ b`. A column to each unit column of a cube
+/// (`COLUMNS` × `LANES` units): its `CUBE_DIM_Y` lanes take every `CUBE_DIM_Y`-th row of the
+/// block, and the lanes' sums are added in shared memory.
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 fn norm_columns_gradient<F: Float>(
-    normalized: &Tensor<F>,
-    g: &Tensor<F>,
-    d_gamma: &mut Tensor<F>,
-    d_beta: &mut Tensor<F>,
+    a: &Tensor<F>,
+    b: &Tensor<F>,
+    sum_a: &mut Tensor<F>,
+    sum_b: &mut Tensor<F>,
+    per_block: u32,
     #[comptime] layer: bool,
+    #[comptime] products: bool,
 ) {
-    let (rows, width) = (normalized.shape(0), normalized.shape(1));
+    let (rows, width) = (a.shape(0), a.shape(1));
     let column = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     let (lane, lanes) = (UNIT_POS_Y as usize, CUBE_DIM_Y as usize);
-    let mut sum_g = F::new(0.0);
-    let mut sum_gx = F::new(0.0);
+    let block = CUBE_POS_Y as usize;
+    let start = block * per_block as usize;
+    let mut end = start + per_block as usize;
+    if end > rows {
+        end = rows;
+    }
+    let mut total_a = F::new(0.0);
+    let mut total_b = F::new(0.0);
     if column < width {
-        let mut row = lane;
-        while row < rows {
+        let mut row = start + lane;
+        while row < end {
             let i = row * width + column;
-            sum_g += g[i];
-            sum_gx += g[i] * normalized[i];
+            if products {
+                total_a += b[i] * a[i];
+            } else {
+                total_a += a[i];
+            }
+            if layer {
+                total_b += b[i];
+            }
             row += lanes;
         }
     }
-    let mut partial_g = SharedMemory::<F>::new((COLUMNS * LANES) as usize);
-    let mut partial_gx = SharedMemory::<F>::new((COLUMNS * LANES) as usize);
+    let mut partial_a = SharedMemory::<F>::new((COLUMNS * LANES) as usize);
+    let mut partial_b = SharedMemory::<F>::new((COLUMNS * LANES) as usize);
     let slot = lane * CUBE_DIM_X as usize + UNIT_POS_X as usize;
-    partial_g[slot] = sum_g;
-    partial_gx[slot] = sum_gx;
+    partial_a[slot] = total_a;
+    partial_b[slot] = total_b;
     sync_cube();
     if lane == 0 && column < width {
-        let mut total_g = F::new(0.0);
-        let mut total_gx = F::new(0.0);
+        let mut block_a = F::new(0.0);
+        let mut block_b = F::new(0.0);
         let mut other = 0;
         while other < lanes {
             let at = other * CUBE_DIM_X as usize + UNIT_POS_X as usize;
-            total_g += partial_g[at];
-            total_gx += partial_gx[at];
+            block_a += partial_a[at];
+            block_b += partial_b[at];
             other += 1;
         }
-        d_gamma[column] = total_gx;
+        sum_a[block * width + column] = block_a;
         if layer {
-            d_beta[column] = total_g;
+            sum_b[block * width + column] = block_b;
         }
     }
 }
