@@ -9,8 +9,7 @@
 //! (√(v / c₂) + ε)`. The launch goes into Burn's fusion stream as a custom operation, in order
 //! with the ops around it.
 
-use super::cube_op::{cube_index, empty_f32, grid, register, Fused, FusedTensor, Kernels};
-use super::same_type;
+use super::cube_op::{cube_index, empty_f32, grid, on_gpu, register, FusedTensor, GpuOp, Kernels};
 use crate::lower::flex_kernels::AdamWStep;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
@@ -18,7 +17,6 @@ use burn::tensor::{DType, TensorMetadata};
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeRuntime};
 use cubecl::prelude::*;
-use std::any::TypeId;
 
 /// A parameter, its gradient and its two moments (none at the first step).
 pub type AdamWInputs<I> = (FloatTensor<I>, FloatTensor<I>, Option<[FloatTensor<I>; 2]>);
@@ -37,23 +35,31 @@ pub fn adamw_step<I: Backend>(
         .collect();
     let shape = inputs[0].shape();
     let takes = |t: &FloatTensor<I>| t.dtype() == DType::F32 && t.shape() == shape;
-    macro_rules! try_cube {
-        ($_inner:ty, $runtime:ty, $bool:ty) => {
-            if TypeId::of::<I>() == TypeId::of::<Fused<$runtime, $bool>>() {
-                let own = same_type(inputs).unwrap_or_else(|_| unreachable!("I was checked"));
-                let out = register_step::<$runtime, $bool>(own, *step);
-                return Ok(same_type(out).unwrap_or_else(|_| unreachable!("I was checked")));
-            }
-        };
+    let result = match inputs.iter().all(takes) {
+        true => on_gpu::<I, _>(Step(*step), inputs),
+        false => Err(inputs),
+    };
+    result.map_err(|inputs| {
+        let mut inputs = inputs.into_iter();
+        let mut next = || inputs.next().expect("as many as went in");
+        let (param, grad) = (next(), next());
+        let moments = (!first).then(|| [next(), next()]);
+        (param, grad, moments)
+    })
+}
+
+/// The op [`adamw_step`] runs on a GPU back end.
+struct Step(AdamWStep);
+
+impl GpuOp for Step {
+    type Output<T: 'static> = [T; 3];
+
+    fn run<R: CubeRuntime, BT: BoolElement>(
+        self,
+        inputs: Vec<FusedTensor<R>>,
+    ) -> [FusedTensor<R>; 3] {
+        register_step::<R, BT>(inputs, self.0)
     }
-    if inputs.iter().all(takes) {
-        for_each_gpu_inner_backend!(try_cube);
-    }
-    let mut inputs = inputs.into_iter();
-    let mut next = || inputs.next().expect("as many as went in");
-    let (param, grad) = (next(), next());
-    let moments = (!first).then(|| [next(), next()]);
-    Err((param, grad, moments))
 }
 
 /// Registers the kernel in the inputs' fusion stream; its outputs are the parameter and the

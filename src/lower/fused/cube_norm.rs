@@ -12,16 +12,14 @@
 //! `mean(h)`), `dγ = Σrows g ⊙ x̂`, `dβ = Σrows g`.
 
 use super::cube_op::{
-    cube_index, cube_sum, empty_f32, grid, register, Fused, FusedTensor, Kernels,
+    cube_index, cube_sum, empty_f32, grid, on_gpu, register, FusedTensor, GpuOp, Kernels,
 };
-use super::same_type;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeRuntime};
 use cubecl::prelude::*;
-use std::any::TypeId;
 
 /// Which norm the forward kernel computes, and of what.
 #[derive(Clone, Copy, Debug)]
@@ -50,24 +48,35 @@ pub fn forward<I: Backend>(
         .into_iter()
         .flatten()
         .collect();
-    macro_rules! try_cube {
-        ($_inner:ty, $runtime:ty, $bool:ty) => {
-            if TypeId::of::<I>() == TypeId::of::<Fused<$runtime, $bool>>() {
-                let own = same_type(inputs).unwrap_or_else(|_| unreachable!("I was checked"));
-                let out = register_forward::<$runtime, $bool>(own, epsilon as f32, kind);
-                return Ok(same_type(out).unwrap_or_else(|_| unreachable!("I was checked")));
-            }
-        };
+    let result = match inputs.iter().all(|t| t.dtype() == DType::F32) {
+        true => on_gpu::<I, _>(Forward { epsilon, kind }, inputs),
+        false => Err(inputs),
+    };
+    result.map_err(|inputs| {
+        let mut inputs = inputs.into_iter();
+        let mut next = || inputs.next().expect("as many as went in");
+        let x = next();
+        let addend = kind.summed.then(&mut next);
+        let gamma = next();
+        (x, addend, gamma, kind.layer.then(next))
+    })
+}
+
+/// The op [`forward`] runs on a GPU back end.
+struct Forward {
+    epsilon: f64,
+    kind: NormKind,
+}
+
+impl GpuOp for Forward {
+    type Output<T: 'static> = [T; 3];
+
+    fn run<R: CubeRuntime, BT: BoolElement>(
+        self,
+        inputs: Vec<FusedTensor<R>>,
+    ) -> [FusedTensor<R>; 3] {
+        register_forward::<R, BT>(inputs, self.epsilon as f32, self.kind)
     }
-    if inputs.iter().all(|t| t.dtype() == DType::F32) {
-        for_each_gpu_inner_backend!(try_cube);
-    }
-    let mut inputs = inputs.into_iter();
-    let mut next = || inputs.next().expect("as many as went in");
-    let x = next();
-    let addend = kind.summed.then(&mut next);
-    let gamma = next();
-    Err((x, addend, gamma, kind.layer.then(next)))
 }
 
 /// A norm's inputs `(x, addend, γ, β)`, given back.
@@ -87,19 +96,32 @@ pub fn gradients<I: Backend>(
     if inputs.iter().any(|t| t.dtype() != DType::F32) {
         return Err(inputs);
     }
-    macro_rules! try_cube {
-        ($_inner:ty, $runtime:ty, $bool:ty) => {
-            if TypeId::of::<I>() == TypeId::of::<Fused<$runtime, $bool>>() {
-                let own = same_type(inputs).unwrap_or_else(|_| unreachable!("I was checked"));
-                let [dx, d_gamma, d_beta] = register_gradients::<$runtime, $bool>(own, layer);
-                let [dx, d_gamma, d_beta] = [dx, d_gamma, d_beta]
-                    .map(|t| same_type(t).unwrap_or_else(|_| unreachable!("I was checked")));
-                return Ok((dx, d_gamma, layer.then_some(d_beta)));
-            }
-        };
+    let result = on_gpu::<I, _>(Gradients { layer }, Vec::from(inputs));
+    match result {
+        Ok([dx, d_gamma, d_beta]) => Ok((dx, d_gamma, layer.then_some(d_beta))),
+        Err(inputs) => Err(inputs
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("four went in"))),
     }
-    for_each_gpu_inner_backend!(try_cube);
-    Err(inputs)
+}
+
+/// The op [`gradients`] runs on a GPU back end.
+struct Gradients {
+    layer: bool,
+}
+
+impl GpuOp for Gradients {
+    type Output<T: 'static> = [T; 3];
+
+    fn run<R: CubeRuntime, BT: BoolElement>(
+        self,
+        inputs: Vec<FusedTensor<R>>,
+    ) -> [FusedTensor<R>; 3] {
+        let inputs = inputs
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("the gradients have four inputs"));
+        register_gradients::<R, BT>(inputs, self.layer)
+    }
 }
 
 /// `(dx, dγ, dβ)`: dβ for LayerNorm only.

@@ -3,6 +3,9 @@
 //! `cube_squares` share (and their cubes' sum over shared memory). An op registers its inputs and its outputs' shapes (f32); when the
 //! stream reaches it, its [`Kernels`] launch on the inputs made contiguous.
 
+use super::same_type;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Shape};
 use burn_cubecl::fusion::FusionCubeRuntime;
 use burn_cubecl::kernel::into_contiguous;
@@ -13,6 +16,7 @@ use burn_fusion::stream::{Operation, OperationStreams};
 use burn_fusion::{Fusion, FusionTensor};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 use cubecl::prelude::*;
+use std::any::TypeId;
 use std::cell::Cell;
 use std::marker::PhantomData;
 
@@ -23,6 +27,37 @@ pub(super) type Fused<R, BT> = Fusion<CubeBackend<R, f32, i32, BT>>;
 /// A tensor of [`Fused`].
 pub(super) type FusedTensor<R> = FusionTensor<FusionCubeRuntime<R>>;
 type Cube<R, BT> = CubeBackend<R, f32, i32, BT>;
+
+/// An op with kernels of laxc's own on the GPU back ends, given its inputs as the runtime's
+/// tensors: what [`on_gpu`] runs.
+pub(super) trait GpuOp {
+    /// What the op gives back, with `T` the tensor type: the same whichever backend ran it.
+    type Output<T: 'static>: 'static;
+    fn run<R: CubeRuntime, BT: BoolElement>(
+        self,
+        inputs: Vec<FusedTensor<R>>,
+    ) -> Self::Output<FusedTensor<R>>;
+}
+
+/// `op` on `inputs` where `I` is a GPU back end's inner backend ([`Fused`], whose tensors are
+/// then the runtime's own), its output as `I`'s; else the inputs back. The one place that
+/// finds the runtime of a tensor type.
+pub(super) fn on_gpu<I: Backend, Op: GpuOp>(
+    op: Op,
+    inputs: Vec<FloatTensor<I>>,
+) -> Result<Op::Output<FloatTensor<I>>, Vec<FloatTensor<I>>> {
+    macro_rules! try_runtime {
+        ($_inner:ty, $runtime:ty, $bool:ty) => {
+            if TypeId::of::<I>() == TypeId::of::<Fused<$runtime, $bool>>() {
+                let own = same_type(inputs).unwrap_or_else(|_| unreachable!("I was checked"));
+                let out = op.run::<$runtime, $bool>(own);
+                return Ok(same_type(out).unwrap_or_else(|_| unreachable!("I was checked")));
+            }
+        };
+    }
+    for_each_gpu_inner_backend!(try_runtime);
+    Err(inputs)
+}
 
 /// What an op launches when the stream reaches it.
 pub(super) trait Kernels<R: CubeRuntime>: Send + Sync + std::fmt::Debug + 'static {

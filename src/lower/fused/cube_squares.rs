@@ -9,17 +9,15 @@
 //! added in f64.
 
 use super::cube_op::{
-    cube_index, cube_sum, empty_f32, grid, register, Fused, FusedTensor, Kernels,
+    cube_index, cube_sum, empty_f32, grid, on_gpu, register, FusedTensor, GpuOp, Kernels,
 };
 use super::cube_read::read;
-use super::same_type;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeRuntime};
 use cubecl::prelude::*;
-use std::any::TypeId;
 
 /// Units a cube (a power of two, for `cube_sum`).
 const UNITS: u32 = 256;
@@ -35,19 +33,22 @@ const MOST_INPUTS: usize = 32;
 pub fn sums_of_squares<I: Backend>(
     tensors: Vec<FloatTensor<I>>,
 ) -> Result<Vec<f64>, Vec<FloatTensor<I>>> {
-    macro_rules! try_cube {
-        ($_inner:ty, $runtime:ty, $bool:ty) => {
-            if TypeId::of::<I>() == TypeId::of::<Fused<$runtime, $bool>>() {
-                let own = same_type(tensors).unwrap_or_else(|_| unreachable!("I was checked"));
-                return Ok(sums::<$runtime, $bool>(own));
-            }
-        };
-    }
     let takes = |t: &FloatTensor<I>| t.dtype() == DType::F32 && t.shape().num_elements() > 0;
-    if !tensors.is_empty() && tensors.iter().all(takes) {
-        for_each_gpu_inner_backend!(try_cube);
+    if tensors.is_empty() || !tensors.iter().all(takes) {
+        return Err(tensors);
     }
-    Err(tensors)
+    on_gpu::<I, _>(SumsOfSquares, tensors)
+}
+
+/// The op [`sums_of_squares`] runs on a GPU back end.
+struct SumsOfSquares;
+
+impl GpuOp for SumsOfSquares {
+    type Output<T: 'static> = Vec<f64>;
+
+    fn run<R: CubeRuntime, BT: BoolElement>(self, tensors: Vec<FusedTensor<R>>) -> Vec<f64> {
+        sums::<R, BT>(tensors)
+    }
 }
 
 /// Cubes for `n` elements.
