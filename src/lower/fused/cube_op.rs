@@ -23,7 +23,7 @@ use std::marker::PhantomData;
 /// The GPU back ends' inner backend: Burn's fusion over its cubecl backend (what
 /// `burn::backend::Wgpu` and `Cuda` are with Burn's `fusion` feature; a build without it falls
 /// back to the composed ops instead of reaching a kernel here).
-pub(super) type Fused<R, BT> = Fusion<CubeBackend<R, f32, i32, BT>>;
+type Fused<R, BT> = Fusion<CubeBackend<R, f32, i32, BT>>;
 /// A tensor of [`Fused`].
 pub(super) type FusedTensor<R> = FusionTensor<FusionCubeRuntime<R>>;
 type Cube<R, BT> = CubeBackend<R, f32, i32, BT>;
