@@ -1,7 +1,9 @@
 //! laxc's own kernels on the GPU back ends as custom operations in Burn's fusion stream, where
 //! they run in order with the ops around them: what `cube_norm`, `cube_adamw` and
-//! `cube_squares` share (and their cubes' sum over shared memory). An op registers its inputs and its outputs' shapes (f32); when the
-//! stream reaches it, its [`Kernels`] launch on the inputs made contiguous.
+//! `cube_squares` share (and their cubes' sum over shared memory). [`on_gpu`] finds the GPU
+//! runtime of a backend's tensors and runs a [`GpuOp`] there; an op registers its inputs and
+//! its outputs' shapes (f32); when the stream reaches it, its [`Kernels`] launch on the inputs
+//! made contiguous.
 
 use super::same_type;
 use burn::tensor::backend::Backend;
