@@ -9,23 +9,47 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Shape, Tensor};
+use burn::tensor::{Shape, Tensor, TensorMetadata};
 
 /// `h · α` for (rows, width) `h` and a one-element `alpha`. On Flex in f32 one pass each way
 /// (`flex_kernels::scale`, `scale_backward`: `dh = g · α` and `dα = Σ g ⊙ h` together), where
 /// the composed form broadcasts α in a pass, and backward multiplies twice and reduces the
-/// product in passes of their own; elsewhere the broadcast product.
+/// product in passes of their own; elsewhere the broadcast product. The node reads α as the
+/// vector it is: a (1, 1) view of it would be an autodiff node more each way.
 pub fn scale<B: Backend>(h: Tensor<B, 2>, alpha: Tensor<B, 1>) -> Tensor<B, 2> {
-    let inputs = [h, alpha.unsqueeze::<2>()].map(|t| t.into_primitive().tensor());
+    let inputs = [h.into_primitive().tensor(), alpha.into_primitive().tensor()];
     match as_node::<B, _, 2>(Scale, inputs) {
         Ok(out) => float(out),
-        Err([h, alpha]) => float::<B, 2>(h) * float::<B, 2>(alpha),
+        Err([h, alpha]) => float::<B, 2>(h) * float::<B, 1>(alpha).unsqueeze::<2>(),
     }
+}
+
+/// `alpha`, a one-element vector, as a (1, 1) matrix that broadcasts over rows.
+fn as_matrix<I: Backend>(alpha: FloatTensor<I>) -> FloatTensor<I> {
+    I::float_reshape(alpha, Shape::new([1, 1]))
+}
+
+/// The gradients `[dh, dα]` of `h · α` given the output gradient `g` (`dα` in α's shape): on
+/// Flex one pass (`flex_kernels::scale_backward`), elsewhere the composed products and sum.
+fn scale_gradients<I: Backend>(
+    h: FloatTensor<I>,
+    alpha: FloatTensor<I>,
+    g: FloatTensor<I>,
+) -> [FloatTensor<I>; 2] {
+    let kernel = |[h, a, g]: [&FlexTensor; 3]| flex_kernels::scale_backward(h, a, g);
+    on_flex_many::<I, 3, 2>([&h, &alpha, &g], kernel).unwrap_or_else(|| {
+        let d_alpha = I::float_sum(I::float_mul(g.clone(), h));
+        let shape = alpha.shape();
+        [
+            I::float_mul(g, as_matrix::<I>(alpha)),
+            I::float_reshape(d_alpha, shape),
+        ]
+    })
 }
 
 struct Scale;
 
-/// Backward from the kept `h` and `α` (1, 1).
+/// Backward from the kept `h` and `α` (one element), giving `dα` in α's shape.
 #[derive(Debug)]
 struct ScaleBackward;
 
@@ -36,15 +60,7 @@ impl<I: Backend> Backward<I, 2> for ScaleBackward {
         let (h, alpha) = ops.state;
         let g = grads.consume::<I>(&ops.node);
         let [h_node, alpha_node] = ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
-        let kernel = |[h, a, g]: [&FlexTensor; 3]| flex_kernels::scale_backward(h, a, g);
-        let [dh, d_alpha] =
-            on_flex_many::<I, 3, 2>([&h, &alpha, &g], kernel).unwrap_or_else(|| {
-                let d_alpha = I::float_sum(I::float_mul(g.clone(), h));
-                [
-                    I::float_mul(g, alpha),
-                    I::float_reshape(d_alpha, Shape::new([1, 1])),
-                ]
-            });
+        let [dh, d_alpha] = scale_gradients::<I>(h, alpha, g);
         give::<I>(grads, h_node, || dh);
         give::<I>(grads, alpha_node, || d_alpha);
     }
@@ -57,7 +73,7 @@ impl Node<2> for Scale {
     ) -> FloatTensor<Autodiff<I>> {
         let (x, a) = (h.primitive.clone(), alpha.primitive.clone());
         let y = on_flex::<I, 2>([&x, &a], |[x, a]| flex_kernels::scale(x, a))
-            .unwrap_or_else(|| I::float_mul(x.clone(), a.clone()));
+            .unwrap_or_else(|| I::float_mul(x.clone(), as_matrix::<I>(a.clone())));
         record(ScaleBackward, [&h, &alpha], (x, a), y)
     }
 }
