@@ -383,6 +383,74 @@ fn the_norm_kernels_match_the_f64_formulas_on_wgpu() {
     }
 }
 
+/// RoPE of `x` (rows ordered batch, position) and its input's gradient under the loss
+/// `Σ w ⊙ y²`, on backend `E` in its own precision, read back as f32: laxc's node
+/// (`fused::rope`) or, without `node`, the composed form it stands for.
+fn rope_and_gradient<E: AutodiffBackend>(
+    [x, w]: [&[f32]; 2],
+    [batch, seq, heads, hidden]: [usize; 4],
+    node: bool,
+) -> [Vec<f32>; 2] {
+    use laxc::lower::attention::{rope_composed, rope_tables};
+    let dev = Default::default();
+    let rows = batch * seq;
+    let flat = |v: &[f32]| Tensor::<E, 1>::from_data(TensorData::new(v.to_vec(), [v.len()]), &dev);
+    let x = flat(x).reshape([rows, hidden]).require_grad();
+    let w = flat(w).reshape([rows, hidden]);
+    let (cos, sin) = rope_tables::<E>([seq, heads, hidden], 10_000.0, &dev);
+    let y = match node {
+        true => laxc::lower::fused::rope(x.clone(), heads, [&cos, &sin]),
+        false => rope_composed(x.clone(), heads, [cos, sin], false),
+    };
+    let read = |d: TensorData| d.iter::<f32>().collect::<Vec<f32>>();
+    let values = read(y.clone().into_data());
+    let grads = (y.clone() * y * w).sum().backward();
+    [values, read(x.grad(&grads).unwrap().into_data())]
+}
+
+/// laxc's RoPE kernel on wgpu (`lower/fused/cube_rope.rs`, one launch forward and one backward)
+/// in f32 against the composed form in f64 on NdArray: the values and the input's gradient,
+/// for heads of 2 to 64 channels, rows of one position to many, a row wider than a cube's 256
+/// units, and more rows than a grid's side (65,535).
+#[test]
+fn the_rope_kernel_matches_the_f64_formula_on_wgpu() {
+    if !adapter() {
+        return;
+    }
+    for shape in [
+        [2, 5, 3, 4],
+        [3, 7, 2, 64],
+        [1, 9, 6, 64],
+        [1, 66_000, 1, 2],
+        [4, 1, 2, 8],
+    ] {
+        let [batch, seq, heads, head] = shape;
+        let (rows, hidden) = (batch * seq, heads * head);
+        let values = |seed: usize| -> Vec<f32> {
+            (0..rows * hidden)
+                .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 250.0 - 2.0)
+                .collect()
+        };
+        let (x, w) = (values(1), values(2));
+        let before = laxc::lower::fused::gpu_kernel_launches();
+        let got = rope_and_gradient::<B>([&x, &w], [batch, seq, heads, hidden], true);
+        let launched = laxc::lower::fused::gpu_kernel_launches() - before;
+        assert_eq!(launched, 2, "{shape:?}: one launch each way");
+        let want = rope_and_gradient::<Autodiff<burn::backend::NdArray<f64>>>(
+            [&x, &w],
+            [batch, seq, heads, hidden],
+            false,
+        );
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let err = relative(w, g, 1e-2 * (w.len() as f64).sqrt());
+            assert!(
+                err < 1e-5,
+                "{shape:?}, output {i} (y, dx): relative error {err:.2e}"
+            );
+        }
+    }
+}
+
 /// laxc's AdamW step on wgpu (`lower/fused/cube_adamw.rs`, one kernel a parameter a step)
 /// against the step's formula computed here in f64 from the same f32 inputs, twelve steps (four
 /// of the largest tensor) with and without weight decay, the clip's factor (1 and not), gradients of every scale (zero

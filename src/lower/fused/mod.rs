@@ -362,8 +362,9 @@ fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
 /// An op that is one autodiff node over `N` float inputs, on any inner backend `I`.
 trait Node<const N: usize> {
     /// Whether the GPU back ends run it as a node too: so far the norms, whose node there keeps
-    /// the forward pass's row statistics for its backward (`norm::norm_keeping_rows`), and the
-    /// join of autodiff graphs, which launches nothing (`join`). Never the products:
+    /// the forward pass's row statistics for its backward (`norm::norm_keeping_rows`), RoPE,
+    /// one kernel each way there (`cube_rope`), and the join of autodiff graphs, which
+    /// launches nothing (`join`). Never the products:
     /// on a GPU a product keeps to `product::rows_times`'s shapes, which avoid the cubecl matmul
     /// kernel known to be wrong.
     const ON_GPU: bool = false;
@@ -420,6 +421,8 @@ mod cube_norm;
 mod cube_op;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube_read;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod cube_rope;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube_squares;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
@@ -946,13 +949,20 @@ struct Rope {
 }
 
 /// RoPE (or with `transposed` its transpose) on the inner backend: Flex's one-pass kernel
-/// where it applies, else the composed form.
+/// where it applies, a GPU back end's own kernel (`cube_rope`) where that does, else the
+/// composed form.
 fn rope_inner<I: Backend>(
-    mut x: FloatTensor<I>,
+    x: FloatTensor<I>,
     heads: usize,
     [cos, sin]: &[FloatTensor<I>; 2],
     transposed: bool,
 ) -> FloatTensor<I> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    let x = match cube_rope::rope::<I>(x, heads, [cos, sin], transposed) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    let mut x = x;
     let kernel = |x: &mut FlexTensor, [cos, sin]: [&FlexTensor; 2]| {
         flex_kernels::rope(x, [cos, sin], heads, transposed).map(none)
     };
@@ -983,6 +993,8 @@ impl<I: Backend> Backward<I, 1> for RopeBackward {
 }
 
 impl Node<3> for Rope {
+    const ON_GPU: bool = true;
+
     fn run<I: Backend>(
         self,
         [mut x, cos, sin]: [FloatTensor<Autodiff<I>>; 3],
