@@ -1,6 +1,6 @@
 //! The GPU path without a GPU: every layer formula holds on Burn's wgpu back end (the
 //! burn-cubecl kernels CUDA runs too, compiled to WGSL/SPIR-V), laxc's own cubecl kernels (the
-//! norms, AdamW's step, a gradient's sum of squares) match their formulas in f64, every spec of
+//! norms, RoPE, AdamW's step, a gradient's sum of squares) match their formulas in f64, every spec of
 //! `specs/` and `specs/bench/` runs forward and backward on it and must agree with Flex, and the
 //! default spec trains 20 steps on it along Flex's loss curve.
 //! On CI the adapter is Mesa's software Vulkan device (llvmpipe); `LAXC_REQUIRE_WGPU=1` (set by

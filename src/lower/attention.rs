@@ -57,7 +57,7 @@ pub fn rope_tables_at<B: Backend>(
 
 /// Rotate-half RoPE of q or k in the (batch·seq, hidden) layout: per head, `x·cos +
 /// rotate_half(x)·sin` with `rotate_half([x1, x2]) = [−x2, x1]` (the sign lives in `sin`).
-/// One autodiff node on the CPU backends (`fused::rope`).
+/// One autodiff node on the CPU and GPU backends (`fused::rope`).
 pub fn rope<B: Backend>(
     x: Tensor<B, 2>,
     heads: usize,

@@ -1,5 +1,5 @@
 //! laxc's own kernels on the GPU back ends as custom operations in Burn's fusion stream, where
-//! they run in order with the ops around them: what `cube_norm`, `cube_adamw` and
+//! they run in order with the ops around them: what `cube_norm`, `cube_adamw`, `cube_rope` and
 //! `cube_squares` share (and their cubes' sum over shared memory). [`on_gpu`] finds the GPU
 //! runtime of a backend's tensors and runs a [`GpuOp`] there; an op registers its inputs and
 //! its outputs' shapes (f32); when the stream reaches it, its [`Kernels`] launch on the inputs
@@ -118,9 +118,9 @@ impl<R: CubeRuntime, BT: BoolElement, K: Kernels<R>> Operation<FusionCubeRuntime
     }
 }
 
-/// How many of laxc's own GPU kernels (the norms', AdamW's, the sums of squares') this thread
-/// has registered (tests/wgpu.rs: proof that an op on a GPU back end ran on them, not on Burn's
-/// composed ops; per thread, so that tests beside it do not count).
+/// How many of laxc's own GPU kernels (the norms', RoPE's, AdamW's, the sums of squares') this
+/// thread has registered (tests/wgpu.rs: proof that an op on a GPU back end ran on them, not on
+/// Burn's composed ops; per thread, so that tests beside it do not count).
 pub fn launches() -> usize {
     LAUNCHES.with(Cell::get)
 }

@@ -1,10 +1,10 @@
 //! Rotate-half RoPE on the GPU back ends: one kernel of laxc's own each way, where the
 //! composed form (`attention::rope_composed`) was a concatenation of each head's swapped
-//! halves (a zeroed tensor and two slice assignments, and copies of the strided halves), the
-//! tables repeated over the batch, two products and a sum forward, and about as many backward
-//! (the tiny LLaMA's 4 layers: 24 of its step's fills, 32 slice assignments and 32 copies;
-//! BENCHMARKS.md, attempt 88). Each cube takes a row (a token), each unit columns of it, and
-//! reads the tables at the row's position.
+//! halves (a zeroed tensor and two slice assignments), the tables repeated over the batch, two
+//! products and a sum forward, and about as many backward (the default spec's 4 layers: 65 of
+//! its step's 637 kernels, its fills and slice assignments among them; BENCHMARKS.md, attempt
+//! 88). Each cube takes a row (a token), each unit columns of it, and reads the tables at the
+//! row's position.
 
 use super::cube_op::{cube_index, empty_f32, grid, on_gpu, register, FusedTensor, GpuOp, Kernels};
 use burn::tensor::backend::Backend;

@@ -242,7 +242,8 @@ pub fn swap_middle_axes<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B
 /// tables: forward `x·cos + P(x)·sin`, backward `g·cos + P(g·sin)`, with `P` the swap of each
 /// head's halves (its own inverse). On Flex in f32 one pass each way that reads the tables
 /// by position (`flex_kernels::rope`), where the composed form repeats them over the batch
-/// and makes seven passes; elsewhere `attention::rope_composed`.
+/// and makes seven passes; on the GPU back ends in f32 one kernel each way (`cube_rope`);
+/// elsewhere `attention::rope_composed`.
 pub fn rope<B: Backend>(
     x: Tensor<B, 2>,
     heads: usize,
