@@ -336,12 +336,6 @@ fn the_norm_kernels_match_the_f64_formulas_on_wgpu() {
         (3_001, 130),
         (65_537, 4),
     ] {
-        // Values in [−2, 2), a different sequence for each input.
-        let values = |seed: usize, n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 250.0 - 2.0)
-                .collect()
-        };
         let n = rows * width;
         let inputs = [
             values(1, n),
@@ -381,6 +375,13 @@ fn the_norm_kernels_match_the_f64_formulas_on_wgpu() {
             }
         }
     }
+}
+
+/// `n` values in [−2, 2), a different sequence for each `seed`: a kernel test's inputs.
+fn values(seed: usize, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 250.0 - 2.0)
+        .collect()
 }
 
 /// RoPE of `x` (rows ordered batch, position) and its input's gradient under the loss
@@ -426,12 +427,7 @@ fn the_rope_kernel_matches_the_f64_formula_on_wgpu() {
     ] {
         let [batch, seq, heads, head] = shape;
         let (rows, hidden) = (batch * seq, heads * head);
-        let values = |seed: usize| -> Vec<f32> {
-            (0..rows * hidden)
-                .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 250.0 - 2.0)
-                .collect()
-        };
-        let (x, w) = (values(1), values(2));
+        let (x, w) = (values(1, rows * hidden), values(2, rows * hidden));
         let before = laxc::lower::fused::gpu_kernel_launches();
         let got = rope_and_gradient::<B>([&x, &w], [batch, seq, heads, hidden], true);
         let launched = laxc::lower::fused::gpu_kernel_launches() - before;
@@ -475,9 +471,7 @@ fn the_adamw_kernel_matches_the_f64_formula_on_wgpu() {
             weight_decay,
             clip.clone(),
         );
-        let start: Vec<f32> = (0..n)
-            .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
-            .collect();
+        let start = values(0, n);
         let mut want: Vec<[f64; 3]> = start.iter().map(|&x| [f64::from(x), 0.0, 0.0]).collect();
         let mut x = Tensor::<Wgpu, 1>::from_data(TensorData::new(start, [n]), &dev);
         let mut state = None;

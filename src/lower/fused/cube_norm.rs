@@ -12,7 +12,7 @@
 //! `mean(h)`), `dγ = Σrows g ⊙ x̂`, `dβ = Σrows g`.
 
 use super::cube_op::{
-    cube_index, cube_sum, empty_f32, grid, on_gpu, register, FusedTensor, GpuOp, Kernels,
+    cube_index, cube_sum, empty_f32, grid, on_gpu, register, units_for, FusedTensor, GpuOp, Kernels,
 };
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
@@ -197,12 +197,6 @@ impl<R: CubeRuntime> Kernels<R> for NormGradientKernels {
             .unwrap_or_else(|_| unreachable!("the gradient kernels have four inputs"));
         launch_gradients(normalized, r, gamma, g, self.layer).to_vec()
     }
-}
-
-/// Units a cube: a power of two (the shared-memory sum halves it), about the row's width, at
-/// least a warp and at most 256.
-fn units_for(width: usize) -> u32 {
-    width.next_power_of_two().clamp(32, 256) as u32
 }
 
 fn launch_forward<R: CubeRuntime>(

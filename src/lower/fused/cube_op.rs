@@ -149,6 +149,12 @@ pub(super) fn cube_sum<F: Float>(value: F, partial: &mut SharedMemory<F>) -> F {
     total
 }
 
+/// Units of a cube that takes a row of `width` (the norms', RoPE's): a power of two (the
+/// shared-memory sum halves it), about the row's width, at least a warp and at most 256.
+pub(super) fn units_for(width: usize) -> u32 {
+    width.next_power_of_two().clamp(32, 256) as u32
+}
+
 /// A new f32 tensor of `shape` on `like`'s device, its memory not written: a kernel's output.
 pub(super) fn empty_f32<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
     empty_device_dtype::<R>(like.client.clone(), like.device.clone(), shape, DType::F32)

@@ -6,18 +6,15 @@
 //! 88). Each cube takes a row (a token), each unit columns of it, and reads the tables at the
 //! row's position.
 
-use super::cube_op::{cube_index, empty_f32, grid, on_gpu, register, FusedTensor, GpuOp, Kernels};
+use super::cube_op::{
+    cube_index, empty_f32, grid, on_gpu, register, units_for, FusedTensor, GpuOp, Kernels,
+};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, TensorMetadata};
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeRuntime};
 use cubecl::prelude::*;
-
-/// Units a cube: a warp at least, a row's width at most 256 a pass.
-fn units_for(width: usize) -> u32 {
-    width.next_power_of_two().clamp(32, 256) as u32
-}
 
 /// RoPE of the (rows, hidden) `x`, rows ordered (batch, position), with `heads` heads and the
 /// (positions, hidden) tables `[cos, sin]` (`attention::rope_tables`, the rotation's sign in
