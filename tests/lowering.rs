@@ -1143,6 +1143,127 @@ fn the_matrix_product_node_matches_burns_matmul() {
     }
 }
 
+/// Attention's products over its heads written with the heads merged (`flex_gemm::Order::
+/// MiddleAxesSwapped`): the same bits as the row-major product, for operands that are split
+/// heads (views) or contiguous, with batches run one product a thread, in gemm's threads and
+/// on one thread, on one and two threads; the output is the swapped view of a buffer it fills,
+/// so that swapping it back shares that buffer (no copy). One head is plain row-major.
+#[test]
+fn products_written_with_their_heads_merged_equal_the_row_major_product() {
+    use laxc::lower::flex_gemm::{matmul, matmul_in, order_of, Order};
+    use laxc::lower::flex_kernels::{fills_its_buffer, swap_middle_axes};
+    fn flex(shape: [usize; 4], seed: u64) -> burn::backend::flex::FlexTensor {
+        let v = random(&mut StdRng::seed_from_u64(seed), shape.iter().product());
+        let v: Vec<f32> = v.iter().map(|&v| v as f32).collect();
+        burn::backend::flex::FlexTensor::from_data(TensorData::new(v, shape))
+    }
+    // A (batch, heads, rows, cols) operand as attention splits it: a view of (batch, rows,
+    // heads, cols).
+    let split = |[b, h, r, c]: [usize; 4], seed| flex([b, r, h, c], seed).transpose(1, 2);
+    let plain = |[b, h, r, c]: [usize; 4], seed| flex([b, h, r, c], seed);
+    // (batch, heads, m, k, n): small (one thread), a batch shared out one product a thread,
+    // products large enough for gemm's threads.
+    let cases = [
+        [2, 3, 5, 4, 6],
+        [4, 4, 128, 32, 128],
+        [1, 2, 256, 256, 256],
+        [3, 1, 7, 5, 4],
+    ];
+    let pools = [1, 2].map(|n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    });
+    for [batch, heads, m, k, n] in cases {
+        for (a_split, b_split) in [(true, true), (false, true), (true, false)] {
+            let a = [batch, heads, m, k];
+            let b = [batch, heads, k, n];
+            let a = if a_split { split(a, 1) } else { plain(a, 1) };
+            let b = if b_split { split(b, 2) } else { plain(b, 2) };
+            for pool in &pools {
+                let case = format!(
+                    "{batch}×{heads} of ({m} × {k}) by ({k} × {n}), a split {a_split}, \
+                     b split {b_split}, {} threads",
+                    pool.current_num_threads()
+                );
+                let (merged, row_major) = pool.install(|| {
+                    let merged = matmul_in(&a, &b, 0.5, Order::MiddleAxesSwapped).unwrap();
+                    (merged, matmul(&a, &b, 0.5).unwrap())
+                });
+                let shape = |t: &burn::backend::flex::FlexTensor| t.layout().shape().to_vec();
+                assert_eq!(shape(&merged), shape(&row_major), "{case}");
+                assert_eq!(flex_bits(&merged), flex_bits(&row_major), "{case}");
+                assert_eq!(order_of(&row_major), Order::RowMajor, "{case}");
+                if heads == 1 {
+                    assert!(fills_its_buffer(&merged), "{case}: one head is row-major");
+                    continue;
+                }
+                assert_eq!(order_of(&merged), Order::MiddleAxesSwapped, "{case}");
+                let back = swap_middle_axes(&merged).unwrap();
+                assert!(fills_its_buffer(&back), "{case}");
+                assert!(
+                    std::sync::Arc::ptr_eq(&back.data_arc(), &merged.data_arc()),
+                    "{case}: the swap back is a view"
+                );
+            }
+        }
+    }
+}
+
+/// Attention with its heads split as views and merged from a product written merged
+/// (`fused::split_heads_for_products`, `matmul_merging_heads`, `merge_heads`) against the same
+/// attention through copying swaps, on Flex: the output and the gradients of q, k and v
+/// bit for bit, and the gradients come back as contiguous rows.
+#[test]
+fn attention_through_head_views_equals_attention_through_copies() {
+    use laxc::lower::fused;
+    type F = Autodiff<burn::backend::Flex>;
+    let dev = Default::default();
+    let [batch, seq, heads, d] = [3, 9, 4, 8];
+    let rows = |seed: u64| {
+        let v = random(&mut StdRng::seed_from_u64(seed), batch * seq * heads * d);
+        let v: Vec<f32> = v.iter().map(|&v| v as f32).collect();
+        Tensor::<F, 2>::from_data(TensorData::new(v, [batch * seq, heads * d]), &dev).require_grad()
+    };
+    let weights = rows(9).detach();
+    let attention = |views: bool| {
+        let [q, k, v] = [rows(1), rows(2), rows(3)];
+        let split = |t: Tensor<F, 2>| {
+            let t = t.reshape([batch, seq, heads, d]);
+            match views {
+                true => fused::split_heads_for_products(t),
+                false => fused::swap_middle_axes(t),
+            }
+        };
+        let scores = fused::matmul_transposed(split(q.clone()), split(k.clone()), 0.25);
+        let p = fused::softmax(scores);
+        let out = match views {
+            true => fused::merge_heads(fused::matmul_merging_heads(p, split(v.clone()))),
+            false => fused::swap_middle_axes(fused::matmul(p, split(v.clone()), 1.0)),
+        };
+        let out = out.reshape([batch * seq, heads * d]);
+        let grads = (out.clone() * weights.clone()).sum().backward();
+        let grad = |t: &Tensor<F, 2>| t.grad(&grads).unwrap();
+        (out, [grad(&q), grad(&k), grad(&v)])
+    };
+    let (out, grads) = attention(true);
+    let (copied_out, copied_grads) = attention(false);
+    fn bits<T: burn::tensor::backend::Backend>(t: Tensor<T, 2>) -> Vec<u32> {
+        let v = t.into_data().to_vec::<f32>().unwrap();
+        v.iter().map(|v| v.to_bits()).collect()
+    }
+    assert_eq!(bits(out), bits(copied_out), "output");
+    for ((g, copied), name) in grads.into_iter().zip(copied_grads).zip(["q", "k", "v"]) {
+        let flex = g.clone().into_primitive().tensor();
+        assert!(
+            laxc::lower::flex_kernels::fills_its_buffer(&flex),
+            "gradient of {name}: contiguous rows"
+        );
+        assert_eq!(bits(g), bits(copied), "gradient of {name}");
+    }
+}
+
 /// A LoRA model whose base comes from a dense model's weights starts equal to that model: B is
 /// zero at init, so neither the adapter nor the LaX pathways between adapters change the output.
 #[test]

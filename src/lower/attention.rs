@@ -135,7 +135,8 @@ pub fn causal_bias_after<B: Backend>(
 
 /// Scaled dot-product attention, softmax(q kᵀ / √d + mask) v, over (batch, heads, seq, d).
 /// Written out (the same matmul / mask / softmax graph Burn's CPU fallback runs under autodiff)
-/// so that every op on the path is one the finite-difference tests cover.
+/// so that every op on the path is one the finite-difference tests cover. The output is laid
+/// out for the heads' merge (`fused::matmul_merging_heads`).
 pub fn sdpa<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -151,5 +152,5 @@ pub fn sdpa<B: Backend>(
         None => fused::softmax(scores),
     };
     let probabilities = cast_like(probabilities, &v);
-    fused::matmul(probabilities, v, 1.0)
+    fused::matmul_merging_heads(probabilities, v)
 }

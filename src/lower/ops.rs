@@ -470,7 +470,9 @@ fn tensor_gate<B: Backend>(
 /// still be used (measured at rank 64, where the two are equal; BENCHMARKS.md, attempt 16).
 const KRON_FACTOR: usize = 4;
 
-/// Multi-head attention on `(batch·seq, heads·d)` rows: split the heads, attend, merge.
+/// Multi-head attention on `(batch·seq, heads·d)` rows: split the heads, attend, merge. The
+/// split heads are views for the products to read in place (`fused::split_heads_for_products`)
+/// but where key-value heads are shared, whose repeat reads them contiguous.
 fn attention<B: Backend>(
     [q, k, v]: [Tensor<B, 2>; 3],
     [heads, kv_heads]: [usize; 2],
@@ -478,7 +480,14 @@ fn attention<B: Backend>(
     mask: Option<&Tensor<B, 4>>,
 ) -> Tensor<B, 2> {
     let (batch, seq) = (frame.batch, frame.seq);
-    let split = |t: Tensor<B, 2>, n: usize| split_heads(t, [batch, seq, n]);
+    let split = |t: Tensor<B, 2>, n: usize| {
+        let d = t.dims()[1] / n;
+        let t = t.reshape([batch, seq, n, d]);
+        match n == heads {
+            true => fused::split_heads_for_products(t),
+            false => fused::swap_middle_axes(t),
+        }
+    };
     attend(
         split(q, heads),
         split(k, kv_heads),
@@ -488,7 +497,8 @@ fn attention<B: Backend>(
 }
 
 /// Attention of split queries `(batch, heads, seq, d)` over split keys and values
-/// `(batch, kv_heads, keys, d)`, merged back to `(batch·seq, heads·d)` rows.
+/// `(batch, kv_heads, keys, d)`, merged back to `(batch·seq, heads·d)` rows (on Flex without a
+/// copy: `sdpa`'s last product writes the heads merged).
 fn attend<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -497,10 +507,10 @@ fn attend<B: Backend>(
 ) -> Tensor<B, 2> {
     let [batch, heads, seq, d] = q.dims();
     let out = sdpa(q, shared_heads(k, heads), shared_heads(v, heads), mask);
-    fused::swap_middle_axes(out).reshape([batch * seq, heads * d])
+    fused::merge_heads(out).reshape([batch * seq, heads * d])
 }
 
-/// `(batch·seq, n·d)` → `(batch, n, seq, d)`.
+/// `(batch·seq, n·d)` → `(batch, n, seq, d)`, contiguous.
 fn split_heads<B: Backend>(t: Tensor<B, 2>, [batch, seq, n]: [usize; 3]) -> Tensor<B, 4> {
     let d = t.dims()[1] / n;
     fused::swap_middle_axes(t.reshape([batch, seq, n, d]))

@@ -17,7 +17,7 @@ mod depth_blocks;
 mod row_tiles;
 pub mod timings;
 
-use super::flex_kernels::{output, written_part};
+use super::flex_kernels::{fills_its_buffer, output, written_part};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
@@ -49,7 +49,40 @@ const PART_ALIGN: usize = 16;
 /// place); the scale is gemm's own factor on the product, not a pass of its own. `None` for
 /// anything else (another dtype, broadcast batch axes), for the caller to use Flex's own.
 pub fn matmul(a: &FlexTensor, b: &FlexTensor, scale: f32) -> Option<FlexTensor> {
+    matmul_in(a, b, scale, Order::RowMajor)
+}
+
+/// How a batch of products lays out its output buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// One m × n product after the other, row-major: the (…, m, n) tensor itself.
+    RowMajor,
+    /// For two batch axes (b, h): the buffer of a contiguous (b, m, h, n) tensor, whose view
+    /// with the middle axes swapped is the (b, h, m, n) product. Attention's products over
+    /// its heads laid out so need no copy to merge the heads back into (b·m, h·n) rows, nor
+    /// their gradients to go back to the rows the heads were split from (BENCHMARKS.md,
+    /// attempt 89).
+    MiddleAxesSwapped,
+}
+
+/// The order `t` is laid out in: [`Order::MiddleAxesSwapped`] where it is a 4-D view, its
+/// middle axes swapped, of a contiguous tensor that fills its buffer; else row-major.
+pub fn order_of(t: &FlexTensor) -> Order {
+    let whole = fills_its_buffer;
+    match t.layout().shape().num_dims() == 4 && !whole(t) && whole(&t.transpose(1, 2)) {
+        true => Order::MiddleAxesSwapped,
+        false => Order::RowMajor,
+    }
+}
+
+/// [`matmul`] with its output laid out in `order`.
+pub fn matmul_in(a: &FlexTensor, b: &FlexTensor, scale: f32, order: Order) -> Option<FlexTensor> {
     let plan = Plan::of(a, b)?;
+    // With one head (or none) the two orders are one layout.
+    let order = match plan.batch_shape[..] {
+        [_, heads] if heads > 1 => order,
+        _ => Order::RowMajor,
+    };
     let (rows, cols) = (plan.m, plan.n);
     let size = rows * cols;
     let mut out: Vec<f32> = Vec::with_capacity(plan.batch * size);
@@ -57,14 +90,32 @@ pub fn matmul(a: &FlexTensor, b: &FlexTensor, scale: f32) -> Option<FlexTensor> 
         out.resize(plan.batch * size, 0.0);
     } else {
         let out_all = &mut out.spare_capacity_mut()[..plan.batch * size];
-        plan.run(a, b, scale, Write::Over, out_all);
+        plan.run(
+            a,
+            b,
+            scale,
+            Write::Over,
+            Target {
+                order,
+                out: out_all,
+            },
+        );
         // SAFETY: `run` wrote every element of the first `batch · size` (gemm without reading
-        // the destination writes all of each m × n block).
+        // the destination writes all of each m × n block, and the blocks of either order
+        // tile the buffer).
         unsafe { out.set_len(plan.batch * size) };
     }
     let mut shape = plan.batch_shape;
-    shape.extend([rows, cols]);
-    Some(FlexTensor::from_data(TensorData::new(out, shape)))
+    Some(match order {
+        Order::RowMajor => {
+            shape.extend([rows, cols]);
+            FlexTensor::from_data(TensorData::new(out, shape))
+        }
+        Order::MiddleAxesSwapped => {
+            let stored = vec![shape[0], rows, shape[1], cols];
+            FlexTensor::from_data(TensorData::new(out, stored)).transpose(1, 2)
+        }
+    })
 }
 
 /// `into + a · b` (`scale` 1), written over `into`, where that is to the bit what adding
@@ -96,7 +147,11 @@ pub fn matmul_add(into: &mut FlexTensor, a: &FlexTensor, b: &FlexTensor, scale: 
     let out = unsafe {
         std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<MaybeUninit<f32>>(), values.len())
     };
-    plan.run(a, b, 1.0, Write::AddTo, out);
+    let target = Target {
+        order: Order::RowMajor,
+        out,
+    };
+    plan.run(a, b, 1.0, Write::AddTo, target);
     Some(())
 }
 
@@ -160,55 +215,57 @@ impl Plan {
         })
     }
 
-    /// Each product into its (m × n) block of `out`, row-major, the way [`Plan::path`] says.
-    fn run(
-        &self,
-        a: &FlexTensor,
-        b: &FlexTensor,
-        scale: f32,
-        write: Write,
-        out: &mut [MaybeUninit<f32>],
-    ) {
+    /// Each product into its (m × n) block of the target, the way [`Plan::path`] says.
+    fn run(&self, a: &FlexTensor, b: &FlexTensor, scale: f32, write: Write, target: Target) {
+        let Target { order, out } = target;
         let (a_at, b_at) = (Operand::of(a), Operand::of(b));
         // The first product's matrices: every product of a batch has their strides.
         let (a, b) = (a_at.matrix(0), b_at.matrix(0));
         let grain = Grain::of([a, b]);
         let path = self.path(grain, write);
         let started = timings::recording().then(std::time::Instant::now);
-        let one = |i: usize, block: &mut [MaybeUninit<f32>], threads| {
+        let one = |i: usize, into: Dst, threads| {
             let (a, b) = (a_at.matrix(i), b_at.matrix(i));
             // SAFETY: `a` and `b` point into live buffers at the offsets and strides of their
-            // layouts, which span (m × k) and (k × n); `block` holds m × n elements.
-            unsafe { self.product(block.as_mut_ptr().cast(), [a, b], scale, write, threads) }
+            // layouts, which span (m × k) and (k × n); `into` is product `i`'s block of the
+            // output, which holds the whole batch's in the target's order.
+            unsafe { self.block(into, [self.m, self.n], [a, b], scale, write, threads) }
         };
         let size = self.m * self.n;
-        match path {
-            Path::Batch => out
-                .par_chunks_mut(size)
-                .enumerate()
-                .for_each(|(i, block)| one(i, block, gemm::Parallelism::None)),
-            // SAFETY (the four): as for `one`; `out` holds the one m × n product.
-            Path::DepthBlocks => unsafe {
-                depth_blocks::product([self.m, self.k, self.n], [a, b], scale, out)
-            },
-            Path::RowTiles => unsafe {
-                row_tiles::product([self.m, self.k, self.n], [a, b], scale, out)
-            },
-            Path::DepthHalves(first) => unsafe {
-                self.in_depth_halves(first, out, [a, b], scale, write)
-            },
-            Path::Parts(parts) => unsafe {
-                self.in_parts(parts, Output(out.as_mut_ptr().cast()), [a, b], scale, write)
-            },
-            Path::GemmThreads | Path::OneThread => {
+        let blocks = Output(out.as_mut_ptr().cast());
+        match (path, order) {
+            (Path::Batch, Order::RowMajor) => {
+                out.par_chunks_mut(size).enumerate().for_each(|(i, block)| {
+                    let into = self.row_major(block.as_mut_ptr().cast());
+                    one(i, into, gemm::Parallelism::None)
+                })
+            }
+            (Path::Batch, Order::MiddleAxesSwapped) => (0..self.batch)
+                .into_par_iter()
+                .for_each(|i| one(i, self.block_of(blocks, order, i), gemm::Parallelism::None)),
+            (Path::GemmThreads | Path::OneThread, _) => {
                 let threads = match path {
                     Path::GemmThreads => gemm::Parallelism::Rayon(0),
                     _ => gemm::Parallelism::None,
                 };
-                for (i, block) in out.chunks_mut(size).enumerate() {
-                    one(i, block, threads);
+                for i in 0..self.batch {
+                    one(i, self.block_of(blocks, order, i), threads);
                 }
             }
+            // The paths of a single product (`matmul_in` makes a batch of one row-major).
+            // SAFETY (the four): as for `one`; `out` holds the one m × n product.
+            (Path::DepthBlocks, _) => unsafe {
+                depth_blocks::product([self.m, self.k, self.n], [a, b], scale, out)
+            },
+            (Path::RowTiles, _) => unsafe {
+                row_tiles::product([self.m, self.k, self.n], [a, b], scale, out)
+            },
+            (Path::DepthHalves(first), _) => unsafe {
+                self.in_depth_halves(first, out, [a, b], scale, write)
+            },
+            (Path::Parts(parts), _) => unsafe {
+                self.in_parts(parts, blocks, [a, b], scale, write)
+            },
         }
         if let Some(started) = started {
             let shape = timings::ProductShape {
@@ -528,6 +585,23 @@ impl Plan {
         }
     }
 
+    /// Where product `i` of the batch goes in an output laid out in `order`.
+    fn block_of(&self, out: Output, order: Order, i: usize) -> Dst {
+        match order {
+            Order::RowMajor => self.row_major(out.at(i * self.m * self.n)),
+            // Product (batch j, head h) is rows j·m … of head h's columns in (b, m, h, n).
+            Order::MiddleAxesSwapped => {
+                let heads = self.batch_shape[1];
+                let (j, h) = (i / heads, i % heads);
+                Dst {
+                    at: out.at((j * self.m * heads + h) * self.n),
+                    row_stride: (heads * self.n) as isize,
+                    col_stride: 1,
+                }
+            }
+        }
+    }
+
     /// Whether each product is large enough to share out by itself (and the batch is too
     /// short to share out instead): Flex's order of preference.
     fn one_is_large(&self, flops: usize) -> bool {
@@ -536,6 +610,7 @@ impl Plan {
 
     /// # Safety
     /// `out` is valid for m × n writes; `a` and `b` for the reads their strides describe.
+    #[cfg(test)]
     unsafe fn product(
         &self,
         out: *mut f32,
@@ -711,7 +786,14 @@ impl Grain {
     }
 }
 
-/// A product's output, written in disjoint blocks by the threads of [`Plan::in_parts`].
+/// The buffer a batch of products is written into (or added to), and its order.
+struct Target<'a> {
+    order: Order,
+    out: &'a mut [MaybeUninit<f32>],
+}
+
+/// A product's output, written in disjoint blocks by the threads of [`Plan::run`] and
+/// [`Plan::in_parts`].
 #[derive(Clone, Copy)]
 struct Output(*mut f32);
 

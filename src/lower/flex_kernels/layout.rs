@@ -1,6 +1,6 @@
 //! The swap of two middle axes as a contiguous copy made by rows or small transposes.
 
-use super::{f32s, output, written, CHUNK};
+use super::{f32s, fills_its_buffer, output, written, CHUNK};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{TensorData, TensorMetadata};
 use rayon::prelude::*;
@@ -11,7 +11,13 @@ use std::mem::MaybeUninit;
 /// one element at a time through a general strided iterator (~7 % of a LLaMA step around the
 /// attention heads; 40 % of a tensor-train step). Each of the `a` slabs is copied on its own
 /// (in parallel): whole rows of d elements, or for 3-D a plain transpose of each (b × c) matrix.
+/// Where `x` is itself a swapped view of a contiguous tensor (a product written with its
+/// heads merged, `flex_gemm::Order`), the swap is that tensor, a view: nothing to copy.
 pub fn swap_middle_axes(x: &FlexTensor) -> Option<FlexTensor> {
+    let view = x.transpose(1, 2);
+    if fills_its_buffer(&view) {
+        return Some(view);
+    }
     let xs = f32s(x)?;
     let dims = x.shape();
     let (swapped, [b, c, d]) = match dims.num_dims() {

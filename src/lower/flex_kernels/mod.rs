@@ -68,6 +68,15 @@ pub(super) fn f32s(t: &FlexTensor) -> Option<&[f32]> {
     }
 }
 
+/// Whether `t` is contiguous from its buffer's start to its end: what a kernel reading the
+/// buffer whole, or a reshape without a copy, needs.
+pub fn fills_its_buffer(t: &FlexTensor) -> bool {
+    let layout = t.layout();
+    layout.is_contiguous()
+        && layout.start_offset() == 0
+        && t.bytes().len() == layout.num_elements() * t.dtype().size()
+}
+
 /// Whether a kernel may write over `t` ([`own_f32s`]): contiguous f32, as every kernel reads
 /// (a strided one goes to the composed formula, as it did before kernels wrote in place).
 pub(super) fn overwritable(t: &FlexTensor) -> bool {

@@ -19,7 +19,8 @@
 //! (tests/lowering.rs, "fused").
 
 use super::attention::rope_composed;
-use super::{flex_gemm, flex_kernels};
+use super::flex_gemm::{self, Order};
+use super::flex_kernels;
 
 mod dropout;
 mod join;
@@ -116,7 +117,15 @@ pub fn matmul<B: Backend, const D: usize>(
     b: Tensor<B, D>,
     scale: f64,
 ) -> Tensor<B, D> {
-    product_node(a, b, scale, false)
+    product_node(a, b, scale, false, Order::RowMajor)
+}
+
+/// [`matmul`] of attention's (batch, heads, rows, ·) operands, the product written on Flex in
+/// f32 with its heads merged: the buffer of (batch, rows, heads, n), so that [`merge_heads`]
+/// and the reshape to rows after it copy nothing (BENCHMARKS.md, attempt 89). The same values
+/// as [`matmul`] on every backend.
+pub fn matmul_merging_heads<B: Backend>(a: Tensor<B, 4>, b: Tensor<B, 4>) -> Tensor<B, 4> {
+    product_node(a, b, 1.0, false, Order::MiddleAxesSwapped)
 }
 
 /// `scale · a · bᵀ` over the last two axes, for a `b` stored row by row (attention's keys, a
@@ -128,16 +137,17 @@ pub fn matmul_transposed<B: Backend, const D: usize>(
     b: Tensor<B, D>,
     scale: f64,
 ) -> Tensor<B, D> {
-    product_node(a, b, scale, true)
+    product_node(a, b, scale, true, Order::RowMajor)
 }
 
-/// [`matmul`] (`b_transposed` false) or [`matmul_transposed`]: one node where the batch axes
-/// match, else Burn's product.
+/// [`matmul`] (`b_transposed` false) or [`matmul_transposed`], its output laid out in `order`
+/// on Flex: one node where the batch axes match, else Burn's product.
 fn product_node<B: Backend, const D: usize>(
     a: Tensor<B, D>,
     b: Tensor<B, D>,
     scale: f64,
     b_transposed: bool,
+    order: Order,
 ) -> Tensor<B, D> {
     let composed = |a, b: Tensor<B, D>| match b_transposed {
         true => composed::matmul(a, b.swap_dims(D - 2, D - 1), scale),
@@ -151,6 +161,7 @@ fn product_node<B: Backend, const D: usize>(
         MatMul {
             scale,
             b_transposed,
+            order,
         },
         inputs,
     ) {
@@ -229,10 +240,38 @@ pub fn swiglu<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) 
 
 /// A 3-D or 4-D tensor with axes 1 and 2 swapped (attention's heads and positions, the
 /// tensor-train cores' and tensor gates' contractions): on Flex a contiguous copy each way
-/// (`flex_kernels`), so that the reshape after it is free; elsewhere a view, as `swap_dims`.
+/// (`flex_kernels`), so that the reshape after it is free, or a view where that is already
+/// contiguous; elsewhere a view, as `swap_dims`.
 pub fn swap_middle_axes<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    swap_node(x, SwapMiddleAxes::default())
+}
+
+/// Attention's (batch, rows, heads, d) as (batch, heads, rows, d) for products alone to read:
+/// on Flex in f32 a view, which gemm reads in place, and whose gradient the products write in
+/// the rows' own order, so that its swap back is a view too (BENCHMARKS.md, attempt 89);
+/// elsewhere [`swap_middle_axes`].
+pub fn split_heads_for_products<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let view = SwapMiddleAxes {
+        view_forward: true,
+        view_backward: false,
+    };
+    swap_node(x, view)
+}
+
+/// Attention's (batch, heads, rows, d) back as (batch, rows, heads, d): free for the output of
+/// [`matmul_merging_heads`], a copy for any other on Flex; the gradient's swap back a view,
+/// which the product's backward reads in place.
+pub fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let view = SwapMiddleAxes {
+        view_forward: false,
+        view_backward: true,
+    };
+    swap_node(x, view)
+}
+
+fn swap_node<B: Backend, const D: usize>(x: Tensor<B, D>, op: SwapMiddleAxes) -> Tensor<B, D> {
     assert!(D == 3 || D == 4, "the middle axes of a 3-D or 4-D tensor");
-    match as_node::<B, _, 1>(SwapMiddleAxes, [x.into_primitive().tensor()]) {
+    match as_node::<B, _, 1>(op, [x.into_primitive().tensor()]) {
         Ok(out) => float(out),
         Err([x]) => float::<B, D>(x).swap_dims(1, 2),
     }
@@ -851,12 +890,25 @@ struct MatMul {
     scale: f64,
     /// The product is `a · bᵀ` (`matmul_transposed`).
     b_transposed: bool,
+    /// How Flex lays out the output.
+    order: Order,
 }
 
 /// The product on the inner backend: gemm on Flex's buffers where it applies, else the
 /// backend's matmul.
 fn matmul_inner<I: Backend>(a: FloatTensor<I>, b: FloatTensor<I>, scale: f64) -> FloatTensor<I> {
-    on_flex::<I, 2>([&a, &b], |[a, b]| flex_gemm::matmul(a, b, scale as f32)).unwrap_or_else(|| {
+    matmul_inner_in::<I>(a, b, scale, Order::RowMajor)
+}
+
+/// [`matmul_inner`], written in `order` on Flex.
+fn matmul_inner_in<I: Backend>(
+    a: FloatTensor<I>,
+    b: FloatTensor<I>,
+    scale: f64,
+    order: Order,
+) -> FloatTensor<I> {
+    let product = |[a, b]: [&FlexTensor; 2]| flex_gemm::matmul_in(a, b, scale as f32, order);
+    on_flex::<I, 2>([&a, &b], product).unwrap_or_else(|| {
         let product = I::float_matmul(a, b);
         if scale == 1.0 {
             product
@@ -867,7 +919,8 @@ fn matmul_inner<I: Backend>(a: FloatTensor<I>, b: FloatTensor<I>, scale: f64) ->
 }
 
 /// Backward, from the saved operands: `scale · g · bᵀ` and `scale · aᵀ · g`; for `a · bᵀ`,
-/// `scale · g · b` and `scale · gᵀ · a` (in `b`'s layout). Each is added to the gradient its
+/// `scale · g · b` and `scale · gᵀ · a` (in `b`'s layout). Each written in its operand's order
+/// on Flex (attention's split heads': `flex_gemm::order_of`), and added to the gradient its
 /// operand already has from another of its readers by gemm as it writes the product, where
 /// that is the same sum ([`product_added`]); Burn's `register` adds it in a pass of its own.
 #[derive(Debug)]
@@ -881,6 +934,7 @@ impl<I: Backend> Backward<I, 2> for MatMulBackward {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (a, b) = ops.state;
+        let orders = [&a, &b].map(|t| flex::<I>(t).map_or(Order::RowMajor, flex_gemm::order_of));
         let scale = self.scale;
         let g = grads.consume::<I>(&ops.node);
         let [lhs, rhs] = ops.parents;
@@ -892,7 +946,8 @@ impl<I: Backend> Backward<I, 2> for MatMulBackward {
                 [I::float_transpose(a), g],
             ),
         };
-        for (parent, [left, right]) in [(lhs, for_a), (rhs, for_b)] {
+        for ((parent, [left, right]), order) in [(lhs, for_a), (rhs, for_b)].into_iter().zip(orders)
+        {
             let Some(parent) = parent else { continue };
             // A stand-in tensor on the parent's node: Burn's `Gradients` takes a gradient out
             // by the tensor it belongs to.
@@ -903,12 +958,13 @@ impl<I: Backend> Backward<I, 2> for MatMulBackward {
             );
             key.node = parent.clone();
             let before = grads.remove::<I>(&key);
-            grads.register::<I>(parent.id, product_added::<I>(before, [left, right], scale));
+            let gradient = product_added::<I>(before, [left, right], scale, order);
+            grads.register::<I>(parent.id, gradient);
         }
     }
 }
 
-/// `before + scale · left · right` (the product alone where there is no `before`): added by
+/// `before + scale · left · right` (the product alone, in `order`, where there is no `before`): added by
 /// gemm into `before`'s buffer where [`flex_gemm::matmul_add`] takes them (the same bits as
 /// the add after the product), else the product and then the add, in `Gradients::register`'s
 /// order.
@@ -916,9 +972,10 @@ fn product_added<I: Backend>(
     before: Option<FloatTensor<I>>,
     [left, right]: [FloatTensor<I>; 2],
     scale: f64,
+    order: Order,
 ) -> FloatTensor<I> {
     let Some(mut sum) = before else {
-        return matmul_inner::<I>(left, right, scale);
+        return matmul_inner_in::<I>(left, right, scale, order);
     };
     let added = on_flex_over::<I, 2, 0>(&mut sum, [&left, &right], |sum, [l, r]| {
         flex_gemm::matmul_add(sum, l, r, scale as f32).map(none)
@@ -935,7 +992,7 @@ impl Node<2> for MatMul {
             true => I::float_transpose(b.primitive.clone()),
             false => b.primitive.clone(),
         };
-        let y = matmul_inner::<I>(a.primitive.clone(), right, self.scale);
+        let y = matmul_inner_in::<I>(a.primitive.clone(), right, self.scale, self.order);
         let state = (a.primitive.clone(), b.primitive.clone());
         let backward = MatMulBackward {
             scale: self.scale,
@@ -1006,30 +1063,46 @@ impl Node<3> for Rope {
     }
 }
 
-struct SwapMiddleAxes;
+/// The swap of the middle axes; on Flex in f32, a view where a side of it asks for one (that
+/// side's reader is a product, which reads any strides in place).
+#[derive(Default)]
+struct SwapMiddleAxes {
+    view_forward: bool,
+    view_backward: bool,
+}
 
-/// The swap on the inner backend: Flex's kernel where it applies, else a view.
-fn swap_middle_axes_inner<I: Backend>(x: FloatTensor<I>) -> FloatTensor<I> {
-    on_flex::<I, 1>([&x], |[x]| flex_kernels::swap_middle_axes(x))
-        .unwrap_or_else(|| I::float_swap_dims(x, 1, 2))
+/// The swap on the inner backend: Flex's kernel where it applies (a copy, or a view where the
+/// swap is contiguous), a view where `as_view` asks and the tensor is f32, else a view.
+fn swap_middle_axes_inner<I: Backend>(x: FloatTensor<I>, as_view: bool) -> FloatTensor<I> {
+    on_flex::<I, 1>([&x], |[x]| match as_view && x.dtype() == DType::F32 {
+        true => Some(x.transpose(1, 2)),
+        false => flex_kernels::swap_middle_axes(x),
+    })
+    .unwrap_or_else(|| I::float_swap_dims(x, 1, 2))
 }
 
 /// Backward: the same swap of the gradient.
 #[derive(Debug)]
-struct SwapMiddleAxesBackward;
+struct SwapMiddleAxesBackward {
+    as_view: bool,
+}
 
 impl<I: Backend> Backward<I, 1> for SwapMiddleAxesBackward {
     type State = ();
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        unary::<I, _>(ops.parents, ops.node, grads, swap_middle_axes_inner::<I>);
+        let swap = |g| swap_middle_axes_inner::<I>(g, self.as_view);
+        unary::<I, _>(ops.parents, ops.node, grads, swap);
     }
 }
 
 impl Node<1> for SwapMiddleAxes {
     fn run<I: Backend>(self, [x]: [FloatTensor<Autodiff<I>>; 1]) -> FloatTensor<Autodiff<I>> {
-        let y = swap_middle_axes_inner::<I>(x.primitive.clone());
-        record(SwapMiddleAxesBackward, [&x], (), y)
+        let y = swap_middle_axes_inner::<I>(x.primitive.clone(), self.view_forward);
+        let backward = SwapMiddleAxesBackward {
+            as_view: self.view_backward,
+        };
+        record(backward, [&x], (), y)
     }
 }
 
