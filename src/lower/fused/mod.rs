@@ -964,10 +964,10 @@ impl<I: Backend> Backward<I, 2> for MatMulBackward {
     }
 }
 
-/// `before + scale · left · right` (the product alone, in `order`, where there is no `before`): added by
-/// gemm into `before`'s buffer where [`flex_gemm::matmul_add`] takes them (the same bits as
-/// the add after the product), else the product and then the add, in `Gradients::register`'s
-/// order.
+/// `before + scale · left · right` (the product alone, in `order`, where there is no
+/// `before`): added by gemm into `before`'s buffer where [`flex_gemm::matmul_add`] takes them
+/// (the same bits as the add after the product), else the product and then the add, in
+/// `Gradients::register`'s order.
 fn product_added<I: Backend>(
     before: Option<FloatTensor<I>>,
     [left, right]: [FloatTensor<I>; 2],
@@ -1071,8 +1071,9 @@ struct SwapMiddleAxes {
     view_backward: bool,
 }
 
-/// The swap on the inner backend: Flex's kernel where it applies (a copy, or a view where the
-/// swap is contiguous), a view where `as_view` asks and the tensor is f32, else a view.
+/// The swap on the inner backend. On Flex: a view where `as_view` asks for one of an f32
+/// tensor, else the kernel (a copy, or a view where the swapped tensor is contiguous). On
+/// other backends a view.
 fn swap_middle_axes_inner<I: Backend>(x: FloatTensor<I>, as_view: bool) -> FloatTensor<I> {
     on_flex::<I, 1>([&x], |[x]| match as_view && x.dtype() == DType::F32 {
         true => Some(x.transpose(1, 2)),
