@@ -253,6 +253,11 @@ impl Plan {
                 }
             }
             // The paths of a single product (`matmul_in` makes a batch of one row-major).
+            (Path::DepthBlocks | Path::RowTiles | Path::DepthHalves(_) | Path::Parts(_), _)
+                if order != Order::RowMajor =>
+            {
+                unreachable!("a single product is laid out row-major")
+            }
             // SAFETY (the four): as for `one`; `out` holds the one m × n product.
             (Path::DepthBlocks, _) => unsafe {
                 depth_blocks::product([self.m, self.k, self.n], [a, b], scale, out)
