@@ -471,8 +471,8 @@ fn tensor_gate<B: Backend>(
 const KRON_FACTOR: usize = 4;
 
 /// Multi-head attention on `(batch·seq, heads·d)` rows: split the heads, attend, merge. The
-/// split heads are views for the products to read in place (`fused::split_heads_for_products`)
-/// but where key-value heads are shared, whose repeat reads them contiguous.
+/// split heads are views for the products to read in place (`fused::split_heads_for_products`),
+/// but for key-value heads shared between query heads (GQA), copied for their repeat.
 fn attention<B: Backend>(
     [q, k, v]: [Tensor<B, 2>; 3],
     [heads, kv_heads]: [usize; 2],
@@ -480,13 +480,12 @@ fn attention<B: Backend>(
     mask: Option<&Tensor<B, 4>>,
 ) -> Tensor<B, 2> {
     let (batch, seq) = (frame.batch, frame.seq);
-    let split = |t: Tensor<B, 2>, n: usize| {
-        let d = t.dims()[1] / n;
-        let t = t.reshape([batch, seq, n, d]);
-        match n == heads {
-            true => fused::split_heads_for_products(t),
-            false => fused::swap_middle_axes(t),
+    let split = |t: Tensor<B, 2>, n: usize| match n == heads {
+        true => {
+            let d = t.dims()[1] / n;
+            fused::split_heads_for_products(t.reshape([batch, seq, n, d]))
         }
+        false => split_heads(t, [batch, seq, n]),
     };
     attend(
         split(q, heads),
