@@ -442,10 +442,10 @@ fn swapping_the_middle_axes_equals_swap_dims() {
 }
 
 /// A (rows, cols) Flex tensor of random f32 values from `seed`.
-fn random_flex(rows: usize, cols: usize, seed: u64) -> burn::backend::flex::FlexTensor {
-    let v = random(&mut StdRng::seed_from_u64(seed), rows * cols);
+fn random_flex(shape: &[usize], seed: u64) -> burn::backend::flex::FlexTensor {
+    let v = random(&mut StdRng::seed_from_u64(seed), shape.iter().product());
     let v: Vec<f32> = v.iter().map(|&v| v as f32).collect();
-    burn::backend::flex::FlexTensor::from_data(TensorData::new(v, [rows, cols]))
+    burn::backend::flex::FlexTensor::from_data(TensorData::new(v, shape.to_vec()))
 }
 
 /// The bits of a Flex f32 tensor's elements, for comparisons that must be exact.
@@ -694,7 +694,7 @@ fn products_in_blocks_equal_one_call_bit_for_bit() {
     use burn::backend::Flex;
     use burn::tensor::ops::FloatTensorOps;
     use laxc::lower::flex_gemm;
-    let flex = random_flex;
+    let flex = |rows: usize, cols: usize, seed: u64| random_flex(&[rows, cols], seed);
     let t = |x: &FlexTensor| Flex::float_transpose(x.clone());
     for (m, k, n) in [
         (1024, 64, 64),
@@ -754,7 +754,7 @@ fn products_added_into_a_gradient_equal_the_product_then_the_add() {
     use burn::backend::Flex;
     use burn::tensor::ops::FloatTensorOps;
     use laxc::lower::flex_gemm;
-    let flex = random_flex;
+    let flex = |rows: usize, cols: usize, seed: u64| random_flex(&[rows, cols], seed);
     let t = |x: &FlexTensor| Flex::float_transpose(x.clone());
     let in_pool = |threads: usize, f: &(dyn Fn() -> Vec<u32> + Sync)| {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -798,7 +798,7 @@ fn products_added_into_a_gradient_equal_the_product_then_the_add() {
     }
     // A batch of products (attention's), each added into its own block.
     let batch = |seed: u64, [r, c]: [usize; 2]| {
-        let v = random_flex(6 * r, c, seed)
+        let v = random_flex(&[6 * r, c], seed)
             .into_data()
             .to_vec::<f32>()
             .expect("f32");
@@ -844,8 +844,11 @@ fn products_added_into_a_gradient_equal_the_product_then_the_add() {
 fn norm_backward_column_sums_do_not_depend_on_the_threads() {
     use laxc::lower::flex_kernels;
     let (rows, width) = (4096, 64);
-    let (x, g) = (random_flex(rows, width, 61), random_flex(rows, width, 62));
-    let gamma = random_flex(1, width, 63);
+    let (x, g) = (
+        random_flex(&[rows, width], 61),
+        random_flex(&[rows, width], 62),
+    );
+    let gamma = random_flex(&[1, width], 63);
     let sums = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -1152,15 +1155,10 @@ fn the_matrix_product_node_matches_burns_matmul() {
 fn products_written_with_their_heads_merged_equal_the_row_major_product() {
     use laxc::lower::flex_gemm::{matmul, matmul_in, order_of, Order};
     use laxc::lower::flex_kernels::{fills_its_buffer, swap_middle_axes};
-    fn flex(shape: [usize; 4], seed: u64) -> burn::backend::flex::FlexTensor {
-        let v = random(&mut StdRng::seed_from_u64(seed), shape.iter().product());
-        let v: Vec<f32> = v.iter().map(|&v| v as f32).collect();
-        burn::backend::flex::FlexTensor::from_data(TensorData::new(v, shape))
-    }
     // A (batch, heads, rows, cols) operand as attention splits it: a view of (batch, rows,
     // heads, cols).
-    let split = |[b, h, r, c]: [usize; 4], seed| flex([b, r, h, c], seed).transpose(1, 2);
-    let plain = |[b, h, r, c]: [usize; 4], seed| flex([b, h, r, c], seed);
+    let split = |[b, h, r, c]: [usize; 4], seed| random_flex(&[b, r, h, c], seed).transpose(1, 2);
+    let plain = |[b, h, r, c]: [usize; 4], seed| random_flex(&[b, h, r, c], seed);
     // (batch, heads, m, k, n): small (one thread), a batch shared out one product a thread,
     // products large enough for gemm's threads.
     let cases = [
@@ -1222,9 +1220,8 @@ fn attention_through_head_views_equals_attention_through_copies() {
     let dev = Default::default();
     let [batch, seq, heads, d] = [3, 9, 4, 8];
     let rows = |seed: u64| {
-        let v = random(&mut StdRng::seed_from_u64(seed), batch * seq * heads * d);
-        let v: Vec<f32> = v.iter().map(|&v| v as f32).collect();
-        Tensor::<F, 2>::from_data(TensorData::new(v, [batch * seq, heads * d]), &dev).require_grad()
+        let values = random_flex(&[batch * seq, heads * d], seed).into_data();
+        Tensor::<F, 2>::from_data(values, &dev).require_grad()
     };
     let weights = rows(9).detach();
     let attention = |views: bool| {
