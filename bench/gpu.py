@@ -210,7 +210,7 @@ def bench(laxc, a, spec, steps, warmup, peaks, ws):
     entry = {"spec": spec, "params": r["params"], "batch": r["batch"],
              "unit": r["unit"], "per_s": r["items_per_second"],
              "median_step_s": r["median_step_seconds"], "warmup_step_s": r["warmup_step_seconds"],
-             "gflops_per_s": r["gflops_per_second"], **mfu,
+             "median_phase_s": r["median_phase_seconds"], "gflops_per_s": r["gflops_per_second"], **mfu,
              "peak_gpu_mib": mem.peak, "peak_rss_mib": (r["peak_rss_bytes"] or 0) / 2**20,
              "final_loss": r["final_loss"]}
     if a.twin:
@@ -268,8 +268,11 @@ def reap(proc, label, began, log, timeout):
     return entry
 
 
-def select(plan, only):
-    """The plan's items that `--only` names (all of them without it); refuses a selection of none."""
+def select(plan, only, no_train=False):
+    """The plan's items that `--only` names (all of them without it), without its training runs
+    if `no_train`; refuses a selection of none."""
+    if no_train:
+        plan = dict(plan, train=[])
     if not only:
         return plan
     def named(label):
@@ -308,6 +311,8 @@ def parse_args():
     ap.add_argument("--only", nargs="+", metavar="TEXT",
                     help="run only the items whose spec path (a training run's: followed by a space "
                          "and its dtype) contains one of these, e.g. 350m-svd-r256-lax 'lax-identity.lax bf16'")
+    ap.add_argument("--no-train", action="store_true",
+                    help="run the plan's benches only, none of its training runs")
     ap.add_argument("--out", help="the JSON file (default bench/results/gpu-<date>.json)")
     a = ap.parse_args()
     if a.compile_first is None:
@@ -338,7 +343,7 @@ def main():
     a = parse_args()
     laxc = os.path.abspath(a.laxc)
     started = time.monotonic()
-    plan = select(QUICK if a.quick else FULL, a.only)
+    plan = select(QUICK if a.quick else FULL, a.only, a.no_train)
     name = gpu_name(a.device)
     peaks = peak_tflops(name, a.peak_tflops, a.peak_tflops_tf32)
     out = a.out or os.path.join(ROOT, "bench", "results", f"gpu-{datetime.date.today()}.json")

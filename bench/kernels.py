@@ -17,11 +17,19 @@ warm-up, which tune nothing; the difference of the last two, divided by `steps`,
 
 Prints a Markdown table (kernels per step, and by kind for the kinds that differ between the
 specs) and, with --json, writes the counts.
+
+--time asks cubecl for each kernel's GPU time as well (`level = "basic"`: cubecl then waits for
+every kernel and times it with the device's events, so the step runs slower, but each kernel's own
+time is its own) and gives the GPU milliseconds a step by kind, the most first: on a GPU, where a
+step's wall time above their sum is the host's. --kernel-cache DIR reuses the kernels that
+bench/gpu.py's --kernel-cache compiled into DIR (cubecl's and the CUDA driver's caches), so that a
+fresh GPU machine need not compile them again.
 """
 import argparse
 import collections
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -29,39 +37,73 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def kind(line):
+def kind(name):
     """A kernel's kind: its name, and for the plain element-wise kernels the op as well."""
-    parts = line.removeprefix("Executing ").strip().split(" | ")
+    parts = name.strip().split(" | ")
     return parts[0] if len(parts) < 3 or parts[0].startswith("Matmul") else f"{parts[0]} {parts[1]}"
 
 
-def launched(laxc, device, spec, steps, warmup, batch, folder):
-    """The kinds of the kernels one `laxc bench` run launches, counted."""
+# Rust's Debug form of a Duration, as cubecl writes a profiled kernel's time: "1.5ms", "12.3µs".
+DURATION = re.compile(r"([0-9.]+)(ns|µs|ms|s)$")
+MILLISECONDS = {"ns": 1e-6, "µs": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def parse(line):
+    """(kind, milliseconds) of one line of cubecl's profiling log, None for other lines: minimal's
+    `Executing NAME` has no time (0), basic's `| DURATION | NAME` has the kernel's."""
+    if line.startswith("Executing "):
+        return kind(line.removeprefix("Executing ")), 0.0
+    if line.startswith("| "):
+        duration, _, name = line[2:].partition(" | ")
+        m = DURATION.match(duration.strip())
+        if m and name:
+            return kind(name), float(m.group(1)) * MILLISECONDS[m.group(2)]
+    return None
+
+
+def launched(laxc, device, spec, steps, warmup, batch, folder, timed, kernel_cache):
+    """The kinds of the kernels one `laxc bench` run launches, counted, and their GPU milliseconds
+    (zero unless `timed`)."""
     log = os.path.join(folder, "kernels.log")
     tuned = os.path.join(folder, "autotune")
+    level = "basic" if timed else "minimal"
+    compiled = (f'[compilation]\ncache = {{ file = {json.dumps(os.path.join(kernel_cache, "kernels"))} }}\n\n'
+                if kernel_cache else "")
     with open(os.path.join(folder, "cubecl.toml"), "w") as f:  # JSON strings are TOML strings
-        f.write(f'[profiling.logger]\nlevel = "minimal"\nfile = {json.dumps(log)}\nappend = false\n\n'
-                f'[autotune]\ncache = {{ file = {json.dumps(tuned)} }}\n')
+        f.write(f'[profiling.logger]\nlevel = "{level}"\nfile = {json.dumps(log)}\nappend = false\n\n'
+                f'{compiled}[autotune]\ncache = {{ file = {json.dumps(tuned)} }}\n')
+    env = dict(os.environ)
+    if kernel_cache:
+        env.update(CUDA_CACHE_PATH=os.path.join(kernel_cache, "driver"), CUDA_CACHE_MAXSIZE=str(4 << 30))
     if os.path.exists(log):
         os.remove(log)
     cmd = [laxc, "bench", os.path.abspath(spec), "--device", device, "--steps", str(steps),
            "--warmup", str(warmup), "--batch", str(batch), "--format", "json"]
-    done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, env=env)
     if done.returncode:
         sys.exit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
     if not os.path.exists(log):
         sys.exit(f"{' '.join(cmd)} logged no kernels: is {laxc} built with --features {device}?")
+    counts, milliseconds = collections.Counter(), collections.Counter()
     with open(log) as f:
-        return collections.Counter(kind(line) for line in f if line.startswith("Executing"))
+        for kernel in filter(None, map(parse, f)):
+            counts[kernel[0]] += 1
+            milliseconds[kernel[0]] += kernel[1]
+    return counts, milliseconds, json.loads(done.stdout)["median_step_seconds"]
 
 
-def per_step(laxc, device, spec, steps, warmup, batch):
+def per_step(laxc, device, spec, steps, warmup, batch, timed=False, kernel_cache=None):
     with tempfile.TemporaryDirectory() as folder:
-        launched(laxc, device, spec, 1, warmup, batch, folder)  # autotune's run
-        once = launched(laxc, device, spec, steps, warmup, batch, folder)
-        twice = launched(laxc, device, spec, 2 * steps, warmup, batch, folder)
+        run = lambda n: launched(laxc, device, spec, n, warmup, batch, folder, timed, kernel_cache)
+        run(1)  # autotune's run
+        (once, once_ms, _), (twice, twice_ms, step_s) = run(steps), run(2 * steps)
     by_kind = {k: (twice[k] - once[k]) / steps for k in twice | once if twice[k] != once[k]}
-    return {"spec": spec, "per_step": sum(by_kind.values()), "by_kind": by_kind}
+    row = {"spec": spec, "per_step": sum(by_kind.values()), "by_kind": by_kind}
+    if timed:
+        ms = {k: (twice_ms[k] - once_ms[k]) / steps for k in twice_ms | once_ms}
+        row.update(gpu_ms_per_step=sum(ms.values()), profiled_step_s=step_s,
+                   gpu_ms_by_kind=dict(sorted(ms.items(), key=lambda kv: -kv[1])))
+    return row
 
 
 def main():
@@ -73,9 +115,12 @@ def main():
     ap.add_argument("--warmup", type=int, default=6, help="untimed steps first (autotune's)")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--json", help="write the counts here")
+    ap.add_argument("--time", action="store_true", help="time each kernel on the GPU as well")
+    ap.add_argument("--kernel-cache", metavar="DIR", help="bench/gpu.py's --kernel-cache folder to reuse")
     a = ap.parse_args()
     laxc = os.path.abspath(a.laxc)  # the runs start in folders of their own
-    rows = [per_step(laxc, a.device, spec, a.steps, a.warmup, a.batch) for spec in a.specs]
+    cache = os.path.abspath(a.kernel_cache) if a.kernel_cache else None
+    rows = [per_step(laxc, a.device, spec, a.steps, a.warmup, a.batch, a.time, cache) for spec in a.specs]
     first = rows[0]["by_kind"]
     differ = sorted({k for r in rows for k, n in r["by_kind"].items() if n != first.get(k, 0)}
                     or set(first), key=lambda k: -max(r["by_kind"].get(k, 0) for r in rows))
@@ -84,10 +129,15 @@ def main():
     for r in rows:
         counts = " | ".join(f"{r['by_kind'].get(k, 0):g}" for k in differ)
         print(f"| {os.path.basename(r['spec'])} | {r['per_step']:g} | {counts} |")
+    for r in rows if a.time else []:
+        print(f"\n{os.path.basename(r['spec'])}: {r['gpu_ms_per_step']:.2f} GPU ms a step "
+              f"(profiled step {1e3 * r['profiled_step_s']:.1f} ms), by kind:")
+        for k, ms in list(r["gpu_ms_by_kind"].items())[:25]:
+            print(f"  {ms:9.3f} ms  {r['by_kind'].get(k, 0):6g} x  {k}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"device": a.device, "batch": a.batch, "steps": a.steps, "warmup": a.warmup,
-                       "specs": rows}, f, indent=2)
+                       "timed": a.time, "specs": rows}, f, indent=2)
             f.write("\n")
 
 

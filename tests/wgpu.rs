@@ -713,6 +713,8 @@ fn the_gpu_benchmark_script_runs_on_the_wgpu_device() {
         assert!(b["gflops_per_s"].as_f64().unwrap() > 0.0, "{b}");
         assert!(b["peak_rss_mib"].as_f64().unwrap() > 0.0, "{b}");
         assert_eq!(b["warmup_step_s"].as_array().unwrap().len(), 1, "{b}");
+        let phases = ["forward", "backward", "optimizer"].map(|p| b["median_phase_s"][p].as_f64());
+        assert!(phases.iter().all(|p| p.is_some_and(|s| s > 0.0)), "{b}");
     }
     let compile = &v["compile"];
     let items = compile["items"].as_array().unwrap();
@@ -739,10 +741,12 @@ fn the_gpu_benchmark_script_runs_on_the_wgpu_device() {
     );
 }
 
-/// `bench/kernels.py`: the kernels a training step launches, counted from cubecl's log as the
-/// difference of two runs that tune nothing, come out as whole numbers per step, none of a kind
-/// negative (autotune's own kernels would leave fractions and deficits), products among them;
-/// a LaX pathway with its LayerNorm launches more than the same model without LaX.
+/// `bench/kernels.py --time`: the kernels a training step launches, counted from cubecl's log
+/// as the difference of two runs that tune nothing, come out as whole numbers per step, none of
+/// a kind negative (autotune's own kernels would leave fractions and deficits), products among
+/// them; a LaX pathway with its LayerNorm launches more than the same model without LaX; and
+/// each kernel's time read from the same log adds up, by kind, to the step's, the products'
+/// share above nothing.
 #[test]
 fn the_kernel_count_script_counts_a_steps_kernels() {
     if !adapter() {
@@ -754,6 +758,7 @@ fn the_kernel_count_script_counts_a_steps_kernels() {
             "bench/kernels.py",
             "specs/tiny-llama-svd.lax",
             "specs/tiny-llama-svd-lax.lax",
+            "--time",
         ],
         "--json",
     );
@@ -767,6 +772,12 @@ fn the_kernel_count_script_counts_a_steps_kernels() {
         let counts: Vec<f64> = kinds.values().map(|n| n.as_f64().unwrap()).collect();
         assert!(counts.iter().all(|n| *n > 0.0 && n.fract() == 0.0), "{s}");
         assert!(kinds.keys().any(|k| k.starts_with("MatmulEntry")), "{s}");
+        let ms = s["gpu_ms_by_kind"].as_object().unwrap();
+        let total: f64 = ms.values().map(|m| m.as_f64().unwrap()).sum();
+        let step = s["gpu_ms_per_step"].as_f64().unwrap();
+        assert!(step > 0.0 && (total - step).abs() <= 1e-6 * step, "{s}");
+        assert!(ms["MatmulEntry"].as_f64().unwrap() > 0.0, "{s}");
+        assert!(s["profiled_step_s"].as_f64().unwrap() > 0.0, "{s}");
     }
     assert!(per_step[1] > per_step[0], "{per_step:?}");
 }
