@@ -8,13 +8,15 @@
 //! first to touch. Flex's thresholds choose between gemm's own threads and one thread; what
 //! they leave on one thread is shared out where that pays ([`Plan::path`]: blocks of rows or
 //! columns, two halves of a depth, a small output's depth in blocks (`depth_blocks`), a tall
-//! output of a shallow, narrow product in tiles of rows (`row_tiles`)), each way
+//! output of a shallow, narrow product in tiles of rows (`row_tiles`), a batch of small
+//! products one per thread by a kernel of laxc's (`small_batch`)), each way
 //! summing every element as one gemm call on one thread does, to the bit (tested), so that a
 //! run's numbers do not depend on the number of threads. `timings` times each product by
 //! shape for `laxc bench --products`.
 
 mod depth_blocks;
 mod row_tiles;
+mod small_batch;
 pub mod timings;
 
 use super::flex_kernels::{fills_its_buffer, output, written_part};
@@ -234,6 +236,19 @@ impl Plan {
         let size = self.m * self.n;
         let blocks = Output(out.as_mut_ptr().cast());
         match (path, order) {
+            (Path::SmallBatch, _) => {
+                let sizes = [self.m, self.k, self.n];
+                let per_task = small_batch::products_a_task(sizes);
+                (0..self.batch)
+                    .into_par_iter()
+                    .with_min_len(per_task)
+                    .for_each(|i| {
+                        let (a, b) = (a_at.matrix(i), b_at.matrix(i));
+                        let into = self.block_of(blocks, order, i);
+                        // SAFETY: as for `one`, and `into`'s columns are adjacent in either order.
+                        unsafe { small_batch::product(sizes, [a, b], scale, into) }
+                    })
+            }
             (Path::Batch, Order::RowMajor) => {
                 out.par_chunks_mut(size).enumerate().for_each(|(i, block)| {
                     let into = self.row_major(block.as_mut_ptr().cast());
@@ -287,16 +302,19 @@ impl Plan {
         }
     }
 
-    /// How the products run: a batch one product per thread (Flex's rule), one product in
-    /// blocks of its depth (a small output) or halves of it, in blocks of rows or columns, in
-    /// gemm's own threads, or on one.
+    /// How the products run: a batch of small products by laxc's kernel, a batch one product
+    /// per thread (Flex's rule), one product in blocks of its depth (a small output) or halves
+    /// of it, in blocks of rows or columns, in gemm's own threads, or on one.
     fn path(&self, grain: Grain, write: Write) -> Path {
         let flops = self.m * self.n * self.k;
+        let sizes = [self.m, self.k, self.n];
+        if matches!(write, Write::Over) && small_batch::applies(self.batch, sizes, grain) {
+            return Path::SmallBatch;
+        }
         if self.batch > 1 && self.batch * flops >= PARALLEL_BATCH && !self.one_is_large(flops) {
             return Path::Batch;
         }
         if self.batch == 1 {
-            let sizes = [self.m, self.k, self.n];
             if matches!(write, Write::Over) && depth_blocks::applies(sizes, grain) {
                 return Path::DepthBlocks;
             }
@@ -720,6 +738,9 @@ impl Matrix {
 /// How [`Plan::run`] runs a product ([`Plan::path`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Path {
+    /// A batch of small products, each on one thread by laxc's kernel (`small_batch`), the
+    /// products shared out.
+    SmallBatch,
     /// Each product of a batch on one thread, the products shared out.
     Batch,
     /// A small output of a long depth, its depth's blocks summed on every thread at once
@@ -742,6 +763,7 @@ impl Path {
     /// The name `laxc bench --products` shows.
     fn name(self) -> &'static str {
         match self {
+            Path::SmallBatch => "small batch",
             Path::Batch => "batch",
             Path::DepthBlocks => "depth blocks",
             Path::RowTiles => "row tiles",
@@ -778,6 +800,8 @@ struct Grain {
     b_columns_adjacent: bool,
     /// `a`'s columns are adjacent (a row-major `a`): each row of it is read whole.
     a_columns_adjacent: bool,
+    /// `b`'s rows are adjacent (a transposed `b`, as in attention's `q · kᵀ`).
+    b_rows_adjacent: bool,
 }
 
 impl Grain {
@@ -787,6 +811,7 @@ impl Grain {
             a_rows_adjacent: a.row_stride == 1,
             b_columns_adjacent: b.col_stride == 1,
             a_columns_adjacent: a.col_stride == 1,
+            b_rows_adjacent: b.row_stride == 1,
         }
     }
 }
@@ -897,12 +922,14 @@ mod tests {
         a_rows_adjacent: false,
         b_columns_adjacent: true,
         a_columns_adjacent: true,
+        b_rows_adjacent: false,
     };
     /// A transposed `a` by a row-major `b`, as in a weight's gradient `xᵀ · g`.
     const GRADIENT: Grain = Grain {
         a_rows_adjacent: true,
         b_columns_adjacent: true,
         a_columns_adjacent: false,
+        b_rows_adjacent: false,
     };
 
     /// How a single product of operands laid out as `grain` says is shared out in blocks
@@ -1052,6 +1079,87 @@ mod tests {
                 false => values(k, n, 4),
             };
             assert_one_call_bits(&values(m, k, 3), &w, Path::RowTiles);
+        }
+    }
+
+    /// A (batch × rows × cols) tensor of values in [−0.5, 0.5) from `seed`.
+    fn batch_of(batch: usize, rows: usize, cols: usize, seed: u64) -> FlexTensor {
+        let flat = values(batch * rows, cols, seed);
+        let data = flat.into_data().to_vec::<f32>().expect("f32");
+        FlexTensor::from_data(TensorData::new(data, [batch, rows, cols]))
+    }
+
+    /// A batch of small products (attention's per-head products in the ViT, `q · kᵀ` and
+    /// `p · v`, and their gradients' transposed operands) by laxc's kernel has, product by
+    /// product, the bits of one gemm call on one thread, at scale 1 and 0.3, for one and two
+    /// vectors of columns, tiles of rows whole and not, and the largest shapes it takes.
+    #[test]
+    fn small_batches_equal_one_gemm_call_a_product() {
+        use burn::backend::Flex;
+        use burn::tensor::ops::FloatTensorOps;
+        if !small_batch::applies(2, [17, 32, 17], ROW_MAJOR) {
+            return; // no AVX-512 here: gemm runs these products
+        }
+        // One product, one row or column, a depth of two, more than the kernel holds, or
+        // gemm's dot products (a row-major `a` by a transposed `b`, at most 256 outputs): gemm's.
+        let dots = Grain {
+            b_rows_adjacent: true,
+            ..ROW_MAJOR
+        };
+        for (batch, sizes, grain) in [
+            (1, [17, 32, 17], ROW_MAJOR),
+            (2, [1, 32, 17], ROW_MAJOR),
+            (2, [17, 32, 1], ROW_MAJOR),
+            (2, [17, 2, 17], ROW_MAJOR),
+            (2, [65, 32, 17], ROW_MAJOR),
+            (2, [17, 65, 17], ROW_MAJOR),
+            (2, [17, 32, 33], ROW_MAJOR),
+            (2, [16, 32, 16], dots),
+        ] {
+            assert!(
+                !small_batch::applies(batch, sizes, grain),
+                "{batch} × {sizes:?}"
+            );
+        }
+        assert!(small_batch::applies(2, [17, 32, 16], dots));
+        let none = gemm::Parallelism::None;
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for (batch, m, k, n, a_transposed, b_transposed) in [
+            (256, 17, 32, 17, false, true),
+            (256, 17, 17, 32, false, false),
+            (256, 17, 17, 32, true, false),
+            (256, 17, 32, 17, false, false),
+            (3, 64, 64, 32, false, false),
+            (7, 9, 5, 32, false, true),
+            (7, 9, 5, 16, true, true),
+            (2, 33, 20, 20, true, true),
+            (5, 2, 3, 2, true, false),
+            (4, 64, 3, 2, false, false),
+        ] {
+            let a = match a_transposed {
+                true => Flex::float_transpose(batch_of(batch, k, m, 1)),
+                false => batch_of(batch, m, k, 1),
+            };
+            let b = match b_transposed {
+                true => Flex::float_transpose(batch_of(batch, n, k, 2)),
+                false => batch_of(batch, k, n, 2),
+            };
+            let case = format!("{batch} × ({m} × {k}) by ({k} × {n})");
+            let plan = Plan::of(&a, &b).expect("f32");
+            let (a_at, b_at) = (Operand::of(&a), Operand::of(&b));
+            let grain = Grain::of([a_at.matrix(0), b_at.matrix(0)]);
+            assert_eq!(plan.path(grain, Write::Over), Path::SmallBatch, "{case}");
+            for scale in [1.0, 0.3] {
+                let mut one_call = vec![0f32; batch * m * n];
+                for (i, out) in one_call.chunks_exact_mut(m * n).enumerate() {
+                    let matrices = [a_at.matrix(i), b_at.matrix(i)];
+                    // SAFETY: product i's matrices are live; its block holds m × n.
+                    unsafe { plan.product(out.as_mut_ptr(), matrices, scale, Write::Over, none) };
+                }
+                let shared = on_two_threads(|| matmul(&a, &b, scale).expect("f32"));
+                let got = shared.as_slice::<f32>().expect("f32");
+                assert!(bits(got) == bits(&one_call), "{case} at {scale}");
+            }
         }
     }
 

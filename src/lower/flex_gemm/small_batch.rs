@@ -1,0 +1,145 @@
+//! A batch of small products, each of at most 64 rows by 2 to 32 columns at a depth of 3 to 64:
+//! attention's products one (image, head) at a time in the ViT, `q · kᵀ` of (17 × 32) by
+//! (32 × 17) and `p · v` of (17 × 17) by (17 × 32), 256 of each a step.
+//!
+//! gemm runs each such product in about 50–130 µs a batch of 256 at 37–88 GFLOP/s
+//! (`laxc bench --products`, BENCHMARKS.md, attempt 91): its per-call work (choosing kernels,
+//! packing both operands) is most of a product this small. Here one thread takes a whole
+//! product: it reads `b` by rows of one or two 16-lane vectors (a transposed `b` copied into
+//! rows first), and sums tiles of `a`'s rows against them, each output element one accumulator, its terms in
+//! order from zero, each product fused into its addition, then multiplied by the scale, as
+//! gemm's micro-kernel does for a depth within one block. So every element has gemm's bits
+//! (tested against one gemm call), on any number of threads.
+
+use super::{has_avx512, Dst, Grain, Matrix};
+use std::mem::MaybeUninit;
+
+/// The widest output row (two vectors), the deepest product, the most rows.
+const MOST_COLUMNS: usize = 32;
+const MOST_DEPTH: usize = 64;
+const MOST_ROWS: usize = 64;
+
+/// Whether this kernel takes a batch of (m × n) outputs of depth `k` of operands laid out as
+/// `grain` says: more than one product, 2 to [`MOST_ROWS`] rows and 2 to [`MOST_COLUMNS`]
+/// columns (gemm sums a single row or column by its matrix-vector kernels), a depth of 3 to
+/// [`MOST_DEPTH`] (gemm takes depths of 1 or 2 by another kernel), on a processor with
+/// AVX-512; and not an output of at most 256 elements from a row-major `a` and a transposed
+/// `b`, which gemm sums as dot products along the depth, in another order.
+pub(super) fn applies(batch: usize, [m, k, n]: [usize; 3], grain: Grain) -> bool {
+    let shapes = (2..=MOST_ROWS).contains(&m)
+        && (2..=MOST_COLUMNS).contains(&n)
+        && (3..=MOST_DEPTH).contains(&k);
+    let dots = grain.a_columns_adjacent && grain.b_rows_adjacent && m * n <= 256;
+    batch > 1 && shapes && !dots && has_avx512()
+}
+
+/// Products a task takes at least: about 64 K multiply-adds, so that a task repays its cost.
+pub(super) fn products_a_task([m, k, n]: [usize; 3]) -> usize {
+    (1usize << 16).div_ceil(m * k * n).max(1)
+}
+
+/// `scale · a · b` written into the (m × n) block at `out`, where [`applies`] holds.
+///
+/// # Safety
+/// `a` and `b` address (m × k) and (k × n) matrices at their strides in live buffers; `out`
+/// is valid for the block's writes, its columns adjacent.
+pub(super) unsafe fn product([m, k, n]: [usize; 3], [a, b]: [Matrix; 2], scale: f32, out: Dst) {
+    assert!(m <= MOST_ROWS && k <= MOST_DEPTH && (2..=MOST_COLUMNS).contains(&n));
+    assert_eq!(out.col_stride, 1, "the output's columns are adjacent");
+    // A row-major `b` is read in place; another (attention's `kᵀ`) is first copied into rows
+    // (8 KB at most, on this thread's stack), of which the kernel reads the first n columns.
+    let mut copy = [MaybeUninit::<f32>::uninit(); MOST_DEPTH * MOST_COLUMNS];
+    let rows_of_b = match b.col_stride {
+        1 => b,
+        _ => {
+            for d in 0..k {
+                for j in 0..n {
+                    // SAFETY: (d, j) lies inside `b`.
+                    let value = unsafe {
+                        *b.at
+                            .offset(d as isize * b.row_stride + j as isize * b.col_stride)
+                    };
+                    copy[d * MOST_COLUMNS + j].write(value);
+                }
+            }
+            Matrix {
+                at: copy.as_ptr().cast(),
+                row_stride: MOST_COLUMNS as isize,
+                col_stride: 1,
+            }
+        }
+    };
+    // SAFETY: the caller's; `rows_of_b` holds k rows of n values, columns adjacent; AVX-512F
+    // is present (`applies`).
+    unsafe {
+        match n <= 16 {
+            true => tiles::<1>([m, k, n], [a, rows_of_b], scale, out),
+            false => tiles::<2>([m, k, n], [a, rows_of_b], scale, out),
+        }
+    }
+}
+
+/// The m rows of `out` from `a`'s, in tiles of `8 / VECTORS` rows, each row `VECTORS` vectors
+/// of 16 lanes, the lanes past column n neither read nor written.
+///
+/// # Safety
+/// `a` and `b` address (m × k) and (k × n) matrices at their strides, `b`'s columns adjacent;
+/// `out` holds m rows of n, columns adjacent; AVX-512F is present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tiles<const VECTORS: usize>(
+    [m, k, n]: [usize; 3],
+    [a, b]: [Matrix; 2],
+    scale: f32,
+    out: Dst,
+) {
+    use std::arch::x86_64::*;
+    let tile_rows = 8 / VECTORS;
+    // Lanes of each vector inside the row's n columns.
+    let masks: [__mmask16; 2] = [
+        ((1u32 << n.min(16)) - 1) as __mmask16,
+        ((1u32 << n.saturating_sub(16)) - 1) as __mmask16,
+    ];
+    let factor = _mm512_set1_ps(scale);
+    for top in (0..m).step_by(tile_rows) {
+        let tile = tile_rows.min(m - top);
+        let mut acc = [[_mm512_setzero_ps(); VECTORS]; 8];
+        for d in 0..k {
+            let row = b.at.wrapping_offset(d as isize * b.row_stride);
+            let mut y = [_mm512_setzero_ps(); VECTORS];
+            for (v, y) in y.iter_mut().enumerate() {
+                // SAFETY: the masked lanes are columns of row d of `b`; the others are not read.
+                *y = unsafe { _mm512_maskz_loadu_ps(masks[v], row.wrapping_add(16 * v)) };
+            }
+            for (r, acc) in acc.iter_mut().enumerate().take(tile) {
+                // SAFETY: (top + r, d) lies inside `a`.
+                let x = unsafe {
+                    *a.at
+                        .offset((top + r) as isize * a.row_stride + d as isize * a.col_stride)
+                };
+                let x = _mm512_set1_ps(x);
+                for (acc, y) in acc.iter_mut().zip(y) {
+                    *acc = _mm512_fmadd_ps(x, y, *acc);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate().take(tile) {
+            let row = out.at.wrapping_offset((top + r) as isize * out.row_stride);
+            for (v, acc) in acc.iter().enumerate() {
+                // SAFETY: the masked lanes are columns of row top + r of `out`.
+                unsafe {
+                    _mm512_mask_storeu_ps(
+                        row.wrapping_add(16 * v),
+                        masks[v],
+                        _mm512_mul_ps(*acc, factor),
+                    )
+                };
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tiles<const VECTORS: usize>(_: [usize; 3], _: [Matrix; 2], _: f32, _: Dst) {
+    unreachable!("`applies` holds only with AVX-512");
+}
