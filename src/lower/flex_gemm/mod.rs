@@ -1092,7 +1092,8 @@ mod tests {
     /// A batch of small products (attention's per-head products in the ViT, `q · kᵀ` and
     /// `p · v`, and their gradients' transposed operands) by laxc's kernel has, product by
     /// product, the bits of one gemm call on one thread, at scale 1 and 0.3, for one and two
-    /// vectors of columns, tiles of rows whole and not, and the largest shapes it takes.
+    /// vectors of columns, tiles of rows whole and not, row-major and transposed operands, and
+    /// the largest shapes it takes.
     #[test]
     fn small_batches_equal_one_gemm_call_a_product() {
         use burn::backend::Flex;
@@ -1130,6 +1131,7 @@ mod tests {
             (256, 17, 17, 32, true, false),
             (256, 17, 32, 17, false, false),
             (3, 64, 64, 32, false, false),
+            (3, 64, 64, 32, false, true),
             (7, 9, 5, 32, false, true),
             (7, 9, 5, 16, true, true),
             (2, 33, 20, 20, true, true),
