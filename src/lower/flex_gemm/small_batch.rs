@@ -2,11 +2,11 @@
 //! attention's products one (image, head) at a time in the ViT, `q · kᵀ` of (17 × 32) by
 //! (32 × 17) and `p · v` of (17 × 17) by (17 × 32), 256 of each a step.
 //!
-//! gemm runs each such product in about 50–130 µs a batch of 256 at 37–88 GFLOP/s
-//! (`laxc bench --products`, BENCHMARKS.md, attempt 91): its per-call work (choosing kernels,
-//! packing both operands) is most of a product this small. Here one thread takes a whole
-//! product: it reads `b` by rows of one or two 16-lane vectors (a transposed `b` copied into
-//! rows first), and sums tiles of `a`'s rows against them, each output element one accumulator, its terms in
+//! gemm ran a batch of 256 such products in 54–127 µs, at 37–88 GFLOP/s (`laxc bench
+//! --products`, BENCHMARKS.md, attempt 91): its per-call work (choosing kernels, packing both
+//! operands) is most of a product this small. Here one thread takes a whole product: it reads
+//! `b` by rows of one or two 16-lane vectors (a transposed `b` copied into rows first), and
+//! sums tiles of `a`'s rows against them, each output element one accumulator, its terms in
 //! order from zero, each product fused into its addition, then multiplied by the scale, as
 //! gemm's micro-kernel does for a depth within one block. So every element has gemm's bits
 //! (tested against one gemm call), on any number of threads.
