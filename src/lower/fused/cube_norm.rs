@@ -1,9 +1,10 @@
 //! The norms on the GPU back ends as laxc's own cubecl kernels: one launch for the forward pass
-//! of a LayerNorm or RMSNorm (of a sum, for a LaX pathway's add-norm) and two or three for the
-//! backward (the input's gradient; `dγ` and `dβ`, over more than 128 rows in two stages), where
-//! Burn's ops took about 18 kernels a norm (BENCHMARKS.md, attempts 77 and 85). The row kernels
-//! are one cube per row: its units stride over the row's columns and add their partial sums in
-//! shared memory. The launches go into Burn's fusion stream as custom operations, so that they
+//! of a LayerNorm or RMSNorm (of a sum, for a LaX pathway's add-norm) and one or two for the
+//! backward (the input's gradient with each block of 16 rows' sums toward `dγ` and `dβ`, then,
+//! over more than 16 rows, the blocks' sums added), where Burn's ops took about 18 kernels a
+//! norm (BENCHMARKS.md, attempts 77, 85 and 92). The forward kernel is one cube per row, the
+//! backward's first one cube per block of rows: their units stride over a row's columns and add
+//! their partial sums in shared memory. The launches go into Burn's fusion stream as custom operations, so that they
 //! run in order with the ops around them.
 //!
 //! The arithmetic is `norm.rs`'s: `x̂ = (x − mean) · r` with `r = 1/√(var + ε)` (biased
@@ -155,7 +156,7 @@ fn register_gradients<R: CubeRuntime, BT: BoolElement>(
         Shape::new([width]),
     ];
     let kernels = NormGradientKernels { layer };
-    let launches = 2 + usize::from(row_blocks(rows) > 1);
+    let launches = 1 + usize::from(row_blocks(rows) > 1);
     let out = register::<R, BT, _>(
         "laxc_norm_gradients",
         Vec::from(inputs),
@@ -234,23 +235,24 @@ fn launch_forward<R: CubeRuntime>(
     [y, normalized, r]
 }
 
+/// Rows a cube of the gradient kernel takes: its row sums one row after another, then each of
+/// its units walks its columns down the block, writing `dx` and summing toward `dγ` and `dβ`.
+/// Sixteen: 128 cubes for a LLaMA-60M pathway's 2,048 rows, each column's sum over them 16
+/// terms a unit, and the blocks' sums then a second kernel's.
+const ROWS_A_CUBE: u32 = 16;
 /// Columns a cube of the column-sum kernel, and the lanes of rows each column is split over.
 const COLUMNS: u32 = 32;
 const LANES: u32 = 8;
-/// Rows a lane adds at least, and the most blocks of rows the first stage splits them into.
-const LANE_ROWS: usize = 16;
-const MOST_ROW_BLOCKS: usize = 1024;
 
-/// Blocks of rows the column sums' first stage takes a cube each (one: no second stage). With
-/// one block a cube, a LLaMA-60M pathway's 2,048 rows of 128 (batch 8) were four cubes for the
-/// whole GPU, each lane adding 256 rows one after another; in blocks of 128 rows they are 64
-/// cubes, each lane adding 16, and the second stage's lanes add 2. (At 128 rows or fewer, as a
-/// batch of one 128-token sequence, one stage: a launch saved, each lane adding 16 rows.)
+/// Blocks of [`ROWS_A_CUBE`] rows, a cube each in the gradient kernel (one: no second kernel).
 fn row_blocks(rows: usize) -> usize {
-    rows.div_ceil(LANES as usize * LANE_ROWS)
-        .clamp(1, MOST_ROW_BLOCKS)
+    rows.div_ceil(ROWS_A_CUBE as usize).max(1)
 }
 
+/// `[dx, dγ, dβ]`: one kernel writes `dx` and each block's column sums, in one pass over each
+/// column of the block's rows of `x̂` and `g` (attempt 85 had a pass of its own, a kernel more,
+/// summing the columns over blocks of 128 rows); over more than one block, a second adds the
+/// blocks' sums.
 fn launch_gradients<R: CubeRuntime>(
     normalized: CubeTensor<R>,
     r: CubeTensor<R>,
@@ -260,61 +262,44 @@ fn launch_gradients<R: CubeRuntime>(
 ) -> [CubeTensor<R>; 3] {
     let [rows, width] = normalized.shape().dims::<2>();
     let client = normalized.client.clone();
+    let blocks = row_blocks(rows);
     let empty = |shape: Shape| empty_f32(&normalized, shape);
     let dx = empty(Shape::new([rows, width]));
+    let sums_shape = match blocks {
+        1 => Shape::new([width]),
+        _ => Shape::new([blocks, width]),
+    };
+    let [sum_gx, sum_g] = [(); 2].map(|_| empty(sums_shape.clone()));
     let units = units_for(width);
     norm_rows_gradient::launch::<f32, R>(
         &client,
-        grid(rows),
+        grid(blocks),
         CubeDim::new_1d(units),
         normalized.clone().into_tensor_arg(),
         r.into_tensor_arg(),
         gamma.into_tensor_arg(),
-        g.clone().into_tensor_arg(),
+        g.into_tensor_arg(),
         dx.clone().into_tensor_arg(),
+        sum_gx.clone().into_tensor_arg(),
+        sum_g.clone().into_tensor_arg(),
         layer,
         units,
     );
-    let [d_gamma, d_beta] = column_sums(normalized, g, layer);
-    [dx, d_gamma, d_beta]
-}
-
-/// `[dγ, dβ]` from `x̂` and `g`, both (rows, width): in one stage where the rows are one block
-/// ([`row_blocks`]); else a first stage sums each block's rows into a row of partial sums,
-/// (blocks, width), and a second sums those, so that the first stage's cubes fill a GPU.
-fn column_sums<R: CubeRuntime>(
-    normalized: CubeTensor<R>,
-    g: CubeTensor<R>,
-    layer: bool,
-) -> [CubeTensor<R>; 2] {
-    let [rows, width] = normalized.shape().dims::<2>();
-    let blocks = row_blocks(rows);
-    let sums = |a: CubeTensor<R>, b: CubeTensor<R>, per_block: usize, products: bool| {
-        let out_rows = a.shape().dims::<2>()[0].div_ceil(per_block);
-        let shape = match out_rows {
-            1 => Shape::new([width]),
-            _ => Shape::new([out_rows, width]),
-        };
-        let [sum_gx, sum_g] = [(); 2].map(|_| empty_f32(&a, shape.clone()));
-        norm_columns_gradient::launch::<f32, R>(
-            &a.client.clone(),
-            CubeCount::Static((width as u32).div_ceil(COLUMNS), out_rows as u32, 1),
-            CubeDim::new_2d(COLUMNS, LANES),
-            a.into_tensor_arg(),
-            b.into_tensor_arg(),
-            sum_gx.clone().into_tensor_arg(),
-            sum_g.clone().into_tensor_arg(),
-            per_block as u32,
-            layer,
-            products,
-        );
-        [sum_gx, sum_g]
-    };
-    let [sum_gx, sum_g] = sums(normalized, g, rows.div_ceil(blocks), true);
     if blocks == 1 {
-        return [sum_gx, sum_g];
+        return [dx, sum_gx, sum_g];
     }
-    sums(sum_gx, sum_g, blocks, false)
+    let [d_gamma, d_beta] = [(); 2].map(|_| empty(Shape::new([width])));
+    norm_columns_sum::launch::<f32, R>(
+        &client,
+        CubeCount::Static((width as u32).div_ceil(COLUMNS), 1, 1),
+        CubeDim::new_2d(COLUMNS, LANES),
+        sum_gx.into_tensor_arg(),
+        sum_g.into_tensor_arg(),
+        d_gamma.clone().into_tensor_arg(),
+        d_beta.clone().into_tensor_arg(),
+        layer,
+    );
+    [dx, d_gamma, d_beta]
 }
 
 /// `y = x̂ · γ (+ β)`, `x̂` and `r` of row `cube_index()` of `x` (of `x + addend` if `summed`).
@@ -394,91 +379,115 @@ fn read_input<F: Float>(
     value
 }
 
-/// `dx` of row `cube_index()`: `r · (h − mean(h) − x̂ · mean(h ⊙ x̂))` with `h = g ⊙ γ` (RMSNorm:
-/// no `mean(h)`).
+/// The rows of block `cube_index()` ([`ROWS_A_CUBE`] rows): `dx = r · (h − mean(h) − x̂ ·
+/// mean(h ⊙ x̂))` with `h = g ⊙ γ` (RMSNorm: no `mean(h)`), and the block's column sums
+/// `Σ g ⊙ x̂` and (LayerNorm) `Σ g` into row `cube_index()` of `sum_gx` and `sum_g`. First each
+/// row's two means, one row after another, every unit taking part in their sums; then each
+/// unit walks its columns down the block.
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 fn norm_rows_gradient<F: Float>(
     normalized: &Tensor<F>,
     r: &Tensor<F>,
     gamma: &Tensor<F>,
     g: &Tensor<F>,
     dx: &mut Tensor<F>,
+    sum_gx: &mut Tensor<F>,
+    sum_g: &mut Tensor<F>,
     #[comptime] layer: bool,
     #[comptime] units: u32,
 ) {
-    let row = cube_index();
-    if row >= normalized.shape(0) {
+    let block = cube_index();
+    let rows = normalized.shape(0);
+    let top = block * ROWS_A_CUBE as usize;
+    if top >= rows {
         terminate!();
     }
+    let mut end = top + ROWS_A_CUBE as usize;
+    if end > rows {
+        end = rows;
+    }
     let width = normalized.shape(1);
-    let start = row * width;
     let (first, step) = (UNIT_POS_X as usize, CUBE_DIM_X as usize);
     let count = F::cast_from(width as u32);
     let mut partial = SharedMemory::<F>::new(units as usize);
+    let mut means_hx = SharedMemory::<F>::new(ROWS_A_CUBE as usize);
+    let mut means_h = SharedMemory::<F>::new(ROWS_A_CUBE as usize);
 
-    let mut sum_h = F::new(0.0);
-    let mut sum_hx = F::new(0.0);
-    let mut c = first;
-    while c < width {
-        let h = g[start + c] * gamma[c];
-        if layer {
-            sum_h += h;
+    let mut row = top;
+    while row < end {
+        let start = row * width;
+        let mut sum_h = F::new(0.0);
+        let mut sum_hx = F::new(0.0);
+        let mut c = first;
+        while c < width {
+            let h = g[start + c] * gamma[c];
+            if layer {
+                sum_h += h;
+            }
+            sum_hx += h * normalized[start + c];
+            c += step;
         }
-        sum_hx += h * normalized[start + c];
-        c += step;
+        let mean_hx = cube_sum::<F>(sum_hx, &mut partial) / count;
+        let mut mean_h = F::new(0.0);
+        if layer {
+            mean_h = cube_sum::<F>(sum_h, &mut partial) / count;
+        }
+        if first == 0 {
+            means_hx[row - top] = mean_hx;
+            means_h[row - top] = mean_h;
+        }
+        row += 1;
     }
-    let mean_hx = cube_sum::<F>(sum_hx, &mut partial) / count;
-    let mut mean_h = F::new(0.0);
-    if layer {
-        mean_h = cube_sum::<F>(sum_h, &mut partial) / count;
-    }
-    let inverse = r[row];
+    sync_cube();
 
     let mut c = first;
     while c < width {
-        let h = g[start + c] * gamma[c];
-        dx[start + c] = inverse * (h - mean_h - normalized[start + c] * mean_hx);
+        let gamma_c = gamma[c];
+        let mut total_gx = F::new(0.0);
+        let mut total_g = F::new(0.0);
+        let mut row = top;
+        while row < end {
+            let i = row * width + c;
+            let (g_i, n) = (g[i], normalized[i]);
+            let h = g_i * gamma_c;
+            dx[i] = r[row] * (h - means_h[row - top] - n * means_hx[row - top]);
+            total_gx += g_i * n;
+            if layer {
+                total_g += g_i;
+            }
+            row += 1;
+        }
+        sum_gx[block * width + c] = total_gx;
+        if layer {
+            sum_g[block * width + c] = total_g;
+        }
         c += step;
     }
 }
 
-/// The column sums of one block of `per_block` rows, block `CUBE_POS_Y`, into row `CUBE_POS_Y`
-/// of the outputs: with `products` (the first stage, from `a = x̂` and `b = g`) `Σ g ⊙ x̂`
-/// (dγ's) and, for LayerNorm, `Σ g` (dβ's); without (the second, from the first's partial sums
-/// `a` and `b`), `Σ a` and, for LayerNorm, `Σ b`. A column to each unit column of a cube
-/// (`COLUMNS` × `LANES` units): its `CUBE_DIM_Y` lanes take every `CUBE_DIM_Y`-th row of the
-/// block, and the lanes' sums are added in shared memory.
+/// The column sums of the blocks' sums, `a` and (LayerNorm) `b`, both (blocks, width), into
+/// `sum_a` and `sum_b`: a column to each unit column of a cube (`COLUMNS` × `LANES` units), its
+/// `CUBE_DIM_Y` lanes taking every `CUBE_DIM_Y`-th block, the lanes' sums added in shared
+/// memory.
 #[cube(launch)]
-#[allow(clippy::too_many_arguments)]
-fn norm_columns_gradient<F: Float>(
+fn norm_columns_sum<F: Float>(
     a: &Tensor<F>,
     b: &Tensor<F>,
     sum_a: &mut Tensor<F>,
     sum_b: &mut Tensor<F>,
-    per_block: u32,
     #[comptime] layer: bool,
-    #[comptime] products: bool,
 ) {
     let (rows, width) = (a.shape(0), a.shape(1));
     let column = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     let (lane, lanes) = (UNIT_POS_Y as usize, CUBE_DIM_Y as usize);
-    let block = CUBE_POS_Y as usize;
-    let start = block * per_block as usize;
-    let mut end = start + per_block as usize;
-    if end > rows {
-        end = rows;
-    }
     let mut total_a = F::new(0.0);
     let mut total_b = F::new(0.0);
     if column < width {
-        let mut row = start + lane;
-        while row < end {
+        let mut row = lane;
+        while row < rows {
             let i = row * width + column;
-            if products {
-                total_a += b[i] * a[i];
-            } else {
-                total_a += a[i];
-            }
+            total_a += a[i];
             if layer {
                 total_b += b[i];
             }
@@ -492,18 +501,18 @@ fn norm_columns_gradient<F: Float>(
     partial_b[slot] = total_b;
     sync_cube();
     if lane == 0 && column < width {
-        let mut block_a = F::new(0.0);
-        let mut block_b = F::new(0.0);
+        let mut column_a = F::new(0.0);
+        let mut column_b = F::new(0.0);
         let mut other = 0;
         while other < lanes {
             let at = other * CUBE_DIM_X as usize + UNIT_POS_X as usize;
-            block_a += partial_a[at];
-            block_b += partial_b[at];
+            column_a += partial_a[at];
+            column_b += partial_b[at];
             other += 1;
         }
-        sum_a[block * width + column] = block_a;
+        sum_a[column] = column_a;
         if layer {
-            sum_b[block * width + column] = block_b;
+            sum_b[column] = column_b;
         }
     }
 }
