@@ -4,8 +4,8 @@
 //! over more than 16 rows, the blocks' sums added), where Burn's ops took about 18 kernels a
 //! norm (BENCHMARKS.md, attempts 77, 85 and 92). The forward kernel is one cube per row, the
 //! backward's first one cube per block of rows: their units stride over a row's columns and add
-//! their partial sums in shared memory. The launches go into Burn's fusion stream as custom operations, so that they
-//! run in order with the ops around them.
+//! their partial sums in shared memory. The launches go into Burn's fusion stream as custom
+//! operations, so that they run in order with the ops around them.
 //!
 //! The arithmetic is `norm.rs`'s: `x̂ = (x − mean) · r` with `r = 1/√(var + ε)` (biased
 //! variance; RMSNorm: no mean, `var` the mean square), `y = x̂ · γ (+ β)`, and from the output's
