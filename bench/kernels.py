@@ -18,10 +18,12 @@ warm-up, which tune nothing; the difference of the last two, divided by `steps`,
 Prints a Markdown table (kernels per step, and by kind for the kinds that differ between the
 specs) and, with --json, writes the counts.
 
---time asks cubecl for each kernel's GPU time as well (`level = "basic"`: cubecl then waits for
-every kernel and times it with the device's events, so the step runs slower, but each kernel's own
-time is its own) and gives the GPU milliseconds a step by kind, the most first: on a GPU, where a
-step's wall time above their sum is the host's. --kernel-cache DIR reuses the kernels that
+--time asks cubecl for each kernel's time as well (`level = "basic"`: cubecl then launches each
+kernel alone, waits for it and times it with the device's events) and gives the milliseconds a
+step by kind, the most first. Each time then holds the kernel's launch and the wait around it
+too (20-35 us a kernel on an H200: a fill of a few kilobytes showed 36 us), so a small kernel
+shows more than its work, and a kind whose launches cost the host more shows it: what a step's
+launches cost, kind by kind, more than the GPU's own work. --kernel-cache DIR reuses the kernels that
 bench/gpu.py's --kernel-cache compiled into DIR (cubecl's and the CUDA driver's caches), so that a
 fresh GPU machine need not compile them again.
 """
