@@ -382,8 +382,8 @@ fn read_input<F: Float>(
 /// The rows of block `cube_index()` ([`ROWS_A_CUBE`] rows): `dx = r · (h − mean(h) − x̂ ·
 /// mean(h ⊙ x̂))` with `h = g ⊙ γ` (RMSNorm: no `mean(h)`), and the block's column sums
 /// `Σ g ⊙ x̂` and (LayerNorm) `Σ g` into row `cube_index()` of `sum_gx` and `sum_g`. First each
-/// row's two means, one row after another, every unit taking part in their sums; then each
-/// unit walks its columns down the block.
+/// row's two means, one row after another, every unit taking part in their sums, kept in shared
+/// memory with the row's `r`; then each unit walks its columns down the block.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn norm_rows_gradient<F: Float>(
@@ -413,6 +413,7 @@ fn norm_rows_gradient<F: Float>(
     let mut partial = SharedMemory::<F>::new(units as usize);
     let mut means_hx = SharedMemory::<F>::new(ROWS_A_CUBE as usize);
     let mut means_h = SharedMemory::<F>::new(ROWS_A_CUBE as usize);
+    let mut inverses = SharedMemory::<F>::new(ROWS_A_CUBE as usize);
 
     let mut row = top;
     while row < end {
@@ -436,6 +437,7 @@ fn norm_rows_gradient<F: Float>(
         if first == 0 {
             means_hx[row - top] = mean_hx;
             means_h[row - top] = mean_h;
+            inverses[row - top] = r[row];
         }
         row += 1;
     }
@@ -451,7 +453,8 @@ fn norm_rows_gradient<F: Float>(
             let i = row * width + c;
             let (g_i, n) = (g[i], normalized[i]);
             let h = g_i * gamma_c;
-            dx[i] = r[row] * (h - means_h[row - top] - n * means_hx[row - top]);
+            let at = row - top;
+            dx[i] = inverses[at] * (h - means_h[at] - n * means_hx[at]);
             total_gx += g_i * n;
             if layer {
                 total_g += g_i;
