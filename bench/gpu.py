@@ -118,8 +118,9 @@ class Workspace:
     with its SPIR-V compiler, which Burn's `wgpu` feature does not use: there only autotune's
     folder fills.)"""
 
-    def __init__(self, path, kernel_cache=None):
+    def __init__(self, path, kernel_cache=None, persistent_memory=None):
         self.path = path
+        self.persistent_memory = persistent_memory
         caches = os.path.abspath(kernel_cache) if kernel_cache else path
         self.kernels = os.path.join(caches, "kernels")
         self.env = dict(os.environ, CUDA_CACHE_PATH=os.path.join(caches, "driver"),
@@ -130,6 +131,8 @@ class Workspace:
         kernels, tuned = json.dumps(self.kernels), json.dumps(os.path.join(self.path, name))
         with open(os.path.join(self.path, "cubecl.toml"), "w") as f:
             f.write(f"[compilation]\ncache = {{ file = {kernels} }}\n\n[autotune]\ncache = {{ file = {tuned} }}\n")
+            if self.persistent_memory:
+                f.write(f"\n[memory]\npersistent_memory = {json.dumps(self.persistent_memory)}\n")
 
     def cache_mib(self, tuned):
         """The size of each cache in MiB: cubecl's compiled kernels, the driver's, and the
@@ -313,6 +316,10 @@ def parse_args():
                          "and its dtype) contains one of these, e.g. 350m-svd-r256-lax 'lax-identity.lax bf16'")
     ap.add_argument("--no-train", action="store_true",
                     help="run the plan's benches only, none of its training runs")
+    ap.add_argument("--persistent-memory", choices=["enabled", "disabled", "enforced"],
+                    help="cubecl's `[memory] persistent_memory` for every laxc run (default: cubecl's, "
+                         "enabled); enforced keeps every buffer in the pool of exact sizes, whose "
+                         "reservation does not walk the live buffers (BENCHMARKS.md, attempt 93)")
     ap.add_argument("--out", help="the JSON file (default bench/results/gpu-<date>.json)")
     a = ap.parse_args()
     if a.compile_first is None:
@@ -352,7 +359,7 @@ def main():
               "adapter": name, "peak_tflops_fp32": peaks[0],
               "peak_tflops_tf32": peaks[1], "quick": a.quick, "bench_batch": a.batch,
               "bench_steps": plan["bench_steps"][0], "bench_warmup": plan["bench_steps"][1],
-              "only": a.only, "train": [], "bench": []}
+              "only": a.only, "persistent_memory": a.persistent_memory, "train": [], "bench": []}
 
     def save():
         with open(out, "w") as f:
@@ -382,7 +389,7 @@ def main():
 
     steps, warmup = plan["bench_steps"]
     with tempfile.TemporaryDirectory() as work:
-        ws = Workspace(work, a.kernel_cache)
+        ws = Workspace(work, a.kernel_cache, a.persistent_memory)
         if a.compile_first:
             result["compile"] = warm_up(plan, laxc, a, ws)
             save()
