@@ -29,7 +29,16 @@ pub fn lower<B: Backend>(ir: &Ir, seed: u64, device: &B::Device) -> LaxModel<B> 
 
 /// The model of `ir` exactly as it is, without the passes: what they are tested against. The
 /// passes keep every parameter in its order, so the two take the same weights.
+///
+/// On the GPU back ends the parameters go to cubecl's pool of exact sizes (its persistent
+/// memory; elsewhere this is a plain call), and with them every later buffer of a parameter's
+/// size (gradients, AdamW's moments, each step's new weights): they live for the whole run, and
+/// in cubecl's sliced pools each launch's reservation walked past them (BENCHMARKS.md, attempt 94).
 pub fn lower_as_written<B: Backend>(ir: &Ir, seed: u64, device: &B::Device) -> LaxModel<B> {
+    B::memory_persistent_allocations(device, (), |()| initialized(ir, seed, device))
+}
+
+fn initialized<B: Backend>(ir: &Ir, seed: u64, device: &B::Device) -> LaxModel<B> {
     let mut init = Init::new(seed);
     let mut nodes = Vec::new();
     let mut params = vec![None; ir.graph.node_count()];
