@@ -449,6 +449,80 @@ fn the_rope_kernel_matches_the_f64_formula_on_wgpu() {
     }
 }
 
+/// RoPE of `x` written split by head, `(batch, heads, seq, head)`, and its input's gradient
+/// under the loss `Σ w ⊙ yᵀ²` (`yᵀ` the last two axes swapped, so that the gradient comes back
+/// as a transposed view, as a key's does from its product) or, without `transposed`,
+/// `Σ w ⊙ y²`: on backend `E` in its own precision, read back as f32 in the split order, by
+/// laxc's node (`fused::rope_by_heads`) or, without `node`, RoPE composed and then the split.
+fn rope_by_heads_and_gradient<E: AutodiffBackend>(
+    [x, w]: [&[f32]; 2],
+    [batch, seq, heads, hidden]: [usize; 4],
+    node: bool,
+    transposed: bool,
+) -> [Vec<f32>; 2] {
+    use laxc::lower::attention::{rope_composed, rope_tables};
+    let dev = Default::default();
+    let (rows, head) = (batch * seq, hidden / heads);
+    let flat = |v: &[f32]| Tensor::<E, 1>::from_data(TensorData::new(v.to_vec(), [v.len()]), &dev);
+    let x = flat(x).reshape([rows, hidden]).require_grad();
+    let (cos, sin) = rope_tables::<E>([seq, heads, hidden], 10_000.0, &dev);
+    let y = match node {
+        true => laxc::lower::fused::rope_by_heads(x.clone(), heads, [&cos, &sin])
+            .unwrap_or_else(|_| panic!("wgpu takes f32 RoPE split by head")),
+        false => rope_composed(x.clone(), heads, [cos, sin], false)
+            .reshape([batch, seq, heads, head])
+            .swap_dims(1, 2),
+    };
+    let read = |d: TensorData| d.iter::<f32>().collect::<Vec<f32>>();
+    let values = read(y.clone().into_data());
+    let loss = match transposed {
+        true => {
+            let yt = y.swap_dims(2, 3);
+            let w = flat(w).reshape([batch, heads, head, seq]);
+            (yt.clone() * yt * w).sum()
+        }
+        false => (y.clone() * y * flat(w).reshape([batch, heads, seq, head])).sum(),
+    };
+    let grads = loss.backward();
+    [values, read(x.grad(&grads).unwrap().into_data())]
+}
+
+/// RoPE split by head on wgpu (`cube_rope`'s kernel writing attention's layout, and reading it
+/// back, through its strides where the gradient comes transposed; BENCHMARKS.md, attempt 96)
+/// in f32 against RoPE composed then the split in f64 on NdArray: the values and the input's
+/// gradient, one launch each way.
+#[test]
+fn the_rope_kernel_splits_the_heads_as_rope_then_the_split_on_wgpu() {
+    if !adapter() {
+        return;
+    }
+    for shape in [[2, 5, 3, 4], [3, 7, 2, 64], [1, 9, 6, 64], [4, 1, 2, 8]] {
+        for transposed in [false, true] {
+            let [batch, seq, heads, head] = shape;
+            let (rows, hidden) = (batch * seq, heads * head);
+            let (x, w) = (values(3, rows * hidden), values(4, rows * hidden));
+            let dims = [batch, seq, heads, hidden];
+            let before = laxc::lower::fused::gpu_kernel_launches();
+            let got = rope_by_heads_and_gradient::<B>([&x, &w], dims, true, transposed);
+            let launched = laxc::lower::fused::gpu_kernel_launches() - before;
+            assert_eq!(launched, 2, "{shape:?}: one launch each way");
+            let want = rope_by_heads_and_gradient::<Autodiff<burn::backend::NdArray<f64>>>(
+                [&x, &w],
+                dims,
+                false,
+                transposed,
+            );
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                let err = relative(w, g, 1e-2 * (w.len() as f64).sqrt());
+                assert!(
+                    err < 1e-5,
+                    "{shape:?}, transposed {transposed}, output {i} (y, dx): relative error {err:.2e}"
+                );
+            }
+        }
+    }
+}
+
 /// laxc's AdamW step on wgpu (`lower/fused/cube_adamw.rs`, one kernel a parameter a step)
 /// against the step's formula computed here in f64 from the same f32 inputs, twelve steps (four
 /// of the largest tensor) with and without weight decay, the clip's factor (1 and not), gradients of every scale (zero

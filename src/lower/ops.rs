@@ -20,13 +20,30 @@ pub enum Value<B: Backend> {
     Images(Tensor<B, 4>),
     /// Activations, `(N, width)`.
     Float(Tensor<B, 2>),
+    /// Activations split by attention's heads, `(batch, heads, seq, head)`: RoPE's output
+    /// where a GPU back end writes it so for attention (`fused::rope_by_heads`).
+    Heads(Tensor<B, 4>),
 }
 
 impl<B: Backend> Value<B> {
+    /// The activations as `(N, width)` rows (those split by head merged back).
     pub fn float(self) -> Tensor<B, 2> {
         match self {
             Value::Float(t) => t,
+            Value::Heads(t) => {
+                let [batch, heads, seq, head] = t.dims();
+                t.swap_dims(1, 2).reshape([batch * seq, heads * head])
+            }
             _ => unreachable!("the checked IR feeds activations here"),
+        }
+    }
+
+    fn device(&self) -> B::Device {
+        match self {
+            Value::Ids(t) => t.device(),
+            Value::Images(t) => t.device(),
+            Value::Float(t) => t.device(),
+            Value::Heads(t) => t.device(),
         }
     }
 }
@@ -205,6 +222,28 @@ pub fn eval<B: Backend>(
             let qkv = [next(), next(), next()];
             return attention_cached(step.node, qkv, [*heads, *kv_heads], frame);
         }
+        Op::Attention {
+            heads,
+            kv_heads,
+            causal,
+            ..
+        } => {
+            let qkv: [Value<B>; 3] = args.try_into().expect("attention reads q, k and v");
+            let mask = causal.then(|| frame.causal(*heads, &qkv[0].device()));
+            attention(qkv, [*heads, *kv_heads], frame, mask.as_ref())
+        }
+        Op::Rope {
+            width,
+            heads,
+            theta,
+        } => {
+            let x = args.swap_remove(0).float();
+            let (cos, sin) = frame.rope([*width, *heads], *theta, &x.device());
+            return match fused::rope_by_heads(x, *heads, [cos, sin]) {
+                Ok(split) => Value::Heads(split),
+                Err(x) => Value::Float(rope(x, *heads, cos, sin)),
+            };
+        }
         op => {
             let floats = args.into_iter().map(Value::float).collect();
             eval_float(op, step.first_token_only, p, floats, frame)
@@ -276,26 +315,6 @@ fn eval_float<B: Backend>(
         Op::SwiGlu { .. } => fused::swiglu(arg(), arg()),
         Op::Gate { gate, .. } => self::gate(gate, p, arg()),
         Op::Activation { act, .. } => apply_activation(*act, arg()),
-        Op::Rope {
-            width,
-            heads,
-            theta,
-        } => {
-            let x = arg();
-            let device = x.device();
-            let (cos, sin) = frame.rope([*width, *heads], *theta, &device);
-            rope(x, *heads, cos, sin)
-        }
-        Op::Attention {
-            heads,
-            kv_heads,
-            causal,
-            ..
-        } => {
-            let (q, k, v) = (arg(), arg(), arg());
-            let mask = causal.then(|| frame.causal(*heads, &q.device()));
-            attention([q, k, v], [*heads, *kv_heads], frame, mask.as_ref())
-        }
         Op::Dropout { rate, .. } => {
             let p = match rate {
                 DropRate::Fixed { p } if frame.fixed_dropout => *p,
@@ -312,6 +331,7 @@ fn eval_float<B: Backend>(
             unreachable!("handled by eval")
         }
         Op::PatchEmbed { .. } | Op::PosEmbed { .. } => unreachable!("handled by eval"),
+        Op::Rope { .. } | Op::Attention { .. } => unreachable!("handled by eval"),
     }
 }
 
@@ -472,20 +492,23 @@ const KRON_FACTOR: usize = 4;
 
 /// Multi-head attention on `(batch·seq, heads·d)` rows: split the heads, attend, merge. The
 /// split heads are views for the products to read in place (`fused::split_heads_for_products`),
-/// but for key-value heads shared between query heads (GQA), copied for their repeat.
+/// but for key-value heads shared between query heads (GQA), copied for their repeat; q and k
+/// may come split already (RoPE's output on a GPU back end, [`Value::Heads`]).
 fn attention<B: Backend>(
-    [q, k, v]: [Tensor<B, 2>; 3],
+    [q, k, v]: [Value<B>; 3],
     [heads, kv_heads]: [usize; 2],
     frame: &Frame<B>,
     mask: Option<&Tensor<B, 4>>,
 ) -> Tensor<B, 2> {
     let (batch, seq) = (frame.batch, frame.seq);
-    let split = |t: Tensor<B, 2>, n: usize| match n == heads {
-        true => {
+    let split = |value: Value<B>, n: usize| match value {
+        Value::Heads(split) => split,
+        value if n == heads => {
+            let t = value.float();
             let d = t.dims()[1] / n;
             fused::split_heads_for_products(t.reshape([batch, seq, n, d]))
         }
-        false => split_heads(t, [batch, seq, n]),
+        value => split_heads(value.float(), [batch, seq, n]),
     };
     attend(
         split(q, heads),

@@ -3,7 +3,7 @@
 //! `cube_squares` share (and their cubes' sum over shared memory). [`on_gpu`] finds the GPU
 //! runtime of a backend's tensors and runs a [`GpuOp`] there; an op registers its inputs and
 //! its outputs' shapes (f32); when the stream reaches it, its [`Kernels`] launch on the inputs
-//! made contiguous.
+//! made contiguous (but those a kernel reads through their strides).
 
 use super::same_type;
 use burn::tensor::backend::Backend;
@@ -63,8 +63,15 @@ pub(super) fn on_gpu<I: Backend, Op: GpuOp>(
 
 /// What an op launches when the stream reaches it.
 pub(super) trait Kernels<R: CubeRuntime>: Send + Sync + std::fmt::Debug + 'static {
-    /// The outputs, in the order their shapes were registered, from the inputs (contiguous).
+    /// The outputs, in the order their shapes were registered, from the inputs (contiguous,
+    /// but those [`Kernels::reads_strided`] names).
     fn launch(&self, inputs: Vec<CubeTensor<R>>) -> Vec<CubeTensor<R>>;
+
+    /// Whether the kernels read input `index` through its strides, as it comes: it is then not
+    /// copied first where it is a view (a product's transposed gradient).
+    fn reads_strided(&self, _index: usize) -> bool {
+        false
+    }
 }
 
 /// Registers `kernels` (`launches` of them, for [`launches`]) in the inputs' fusion stream
@@ -108,8 +115,14 @@ impl<R: CubeRuntime, BT: BoolElement, K: Kernels<R>> Operation<FusionCubeRuntime
             <FusionCubeRuntime<R> as burn_fusion::FusionRuntime>::FusionHandle,
         >,
     ) {
-        let inputs = (self.desc.inputs.iter())
-            .map(|t| into_contiguous(handles.get_float_tensor::<Cube<R, BT>>(t)))
+        let inputs = (self.desc.inputs.iter().enumerate())
+            .map(|(i, t)| {
+                let tensor = handles.get_float_tensor::<Cube<R, BT>>(t);
+                match self.kernels.reads_strided(i) {
+                    true => tensor,
+                    false => into_contiguous(tensor),
+                }
+            })
             .collect();
         let outputs = self.kernels.launch(inputs);
         for (ir, tensor) in self.desc.outputs.iter().zip(outputs) {

@@ -295,6 +295,26 @@ pub fn rope<B: Backend>(
     }
 }
 
+/// [`rope`] with its output split by head for attention's products, `(batch, heads, seq,
+/// head)`, where training runs on a GPU back end in f32: one kernel each way that writes (and
+/// in the backward pass reads) that layout, where RoPE then the split were two launches and the
+/// products copied the split's view again (BENCHMARKS.md, attempt 96). Elsewhere `x` back, for
+/// [`rope`] and the split after it.
+pub fn rope_by_heads<B: Backend>(
+    x: Tensor<B, 2>,
+    heads: usize,
+    [cos, sin]: [&Tensor<B, 2>; 2],
+) -> Result<Tensor<B, 4>, Tensor<B, 2>> {
+    if !trains_on_gpu::<B>() || x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    let inputs = [x, cos.clone(), sin.clone()].map(|t| t.into_primitive().tensor());
+    match as_node::<B, _, 3>(RopeByHeads { heads }, inputs) {
+        Ok(out) => Ok(float(out)),
+        Err([x, ..]) => Err(float(x)),
+    }
+}
+
 /// Softmax over the last dimension. On Flex in f32 one pass a row each way with a vectorized
 /// `exp` (`flex_kernels::softmax`); elsewhere the backend's softmax.
 pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
@@ -403,8 +423,9 @@ fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
 trait Node<const N: usize> {
     /// Whether the GPU back ends run it as a node too: so far the norms, whose node there keeps
     /// the forward pass's row statistics for its backward (`norm::norm_keeping_rows`), RoPE,
-    /// one kernel each way there (`cube_rope`), and the join of autodiff graphs, which
-    /// launches nothing (`join`). Never the products:
+    /// one kernel each way there (`cube_rope`), the swap of the middle axes, a copy each way
+    /// there (`cube_layout`), and the join of autodiff graphs, which launches nothing
+    /// (`join`). Never the products:
     /// on a GPU a product keeps to `product::rows_times`'s shapes, which avoid the cubecl matmul
     /// kernel known to be wrong.
     const ON_GPU: bool = false;
@@ -456,6 +477,8 @@ mod cube_adamw;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub use cube_adamw::adamw_step as gpu_adamw_step;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod cube_layout;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube_norm;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube_op;
@@ -506,6 +529,24 @@ pub fn has_nodes<B: Backend>() -> bool {
         };
     }
     for_each_inner_backend!(is);
+    false
+}
+
+/// Whether `B` trains on a GPU back end: the autodiff backend over one of its inner backends.
+/// Always false in a build without one.
+#[cfg_attr(
+    not(any(feature = "wgpu", feature = "cuda")),
+    allow(unused_macros, clippy::extra_unused_type_parameters)
+)]
+fn trains_on_gpu<B: Backend>() -> bool {
+    macro_rules! is {
+        ($inner:ty $(, $_cube:ty)*) => {
+            if TypeId::of::<B>() == TypeId::of::<Autodiff<$inner>>() {
+                return true;
+            }
+        };
+    }
+    for_each_gpu_inner_backend!(is);
     false
 }
 
@@ -1063,8 +1104,70 @@ impl Node<3> for Rope {
     }
 }
 
+struct RopeByHeads {
+    heads: usize,
+}
+
+/// RoPE of rows `x` split by head ([`rope_by_heads`]), or with `transposed` the input gradient
+/// of that, from the output's gradient split by head back to rows: a GPU back end's kernel
+/// (`cube_rope`) where it takes the tensors, else RoPE and the split as two steps.
+fn rope_by_heads_inner<I: Backend>(
+    x: FloatTensor<I>,
+    heads: usize,
+    tables: &[FloatTensor<I>; 2],
+    transposed: bool,
+) -> FloatTensor<I> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    let x = match cube_rope::rope_by_heads::<I>(x, heads, [&tables[0], &tables[1]], transposed) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    let positions = tables[0].shape().dims::<2>()[0];
+    if transposed {
+        let [batch, heads, seq, head] = x.shape().dims::<4>();
+        let rows = swap_middle_axes_inner::<I>(x, false);
+        let rows = I::float_reshape(rows, Shape::new([batch * seq, heads * head]));
+        return rope_inner::<I>(rows, heads, tables, true);
+    }
+    let [rows, width] = x.shape().dims::<2>();
+    let y = rope_inner::<I>(x, heads, tables, false);
+    let split = [rows / positions, positions, heads, width / heads];
+    swap_middle_axes_inner::<I>(I::float_reshape(y, Shape::new(split)), false)
+}
+
+/// Backward: the transpose from the gradient split by head, from the saved tables.
+#[derive(Debug)]
+struct RopeByHeadsBackward {
+    heads: usize,
+}
+
+impl<I: Backend> Backward<I, 1> for RopeByHeadsBackward {
+    type State = [FloatTensor<I>; 2];
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let tables = ops.state;
+        unary::<I, _>(ops.parents, ops.node, grads, |g| {
+            rope_by_heads_inner::<I>(g, self.heads, &tables, true)
+        });
+    }
+}
+
+impl Node<3> for RopeByHeads {
+    const ON_GPU: bool = true;
+
+    fn run<I: Backend>(
+        self,
+        [x, cos, sin]: [FloatTensor<Autodiff<I>>; 3],
+    ) -> FloatTensor<Autodiff<I>> {
+        let tables = [cos.primitive, sin.primitive];
+        let y = rope_by_heads_inner::<I>(x.primitive.clone(), self.heads, &tables, false);
+        record(RopeByHeadsBackward { heads: self.heads }, [&x], tables, y)
+    }
+}
+
 /// The swap of the middle axes; on Flex in f32, a view where a side of it asks for one (that
-/// side's reader is a product, which reads any strides in place).
+/// side's reader is a product, which reads any strides in place). On the GPU back ends a copy
+/// each way, whatever a side asks: their products copy such a view before they read it.
 #[derive(Default)]
 struct SwapMiddleAxes {
     view_forward: bool,
@@ -1072,14 +1175,23 @@ struct SwapMiddleAxes {
 }
 
 /// The swap on the inner backend. On Flex: a view where `as_view` asks for one of an f32
-/// tensor, else the kernel (a copy, or a view where the swapped tensor is contiguous). On
-/// other backends a view.
+/// tensor, else the kernel (a copy, or a view where the swapped tensor is contiguous). On a
+/// GPU back end in f32 the view made contiguous (`cube_layout`). On other backends a view.
 fn swap_middle_axes_inner<I: Backend>(x: FloatTensor<I>, as_view: bool) -> FloatTensor<I> {
-    on_flex::<I, 1>([&x], |[x]| match as_view && x.dtype() == DType::F32 {
+    let swapped = on_flex::<I, 1>([&x], |[x]| match as_view && x.dtype() == DType::F32 {
         true => Some(x.transpose(1, 2)),
         false => flex_kernels::swap_middle_axes(x),
-    })
-    .unwrap_or_else(|| I::float_swap_dims(x, 1, 2))
+    });
+    if let Some(swapped) = swapped {
+        return swapped;
+    }
+    let view = I::float_swap_dims(x, 1, 2);
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    let view = match cube_layout::contiguous::<I>(view) {
+        Ok(copy) => return copy,
+        Err(view) => view,
+    };
+    view
 }
 
 /// Backward: the same swap of the gradient.
@@ -1098,6 +1210,8 @@ impl<I: Backend> Backward<I, 1> for SwapMiddleAxesBackward {
 }
 
 impl Node<1> for SwapMiddleAxes {
+    const ON_GPU: bool = true;
+
     fn run<I: Backend>(self, [x]: [FloatTensor<Autodiff<I>>; 1]) -> FloatTensor<Autodiff<I>> {
         let y = swap_middle_axes_inner::<I>(x.primitive.clone(), self.view_forward);
         let backward = SwapMiddleAxesBackward {
