@@ -523,6 +523,77 @@ fn the_rope_kernel_splits_the_heads_as_rope_then_the_split_on_wgpu() {
     }
 }
 
+/// The softmax over the last axis of `scale · x` (plus the causal mask where `masked`, the rows
+/// then square) and its input's gradient under the loss `Σ w ⊙ y²`, on backend `E` in its own
+/// precision, read back as f32: laxc's node (`fused::softmax_with_bias` and `fused::softmax`
+/// for a scale of 1, else `fused::scaled_softmax`) or, without `node`, Burn's softmax of the
+/// scaled sum.
+fn softmax_and_gradient<E: AutodiffBackend>(
+    [x, w]: [&[f32]; 2],
+    shape: [usize; 4],
+    (masked, scale): (bool, f64),
+    node: bool,
+) -> [Vec<f32>; 2] {
+    use laxc::lower::fused;
+    let dev = Default::default();
+    let flat = |v: &[f32]| Tensor::<E, 1>::from_data(TensorData::new(v.to_vec(), [v.len()]), &dev);
+    let x = flat(x).reshape(shape).require_grad();
+    let [batch, heads, rows, _] = shape;
+    let bias = masked.then(|| laxc::lower::attention::causal_bias::<E>([batch, heads, rows], &dev));
+    let y = match (node, &bias) {
+        (true, Some(b)) if scale != 1.0 => fused::scaled_softmax(x.clone(), b, scale),
+        (true, Some(b)) => fused::softmax_with_bias(x.clone(), b),
+        (true, None) => fused::softmax(x.clone()),
+        (false, Some(b)) => burn::tensor::activation::softmax(x.clone() * scale + b.clone(), 3),
+        (false, None) => burn::tensor::activation::softmax(x.clone() * scale, 3),
+    };
+    let read = |d: TensorData| d.iter::<f32>().collect::<Vec<f32>>();
+    let values = read(y.clone().into_data());
+    let grads = (y.clone() * y * flat(w).reshape(shape)).sum().backward();
+    [values, read(x.grad(&grads).unwrap().into_data())]
+}
+
+/// laxc's softmax kernels on wgpu (`lower/fused/cube_softmax.rs`, one launch forward and one
+/// backward; BENCHMARKS.md, attempt 97) in f32 against Burn's softmax in f64 on NdArray: the
+/// values and the input's gradient, with attention's causal mask and scale and without, for
+/// rows shorter than a cube's 32 units, rows wider than its 256, and more rows than a grid's
+/// side (65,535).
+#[test]
+fn the_softmax_kernels_match_burns_softmax_in_f64_on_wgpu() {
+    if !adapter() {
+        return;
+    }
+    for (shape, masked, scale) in [
+        ([2, 3, 5, 5], true, 1.0),
+        ([2, 3, 5, 5], true, 0.125),
+        ([1, 2, 16, 16], true, 0.25),
+        ([1, 2, 7, 300], false, 1.0),
+        ([1, 1, 66_000, 3], false, 1.0),
+    ] {
+        let n = shape.iter().product();
+        // Scores of a few units: the exponentials span several orders of magnitude.
+        let x: Vec<f32> = values(5, n).iter().map(|v| 3.0 * v).collect();
+        let w = values(6, n);
+        let before = laxc::lower::fused::gpu_kernel_launches();
+        let got = softmax_and_gradient::<B>([&x, &w], shape, (masked, scale), true);
+        let launched = laxc::lower::fused::gpu_kernel_launches() - before;
+        assert_eq!(launched, 2, "{shape:?}: one launch each way");
+        let want = softmax_and_gradient::<Autodiff<burn::backend::NdArray<f64>>>(
+            [&x, &w],
+            shape,
+            (masked, scale),
+            false,
+        );
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let err = relative(w, g, 1e-2 * (w.len() as f64).sqrt());
+            assert!(
+                err < 1e-5,
+                "{shape:?}, masked {masked}, scale {scale}: output {i} (y, dx): relative error {err:.2e}"
+            );
+        }
+    }
+}
+
 /// laxc's AdamW step on wgpu (`lower/fused/cube_adamw.rs`, one kernel a parameter a step)
 /// against the step's formula computed here in f64 from the same f32 inputs, twelve steps (four
 /// of the largest tensor) with and without weight decay, the clip's factor (1 and not), gradients of every scale (zero

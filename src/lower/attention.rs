@@ -143,11 +143,15 @@ pub fn sdpa<B: Backend>(
     v: Tensor<B, 4>,
     causal_bias: Option<&Tensor<B, 4>>,
 ) -> Tensor<B, 4> {
-    let d = q.dims()[3];
-    let scores = fused::matmul_transposed(q, k, 1.0 / (d as f64).sqrt());
+    let scale = 1.0 / (q.dims()[3] as f64).sqrt();
+    // The scale inside the product, or inside the softmax where its kernel takes it.
+    let in_softmax = causal_bias.is_some() && fused::softmax_scales::<B>(q.dtype());
+    let product_scale = if in_softmax { 1.0 } else { scale };
+    let scores = fused::matmul_transposed(q, k, product_scale);
     // The mask and the softmax in f32, whatever the scores were computed in.
     let scores = widen(scores);
     let probabilities = match causal_bias {
+        Some(bias) if in_softmax => fused::scaled_softmax(scores, bias, scale),
         Some(bias) => fused::softmax_with_bias(scores, bias),
         None => fused::softmax(scores),
     };

@@ -316,24 +316,53 @@ pub fn rope_by_heads<B: Backend>(
 }
 
 /// Softmax over the last dimension. On Flex in f32 one pass a row each way with a vectorized
-/// `exp` (`flex_kernels::softmax`); elsewhere the backend's softmax.
+/// `exp` (`flex_kernels::softmax`); on the GPU back ends in f32 one kernel each way
+/// (`cube_softmax`); elsewhere the backend's softmax.
 pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    match as_node::<B, _, 1>(Softmax { dim: D - 1 }, [x.into_primitive().tensor()]) {
+    let op = Softmax {
+        dim: D - 1,
+        scale: 1.0,
+    };
+    match as_node::<B, _, 1>(op, [x.into_primitive().tensor()]) {
         Ok(out) => float(out),
         Err([x]) => burn::tensor::activation::softmax(float(x), D - 1),
     }
 }
 
 /// `softmax(x + bias)` over the last dimension, the bias a constant (attention's causal mask):
-/// on Flex the addition happens inside the softmax's pass instead of a pass of its own.
+/// on Flex and the GPU back ends the addition happens inside the softmax's pass instead of a
+/// pass of its own.
 pub fn softmax_with_bias<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     bias: &Tensor<B, D>,
 ) -> Tensor<B, D> {
+    scaled_softmax(x, bias, 1.0)
+}
+
+/// Whether [`scaled_softmax`] scales its input inside its own kernel for tensors of `dtype`:
+/// where training runs on a GPU back end in f32. Attention's scores are scaled there, not by
+/// their product, whose scale was an element-wise launch a layer each way (BENCHMARKS.md,
+/// attempt 97); on the CPU its product scales them for free.
+pub fn softmax_scales<B: Backend>(dtype: DType) -> bool {
+    trains_on_gpu::<B>() && dtype == DType::F32
+}
+
+/// `softmax(scale · x + bias)` over the last dimension, the bias a constant: one node as
+/// [`softmax_with_bias`], its backward `scale · y ⊙ (g − Σ g ⊙ y)`.
+pub fn scaled_softmax<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    bias: &Tensor<B, D>,
+    scale: f64,
+) -> Tensor<B, D> {
     let inputs = [x, bias.clone()].map(|t| t.into_primitive().tensor());
-    match as_node::<B, _, 2>(Softmax { dim: D - 1 }, inputs) {
+    let op = Softmax { dim: D - 1, scale };
+    match as_node::<B, _, 2>(op, inputs) {
         Ok(out) => float(out),
-        Err([x, bias]) => burn::tensor::activation::softmax(float::<B, D>(x) + float(bias), D - 1),
+        Err([x, bias]) => {
+            let x = float::<B, D>(x);
+            let x = if scale == 1.0 { x } else { x.mul_scalar(scale) };
+            burn::tensor::activation::softmax(x + float(bias), D - 1)
+        }
     }
 }
 
@@ -423,8 +452,9 @@ fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
 trait Node<const N: usize> {
     /// Whether the GPU back ends run it as a node too: so far the norms, whose node there keeps
     /// the forward pass's row statistics for its backward (`norm::norm_keeping_rows`), RoPE,
-    /// one kernel each way there (`cube_rope`), the swap of the middle axes, a copy each way
-    /// there (`cube_layout`), and the join of autodiff graphs, which launches nothing
+    /// one kernel each way there (`cube_rope`), the softmax, one kernel each way there
+    /// (`cube_softmax`), the swap of the middle axes, a copy each way there (`cube_layout`),
+    /// and the join of autodiff graphs, which launches nothing
     /// (`join`). Never the products:
     /// on a GPU a product keeps to `product::rows_times`'s shapes, which avoid the cubecl matmul
     /// kernel known to be wrong.
@@ -486,6 +516,8 @@ mod cube_op;
 mod cube_read;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube_rope;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod cube_softmax;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube_squares;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
@@ -1221,14 +1253,17 @@ impl Node<1> for SwapMiddleAxes {
     }
 }
 
+/// The softmax of `scale · x (+ bias)` over axis `dim`.
 struct Softmax {
     dim: usize,
+    scale: f64,
 }
 
-/// Backward: `y ⊙ (g − Σ g ⊙ y)` from the saved output; on Flex one pass a row.
+/// Backward: `scale · y ⊙ (g − Σ g ⊙ y)` from the saved output; on Flex one pass a row.
 #[derive(Debug)]
 struct SoftmaxBackward {
     dim: usize,
+    scale: f64,
 }
 
 impl<I: Backend> Backward<I, 1> for SoftmaxBackward {
@@ -1236,26 +1271,50 @@ impl<I: Backend> Backward<I, 1> for SoftmaxBackward {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let y = ops.state;
-        unary::<I, _>(ops.parents, ops.node, grads, |mut g| {
+        unary::<I, _>(ops.parents, ops.node, grads, |g| {
+            #[cfg(any(feature = "wgpu", feature = "cuda"))]
+            let g = match cube_softmax::softmax_backward::<I>(&y, g, self.scale as f32) {
+                Ok(dx) => return dx,
+                Err(g) => g,
+            };
+            let mut g = g;
             let kernel = |g: &mut FlexTensor, [y]: [&FlexTensor; 1]| {
                 flex_kernels::softmax_backward(y, g).map(none)
             };
-            if on_flex_over::<I, 1, 0>(&mut g, [&y], kernel).is_some() {
-                return g;
+            let dx = match on_flex_over::<I, 1, 0>(&mut g, [&y], kernel) {
+                Some([]) => g,
+                None => {
+                    let along = I::float_sum_dim(I::float_mul(g.clone(), y.clone()), self.dim);
+                    I::float_mul(y, I::float_sub(g, along))
+                }
+            };
+            match self.scale == 1.0 {
+                true => dx,
+                false => I::float_mul_scalar(dx, self.scale.into()),
             }
-            let along = I::float_sum_dim(I::float_mul(g.clone(), y.clone()), self.dim);
-            I::float_mul(y, I::float_sub(g, along))
         });
     }
 }
 
-/// The softmax of `x` (plus a constant bias) on the inner backend: Flex's kernel where it
-/// applies, else the backend's softmax.
+/// The softmax of `scale · x` (plus a constant bias) on the inner backend: a GPU back end's own
+/// kernel (`cube_softmax`) where it applies, Flex's where that does, else the backend's softmax.
 fn softmax_inner<I: Backend>(
-    mut x: FloatTensor<I>,
+    x: FloatTensor<I>,
     bias: Option<FloatTensor<I>>,
-    dim: usize,
+    Softmax { dim, scale }: Softmax,
 ) -> FloatTensor<I> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    let x = match dim + 1 == x.shape().num_dims() {
+        true => match cube_softmax::softmax::<I>(x, bias.as_ref(), scale as f32) {
+            Ok(y) => return y,
+            Err(x) => x,
+        },
+        false => x,
+    };
+    let mut x = match scale == 1.0 {
+        true => x,
+        false => I::float_mul_scalar(x, scale.into()),
+    };
     let done = match &bias {
         Some(b) => on_flex_over::<I, 1, 0>(&mut x, [b], |x, [b]| {
             flex_kernels::softmax(x, Some(b)).map(none)
@@ -1274,21 +1333,36 @@ fn softmax_inner<I: Backend>(
     I::softmax(biased, dim)
 }
 
+impl Softmax {
+    fn backward(&self) -> SoftmaxBackward {
+        SoftmaxBackward {
+            dim: self.dim,
+            scale: self.scale,
+        }
+    }
+}
+
 impl Node<1> for Softmax {
+    const ON_GPU: bool = true;
+
     fn run<I: Backend>(self, [mut x]: [FloatTensor<Autodiff<I>>; 1]) -> FloatTensor<Autodiff<I>> {
-        let y = softmax_inner::<I>(take_buffer(&mut x), None, self.dim);
-        record(SoftmaxBackward { dim: self.dim }, [&x], y.clone(), y)
+        let backward = self.backward();
+        let y = softmax_inner::<I>(take_buffer(&mut x), None, self);
+        record(backward, [&x], y.clone(), y)
     }
 }
 
 /// With a bias: a constant, so the node's one parent is `x`.
 impl Node<2> for Softmax {
+    const ON_GPU: bool = true;
+
     fn run<I: Backend>(
         self,
         [mut x, bias]: [FloatTensor<Autodiff<I>>; 2],
     ) -> FloatTensor<Autodiff<I>> {
-        let y = softmax_inner::<I>(take_buffer(&mut x), Some(bias.primitive), self.dim);
-        record(SoftmaxBackward { dim: self.dim }, [&x], y.clone(), y)
+        let backward = self.backward();
+        let y = softmax_inner::<I>(take_buffer(&mut x), Some(bias.primitive), self);
+        record(backward, [&x], y.clone(), y)
     }
 }
 
