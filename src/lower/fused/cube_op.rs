@@ -146,20 +146,38 @@ thread_local! {
 /// so that the memory can take the next sum.
 #[cube]
 pub(super) fn cube_sum<F: Float>(value: F, partial: &mut SharedMemory<F>) -> F {
+    cube_tree::<F>(value, partial, false)
+}
+
+/// The largest of every unit's `value`, for every unit: [`cube_sum`]'s tree with `max`.
+#[cube]
+pub(super) fn cube_max<F: Float>(value: F, partial: &mut SharedMemory<F>) -> F {
+    cube_tree::<F>(value, partial, true)
+}
+
+/// Every unit's `value` combined (by `max` where `largest`, else added) in a tree over shared
+/// memory, for every unit, then a barrier so that the memory can take the next.
+#[cube]
+fn cube_tree<F: Float>(value: F, partial: &mut SharedMemory<F>, #[comptime] largest: bool) -> F {
     let unit = UNIT_POS_X as usize;
     partial[unit] = value;
     sync_cube();
     let mut half = (CUBE_DIM_X / 2) as usize;
     while half > 0 {
         if unit < half {
-            partial[unit] = partial[unit] + partial[unit + half];
+            let other = partial[unit + half];
+            if largest {
+                partial[unit] = max(partial[unit], other);
+            } else {
+                partial[unit] = partial[unit] + other;
+            }
         }
         sync_cube();
         half /= 2;
     }
-    let total = partial[0];
+    let combined = partial[0];
     sync_cube();
-    total
+    combined
 }
 
 /// Units of a cube that takes a row of `width` (the norms', RoPE's): a power of two (the

@@ -9,7 +9,8 @@
 //! backward `dx = scale · y ⊙ (g − Σ g ⊙ y)`.
 
 use super::cube_op::{
-    cube_index, cube_sum, empty_f32, grid, on_gpu, register, units_for, FusedTensor, GpuOp, Kernels,
+    cube_index, cube_max, cube_sum, empty_f32, grid, on_gpu, register, units_for, FusedTensor,
+    GpuOp, Kernels,
 };
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
@@ -240,23 +241,4 @@ fn softmax_rows_backward<F: Float>(
         dx[start + c] = y[start + c] * (g[start + c] - along) * F::cast_from(scale);
         c += step;
     }
-}
-
-/// The largest of every unit's `value`, for every unit: [`cube_sum`]'s tree with `max`.
-#[cube]
-fn cube_max<F: Float>(value: F, partial: &mut SharedMemory<F>) -> F {
-    let unit = UNIT_POS_X as usize;
-    partial[unit] = value;
-    sync_cube();
-    let mut half = (CUBE_DIM_X / 2) as usize;
-    while half > 0 {
-        if unit < half {
-            partial[unit] = max(partial[unit], partial[unit + half]);
-        }
-        sync_cube();
-        half /= 2;
-    }
-    let most = partial[0];
-    sync_cube();
-    most
 }
