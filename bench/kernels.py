@@ -19,13 +19,14 @@ Prints a Markdown table (kernels per step, and by kind for the kinds that differ
 specs) and, with --json, writes the counts.
 
 --time asks cubecl for each kernel's time as well (`level = "basic"`: cubecl then launches each
-kernel alone, waits for it and times it with the device's events) and gives the milliseconds a
-step by kind, the most first. Each time then holds the kernel's launch and the wait around it
-too (20-35 us a kernel on an H200: a fill of a few kilobytes showed 36 us), so a small kernel
-shows more than its work, and a kind whose launches cost the host more shows it: what a step's
-launches cost, kind by kind, more than the GPU's own work. --kernel-cache DIR reuses the kernels that
-bench/gpu.py's --kernel-cache compiled into DIR (cubecl's and the CUDA driver's caches), so that a
-fresh GPU machine need not compile them again.
+kernel alone, waits for it and times it with the device's events) and gives the milliseconds a step
+by kind, the most first: the times of the longer run's last `steps` steps (not a difference of two
+runs' times, which other work on the machine can skew either way). Each time then holds the kernel's
+launch and the wait around it too (20-35 us a kernel on an H200: a fill of a few kilobytes showed 36
+us), so a small kernel shows more than its work, and a kind whose launches cost the host more shows
+it: what a step's launches cost, kind by kind, more than the GPU's own work. --kernel-cache DIR
+reuses the kernels that bench/gpu.py's --kernel-cache compiled into DIR (cubecl's and the CUDA
+driver's caches), so that a fresh GPU machine need not compile them again.
 """
 import argparse
 import collections
@@ -64,8 +65,8 @@ def parse(line):
 
 
 def launched(laxc, device, spec, steps, warmup, batch, folder, timed, kernel_cache):
-    """The kinds of the kernels one `laxc bench` run launches, counted, and their GPU milliseconds
-    (zero unless `timed`)."""
+    """The kernels one `laxc bench` run launches, in order, as (kind, GPU milliseconds: zero
+    unless `timed`), and the run's median step in seconds."""
     log = os.path.join(folder, "kernels.log")
     tuned = os.path.join(folder, "autotune")
     level = "basic" if timed else "minimal"
@@ -86,26 +87,41 @@ def launched(laxc, device, spec, steps, warmup, batch, folder, timed, kernel_cac
         sys.exit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
     if not os.path.exists(log):
         sys.exit(f"{' '.join(cmd)} logged no kernels: is {laxc} built with --features {device}?")
-    counts, milliseconds = collections.Counter(), collections.Counter()
     with open(log) as f:
-        for kernel in filter(None, map(parse, f)):
-            counts[kernel[0]] += 1
-            milliseconds[kernel[0]] += kernel[1]
-    return counts, milliseconds, json.loads(done.stdout)["median_step_seconds"]
+        kernels = list(filter(None, map(parse, f)))
+    return kernels, json.loads(done.stdout)["median_step_seconds"]
 
 
 def per_step(laxc, device, spec, steps, warmup, batch, timed=False, kernel_cache=None):
     with tempfile.TemporaryDirectory() as folder:
         run = lambda n: launched(laxc, device, spec, n, warmup, batch, folder, timed, kernel_cache)
         run(1)  # autotune's run
-        (once, once_ms, _), (twice, twice_ms, step_s) = run(steps), run(2 * steps)
-    by_kind = {k: (twice[k] - once[k]) / steps for k in twice | once if twice[k] != once[k]}
+        (once, _), (twice, step_s) = run(steps), run(2 * steps)
+    once_n = collections.Counter(k for k, _ in once)
+    twice_n = collections.Counter(k for k, _ in twice)
+    by_kind = {k: (twice_n[k] - once_n[k]) / steps for k in twice_n | once_n if twice_n[k] != once_n[k]}
     row = {"spec": spec, "per_step": sum(by_kind.values()), "by_kind": by_kind}
     if timed:
-        ms = {k: (twice_ms[k] - once_ms[k]) / steps for k in twice_ms | once_ms}
-        row.update(gpu_ms_per_step=sum(ms.values()), profiled_step_s=step_s,
-                   gpu_ms_by_kind=dict(sorted(ms.items(), key=lambda kv: -kv[1])))
+        row.update(last_steps_ms(spec, twice, by_kind, steps), profiled_step_s=step_s)
     return row
+
+
+def last_steps_ms(spec, kernels, by_kind, steps):
+    """The GPU milliseconds a step by kind, from the last `steps` steps of one run: the run's
+    last `steps × per step` kernels, which are those steps' when nothing runs after the last
+    step, as checked here by their kinds. Not the difference of two runs' times, which timing
+    noise between the runs (other work on a shared machine) can make any size or sign."""
+    last = kernels[len(kernels) - round(steps * sum(by_kind.values())):]
+    counted = collections.Counter(k for k, _ in last)
+    if any(counted[k] != round(steps * n) for k, n in by_kind.items()):
+        sys.exit(f"{spec}: the run's last {len(last)} kernels are not its last {steps} steps' "
+                 f"(by kind {dict(counted)}, expected {by_kind} a step): did laxc launch some "
+                 "after its steps?")
+    ms = collections.Counter()
+    for k, duration in last:
+        ms[k] += duration / steps
+    return {"gpu_ms_per_step": sum(ms.values()),
+            "gpu_ms_by_kind": dict(sorted(ms.items(), key=lambda kv: -kv[1]))}
 
 
 def main():
