@@ -682,6 +682,62 @@ fn tensor_gate_node_matches_the_dense_product() {
     assert_finite_differences("dG0", &as_g0);
 }
 
+/// The Kronecker product's node (`fused::kron`, what a tensor gate's dense product is built
+/// from on the GPU back ends) against the broadcast product composed: the value and both cores'
+/// gradients on NdArray in f64 and on Flex in f32, and finite differences for both cores.
+#[test]
+fn kron_node_matches_the_broadcast_product() {
+    use laxc::lower::fused;
+    fn check<E: burn::tensor::backend::Backend>(
+        [g1_shape, g0_shape]: [[usize; 2]; 2],
+        [value_tol, grad_tol]: [f64; 2],
+    ) where
+        E::FloatElem: burn::tensor::Element,
+    {
+        let mut rng = StdRng::seed_from_u64(71);
+        let (g1, g0) = (
+            random_leaf::<E>(&mut rng, g1_shape),
+            random_leaf::<E>(&mut rng, g0_shape),
+        );
+        let out = [g1_shape[0] * g0_shape[0], g1_shape[1] * g0_shape[1]];
+        let weights = random_leaf::<E>(&mut rng, out).detach();
+        let got = fused::kron(g1.clone(), g0.clone());
+        let want = fused::composed::kron(g1.clone(), g0.clone());
+        let what = format!("kron {g1_shape:?} {g0_shape:?}");
+        assert_eq!(got.dims(), out, "{what}");
+        assert_close(
+            &to_vec(got.clone()),
+            &to_vec(want.clone()),
+            value_tol,
+            &what,
+        );
+        let loss = |y: Tensor<Autodiff<E>, 2>| (y.clone() * y * weights.clone()).sum();
+        let (g_got, g_want) = (loss(got).backward(), loss(want).backward());
+        for (x, name) in [(&g1, "dG1"), (&g0, "dG0")] {
+            let (a, b) = (x.grad(&g_got).unwrap(), x.grad(&g_want).unwrap());
+            assert_close(&to_vec(a), &to_vec(b), grad_tol, &format!("{what}: {name}"));
+        }
+    }
+    for shapes in [[[4, 4], [8, 8]], [[3, 5], [4, 2]], [[1, 4], [6, 1]]] {
+        check::<NdArray<f64>>(shapes, [1e-12, 1e-10]);
+        check::<burn::backend::Flex>(shapes, [1e-6, 1e-5]);
+    }
+    let dev = Default::default();
+    let fixed = |shape: [usize; 2], seed| {
+        let v = random(&mut StdRng::seed_from_u64(seed), shape[0] * shape[1]);
+        Tensor::<AD, 2>::from_data(TensorData::new(v, shape), &dev)
+    };
+    let through = |y: Tensor<AD, 2>, seed| {
+        let w = fixed(y.dims(), seed);
+        (y.clone() * y * w).sum()
+    };
+    // `x` (4, 6) as each core in turn, the other (3, 2).
+    let as_g1 = |x: Tensor<AD, 2>| through(fused::kron(x, fixed([3, 2], 73)), 75);
+    let as_g0 = |x: Tensor<AD, 2>| through(fused::kron(fixed([3, 2], 77), x), 79);
+    assert_finite_differences("kron: dG1", &as_g1);
+    assert_finite_differences("kron: dG0", &as_g0);
+}
+
 /// Products too small for gemm's own threads run in blocks of rows or columns, one per thread,
 /// and thin products of a long depth in its two halves (`flex_gemm`): every element has the
 /// same bits as in one call on one thread, for the LaX gates' and the factors' shapes forward

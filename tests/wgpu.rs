@@ -541,7 +541,7 @@ fn softmax_and_gradient<E: AutodiffBackend>(
     let [batch, heads, rows, _] = shape;
     let bias = masked.then(|| laxc::lower::attention::causal_bias::<E>([batch, heads, rows], &dev));
     let y = match (node, &bias) {
-        (true, Some(b)) if scale != 1.0 => fused::scaled_softmax(x.clone(), b, scale),
+        (true, b) if scale != 1.0 => fused::scaled_softmax(x.clone(), b.as_ref(), scale),
         (true, Some(b)) => fused::softmax_with_bias(x.clone(), b),
         (true, None) => fused::softmax(x.clone()),
         (false, Some(b)) => burn::tensor::activation::softmax(x.clone() * scale + b.clone(), 3),
@@ -556,8 +556,8 @@ fn softmax_and_gradient<E: AutodiffBackend>(
 /// laxc's softmax kernels on wgpu (`lower/fused/cube_softmax.rs`, one launch forward and one
 /// backward; BENCHMARKS.md, attempt 97) in f32 against Burn's softmax in f64 on NdArray: the
 /// values and the input's gradient, with attention's causal mask and scale and without, for
-/// rows shorter than a cube's 32 units, rows wider than its 256, and more rows than a grid's
-/// side (65,535).
+/// rows shorter than a cube's 32 units, rows wider than its 256 (scaled and not, as a ViT's
+/// attention without a mask), and more rows than a grid's side (65,535).
 #[test]
 fn the_softmax_kernels_match_burns_softmax_in_f64_on_wgpu() {
     if !adapter() {
@@ -568,6 +568,7 @@ fn the_softmax_kernels_match_burns_softmax_in_f64_on_wgpu() {
         ([2, 3, 5, 5], true, 0.125),
         ([1, 2, 16, 16], true, 0.25),
         ([1, 2, 7, 300], false, 1.0),
+        ([1, 2, 7, 300], false, 0.125),
         ([1, 1, 66_000, 3], false, 1.0),
     ] {
         let n = shape.iter().product();
@@ -589,6 +590,71 @@ fn the_softmax_kernels_match_burns_softmax_in_f64_on_wgpu() {
             assert!(
                 err < 1e-5,
                 "{shape:?}, masked {masked}, scale {scale}: output {i} (y, dx): relative error {err:.2e}"
+            );
+        }
+    }
+}
+
+/// laxc's Kronecker-product kernels on wgpu (`lower/fused/cube_kron.rs`, a tensor gate's
+/// `kron(G1, G0)`: one launch forward, one for both cores' gradients; BENCHMARKS.md, attempt
+/// 99) against the formulas in f64 from the same f32 inputs: `K[(i, j), (a, b)] = G1[i, a] ·
+/// G0[j, b]`, and under the loss `Σ W ⊙ K²` (`dK = 2 W ⊙ K`) `dG1[i, a] = Σ dK[(i, j), (a, b)] ·
+/// G0[j, b]` and `dG0[j, b] = Σ dK[(i, j), (a, b)] · G1[i, a]`; cores of one element, of odd
+/// shapes, a rank-32 gate's and a rank-256 gate's (K of 65,536 elements, more cubes than one).
+#[test]
+fn the_kron_kernels_match_the_f64_formulas_on_wgpu() {
+    if !adapter() {
+        return;
+    }
+    let dev = WgpuDevice::default();
+    for ([s0, t0], [s1, t1]) in [
+        ([1, 1], [1, 1]),
+        ([3, 5], [4, 2]),
+        ([4, 8], [4, 8]),
+        ([16, 16], [16, 16]),
+    ] {
+        let (g1, g0) = (values(7, s0 * t0), values(8, s1 * t1));
+        let w = values(9, s0 * s1 * t0 * t1);
+        let leaf = |v: &[f32], shape: [usize; 2]| {
+            Tensor::<B, 2>::from_data(TensorData::new(v.to_vec(), shape), &dev).require_grad()
+        };
+        let (a, b) = (leaf(&g1, [s0, t0]), leaf(&g0, [s1, t1]));
+        let before = laxc::lower::fused::gpu_kernel_launches();
+        let k = laxc::lower::fused::kron(a.clone(), b.clone());
+        let weights = Tensor::<B, 2>::from_data(TensorData::new(w.clone(), k.dims()), &dev);
+        let grads = (k.clone() * k.clone() * weights).sum().backward();
+        let read = |t: Tensor<Wgpu, 2>| t.into_data().iter::<f32>().collect::<Vec<f32>>();
+        let got = [
+            read(k.inner()),
+            read(a.grad(&grads).unwrap()),
+            read(b.grad(&grads).unwrap()),
+        ];
+        let launched = laxc::lower::fused::gpu_kernel_launches() - before;
+        assert_eq!(launched, 2, "{s0}x{t0} by {s1}x{t1}: one launch each way");
+
+        let f = |v: &[f32], i: usize| f64::from(v[i]);
+        let width = t0 * t1;
+        let at = |i: usize, j: usize, a: usize, b: usize| (i * s1 + j) * width + a * t1 + b;
+        let mut want = [
+            vec![0f64; s0 * s1 * width],
+            vec![0f64; s0 * t0],
+            vec![0f64; s1 * t1],
+        ];
+        for (i, j, a, b) in (0..s0).flat_map(|i| {
+            (0..s1).flat_map(move |j| (0..t0).flat_map(move |a| (0..t1).map(move |b| (i, j, a, b))))
+        }) {
+            let kv = f(&g1, i * t0 + a) * f(&g0, j * t1 + b);
+            let dk = 2.0 * f(&w, at(i, j, a, b)) * kv;
+            want[0][at(i, j, a, b)] = kv;
+            want[1][i * t0 + a] += dk * f(&g0, j * t1 + b);
+            want[2][j * t1 + b] += dk * f(&g1, i * t0 + a);
+        }
+        for (n, (g, w)) in got.iter().zip(&want).enumerate() {
+            let w: Vec<f32> = w.iter().map(|&x| x as f32).collect();
+            let err = relative(&w, g, 1e-3);
+            assert!(
+                err < 1e-5,
+                "{s0}x{t0} by {s1}x{t1}: output {n} (K, dG1, dG0): relative error {err:.2e}"
             );
         }
     }

@@ -145,16 +145,15 @@ pub fn sdpa<B: Backend>(
 ) -> Tensor<B, 4> {
     let scale = 1.0 / (q.dims()[3] as f64).sqrt();
     // The scale inside the product, or inside the softmax where its kernel takes it.
-    let in_softmax = causal_bias.is_some() && fused::softmax_scales::<B>(q.dtype());
-    let product_scale = if in_softmax { 1.0 } else { scale };
+    let in_softmax = fused::softmax_scales::<B>(q.dtype());
+    let (product_scale, softmax_scale) = if in_softmax {
+        (1.0, scale)
+    } else {
+        (scale, 1.0)
+    };
     let scores = fused::matmul_transposed(q, k, product_scale);
     // The mask and the softmax in f32, whatever the scores were computed in.
-    let scores = widen(scores);
-    let probabilities = match causal_bias {
-        Some(bias) if in_softmax => fused::scaled_softmax(scores, bias, scale),
-        Some(bias) => fused::softmax_with_bias(scores, bias),
-        None => fused::softmax(scores),
-    };
+    let probabilities = fused::scaled_softmax(widen(scores), causal_bias, softmax_scale);
     let probabilities = cast_like(probabilities, &v);
     fused::matmul_merging_heads(probabilities, v)
 }

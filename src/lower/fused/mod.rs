@@ -42,7 +42,7 @@ pub use join::join_graphs;
 pub use norm::{add_layer_norm, add_rms_norm, layer_norm, rms_norm};
 pub use scale::scale;
 use std::any::{Any, TypeId};
-pub use tensor_gate::{factors_tensor_gate, tensor_gate};
+pub use tensor_gate::{factors_tensor_gate, kron, tensor_gate};
 
 /// `Σ x²` of each tensor (a step's gradients: the clip's global norm), in f64, in the tensors'
 /// order. On Flex in f32 each is read at once (`flex_kernels::sum_of_squares`, Flex's own sum
@@ -319,14 +319,7 @@ pub fn rope_by_heads<B: Backend>(
 /// `exp` (`flex_kernels::softmax`); on the GPU back ends in f32 one kernel each way
 /// (`cube_softmax`); elsewhere the backend's softmax.
 pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let op = Softmax {
-        dim: D - 1,
-        scale: 1.0,
-    };
-    match as_node::<B, _, 1>(op, [x.into_primitive().tensor()]) {
-        Ok(out) => float(out),
-        Err([x]) => burn::tensor::activation::softmax(float(x), D - 1),
-    }
+    scaled_softmax(x, None, 1.0)
 }
 
 /// `softmax(x + bias)` over the last dimension, the bias a constant (attention's causal mask):
@@ -336,33 +329,36 @@ pub fn softmax_with_bias<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     bias: &Tensor<B, D>,
 ) -> Tensor<B, D> {
-    scaled_softmax(x, bias, 1.0)
+    scaled_softmax(x, Some(bias), 1.0)
 }
 
 /// Whether [`scaled_softmax`] scales its input inside its own kernel for tensors of `dtype`:
 /// where training runs on a GPU back end in f32. Attention's scores are scaled there, not by
 /// their product, whose scale was an element-wise launch a layer each way (BENCHMARKS.md,
-/// attempt 97); on the CPU its product scales them for free.
+/// attempts 97 and 98); on the CPU its product scales them for free.
 pub fn softmax_scales<B: Backend>(dtype: DType) -> bool {
     trains_on_gpu::<B>() && dtype == DType::F32
 }
 
-/// `softmax(scale · x + bias)` over the last dimension, the bias a constant: one node as
-/// [`softmax_with_bias`], its backward `scale · y ⊙ (g − Σ g ⊙ y)`.
+/// `softmax(scale · x + bias)` over the last dimension, the bias (if any) a constant: one node
+/// as [`softmax_with_bias`], its backward `scale · y ⊙ (g − Σ g ⊙ y)`.
 pub fn scaled_softmax<B: Backend, const D: usize>(
     x: Tensor<B, D>,
-    bias: &Tensor<B, D>,
+    bias: Option<&Tensor<B, D>>,
     scale: f64,
 ) -> Tensor<B, D> {
-    let inputs = [x, bias.clone()].map(|t| t.into_primitive().tensor());
+    let x = x.into_primitive().tensor();
     let op = Softmax { dim: D - 1, scale };
-    match as_node::<B, _, 2>(op, inputs) {
-        Ok(out) => float(out),
-        Err([x, bias]) => {
-            let x = float::<B, D>(x);
-            let x = if scale == 1.0 { x } else { x.mul_scalar(scale) };
-            burn::tensor::activation::softmax(x + float(bias), D - 1)
+    let unfused = match bias {
+        Some(bias) => {
+            let inputs = [x, bias.clone().into_primitive().tensor()];
+            as_node::<B, _, 2>(op, inputs).map_err(|[x, _]| x)
         }
+        None => as_node::<B, _, 1>(op, [x]).map_err(|[x]| x),
+    };
+    match unfused {
+        Ok(out) => float(out),
+        Err(x) => composed::softmax(float(x), bias, scale),
     }
 }
 
@@ -383,6 +379,20 @@ pub mod composed {
         } else {
             product.mul_scalar(scale)
         }
+    }
+
+    /// `softmax(scale · x + bias)` over the last dimension.
+    pub fn softmax<B: Backend, const D: usize>(
+        x: Tensor<B, D>,
+        bias: Option<&Tensor<B, D>>,
+        scale: f64,
+    ) -> Tensor<B, D> {
+        let x = if scale == 1.0 { x } else { x.mul_scalar(scale) };
+        let x = match bias {
+            Some(bias) => x + bias.clone(),
+            None => x,
+        };
+        burn::tensor::activation::softmax(x, D - 1)
     }
 
     /// With x clamped to ±80 so that e^(−x) stays finite and the backward pass never meets
@@ -454,8 +464,8 @@ trait Node<const N: usize> {
     /// the forward pass's row statistics for its backward (`norm::norm_keeping_rows`), RoPE,
     /// one kernel each way there (`cube_rope`), the softmax, one kernel each way there
     /// (`cube_softmax`), the swap of the middle axes, a copy each way there (`cube_layout`),
-    /// and the join of autodiff graphs, which launches nothing
-    /// (`join`). Never the products:
+    /// a tensor gate's Kronecker product, one kernel each way there (`cube_kron`), and the
+    /// join of autodiff graphs, which launches nothing (`join`). Never the products:
     /// on a GPU a product keeps to `product::rows_times`'s shapes, which avoid the cubecl matmul
     /// kernel known to be wrong.
     const ON_GPU: bool = false;
@@ -506,6 +516,8 @@ macro_rules! for_each_gpu_inner_backend {
 mod cube_adamw;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub use cube_adamw::adamw_step as gpu_adamw_step;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod cube_kron;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube_layout;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]

@@ -29,7 +29,18 @@ pub fn tensor_gate<B: Backend>(
     let inputs = [h, g1, g0].map(|t| t.into_primitive().tensor());
     match as_node::<B, _, 3>(TensorGate, inputs) {
         Ok(out) => float(out),
-        Err([h, g1, g0]) => rows_times(float(h), composed::kron(float(g1), float(g0))),
+        Err([h, g1, g0]) => rows_times(float(h), kron(float(g1), float(g0))),
+    }
+}
+
+/// `kron(g1, g0)`: one node on the GPU back ends (`cube_kron`, a kernel each way, where the
+/// composed broadcast product was a product forward and two products and four reductions
+/// backward: BENCHMARKS.md, attempt 99) and on the CPU ones; elsewhere the broadcast product.
+pub fn kron<B: Backend>(g1: Tensor<B, 2>, g0: Tensor<B, 2>) -> Tensor<B, 2> {
+    let inputs = [g1, g0].map(|t| t.into_primitive().tensor());
+    match as_node::<B, _, 2>(Kron, inputs) {
+        Ok(out) => float(out),
+        Err([g1, g0]) => composed::kron(float(g1), float(g0)),
     }
 }
 
@@ -56,9 +67,7 @@ impl<I: Backend> Backward<I, 3> for TensorGateBackward {
         let [h_node, g1_node, g0_node] = ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
         if g1_node.is_some() || g0_node.is_some() {
             let dk = matmul_inner::<I>(I::float_transpose(h), g.clone(), 1.0);
-            let kernel = |[g1, g0, dk]: [&FlexTensor; 3]| flex_kernels::kron_backward(g1, g0, dk);
-            let [dg1, dg0] = on_flex_many::<I, 3, 2>([&g1, &g0, &dk], kernel)
-                .unwrap_or_else(|| kron_backward_composed::<I>(g1.clone(), g0.clone(), dk));
+            let [dg1, dg0] = kron_backward_inner::<I>(g1.clone(), g0.clone(), dk);
             give::<I>(grads, g1_node, || dg1);
             give::<I>(grads, g0_node, || dg0);
         }
@@ -91,14 +100,65 @@ impl Node<3> for TensorGate {
     }
 }
 
-/// `kron(g1, g0)` on the inner backend: one loop on Flex (`flex_kernels::kron`), else the
-/// broadcast product.
+struct Kron;
+
+/// Backward from the kept cores.
+#[derive(Debug)]
+struct KronBackward;
+
+impl<I: Backend> Backward<I, 2> for KronBackward {
+    type State = (FloatTensor<I>, FloatTensor<I>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (g1, g0) = ops.state;
+        let dk = grads.consume::<I>(&ops.node);
+        let [g1_node, g0_node] = ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
+        let [dg1, dg0] = kron_backward_inner::<I>(g1, g0, dk);
+        give::<I>(grads, g1_node, || dg1);
+        give::<I>(grads, g0_node, || dg0);
+    }
+}
+
+impl Node<2> for Kron {
+    const ON_GPU: bool = true;
+
+    fn run<I: Backend>(self, [g1, g0]: [FloatTensor<Autodiff<I>>; 2]) -> FloatTensor<Autodiff<I>> {
+        let (a, b) = (g1.primitive.clone(), g0.primitive.clone());
+        let k = kron_inner::<I>(a.clone(), b.clone());
+        record(KronBackward, [&g1, &g0], (a, b), k)
+    }
+}
+
+/// `kron(g1, g0)` on the inner backend: a GPU back end's kernel (`cube_kron`), one loop on
+/// Flex (`flex_kernels::kron`), else the broadcast product.
 fn kron_inner<I: Backend>(g1: FloatTensor<I>, g0: FloatTensor<I>) -> FloatTensor<I> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    let (g1, g0) = match super::cube_kron::kron::<I>(g1, g0) {
+        Ok(k) => return k,
+        Err([g1, g0]) => (g1, g0),
+    };
     on_flex::<I, 2>([&g1, &g0], |[a, b]| flex_kernels::kron(a, b)).unwrap_or_else(|| {
         composed::kron::<I>(float(g1), float(g0))
             .into_primitive()
             .tensor()
     })
+}
+
+/// `[dg1, dg0]` of `kron(g1, g0)` from its gradient `dk` on the inner backend: a GPU back end's
+/// kernel (`cube_kron`), Flex's (`flex_kernels::kron_backward`), else the composed sums.
+fn kron_backward_inner<I: Backend>(
+    g1: FloatTensor<I>,
+    g0: FloatTensor<I>,
+    dk: FloatTensor<I>,
+) -> [FloatTensor<I>; 2] {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    let dk = match super::cube_kron::kron_backward::<I>(&g1, &g0, dk) {
+        Ok(cores) => return cores,
+        Err(dk) => dk,
+    };
+    let kernel = |[g1, g0, dk]: [&FlexTensor; 3]| flex_kernels::kron_backward(g1, g0, dk);
+    on_flex_many::<I, 3, 2>([&g1, &g0, &dk], kernel)
+        .unwrap_or_else(|| kron_backward_composed::<I>(g1, g0, dk))
 }
 
 /// `[dg1, dg0]` of `kron(g1, g0)` from the inner backend's ops, given its gradient `dk`:
