@@ -32,7 +32,7 @@ impl<B: Backend> Value<B> {
             Value::Float(t) => t,
             Value::Heads(t) => {
                 let [batch, heads, seq, head] = t.dims();
-                t.swap_dims(1, 2).reshape([batch * seq, heads * head])
+                fused::merge_heads(t).reshape([batch * seq, heads * head])
             }
             _ => unreachable!("the checked IR feeds activations here"),
         }

@@ -9,7 +9,7 @@
 //! (√(v / c₂) + ε)`. The launch goes into Burn's fusion stream as a custom operation, in order
 //! with the ops around it.
 
-use super::cube_op::{cube_index, empty_f32, grid, on_gpu, register, FusedTensor, GpuOp, Kernels};
+use super::cube_op::{empty_f32, grid, on_gpu, register, unit_index, FusedTensor, GpuOp, Kernels};
 use crate::lower::flex_kernels::AdamWStep;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
@@ -148,7 +148,7 @@ fn adamw<F: Float>(
     #[comptime] first: bool,
     #[comptime] decays: bool,
 ) {
-    let i = cube_index() * CUBE_DIM_X as usize + UNIT_POS_X as usize;
+    let i = unit_index();
     if i >= param.len() {
         terminate!();
     }

@@ -6,7 +6,7 @@
 //! `(s0·s1, t0·t1)`; backward, from `dK`, `dG1[i, a] = Σ_{j,b} dK[(i, j), (a, b)] · G0[j, b]`
 //! and `dG0[j, b] = Σ_{i,a} dK[(i, j), (a, b)] · G1[i, a]`, a unit an element of either.
 
-use super::cube_op::{cube_index, empty_f32, grid, on_gpu, register, FusedTensor, GpuOp, Kernels};
+use super::cube_op::{empty_f32, grid, on_gpu, register, unit_index, FusedTensor, GpuOp, Kernels};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Shape, TensorMetadata};
@@ -140,7 +140,7 @@ impl<R: CubeRuntime> Kernels<R> for Kron {
     }
 }
 
-/// Element `cube_index() · UNITS + unit` of `K = kron(g1, g0)`.
+/// Element `unit_index()` of `K = kron(g1, g0)`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn kron_forward<F: Float>(
@@ -152,7 +152,7 @@ fn kron_forward<F: Float>(
     s1: u32,
     t1: u32,
 ) {
-    let e = cube_index() * CUBE_DIM_X as usize + UNIT_POS_X as usize;
+    let e = unit_index();
     let (s0, t0, s1, t1) = (s0 as usize, t0 as usize, s1 as usize, t1 as usize);
     let width = t0 * t1;
     if e >= s0 * s1 * width {
@@ -163,7 +163,7 @@ fn kron_forward<F: Float>(
     k[e] = g1[i * t0 + a] * g0[j * t1 + b];
 }
 
-/// Unit `u = cube_index() · UNITS + unit`: `dg1`'s element `u`, or past `dg1`'s `s0 · t0`
+/// Unit `u = unit_index()`: `dg1`'s element `u`, or past `dg1`'s `s0 · t0`
 /// elements `dg0`'s element `u − s0 · t0`, each a sum over the other core's elements.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
@@ -178,7 +178,7 @@ fn kron_cores_backward<F: Float>(
     s1: u32,
     t1: u32,
 ) {
-    let u = cube_index() * CUBE_DIM_X as usize + UNIT_POS_X as usize;
+    let u = unit_index();
     let (s0, t0, s1, t1) = (s0 as usize, t0 as usize, s1 as usize, t1 as usize);
     let width = t0 * t1;
     if u < s0 * t0 {

@@ -204,3 +204,10 @@ pub(super) fn grid(cubes: usize) -> CubeCount {
 pub(super) fn cube_index() -> usize {
     (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize
 }
+
+/// This unit's index over every cube of a [`grid`], for a kernel that takes an element a unit
+/// (the last cube's units may run past the work: kernels check).
+#[cube]
+pub(super) fn unit_index() -> usize {
+    cube_index() * CUBE_DIM_X as usize + UNIT_POS_X as usize
+}
