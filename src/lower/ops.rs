@@ -461,7 +461,7 @@ fn lax_add_norm<B: Backend>(
 ///
 /// As one node (`fused::tensor_gate`) when the dense `kron(G1, G0)` costs at most
 /// `KRON_FACTOR` times the factored form's multiply-adds (rank 64's 8 × 8 cores: four times),
-/// or when the node factors the rows in registers (Flex in f32 with AVX-512, ranks 16 to
+/// or when the node factors the rows in registers (Flex in f32 with AVX-512 or AVX2, ranks 16 to
 /// 1,024: `fused::factors_tensor_gate`); elsewhere one GEMM by the dense product. Either
 /// instead of two small GEMMs and two axis swaps each way (BENCHMARKS.md, attempts 16, 50 and
 /// 52), which larger gates keep on other backends.

@@ -6,11 +6,12 @@
 //! against 1,024; rank 32's 4 × 8: 1,024 against 384), the count the report gives. As two
 //! GEMMs with axis swaps between them the factored form lost to the one dense GEMM
 //! (BENCHMARKS.md, attempt 16): GEMMs eight wide and two copies. Here each row is done whole
-//! in registers, its `s0` rows of `R G0` and then `G1ᵀ` over them, with AVX-512 (`avx512`) for
-//! the folds with rows of 8 (ranks 16 to 64; at rank 64 half the dense GEMM's time, at rank 32
-//! two thirds: BENCHMARKS.md attempt 50) and of 16 or 32 (ranks 128 to 1,024, where the
-//! lowering had two small GEMMs and two axis swaps: attempt 52). For other cores, and without
-//! AVX-512, the kernels decline and the dense product serves.
+//! in registers, its `s0` rows of `R G0` and then `G1ᵀ` over them, with AVX-512 (`avx512`) or
+//! with AVX2 and FMA (`avx2`, the same bits: attempt 100) for the folds with rows of 8 (ranks 16
+//! to 64; at rank 64 half the dense GEMM's time, at rank 32 two thirds: BENCHMARKS.md attempt
+//! 50) and of 16 or 32 (ranks 128 to 1,024, where the lowering had two small GEMMs and two axis
+//! swaps: attempt 52). For other cores, and without either instruction set, the kernels
+//! decline and the dense product serves.
 
 use super::{f32s, output, written, CHUNK};
 use burn::backend::flex::FlexTensor;
@@ -19,8 +20,8 @@ use rayon::prelude::*;
 
 /// Every row of (rows, s0·s1) `h` times `kron(g1, g0)` for `g1 (s0, t0)` and `g0 (s1, t1)`:
 /// row `R` (folded row-major `s0 × s1`) becomes `G1ᵀ (R G0)` (`t0 × t1`, row-major; the order
-/// of the sums is `avx512`'s). `None` unless contiguous f32 of matching shapes, on a processor
-/// with AVX-512 and cores its rows take ([`tensor_gate_applies`]).
+/// of the sums is `avx512`'s and `avx2`'s). `None` unless contiguous f32 of matching shapes, on
+/// a processor with AVX-512 or AVX2 and cores its rows take ([`tensor_gate_applies`]).
 pub fn tensor_gate(h: &FlexTensor, g1: &FlexTensor, g0: &FlexTensor) -> Option<FlexTensor> {
     let ([s0, t0], [s1, t1]) = (dims(g1)?, dims(g0)?);
     let cores = Cores {
@@ -66,7 +67,7 @@ struct Cores {
 }
 
 /// Every row of `x` through `cores`, the rows split into tasks over the pool; `None` where
-/// `avx512::applies` does not hold.
+/// [`applies`] does not hold.
 fn apply(x: &FlexTensor, cores: &Cores) -> Option<FlexTensor> {
     let ([s0, s1], [t0, t1]) = (cores.s, cores.t);
     let xs = f32s(x)?;
@@ -87,18 +88,63 @@ fn apply(x: &FlexTensor, cores: &Cores) -> Option<FlexTensor> {
     )))
 }
 
-#[cfg(target_arch = "x86_64")]
-use avx512::{applies, run};
+/// Rows of `R G0` eight wide (ranks 16 to 64).
+const NARROW: usize = 8;
+/// The most rows of a fold (`s0`, `t0`) taken where its rows are [`NARROW`].
+const MAX_NARROW_ROWS: usize = 16;
+/// The most rows of a fold taken where its rows are 16 or 32 wide (ranks 128 to 1,024).
+const MAX_WIDE_ROWS: usize = 32;
 
-/// Elsewhere the dense product serves (this form's rows are written for AVX-512 only).
-#[cfg(not(target_arch = "x86_64"))]
-fn applies(_: [usize; 2], _: [usize; 2]) -> bool {
-    false
+/// Whether the rows take a fold `s = [s0, s1]` into `t = [t0, t1]` on this processor: the
+/// shapes both instruction sets' rows are written for ([`shapes_taken`]), with AVX-512F or with
+/// AVX2 and FMA. The same shapes on either, so that a gate's form (and its sums' order) does
+/// not depend on the processor.
+fn applies(s: [usize; 2], t: [usize; 2]) -> bool {
+    shapes_taken(s, t) && simd().is_some()
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-fn run(_: &[f32], _: &mut [std::mem::MaybeUninit<f32>], _: &Cores) {
-    unreachable!("applies is false")
+/// Folds whose rows are eight wide with an even number of rows (`s0`, `t0` from 2 to 16: the
+/// AVX-512 rows pair them in one register), or 16 or 32 wide with up to 32 rows.
+fn shapes_taken([s0, s1]: [usize; 2], [t0, t1]: [usize; 2]) -> bool {
+    let paired = |n: usize| n.is_multiple_of(2) && (2..=MAX_NARROW_ROWS).contains(&n);
+    let wide = |n: usize| (1..=MAX_WIDE_ROWS).contains(&n);
+    match (s1, t1) {
+        (NARROW, NARROW) => paired(s0) && paired(t0),
+        (16, 16) | (32, 32) => wide(s0) && wide(t0),
+        _ => false,
+    }
+}
+
+/// The vector instructions the rows are written for, as this processor has them.
+#[derive(Clone, Copy)]
+enum Simd {
+    Avx512,
+    Avx2,
+}
+
+fn simd() -> Option<Simd> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            return Some(Simd::Avx512);
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Some(Simd::Avx2);
+        }
+    }
+    None
+}
+
+/// The rows of `x` through `cores` into `y`. Call only where [`applies`] holds.
+fn run(x: &[f32], y: &mut [std::mem::MaybeUninit<f32>], cores: &Cores) {
+    assert!(shapes_taken(cores.s, cores.t));
+    #[cfg(target_arch = "x86_64")]
+    match simd() {
+        Some(Simd::Avx512) => return avx512::run(x, y, cores),
+        Some(Simd::Avx2) => return avx2::run(x, y, cores),
+        None => {}
+    }
+    unreachable!("no vector instructions the rows are written for: `applies` is false")
 }
 
 /// `m (rows, cols)` transposed, row-major.
@@ -130,30 +176,12 @@ mod avx512 {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    /// Rows of `R G0` eight wide, as the registers pair them.
-    const WIDTH: usize = 8;
-    /// The most rows of a fold (`s0`, `t0`) taken.
-    const MAX_ROWS: usize = 16;
+    use super::{MAX_NARROW_ROWS as MAX_ROWS, MAX_WIDE_ROWS, NARROW as WIDTH};
 
-    /// The most rows of a fold taken where its rows are one or two whole vectors ([`wide`]).
-    const MAX_WIDE_ROWS: usize = 32;
-
-    /// Whether these rows take a fold `s = [s0, s1]` into `t = [t0, t1]` on this processor.
-    pub(super) fn applies([s0, s1]: [usize; 2], [t0, t1]: [usize; 2]) -> bool {
-        let paired = |n: usize| n.is_multiple_of(2) && (2..=MAX_ROWS).contains(&n);
-        let wide = |n: usize| (1..=MAX_WIDE_ROWS).contains(&n);
-        let shapes = match (s1, t1) {
-            (WIDTH, WIDTH) => paired(s0) && paired(t0),
-            (16, 16) | (32, 32) => wide(s0) && wide(t0),
-            _ => false,
-        };
-        shapes && is_x86_feature_detected!("avx512f")
-    }
-
-    /// The rows of `x` through `cores` into `y`. Call only where [`applies`] holds.
+    /// The rows of `x` through `cores` into `y`, for shapes `shapes_taken` holds.
     pub(super) fn run(x: &[f32], y: &mut [MaybeUninit<f32>], cores: &Cores) {
-        assert!(applies(cores.s, cores.t));
-        // SAFETY: AVX-512F is present (`applies`), and the shapes are the ones each takes.
+        assert!(is_x86_feature_detected!("avx512f"));
+        // SAFETY: AVX-512F is present, and the shapes are the ones each takes (`run`'s caller).
         unsafe {
             match cores.t[1] {
                 WIDTH => rows(x, y, cores),
@@ -169,7 +197,7 @@ mod avx512 {
     /// `d`), over `c` in order; each product fused into its addition.
     ///
     /// # Safety
-    /// The processor has AVX-512F, and `cores` are as [`applies`] takes them (`t1 = 16·V`).
+    /// The processor has AVX-512F, and `cores` are as `shapes_taken` takes them (`t1 = 16·V`).
     #[target_feature(enable = "avx512f")]
     unsafe fn wide<const V: usize>(x: &[f32], y: &mut [MaybeUninit<f32>], cores: &Cores) {
         let ([s0, s1], [t0, t1]) = (cores.s, cores.t);
@@ -213,7 +241,8 @@ mod avx512 {
     }
 
     /// # Safety
-    /// The processor has AVX-512F, and `cores` are as [`applies`] takes them. (Every pointer
+    /// The processor has AVX-512F, and `cores` are as `shapes_taken` takes them (`t1 = 8`).
+    /// (Every pointer
     /// read or written is inside a slice whose length is checked first.)
     #[target_feature(enable = "avx512f")]
     unsafe fn rows(x: &[f32], y: &mut [MaybeUninit<f32>], cores: &Cores) {
@@ -270,6 +299,78 @@ mod avx512 {
                     sum = _mm512_fmadd_ps(coefficients[c * pairs + q], inner[c], sum);
                 }
                 _mm512_storeu_ps(to.add(2 * q * WIDTH).cast::<f32>(), sum);
+            }
+        }
+    }
+}
+
+/// The rows with AVX2 and FMA, eight lanes a register, for every shape the AVX-512 rows take
+/// and to the bit what they compute: each element of `R` broadcast against the rows of `G0`
+/// (`s1 = t1 = 8·V`, `V` registers a row), the sums over `d` on two chains (even and odd `d`,
+/// added at the end), then each element of `G1` broadcast against the rows of `R G0`, summed
+/// over `c` in order, each product fused into its addition. (A portable version without fused
+/// multiply-adds lost to the dense GEMM: attempt 50.)
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Cores, MAX_WIDE_ROWS};
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    /// The rows of `x` through `cores` into `y`, for shapes `shapes_taken` holds.
+    pub(super) fn run(x: &[f32], y: &mut [MaybeUninit<f32>], cores: &Cores) {
+        assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
+        // SAFETY: AVX2 and FMA are present, and `t1` is 8, 16 or 32 (`shapes_taken`).
+        unsafe {
+            match cores.t[1] {
+                8 => rows::<1>(x, y, cores),
+                16 => rows::<2>(x, y, cores),
+                _ => rows::<4>(x, y, cores),
+            }
+        }
+    }
+
+    /// # Safety
+    /// The processor has AVX2 and FMA, and `s1 = t1 = 8·V` with at most [`MAX_WIDE_ROWS`] rows
+    /// of a fold. (Every pointer read or written is inside a slice whose length is checked
+    /// first.)
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows<const V: usize>(x: &[f32], y: &mut [MaybeUninit<f32>], cores: &Cores) {
+        let ([s0, s1], [t0, t1]) = (cores.s, cores.t);
+        assert!(s1 == 8 * V && t1 == 8 * V && s0 <= MAX_WIDE_ROWS);
+        assert!(cores.g0.len() == s1 * t1 && cores.g1.len() == s0 * t0);
+        let (in_width, out_width) = (s0 * s1, t0 * t1);
+        let count = x.len() / in_width;
+        assert!(y.len() >= count * out_width);
+        let (g0, g1) = (cores.g0.as_ptr(), cores.g1.as_ptr());
+        let mut inner = [[_mm256_setzero_ps(); V]; MAX_WIDE_ROWS];
+        for n in 0..count {
+            let (at, to) = (
+                x.as_ptr().add(n * in_width),
+                y.as_mut_ptr().add(n * out_width),
+            );
+            for (c, inner) in inner[..s0].iter_mut().enumerate() {
+                let mut sums = [[_mm256_setzero_ps(); V]; 2];
+                for d in 0..s1 {
+                    let r = _mm256_broadcast_ss(&*at.add(c * s1 + d));
+                    for (v, sum) in sums[d % 2].iter_mut().enumerate() {
+                        *sum = _mm256_fmadd_ps(r, _mm256_loadu_ps(g0.add(d * t1 + 8 * v)), *sum);
+                    }
+                }
+                for v in 0..V {
+                    inner[v] = _mm256_add_ps(sums[0][v], sums[1][v]);
+                }
+            }
+            for i in 0..t0 {
+                let mut sum = [_mm256_setzero_ps(); V];
+                for (c, inner) in inner[..s0].iter().enumerate() {
+                    let weight = _mm256_broadcast_ss(&*g1.add(c * t0 + i));
+                    for v in 0..V {
+                        sum[v] = _mm256_fmadd_ps(weight, inner[v], sum[v]);
+                    }
+                }
+                for (v, &sum) in sum.iter().enumerate() {
+                    _mm256_storeu_ps(to.add(i * t1 + 8 * v).cast::<f32>(), sum);
+                }
             }
         }
     }
@@ -339,7 +440,8 @@ mod tests {
     /// transpose); other cores are declined, for the dense product to serve.
     #[test]
     fn rows_equal_the_product_by_the_dense_kronecker_product() {
-        // The rows are written for AVX-512: elsewhere every gate goes to the dense product.
+        // The rows are written for AVX-512 and AVX2: elsewhere every gate goes to the dense
+        // product.
         if !tensor_gate_applies([4, 4], [8, 8]) {
             return;
         }
@@ -382,6 +484,40 @@ mod tests {
                 tensor(values(s1 * t1, 7), [s1, t1]),
             );
             assert!(tensor_gate(&x, &c1, &c0).is_none(), "{s0} x {s1} declined");
+        }
+    }
+    /// Where the processor has AVX-512, its rows and the AVX2 rows give the same bits for every
+    /// shape taken (elsewhere the AVX2 rows are the ones the test above checks).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_rows_equal_the_avx512_rows_bit_for_bit() {
+        if !is_x86_feature_detected!("avx512f") || !is_x86_feature_detected!("fma") {
+            return;
+        }
+        for (s, t) in [
+            ([4, 8], [4, 8]),
+            ([8, 8], [2, 8]),
+            ([16, 16], [3, 16]),
+            ([32, 32], [16, 32]),
+        ] {
+            let rows = 19;
+            let cores = Cores {
+                g1: values(s[0] * t[0], 1),
+                g0: values(s[1] * t[1], 2),
+                s,
+                t,
+            };
+            let x = values(rows * s[0] * s[1], 3);
+            let outputs = [avx512::run, avx2::run].map(|run| {
+                let mut y = output(rows * t[0] * t[1]);
+                run(&x, &mut y, &cores);
+                // SAFETY: `run` writes every element of its rows.
+                unsafe { written(y) }
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()
+            });
+            assert_eq!(outputs[0], outputs[1], "{s:?} into {t:?}");
         }
     }
 }
