@@ -10,25 +10,21 @@
 //! from zero, each product fused into its addition, as gemm's micro-kernel does), the blocks on
 //! every thread at once, and the blocks' sums are then added in order, each rounded once, as
 //! gemm adds a block to the blocks before it. So every element has gemm's bits (tested against
-//! one gemm call), on any number of threads.
+//! one gemm call), on any number of threads. With AVX-512 or with AVX2 and FMA (`lanes`).
 
-use super::{has_avx512, Grain, Matrix, ONE_DEPTH_BLOCK};
+use super::lanes::{isa, Lanes};
+use super::{Grain, Matrix, ONE_DEPTH_BLOCK};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
-
-/// Output rows summed at once: with up to two vectors of 16 columns a row (outputs up to 32
-/// wide, the tensor-train cores'), their accumulators and a row of `b` fit AVX-512's 32
-/// registers; wider outputs spill some.
-const TILE_ROWS: usize = 8;
 
 /// Whether this kernel takes an (m × n) output of depth `k`: small (gemm's 64 × 64) but of two
 /// rows and two columns at least (gemm sums a single row or column by its matrix-vector
 /// kernels, in another order), at least three blocks deep (two are `Plan::depth_halves`'),
 /// `a`'s rows and `b`'s columns adjacent (each step of the depth reads a column of `a` and a
-/// row of `b` whole), on a processor with AVX-512.
+/// row of `b` whole), on a processor with AVX-512 or AVX2.
 pub(super) fn applies([m, k, n]: [usize; 3], grain: Grain) -> bool {
     let shapes = (2..=64).contains(&m) && (2..=64).contains(&n) && k > 2 * ONE_DEPTH_BLOCK;
-    shapes && grain.a_rows_adjacent && grain.b_columns_adjacent && has_avx512()
+    shapes && grain.a_rows_adjacent && grain.b_columns_adjacent && isa().is_some()
 }
 
 /// `scale · a · b` written into `out` (m × n, row-major), where [`applies`] holds.
@@ -53,22 +49,21 @@ pub(super) unsafe fn product(
             let a = a.offset(start as isize * a.col_stride);
             let b = b.offset(start as isize * b.row_stride);
             // SAFETY: this block's columns of `a` and rows of `b` lie inside the caller's
-            // matrices; AVX-512F is present (`applies`).
+            // matrices; the processor has the instruction set (`applies`).
             unsafe { block_sum([m, depth, n], [a, b], sum) }
         });
-    // SAFETY: AVX-512F is present (`applies`).
+    // SAFETY: FMA is present (`applies`: AVX-512F implies it).
     unsafe { add_blocks(&sums, size, scale, out) }
 }
 
 /// `out = scale · Σ blocks`, the blocks (`size` each) added in order into the first, each
-/// product fused into its addition. Compiled for AVX-512 (whose FMA it implies): built for
-/// the baseline, `mul_add` is a call into the runtime's `fmaf` an element (0.7 % of a tiny
-/// ViT's step with tensor gates, whose 32 × 32 gradient it sums), here a vector instruction
-/// with the same bits.
+/// product fused into its addition. Compiled for FMA: built for the baseline, `mul_add` is a
+/// call into the runtime's `fmaf` an element (0.7 % of a tiny ViT's step with tensor gates,
+/// whose 32 × 32 gradient it sums), here a vector instruction with the same bits.
 ///
 /// # Safety
-/// The processor has AVX-512F.
-#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f,fma"))]
+/// The processor has FMA.
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
 unsafe fn add_blocks(sums: &[f32], size: usize, scale: f32, out: &mut [MaybeUninit<f32>]) {
     let mut blocks = sums.chunks(size);
     let first = blocks.next().expect("at least three blocks");
@@ -83,46 +78,79 @@ unsafe fn add_blocks(sums: &[f32], size: usize, scale: f32, out: &mut [MaybeUnin
     }
 }
 
-/// One block's sums, `Σ_d a[i, d] · b[d, j]` over its `k`, into `sum` (m × n, row-major).
+/// One block's sums, `Σ_d a[i, d] · b[d, j]` over its `k`, into `sum` (m × n, row-major), in
+/// tiles of rows by `V` vectors: eight rows with AVX-512 (up to two vectors of 16 columns a
+/// row, the tensor-train cores' outputs up to 32 wide, their accumulators and a row of `b` fit
+/// its 32 registers; wider outputs spill some), eight accumulators with AVX2's 16.
 ///
 /// # Safety
-/// As [`product`]'s, for this block; AVX-512F is present.
+/// As [`product`]'s, for this block; the processor has the instruction set (`applies`).
 #[cfg(target_arch = "x86_64")]
 unsafe fn block_sum([m, k, n]: [usize; 3], [a, b]: [Matrix; 2], sum: &mut [f32]) {
+    use super::lanes::Isa;
+    let sizes = [m, k, n];
     // SAFETY: the caller's, for each width.
     unsafe {
-        match n.div_ceil(16) {
-            1 => tiles::<1>([m, k, n], [a, b], sum),
-            2 => tiles::<2>([m, k, n], [a, b], sum),
-            3 => tiles::<3>([m, k, n], [a, b], sum),
-            _ => tiles::<4>([m, k, n], [a, b], sum),
+        match (isa(), n.div_ceil(8)) {
+            (Some(Isa::Avx512), 1 | 2) => on_avx512::<1>(sizes, [a, b], sum),
+            (Some(Isa::Avx512), 3 | 4) => on_avx512::<2>(sizes, [a, b], sum),
+            (Some(Isa::Avx512), 5 | 6) => on_avx512::<3>(sizes, [a, b], sum),
+            (Some(Isa::Avx512), _) => on_avx512::<4>(sizes, [a, b], sum),
+            (_, 1) => on_avx2::<1, 8>(sizes, [a, b], sum),
+            (_, 2) => on_avx2::<2, 4>(sizes, [a, b], sum),
+            (_, 3 | 4) => on_avx2::<4, 2>(sizes, [a, b], sum),
+            (_, _) => on_avx2::<8, 1>(sizes, [a, b], sum),
         }
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn block_sum(_: [usize; 3], _: [Matrix; 2], _: &mut [f32]) {
-    unreachable!("`applies` holds only with AVX-512");
+    unreachable!("`applies` holds only with AVX-512 or AVX2");
 }
 
-/// The block's output in tiles of [`TILE_ROWS`] rows by `V` vectors of 16 columns (the last
-/// vector masked to `n`), each tile's accumulators in registers through the whole depth.
+/// [`tiles`] with AVX-512, eight rows a tile.
 ///
 /// # Safety
-/// As [`block_sum`]'s, with `n ≤ 16 · V`.
+/// As [`tiles`]'s; the processor has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn tiles<const V: usize>([m, k, n]: [usize; 3], [a, b]: [Matrix; 2], sum: &mut [f32]) {
-    use std::arch::x86_64::*;
-    assert!(n <= 16 * V && sum.len() == m * n);
+unsafe fn on_avx512<const V: usize>(sizes: [usize; 3], ab: [Matrix; 2], sum: &mut [f32]) {
+    unsafe { tiles::<super::lanes::Avx512, V, 8>(sizes, ab, sum) }
+}
+
+/// [`tiles`] with AVX2 and FMA.
+///
+/// # Safety
+/// As [`tiles`]'s; the processor has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn on_avx2<const V: usize, const ROWS: usize>(
+    sizes: [usize; 3],
+    ab: [Matrix; 2],
+    sum: &mut [f32],
+) {
+    unsafe { tiles::<super::lanes::Avx2, V, ROWS>(sizes, ab, sum) }
+}
+
+/// The block's output in tiles of `ROWS` rows by `V` vectors of `L::WIDTH` columns (the last
+/// ones masked to `n`), each tile's accumulators in registers through the whole depth.
+///
+/// # Safety
+/// As [`block_sum`]'s, with `n ≤ V · L::WIDTH`, inside a wrapper compiled for `L`.
+#[inline(always)]
+unsafe fn tiles<L: Lanes, const V: usize, const ROWS: usize>(
+    [m, k, n]: [usize; 3],
+    [a, b]: [Matrix; 2],
+    sum: &mut [f32],
+) {
+    assert!(n <= L::WIDTH * V && sum.len() == m * n);
     // Lanes of each vector inside the output's n columns.
-    let masks: [__mmask16; V] = std::array::from_fn(|v| {
-        let lanes = n.saturating_sub(16 * v).min(16);
-        ((1u32 << lanes) - 1) as __mmask16
-    });
-    for top in (0..m).step_by(TILE_ROWS) {
-        let rows = TILE_ROWS.min(m - top);
-        let mut acc = [[_mm512_setzero_ps(); V]; TILE_ROWS];
+    let masks: [L::Mask; V] =
+        std::array::from_fn(|v| unsafe { L::first(n.saturating_sub(L::WIDTH * v)) });
+    for top in (0..m).step_by(ROWS) {
+        let rows = ROWS.min(m - top);
+        let mut acc = [[unsafe { L::zero() }; V]; ROWS];
         for d in 0..k {
             // SAFETY: row d of `b` (its columns adjacent) holds n values; column d of `a` (its
             // rows adjacent) holds m, of which rows [top, top + rows) are read.
@@ -132,13 +160,12 @@ unsafe fn tiles<const V: usize>([m, k, n]: [usize; 3], [a, b]: [Matrix; 2], sum:
                     a.at.offset(d as isize * a.col_stride + top as isize),
                 )
             };
-            let ys: [__m512; V] = std::array::from_fn(|v| unsafe {
-                _mm512_maskz_loadu_ps(masks[v], row.add(16 * v))
-            });
+            let ys: [L::Vector; V] =
+                std::array::from_fn(|v| unsafe { L::load(masks[v], row.add(L::WIDTH * v)) });
             for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-                let x = _mm512_set1_ps(unsafe { *column.add(r) });
+                let x = unsafe { L::splat(*column.add(r)) };
                 for (acc, y) in acc.iter_mut().zip(ys) {
-                    *acc = _mm512_fmadd_ps(x, y, *acc);
+                    *acc = unsafe { L::mul_add(x, y, *acc) };
                 }
             }
         }
@@ -146,7 +173,7 @@ unsafe fn tiles<const V: usize>([m, k, n]: [usize; 3], [a, b]: [Matrix; 2], sum:
             let at = sum[(top + r) * n..].as_mut_ptr();
             for (v, acc) in acc.iter().enumerate() {
                 // SAFETY: the masked lanes of row top + r lie inside `sum`.
-                unsafe { _mm512_mask_storeu_ps(at.add(16 * v), masks[v], *acc) };
+                unsafe { L::store(at.add(L::WIDTH * v), masks[v], *acc) };
             }
         }
     }

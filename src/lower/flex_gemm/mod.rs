@@ -15,6 +15,7 @@
 //! shape for `laxc bench --products`.
 
 mod depth_blocks;
+mod lanes;
 mod row_tiles;
 mod small_batch;
 pub mod timings;
@@ -165,15 +166,6 @@ const ONE_DEPTH_BLOCK: usize = 512;
 /// in blocks of [`ONE_DEPTH_BLOCK`] instead of its cache model's.
 fn small_output(m: usize, n: usize) -> bool {
     m <= 64 && n <= 64
-}
-
-/// Whether the processor has AVX-512F, which `depth_blocks` and `row_tiles` are written for
-/// (elsewhere gemm runs their products, with the same bits).
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    return false;
 }
 
 /// Whether a product writes its output (`Over` memory it does not read) or adds itself to it.
@@ -1031,7 +1023,7 @@ mod tests {
         use burn::backend::Flex;
         use burn::tensor::ops::FloatTensorOps;
         if !depth_blocks::applies([8, 2048, 8], GRADIENT) {
-            return; // no AVX-512 here: gemm runs these products
+            return; // neither AVX-512 nor AVX2 here: gemm runs these products
         }
         // A single row or column is gemm's matrix-vector kernel's, two blocks depth halves'.
         assert!(!depth_blocks::applies([1, 2048, 8], GRADIENT));
@@ -1060,7 +1052,7 @@ mod tests {
         use burn::backend::Flex;
         use burn::tensor::ops::FloatTensorOps;
         if !row_tiles::applies([2048, 8, 8], ROW_MAJOR) {
-            return; // no AVX-512 here: gemm runs these products
+            return; // neither AVX-512 nor AVX2 here: gemm runs these products
         }
         // One column is gemm's matrix-vector kernel's, a depth of two its outer products'.
         assert!(!row_tiles::applies([2048, 8, 1], ROW_MAJOR));
@@ -1099,7 +1091,7 @@ mod tests {
         use burn::backend::Flex;
         use burn::tensor::ops::FloatTensorOps;
         if !small_batch::applies(2, [17, 32, 17], ROW_MAJOR) {
-            return; // no AVX-512 here: gemm runs these products
+            return; // neither AVX-512 nor AVX2 here: gemm runs these products
         }
         // One product, one row or column, a depth of two, more than the kernel holds, or
         // gemm's dot products (a row-major `a` by a transposed `b`, at most 256 outputs): gemm's.
@@ -1137,6 +1129,8 @@ mod tests {
             (2, 33, 20, 20, true, true),
             (5, 2, 3, 2, true, false),
             (4, 64, 3, 2, false, false),
+            (3, 11, 7, 8, false, false),
+            (3, 12, 9, 12, true, false),
         ] {
             let a = match a_transposed {
                 true => Flex::float_transpose(batch_of(batch, k, m, 1)),

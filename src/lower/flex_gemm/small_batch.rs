@@ -9,9 +9,11 @@
 //! sums tiles of `a`'s rows against them, each output element one accumulator, its terms in
 //! order from zero, each product fused into its addition, then multiplied by the scale, as
 //! gemm's micro-kernel does for a depth within one block. So every element has gemm's bits
-//! (tested against one gemm call), on any number of threads.
+//! (tested against one gemm call), on any number of threads. With AVX-512 or with AVX2 and FMA
+//! (`lanes`; rows of up to four vectors of 8 there).
 
-use super::{has_avx512, Dst, Grain, Matrix};
+use super::lanes::{isa, Lanes};
+use super::{Dst, Grain, Matrix};
 use std::mem::MaybeUninit;
 
 /// The widest output row (two vectors), the deepest product, the most rows.
@@ -23,14 +25,14 @@ const MOST_ROWS: usize = 64;
 /// `grain` says: more than one product, 2 to [`MOST_ROWS`] rows and 2 to [`MOST_COLUMNS`]
 /// columns (gemm sums a single row or column by its matrix-vector kernels), a depth of 3 to
 /// [`MOST_DEPTH`] (gemm takes depths of 1 or 2 by another kernel), on a processor with
-/// AVX-512; and not an output of at most 256 elements from a row-major `a` and a transposed
+/// AVX-512 or AVX2; and not an output of at most 256 elements from a row-major `a` and a transposed
 /// `b`, which gemm sums as dot products along the depth, in another order.
 pub(super) fn applies(batch: usize, [m, k, n]: [usize; 3], grain: Grain) -> bool {
     let shapes = (2..=MOST_ROWS).contains(&m)
         && (2..=MOST_COLUMNS).contains(&n)
         && (3..=MOST_DEPTH).contains(&k);
     let dots = grain.a_columns_adjacent && grain.b_rows_adjacent && m * n <= 256;
-    batch > 1 && shapes && !dots && has_avx512()
+    batch > 1 && shapes && !dots && isa().is_some()
 }
 
 /// Products a task takes at least: about 64 K multiply-adds, so that a task repays its cost.
@@ -69,57 +71,104 @@ pub(super) unsafe fn product([m, k, n]: [usize; 3], [a, b]: [Matrix; 2], scale: 
             }
         }
     };
-    // SAFETY: the caller's; `rows_of_b` holds k rows of n values, columns adjacent; AVX-512F
-    // is present (`applies`).
+    // SAFETY: the caller's; `rows_of_b` holds k rows of n values, columns adjacent; the
+    // processor has the instruction set (`applies`).
+    unsafe { by_isa([m, k, n], [a, rows_of_b], scale, out) }
+}
+
+/// [`tiles`] for the instruction set this processor has: rows of one or two vectors of 16
+/// with AVX-512 (eight accumulators a tile), of one to four of 8 with AVX2 (at most nine:
+/// three rows of three vectors for attention's rows of 17 to 24).
+///
+/// # Safety
+/// As [`tiles`]'s, without the instruction set.
+#[cfg(target_arch = "x86_64")]
+unsafe fn by_isa(sizes: [usize; 3], ab: [Matrix; 2], scale: f32, out: Dst) {
+    use super::lanes::Isa;
+    // SAFETY: the caller's, and the instruction set each wrapper is compiled for is present.
     unsafe {
-        match n <= 16 {
-            true => tiles::<1>([m, k, n], [a, rows_of_b], scale, out),
-            false => tiles::<2>([m, k, n], [a, rows_of_b], scale, out),
+        match (isa(), sizes[2].div_ceil(8)) {
+            (Some(Isa::Avx512), 1 | 2) => on_avx512::<1, 8>(sizes, ab, scale, out),
+            (Some(Isa::Avx512), _) => on_avx512::<2, 4>(sizes, ab, scale, out),
+            (_, 1) => on_avx2::<1, 8>(sizes, ab, scale, out),
+            (_, 2) => on_avx2::<2, 4>(sizes, ab, scale, out),
+            (_, 3) => on_avx2::<3, 3>(sizes, ab, scale, out),
+            (_, _) => on_avx2::<4, 2>(sizes, ab, scale, out),
         }
     }
 }
 
-/// The m rows of `out` from `a`'s, in tiles of `8 / VECTORS` rows, each row `VECTORS` vectors
-/// of 16 lanes, the lanes past column n neither read nor written.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn by_isa(_: [usize; 3], _: [Matrix; 2], _: f32, _: Dst) {
+    unreachable!("`applies` holds only with AVX-512 or AVX2");
+}
+
+/// [`tiles`] with AVX-512.
+///
+/// # Safety
+/// As [`tiles`]'s; the processor has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn on_avx512<const V: usize, const ROWS: usize>(
+    sizes: [usize; 3],
+    ab: [Matrix; 2],
+    scale: f32,
+    out: Dst,
+) {
+    unsafe { tiles::<super::lanes::Avx512, V, ROWS>(sizes, ab, scale, out) }
+}
+
+/// [`tiles`] with AVX2 and FMA.
+///
+/// # Safety
+/// As [`tiles`]'s; the processor has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn on_avx2<const V: usize, const ROWS: usize>(
+    sizes: [usize; 3],
+    ab: [Matrix; 2],
+    scale: f32,
+    out: Dst,
+) {
+    unsafe { tiles::<super::lanes::Avx2, V, ROWS>(sizes, ab, scale, out) }
+}
+
+/// The m rows of `out` from `a`'s, in tiles of `ROWS` rows, each row `V` vectors of `L::WIDTH`
+/// lanes, the lanes past column n neither read nor written.
 ///
 /// # Safety
 /// `a` and `b` address (m × k) and (k × n) matrices at their strides, `b`'s columns adjacent;
-/// `out` holds m rows of n, columns adjacent; AVX-512F is present.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn tiles<const VECTORS: usize>(
+/// `out` holds m rows of n, columns adjacent; `n ≤ V · L::WIDTH`; inside a wrapper compiled
+/// for `L`.
+#[inline(always)]
+unsafe fn tiles<L: Lanes, const V: usize, const ROWS: usize>(
     [m, k, n]: [usize; 3],
     [a, b]: [Matrix; 2],
     scale: f32,
     out: Dst,
 ) {
-    use std::arch::x86_64::*;
-    let tile_rows = 8 / VECTORS;
     // Lanes of each vector inside the row's n columns.
-    let masks: [__mmask16; 2] = [
-        ((1u32 << n.min(16)) - 1) as __mmask16,
-        ((1u32 << n.saturating_sub(16)) - 1) as __mmask16,
-    ];
-    let factor = _mm512_set1_ps(scale);
-    for top in (0..m).step_by(tile_rows) {
-        let tile = tile_rows.min(m - top);
-        let mut acc = [[_mm512_setzero_ps(); VECTORS]; 8];
+    let masks: [L::Mask; V] =
+        std::array::from_fn(|v| unsafe { L::first(n.saturating_sub(L::WIDTH * v)) });
+    let factor = unsafe { L::splat(scale) };
+    for top in (0..m).step_by(ROWS) {
+        let tile = ROWS.min(m - top);
+        let mut acc = [[unsafe { L::zero() }; V]; ROWS];
         for d in 0..k {
             let row = b.at.wrapping_offset(d as isize * b.row_stride);
-            let mut y = [_mm512_setzero_ps(); VECTORS];
-            for (v, y) in y.iter_mut().enumerate() {
-                // SAFETY: the masked lanes are columns of row d of `b`; the others are not read.
-                *y = unsafe { _mm512_maskz_loadu_ps(masks[v], row.wrapping_add(16 * v)) };
-            }
+            // SAFETY: the masked lanes are columns of row d of `b`; the others are not read.
+            let y: [L::Vector; V] = std::array::from_fn(|v| unsafe {
+                L::load(masks[v], row.wrapping_add(L::WIDTH * v))
+            });
             for (r, acc) in acc.iter_mut().enumerate().take(tile) {
                 // SAFETY: (top + r, d) lies inside `a`.
                 let x = unsafe {
                     *a.at
                         .offset((top + r) as isize * a.row_stride + d as isize * a.col_stride)
                 };
-                let x = _mm512_set1_ps(x);
+                let x = unsafe { L::splat(x) };
                 for (acc, y) in acc.iter_mut().zip(y) {
-                    *acc = _mm512_fmadd_ps(x, y, *acc);
+                    *acc = unsafe { L::mul_add(x, y, *acc) };
                 }
             }
         }
@@ -128,18 +177,13 @@ unsafe fn tiles<const VECTORS: usize>(
             for (v, acc) in acc.iter().enumerate() {
                 // SAFETY: the masked lanes are columns of row top + r of `out`.
                 unsafe {
-                    _mm512_mask_storeu_ps(
-                        row.wrapping_add(16 * v),
+                    L::store(
+                        row.wrapping_add(L::WIDTH * v),
                         masks[v],
-                        _mm512_mul_ps(*acc, factor),
+                        L::mul(*acc, factor),
                     )
                 };
             }
         }
     }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn tiles<const VECTORS: usize>(_: [usize; 3], _: [Matrix; 2], _: f32, _: Dst) {
-    unreachable!("`applies` holds only with AVX-512");
 }
