@@ -10,10 +10,10 @@
 //! from zero, each product fused into its addition, as gemm's micro-kernel does), the blocks on
 //! every thread at once, and the blocks' sums are then added in order, each rounded once, as
 //! gemm adds a block to the blocks before it. So every element has gemm's bits (tested against
-//! one gemm call), on any number of threads. With AVX-512 or with AVX2 and FMA (`lanes`).
+//! one gemm call), on any number of threads. With AVX-512 or with AVX2 and FMA (`flex_kernels::lanes`).
 
-use super::lanes::{isa, Lanes};
 use super::{Grain, Matrix, ONE_DEPTH_BLOCK};
+use crate::lower::flex_kernels::lanes::{isa, Lanes};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -87,7 +87,7 @@ unsafe fn add_blocks(sums: &[f32], size: usize, scale: f32, out: &mut [MaybeUnin
 /// As [`product`]'s, for this block; the processor has the instruction set (`applies`).
 #[cfg(target_arch = "x86_64")]
 unsafe fn block_sum([m, k, n]: [usize; 3], [a, b]: [Matrix; 2], sum: &mut [f32]) {
-    use super::lanes::Isa;
+    use crate::lower::flex_kernels::lanes::Isa;
     let sizes = [m, k, n];
     // SAFETY: the caller's, for each width.
     unsafe {
@@ -116,7 +116,7 @@ unsafe fn block_sum(_: [usize; 3], _: [Matrix; 2], _: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn on_avx512<const V: usize>(sizes: [usize; 3], ab: [Matrix; 2], sum: &mut [f32]) {
-    unsafe { tiles::<super::lanes::Avx512, V, 8>(sizes, ab, sum) }
+    unsafe { tiles::<crate::lower::flex_kernels::lanes::Avx512, V, 8>(sizes, ab, sum) }
 }
 
 /// [`tiles`] with AVX2 and FMA.
@@ -130,7 +130,7 @@ unsafe fn on_avx2<const V: usize, const ROWS: usize>(
     ab: [Matrix; 2],
     sum: &mut [f32],
 ) {
-    unsafe { tiles::<super::lanes::Avx2, V, ROWS>(sizes, ab, sum) }
+    unsafe { tiles::<crate::lower::flex_kernels::lanes::Avx2, V, ROWS>(sizes, ab, sum) }
 }
 
 /// The block's output in tiles of `ROWS` rows by `V` vectors of `L::WIDTH` columns (the last

@@ -15,7 +15,6 @@
 //! shape for `laxc bench --products`.
 
 mod depth_blocks;
-mod lanes;
 mod row_tiles;
 mod small_batch;
 pub mod timings;

@@ -8,10 +8,10 @@
 //! each element is one accumulator, its terms in order from zero, each product fused into its
 //! addition, then multiplied by the scale, as gemm's micro-kernel does for a depth within one
 //! block. So every element has gemm's bits (tested against one gemm call), on any number of
-//! threads. With AVX-512 or with AVX2 and FMA (`lanes`; two vectors a row of 9 to 16 there).
+//! threads. With AVX-512 or with AVX2 and FMA (`flex_kernels::lanes`; two vectors a row of 9 to 16 there).
 
-use super::lanes::{isa, Lanes};
 use super::{Grain, Matrix, ONE_DEPTH_BLOCK};
+use crate::lower::flex_kernels::lanes::{isa, Lanes};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -70,7 +70,7 @@ pub(super) unsafe fn product(
 /// instruction set (`applies`).
 #[cfg(target_arch = "x86_64")]
 unsafe fn rows(a: Matrix, b: &[[f32; 16]], n: usize, scale: f32, out: &mut [MaybeUninit<f32>]) {
-    use super::lanes::Isa;
+    use crate::lower::flex_kernels::lanes::Isa;
     // SAFETY: the caller's.
     unsafe {
         match (isa(), n) {
@@ -99,7 +99,7 @@ unsafe fn on_avx512(
     scale: f32,
     out: &mut [MaybeUninit<f32>],
 ) {
-    unsafe { tiles::<super::lanes::Avx512, 1, TILE_ROWS>(a, b, n, scale, out) }
+    unsafe { tiles::<crate::lower::flex_kernels::lanes::Avx512, 1, TILE_ROWS>(a, b, n, scale, out) }
 }
 
 /// [`tiles`] with AVX2 and FMA.
@@ -115,7 +115,7 @@ unsafe fn on_avx2<const V: usize, const ROWS: usize>(
     scale: f32,
     out: &mut [MaybeUninit<f32>],
 ) {
-    unsafe { tiles::<super::lanes::Avx2, V, ROWS>(a, b, n, scale, out) }
+    unsafe { tiles::<crate::lower::flex_kernels::lanes::Avx2, V, ROWS>(a, b, n, scale, out) }
 }
 
 /// The rows of `out` in tiles of `ROWS` rows, each row `V` vectors of `L::WIDTH` lanes (the

@@ -10,10 +10,10 @@
 //! order from zero, each product fused into its addition, then multiplied by the scale, as
 //! gemm's micro-kernel does for a depth within one block. So every element has gemm's bits
 //! (tested against one gemm call), on any number of threads. With AVX-512 or with AVX2 and FMA
-//! (`lanes`; rows of up to four vectors of 8 there).
+//! (`flex_kernels::lanes`; rows of up to four vectors of 8 there).
 
-use super::lanes::{isa, Lanes};
 use super::{Dst, Grain, Matrix};
+use crate::lower::flex_kernels::lanes::{isa, Lanes};
 use std::mem::MaybeUninit;
 
 /// The widest output row (two vectors), the deepest product, the most rows.
@@ -84,7 +84,7 @@ pub(super) unsafe fn product([m, k, n]: [usize; 3], [a, b]: [Matrix; 2], scale: 
 /// As [`tiles`]'s, without the instruction set.
 #[cfg(target_arch = "x86_64")]
 unsafe fn by_isa(sizes: [usize; 3], ab: [Matrix; 2], scale: f32, out: Dst) {
-    use super::lanes::Isa;
+    use crate::lower::flex_kernels::lanes::Isa;
     // SAFETY: the caller's, and the instruction set each wrapper is compiled for is present.
     unsafe {
         match (isa(), sizes[2].div_ceil(8)) {
@@ -115,7 +115,7 @@ unsafe fn on_avx512<const V: usize, const ROWS: usize>(
     scale: f32,
     out: Dst,
 ) {
-    unsafe { tiles::<super::lanes::Avx512, V, ROWS>(sizes, ab, scale, out) }
+    unsafe { tiles::<crate::lower::flex_kernels::lanes::Avx512, V, ROWS>(sizes, ab, scale, out) }
 }
 
 /// [`tiles`] with AVX2 and FMA.
@@ -130,7 +130,7 @@ unsafe fn on_avx2<const V: usize, const ROWS: usize>(
     scale: f32,
     out: Dst,
 ) {
-    unsafe { tiles::<super::lanes::Avx2, V, ROWS>(sizes, ab, scale, out) }
+    unsafe { tiles::<crate::lower::flex_kernels::lanes::Avx2, V, ROWS>(sizes, ab, scale, out) }
 }
 
 /// The m rows of `out` from `a`'s, in tiles of `ROWS` rows, each row `V` vectors of `L::WIDTH`

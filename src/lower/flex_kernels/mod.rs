@@ -14,7 +14,9 @@
 //! - `tensor_gate`: a tensor gate applied to rows in its factored form, and its input gradient;
 //! - `scale`: the linear gate's product by a scalar, and its backward;
 //! - `layout`: the swap of a 3-D or 4-D tensor's middle axes;
-//! - `math`: `exp` and `erf` without branches or library calls.
+//! - `math`: `exp` and `erf` without branches or library calls;
+//! - `lanes`: the vector registers that hand-written kernels (the tensor gate's rows here,
+//!   `flex_gemm`'s product kernels) take, AVX-512's or AVX2's, behind one trait.
 //!
 //! Each kernel reads contiguous f32 tensors (otherwise it declines, `None`, and the caller
 //! composes the formula from Burn's ops); where an op reads an input last, its kernel writes its
@@ -29,6 +31,7 @@ mod adamw;
 mod cross_entropy;
 mod dropout;
 mod kron;
+pub(crate) mod lanes;
 mod layout;
 mod math;
 mod norm;

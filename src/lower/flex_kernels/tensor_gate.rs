@@ -6,21 +6,23 @@
 //! against 1,024; rank 32's 4 × 8: 1,024 against 384), the count the report gives. As two
 //! GEMMs with axis swaps between them the factored form lost to the one dense GEMM
 //! (BENCHMARKS.md, attempt 16): GEMMs eight wide and two copies. Here each row is done whole
-//! in registers, its `s0` rows of `R G0` and then `G1ᵀ` over them, with AVX-512 (`avx512`) or
-//! with AVX2 and FMA (`avx2`, the same bits: attempt 100) for the folds with rows of 8 (ranks 16
+//! in registers, its `s0` rows of `R G0` and then `G1ᵀ` over them, with AVX-512 or with AVX2 and
+//! FMA (`lanes`; the same bits either way: attempt 100) for the folds with rows of 8 (ranks 16
 //! to 64; at rank 64 half the dense GEMM's time, at rank 32 two thirds: BENCHMARKS.md attempt
 //! 50) and of 16 or 32 (ranks 128 to 1,024, where the lowering had two small GEMMs and two axis
 //! swaps: attempt 52). For other cores, and without either instruction set, the kernels
 //! decline and the dense product serves.
 
+use super::lanes::{self, isa, Isa, Lanes};
 use super::{f32s, output, written, CHUNK};
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{TensorData, TensorMetadata};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Every row of (rows, s0·s1) `h` times `kron(g1, g0)` for `g1 (s0, t0)` and `g0 (s1, t1)`:
 /// row `R` (folded row-major `s0 × s1`) becomes `G1ᵀ (R G0)` (`t0 × t1`, row-major; the order
-/// of the sums is `avx512`'s and `avx2`'s). `None` unless contiguous f32 of matching shapes, on
+/// of the sums is [`wide`]'s, and `avx512::rows`'). `None` unless contiguous f32 of matching shapes, on
 /// a processor with AVX-512 or AVX2 and cores its rows take ([`tensor_gate_applies`]).
 pub fn tensor_gate(h: &FlexTensor, g1: &FlexTensor, g0: &FlexTensor) -> Option<FlexTensor> {
     let ([s0, t0], [s1, t1]) = (dims(g1)?, dims(g0)?);
@@ -100,7 +102,7 @@ const MAX_WIDE_ROWS: usize = 32;
 /// AVX2 and FMA. The same shapes on either, so that a gate's form (and its sums' order) does
 /// not depend on the processor.
 fn applies(s: [usize; 2], t: [usize; 2]) -> bool {
-    shapes_taken(s, t) && simd().is_some()
+    shapes_taken(s, t) && isa().is_some()
 }
 
 /// Folds whose rows are eight wide with an even number of rows (`s0`, `t0` from 2 to 16: the
@@ -115,36 +117,111 @@ fn shapes_taken([s0, s1]: [usize; 2], [t0, t1]: [usize; 2]) -> bool {
     }
 }
 
-/// The vector instructions the rows are written for, as this processor has them.
-#[derive(Clone, Copy)]
-enum Simd {
-    Avx512,
-    Avx2,
-}
-
-fn simd() -> Option<Simd> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            return Some(Simd::Avx512);
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Some(Simd::Avx2);
-        }
-    }
-    None
-}
-
 /// The rows of `x` through `cores` into `y`. Call only where [`applies`] holds.
-fn run(x: &[f32], y: &mut [std::mem::MaybeUninit<f32>], cores: &Cores) {
+fn run(x: &[f32], y: &mut [MaybeUninit<f32>], cores: &Cores) {
+    let isa = isa().expect("`applies` holds only with AVX-512 or AVX2");
+    // SAFETY: `isa` is this processor's.
+    unsafe { run_on(isa, x, y, cores) }
+}
+
+/// [`run`] with `isa`'s rows: with AVX-512, rows eight wide two to a register
+/// (`avx512::rows`), wider ones by [`wide`]; with AVX2, every width by [`wide`] (its registers
+/// are eight wide).
+///
+/// # Safety
+/// The processor has `isa`.
+unsafe fn run_on(isa: Isa, x: &[f32], y: &mut [MaybeUninit<f32>], cores: &Cores) {
     assert!(shapes_taken(cores.s, cores.t));
+    // SAFETY: the caller's for `isa`; `t1` is 8, 16 or 32 (`shapes_taken`).
     #[cfg(target_arch = "x86_64")]
-    match simd() {
-        Some(Simd::Avx512) => return avx512::run(x, y, cores),
-        Some(Simd::Avx2) => return avx2::run(x, y, cores),
-        None => {}
+    unsafe {
+        match (isa, cores.t[1]) {
+            (Isa::Avx512, NARROW) => avx512::rows(x, y, cores),
+            (Isa::Avx512, 16) => wide_avx512::<1>(x, y, cores),
+            (Isa::Avx512, _) => wide_avx512::<2>(x, y, cores),
+            (Isa::Avx2, NARROW) => wide_avx2::<1>(x, y, cores),
+            (Isa::Avx2, 16) => wide_avx2::<2>(x, y, cores),
+            (Isa::Avx2, _) => wide_avx2::<4>(x, y, cores),
+        }
     }
-    unreachable!("no vector instructions the rows are written for: `applies` is false")
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no {isa:?} here")
+}
+
+/// [`wide`] with AVX-512.
+///
+/// # Safety
+/// As [`wide`]'s; the processor has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn wide_avx512<const V: usize>(x: &[f32], y: &mut [MaybeUninit<f32>], cores: &Cores) {
+    unsafe { wide::<lanes::Avx512, V>(x, y, cores) }
+}
+
+/// [`wide`] with AVX2 and FMA.
+///
+/// # Safety
+/// As [`wide`]'s; the processor has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn wide_avx2<const V: usize>(x: &[f32], y: &mut [MaybeUninit<f32>], cores: &Cores) {
+    unsafe { wide::<lanes::Avx2, V>(x, y, cores) }
+}
+
+/// The rows for folds whose rows are `V` whole vectors (`s1 = t1 = V · L::WIDTH`), each
+/// element of `R` and of `G1` broadcast from memory against whole rows of `G0` and of `R G0`.
+/// The sums over `d` on two chains (even and odd `d`, added at the end: one chain was the
+/// rank-32 gate's latency), over `c` in order; each product fused into its addition: the
+/// order of `avx512::rows` too, so either instruction set gives the same bits.
+///
+/// # Safety
+/// Inside a wrapper compiled for `L`; `cores` as `shapes_taken` takes them with
+/// `t1 = V · L::WIDTH`. (Every pointer read or written is inside a slice whose length is
+/// checked first.)
+#[inline(always)]
+unsafe fn wide<L: Lanes, const V: usize>(x: &[f32], y: &mut [MaybeUninit<f32>], cores: &Cores) {
+    let ([s0, s1], [t0, t1]) = (cores.s, cores.t);
+    assert!(s1 == L::WIDTH * V && t1 == L::WIDTH * V && s0 <= MAX_WIDE_ROWS);
+    assert!(cores.g0.len() == s1 * t1 && cores.g1.len() == s0 * t0);
+    let (in_width, out_width) = (s0 * s1, t0 * t1);
+    let count = x.len() / in_width;
+    assert!(y.len() >= count * out_width);
+    let (g0, g1) = (cores.g0.as_ptr(), cores.g1.as_ptr());
+    // SAFETY: the offsets lie inside the slices asserted above; the caller's for `L`.
+    unsafe {
+        let all = L::first(L::WIDTH);
+        let mut inner = [[L::zero(); V]; MAX_WIDE_ROWS];
+        for n in 0..count {
+            let (at, to) = (
+                x.as_ptr().add(n * in_width),
+                y.as_mut_ptr().add(n * out_width).cast::<f32>(),
+            );
+            for (c, inner) in inner[..s0].iter_mut().enumerate() {
+                let mut sums = [[L::zero(); V]; 2];
+                for d in 0..s1 {
+                    let r = L::splat(*at.add(c * s1 + d));
+                    for (v, sum) in sums[d % 2].iter_mut().enumerate() {
+                        *sum = L::mul_add(r, L::load(all, g0.add(d * t1 + L::WIDTH * v)), *sum);
+                    }
+                }
+                for v in 0..V {
+                    inner[v] = L::add(sums[0][v], sums[1][v]);
+                }
+            }
+            for i in 0..t0 {
+                let mut sum = [L::zero(); V];
+                for (c, inner) in inner[..s0].iter().enumerate() {
+                    let weight = L::splat(*g1.add(c * t0 + i));
+                    for v in 0..V {
+                        sum[v] = L::mul_add(weight, inner[v], sum[v]);
+                    }
+                }
+                for (v, &sum) in sum.iter().enumerate() {
+                    L::store(to.add(i * t1 + L::WIDTH * v), all, sum);
+                }
+            }
+        }
+    }
 }
 
 /// `m (rows, cols)` transposed, row-major.
@@ -176,76 +253,13 @@ mod avx512 {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    use super::{MAX_NARROW_ROWS as MAX_ROWS, MAX_WIDE_ROWS, NARROW as WIDTH};
-
-    /// The rows of `x` through `cores` into `y`, for shapes `shapes_taken` holds.
-    pub(super) fn run(x: &[f32], y: &mut [MaybeUninit<f32>], cores: &Cores) {
-        assert!(is_x86_feature_detected!("avx512f"));
-        // SAFETY: AVX-512F is present, and the shapes are the ones each takes (`run`'s caller).
-        unsafe {
-            match cores.t[1] {
-                WIDTH => rows(x, y, cores),
-                16 => wide::<1>(x, y, cores),
-                _ => wide::<2>(x, y, cores),
-            }
-        }
-    }
-
-    /// The rows for folds whose rows are `V` whole vectors (`s1 = t1 = 16·V`: ranks 128 to
-    /// 1,024 with cores of 8 to 32 rows), each element of `R` and of `G1` broadcast from memory
-    /// against whole rows of `G0` and of `R G0`. The sums over `d` on two chains (even and odd
-    /// `d`), over `c` in order; each product fused into its addition.
-    ///
-    /// # Safety
-    /// The processor has AVX-512F, and `cores` are as `shapes_taken` takes them (`t1 = 16·V`).
-    #[target_feature(enable = "avx512f")]
-    unsafe fn wide<const V: usize>(x: &[f32], y: &mut [MaybeUninit<f32>], cores: &Cores) {
-        let ([s0, s1], [t0, t1]) = (cores.s, cores.t);
-        assert!(s1 == 16 * V && t1 == 16 * V && s0 <= MAX_WIDE_ROWS);
-        assert!(cores.g0.len() == s1 * t1 && cores.g1.len() == s0 * t0);
-        let (in_width, out_width) = (s0 * s1, t0 * t1);
-        let count = x.len() / in_width;
-        assert!(y.len() >= count * out_width);
-        let (g0, g1) = (cores.g0.as_ptr(), cores.g1.as_ptr());
-        let mut inner = [[_mm512_setzero_ps(); V]; MAX_WIDE_ROWS];
-        for n in 0..count {
-            let (at, to) = (
-                x.as_ptr().add(n * in_width),
-                y.as_mut_ptr().add(n * out_width),
-            );
-            for (c, inner) in inner[..s0].iter_mut().enumerate() {
-                let mut sums = [[_mm512_setzero_ps(); V]; 2];
-                for d in 0..s1 {
-                    let r = _mm512_set1_ps(*at.add(c * s1 + d));
-                    for (v, sum) in sums[d % 2].iter_mut().enumerate() {
-                        *sum = _mm512_fmadd_ps(r, _mm512_loadu_ps(g0.add(d * t1 + 16 * v)), *sum);
-                    }
-                }
-                for v in 0..V {
-                    inner[v] = _mm512_add_ps(sums[0][v], sums[1][v]);
-                }
-            }
-            for i in 0..t0 {
-                let mut sum = [_mm512_setzero_ps(); V];
-                for (c, inner) in inner[..s0].iter().enumerate() {
-                    let weight = _mm512_set1_ps(*g1.add(c * t0 + i));
-                    for v in 0..V {
-                        sum[v] = _mm512_fmadd_ps(weight, inner[v], sum[v]);
-                    }
-                }
-                for (v, &sum) in sum.iter().enumerate() {
-                    _mm512_storeu_ps(to.add(i * t1 + 16 * v).cast::<f32>(), sum);
-                }
-            }
-        }
-    }
+    use super::{MAX_NARROW_ROWS as MAX_ROWS, NARROW as WIDTH};
 
     /// # Safety
     /// The processor has AVX-512F, and `cores` are as `shapes_taken` takes them (`t1 = 8`).
-    /// (Every pointer
-    /// read or written is inside a slice whose length is checked first.)
+    /// (Every pointer read or written is inside a slice whose length is checked first.)
     #[target_feature(enable = "avx512f")]
-    unsafe fn rows(x: &[f32], y: &mut [MaybeUninit<f32>], cores: &Cores) {
+    pub(super) unsafe fn rows(x: &[f32], y: &mut [MaybeUninit<f32>], cores: &Cores) {
         let ([s0, _], [t0, _]) = (cores.s, cores.t);
         let (in_width, out_width) = (s0 * WIDTH, t0 * WIDTH);
         let count = x.len() / in_width;
@@ -299,78 +313,6 @@ mod avx512 {
                     sum = _mm512_fmadd_ps(coefficients[c * pairs + q], inner[c], sum);
                 }
                 _mm512_storeu_ps(to.add(2 * q * WIDTH).cast::<f32>(), sum);
-            }
-        }
-    }
-}
-
-/// The rows with AVX2 and FMA, eight lanes a register, for every shape the AVX-512 rows take
-/// and to the bit what they compute: each element of `R` broadcast against the rows of `G0`
-/// (`s1 = t1 = 8·V`, `V` registers a row), the sums over `d` on two chains (even and odd `d`,
-/// added at the end), then each element of `G1` broadcast against the rows of `R G0`, summed
-/// over `c` in order, each product fused into its addition. (A portable version without fused
-/// multiply-adds lost to the dense GEMM: attempt 50.)
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{Cores, MAX_WIDE_ROWS};
-    use std::arch::x86_64::*;
-    use std::mem::MaybeUninit;
-
-    /// The rows of `x` through `cores` into `y`, for shapes `shapes_taken` holds.
-    pub(super) fn run(x: &[f32], y: &mut [MaybeUninit<f32>], cores: &Cores) {
-        assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
-        // SAFETY: AVX2 and FMA are present, and `t1` is 8, 16 or 32 (`shapes_taken`).
-        unsafe {
-            match cores.t[1] {
-                8 => rows::<1>(x, y, cores),
-                16 => rows::<2>(x, y, cores),
-                _ => rows::<4>(x, y, cores),
-            }
-        }
-    }
-
-    /// # Safety
-    /// The processor has AVX2 and FMA, and `s1 = t1 = 8·V` with at most [`MAX_WIDE_ROWS`] rows
-    /// of a fold. (Every pointer read or written is inside a slice whose length is checked
-    /// first.)
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn rows<const V: usize>(x: &[f32], y: &mut [MaybeUninit<f32>], cores: &Cores) {
-        let ([s0, s1], [t0, t1]) = (cores.s, cores.t);
-        assert!(s1 == 8 * V && t1 == 8 * V && s0 <= MAX_WIDE_ROWS);
-        assert!(cores.g0.len() == s1 * t1 && cores.g1.len() == s0 * t0);
-        let (in_width, out_width) = (s0 * s1, t0 * t1);
-        let count = x.len() / in_width;
-        assert!(y.len() >= count * out_width);
-        let (g0, g1) = (cores.g0.as_ptr(), cores.g1.as_ptr());
-        let mut inner = [[_mm256_setzero_ps(); V]; MAX_WIDE_ROWS];
-        for n in 0..count {
-            let (at, to) = (
-                x.as_ptr().add(n * in_width),
-                y.as_mut_ptr().add(n * out_width),
-            );
-            for (c, inner) in inner[..s0].iter_mut().enumerate() {
-                let mut sums = [[_mm256_setzero_ps(); V]; 2];
-                for d in 0..s1 {
-                    let r = _mm256_broadcast_ss(&*at.add(c * s1 + d));
-                    for (v, sum) in sums[d % 2].iter_mut().enumerate() {
-                        *sum = _mm256_fmadd_ps(r, _mm256_loadu_ps(g0.add(d * t1 + 8 * v)), *sum);
-                    }
-                }
-                for v in 0..V {
-                    inner[v] = _mm256_add_ps(sums[0][v], sums[1][v]);
-                }
-            }
-            for i in 0..t0 {
-                let mut sum = [_mm256_setzero_ps(); V];
-                for (c, inner) in inner[..s0].iter().enumerate() {
-                    let weight = _mm256_broadcast_ss(&*g1.add(c * t0 + i));
-                    for v in 0..V {
-                        sum[v] = _mm256_fmadd_ps(weight, inner[v], sum[v]);
-                    }
-                }
-                for (v, &sum) in sum.iter().enumerate() {
-                    _mm256_storeu_ps(to.add(i * t1 + 8 * v).cast::<f32>(), sum);
-                }
             }
         }
     }
@@ -486,8 +428,9 @@ mod tests {
             assert!(tensor_gate(&x, &c1, &c0).is_none(), "{s0} x {s1} declined");
         }
     }
-    /// Where the processor has AVX-512, its rows and the AVX2 rows give the same bits for every
-    /// shape taken (elsewhere the AVX2 rows are the ones the test above checks).
+    /// Where the processor has AVX-512, its rows (the paired eight-wide ones and [`wide`]'s
+    /// sixteen lanes) and the AVX2 rows give the same bits for every shape taken (elsewhere the
+    /// AVX2 rows are the ones the test above checks).
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_avx2_rows_equal_the_avx512_rows_bit_for_bit() {
@@ -508,10 +451,11 @@ mod tests {
                 t,
             };
             let x = values(rows * s[0] * s[1], 3);
-            let outputs = [avx512::run, avx2::run].map(|run| {
+            let outputs = [Isa::Avx512, Isa::Avx2].map(|isa| {
                 let mut y = output(rows * t[0] * t[1]);
-                run(&x, &mut y, &cores);
-                // SAFETY: `run` writes every element of its rows.
+                // SAFETY: the processor has both (checked above).
+                unsafe { run_on(isa, &x, &mut y, &cores) };
+                // SAFETY: `run_on` writes every element of its rows.
                 unsafe { written(y) }
                     .iter()
                     .map(|v| v.to_bits())

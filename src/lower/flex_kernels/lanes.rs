@@ -1,6 +1,7 @@
-//! The vector instructions laxc's own product kernels (`depth_blocks`, `row_tiles`,
-//! `small_batch`) are written in: AVX-512 (sixteen lanes) or AVX2 with FMA (eight), whichever
-//! the processor has, behind one trait so that each kernel is written once.
+//! The vector instructions laxc's hand-written kernels are written in (`flex_gemm`'s
+//! `depth_blocks`, `row_tiles` and `small_batch`, and a tensor gate's wide rows): AVX-512
+//! (sixteen lanes) or AVX2 with FMA (eight), whichever the processor has, behind one trait so
+//! that each kernel is written once.
 //!
 //! Why both: without AVX-512 (most laptops, AMD before Zen 4, many cloud machines, this
 //! project's CI) the kernels declined and gemm ran those products, at the cost their
@@ -17,13 +18,13 @@ use std::arch::x86_64::*;
 
 /// The instruction sets the kernels are written for, as this processor has them.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum Isa {
+pub(crate) enum Isa {
     Avx512,
     Avx2,
 }
 
 /// The widest of the instruction sets the kernels are written for that this processor has.
-pub(super) fn isa() -> Option<Isa> {
+pub(crate) fn isa() -> Option<Isa> {
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx512f") {
@@ -38,7 +39,7 @@ pub(super) fn isa() -> Option<Isa> {
 
 /// One vector register of f32 lanes and the few operations the kernels need. Every method is
 /// `unsafe`: call it only where the processor has the instruction set (inside its wrapper).
-pub(super) trait Lanes {
+pub(crate) trait Lanes {
     /// Lanes of a vector.
     const WIDTH: usize;
     type Vector: Copy;
@@ -49,6 +50,7 @@ pub(super) trait Lanes {
     /// `a · b + c`, rounded once.
     unsafe fn mul_add(a: Self::Vector, b: Self::Vector, c: Self::Vector) -> Self::Vector;
     unsafe fn mul(a: Self::Vector, b: Self::Vector) -> Self::Vector;
+    unsafe fn add(a: Self::Vector, b: Self::Vector) -> Self::Vector;
     /// The first `n` lanes (all of them for `n ≥ WIDTH`, none for 0).
     unsafe fn first(n: usize) -> Self::Mask;
     /// The masked lanes from `at`, the others zero (their memory is not read).
@@ -59,7 +61,7 @@ pub(super) trait Lanes {
 
 /// AVX-512F: sixteen lanes, masks in mask registers.
 #[cfg(target_arch = "x86_64")]
-pub(super) struct Avx512;
+pub(crate) struct Avx512;
 
 #[cfg(target_arch = "x86_64")]
 impl Lanes for Avx512 {
@@ -83,6 +85,10 @@ impl Lanes for Avx512 {
         _mm512_mul_ps(a, b)
     }
     #[inline(always)]
+    unsafe fn add(a: __m512, b: __m512) -> __m512 {
+        _mm512_add_ps(a, b)
+    }
+    #[inline(always)]
     unsafe fn first(n: usize) -> __mmask16 {
         ((1u32 << n.min(16)) - 1) as __mmask16
     }
@@ -100,12 +106,12 @@ impl Lanes for Avx512 {
 /// it is all of them: a whole vector is loaded and stored plainly, since AVX2's masked store
 /// is microcoded on AMD's processors (a tiny ViT's TT step 8 % longer with every store masked).
 #[cfg(target_arch = "x86_64")]
-pub(super) struct Avx2;
+pub(crate) struct Avx2;
 
 /// [`Avx2`]'s mask.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
-pub(super) struct Avx2Mask {
+pub(crate) struct Avx2Mask {
     whole: bool,
     lanes: __m256i,
 }
@@ -130,6 +136,10 @@ impl Lanes for Avx2 {
     #[inline(always)]
     unsafe fn mul(a: __m256, b: __m256) -> __m256 {
         _mm256_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        _mm256_add_ps(a, b)
     }
     #[inline(always)]
     unsafe fn first(n: usize) -> Avx2Mask {
