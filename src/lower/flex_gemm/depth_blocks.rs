@@ -10,7 +10,8 @@
 //! from zero, each product fused into its addition, as gemm's micro-kernel does), the blocks on
 //! every thread at once, and the blocks' sums are then added in order, each rounded once, as
 //! gemm adds a block to the blocks before it. So every element has gemm's bits (tested against
-//! one gemm call), on any number of threads. With AVX-512 or with AVX2 and FMA (`flex_kernels::lanes`).
+//! one gemm call), on any number of threads. With AVX-512 or with AVX2 and FMA
+//! (`flex_kernels::lanes`).
 
 use super::{Grain, Matrix, ONE_DEPTH_BLOCK};
 use crate::lower::flex_kernels::lanes::{isa, Lanes};

@@ -8,7 +8,8 @@
 //! each element is one accumulator, its terms in order from zero, each product fused into its
 //! addition, then multiplied by the scale, as gemm's micro-kernel does for a depth within one
 //! block. So every element has gemm's bits (tested against one gemm call), on any number of
-//! threads. With AVX-512 or with AVX2 and FMA (`flex_kernels::lanes`; two vectors a row of 9 to 16 there).
+//! threads. With AVX-512 or with AVX2 and FMA (`flex_kernels::lanes`; two vectors a row of 9
+//! to 16 there).
 
 use super::{Grain, Matrix, ONE_DEPTH_BLOCK};
 use crate::lower::flex_kernels::lanes::{isa, Lanes};
@@ -62,8 +63,8 @@ pub(super) unsafe fn product(
         });
 }
 
-/// The rows of `out` (n wide) from the same rows of `a`, in tiles of [`TILE_ROWS`]: a vector
-/// of 16 lanes a row with AVX-512, one or two of 8 with AVX2.
+/// The rows of `out` (n wide) from the same rows of `a`, in tiles of rows: [`TILE_ROWS`] of a
+/// vector of 16 lanes with AVX-512; eight of one vector of 8, or four of two, with AVX2.
 ///
 /// # Safety
 /// `a` holds `out`'s rows, each `b.len()` long at unit stride; the processor has the

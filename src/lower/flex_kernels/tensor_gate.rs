@@ -22,8 +22,9 @@ use std::mem::MaybeUninit;
 
 /// Every row of (rows, s0·s1) `h` times `kron(g1, g0)` for `g1 (s0, t0)` and `g0 (s1, t1)`:
 /// row `R` (folded row-major `s0 × s1`) becomes `G1ᵀ (R G0)` (`t0 × t1`, row-major; the order
-/// of the sums is [`wide`]'s, and `avx512::rows`'). `None` unless contiguous f32 of matching shapes, on
-/// a processor with AVX-512 or AVX2 and cores its rows take ([`tensor_gate_applies`]).
+/// of the sums is [`wide`]'s, and `avx512::rows`'). `None` unless contiguous f32 of matching
+/// shapes, on a processor with AVX-512 or AVX2 and cores its rows take
+/// ([`tensor_gate_applies`]).
 pub fn tensor_gate(h: &FlexTensor, g1: &FlexTensor, g0: &FlexTensor) -> Option<FlexTensor> {
     let ([s0, t0], [s1, t1]) = (dims(g1)?, dims(g0)?);
     let cores = Cores {
