@@ -53,7 +53,7 @@ pub(super) unsafe fn product(
             // matrices; the processor has the instruction set (`applies`).
             unsafe { block_sum([m, depth, n], [a, b], sum) }
         });
-    // SAFETY: FMA is present (`applies`: AVX-512F implies it).
+    // SAFETY: AVX2 and FMA are present (`applies`: `isa` takes AVX-512 only with both).
     unsafe { add_blocks(&sums, size, scale, out) }
 }
 
@@ -63,7 +63,7 @@ pub(super) unsafe fn product(
 /// whose 32 × 32 gradient it sums), here a vector instruction with the same bits.
 ///
 /// # Safety
-/// The processor has FMA.
+/// The processor has AVX2 and FMA.
 #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
 unsafe fn add_blocks(sums: &[f32], size: usize, scale: f32, out: &mut [MaybeUninit<f32>]) {
     let mut blocks = sums.chunks(size);
@@ -97,10 +97,11 @@ unsafe fn block_sum([m, k, n]: [usize; 3], [a, b]: [Matrix; 2], sum: &mut [f32])
             (Some(Isa::Avx512), 3 | 4) => on_avx512::<2>(sizes, [a, b], sum),
             (Some(Isa::Avx512), 5 | 6) => on_avx512::<3>(sizes, [a, b], sum),
             (Some(Isa::Avx512), _) => on_avx512::<4>(sizes, [a, b], sum),
-            (_, 1) => on_avx2::<1, 8>(sizes, [a, b], sum),
-            (_, 2) => on_avx2::<2, 4>(sizes, [a, b], sum),
-            (_, 3 | 4) => on_avx2::<4, 2>(sizes, [a, b], sum),
-            (_, _) => on_avx2::<8, 1>(sizes, [a, b], sum),
+            (Some(Isa::Avx2), 1) => on_avx2::<1, 8>(sizes, [a, b], sum),
+            (Some(Isa::Avx2), 2) => on_avx2::<2, 4>(sizes, [a, b], sum),
+            (Some(Isa::Avx2), 3 | 4) => on_avx2::<4, 2>(sizes, [a, b], sum),
+            (Some(Isa::Avx2), _) => on_avx2::<8, 1>(sizes, [a, b], sum),
+            (None, _) => unreachable!("`applies` holds only with AVX-512 or AVX2"),
         }
     }
 }
@@ -162,7 +163,11 @@ unsafe fn tiles<L: Lanes, const V: usize, const ROWS: usize>(
                 )
             };
             let ys: [L::Vector; V] =
-                std::array::from_fn(|v| unsafe { L::load(masks[v], row.add(L::WIDTH * v)) });
+                // `wrapping_add`: a vector wholly past column n (masked off, so neither read
+                // nor written) may start past the end of `b`.
+                std::array::from_fn(|v| unsafe {
+                    L::load(masks[v], row.wrapping_add(L::WIDTH * v))
+                });
             for (r, acc) in acc.iter_mut().enumerate().take(rows) {
                 let x = unsafe { L::splat(*column.add(r)) };
                 for (acc, y) in acc.iter_mut().zip(ys) {
@@ -174,7 +179,7 @@ unsafe fn tiles<L: Lanes, const V: usize, const ROWS: usize>(
             let at = sum[(top + r) * n..].as_mut_ptr();
             for (v, acc) in acc.iter().enumerate() {
                 // SAFETY: the masked lanes of row top + r lie inside `sum`.
-                unsafe { L::store(at.add(L::WIDTH * v), masks[v], *acc) };
+                unsafe { L::store(at.wrapping_add(L::WIDTH * v), masks[v], *acc) };
             }
         }
     }

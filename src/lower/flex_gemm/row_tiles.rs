@@ -4,7 +4,8 @@
 //!
 //! gemm lays its micro-kernel's 64 lanes along such an output's 2 to 16 columns and ran these
 //! at 31–68 GFLOP/s in a step (BENCHMARKS.md, attempt 69). Here the lanes run along the
-//! columns too, but the vectors are 16 wide and eight rows share each load of a row of `b`;
+//! columns too, but the vectors are 16 wide (two of 8 with AVX2) and four or eight rows share
+//! each load of a row of `b`;
 //! each element is one accumulator, its terms in order from zero, each product fused into its
 //! addition, then multiplied by the scale, as gemm's micro-kernel does for a depth within one
 //! block. So every element has gemm's bits (tested against one gemm call), on any number of
@@ -76,8 +77,9 @@ unsafe fn rows(a: Matrix, b: &[[f32; 16]], n: usize, scale: f32, out: &mut [Mayb
     unsafe {
         match (isa(), n) {
             (Some(Isa::Avx512), _) => on_avx512(a, b, n, scale, out),
-            (_, ..=8) => on_avx2::<1, 8>(a, b, n, scale, out),
-            (_, _) => on_avx2::<2, 4>(a, b, n, scale, out),
+            (Some(Isa::Avx2), ..=8) => on_avx2::<1, 8>(a, b, n, scale, out),
+            (Some(Isa::Avx2), _) => on_avx2::<2, 4>(a, b, n, scale, out),
+            (None, _) => unreachable!("`applies` holds only with AVX-512 or AVX2"),
         }
     }
 }

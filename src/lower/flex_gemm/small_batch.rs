@@ -5,7 +5,8 @@
 //! gemm ran a batch of 256 such products in 54–127 µs, at 37–88 GFLOP/s (`laxc bench
 //! --products`, BENCHMARKS.md, attempt 91): its per-call work (choosing kernels, packing both
 //! operands) is most of a product this small. Here one thread takes a whole product: it reads
-//! `b` by rows of one or two 16-lane vectors (a transposed `b` copied into rows first), and
+//! `b` by rows of one or two 16-lane vectors (one to four of 8 with AVX2; a transposed `b`
+//! copied into rows first), and
 //! sums tiles of `a`'s rows against them, each output element one accumulator, its terms in
 //! order from zero, each product fused into its addition, then multiplied by the scale, as
 //! gemm's micro-kernel does for a depth within one block. So every element has gemm's bits
@@ -16,7 +17,7 @@ use super::{Dst, Grain, Matrix};
 use crate::lower::flex_kernels::lanes::{isa, Lanes};
 use std::mem::MaybeUninit;
 
-/// The widest output row (two vectors), the deepest product, the most rows.
+/// The widest output row (two vectors of 16, four of 8), the deepest product, the most rows.
 const MOST_COLUMNS: usize = 32;
 const MOST_DEPTH: usize = 64;
 const MOST_ROWS: usize = 64;
@@ -90,10 +91,11 @@ unsafe fn by_isa(sizes: [usize; 3], ab: [Matrix; 2], scale: f32, out: Dst) {
         match (isa(), sizes[2].div_ceil(8)) {
             (Some(Isa::Avx512), 1 | 2) => on_avx512::<1, 8>(sizes, ab, scale, out),
             (Some(Isa::Avx512), _) => on_avx512::<2, 4>(sizes, ab, scale, out),
-            (_, 1) => on_avx2::<1, 8>(sizes, ab, scale, out),
-            (_, 2) => on_avx2::<2, 4>(sizes, ab, scale, out),
-            (_, 3) => on_avx2::<3, 3>(sizes, ab, scale, out),
-            (_, _) => on_avx2::<4, 2>(sizes, ab, scale, out),
+            (Some(Isa::Avx2), 1) => on_avx2::<1, 8>(sizes, ab, scale, out),
+            (Some(Isa::Avx2), 2) => on_avx2::<2, 4>(sizes, ab, scale, out),
+            (Some(Isa::Avx2), 3) => on_avx2::<3, 3>(sizes, ab, scale, out),
+            (Some(Isa::Avx2), _) => on_avx2::<4, 2>(sizes, ab, scale, out),
+            (None, _) => unreachable!("`applies` holds only with AVX-512 or AVX2"),
         }
     }
 }

@@ -6,8 +6,8 @@
 //! Why both: without AVX-512 (most laptops, AMD before Zen 4, many cloud machines, this
 //! project's CI) the kernels declined and gemm ran those products, at the cost their
 //! BENCHMARKS.md attempts measured (a tiny ViT's step 3 % longer, its TT layers' 19 %).
-//! Either set gives the same bits: every output element is one accumulator, its terms in order,
-//! each product fused into its addition, whatever the vectors' width.
+//! Either set gives the same bits: a kernel's sums are in the order it writes them, each product
+//! fused into its addition, whatever the vectors' width.
 //!
 //! A kernel is generic over [`Lanes`] and `#[inline(always)]`; a wrapper per instruction set
 //! with `#[target_feature]` instantiates it, so the trait's methods and the intrinsics inside
@@ -27,10 +27,12 @@ pub(crate) enum Isa {
 pub(crate) fn isa() -> Option<Isa> {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
+        // AVX2 and FMA too: the kernels' scalar parts are compiled with them alongside.
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        if is_x86_feature_detected!("avx512f") && avx2 {
             return Some(Isa::Avx512);
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if avx2 {
             return Some(Isa::Avx2);
         }
     }

@@ -22,7 +22,7 @@ use std::mem::MaybeUninit;
 
 /// Every row of (rows, s0·s1) `h` times `kron(g1, g0)` for `g1 (s0, t0)` and `g0 (s1, t1)`:
 /// row `R` (folded row-major `s0 × s1`) becomes `G1ᵀ (R G0)` (`t0 × t1`, row-major; the order
-/// of the sums is [`wide`]'s, and `avx512::rows`'). `None` unless contiguous f32 of matching
+/// of the sums is that of `wide` and `avx512::rows`). `None` unless contiguous f32 of matching
 /// shapes, on a processor with AVX-512 or AVX2 and cores its rows take
 /// ([`tensor_gate_applies`]).
 pub fn tensor_gate(h: &FlexTensor, g1: &FlexTensor, g0: &FlexTensor) -> Option<FlexTensor> {
@@ -429,13 +429,14 @@ mod tests {
             assert!(tensor_gate(&x, &c1, &c0).is_none(), "{s0} x {s1} declined");
         }
     }
+
     /// Where the processor has AVX-512, its rows (the paired eight-wide ones and [`wide`]'s
     /// sixteen lanes) and the AVX2 rows give the same bits for every shape taken (elsewhere the
     /// AVX2 rows are the ones the test above checks).
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_avx2_rows_equal_the_avx512_rows_bit_for_bit() {
-        if !is_x86_feature_detected!("avx512f") || !is_x86_feature_detected!("fma") {
+        if isa() != Some(Isa::Avx512) {
             return;
         }
         for (s, t) in [
