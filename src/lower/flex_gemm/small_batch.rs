@@ -74,17 +74,18 @@ pub(super) unsafe fn product([m, k, n]: [usize; 3], [a, b]: [Matrix; 2], scale: 
     };
     // SAFETY: the caller's; `rows_of_b` holds k rows of n values, columns adjacent; the
     // processor has the instruction set (`applies`).
-    unsafe { by_isa([m, k, n], [a, rows_of_b], scale, out) }
+    unsafe { tiles_by_isa([m, k, n], [a, rows_of_b], scale, out) }
 }
 
 /// [`tiles`] for the instruction set this processor has: rows of one or two vectors of 16
 /// with AVX-512 (eight accumulators a tile), of one to four of 8 with AVX2 (at most nine:
-/// three rows of three vectors for attention's rows of 17 to 24).
+/// three rows of three vectors for attention's rows of 17 to 24). Also `row_tiles`' kernel,
+/// a task's rows at a time.
 ///
 /// # Safety
 /// As [`tiles`]'s, without the instruction set.
 #[cfg(target_arch = "x86_64")]
-unsafe fn by_isa(sizes: [usize; 3], ab: [Matrix; 2], scale: f32, out: Dst) {
+pub(super) unsafe fn tiles_by_isa(sizes: [usize; 3], ab: [Matrix; 2], scale: f32, out: Dst) {
     use crate::lower::flex_kernels::lanes::Isa;
     // SAFETY: the caller's, and the instruction set each wrapper is compiled for is present.
     unsafe {
@@ -101,7 +102,7 @@ unsafe fn by_isa(sizes: [usize; 3], ab: [Matrix; 2], scale: f32, out: Dst) {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn by_isa(_: [usize; 3], _: [Matrix; 2], _: f32, _: Dst) {
+pub(super) unsafe fn tiles_by_isa(_: [usize; 3], _: [Matrix; 2], _: f32, _: Dst) {
     unreachable!("`applies` holds only with AVX-512 or AVX2");
 }
 
