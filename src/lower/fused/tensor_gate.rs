@@ -45,9 +45,9 @@ pub fn kron<B: Backend>(g1: Tensor<B, 2>, g0: Tensor<B, 2>) -> Tensor<B, 2> {
 }
 
 /// Whether the node factors a gate with cores `g1 (s0, t0)` and `g0 (s1, t1)` on `B` (Flex's
-/// autodiff, with AVX-512 or AVX2 and cores `flex_kernels::tensor_gate_applies` takes), so that the
-/// lowering takes the node even where the dense product would cost many times the factored
-/// form's multiply-adds.
+/// autodiff, with AVX-512 or AVX2 and cores `flex_kernels::tensor_gate_applies` takes), so
+/// that the lowering takes the node even where the dense product would cost many times the
+/// factored form's multiply-adds.
 pub fn factors_tensor_gate<B: Backend>(g1: [usize; 2], g0: [usize; 2]) -> bool {
     TypeId::of::<B>() == TypeId::of::<Autodiff<Flex>>() && flex_kernels::tensor_gate_applies(g1, g0)
 }
