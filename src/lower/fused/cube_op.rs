@@ -1,9 +1,10 @@
 //! laxc's own kernels on the GPU back ends as custom operations in Burn's fusion stream, where
 //! they run in order with the ops around them: what `cube_norm`, `cube_adamw`, `cube_rope`,
 //! `cube_softmax`, `cube_kron` and `cube_squares` share (and their cubes' sum over shared
-//! memory). [`on_gpu`] finds the GPU runtime of a backend's tensors and runs a [`GpuOp`] there; an op registers its inputs and
-//! its outputs' shapes (f32); when the stream reaches it, its [`Kernels`] launch on the inputs
-//! made contiguous (but those a kernel reads through their strides).
+//! memory). [`on_gpu`] finds the GPU runtime of a backend's tensors and runs a [`GpuOp`]
+//! there; an op registers its inputs and its outputs' shapes (f32); when the stream reaches it,
+//! its [`Kernels`] launch on the inputs made contiguous (but those a kernel reads through their
+//! strides).
 
 use super::same_type;
 use burn::tensor::backend::Backend;
