@@ -1944,6 +1944,144 @@ fn add_norm_nodes_match_the_norm_of_the_sum() {
     }
 }
 
+/// The scaled add-norm nodes (`fused::add_scaled_layer_norm`, `add_scaled_rms_norm`: a LaX
+/// pathway's `Norm(z + α h)` with a linear gate) against the composed norm of `z + h · α`:
+/// values and the gradients of `z`, `h`, α, γ and β. On NdArray in f64 (the node over the
+/// backend's ops), also against finite differences in `h` and in α; on Flex in f32 (the add's
+/// kernel scaling `h` as it reads it, and the scale's backward kernel). And on Flex, equal to
+/// the bit to what the two nodes it replaces give (`fused::scale`, then the add-norm node),
+/// value and every gradient: the lowering's proof that a run's numbers do not move.
+#[test]
+fn scaled_add_norm_nodes_match_the_norm_of_the_scaled_sum() {
+    use laxc::lower::fused::{self, composed};
+    type Leaf<E> = Tensor<Autodiff<E>, 2>;
+    /// The node (`fused`), the two nodes it replaces, or the composed formula, LayerNorm
+    /// (`centered`) or RMSNorm, over `[z, h, α (1 × 1), γ (1 × w), β (1 × w)]`.
+    #[derive(Clone, Copy)]
+    enum Form {
+        Node,
+        TwoNodes,
+        Formula,
+    }
+    fn norm<E: burn::tensor::backend::Backend>(
+        form: Form,
+        centered: bool,
+        [z, h, alpha, gamma, beta]: [Leaf<E>; 5],
+    ) -> Leaf<E> {
+        let eps = 1e-6;
+        let width = gamma.dims()[1];
+        let (g, b, a) = (
+            gamma.clone().reshape([width]),
+            beta.clone().reshape([width]),
+            alpha.clone().reshape([1]),
+        );
+        match (form, centered) {
+            (Form::Node, true) => fused::add_scaled_layer_norm(z, (h, a), g, b, eps),
+            (Form::Node, false) => fused::add_scaled_rms_norm(z, (h, a), g, eps),
+            (Form::TwoNodes, true) => fused::add_layer_norm(z, fused::scale(h, a), g, b, eps),
+            (Form::TwoNodes, false) => fused::add_rms_norm(z, fused::scale(h, a), g, eps),
+            (Form::Formula, true) => composed::layer_norm(z + h * alpha, gamma, beta, eps),
+            (Form::Formula, false) => composed::rms_norm(z + h * alpha, gamma, eps),
+        }
+    }
+    /// The value and the five leaves' gradients (None where a leaf takes none) of `form`.
+    fn run<E: burn::tensor::backend::Backend>(
+        form: Form,
+        centered: bool,
+        leaves: &[Leaf<E>; 5],
+        weights: &Leaf<E>,
+    ) -> Vec<Option<Vec<f64>>> {
+        let y = norm(form, centered, leaves.clone());
+        let grads = (y.clone() * y.clone() * weights.clone()).sum().backward();
+        let mut out = vec![Some(to_vec(y))];
+        out.extend(leaves.iter().map(|l| l.grad(&grads).map(to_vec)));
+        out
+    }
+    fn leaves<E: burn::tensor::backend::Backend>([rows, width]: [usize; 2]) -> [Leaf<E>; 6]
+    where
+        E::FloatElem: burn::tensor::Element,
+    {
+        let mut rng = StdRng::seed_from_u64(47);
+        let mut leaf = |scale: f64, shape: [usize; 2]| {
+            let v: Vec<f64> = random(&mut rng, shape[0] * shape[1]);
+            let v: Vec<f64> = v.iter().map(|v| scale * v + 0.2).collect();
+            let data = TensorData::new(v, shape).convert::<E::FloatElem>();
+            Tensor::<Autodiff<E>, 2>::from_data(data, &Default::default()).require_grad()
+        };
+        let [z, h] = [2.0, 1.5].map(|scale| leaf(scale, [rows, width]));
+        let alpha = leaf(0.0, [1, 1]) - 0.9; // α = −0.7
+        let alpha = alpha.detach().require_grad();
+        let [gamma, beta] = [1.0, 1.0].map(|scale| leaf(scale, [1, width]));
+        let weights = leaf(1.0, [rows, width]).detach();
+        [z, h, alpha, gamma, beta, weights]
+    }
+    fn check<E: burn::tensor::backend::Backend>(shape: [usize; 2], tol: [f64; 2])
+    where
+        E::FloatElem: burn::tensor::Element,
+    {
+        let [z, h, alpha, gamma, beta, weights] = leaves::<E>(shape);
+        let inputs = [z, h, alpha, gamma, beta];
+        let names = ["y", "dz", "dh", "dα", "dγ", "dβ"];
+        for centered in [true, false] {
+            let got = run(Form::Node, centered, &inputs, &weights);
+            let want = run(Form::Formula, centered, &inputs, &weights);
+            for ((a, b), name) in got.iter().zip(&want).zip(names) {
+                let what = format!("centered {centered}: {name}");
+                match (a, b) {
+                    (Some(a), Some(b)) => {
+                        let tol = if name == "y" { tol[0] } else { tol[1] };
+                        assert_close(a, b, tol, &what)
+                    }
+                    (None, None) => {}
+                    _ => panic!("{what}: a gradient on one side only"),
+                }
+            }
+        }
+    }
+    check::<NdArray<f64>>([5, 6], [1e-12, 1e-10]);
+    // 100 wide, 703 rows: the kernels' tasks end in partial blocks, dα sums several tasks.
+    check::<burn::backend::Flex>([703, 100], [1e-5, 1e-4]);
+
+    // Flex: the node gives what the scale node and the add-norm node give, to the bit.
+    let [z, h, alpha, gamma, beta, weights] = leaves::<burn::backend::Flex>([703, 100]);
+    let inputs = [z, h, alpha, gamma, beta];
+    for centered in [true, false] {
+        let bits = |form| -> Vec<Option<Vec<u64>>> {
+            let values = run(form, centered, &inputs, &weights);
+            let bits = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect();
+            values.into_iter().map(|v| v.map(bits)).collect()
+        };
+        assert!(
+            bits(Form::Node) == bits(Form::TwoNodes),
+            "centered {centered}: the node against the two nodes"
+        );
+    }
+
+    // Finite differences through the node in f64, in h and in α (α from every element of the
+    // input, their sum scaled, so that each difference moves it).
+    let [z, h, _, gamma, beta, weights] = leaves::<NdArray<f64>>([4, 6]);
+    let [z, h, gamma, beta, weights] = [z, h, gamma, beta, weights].map(|t| t.detach());
+    let alpha = Tensor::<AD, 1>::from_data(TensorData::new(vec![0.6], [1]), &Default::default());
+    let (g, b) = (gamma.reshape([6]), beta.reshape([6]));
+    let loss = |y: Tensor<AD, 2>| (y.clone() * y * weights.clone()).sum();
+    let through_h = |x: Tensor<AD, 2>| {
+        let y =
+            fused::add_scaled_layer_norm(z.clone(), (x, alpha.clone()), g.clone(), b.clone(), 1e-6);
+        loss(y)
+    };
+    let through_alpha = |x: Tensor<AD, 2>| {
+        let a = x.sum() * 0.05;
+        loss(fused::add_scaled_rms_norm(
+            z.clone(),
+            (h.clone(), a),
+            g.clone(),
+            1e-6,
+        ))
+    };
+    assert_finite_differences("LayerNorm of z + α h, dh", &through_h);
+    assert_finite_differences("RMSNorm of z + α h, dα", &through_alpha);
+}
+
 /// The SwiGLU node (`fused::swiglu`, after `passes::fuse_swiglu`) against `silu(gate) ⊙ up`
 /// composed: values and both inputs' gradients, on NdArray in f64 (the node over the backend's
 /// ops; also finite differences) and on Flex in f32 (`flex_kernels::swiglu`, one pass each

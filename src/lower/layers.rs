@@ -74,6 +74,15 @@ impl<B: Backend> RmsNorm<B> {
     pub fn forward_sum(&self, x: Tensor<B, 2>, addend: Tensor<B, 2>) -> Tensor<B, 2> {
         fused::add_rms_norm(x, addend, self.gamma.val(), self.epsilon)
     }
+
+    /// RMSNorm of `x + h · α` for a one-element `α`, as one node.
+    pub fn forward_scaled_sum(
+        &self,
+        x: Tensor<B, 2>,
+        scaled: (Tensor<B, 2>, Tensor<B, 1>),
+    ) -> Tensor<B, 2> {
+        fused::add_scaled_rms_norm(x, scaled, self.gamma.val(), self.epsilon)
+    }
 }
 
 /// LayerNorm, `(x − mean) / √(var + ε) · γ + β` with the biased variance, over the last
@@ -104,5 +113,15 @@ impl<B: Backend> LayerNorm<B> {
     pub fn forward_sum(&self, x: Tensor<B, 2>, addend: Tensor<B, 2>) -> Tensor<B, 2> {
         let (gamma, beta) = (self.gamma.val(), self.beta.val());
         fused::add_layer_norm(x, addend, gamma, beta, self.epsilon)
+    }
+
+    /// LayerNorm of `x + h · α` for a one-element `α`, as one node.
+    pub fn forward_scaled_sum(
+        &self,
+        x: Tensor<B, 2>,
+        scaled: (Tensor<B, 2>, Tensor<B, 1>),
+    ) -> Tensor<B, 2> {
+        let (gamma, beta) = (self.gamma.val(), self.beta.val());
+        fused::add_scaled_layer_norm(x, scaled, gamma, beta, self.epsilon)
     }
 }

@@ -23,6 +23,11 @@ pub enum Value<B: Backend> {
     /// Activations split by attention's heads, `(batch, heads, seq, head)`: RoPE's output
     /// where a GPU back end writes it so for attention (`fused::rope_by_heads`).
     Heads(Tensor<B, 4>),
+    /// A linear gate's `h · α`, `(N, width)` and one element, not yet multiplied: a pathway's
+    /// norm of the sum takes the two as they are (`lax_add_scaled_norm`, one node each way where the
+    /// product would be a node of its own and a tensor written and read back); anything else
+    /// multiplies them first.
+    Scaled(Tensor<B, 2>, Tensor<B, 1>),
 }
 
 impl<B: Backend> Value<B> {
@@ -34,6 +39,7 @@ impl<B: Backend> Value<B> {
                 let [batch, heads, seq, head] = t.dims();
                 fused::merge_heads(t).reshape([batch * seq, heads * head])
             }
+            Value::Scaled(h, alpha) => fused::scale(h, alpha),
             _ => unreachable!("the checked IR feeds activations here"),
         }
     }
@@ -44,6 +50,7 @@ impl<B: Backend> Value<B> {
             Value::Images(t) => t.device(),
             Value::Float(t) => t.device(),
             Value::Heads(t) => t.device(),
+            Value::Scaled(h, _) => h.device(),
         }
     }
 }
@@ -232,6 +239,14 @@ pub fn eval<B: Backend>(
             let mask = causal.then(|| frame.causal(*heads, &qkv[0].device()));
             attention(qkv, [*heads, *kv_heads], frame, mask.as_ref())
         }
+        Op::Gate { gate, .. } => return self::gate(gate, p, args.swap_remove(0).float()),
+        Op::LaxAddNorm { .. } if matches!(args[1], Value::Scaled(..)) => {
+            let Value::Scaled(h, alpha) = args.swap_remove(1) else {
+                unreachable!("matched above")
+            };
+            let z = args.swap_remove(0).float();
+            lax_add_scaled_norm(p, z, (h, alpha), frame.dtype)
+        }
         Op::Rope {
             width,
             heads,
@@ -313,7 +328,7 @@ fn eval_float<B: Backend>(
         Op::LaxAdd { .. } | Op::Add { .. } => arg() + arg(),
         Op::Mul { .. } => arg() * arg(),
         Op::SwiGlu { .. } => fused::swiglu(arg(), arg()),
-        Op::Gate { gate, .. } => self::gate(gate, p, arg()),
+        Op::Gate { .. } => unreachable!("`eval` runs the gates"),
         Op::Activation { act, .. } => apply_activation(*act, arg()),
         Op::Dropout { rate, .. } => {
             let p = match rate {
@@ -423,20 +438,21 @@ fn tt_core<B: Backend>(
     }
 }
 
-/// A LaX gate on the source latent `(N, src)` → `(N, dst)`.
-pub fn gate<B: Backend>(gate: &Gate, p: Option<&NodeParams<B>>, h: Tensor<B, 2>) -> Tensor<B, 2> {
-    match (gate, p) {
+/// A LaX gate on the source latent `(N, src)` → `(N, dst)`; a linear gate's product deferred
+/// ([`Value::Scaled`]) for the norm of the sum to take in its own pass.
+pub fn gate<B: Backend>(gate: &Gate, p: Option<&NodeParams<B>>, h: Tensor<B, 2>) -> Value<B> {
+    Value::Float(match (gate, p) {
         (Gate::Identity, _) => h,
         (Gate::Linear, Some(NodeParams::Vector(alpha))) => {
             let alpha = cast_like(alpha.val(), &h);
-            fused::scale(h, alpha)
+            return Value::Scaled(h, alpha);
         }
         (Gate::Tensor { input, output }, Some(NodeParams::TensorGate(g))) => {
             tensor_gate(h, g, *input, *output)
         }
         (Gate::Dense, Some(NodeParams::Linear(l))) => l.forward(h),
         _ => unreachable!("a gate has the parameters of its kind"),
-    }
+    })
 }
 
 /// A pathway's `Norm(z + g(h))` (`passes::fuse_lax_norms`): one node that adds inside the
@@ -453,6 +469,25 @@ fn lax_add_norm<B: Backend>(
         (NodeParams::RmsNorm(n), false) => n.forward_sum(z, gated),
         (NodeParams::LayerNorm(n), true) => n.forward(widen(z + gated)).cast(dtype),
         (NodeParams::RmsNorm(n), true) => n.forward(widen(z + gated)).cast(dtype),
+        _ => unreachable!("the pass fuses only norms with parameters"),
+    }
+}
+
+/// [`lax_add_norm`] of `z` and a linear gate's `h · α` ([`Value::Scaled`]): in the pass's own
+/// precision one node that multiplies as it adds (`fused::add_scaled_layer_norm`), the same
+/// values as the product and the norm of the sum; in a half-precision pass the product first.
+fn lax_add_scaled_norm<B: Backend>(
+    p: Option<&NodeParams<B>>,
+    z: Tensor<B, 2>,
+    (h, alpha): (Tensor<B, 2>, Tensor<B, 1>),
+    dtype: FloatDType,
+) -> Tensor<B, 2> {
+    if dtype != native::<B>() {
+        return lax_add_norm(p, [z, fused::scale(h, alpha)], dtype);
+    }
+    match params(p) {
+        NodeParams::LayerNorm(n) => n.forward_scaled_sum(z, (h, alpha)),
+        NodeParams::RmsNorm(n) => n.forward_scaled_sum(z, (h, alpha)),
         _ => unreachable!("the pass fuses only norms with parameters"),
     }
 }

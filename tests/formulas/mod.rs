@@ -309,7 +309,7 @@ pub fn tensor_gate_is_h_times_kron_g1_g0<B: Backend>(on: &On<B>) {
             input: [s0, s1],
             output: [t0, t1],
         };
-        let y = gate(&g, Some(&params), on.tensor(h, [n, s0 * s1]));
+        let y = gate(&g, Some(&params), on.tensor(h, [n, s0 * s1])).float();
         on.assert_close(&to_vec(y), &expected, 1e-12, "tensor gate");
     }
 }
@@ -319,11 +319,7 @@ pub fn linear_dense_and_identity_gates_follow_their_formulas<B: Backend>(on: &On
     let (n, r, q) = (3, 4, 6);
     let h = random(&mut rng, n * r);
     let alpha = NodeParams::Vector(Param::from_tensor(on.tensor(vec![0.5], [1])));
-    let y = to_vec(gate(
-        &Gate::Linear,
-        Some(&alpha),
-        on.tensor(h.clone(), [n, r]),
-    ));
+    let y = to_vec(gate(&Gate::Linear, Some(&alpha), on.tensor(h.clone(), [n, r])).float());
     let halved: Vec<f64> = h.iter().map(|v| 0.5 * v).collect();
     on.assert_close(&y, &halved, 1e-15, "linear");
     let w = random(&mut rng, r * q);
@@ -335,13 +331,9 @@ pub fn linear_dense_and_identity_gates_follow_their_formulas<B: Backend>(on: &On
         }
     }
     let dense = on.linear(w, [r, q], Some(b));
-    let y = to_vec(gate(
-        &Gate::Dense,
-        Some(&dense),
-        on.tensor(h.clone(), [n, r]),
-    ));
+    let y = to_vec(gate(&Gate::Dense, Some(&dense), on.tensor(h.clone(), [n, r])).float());
     on.assert_close(&y, &expected, 1e-12, "dense");
-    let y = to_vec(gate(&Gate::Identity, None, on.tensor(h.clone(), [n, r])));
+    let y = to_vec(gate(&Gate::Identity, None, on.tensor(h.clone(), [n, r])).float());
     on.assert_close(&y, &h, 0.0, "identity");
     // An identity gate has no parameters in the lowered model.
     let m = on.model(

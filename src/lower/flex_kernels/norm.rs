@@ -62,20 +62,42 @@ pub fn add_norm(
     beta: Option<&FlexTensor>,
     epsilon: f64,
 ) -> Option<FlexTensor> {
-    add_norm_on(x, addend, gamma, beta, epsilon, true)
+    add_norm_on(x, [addend, &one()], gamma, beta, epsilon, true)
+}
+
+/// [`add_norm`] of `x + addend · alpha` for a one-element `alpha` (a LaX pathway's linear gate,
+/// `Norm(z + α h)`), each element of the sum `x + addend · α` as the broadcast product and the
+/// add compute it, one after the other; returns that sum. `None`, and `x` untouched, where
+/// [`add_norm`] declines or `alpha` is not one f32.
+pub fn add_scaled_norm(
+    x: &mut FlexTensor,
+    [addend, alpha]: [&FlexTensor; 2],
+    gamma: &FlexTensor,
+    beta: Option<&FlexTensor>,
+    epsilon: f64,
+) -> Option<FlexTensor> {
+    add_norm_on(x, [addend, alpha], gamma, beta, epsilon, true)
+}
+
+/// A one-element 1, the factor of an addend added as it is (`x + a · 1` is `x + a` to the bit).
+fn one() -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(vec![1.0f32], [1]))
 }
 
 /// [`add_norm`], whole blocks of sixteen rows by `norm_avx512` if
 /// `sixteen_row_blocks` (a switch for the test that compares the two paths).
 fn add_norm_on(
     x: &mut FlexTensor,
-    addend: &FlexTensor,
+    [addend, alpha]: [&FlexTensor; 2],
     gamma: &FlexTensor,
     beta: Option<&FlexTensor>,
     epsilon: f64,
     sixteen_row_blocks: bool,
 ) -> Option<FlexTensor> {
     let (adds, gammas) = (f32s(addend)?, f32s(gamma)?);
+    let &[scale] = f32s(alpha)? else {
+        return None;
+    };
     let betas = match beta {
         Some(b) => f32s(b)?,
         None => &[],
@@ -96,6 +118,7 @@ fn add_norm_on(
                 rows: Rows::SumOver {
                     x_then_y,
                     addend,
+                    scale,
                     sum,
                 },
                 params: [gammas, betas],
@@ -208,6 +231,7 @@ impl Kernel for NormRows<'_> {
             Rows::SumOver {
                 x_then_y,
                 addend,
+                scale,
                 sum,
             } => {
                 let blocks = x_then_y[done..].chunks_mut(4 * w);
@@ -216,7 +240,7 @@ impl Kernel for NormRows<'_> {
                     .zip(sum[done..].chunks_mut(4 * w));
                 for (x_then_y, (a, sum)) in blocks.zip(sums) {
                     for ((s, &x), &a) in sum.iter_mut().zip(&*x_then_y).zip(a) {
-                        s.write(x + a);
+                        s.write(x + a * scale);
                     }
                     // SAFETY: the loop above wrote the whole block.
                     let sum = unsafe { written_part(sum) };
@@ -236,11 +260,12 @@ pub(super) enum Rows<'a> {
         y: &'a mut [MaybeUninit<f32>],
         x: &'a [f32],
     },
-    /// `x + addend` into `sum`, and its norm over `x`: each block of rows is read whole
-    /// (into `sum`) before its norms are written.
+    /// `x + addend · scale` into `sum`, and its norm over `x`: each block of rows is read
+    /// whole (into `sum`) before its norms are written.
     SumOver {
         x_then_y: &'a mut [f32],
         addend: &'a [f32],
+        scale: f32,
         sum: &'a mut [MaybeUninit<f32>],
     },
 }
@@ -253,10 +278,12 @@ impl Rows<'_> {
             Rows::SumOver {
                 x_then_y,
                 addend,
+                scale,
                 sum,
             } => Rows::SumOver {
                 x_then_y,
                 addend,
+                scale: *scale,
                 sum,
             },
         }
@@ -633,14 +660,22 @@ mod tests {
                     tensor(rows, width, 3),
                 );
                 let (gamma, beta) = (tensor(1, width, 4), tensor(1, width, 5));
+                // The addend as it is, and scaled (a linear gate's α).
+                let scales = [
+                    one(),
+                    FlexTensor::from_data(TensorData::new(vec![-0.7f32], [1])),
+                ];
                 for beta in [Some(&beta), None] {
-                    let [wide, portable] = [true, false].map(|s| {
-                        let mut y = copy(&x);
-                        let sum = add_norm_on(&mut y, &a, &gamma, beta, 1e-6, s).expect("applies");
-                        [y, sum]
-                    });
-                    for (w, p) in wide.iter().zip(&portable) {
-                        assert_eq!(bits(w), bits(p), "add_norm, {case}, β {}", beta.is_some());
+                    for scale in &scales {
+                        let [wide, portable] = [true, false].map(|s| {
+                            let mut y = copy(&x);
+                            let sum = add_norm_on(&mut y, [&a, scale], &gamma, beta, 1e-6, s)
+                                .expect("applies");
+                            [y, sum]
+                        });
+                        for (w, p) in wide.iter().zip(&portable) {
+                            assert_eq!(bits(w), bits(p), "add_norm, {case}, β {}", beta.is_some());
+                        }
                     }
                     let centered = beta.is_some();
                     let [wide, portable] = [true, false].map(|s| {

@@ -120,12 +120,17 @@ unsafe fn forward_blocks<const V: usize>(work: ForwardRows<'_>) -> usize {
         Rows::SumOver {
             x_then_y,
             addend,
+            scale,
             sum,
         } => {
             let rows = x_then_y.len() / w / BLOCK * BLOCK;
             assert!(addend.len() >= rows * w && sum.len() >= rows * w);
             let both = x_then_y.as_mut_ptr();
-            let add = (addend.as_ptr(), sum.as_mut_ptr().cast::<f32>());
+            let add = (
+                addend.as_ptr(),
+                _mm512_set1_ps(scale),
+                sum.as_mut_ptr().cast::<f32>(),
+            );
             (rows, both.cast_const(), both, Some(add))
         }
     };
@@ -133,10 +138,11 @@ unsafe fn forward_blocks<const V: usize>(work: ForwardRows<'_>) -> usize {
         let at = block * w;
         // The rows normalized: `x`, or `x + addend` written to `sum` and read back from it.
         let source = match add {
-            Some((addend, sum)) => {
+            Some((addend, scale, sum)) => {
                 for k in 0..BLOCK * V {
                     let o = at + 16 * k;
-                    let s = _mm512_add_ps(load(x.add(o)), load(addend.add(o)));
+                    let scaled = _mm512_mul_ps(load(addend.add(o)), scale);
+                    let s = _mm512_add_ps(load(x.add(o)), scaled);
                     _mm512_storeu_ps(sum.add(o), s);
                 }
                 sum.cast_const()

@@ -39,7 +39,9 @@ use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor};
 use burn::tensor::{DType, Int, Shape, Tensor, TensorMetadata, TensorPrimitive};
 pub use dropout::dropout;
 pub use join::join_graphs;
-pub use norm::{add_layer_norm, add_rms_norm, layer_norm, rms_norm};
+pub use norm::{
+    add_layer_norm, add_rms_norm, add_scaled_layer_norm, add_scaled_rms_norm, layer_norm, rms_norm,
+};
 pub use scale::scale;
 use std::any::{Any, TypeId};
 pub use tensor_gate::{factors_tensor_gate, kron, tensor_gate};

@@ -1,9 +1,11 @@
-//! LayerNorm and RMSNorm as one autodiff node each, alone and of a sum (a LaX pathway's
-//! `Norm(z + g(h))`, `passes::fuse_lax_norms`), all with one backward (`NormBackward`).
+//! LayerNorm and RMSNorm as one autodiff node each: alone, of a sum (a LaX pathway's
+//! `Norm(z + g(h))`, `passes::fuse_lax_norms`), and of a sum whose addend a linear gate scales
+//! (`Norm(z + α h)`), the last with the scale's backward after the norm's.
 
+use super::scale::{as_matrix, scale, scale_gradients};
 use super::{
-    as_node, column_sums, composed, float, give, gpu_inner, inverse_root, mean_last, on_flex,
-    on_flex_over, record, take_buffer, Node,
+    as_node, column_sums, composed, flex, flex_mut, float, give, gpu_inner, inverse_root,
+    mean_last, on_flex, on_flex_over, record, same_type, take_buffer, Node,
 };
 use crate::lower::flex_kernels;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -83,6 +85,48 @@ pub fn add_rms_norm<B: Backend>(
     }
 }
 
+/// LayerNorm of `x + h · α` for a one-element `alpha` (a LaX pathway with a linear gate,
+/// `Norm(z + α h)`): [`add_layer_norm`] of `x` and [`scale`]`(h, α)`, the same values to the
+/// bit, as one node where those are two. On Flex in f32 the add's kernel multiplies `h` by α
+/// as it reads it, and the backward pass gives `dh` and `dα` from the sum's gradient by the
+/// scale's backward kernel: the scaled latent is never written, and has no node of its own
+/// either way (BENCHMARKS.md, attempt 103). Elsewhere (the GPU back ends) the two nodes.
+pub fn add_scaled_layer_norm<B: Backend>(
+    x: Tensor<B, 2>,
+    (h, alpha): (Tensor<B, 2>, Tensor<B, 1>),
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    epsilon: f64,
+) -> Tensor<B, 2> {
+    let [x, h] = [x, h].map(|t| t.into_primitive().tensor());
+    let [alpha, gamma, beta] = [alpha, gamma, beta].map(|t| t.into_primitive().tensor());
+    match as_node::<B, _, 5>(ScaledAddNorm { epsilon }, [x, h, alpha, gamma, beta]) {
+        Ok(out) => float(out),
+        Err([x, h, alpha, gamma, beta]) => {
+            let addend = scale(float(h), float(alpha));
+            add_layer_norm(float(x), addend, float(gamma), float(beta), epsilon)
+        }
+    }
+}
+
+/// RMSNorm of `x + h · α`, as [`add_scaled_layer_norm`].
+pub fn add_scaled_rms_norm<B: Backend>(
+    x: Tensor<B, 2>,
+    (h, alpha): (Tensor<B, 2>, Tensor<B, 1>),
+    gamma: Tensor<B, 1>,
+    epsilon: f64,
+) -> Tensor<B, 2> {
+    let [x, h] = [x, h].map(|t| t.into_primitive().tensor());
+    let [alpha, gamma] = [alpha, gamma].map(|t| t.into_primitive().tensor());
+    match as_node::<B, _, 4>(ScaledAddNorm { epsilon }, [x, h, alpha, gamma]) {
+        Ok(out) => float(out),
+        Err([x, h, alpha, gamma]) => {
+            let addend = scale(float(h), float(alpha));
+            add_rms_norm(float(x), addend, float(gamma), epsilon)
+        }
+    }
+}
+
 struct LayerNorm {
     epsilon: f64,
 }
@@ -106,14 +150,10 @@ impl<I: Backend, const N: usize> Backward<I, N> for NormBackward {
     type State = NormState<I>;
 
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (x, gamma, r) = ops.state;
         let g = grads.consume::<I>(&ops.node);
         let parents = ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
         let centered = N == self.inputs + 2;
-        let (dx, d_gamma, d_beta) = match r {
-            Some(r) => gradients_from_rows::<I>([x, r, gamma, g], centered),
-            None => norm_gradients::<I>([x, gamma, g], self.epsilon, centered),
-        };
+        let (dx, d_gamma, d_beta) = kept_norm_gradients::<I>(ops.state, g, self.epsilon, centered);
         let (last, others) = parents[..self.inputs]
             .split_last()
             .expect("a norm has an input");
@@ -125,6 +165,21 @@ impl<I: Backend, const N: usize> Backward<I, N> for NormBackward {
         if let Some(d_beta) = d_beta {
             give::<I>(grads, parents[self.inputs + 1], || d_beta);
         }
+    }
+}
+
+/// The gradients `(dx, dγ, dβ)` of a norm from what its node kept ([`NormState`]) and the
+/// output gradient `g`: from the rows' statistics where a GPU's forward pass kept them, else
+/// from the input ([`norm_gradients`]).
+fn kept_norm_gradients<I: Backend>(
+    (x, gamma, r): NormState<I>,
+    g: FloatTensor<I>,
+    epsilon: f64,
+    centered: bool,
+) -> (FloatTensor<I>, FloatTensor<I>, Option<FloatTensor<I>>) {
+    match r {
+        Some(r) => gradients_from_rows::<I>([x, r, gamma, g], centered),
+        None => norm_gradients::<I>([x, gamma, g], epsilon, centered),
     }
 }
 
@@ -318,39 +373,56 @@ struct AddNorm {
 }
 
 impl AddNorm {
-    /// `y` and the backward's state on the inner backend: one Flex kernel where it applies,
-    /// which writes `y` over `x`'s buffer (copied first if anything else holds it) and keeps
-    /// `x + addend`; on a GPU back end the sum's rows' statistics (`norm_keeping_rows`).
+    /// `y` and the backward's state on the inner backend, for the norm of `x + addend`, or of
+    /// `x + addend · α` with `alpha`: one Flex kernel where it applies, which writes `y` over
+    /// `x`'s buffer (copied first if anything else holds it) and keeps the sum; on a GPU back
+    /// end the sum's rows' statistics (`norm_keeping_rows`).
     fn forward<I: Backend>(
         &self,
         [mut x, addend]: [FloatTensor<I>; 2],
+        alpha: Option<FloatTensor<I>>,
         gamma: FloatTensor<I>,
         beta: Option<FloatTensor<I>>,
     ) -> (FloatTensor<I>, NormState<I>) {
         let eps = self.epsilon;
+        // The scale's own product, as its node's fallback computes it.
+        let scaled = |addend, alpha: Option<_>| match alpha {
+            Some(alpha) => I::float_mul(addend, as_matrix::<I>(alpha)),
+            None => addend,
+        };
         if gpu_inner::<I>() {
+            let addend = scaled(addend, alpha);
             return norm_keeping_rows::<I>(x, Some(addend), gamma, beta, eps);
         }
-        let fused = match &beta {
-            Some(beta) => {
-                on_flex_over::<I, 3, 1>(&mut x, [&addend, &gamma, beta], |x, [a, g, b]| {
-                    flex_kernels::add_norm(x, a, g, Some(b), eps).map(|sum| [sum])
-                })
-            }
-            None => on_flex_over::<I, 2, 1>(&mut x, [&addend, &gamma], |x, [a, g]| {
-                flex_kernels::add_norm(x, a, g, None, eps).map(|sum| [sum])
-            }),
-        };
-        if let Some([sum]) = fused {
+        let params = (&gamma, beta.as_ref());
+        if let Some(sum) = add_norm_kernel::<I>(&mut x, (&addend, alpha.as_ref()), params, eps) {
             return (x, (sum, gamma, None));
         }
-        let sum = I::float_add(x, addend);
+        let sum = I::float_add(x, scaled(addend, alpha));
         let y = match beta {
             Some(beta) => layer_norm_inner::<I>(sum.clone(), gamma.clone(), beta, eps),
             None => rms_norm_inner::<I>(sum.clone(), gamma.clone(), eps),
         };
         (y, (sum, gamma, None))
     }
+}
+
+/// [`flex_kernels::add_norm`] (or `add_scaled_norm`, with `alpha`) over `x` where `I` is Flex
+/// and the kernel takes the tensors: the sum it keeps. `None`, and `x` untouched, otherwise.
+fn add_norm_kernel<I: Backend>(
+    x: &mut FloatTensor<I>,
+    (addend, alpha): (&FloatTensor<I>, Option<&FloatTensor<I>>),
+    (gamma, beta): (&FloatTensor<I>, Option<&FloatTensor<I>>),
+    eps: f64,
+) -> Option<FloatTensor<I>> {
+    let x = flex_mut::<I>(x)?;
+    let [addend, gamma] = [addend, gamma].map(|t| flex::<I>(t).expect("I is Flex"));
+    let [alpha, beta] = [alpha, beta].map(|t| t.map(|t| flex::<I>(t).expect("I is Flex")));
+    let sum = match alpha {
+        Some(alpha) => flex_kernels::add_scaled_norm(x, [addend, alpha], gamma, beta, eps),
+        None => flex_kernels::add_norm(x, addend, gamma, beta, eps),
+    }?;
+    Some(same_type(sum).unwrap_or_else(|_| unreachable!("I is Flex")))
 }
 
 impl Node<4> for AddNorm {
@@ -366,7 +438,7 @@ impl Node<4> for AddNorm {
             epsilon: self.epsilon,
             inputs: 2,
         };
-        let (y, state) = self.forward::<I>(inputs, g, Some(beta.primitive.clone()));
+        let (y, state) = self.forward::<I>(inputs, None, g, Some(beta.primitive.clone()));
         record(backward, [&x, &addend, &gamma, &beta], state, y)
     }
 }
@@ -384,7 +456,74 @@ impl Node<3> for AddNorm {
             epsilon: self.epsilon,
             inputs: 2,
         };
-        let (y, state) = self.forward::<I>(inputs, g, None);
+        let (y, state) = self.forward::<I>(inputs, None, g, None);
         record(backward, [&x, &addend, &gamma], state, y)
+    }
+}
+
+/// A norm of a scaled sum, `x + h · α`: LayerNorm over `[x, h, α, γ, β]`, RMSNorm over
+/// `[x, h, α, γ]`. Not on the GPU back ends, where the scale and the norm of the sum stay two
+/// nodes (their kernels are laxc's own there already).
+struct ScaledAddNorm {
+    epsilon: f64,
+}
+
+impl ScaledAddNorm {
+    /// The node's output and its record, for parents `[x, h, α, γ]` and β where there is one.
+    fn run_over<I: Backend, const N: usize>(
+        self,
+        mut parents: [FloatTensor<Autodiff<I>>; N],
+    ) -> FloatTensor<Autodiff<I>> {
+        let [h, alpha] = [1, 2].map(|i| parents[i].primitive.clone());
+        let x = take_buffer(&mut parents[0]);
+        let [gamma, beta] = [3, 4].map(|i| parents.get(i).map(|p| p.primitive.clone()));
+        let gamma = gamma.expect("a norm has γ");
+        let epsilon = self.epsilon;
+        let adding = AddNorm { epsilon };
+        let scaled = Some(alpha.clone());
+        let (y, state) = adding.forward::<I>([x, h.clone()], scaled, gamma, beta);
+        let backward = ScaledNormBackward { epsilon };
+        record(backward, parents.each_ref(), (state, [h, alpha]), y)
+    }
+}
+
+impl Node<5> for ScaledAddNorm {
+    fn run<I: Backend>(self, parents: [FloatTensor<Autodiff<I>>; 5]) -> FloatTensor<Autodiff<I>> {
+        self.run_over(parents)
+    }
+}
+
+impl Node<4> for ScaledAddNorm {
+    fn run<I: Backend>(self, parents: [FloatTensor<Autodiff<I>>; 4]) -> FloatTensor<Autodiff<I>> {
+        self.run_over(parents)
+    }
+}
+
+/// Backward of [`ScaledAddNorm`]: the norm's gradients at the kept sum; the sum's gradient
+/// to `x`, and through the scale (`scale_gradients`, one pass on Flex) to `h` and α; dγ and
+/// dβ. The values [`NormBackward`] and the scale's backward give, in the same order.
+#[derive(Debug)]
+struct ScaledNormBackward {
+    epsilon: f64,
+}
+
+impl<I: Backend, const N: usize> Backward<I, N> for ScaledNormBackward {
+    /// The norm's state, and `[h, α]`.
+    type State = (NormState<I>, [FloatTensor<I>; 2]);
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (norm_state, [h, alpha]) = ops.state;
+        let g = grads.consume::<I>(&ops.node);
+        let parents = ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
+        let centered = N == 5;
+        let (dx, d_gamma, d_beta) = kept_norm_gradients::<I>(norm_state, g, self.epsilon, centered);
+        let [dh, d_alpha] = scale_gradients::<I>(h, alpha, dx.clone());
+        give::<I>(grads, parents[0], || dx);
+        give::<I>(grads, parents[1], || dh);
+        give::<I>(grads, parents[2], || d_alpha);
+        give::<I>(grads, parents[3], || d_gamma);
+        if let Some(d_beta) = d_beta {
+            give::<I>(grads, parents[4], || d_beta);
+        }
     }
 }

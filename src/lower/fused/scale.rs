@@ -25,13 +25,13 @@ pub fn scale<B: Backend>(h: Tensor<B, 2>, alpha: Tensor<B, 1>) -> Tensor<B, 2> {
 }
 
 /// `alpha`, a one-element vector, as a (1, 1) matrix that broadcasts over rows.
-fn as_matrix<I: Backend>(alpha: FloatTensor<I>) -> FloatTensor<I> {
+pub(super) fn as_matrix<I: Backend>(alpha: FloatTensor<I>) -> FloatTensor<I> {
     I::float_reshape(alpha, Shape::new([1, 1]))
 }
 
 /// The gradients `[dh, dα]` of `h · α` given the output gradient `g` (`dα` in α's shape): on
 /// Flex one pass (`flex_kernels::scale_backward`), elsewhere the composed products and sum.
-fn scale_gradients<I: Backend>(
+pub(super) fn scale_gradients<I: Backend>(
     h: FloatTensor<I>,
     alpha: FloatTensor<I>,
     g: FloatTensor<I>,
