@@ -445,8 +445,10 @@ impl Plan {
                 .into_iter()
                 .find_map(|by_rows| self.cut(by_rows, threads))
         }?;
-        // Blocks of columns are written column-major where `a` suits it.
-        let column_major = !parts.by_rows && grain.a_rows_adjacent;
+        // Blocks of columns are written column-major where `a` suits it and a block is
+        // narrower than gemm's lanes (`column_block`).
+        let narrow = parts.step < gemm_micro_kernel()[0];
+        let column_major = !parts.by_rows && grain.a_rows_adjacent && narrow;
         Some(Parts {
             column_major,
             ..parts
@@ -464,8 +466,13 @@ impl Plan {
     /// 136; in such blocks, 142 and 87 (BENCHMARKS.md, attempt 67). Blocks of the long side, or
     /// any blocks of an operand not contiguous along the lanes (the forward products,
     /// (1,088 × 512) by (512 × 32)), were no faster or far slower than gemm's threads.
+    ///
+    /// Only where gemm's micro-kernel is longer than the thin side (AVX-512's 64 lanes): with
+    /// AVX2's 16, gemm's threads share such a product well, and the blocks lose. On an AVX2
+    /// machine (512 × 1,088) by (1,088 × 32) took 607–617 µs a call in a vit-svd step in
+    /// blocks and 384–394 in gemm's threads (BENCHMARKS.md, attempt 104).
     fn thin_cut(&self, grain: Grain, threads: usize) -> Option<Parts> {
-        if self.m.min(self.n) > THIN_SIDE {
+        if self.m.min(self.n) > THIN_SIDE || gemm_micro_kernel()[0] <= THIN_SIDE {
             return None;
         }
         let tall = self.m > self.n;
@@ -547,9 +554,11 @@ impl Plan {
     /// Why: gemm lays its micro-kernel's long side (64 lanes with AVX-512) along the output's
     /// contiguous axis; in a row-major block of 16 columns it ran a quarter full. A ViT's
     /// weight gradients, (128 × 1,088) by (1,088 × 32) in two blocks of 16 columns, took 69 µs
-    /// in a step; column-major, 21 µs alone against 37 (BENCHMARKS.md, attempt 66). The
-    /// sums are the same: gemm sums each element in the same order either way (tested bit for
-    /// bit in tests/lowering.rs).
+    /// in a step; column-major, 21 µs alone against 37 (BENCHMARKS.md, attempt 66). A block
+    /// at least as wide as the lanes (AVX2's 16) fills them row-major, where the copy is all
+    /// this would add: on an AVX2 machine the same product took 97 µs a call in a step
+    /// column-major and 90–92 row-major (attempt 104). The sums are the same: gemm sums each
+    /// element in the same order either way (tested bit for bit in tests/lowering.rs).
     ///
     /// # Safety
     /// As [`Plan::block`]'s, for rows `self.m` of `len` columns at `out`.
@@ -688,20 +697,24 @@ impl Plan {
 /// The depth gemm 0.19 sums an (m × n) product of depth `k` in, block by block, adding each
 /// block's sum to the blocks' before it (`gemm_common::gemm`): at most 512 for outputs of at
 /// most 64 × 64, else its cache model's (`kernel_params`, from the CPU's caches and the
-/// micro-kernel gemm runs: 64 × 6 with AVX-512, 16 × 6 with AVX2 and FMA).
+/// micro-kernel gemm runs, [`gemm_micro_kernel`]).
 fn gemm_depth_block(m: usize, n: usize, k: usize) -> usize {
     if small_output(m, n) {
         return k.min(ONE_DEPTH_BLOCK);
     }
-    #[cfg(target_arch = "x86_64")]
-    let (mr, nr) = if std::arch::is_x86_feature_detected!("avx512f") {
-        (64, 6)
-    } else {
-        (16, 6)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let (mr, nr) = (16, 6);
+    let [mr, nr] = gemm_micro_kernel();
     gemm_common::cache::kernel_params(m, n, k, mr, nr, std::mem::size_of::<f32>()).kc
+}
+
+/// The output tile gemm 0.19's f32 micro-kernel computes at once here, `[lanes, columns]`:
+/// 64 × 6 with AVX-512, else 16 × 6 (AVX2 and FMA; gemm's cache model takes the same
+/// elsewhere). Its lanes run along the output's contiguous axis.
+fn gemm_micro_kernel() -> [usize; 2] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return [64, 6];
+    }
+    [16, 6]
 }
 
 /// One matrix of an operand: where its first element is and how to step along rows and columns.
