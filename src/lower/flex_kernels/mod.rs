@@ -8,7 +8,7 @@
 //! - `softmax`: softmax with an additive mask, and its backward;
 //! - `squares`: the sum of a tensor's squares (a gradient's share of the clip's global norm);
 //! - `norm`: RMSNorm forward, either norm of a sum (`add_norm`), both norms' backward;
-//!   `norm_avx512` takes their rows of 16 to 256 elements sixteen rows at a time;
+//!   `norm_blocks` takes their rows of 16 to 256 elements sixteen rows at a time;
 //! - `rope`: rotate-half RoPE and its transpose;
 //! - `kron`: the Kronecker product of a tensor gate's two cores, and its backward;
 //! - `tensor_gate`: a tensor gate applied to rows in its factored form, and its input gradient;
@@ -36,7 +36,7 @@ mod layout;
 mod math;
 mod norm;
 #[cfg(target_arch = "x86_64")]
-mod norm_avx512;
+mod norm_blocks;
 mod rope;
 mod scale;
 mod softmax;

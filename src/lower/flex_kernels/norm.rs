@@ -3,7 +3,7 @@
 //! over a row is a loop the compiler vectorizes (sums on `LANES` accumulators).
 
 #[cfg(target_arch = "x86_64")]
-use super::norm_avx512;
+use super::norm_blocks;
 use super::{
     f32s, like, output, overwritable, own_f32s, sum4_by, sum4_by_pairs, sum_by, sum_by_pairs,
     vectorized, written, written_part, Kernel, CHUNK,
@@ -20,7 +20,7 @@ pub fn rms_norm(x: &FlexTensor, gamma: &FlexTensor, epsilon: f64) -> Option<Flex
     rms_norm_on(x, gamma, epsilon, true)
 }
 
-/// [`rms_norm`], whole blocks of sixteen rows by `norm_avx512` if
+/// [`rms_norm`], whole blocks of sixteen rows by `norm_blocks` if
 /// `sixteen_row_blocks` (a switch for the test that compares the two paths).
 fn rms_norm_on(
     x: &FlexTensor,
@@ -84,7 +84,7 @@ fn one() -> FlexTensor {
     FlexTensor::from_data(TensorData::new(vec![1.0f32], [1]))
 }
 
-/// [`add_norm`], whole blocks of sixteen rows by `norm_avx512` if
+/// [`add_norm`], whole blocks of sixteen rows by `norm_blocks` if
 /// `sixteen_row_blocks` (a switch for the test that compares the two paths).
 fn add_norm_on(
     x: &mut FlexTensor,
@@ -150,7 +150,7 @@ pub fn norm_backward(
     norm_backward_on(x, gamma, g, epsilon, centered, true)
 }
 
-/// [`norm_backward`], whole blocks of sixteen rows by `norm_avx512` if
+/// [`norm_backward`], whole blocks of sixteen rows by `norm_blocks` if
 /// `sixteen_row_blocks` (a switch for the test that compares the two paths).
 fn norm_backward_on(
     x: &FlexTensor,
@@ -209,7 +209,7 @@ struct NormRows<'a> {
     params: [&'a [f32]; 2],
     eps: f32,
     centered: bool,
-    /// Whether whole blocks of sixteen rows may take `norm_avx512` (tests turn it off to
+    /// Whether whole blocks of sixteen rows may take `norm_blocks` (tests turn it off to
     /// compare the two paths).
     sixteen_row_blocks: bool,
 }
@@ -357,13 +357,13 @@ impl Kernel for NormGradientRows<'_> {
     }
 }
 
-/// The first whole blocks of sixteen rows of a forward task by `norm_avx512` where it applies;
+/// The first whole blocks of sixteen rows of a forward task by `norm_blocks` where it applies;
 /// how many rows it did (none elsewhere).
 #[inline(always)]
 fn sixteen_rows_forward(work: &mut NormRows<'_>) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if work.sixteen_row_blocks && norm_avx512::applies(work.params[0].len()) {
-        return norm_avx512::forward(norm_avx512::ForwardRows {
+    if work.sixteen_row_blocks && norm_blocks::applies(work.params[0].len()) {
+        return norm_blocks::forward(norm_blocks::ForwardRows {
             rows: work.rows.reborrow(),
             gamma: work.params[0],
             beta: work.params[1],
@@ -378,8 +378,8 @@ fn sixteen_rows_forward(work: &mut NormRows<'_>) -> usize {
 #[inline(always)]
 fn sixteen_rows_backward(work: &mut NormGradientRows<'_>) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if work.sixteen_row_blocks && norm_avx512::applies(work.gammas.len()) {
-        return norm_avx512::backward(norm_avx512::GradientRows {
+    if work.sixteen_row_blocks && norm_blocks::applies(work.gammas.len()) {
+        return norm_blocks::backward(norm_blocks::GradientRows {
             g_then_dx: &mut *work.g_then_dx,
             x: work.x,
             gamma: work.gammas,
@@ -631,25 +631,26 @@ mod tests {
         );
     }
 
-    /// The sixteen-row AVX-512 path and the portable one give the same bits, forward and
-    /// backward, LayerNorm and RMSNorm, for widths it takes (16 to 256) and ones it does
-    /// not, and row counts that leave the portable code a remainder of each size class (none,
-    /// under four, four and more). On a processor without AVX-512 both are the portable path.
+    /// The sixteen-row path (AVX-512 or AVX2) and the portable one give the same bits,
+    /// forward and backward, LayerNorm and RMSNorm, for widths it takes (16 to 256) and ones it
+    /// does not, and row counts that leave the portable code a remainder of each size class
+    /// (none, under four, four and more). On a processor with neither both are the portable
+    /// path.
     #[test]
     fn sixteen_rows_at_once_equal_the_portable_rows_bit_for_bit() {
         #[cfg(target_arch = "x86_64")]
-        let has_avx512 = is_x86_feature_detected!("avx512f");
+        let has_blocks = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
         #[cfg(not(target_arch = "x86_64"))]
-        let has_avx512 = false;
-        if !has_avx512 {
-            eprintln!("no AVX-512 here: both paths are the portable code, compared all the same");
+        let has_blocks = false;
+        if !has_blocks {
+            eprintln!("no AVX2 and FMA here: both paths are the portable code");
         }
         for width in [16, 32, 48, 64, 96, 128, 176, 256, 272, 384] {
             // The sixteen-row path is taken exactly where it should be (not vacuously equal).
             #[cfg(target_arch = "x86_64")]
             assert_eq!(
-                norm_avx512::applies(width),
-                has_avx512 && width <= 256,
+                norm_blocks::applies(width),
+                has_blocks && width <= 256,
                 "width {width}"
             );
             for rows in [16, 35, 100, 1024, 1030] {
