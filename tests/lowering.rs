@@ -742,7 +742,8 @@ fn kron_node_matches_the_broadcast_product() {
 /// and thin products of a long depth in its two halves (`flex_gemm`): every element has the
 /// same bits as in one call on one thread, for the LaX gates' and the factors' shapes forward
 /// and both gradients (through transposed views), blocks of rows and of columns (of a
-/// transposed `a`, written column-major and copied in), thin outputs of larger products,
+/// transposed `a`, written column-major and copied in where gemm's lanes are wider than a
+/// block, with AVX-512), thin outputs of larger products (in blocks with AVX-512),
 /// sides that do not divide evenly, and depths of two blocks.
 #[test]
 fn products_in_blocks_equal_one_call_bit_for_bit() {
@@ -764,8 +765,8 @@ fn products_in_blocks_equal_one_call_bit_for_bit() {
         (1088, 128, 32),
         // An output wider than tall: blocks of columns.
         (64, 300, 256),
-        // A ViT's MLP: weight gradients large enough for gemm's threads, in blocks of their
-        // short side (a tall one's columns through a column-major buffer).
+        // A ViT's MLP: weight gradients large enough for gemm's threads, with AVX-512 in
+        // blocks of their short side (a tall one's columns through a column-major buffer).
         (1088, 512, 32),
         (1088, 32, 512),
         // A LLaMA's (over 1,024 rows), and a depth of 1,000: two depth blocks, summed apart.
@@ -2042,19 +2043,22 @@ fn scaled_add_norm_nodes_match_the_norm_of_the_scaled_sum() {
     // 100 wide, 703 rows: the kernels' tasks end in partial blocks, dα sums several tasks.
     check::<burn::backend::Flex>([703, 100], [1e-5, 1e-4]);
 
-    // Flex: the node gives what the scale node and the add-norm node give, to the bit.
-    let [z, h, alpha, gamma, beta, weights] = leaves::<burn::backend::Flex>([703, 100]);
-    let inputs = [z, h, alpha, gamma, beta];
-    for centered in [true, false] {
-        let bits = |form| -> Vec<Option<Vec<u64>>> {
-            let values = run(form, centered, &inputs, &weights);
-            let bits = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect();
-            values.into_iter().map(|v| v.map(bits)).collect()
-        };
-        assert!(
-            bits(Form::Node) == bits(Form::TwoNodes),
-            "centered {centered}: the node against the two nodes"
-        );
+    // Flex: the node gives what the scale node and the add-norm node give, to the bit, on
+    // the portable rows (100 wide) and on the sixteen-row blocks (32, a ViT's latent).
+    for width in [100, 32] {
+        let [z, h, alpha, gamma, beta, weights] = leaves::<burn::backend::Flex>([703, width]);
+        let inputs = [z, h, alpha, gamma, beta];
+        for centered in [true, false] {
+            let bits = |form| -> Vec<Option<Vec<u64>>> {
+                let values = run(form, centered, &inputs, &weights);
+                let bits = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect();
+                values.into_iter().map(|v| v.map(bits)).collect()
+            };
+            assert!(
+                bits(Form::Node) == bits(Form::TwoNodes),
+                "{width} wide, centered {centered}: the node against the two nodes"
+            );
+        }
     }
 
     // Finite differences through the node in f64, in h and in α (α from every element of the

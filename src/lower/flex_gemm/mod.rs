@@ -708,7 +708,8 @@ fn gemm_depth_block(m: usize, n: usize, k: usize) -> usize {
 
 /// The output tile gemm 0.19's f32 micro-kernel computes at once here, `[lanes, columns]`:
 /// 64 × 6 with AVX-512, else 16 × 6 (AVX2 and FMA; gemm's cache model takes the same
-/// elsewhere). Its lanes run along the output's contiguous axis.
+/// elsewhere). Its lanes run along the output's contiguous axis. gemm chooses by `avx512f`
+/// alone, so this asks the same (not `flex_kernels::lanes::isa`, which laxc's kernels take).
 fn gemm_micro_kernel() -> [usize; 2] {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
@@ -958,16 +959,24 @@ mod tests {
         })
     }
 
+    /// Whether gemm's micro-kernel here is AVX-512's, 64 lanes long (else 16).
+    fn wide_lanes() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
     /// The longer side where its blocks keep gemm's depth cut, else the shorter one, else none
     /// (the bits of each cut are tested in tests/lowering.rs); blocks of columns column-major
-    /// where `a`'s rows are adjacent.
+    /// where `a`'s rows are adjacent and a block is narrower than gemm's lanes (AVX-512's 64).
     #[test]
     fn cuts_the_side_that_keeps_the_depth_cut() {
         assert_eq!(cut(1024, 64, 64, ROW_MAJOR), rows(512));
         assert_eq!(cut(64, 1024, 64, ROW_MAJOR), rows(32));
         // A ViT's weight gradients: halves of the longer side would be small products.
         assert_eq!(cut(32, 1088, 128, GRADIENT), rows(16));
-        assert_eq!(cut(128, 1088, 32, GRADIENT), columns(16, true));
+        assert_eq!(cut(128, 1088, 32, GRADIENT), columns(16, wide_lanes()));
         assert_eq!(cut(128, 1088, 32, ROW_MAJOR), columns(16, false));
         // Wider than tall.
         assert_eq!(cut(64, 300, 256, ROW_MAJOR), columns(128, false));
@@ -978,13 +987,15 @@ mod tests {
     }
 
     /// Products large enough for gemm's own threads stay whole, but for thin outputs whose
-    /// short side's blocks suit the operands.
+    /// short side's blocks suit the operands, where gemm's lanes (AVX-512's 64) are longer
+    /// than the short side.
     #[test]
     fn cuts_large_products_only_thin_along_their_grain() {
         assert_eq!(cut(256, 256, 256, ROW_MAJOR), None);
         // A ViT's weight gradients in its MLP.
-        assert_eq!(cut(512, 1088, 32, GRADIENT), columns(16, true));
-        assert_eq!(cut(32, 1088, 512, GRADIENT), rows(16));
+        let thin = |parts: Option<Parts>| parts.filter(|_| wide_lanes());
+        assert_eq!(cut(512, 1088, 32, GRADIENT), thin(columns(16, true)));
+        assert_eq!(cut(32, 1088, 512, GRADIENT), thin(rows(16)));
         // Its forward product: `x` is row-major, so columns would not suit it.
         assert_eq!(cut(1088, 512, 32, ROW_MAJOR), None);
         // A LLaMA's: not thin.
@@ -1167,6 +1178,39 @@ mod tests {
                 let shared = on_two_threads(|| matmul(&a, &b, scale).expect("f32"));
                 let got = shared.as_slice::<f32>().expect("f32");
                 assert!(bits(got) == bits(&one_call), "{case} at {scale}");
+            }
+        }
+    }
+
+    /// Blocks of columns written column-major (`column_block`, which only machines with
+    /// AVX-512 choose) have the bits of one gemm call on one thread, on any machine: written
+    /// over and added to, blocks whole and not, at scale 0.3.
+    #[test]
+    fn column_major_blocks_equal_one_gemm_call() {
+        use burn::backend::Flex;
+        use burn::tensor::ops::FloatTensorOps;
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for (m, k, n) in [(128, 1088, 32), (512, 1088, 32), (100, 300, 40)] {
+            let (a, b) = (Flex::float_transpose(values(k, m, 1)), values(k, n, 2));
+            let plan = Plan::of(&a, &b).expect("f32");
+            let matrices = [Operand::of(&a).matrix(0), Operand::of(&b).matrix(0)];
+            let parts = columns(16, true).expect("blocks");
+            let before = values(m, n, 3).into_data().to_vec::<f32>().expect("f32");
+            for write in [Write::Over, Write::AddTo] {
+                let mut one_call = before.clone();
+                let none = gemm::Parallelism::None;
+                // SAFETY: `a` and `b` are live (m × k) and (k × n) matrices; the buffer holds
+                // m × n.
+                unsafe { plan.product(one_call.as_mut_ptr(), matrices, 0.3, write, none) };
+                let mut blocks = before.clone();
+                let out = Output(blocks.as_mut_ptr());
+                // SAFETY: as above.
+                on_two_threads(|| unsafe { plan.in_parts(parts, out, matrices, 0.3, write) });
+                let adds = matches!(write, Write::AddTo);
+                assert!(
+                    bits(&blocks) == bits(&one_call),
+                    "({m}, {k}, {n}), adding {adds}"
+                );
             }
         }
     }

@@ -1,7 +1,8 @@
 //! The vector instructions laxc's hand-written kernels are written in (`flex_gemm`'s
 //! `depth_blocks`, `row_tiles` and `small_batch`, and a tensor gate's wide rows): AVX-512
 //! (sixteen lanes) or AVX2 with FMA (eight), whichever the processor has, behind one trait so
-//! that each kernel is written once.
+//! that each kernel is written once. The norms' sixteen-row blocks (`norm_blocks`) take the
+//! instruction set from [`isa`] too, over sixteen lanes of their own.
 //!
 //! Why both: without AVX-512 (most laptops, AMD before Zen 4, many cloud machines, this
 //! project's CI) the kernels declined and gemm ran those products, at the cost their

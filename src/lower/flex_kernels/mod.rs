@@ -7,8 +7,9 @@
 //! - `activation`: GELU (exact and tanh), SiLU and SwiGLU, forward and backward;
 //! - `softmax`: softmax with an additive mask, and its backward;
 //! - `squares`: the sum of a tensor's squares (a gradient's share of the clip's global norm);
-//! - `norm`: RMSNorm forward, either norm of a sum (`add_norm`), both norms' backward;
-//!   `norm_blocks` takes their rows of 16 to 256 elements sixteen rows at a time;
+//! - `norm`: RMSNorm forward, either norm of a sum (`add_norm`; of a scaled sum, a linear
+//!   gate's, `add_scaled_norm`), both norms' backward; `norm_blocks` takes their rows of 16 to
+//!   256 elements sixteen rows at a time;
 //! - `rope`: rotate-half RoPE and its transpose;
 //! - `kron`: the Kronecker product of a tensor gate's two cores, and its backward;
 //! - `tensor_gate`: a tensor gate applied to rows in its factored form, and its input gradient;
@@ -16,7 +17,8 @@
 //! - `layout`: the swap of a 3-D or 4-D tensor's middle axes;
 //! - `math`: `exp` and `erf` without branches or library calls;
 //! - `lanes`: the vector registers that hand-written kernels (the tensor gate's rows here,
-//!   `flex_gemm`'s product kernels) take, AVX-512's or AVX2's, behind one trait.
+//!   `flex_gemm`'s product kernels) take, AVX-512's or AVX2's, behind one trait, and the
+//!   instruction set this processor has for them (`norm_blocks` too).
 //!
 //! Each kernel reads contiguous f32 tensors (otherwise it declines, `None`, and the caller
 //! composes the formula from Burn's ops); where an op reads an input last, its kernel writes its

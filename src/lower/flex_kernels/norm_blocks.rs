@@ -87,7 +87,7 @@ on_isa!(
 );
 
 /// The inputs of a forward block: its rows (`norm::Rows`: the norm of `x` into `y`, or of
-/// `x + addend` over `x`, the sum written to `sum`), γ, and β (empty for none).
+/// `x + addend · scale` over `x`, the sum written to `sum`), γ, and β (empty for none).
 pub(super) struct ForwardRows<'a> {
     pub rows: Rows<'a>,
     pub gamma: &'a [f32],
@@ -181,7 +181,7 @@ unsafe fn forward_blocks<S: Sixteen, const V: usize>(work: ForwardRows<'_>) -> u
     unsafe {
         for block in (0..rows).step_by(BLOCK) {
             let at = block * w;
-            // The rows normalized: `x`, or `x + addend` written to `sum` and read back from it.
+            // The rows normalized: `x`, or `x + addend · scale` written to `sum` and read back.
             let source = match add {
                 Some((addend, scale, sum)) => {
                     let scale = S::splat(scale);

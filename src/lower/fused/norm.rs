@@ -398,7 +398,19 @@ impl AddNorm {
         if let Some(sum) = add_norm_kernel::<I>(&mut x, (&addend, alpha.as_ref()), params, eps) {
             return (x, (sum, gamma, None));
         }
-        let sum = I::float_add(x, scaled(addend, alpha));
+        // A scaled addend the kernel does not take as it is (strided): its product first, and
+        // the kernel over that, as the scale's node and the norm's would have run.
+        let addend = match alpha {
+            Some(alpha) => {
+                let product = scaled(addend, Some(alpha));
+                if let Some(sum) = add_norm_kernel::<I>(&mut x, (&product, None), params, eps) {
+                    return (x, (sum, gamma, None));
+                }
+                product
+            }
+            None => addend,
+        };
+        let sum = I::float_add(x, addend);
         let y = match beta {
             Some(beta) => layer_norm_inner::<I>(sum.clone(), gamma.clone(), beta, eps),
             None => rms_norm_inner::<I>(sum.clone(), gamma.clone(), eps),
