@@ -62,7 +62,7 @@ pub fn add_norm(
     beta: Option<&FlexTensor>,
     epsilon: f64,
 ) -> Option<FlexTensor> {
-    add_norm_on(x, [addend, &one()], gamma, beta, epsilon, true)
+    add_norm_on(x, addend, 1.0, gamma, beta, epsilon, true)
 }
 
 /// [`add_norm`] of `x + addend · alpha` for a one-element `alpha` (a LaX pathway's linear gate,
@@ -76,28 +76,25 @@ pub fn add_scaled_norm(
     beta: Option<&FlexTensor>,
     epsilon: f64,
 ) -> Option<FlexTensor> {
-    add_norm_on(x, [addend, alpha], gamma, beta, epsilon, true)
+    let &[scale] = f32s(alpha)? else {
+        return None;
+    };
+    add_norm_on(x, addend, scale, gamma, beta, epsilon, true)
 }
 
-/// A one-element 1, the factor of an addend added as it is (`x + a · 1` is `x + a` to the bit).
-fn one() -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(vec![1.0f32], [1]))
-}
-
-/// [`add_norm`], whole blocks of sixteen rows by `norm_blocks` if
-/// `sixteen_row_blocks` (a switch for the test that compares the two paths).
+/// [`add_scaled_norm`] by a factor `scale` (1 for [`add_norm`]: `x + a · 1` is `x + a` to the
+/// bit), whole blocks of sixteen rows by `norm_blocks` if `sixteen_row_blocks` (a switch for
+/// the test that compares the two paths).
 fn add_norm_on(
     x: &mut FlexTensor,
-    [addend, alpha]: [&FlexTensor; 2],
+    addend: &FlexTensor,
+    scale: f32,
     gamma: &FlexTensor,
     beta: Option<&FlexTensor>,
     epsilon: f64,
     sixteen_row_blocks: bool,
 ) -> Option<FlexTensor> {
     let (adds, gammas) = (f32s(addend)?, f32s(gamma)?);
-    let &[scale] = f32s(alpha)? else {
-        return None;
-    };
     let betas = match beta {
         Some(b) => f32s(b)?,
         None => &[],
@@ -661,16 +658,12 @@ mod tests {
                     tensor(rows, width, 3),
                 );
                 let (gamma, beta) = (tensor(1, width, 4), tensor(1, width, 5));
-                // The addend as it is, and scaled (a linear gate's α).
-                let scales = [
-                    one(),
-                    FlexTensor::from_data(TensorData::new(vec![-0.7f32], [1])),
-                ];
                 for beta in [Some(&beta), None] {
-                    for scale in &scales {
+                    // The addend as it is, and scaled (a linear gate's α).
+                    for scale in [1.0, -0.7] {
                         let [wide, portable] = [true, false].map(|s| {
                             let mut y = copy(&x);
-                            let sum = add_norm_on(&mut y, [&a, scale], &gamma, beta, 1e-6, s)
+                            let sum = add_norm_on(&mut y, &a, scale, &gamma, beta, 1e-6, s)
                                 .expect("applies");
                             [y, sum]
                         });

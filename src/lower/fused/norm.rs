@@ -4,8 +4,8 @@
 
 use super::scale::{as_matrix, scale, scale_gradients};
 use super::{
-    as_node, column_sums, composed, flex, flex_mut, float, give, gpu_inner, inverse_root,
-    mean_last, on_flex, on_flex_over, record, same_type, take_buffer, Node,
+    as_node, column_sums, composed, flex, float, give, gpu_inner, inverse_root, mean_last, on_flex,
+    on_flex_over, record, take_buffer, Node,
 };
 use crate::lower::flex_kernels;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -398,18 +398,11 @@ impl AddNorm {
         if let Some(sum) = add_norm_kernel::<I>(&mut x, (&addend, alpha.as_ref()), params, eps) {
             return (x, (sum, gamma, None));
         }
-        // A scaled addend the kernel does not take as it is (strided): its product first, and
-        // the kernel over that, as the scale's node and the norm's would have run.
-        let addend = match alpha {
-            Some(alpha) => {
-                let product = scaled(addend, Some(alpha));
-                if let Some(sum) = add_norm_kernel::<I>(&mut x, (&product, None), params, eps) {
-                    return (x, (sum, gamma, None));
-                }
-                product
-            }
-            None => addend,
-        };
+        // A scaled addend the kernel does not take as it is (strided): its product first, then
+        // the norm of the sum, as the scale's node and the norm's would have run.
+        if alpha.is_some() {
+            return self.forward::<I>([x, scaled(addend, alpha)], None, gamma, beta);
+        }
         let sum = I::float_add(x, addend);
         let y = match beta {
             Some(beta) => layer_norm_inner::<I>(sum.clone(), gamma.clone(), beta, eps),
@@ -427,14 +420,16 @@ fn add_norm_kernel<I: Backend>(
     (gamma, beta): (&FloatTensor<I>, Option<&FloatTensor<I>>),
     eps: f64,
 ) -> Option<FloatTensor<I>> {
-    let x = flex_mut::<I>(x)?;
-    let [addend, gamma] = [addend, gamma].map(|t| flex::<I>(t).expect("I is Flex"));
-    let [alpha, beta] = [alpha, beta].map(|t| t.map(|t| flex::<I>(t).expect("I is Flex")));
-    let sum = match alpha {
-        Some(alpha) => flex_kernels::add_scaled_norm(x, [addend, alpha], gamma, beta, eps),
-        None => flex_kernels::add_norm(x, addend, gamma, beta, eps),
-    }?;
-    Some(same_type(sum).unwrap_or_else(|_| unreachable!("I is Flex")))
+    // The optional inputs as Flex's where `I` is Flex (the only backend the kernel runs on).
+    let [alpha, beta] = [alpha, beta].map(|t| t.and_then(flex::<I>));
+    let [sum] = on_flex_over::<I, 2, 1>(x, [addend, gamma], |x, [addend, gamma]| {
+        let sum = match alpha {
+            Some(alpha) => flex_kernels::add_scaled_norm(x, [addend, alpha], gamma, beta, eps),
+            None => flex_kernels::add_norm(x, addend, gamma, beta, eps),
+        };
+        sum.map(|sum| [sum])
+    })?;
+    Some(sum)
 }
 
 impl Node<4> for AddNorm {
