@@ -145,6 +145,21 @@ pub(super) fn like(t: &FlexTensor, values: Vec<f32>) -> FlexTensor {
 /// Elements per task: large enough that a task outweighs its hand-off.
 pub(super) const CHUNK: usize = 1 << 14;
 
+/// Elements per task of a parallel pass over `n` elements in whole `unit`s (a row, a block of
+/// rows): tasks of [`CHUNK`], but where that makes more tasks than the pool has threads, as
+/// many tasks for every thread (fewer and longer: a multiple of the threads no greater), of
+/// equal length but for the last. Why: a pass ends when its slowest thread does, and tasks of
+/// exactly `CHUNK` left one thread a short third task after both had done one (a tiny ViT's
+/// latent, 1,088 rows of 32: tasks of 512, 512 and 64 rows, where two of 544 take less).
+pub(super) fn per_task(n: usize, unit: usize) -> usize {
+    let (units, threads) = (n.div_ceil(unit).max(1), rayon::current_num_threads().max(1));
+    let mut tasks = units.div_ceil(CHUNK.div_ceil(unit));
+    if tasks > threads {
+        tasks = tasks / threads * threads;
+    }
+    units.div_ceil(tasks) * unit
+}
+
 /// Independent accumulators of a sum along a row. Floating-point addition does not reassociate,
 /// so a plain running sum is one serial chain the compiler must keep scalar; `LANES` chains
 /// (two AVX2 registers' worth) vectorize, and are added together at the end.
@@ -309,6 +324,31 @@ mod tests {
 
     fn tensor(values: Vec<f32>, shape: [usize; 2]) -> FlexTensor {
         FlexTensor::from_data(TensorData::new(values, shape))
+    }
+
+    /// Tasks as long as `CHUNK` (16,384 elements) until there are more of them than threads,
+    /// then as many for each thread, each a whole number of units. The figures by hand: a tiny
+    /// ViT's latent, 1,088 rows of 32 in groups of 16 rows (512 elements; 32 groups make a
+    /// chunk): 68 groups, 3 chunks' worth; on two threads 2 tasks of 34 groups, on one 3 tasks
+    /// of 23; on four, 3 tasks (no more than the threads) of 23.
+    #[test]
+    fn tasks_are_chunks_until_there_are_more_than_threads_then_a_multiple_of_them() {
+        let on = |threads: usize, n: usize, unit: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("a pool");
+            pool.install(|| per_task(n, unit))
+        };
+        assert_eq!(on(2, 1088 * 32, 512), 34 * 512);
+        assert_eq!(on(1, 1088 * 32, 512), 23 * 512);
+        assert_eq!(on(4, 1088 * 32, 512), 23 * 512);
+        // 9 chunks of single elements on 2 threads: 8 tasks of 18,432 (147,456 / 8).
+        assert_eq!(on(2, 9 * 16_384, 1), 18_432);
+        // At most a chunk: one task; nothing: one unit.
+        assert_eq!(on(2, 16_384, 1), 16_384);
+        assert_eq!(on(2, 100, 32), 128);
+        assert_eq!(on(2, 0, 32), 32);
     }
 
     /// A buffer only `t` holds is handed out as it is; one another tensor shares is first copied

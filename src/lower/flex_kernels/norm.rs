@@ -5,13 +5,21 @@
 #[cfg(target_arch = "x86_64")]
 use super::norm_blocks;
 use super::{
-    f32s, like, output, overwritable, own_f32s, sum4_by, sum4_by_pairs, sum_by, sum_by_pairs,
-    vectorized, written, written_part, Kernel, CHUNK,
+    f32s, like, output, overwritable, own_f32s, per_task, sum4_by, sum4_by_pairs, sum_by,
+    sum_by_pairs, vectorized, written, written_part, Kernel,
 };
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{TensorData, TensorMetadata};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+
+/// Rows a task takes a multiple of, and the rows whose terms of dγ and dβ the backward pass
+/// sums apart before adding the groups' sums in order: `norm_blocks`' sixteen (the portable
+/// code's four divide it), so that only a pass's last task has rows those blocks leave to the
+/// portable code, and both paths sum the same rows together.
+const ROWS_TOGETHER: usize = 16;
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(ROWS_TOGETHER == norm_blocks::BLOCK);
 
 /// RMSNorm of (rows, width) `x` with scale `gamma` (width elements): `y = x · r · γ` with
 /// `r = 1/√(mean(x²) + ε)` per row, one pass over `x` where the composed form makes seven.
@@ -32,7 +40,7 @@ fn rms_norm_on(
     let width = rows_of(x, gs.len())?;
     let mut y = output(xs.len());
     let eps = epsilon as f32;
-    let per_task = CHUNK.div_ceil(width) * width;
+    let per_task = per_task(xs.len(), ROWS_TOGETHER * width);
     y.par_chunks_mut(per_task)
         .zip(xs.par_chunks(per_task))
         .for_each(|(y, x)| {
@@ -105,7 +113,7 @@ fn add_norm_on(
     }
     let eps = epsilon as f32;
     let mut sum = output(adds.len());
-    let per_task = CHUNK.div_ceil(width) * width;
+    let per_task = per_task(adds.len(), ROWS_TOGETHER * width);
     own_f32s(x)
         .par_chunks_mut(per_task)
         .zip(sum.par_chunks_mut(per_task))
@@ -163,33 +171,38 @@ fn norm_backward_on(
         return None;
     }
     let eps = epsilon as f32;
-    let per_task = CHUNK.div_ceil(width) * width;
-    let mut partial = Vec::new();
+    let group = ROWS_TOGETHER * width;
+    let per_task = per_task(xs.len(), group);
+    // dγ and dβ of each group of rows, side by side: the tasks fill their groups' slots.
+    let mut partial = vec![0.0; xs.len().div_ceil(group) * 2 * width];
     own_f32s(g)
         .par_chunks_mut(per_task)
         .zip(xs.par_chunks(per_task))
-        .map(|(g_then_dx, x)| {
-            let mut sums = ColumnSums::new(width);
+        .zip(partial.par_chunks_mut(per_task / group * 2 * width))
+        .for_each(|((g_then_dx, x), sums)| {
             vectorized(NormGradientRows {
                 g_then_dx,
                 x,
                 gammas,
-                sums: &mut sums,
+                sums,
                 eps,
                 centered,
                 sixteen_row_blocks,
-            });
-            sums
-        })
-        .collect_into_vec(&mut partial);
-    // The tasks' sums added in task order: rayon's `reduce` pairs them as its splits fell,
-    // which depends on which thread stole what, and made the gradients differ run to run.
-    let sums = partial
-        .into_iter()
-        .fold(ColumnSums::new(width), ColumnSums::add);
+            })
+        });
+    // The groups' sums added in row order: the same bits however the rows fell into tasks
+    // (which depends on the number of threads), and on every run (rayon's `reduce` would pair
+    // them as its splits fell, which depends on which thread stole what).
+    let mut sums = vec![0.0; 2 * width];
+    for slot in partial.chunks_exact(2 * width) {
+        for (sum, &part) in sums.iter_mut().zip(slot) {
+            *sum += part;
+        }
+    }
+    let d_beta = sums.split_off(width);
     Some([
-        FlexTensor::from_data(TensorData::new(sums.gamma, [1, width])),
-        FlexTensor::from_data(TensorData::new(sums.beta, [1, width])),
+        FlexTensor::from_data(TensorData::new(sums, [1, width])),
+        FlexTensor::from_data(TensorData::new(d_beta, [1, width])),
     ])
 }
 
@@ -322,12 +335,13 @@ fn normalize_rows(
 }
 
 /// Rows of a norm's backward pass: `dx` over the output gradient `g` (each row's `g` read
-/// whole before its `dx` is written), with the rows' terms of dγ and dβ added to `sums`.
+/// whole before its `dx` is written), with each group of [`ROWS_TOGETHER`] rows' terms of dγ
+/// and dβ added, in row order, to its slot of `sums` (dγ then dβ, twice the width a group).
 struct NormGradientRows<'a> {
     g_then_dx: &'a mut [f32],
     x: &'a [f32],
     gammas: &'a [f32],
-    sums: &'a mut ColumnSums,
+    sums: &'a mut [f32],
     eps: f32,
     centered: bool,
     /// As `NormRows::sixteen_row_blocks`.
@@ -340,16 +354,22 @@ impl Kernel for NormGradientRows<'_> {
     #[inline(always)]
     fn run(mut self) {
         let w = self.gammas.len();
-        let done = w * sixteen_rows_backward(&mut self);
-        let (g_then_dx, x) = (&mut self.g_then_dx[done..], &self.x[done..]);
-        for (g_then_dx, x) in g_then_dx.chunks_mut(4 * w).zip(x.chunks(4 * w)) {
-            norm_rows_backward(
-                g_then_dx,
-                [&mut self.sums.gamma, &mut self.sums.beta],
-                [x, self.gammas],
-                self.eps,
-                self.centered,
-            );
+        let done = sixteen_rows_backward(&mut self);
+        let groups = self.g_then_dx[done * w..]
+            .chunks_mut(ROWS_TOGETHER * w)
+            .zip(self.x[done * w..].chunks(ROWS_TOGETHER * w))
+            .zip(self.sums[done / ROWS_TOGETHER * 2 * w..].chunks_exact_mut(2 * w));
+        for ((g_then_dx, x), slot) in groups {
+            let (d_gamma, d_beta) = slot.split_at_mut(w);
+            for (g_then_dx, x) in g_then_dx.chunks_mut(4 * w).zip(x.chunks(4 * w)) {
+                norm_rows_backward(
+                    g_then_dx,
+                    [&mut *d_gamma, &mut *d_beta],
+                    [x, self.gammas],
+                    self.eps,
+                    self.centered,
+                );
+            }
         }
     }
 }
@@ -380,8 +400,7 @@ fn sixteen_rows_backward(work: &mut NormGradientRows<'_>) -> usize {
             g_then_dx: &mut *work.g_then_dx,
             x: work.x,
             gamma: work.gammas,
-            d_gamma: &mut work.sums.gamma,
-            d_beta: &mut work.sums.beta,
+            sums: &mut *work.sums,
             eps: work.eps,
             centered: work.centered,
         });
@@ -521,31 +540,6 @@ fn finish_row_backward(
     for (dx, &x) in dx.iter_mut().zip(x) {
         let normalized = (x - mean) * r;
         *dx = r * (*dx - mean_h - normalized * mean_hx);
-    }
-}
-
-/// A task's share of dγ and dβ.
-struct ColumnSums {
-    gamma: Vec<f32>,
-    beta: Vec<f32>,
-}
-
-impl ColumnSums {
-    fn new(width: usize) -> ColumnSums {
-        ColumnSums {
-            gamma: vec![0.0; width],
-            beta: vec![0.0; width],
-        }
-    }
-
-    fn add(mut self, other: ColumnSums) -> ColumnSums {
-        for (a, b) in self.gamma.iter_mut().zip(&other.gamma) {
-            *a += b;
-        }
-        for (a, b) in self.beta.iter_mut().zip(&other.beta) {
-            *a += b;
-        }
-        self
     }
 }
 

@@ -115,13 +115,13 @@ pub(super) fn forward(work: ForwardRows<'_>) -> usize {
 }
 
 /// The inputs of a backward block, as `norm::NormGradientRows`: the output gradient `g` to
-/// turn into `dx`, the rows' `x`, γ, and the task's running dγ and dβ (added to in row order).
+/// turn into `dx`, the rows' `x`, γ, and a slot for each block's dγ and dβ (twice the width,
+/// dγ first; each block's rows' terms added to it in row order).
 pub(super) struct GradientRows<'a> {
     pub g_then_dx: &'a mut [f32],
     pub x: &'a [f32],
     pub gamma: &'a [f32],
-    pub d_gamma: &'a mut [f32],
-    pub d_beta: &'a mut [f32],
+    pub sums: &'a mut [f32],
     pub eps: f32,
     pub centered: bool,
 }
@@ -222,19 +222,23 @@ unsafe fn backward_blocks<S: Sixteen, const V: usize>(work: GradientRows<'_>) ->
     let w = 16 * V;
     let rows = work.x.len() / w / BLOCK * BLOCK;
     assert!(work.g_then_dx.len() >= rows * w && work.gamma.len() == w);
-    assert!(work.d_gamma.len() == w && work.d_beta.len() == w);
+    assert!(work.sums.len() >= rows / BLOCK * 2 * w);
     // SAFETY: every offset below lies inside the rows asserted above; the caller's for `S`.
     unsafe {
         let n = S::splat(w as f32);
         let gamma = vectors::<S, V>(work.gamma);
-        let (mut d_gamma, mut d_beta) =
-            (vectors::<S, V>(work.d_gamma), vectors::<S, V>(work.d_beta));
         // One pointer for `g` and `dx`: each vector of `dx` is stored after the last read of
         // the same vector of `g`, and every other read of the block's `g` comes before.
         let g_then_dx = work.g_then_dx.as_mut_ptr();
         let dx = g_then_dx;
-        for block in (0..rows).step_by(BLOCK) {
+        for (block, slot) in (0..rows)
+            .step_by(BLOCK)
+            .zip(work.sums.chunks_exact_mut(2 * w))
+        {
             let at = block * w;
+            let (d_gamma_slot, d_beta_slot) = slot.split_at_mut(w);
+            let (mut d_gamma, mut d_beta) =
+                (vectors::<S, V>(d_gamma_slot), vectors::<S, V>(d_beta_slot));
             let x = |k: usize, v: usize| S::load(work.x.as_ptr().add(at + k * w + 16 * v));
             let g = |k: usize, v: usize| S::load(g_then_dx.cast_const().add(at + k * w + 16 * v));
             let (centers, inverse) = statistics::<S, V>(&x, work.centered, work.eps);
@@ -261,9 +265,9 @@ unsafe fn backward_blocks<S: Sixteen, const V: usize>(work: GradientRows<'_>) ->
                     r.mul(inner).store(dx.add(at + k * w + 16 * v));
                 }
             }
+            store::<S, V>(d_gamma_slot, d_gamma);
+            store::<S, V>(d_beta_slot, d_beta);
         }
-        store::<S, V>(work.d_gamma, d_gamma);
-        store::<S, V>(work.d_beta, d_beta);
     }
     rows
 }
