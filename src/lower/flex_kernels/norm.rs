@@ -173,13 +173,17 @@ fn norm_backward_on(
     let eps = epsilon as f32;
     let group = ROWS_TOGETHER * width;
     let per_task = per_task(xs.len(), group);
-    // dγ and dβ of each group of rows, side by side: the tasks fill their groups' slots.
-    let mut partial = vec![0.0; xs.len().div_ceil(group) * 2 * width];
+    // dγ and dβ of each group of rows, side by side: each task zeroes its groups' slots (in
+    // parallel, and in its own cache) and fills them.
+    let mut partial = output(xs.len().div_ceil(group) * 2 * width);
     own_f32s(g)
         .par_chunks_mut(per_task)
         .zip(xs.par_chunks(per_task))
         .zip(partial.par_chunks_mut(per_task / group * 2 * width))
         .for_each(|((g_then_dx, x), sums)| {
+            sums.fill(MaybeUninit::new(0.0));
+            // SAFETY: just written.
+            let sums = unsafe { written_part(sums) };
             vectorized(NormGradientRows {
                 g_then_dx,
                 x,
@@ -193,6 +197,8 @@ fn norm_backward_on(
     // The groups' sums added in row order: the same bits however the rows fell into tasks
     // (which depends on the number of threads), and on every run (rayon's `reduce` would pair
     // them as its splits fell, which depends on which thread stole what).
+    // SAFETY: the tasks cover the buffer, and each zeroed its part.
+    let partial = unsafe { written(partial) };
     let mut sums = vec![0.0; 2 * width];
     for slot in partial.chunks_exact(2 * width) {
         for (sum, &part) in sums.iter_mut().zip(slot) {
