@@ -9,6 +9,8 @@ faster), beside the middle half of the rounds' ratios (their quartiles): how far
 noise reaches. On the 2-core machine a binary against a copy of itself gave medians of
 0.977–1.033 at nine rounds, so a change of a percent or two needs a control spec it cannot
 touch in the same run. Both binaries must report the same final loss, or the table says so.
+Build both with the same `.cargo/config.toml` (loops aligned to 64 bytes since attempt 111): a
+base from before it, built without, differs by where its loops fall, up to 2 % of a step.
 
     git worktree add /tmp/base HEAD~1 && (cd /tmp/base && cargo build --release)
     python3 bench/ab.py /tmp/base/target/release/laxc target/release/laxc --rounds 3

@@ -40,9 +40,9 @@ fn rms_norm_on(
     let width = rows_of(x, gs.len())?;
     let mut y = output(xs.len());
     let eps = epsilon as f32;
-    let per_task = per_task(xs.len(), ROWS_TOGETHER * width);
-    y.par_chunks_mut(per_task)
-        .zip(xs.par_chunks(per_task))
+    let task_len = per_task(xs.len(), ROWS_TOGETHER * width);
+    y.par_chunks_mut(task_len)
+        .zip(xs.par_chunks(task_len))
         .for_each(|(y, x)| {
             vectorized(NormRows {
                 rows: Rows::Apart { y, x },
@@ -113,11 +113,11 @@ fn add_norm_on(
     }
     let eps = epsilon as f32;
     let mut sum = output(adds.len());
-    let per_task = per_task(adds.len(), ROWS_TOGETHER * width);
+    let task_len = per_task(adds.len(), ROWS_TOGETHER * width);
     own_f32s(x)
-        .par_chunks_mut(per_task)
-        .zip(sum.par_chunks_mut(per_task))
-        .zip(adds.par_chunks(per_task))
+        .par_chunks_mut(task_len)
+        .zip(sum.par_chunks_mut(task_len))
+        .zip(adds.par_chunks(task_len))
         .for_each(|((x_then_y, sum), addend)| {
             vectorized(NormRows {
                 rows: Rows::SumOver {
@@ -172,14 +172,17 @@ fn norm_backward_on(
     }
     let eps = epsilon as f32;
     let group = ROWS_TOGETHER * width;
-    let per_task = per_task(xs.len(), group);
+    let task_len = per_task(xs.len(), group);
+    // Each task's slots, one a group: the zip below cuts `partial` as the tasks' rows only if
+    // a task is whole groups (else some slots would stay unwritten).
+    assert!(task_len.is_multiple_of(group));
     // dγ and dβ of each group of rows, side by side: each task zeroes its groups' slots (in
     // parallel, and in its own cache) and fills them.
     let mut partial = output(xs.len().div_ceil(group) * 2 * width);
     own_f32s(g)
-        .par_chunks_mut(per_task)
-        .zip(xs.par_chunks(per_task))
-        .zip(partial.par_chunks_mut(per_task / group * 2 * width))
+        .par_chunks_mut(task_len)
+        .zip(xs.par_chunks(task_len))
+        .zip(partial.par_chunks_mut(task_len / group * 2 * width))
         .for_each(|((g_then_dx, x), sums)| {
             sums.fill(MaybeUninit::new(0.0));
             // SAFETY: just written.
@@ -194,11 +197,19 @@ fn norm_backward_on(
                 sixteen_row_blocks,
             })
         });
-    // The groups' sums added in row order: the same bits however the rows fell into tasks
-    // (which depends on the number of threads), and on every run (rayon's `reduce` would pair
-    // them as its splits fell, which depends on which thread stole what).
     // SAFETY: the tasks cover the buffer, and each zeroed its part.
-    let partial = unsafe { written(partial) };
+    let [d_gamma, d_beta] = slots_in_row_order(unsafe { &written(partial) }, width);
+    Some([
+        FlexTensor::from_data(TensorData::new(d_gamma, [1, width])),
+        FlexTensor::from_data(TensorData::new(d_beta, [1, width])),
+    ])
+}
+
+/// dγ and dβ from the groups' slots (dγ then dβ, `width` each), added in row order: the same
+/// bits however the rows fell into tasks (which depends on the number of threads), and on
+/// every run (rayon's `reduce` would pair them as its splits fell, which depends on which
+/// thread stole what).
+fn slots_in_row_order(partial: &[f32], width: usize) -> [Vec<f32>; 2] {
     let mut sums = vec![0.0; 2 * width];
     for slot in partial.chunks_exact(2 * width) {
         for (sum, &part) in sums.iter_mut().zip(slot) {
@@ -206,10 +217,7 @@ fn norm_backward_on(
         }
     }
     let d_beta = sums.split_off(width);
-    Some([
-        FlexTensor::from_data(TensorData::new(sums, [1, width])),
-        FlexTensor::from_data(TensorData::new(d_beta, [1, width])),
-    ])
+    [sums, d_beta]
 }
 
 /// The width of `x`'s rows when `x` is 2-D with rows of `width` elements, else `None`.
@@ -342,7 +350,8 @@ fn normalize_rows(
 
 /// Rows of a norm's backward pass: `dx` over the output gradient `g` (each row's `g` read
 /// whole before its `dx` is written), with each group of [`ROWS_TOGETHER`] rows' terms of dγ
-/// and dβ added, in row order, to its slot of `sums` (dγ then dβ, twice the width a group).
+/// and dβ added, in row order, to its slot of `sums` (dγ then dβ, twice the width a group;
+/// a slot for every group of the rows, the last maybe part of one, each zero to begin with).
 struct NormGradientRows<'a> {
     g_then_dx: &'a mut [f32],
     x: &'a [f32],
