@@ -148,9 +148,10 @@ pub(super) const CHUNK: usize = 1 << 14;
 /// Elements per task of a parallel pass over `n` elements in whole `unit`s (a row, a block of
 /// rows): tasks of [`CHUNK`], but where that makes more tasks than the pool has threads, their
 /// number rounded down to a multiple of the threads (fewer and longer), of equal length but
-/// for the last (whole units can leave fewer: 9 units in 4 tasks are 3 of 3). Why: a pass ends when its slowest thread does, and tasks of
-/// exactly `CHUNK` left one thread a short third task after both had done one (a tiny ViT's
-/// latent, 1,088 rows of 32: tasks of 512, 512 and 64 rows, where two of 544 take less).
+/// for the last (whole units can leave fewer: 9 units in 4 tasks are 3 of 3). Why: a pass
+/// ends when its slowest thread does, and tasks of exactly `CHUNK` left one thread a short
+/// third task after both had done one (a tiny ViT's latent, 1,088 rows of 32: tasks of 512,
+/// 512 and 64 rows, where two of 544 take less).
 pub(super) fn per_task(n: usize, unit: usize) -> usize {
     let (units, threads) = (n.div_ceil(unit).max(1), rayon::current_num_threads().max(1));
     let mut tasks = units.div_ceil(CHUNK.div_ceil(unit));
