@@ -198,7 +198,7 @@ unsafe fn forward_blocks<S: Sixteen, const V: usize>(work: ForwardRows<'_>) -> u
             let row = |k: usize, v: usize| S::load(source.add(at + k * w + 16 * v));
             let (centers, inverse) = statistics::<S, V>(&row, work.centered, work.eps);
             for k in 0..BLOCK {
-                let (mean, r) = (centers.lane(k), inverse.lane(k));
+                let (mean, r) = (S::splat(centers[k]), S::splat(inverse[k]));
                 for v in 0..V {
                     let scaled = row(k, v).sub(mean).mul(r).mul(gamma[v]);
                     let out = match &beta {
@@ -248,14 +248,15 @@ unsafe fn backward_blocks<S: Sixteen, const V: usize>(work: GradientRows<'_>) ->
                 true => means::<S, V>(h),
                 false => S::zero(),
             };
-            let along = S::totals(lanes::<S, V>(|k, v| {
-                h(k, v).mul(x(k, v).sub(centers.lane(k)))
-            }));
+            let along = total::<S, V>(|k, v| {
+                h(k, v).mul(x(k, v).sub(S::splat(centers[k])))
+            });
             // mean(h ⊙ x̂) = r · Σ h ⊙ (x − mean) / n
-            let mean_hx = inverse.mul(along).div(n);
+            let mean_hx = scalars(S::load(inverse.as_ptr()).mul(along).div(n));
+            let mean_h = scalars(mean_h);
             for k in 0..BLOCK {
-                let (mean, r) = (centers.lane(k), inverse.lane(k));
-                let (mh, mhx) = (mean_h.lane(k), mean_hx.lane(k));
+                let (mean, r) = (S::splat(centers[k]), S::splat(inverse[k]));
+                let (mh, mhx) = (S::splat(mean_h[k]), S::splat(mean_hx[k]));
                 for v in 0..V {
                     let (g, centered) = (g(k, v), x(k, v).sub(mean));
                     d_gamma[v] = d_gamma[v].add(g.mul(centered).mul(r));
@@ -273,7 +274,7 @@ unsafe fn backward_blocks<S: Sixteen, const V: usize>(work: GradientRows<'_>) ->
 }
 
 /// Sixteen rows' means (0 where not `centered`: RMSNorm) and inverse deviations
-/// `1 / √(mean((x − mean)²) + ε)`, lane `k` row `k`'s, each as the portable code's
+/// `1 / √(mean((x − mean)²) + ε)`, element `k` row `k`'s, each as the portable code's
 /// `row_statistics`; `row(k, v)` is row `k`'s vector `v`.
 ///
 /// # Safety
@@ -283,18 +284,28 @@ unsafe fn statistics<S: Sixteen, const V: usize>(
     row: &impl Fn(usize, usize) -> S,
     centered: bool,
     eps: f32,
-) -> (S, S) {
+) -> ([f32; BLOCK], [f32; BLOCK]) {
     unsafe {
-        let centers = match centered {
-            true => means::<S, V>(row),
-            false => S::zero(),
+        let (centers, variances) = match centered {
+            true => {
+                let c = scalars(means::<S, V>(row));
+                let variances = means::<S, V>(|k, v| {
+                    let d = row(k, v).sub(S::splat(c[k]));
+                    d.mul(d)
+                });
+                (c, variances)
+            }
+            // RMSNorm: `x − 0` is `x` to the bit, so the subtraction is left out.
+            false => (
+                [0.0; BLOCK],
+                means::<S, V>(|k, v| {
+                    let d = row(k, v);
+                    d.mul(d)
+                }),
+            ),
         };
-        let variances = means::<S, V>(|k, v| {
-            let d = row(k, v).sub(centers.lane(k));
-            d.mul(d)
-        });
         let root = variances.add(S::splat(eps)).sqrt();
-        (centers, S::splat(1.0).div(root))
+        (centers, scalars(S::splat(1.0).div(root)))
     }
 }
 
@@ -305,25 +316,40 @@ unsafe fn statistics<S: Sixteen, const V: usize>(
 /// Inside a wrapper compiled for `S`'s instruction set.
 #[inline(always)]
 unsafe fn means<S: Sixteen, const V: usize>(term: impl Fn(usize, usize) -> S) -> S {
-    unsafe { S::totals(lanes::<S, V>(term)).div(S::splat((16 * V) as f32)) }
+    unsafe { total::<S, V>(term).div(S::splat((16 * V) as f32)) }
 }
 
-/// Each of sixteen rows' terms `term(k, v)` (row `k`, vector `v`) added on sixteen lanes in
-/// vector order from zero: the lanes `sum_by` keeps, one vector per row.
+/// Sixteen rows' totals of `term(k, v)` over their 16·V elements, lane `k` row `k`'s: each
+/// row's terms added on sixteen lanes in vector order from zero (the lanes `sum_by` keeps),
+/// handed to [`Sixteen::totals`] as its tree asks for that row.
 ///
 /// # Safety
 /// Inside a wrapper compiled for `S`'s instruction set.
 #[inline(always)]
-unsafe fn lanes<S: Sixteen, const V: usize>(term: impl Fn(usize, usize) -> S) -> [S; BLOCK] {
+unsafe fn total<S: Sixteen, const V: usize>(term: impl Fn(usize, usize) -> S) -> S {
     unsafe {
-        let mut sums = [S::zero(); BLOCK];
-        for (k, sum) in sums.iter_mut().enumerate() {
+        S::totals(|k| {
+            let mut sum = S::zero();
             for v in 0..V {
-                *sum = sum.add(term(k, v));
+                sum = sum.add(term(k, v));
             }
-        }
-        sums
+            sum
+        })
     }
+}
+
+/// The sixteen lanes of `v` as numbers: a row's scalar then goes to all lanes as a broadcast
+/// from memory (a load), where taking lane `k` out of a register took a shuffle, and a
+/// register indexed by a loop variable went through the stack anyway (BENCHMARKS.md,
+/// attempt 113).
+///
+/// # Safety
+/// Inside a wrapper compiled for `S`'s instruction set.
+#[inline(always)]
+unsafe fn scalars<S: Sixteen>(v: S) -> [f32; BLOCK] {
+    let mut out = [0.0f32; BLOCK];
+    unsafe { v.store(out.as_mut_ptr()) };
+    out
 }
 
 /// `V` vectors of a row (`row` holds 16·V elements).
@@ -369,11 +395,11 @@ trait Sixteen: Copy {
     unsafe fn mul(self, other: Self) -> Self;
     unsafe fn div(self, other: Self) -> Self;
     unsafe fn sqrt(self) -> Self;
-    /// Lane `k` in every lane.
-    unsafe fn lane(self, k: usize) -> Self;
-    /// Sixteen rows' lanes each added pairwise as `total` adds them (lane i and i + 8, then i
-    /// and i + 4, i and i + 2, i and i + 1): lane `k` of the result is row `k`'s total.
-    unsafe fn totals(rows: [Self; BLOCK]) -> Self;
+    /// Sixteen rows' lanes (`row(k)`: row `k`'s sixteen lanes) each added pairwise as
+    /// `total` adds them (lane i and i + 8, then i and i + 4, i and i + 2, i and i + 1): lane
+    /// `k` of the result is row `k`'s total. Each row is asked for once, when the tree takes
+    /// it, so that an implementation can keep few rows in registers at a time.
+    unsafe fn totals(row: impl Fn(usize) -> Self) -> Self;
 }
 
 /// One level of a transposing tree: the registers taken two by two, each pair's `$low` and
@@ -431,18 +457,14 @@ impl Sixteen for __m512 {
     unsafe fn sqrt(self) -> Self {
         _mm512_sqrt_ps(self)
     }
-    #[inline(always)]
-    unsafe fn lane(self, k: usize) -> Self {
-        _mm512_permutexvar_ps(_mm512_set1_epi32(k as i32), self)
-    }
     /// A tree that transposes as it adds, two rows into one register at each level.
     #[inline(always)]
-    unsafe fn totals(rows: [Self; BLOCK]) -> Self {
+    unsafe fn totals(row: impl Fn(usize) -> Self) -> Self {
         // Each level below moves row k's result to lane 4 (k % 4) + k / 4; feeding the rows
         // in that order's inverse leaves row k in lane k.
-        let mut order = rows;
-        for (p, row) in order.iter_mut().enumerate() {
-            *row = rows[(p % 4) * 4 + p / 4];
+        let mut order = [_mm512_setzero_ps(); BLOCK];
+        for (p, o) in order.iter_mut().enumerate() {
+            *o = row((p % 4) * 4 + p / 4);
         }
         // Halves: [a.lo + a.hi, b.lo + b.hi], eight sums of each of two rows.
         let halves = add_pairs!(
@@ -538,24 +560,21 @@ impl Sixteen for Avx2Pair {
     unsafe fn sqrt(self) -> Self {
         Avx2Pair([_mm256_sqrt_ps(self.0[0]), _mm256_sqrt_ps(self.0[1])])
     }
-    #[inline(always)]
-    unsafe fn lane(self, k: usize) -> Self {
-        let one = _mm256_permutevar8x32_ps(self.0[k / 8], _mm256_set1_epi32((k % 8) as i32));
-        Avx2Pair([one; 2])
-    }
     /// Each row's halves added (lane i and i + 8), then a tree over each eight rows that
     /// transposes as it adds: lane `k` of the first register row `k`'s total, of the second
-    /// row `8 + k`'s.
+    /// row `8 + k`'s. Eight rows at a time, each one register as soon as it is asked for:
+    /// sixteen rows' pairs are all of AVX2's registers, and held at once they went through the
+    /// stack (attempt 113).
     #[inline(always)]
-    unsafe fn totals(rows: [Self; BLOCK]) -> Self {
+    unsafe fn totals(row: impl Fn(usize) -> Self) -> Self {
         let mut totals = [_mm256_setzero_ps(); 2];
         for (eight, total) in totals.iter_mut().enumerate() {
             // Each level below moves row k's result to lane 4 (k % 2) + k / 2; feeding the
             // rows in that order's inverse leaves row k in lane k.
             let mut order = [_mm256_setzero_ps(); 8];
-            for (p, row) in order.iter_mut().enumerate() {
-                let source = rows[8 * eight + (p % 2) * 4 + p / 2];
-                *row = _mm256_add_ps(source.0[0], source.0[1]);
+            for (p, o) in order.iter_mut().enumerate() {
+                let source = row(8 * eight + (p % 2) * 4 + p / 2);
+                *o = _mm256_add_ps(source.0[0], source.0[1]);
             }
             // Quarters: [a.lo + a.hi, b.lo + b.hi], four sums of each of two rows.
             let quarters = add_pairs!(
