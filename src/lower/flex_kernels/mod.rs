@@ -54,7 +54,7 @@ pub use cross_entropy::{cross_entropy, cross_entropy_backward};
 pub use dropout::dropout;
 pub use kron::{kron, kron_backward};
 pub use layout::swap_middle_axes;
-pub use norm::{add_norm, add_scaled_norm, norm_backward, rms_norm};
+pub use norm::{add_norm, add_scaled_norm, norm_backward, rms_norm, scaled_norm_backward};
 pub use rope::rope;
 pub use scale::{scale, scale_backward};
 pub use softmax::{softmax, softmax_backward};

@@ -6,7 +6,7 @@
 use super::norm_blocks;
 use super::{
     f32s, like, output, overwritable, own_f32s, per_task, sum4_by, sum4_by_pairs, sum_by,
-    sum_by_pairs, vectorized, written, written_part, Kernel,
+    sum_by_pairs, total, vectorized, written, written_part, Kernel, LANES,
 };
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{TensorData, TensorMetadata};
@@ -152,19 +152,78 @@ pub fn norm_backward(
     epsilon: f64,
     centered: bool,
 ) -> Option<[FlexTensor; 2]> {
-    norm_backward_on(x, gamma, g, epsilon, centered, true)
+    let [d_gamma, d_beta] = norm_backward_on(x, gamma, g, None, (epsilon, centered), true)?.0;
+    Some([d_gamma, d_beta])
+}
+
+/// [`norm_backward`] of a norm of a sum whose addend a linear gate scales, `Norm(z + h · α)`
+/// (`x` the kept sum): also the addend's gradient `dh = dx · α` and `dα = Σ dx ⊙ h`, shaped as
+/// `alpha`, each group of rows' share taken as soon as its `dx` is written (in cache, where the
+/// gate's own backward pass read it back from memory; BENCHMARKS.md, attempt 114).
+/// `[dγ, dβ, dh, dα]`. `None`, and `g` untouched, where [`norm_backward`] declines, `h` is
+/// not contiguous f32 of `x`'s shape, or `alpha` not one f32.
+pub fn scaled_norm_backward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    g: &mut FlexTensor,
+    [h, alpha]: [&FlexTensor; 2],
+    epsilon: f64,
+    centered: bool,
+) -> Option<[FlexTensor; 4]> {
+    scaled_norm_backward_on(x, gamma, g, [h, alpha], (epsilon, centered), true)
+}
+
+/// [`scaled_norm_backward`], with the switch of [`norm_backward_on`].
+fn scaled_norm_backward_on(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    g: &mut FlexTensor,
+    [h, alpha]: [&FlexTensor; 2],
+    (epsilon, centered): (f64, bool),
+    sixteen_row_blocks: bool,
+) -> Option<[FlexTensor; 4]> {
+    let (hs, &[scale]) = (f32s(h)?, f32s(alpha)?) else {
+        return None;
+    };
+    if h.shape() != x.shape() {
+        return None;
+    }
+    let mut dh = output(hs.len());
+    let gate = GateGradient {
+        h: hs,
+        alpha: scale,
+        dh: &mut dh,
+    };
+    let kernel = (epsilon, centered);
+    let ([d_gamma, d_beta], lanes) =
+        norm_backward_on(x, gamma, g, Some(gate), kernel, sixteen_row_blocks)?;
+    let d_alpha = total(lanes.expect("a gate's lanes").try_into().expect("LANES"));
+    // SAFETY: the backward pass wrote `dh` whole (`GateGradient`).
+    let dh = like(h, unsafe { written(dh) });
+    let d_alpha = FlexTensor::from_data(TensorData::new(vec![d_alpha], alpha.shape()));
+    Some([d_gamma, d_beta, dh, d_alpha])
+}
+
+/// A linear gate's part of a norm's backward pass ([`scaled_norm_backward`]): the addend `h`,
+/// the gate's `α`, and the buffer for `dh` (as many elements as `h`).
+pub(super) struct GateGradient<'a> {
+    pub h: &'a [f32],
+    pub alpha: f32,
+    pub dh: &'a mut [MaybeUninit<f32>],
 }
 
 /// [`norm_backward`], whole blocks of sixteen rows by `norm_blocks` if
-/// `sixteen_row_blocks` (a switch for the test that compares the two paths).
+/// `sixteen_row_blocks` (a switch for the test that compares the two paths), and with a
+/// linear gate's gradients where `gate` is given: dγ, dβ, and the lanes of `dα` (`None`
+/// without a gate) to be added up ([`total`]).
 fn norm_backward_on(
     x: &FlexTensor,
     gamma: &FlexTensor,
     g: &mut FlexTensor,
-    epsilon: f64,
-    centered: bool,
+    gate: Option<GateGradient<'_>>,
+    (epsilon, centered): (f64, bool),
     sixteen_row_blocks: bool,
-) -> Option<[FlexTensor; 2]> {
+) -> Option<([FlexTensor; 2], Option<Vec<f32>>)> {
     let (xs, gammas) = (f32s(x)?, f32s(gamma)?);
     let width = rows_of(x, gammas.len())?;
     if !overwritable(g) || g.shape() != x.shape() {
@@ -176,14 +235,26 @@ fn norm_backward_on(
     // Each task's slots, one a group: the zip below cuts `partial` as the tasks' rows only if
     // a task is whole groups (else some slots would stay unwritten).
     assert!(task_len.is_multiple_of(group));
-    // dγ and dβ of each group of rows, side by side: each task zeroes its groups' slots (in
-    // parallel, and in its own cache) and fills them.
-    let mut partial = output(xs.len().div_ceil(group) * 2 * width);
+    let slot = slot_len(width, gate.is_some());
+    // The gate's share of each task.
+    let tasks = xs.len().div_ceil(task_len);
+    let gates: Vec<Option<GateGradient<'_>>> = match gate {
+        Some(GateGradient { h, alpha, dh }) => h
+            .chunks(task_len)
+            .zip(dh.chunks_mut(task_len))
+            .map(|(h, dh)| Some(GateGradient { h, alpha, dh }))
+            .collect(),
+        None => (0..tasks).map(|_| None).collect(),
+    };
+    // dγ and dβ (and a gate's lanes of dα) of each group of rows, side by side: each task
+    // zeroes its groups' slots (in parallel, and in its own cache) and fills them.
+    let mut partial = output(xs.len().div_ceil(group) * slot);
     own_f32s(g)
         .par_chunks_mut(task_len)
         .zip(xs.par_chunks(task_len))
-        .zip(partial.par_chunks_mut(task_len / group * 2 * width))
-        .for_each(|((g_then_dx, x), sums)| {
+        .zip(partial.par_chunks_mut(task_len / group * slot))
+        .zip(gates.into_par_iter())
+        .for_each(|(((g_then_dx, x), sums), gate)| {
             sums.fill(MaybeUninit::new(0.0));
             // SAFETY: just written.
             let sums = unsafe { written_part(sums) };
@@ -192,32 +263,38 @@ fn norm_backward_on(
                 x,
                 gammas,
                 sums,
+                gate,
                 eps,
                 centered,
                 sixteen_row_blocks,
             })
         });
     // SAFETY: the tasks cover the buffer, and each zeroed its part.
-    let [d_gamma, d_beta] = slots_in_row_order(unsafe { &written(partial) }, width);
-    Some([
-        FlexTensor::from_data(TensorData::new(d_gamma, [1, width])),
-        FlexTensor::from_data(TensorData::new(d_beta, [1, width])),
-    ])
+    let mut sums = slots_in_row_order(unsafe { &written(partial) }, slot);
+    let lanes = (slot > 2 * width).then(|| sums.split_off(2 * width));
+    let d_beta = sums.split_off(width);
+    let column = |values| FlexTensor::from_data(TensorData::new(values, [1, width]));
+    Some(([column(sums), column(d_beta)], lanes))
 }
 
-/// dγ and dβ from the groups' slots (dγ then dβ, `width` each), added in row order: the same
-/// bits however the rows fell into tasks (which depends on the number of threads), and on
-/// every run (rayon's `reduce` would pair them as its splits fell, which depends on which
-/// thread stole what).
-fn slots_in_row_order(partial: &[f32], width: usize) -> [Vec<f32>; 2] {
-    let mut sums = vec![0.0; 2 * width];
-    for slot in partial.chunks_exact(2 * width) {
-        for (sum, &part) in sums.iter_mut().zip(slot) {
+/// The elements of a group's slot: its dγ and dβ terms (a row's width each), and a linear
+/// gate's [`LANES`] of dα where there is one.
+fn slot_len(width: usize, gated: bool) -> usize {
+    2 * width + if gated { LANES } else { 0 }
+}
+
+/// The groups' slots (`slot` elements each: dγ, dβ, a gate's lanes), added element by element
+/// in row order: the same bits however the rows fell into tasks (which depends on the number
+/// of threads), and on every run (rayon's `reduce` would pair them as its splits fell, which
+/// depends on which thread stole what).
+fn slots_in_row_order(partial: &[f32], slot: usize) -> Vec<f32> {
+    let mut sums = vec![0.0; slot];
+    for group in partial.chunks_exact(slot) {
+        for (sum, &part) in sums.iter_mut().zip(group) {
             *sum += part;
         }
     }
-    let d_beta = sums.split_off(width);
-    [sums, d_beta]
+    sums
 }
 
 /// The width of `x`'s rows when `x` is 2-D with rows of `width` elements, else `None`.
@@ -350,13 +427,16 @@ fn normalize_rows(
 
 /// Rows of a norm's backward pass: `dx` over the output gradient `g` (each row's `g` read
 /// whole before its `dx` is written), with each group of [`ROWS_TOGETHER`] rows' terms of dγ
-/// and dβ added, in row order, to its slot of `sums` (dγ then dβ, twice the width a group;
-/// a slot for every group of the rows, the last maybe part of one, each zero to begin with).
+/// and dβ added, in row order, to its slot of `sums` (dγ then dβ, a row's width each, then a
+/// gate's lanes of dα: [`slot_len`]; a slot for every group of the rows, the last maybe part
+/// of one, each zero to begin with); and where a linear gate scaled the addend, its `dh` and
+/// dα terms of each group ([`gate_group`]).
 struct NormGradientRows<'a> {
     g_then_dx: &'a mut [f32],
     x: &'a [f32],
     gammas: &'a [f32],
     sums: &'a mut [f32],
+    gate: Option<GateGradient<'a>>,
     eps: f32,
     centered: bool,
     /// As `NormRows::sixteen_row_blocks`.
@@ -369,13 +449,17 @@ impl Kernel for NormGradientRows<'_> {
     #[inline(always)]
     fn run(mut self) {
         let w = self.gammas.len();
+        let slot = slot_len(w, self.gate.is_some());
         let done = sixteen_rows_backward(&mut self);
-        let groups = self.g_then_dx[done * w..]
-            .chunks_mut(ROWS_TOGETHER * w)
-            .zip(self.x[done * w..].chunks(ROWS_TOGETHER * w))
-            .zip(self.sums[done / ROWS_TOGETHER * 2 * w..].chunks_exact_mut(2 * w));
-        for ((g_then_dx, x), slot) in groups {
-            let (d_gamma, d_beta) = slot.split_at_mut(w);
+        let group = ROWS_TOGETHER * w;
+        let (start, slots) = (done * w, done / ROWS_TOGETHER * slot);
+        let groups = self.g_then_dx[start..]
+            .chunks_mut(group)
+            .zip(self.x[start..].chunks(group))
+            .zip(self.sums[slots..].chunks_exact_mut(slot));
+        for (i, ((g_then_dx, x), slot)) in groups.enumerate() {
+            let (d_gamma, rest) = slot.split_at_mut(w);
+            let (d_beta, lanes) = rest.split_at_mut(w);
             for (g_then_dx, x) in g_then_dx.chunks_mut(4 * w).zip(x.chunks(4 * w)) {
                 norm_rows_backward(
                     g_then_dx,
@@ -385,8 +469,46 @@ impl Kernel for NormGradientRows<'_> {
                     self.centered,
                 );
             }
+            if let Some(gate) = &mut self.gate {
+                let at = start + i * group;
+                let (h, dh) = (&gate.h[at..], &mut gate.dh[at..]);
+                gate_group([g_then_dx, h], gate.alpha, dh, lanes);
+            }
         }
     }
+}
+
+/// A linear gate's share of one group of rows, once the group's `dx` is written: `dh = dx · α`
+/// into `dh`, and `dx ⊙ h` added to the group's [`LANES`] lanes of dα (element `i` of the
+/// group into lane `i % LANES`, in order). `h` and `dh` begin at the group's first element.
+/// The sixteen-row path calls this too, so both paths give the same bits by construction.
+#[inline(always)]
+pub(super) fn gate_group(
+    [dx, h]: [&[f32]; 2],
+    alpha: f32,
+    dh: &mut [MaybeUninit<f32>],
+    lanes: &mut [f32],
+) {
+    let mut sums: [f32; LANES] = lanes.try_into().expect("LANES lanes");
+    let (h, dh) = (&h[..dx.len()], &mut dh[..dx.len()]);
+    let mut chunks = dx.chunks_exact(LANES).zip(h.chunks_exact(LANES));
+    let mut outs = dh.chunks_exact_mut(LANES);
+    // Whole chunks as arrays: lengths the compiler knows, so the loop vectorizes.
+    let array = |c: &[f32]| -> [f32; LANES] { c.try_into().expect("LANES elements") };
+    for ((dx, h), dh) in (&mut chunks).zip(&mut outs) {
+        let (dx, h) = (array(dx), array(h));
+        let dh: &mut [MaybeUninit<f32>; LANES] = dh.try_into().expect("LANES elements");
+        for i in 0..LANES {
+            dh[i].write(dx[i] * alpha);
+            sums[i] += dx[i] * h[i];
+        }
+    }
+    let full = dx.len() - dx.len() % LANES;
+    for (i, dh) in outs.into_remainder().iter_mut().enumerate() {
+        dh.write(dx[full + i] * alpha);
+        sums[i] += dx[full + i] * h[full + i];
+    }
+    lanes.copy_from_slice(&sums);
 }
 
 /// The first whole blocks of sixteen rows of a forward task by `norm_blocks` where it applies;
@@ -416,6 +538,11 @@ fn sixteen_rows_backward(work: &mut NormGradientRows<'_>) -> usize {
             x: work.x,
             gamma: work.gammas,
             sums: &mut *work.sums,
+            gate: work.gate.as_mut().map(|gate| GateGradient {
+                h: gate.h,
+                alpha: gate.alpha,
+                dh: &mut *gate.dh,
+            }),
             eps: work.eps,
             centered: work.centered,
         });
@@ -681,20 +808,95 @@ mod tests {
                         }
                     }
                     let centered = beta.is_some();
+                    let kernel = (1e-6, centered);
                     let [wide, portable] = [true, false].map(|s| {
                         let mut dx = copy(&g);
-                        let [d_gamma, d_beta] =
-                            norm_backward_on(&x, &gamma, &mut dx, 1e-6, centered, s)
+                        let ([d_gamma, d_beta], _) =
+                            norm_backward_on(&x, &gamma, &mut dx, None, kernel, s)
                                 .expect("applies");
                         [dx, d_gamma, d_beta]
                     });
                     for (w, p) in wide.iter().zip(&portable) {
                         assert_eq!(bits(w), bits(p), "backward, {case}, centered {centered}");
                     }
+                    // With a linear gate's gradients: the same dx, dγ and dβ, and dh and dα
+                    // the same on both paths.
+                    let gate = [&a, &tensor(1, 1, 6)];
+                    let [gated_wide, gated_portable] = [true, false].map(|s| {
+                        let mut dx = copy(&g);
+                        let grads = scaled_norm_backward_on(&x, &gamma, &mut dx, gate, kernel, s)
+                            .expect("applies");
+                        let [d_gamma, d_beta, dh, d_alpha] = grads;
+                        [dx, d_gamma, d_beta, dh, d_alpha]
+                    });
+                    for (w, p) in gated_wide.iter().zip(&gated_portable) {
+                        assert_eq!(
+                            bits(w),
+                            bits(p),
+                            "gated backward, {case}, centered {centered}"
+                        );
+                    }
+                    for (gated, plain) in gated_wide.iter().zip(&wide) {
+                        assert_eq!(bits(gated), bits(plain), "gated against plain, {case}");
+                    }
                 }
                 let [wide, portable] =
                     [true, false].map(|s| rms_norm_on(&x, &gamma, 1e-6, s).expect("applies"));
                 assert_eq!(bits(&wide), bits(&portable), "rms_norm, {case}");
+            }
+        }
+    }
+
+    /// The gate's gradients the backward pass takes with it ([`scaled_norm_backward`]) are those
+    /// of the linear gate's own backward (`scale_backward`) over the same `dx`: `dh = dx · α`
+    /// to the bit, and `dα = Σ dx ⊙ h` to f32 rounding (its terms added in another order),
+    /// against the sum in f64; over widths on both paths and rows that end in a part of a
+    /// group of sixteen.
+    #[test]
+    fn the_gates_gradients_equal_the_scales_own_backward() {
+        for (rows, width) in [(1088, 32), (1030, 64), (35, 100), (703, 48)] {
+            let (x, h, g) = (
+                tensor(rows, width, 11),
+                tensor(rows, width, 12),
+                tensor(rows, width, 13),
+            );
+            let (gamma, alpha) = (tensor(1, width, 14), tensor(1, 1, 15));
+            for centered in [true, false] {
+                let case = format!("{rows} x {width}, centered {centered}");
+                let mut dx = copy(&g);
+                let [d_gamma, d_beta, dh, d_alpha] =
+                    scaled_norm_backward(&x, &gamma, &mut dx, [&h, &alpha], 1e-6, centered)
+                        .expect("applies");
+                let mut plain_dx = copy(&g);
+                let [plain_gamma, plain_beta] =
+                    norm_backward(&x, &gamma, &mut plain_dx, 1e-6, centered).expect("applies");
+                let [plain_dh, plain_alpha] =
+                    crate::lower::flex_kernels::scale_backward(&h, &alpha, &plain_dx)
+                        .expect("applies");
+                for (got, want) in [(&dx, &plain_dx), (&d_gamma, &plain_gamma), (&dh, &plain_dh)] {
+                    assert_eq!(bits(got), bits(want), "{case}");
+                }
+                assert_eq!(bits(&d_beta), bits(&plain_beta), "{case}");
+                let exact: f64 = f32s(&dx)
+                    .expect("f32")
+                    .iter()
+                    .zip(f32s(&h).expect("f32"))
+                    .map(|(&d, &h)| d as f64 * h as f64)
+                    .sum();
+                let magnitude: f64 = f32s(&dx)
+                    .expect("f32")
+                    .iter()
+                    .zip(f32s(&h).expect("f32"))
+                    .map(|(&d, &h)| (d as f64 * h as f64).abs())
+                    .sum();
+                for d in [&d_alpha, &plain_alpha] {
+                    let got = f32s(d).expect("f32")[0] as f64;
+                    assert!(
+                        (got - exact).abs() <= 1e-6 * magnitude,
+                        "{case}: dα {got} against {exact} (terms' magnitude {magnitude})"
+                    );
+                }
+                assert_eq!(d_alpha.shape(), alpha.shape());
             }
         }
     }

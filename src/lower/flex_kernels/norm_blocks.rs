@@ -16,7 +16,8 @@
 //! written once over [`Sixteen`], sixteen lanes in one AVX-512 register or in two of AVX2's.
 
 use super::lanes::{isa, Isa};
-use super::norm::Rows;
+use super::norm::{gate_group, GateGradient, Rows};
+use super::LANES;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -116,12 +117,14 @@ pub(super) fn forward(work: ForwardRows<'_>) -> usize {
 
 /// The inputs of a backward block, as `norm::NormGradientRows`: the output gradient `g` to
 /// turn into `dx`, the rows' `x`, γ, and a slot for each block's dγ and dβ (twice the width,
-/// dγ first; each block's rows' terms added to it in row order).
+/// dγ first; each block's rows' terms added to it in row order), followed by a linear gate's
+/// lanes of dα where `gate` is given (its share of each block taken by `norm::gate_group`).
 pub(super) struct GradientRows<'a> {
     pub g_then_dx: &'a mut [f32],
     pub x: &'a [f32],
     pub gamma: &'a [f32],
     pub sums: &'a mut [f32],
+    pub gate: Option<GateGradient<'a>>,
     pub eps: f32,
     pub centered: bool,
 }
@@ -218,11 +221,12 @@ unsafe fn forward_blocks<S: Sixteen, const V: usize>(work: ForwardRows<'_>) -> u
 /// # Safety
 /// As [`forward_blocks`].
 #[inline(always)]
-unsafe fn backward_blocks<S: Sixteen, const V: usize>(work: GradientRows<'_>) -> usize {
+unsafe fn backward_blocks<S: Sixteen, const V: usize>(mut work: GradientRows<'_>) -> usize {
     let w = 16 * V;
     let rows = work.x.len() / w / BLOCK * BLOCK;
+    let slot = 2 * w + if work.gate.is_some() { LANES } else { 0 };
     assert!(work.g_then_dx.len() >= rows * w && work.gamma.len() == w);
-    assert!(work.sums.len() >= rows / BLOCK * 2 * w);
+    assert!(work.sums.len() >= rows / BLOCK * slot);
     // SAFETY: every offset below lies inside the rows asserted above; the caller's for `S`.
     unsafe {
         let n = S::splat(w as f32);
@@ -233,10 +237,11 @@ unsafe fn backward_blocks<S: Sixteen, const V: usize>(work: GradientRows<'_>) ->
         let dx = g_then_dx;
         for (block, slot) in (0..rows)
             .step_by(BLOCK)
-            .zip(work.sums.chunks_exact_mut(2 * w))
+            .zip(work.sums.chunks_exact_mut(slot))
         {
             let at = block * w;
-            let (d_gamma_slot, d_beta_slot) = slot.split_at_mut(w);
+            let (d_gamma_slot, rest) = slot.split_at_mut(w);
+            let (d_beta_slot, lanes) = rest.split_at_mut(w);
             let (mut d_gamma, mut d_beta) =
                 (vectors::<S, V>(d_gamma_slot), vectors::<S, V>(d_beta_slot));
             let x = |k: usize, v: usize| S::load(work.x.as_ptr().add(at + k * w + 16 * v));
@@ -248,9 +253,7 @@ unsafe fn backward_blocks<S: Sixteen, const V: usize>(work: GradientRows<'_>) ->
                 true => means::<S, V>(h),
                 false => S::zero(),
             };
-            let along = total::<S, V>(|k, v| {
-                h(k, v).mul(x(k, v).sub(S::splat(centers[k])))
-            });
+            let along = total::<S, V>(|k, v| h(k, v).mul(x(k, v).sub(S::splat(centers[k]))));
             // mean(h ⊙ x̂) = r · Σ h ⊙ (x − mean) / n
             let mean_hx = scalars(S::load(inverse.as_ptr()).mul(along).div(n));
             let mean_h = scalars(mean_h);
@@ -268,6 +271,11 @@ unsafe fn backward_blocks<S: Sixteen, const V: usize>(work: GradientRows<'_>) ->
             }
             store::<S, V>(d_gamma_slot, d_gamma);
             store::<S, V>(d_beta_slot, d_beta);
+            if let Some(gate) = &mut work.gate {
+                // The block's dx, just written and still in cache.
+                let done = std::slice::from_raw_parts(dx.cast_const().add(at), BLOCK * w);
+                gate_group([done, &gate.h[at..]], gate.alpha, &mut gate.dh[at..], lanes);
+            }
         }
     }
     rows

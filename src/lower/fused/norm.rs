@@ -507,8 +507,11 @@ impl Node<4> for ScaledAddNorm {
 }
 
 /// Backward of [`ScaledAddNorm`]: the norm's gradients at the kept sum; the sum's gradient
-/// to `x`, and through the scale (`scale_gradients`, one pass on Flex) to `h` and α; dγ and
-/// dβ. The values [`NormBackward`] and the scale's backward give, in the same order.
+/// to `x`, and through the scale to `h` and α; dγ and dβ. On Flex in f32 one kernel
+/// (`flex_kernels::scaled_norm_backward`: the scale's gradients taken as each group of rows'
+/// `dx` is written); else the norm's backward ([`kept_norm_gradients`]) and then the scale's
+/// (`scale_gradients`). The values [`NormBackward`] and the scale's backward give, in the
+/// same order (but for `dα`'s sum: its terms added in another order in the kernel).
 #[derive(Debug)]
 struct ScaledNormBackward {
     epsilon: f64,
@@ -523,8 +526,8 @@ impl<I: Backend, const N: usize> Backward<I, N> for ScaledNormBackward {
         let g = grads.consume::<I>(&ops.node);
         let parents = ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id));
         let centered = N == 5;
-        let (dx, d_gamma, d_beta) = kept_norm_gradients::<I>(norm_state, g, self.epsilon, centered);
-        let [dh, d_alpha] = scale_gradients::<I>(h, alpha, dx.clone());
+        let (dx, [dh, d_alpha], d_gamma, d_beta) =
+            scaled_norm_gradients::<I>((norm_state, [h, alpha]), g, self.epsilon, centered);
         give::<I>(grads, parents[0], || dx);
         give::<I>(grads, parents[1], || dh);
         give::<I>(grads, parents[2], || d_alpha);
@@ -533,4 +536,44 @@ impl<I: Backend, const N: usize> Backward<I, N> for ScaledNormBackward {
             give::<I>(grads, parents[4], || d_beta);
         }
     }
+}
+
+/// The gradients `(dx, [dh, dα], dγ, dβ)` of `Norm(x + h · α)` from what its node kept and the
+/// output gradient `g`: see [`ScaledNormBackward`].
+#[allow(clippy::type_complexity)]
+fn scaled_norm_gradients<I: Backend>(
+    ((sum, gamma, r), [h, alpha]): (NormState<I>, [FloatTensor<I>; 2]),
+    g: FloatTensor<I>,
+    epsilon: f64,
+    centered: bool,
+) -> (
+    FloatTensor<I>,
+    [FloatTensor<I>; 2],
+    FloatTensor<I>,
+    Option<FloatTensor<I>>,
+) {
+    let mut g = g;
+    if r.is_none() {
+        let kernel = |g: &mut FlexTensor, [sum, gamma, h, alpha]: [&FlexTensor; 4]| {
+            flex_kernels::scaled_norm_backward(sum, gamma, g, [h, alpha], epsilon, centered)
+        };
+        let inputs = [&sum, &gamma, &h, &alpha];
+        if let Some([d_gamma, d_beta, dh, d_alpha]) =
+            on_flex_over::<I, 4, 4>(&mut g, inputs, kernel)
+        {
+            // dγ and dβ come out as (1, width) rows, and go to γ and β as the vectors they are.
+            let width = gamma.shape().num_elements();
+            let vector = |t: FloatTensor<I>| I::float_reshape(t, Shape::new([width]));
+            // `g` now holds dx.
+            return (
+                g,
+                [dh, d_alpha],
+                vector(d_gamma),
+                centered.then(|| vector(d_beta)),
+            );
+        }
+    }
+    let (dx, d_gamma, d_beta) = kept_norm_gradients::<I>((sum, gamma, r), g, epsilon, centered);
+    let gate = scale_gradients::<I>(h, alpha, dx.clone());
+    (dx, gate, d_gamma, d_beta)
 }
