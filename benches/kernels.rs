@@ -281,10 +281,12 @@ fn pathways(threads: usize) {
         let identity = us(&|| {
             step(&|| fused::add_layer_norm(z.clone(), h.clone(), gamma.clone(), beta.clone(), 1e-6))
         });
+        // As training runs it: one node that scales `h` as it adds (attempt 103) and takes the
+        // gate's gradients in the norm's backward kernel (attempt 114).
         let linear = us(&|| {
             step(&|| {
-                let gated = fused::scale(h.clone(), alpha.clone());
-                fused::add_layer_norm(z.clone(), gated, gamma.clone(), beta.clone(), 1e-6)
+                let gated = (h.clone(), alpha.clone());
+                fused::add_scaled_layer_norm(z.clone(), gated, gamma.clone(), beta.clone(), 1e-6)
             })
         });
         let tensor_gate = us(&|| {

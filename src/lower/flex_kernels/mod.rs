@@ -8,8 +8,9 @@
 //! - `softmax`: softmax with an additive mask, and its backward;
 //! - `squares`: the sum of a tensor's squares (a gradient's share of the clip's global norm);
 //! - `norm`: RMSNorm forward, either norm of a sum (`add_norm`; of a scaled sum, a linear
-//!   gate's, `add_scaled_norm`), both norms' backward; `norm_blocks` takes their rows of 16 to
-//!   256 elements sixteen rows at a time;
+//!   gate's, `add_scaled_norm`), both norms' backward (of a scaled sum with the gate's
+//!   gradients, `scaled_norm_backward`); `norm_blocks` takes their rows of 16 to 256 elements
+//!   sixteen rows at a time;
 //! - `rope`: rotate-half RoPE and its transpose;
 //! - `kron`: the Kronecker product of a tensor gate's two cores, and its backward;
 //! - `tensor_gate`: a tensor gate applied to rows in its factored form, and its input gradient;

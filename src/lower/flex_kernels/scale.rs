@@ -1,5 +1,7 @@
 //! The linear gate's product `α · h` by a one-element `α`, and its backward with both
-//! gradients in one pass.
+//! gradients in one pass: the gate's node wherever no norm of the sum takes it (a pathway
+//! without a norm, a half-precision pass). Where one does, `norm::scaled_norm_backward`
+//! computes the same gradients inside the norm's backward pass.
 
 use super::{f32s, like, output, sum_by_pairs, vectorized, written, Kernel, CHUNK};
 use burn::backend::flex::FlexTensor;

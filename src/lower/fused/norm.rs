@@ -1,6 +1,7 @@
 //! LayerNorm and RMSNorm as one autodiff node each: alone, of a sum (a LaX pathway's
 //! `Norm(z + g(h))`, `passes::fuse_lax_norms`), and of a sum whose addend a linear gate scales
-//! (`Norm(z + α h)`), the last with the scale's backward after the norm's.
+//! (`Norm(z + α h)`), the last with the scale's gradients taken by the norm's backward kernel
+//! on Flex, after the norm's backward elsewhere.
 
 use super::scale::{as_matrix, scale, scale_gradients};
 use super::{
