@@ -2101,6 +2101,61 @@ fn scaled_add_norm_nodes_match_the_norm_of_the_scaled_sum() {
     assert_finite_differences("RMSNorm of z + α h, dα", &through_alpha);
 }
 
+/// The LaX add node (`fused::lax_add`: a pathway without a norm, a TT layer's intra-layer add)
+/// against Burn's add: the same value and both gradients to the bit, on Flex in f32 (the sum
+/// written over `z` on every thread, `flex_kernels::add_over`; shapes of a ViT's latent, a
+/// tiny LLaMA's intra-layer add, and one with a part of a task) and on NdArray in f64 (the
+/// node over the backend's add). `z` held elsewhere keeps its values (the kernel copies a
+/// shared buffer before writing over it). A broadcast takes Burn's add.
+#[test]
+fn lax_add_node_equals_burns_add_bit_for_bit() {
+    use laxc::lower::fused;
+    fn check<E: burn::tensor::backend::Backend>(shape: [usize; 2])
+    where
+        E::FloatElem: burn::tensor::Element,
+    {
+        let mut rng = StdRng::seed_from_u64(115);
+        let mut leaf = |scale: f64| {
+            let v: Vec<f64> = random(&mut rng, shape[0] * shape[1]);
+            let v: Vec<f64> = v.iter().map(|v| scale * v - 0.3).collect();
+            let data = TensorData::new(v, shape).convert::<E::FloatElem>();
+            Tensor::<Autodiff<E>, 2>::from_data(data, &Default::default()).require_grad()
+        };
+        let (z, addend, weights) = (leaf(2.0), leaf(1.5), leaf(1.0).detach());
+        let z_before = to_vec(z.clone());
+        let run = |node: bool| -> Vec<Vec<u64>> {
+            let y = match node {
+                true => fused::lax_add(z.clone(), addend.clone()),
+                false => z.clone() + addend.clone(),
+            };
+            let grads = (y.clone() * y.clone() * weights.clone()).sum().backward();
+            let bits = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect();
+            let dz = z.grad(&grads).map(to_vec).expect("dz");
+            let da = addend.grad(&grads).map(to_vec).expect("dh");
+            vec![bits(to_vec(y)), bits(dz), bits(da)]
+        };
+        let what = format!("{shape:?}");
+        assert!(
+            run(true) == run(false),
+            "{what}: the node against Burn's add"
+        );
+        assert_eq!(to_vec(z.clone()), z_before, "{what}: z is unchanged");
+        // A broadcast row: Burn's add, its gradient summed over the rows.
+        let row = leaf(1.0).slice([0..1, 0..shape[1]]).detach().require_grad();
+        let y = fused::lax_add(z.clone(), row.clone());
+        let grads = y.sum().backward();
+        let d_row = row.grad(&grads).map(to_vec).expect("d row");
+        assert!(
+            d_row.iter().all(|&g| g == shape[0] as f64),
+            "{what}: broadcast gradient"
+        );
+    }
+    check::<burn::backend::Flex>([1088, 32]);
+    check::<burn::backend::Flex>([1024, 256]);
+    check::<burn::backend::Flex>([703, 100]);
+    check::<NdArray<f64>>([5, 6]);
+}
+
 /// The SwiGLU node (`fused::swiglu`, after `passes::fuse_swiglu`) against `silu(gate) ⊙ up`
 /// composed: values and both inputs' gradients, on NdArray in f64 (the node over the backend's
 /// ops; also finite differences) and on Flex in f32 (`flex_kernels::swiglu`, one pass each

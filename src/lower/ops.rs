@@ -325,7 +325,8 @@ fn eval_float<B: Backend>(
             add_bias(y, &c.bias)
         }
         Op::Latent { .. } | Op::Output { .. } => arg(),
-        Op::LaxAdd { .. } | Op::Add { .. } => arg() + arg(),
+        Op::LaxAdd { .. } => fused::lax_add(arg(), arg()),
+        Op::Add { .. } => arg() + arg(),
         Op::Mul { .. } => arg() * arg(),
         Op::SwiGlu { .. } => fused::swiglu(arg(), arg()),
         Op::Gate { .. } => unreachable!("`eval` runs the gates"),

@@ -4,6 +4,7 @@
 //! strided iterator. One module per kind of op:
 //!
 //! - `adamw`: one AdamW step of a parameter (the optimizer's, `train::optimizer`);
+//! - `add`: the sum of two tensors over the first (a LaX add without a norm);
 //! - `activation`: GELU (exact and tanh), SiLU and SwiGLU, forward and backward;
 //! - `softmax`: softmax with an additive mask, and its backward;
 //! - `squares`: the sum of a tensor's squares (a gradient's share of the clip's global norm);
@@ -31,6 +32,7 @@
 
 mod activation;
 mod adamw;
+mod add;
 mod cross_entropy;
 mod dropout;
 mod kron;
@@ -51,6 +53,7 @@ pub use activation::{
     swiglu_backward,
 };
 pub use adamw::{adamw, adamw_first, AdamWStep};
+pub use add::add_over;
 pub use cross_entropy::{cross_entropy, cross_entropy_backward};
 pub use dropout::dropout;
 pub use kron::{kron, kron_backward};

@@ -22,11 +22,13 @@ use super::attention::rope_composed;
 use super::flex_gemm::{self, Order};
 use super::flex_kernels;
 
+mod add;
 mod dropout;
 mod join;
 mod norm;
 mod scale;
 mod tensor_gate;
+pub use add::lax_add;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
