@@ -45,12 +45,8 @@ impl Kernel for Sum<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::tensor;
     use super::*;
-    use burn::tensor::TensorData;
-
-    fn tensor(values: Vec<f32>, shape: [usize; 2]) -> FlexTensor {
-        FlexTensor::from_data(TensorData::new(values, shape))
-    }
 
     /// The sum goes over `x`'s own buffer, or over a copy where another tensor shares it (which
     /// keeps its values); other shapes and strided views are declined, `x` untouched.

@@ -159,16 +159,13 @@ impl Kernel for GradientRows<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::tensor;
     use super::*;
 
     fn logits(rows: usize, classes: usize, spread: f32) -> Vec<f32> {
         (0..rows * classes)
             .map(|i| spread * ((i as f32 * 0.731).sin() + 0.3 * (i as f32 * 0.057).cos()))
             .collect()
-    }
-
-    fn tensor(values: Vec<f32>, shape: [usize; 2]) -> FlexTensor {
-        FlexTensor::from_data(TensorData::new(values, shape))
     }
 
     fn values(t: &FlexTensor) -> Vec<f32> {

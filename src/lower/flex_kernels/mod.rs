@@ -327,7 +327,8 @@ unsafe fn with_avx512<K: Kernel>(work: K) -> K::Output {
 mod tests {
     use super::*;
 
-    fn tensor(values: Vec<f32>, shape: [usize; 2]) -> FlexTensor {
+    /// A (rows, columns) tensor of `values`: the kernels' tests' inputs.
+    pub(super) fn tensor(values: Vec<f32>, shape: [usize; 2]) -> FlexTensor {
         FlexTensor::from_data(TensorData::new(values, shape))
     }
 

@@ -321,12 +321,8 @@ mod avx512 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::tensor;
     use super::*;
-    use burn::tensor::TensorData;
-
-    fn tensor(values: Vec<f32>, shape: [usize; 2]) -> FlexTensor {
-        FlexTensor::from_data(TensorData::new(values, shape))
-    }
 
     /// Deterministic values in [−1, 1).
     fn values(n: usize, seed: u32) -> Vec<f32> {
