@@ -194,19 +194,30 @@ fn norm_gradients<I: Backend>(
     epsilon: f64,
     centered: bool,
 ) -> (FloatTensor<I>, FloatTensor<I>, Option<FloatTensor<I>>) {
-    // dγ and dβ come out as (1, width) rows, and go to γ and β as the vectors they are.
-    let width = gamma.shape().num_elements();
-    let vector = |t: FloatTensor<I>| I::float_reshape(t, Shape::new([width]));
     let mut g = g;
     let kernel = |g: &mut FlexTensor, [x, gamma]: [&FlexTensor; 2]| {
         flex_kernels::norm_backward(x, gamma, g, epsilon, centered)
     };
-    if let Some([d_gamma, d_beta]) = on_flex_over::<I, 2, 2>(&mut g, [&x, &gamma], kernel) {
+    if let Some(rows) = on_flex_over::<I, 2, 2>(&mut g, [&x, &gamma], kernel) {
+        let (d_gamma, d_beta) = as_vectors::<I>(rows, centered);
         // `g` now holds dx.
-        return (g, vector(d_gamma), centered.then(|| vector(d_beta)));
+        return (g, d_gamma, d_beta);
     }
     let (normalized, r) = normalize::<I>(x, epsilon, centered);
     gradients_from_rows::<I>([normalized, r, gamma, g], centered)
+}
+
+/// dγ and dβ as the norm kernels give them, (1, width) rows, as the vectors γ and β are; dβ
+/// only for LayerNorm (`centered`).
+fn as_vectors<I: Backend>(
+    [d_gamma, d_beta]: [FloatTensor<I>; 2],
+    centered: bool,
+) -> (FloatTensor<I>, Option<FloatTensor<I>>) {
+    let vector = |t: FloatTensor<I>| {
+        let width = t.shape().num_elements();
+        I::float_reshape(t, Shape::new([width]))
+    };
+    (vector(d_gamma), centered.then(|| vector(d_beta)))
 }
 
 /// `(x̂, r)`: the rows of `x` centred (LayerNorm) and scaled by `r = 1/√(var + ε)` (the mean
@@ -562,16 +573,9 @@ fn scaled_norm_gradients<I: Backend>(
         if let Some([d_gamma, d_beta, dh, d_alpha]) =
             on_flex_over::<I, 4, 4>(&mut g, inputs, kernel)
         {
-            // dγ and dβ come out as (1, width) rows, and go to γ and β as the vectors they are.
-            let width = gamma.shape().num_elements();
-            let vector = |t: FloatTensor<I>| I::float_reshape(t, Shape::new([width]));
+            let (d_gamma, d_beta) = as_vectors::<I>([d_gamma, d_beta], centered);
             // `g` now holds dx.
-            return (
-                g,
-                [dh, d_alpha],
-                vector(d_gamma),
-                centered.then(|| vector(d_beta)),
-            );
+            return (g, [dh, d_alpha], d_gamma, d_beta);
         }
     }
     let (dx, d_gamma, d_beta) = kept_norm_gradients::<I>((sum, gamma, r), g, epsilon, centered);
